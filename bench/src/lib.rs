@@ -1,0 +1,1 @@
+//! Benchmarks: see `bench/*.sh` for side-by-side runs against peers.
