@@ -305,7 +305,7 @@ pub fn parse_authenticate(msg: &[u8]) -> Result<Authenticate<'_>, AuthError> {
 }
 
 /// Looks for MsvAvFlags in the AV pairs of an NTLMv2 client challenge.
-fn av_flags(mut pairs: &[u8]) -> Result<u32, AuthError> {
+pub(crate) fn av_flags(mut pairs: &[u8]) -> Result<u32, AuthError> {
     let mut found = 0u32;
     loop {
         let id = u16_at(pairs, 0).map_err(|_| bad("NTLMSSP: truncated AV pair"))?;
