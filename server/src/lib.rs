@@ -1,2 +1,18 @@
-pub mod crypto;
+//! The SMB2/3 server core: wire codecs, connection pipeline, sessions, trees,
+//! opens, and the file system beneath each share.
+
 pub mod auth;
+pub mod config;
+pub mod conn;
+pub mod credits;
+pub mod crypto;
+pub mod handlers;
+pub mod ipc;
+pub mod negotiate;
+pub mod netif;
+pub mod objects;
+pub mod transport;
+pub mod transport_tcp;
+pub mod vfs;
+pub mod wire;
+pub mod listener;

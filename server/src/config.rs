@@ -1,0 +1,329 @@
+//! Server configuration: command-line flags and an smb.conf-style file
+//! (`[global]` plus one section per share, Samba's parameter names).
+//!
+//! Written by hand: no INI crate knows smb.conf's rules (case- and
+//! space-insensitive keys, synonyms, yes/no booleans, `\` continuations).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+pub const DIALECT_202: u16 = 0x0202;
+pub const DIALECT_210: u16 = 0x0210;
+pub const DIALECT_300: u16 = 0x0300;
+pub const DIALECT_302: u16 = 0x0302;
+pub const DIALECT_311: u16 = 0x0311;
+pub const DIALECT_WILDCARD: u16 = 0x02FF;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{file}:{line}: {msg}")]
+    Syntax { file: String, line: usize, msg: String },
+    #[error("cannot read {0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A three-way setting as in Samba: off, allowed/if the client wants, required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    Disabled,
+    Enabled,
+    Required,
+}
+
+#[derive(Debug, Clone)]
+pub struct ShareConfig {
+    pub name: String,
+    pub path: PathBuf,
+    pub read_only: bool,
+    pub guest_ok: bool,
+    pub valid_users: Vec<String>,
+    pub encrypt: Setting,
+    pub comment: String,
+}
+
+impl ShareConfig {
+    pub fn new(name: &str, path: impl Into<PathBuf>) -> Self {
+        ShareConfig {
+            name: name.to_string(),
+            path: path.into(),
+            read_only: false,
+            guest_ok: false,
+            valid_users: Vec::new(),
+            encrypt: Setting::Enabled,
+            comment: String::new(),
+        }
+    }
+
+    pub fn user_allowed(&self, user: &str) -> bool {
+        self.valid_users.is_empty() || self.valid_users.iter().any(|u| u.eq_ignore_ascii_case(user))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    pub netbios_name: String,
+    pub workgroup: String,
+    pub shares: Vec<ShareConfig>,
+    /// (name, password) pairs; hashed into the user database at start.
+    pub users: Vec<(String, String)>,
+    pub signing: Setting,
+    pub encrypt: Setting,
+    pub min_protocol: u16,
+    pub max_protocol: u16,
+    pub max_credits: u16,
+    pub guest_ok_anonymous: bool,
+    pub map_to_guest: bool,
+    pub max_read_size: u32,
+    pub max_write_size: u32,
+    pub max_transact_size: u32,
+    pub max_sessions_per_connection: usize,
+    pub max_opens_per_session: usize,
+    pub max_outstanding_requests: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec!["0.0.0.0:445".parse().expect("static address")],
+            netbios_name: default_hostname(),
+            workgroup: "WORKGROUP".to_string(),
+            shares: Vec::new(),
+            users: Vec::new(),
+            signing: Setting::Enabled,
+            encrypt: Setting::Enabled,
+            min_protocol: DIALECT_202,
+            max_protocol: DIALECT_311,
+            max_credits: 512,
+            guest_ok_anonymous: false,
+            map_to_guest: false,
+            max_read_size: 8 * 1024 * 1024,
+            max_write_size: 8 * 1024 * 1024,
+            max_transact_size: 8 * 1024 * 1024,
+            max_sessions_per_connection: 64,
+            max_opens_per_session: 16384,
+            max_outstanding_requests: 8192,
+        }
+    }
+}
+
+fn default_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_uppercase())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "SMBDIRECT".to_string())
+}
+
+/// Samba normalises parameter names: lower case, no spaces or underscores.
+fn norm_key(k: &str) -> String {
+    k.chars().filter(|c| !c.is_whitespace() && *c != '_').flat_map(|c| c.to_lowercase()).collect()
+}
+
+pub fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "yes" | "true" | "1" | "on" => Some(true),
+        "no" | "false" | "0" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_setting(v: &str) -> Option<Setting> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "required" | "mandatory" | "force" => Some(Setting::Required),
+        "auto" | "default" | "if_required" | "desired" | "enabled" | "yes" | "true" | "on" => Some(Setting::Enabled),
+        "disabled" | "off" | "no" | "false" => Some(Setting::Disabled),
+        _ => None,
+    }
+}
+
+pub fn parse_protocol(v: &str) -> Option<u16> {
+    match v.trim().to_ascii_uppercase().as_str() {
+        "SMB2" | "SMB2_02" | "NT1" | "CORE" | "LANMAN1" | "LANMAN2" | "COREPLUS" => Some(DIALECT_202),
+        "SMB2_10" => Some(DIALECT_210),
+        "SMB3_00" => Some(DIALECT_300),
+        "SMB3_02" => Some(DIALECT_302),
+        "SMB3" | "SMB3_11" | "DEFAULT" => Some(DIALECT_311),
+        _ => None,
+    }
+}
+
+/// Parsed smb.conf: section name -> ordered (normalised key, value).
+pub fn parse_ini(text: &str, file: &str) -> Result<Vec<(String, Vec<(String, String, usize)>)>, ConfigError> {
+    let mut sections: Vec<(String, Vec<(String, String, usize)>)> = Vec::new();
+    let mut pending = String::new();
+    let mut pending_line = 0;
+    for (i, raw) in text.lines().enumerate() {
+        let lineno = i + 1;
+        let line = raw.trim_end();
+        if pending.is_empty() {
+            pending_line = lineno;
+        }
+        if let Some(stripped) = line.strip_suffix('\\') {
+            pending.push_str(stripped);
+            pending.push(' ');
+            continue;
+        }
+        pending.push_str(line);
+        let full = std::mem::take(&mut pending);
+        let t = full.trim();
+        if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
+            continue;
+        }
+        if let Some(rest) = t.strip_prefix('[') {
+            let name = rest.strip_suffix(']').ok_or_else(|| ConfigError::Syntax {
+                file: file.into(),
+                line: pending_line,
+                msg: "section header without ']'".into(),
+            })?;
+            sections.push((name.trim().to_string(), Vec::new()));
+            continue;
+        }
+        let (k, v) = t.split_once('=').ok_or_else(|| ConfigError::Syntax {
+            file: file.into(),
+            line: pending_line,
+            msg: format!("expected 'name = value', got {t:?}"),
+        })?;
+        let Some(sec) = sections.last_mut() else {
+            return Err(ConfigError::Syntax { file: file.into(), line: pending_line, msg: "parameter outside a section".into() });
+        };
+        sec.1.push((norm_key(k), v.trim().to_string(), pending_line));
+    }
+    Ok(sections)
+}
+
+impl ServerConfig {
+    pub fn load_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io(path.display().to_string(), e))?;
+        self.apply_conf(&text, &path.display().to_string())
+    }
+
+    pub fn apply_conf(&mut self, text: &str, file: &str) -> Result<(), ConfigError> {
+        let bad = |line: usize, msg: String| ConfigError::Syntax { file: file.into(), line, msg };
+        for (section, params) in parse_ini(text, file)? {
+            if section.eq_ignore_ascii_case("global") {
+                for (k, v, line) in params {
+                    match k.as_str() {
+                        "serversigning" => self.signing = parse_setting(&v).ok_or_else(|| bad(line, format!("bad value {v:?} for server signing")))?,
+                        "smbencrypt" | "serversmbencrypt" | "encryptdata" => {
+                            self.encrypt = parse_setting(&v).ok_or_else(|| bad(line, format!("bad value {v:?} for {k}")))?
+                        }
+                        "serverminprotocol" | "minprotocol" => self.min_protocol = parse_protocol(&v).ok_or_else(|| bad(line, format!("unknown protocol {v:?}")))?,
+                        "servermaxprotocol" | "maxprotocol" | "protocol" => {
+                            self.max_protocol = parse_protocol(&v).ok_or_else(|| bad(line, format!("unknown protocol {v:?}")))?
+                        }
+                        "netbiosname" => self.netbios_name = v.to_uppercase(),
+                        "workgroup" => self.workgroup = v.to_uppercase(),
+                        "maptoguest" => self.map_to_guest = v.eq_ignore_ascii_case("bad user"),
+                        "smb2maxcredits" => self.max_credits = v.parse().map_err(|_| bad(line, format!("bad number {v:?}")))?,
+                        "smb2maxread" => self.max_read_size = v.parse().map_err(|_| bad(line, format!("bad number {v:?}")))?,
+                        "smb2maxwrite" => self.max_write_size = v.parse().map_err(|_| bad(line, format!("bad number {v:?}")))?,
+                        "smb2maxtrans" => self.max_transact_size = v.parse().map_err(|_| bad(line, format!("bad number {v:?}")))?,
+                        "smbports" | "listen" => {
+                            let mut l = Vec::new();
+                            for part in v.split([' ', ',']).filter(|s| !s.is_empty()) {
+                                let addr = if let Ok(port) = part.parse::<u16>() {
+                                    SocketAddr::from(([0, 0, 0, 0], port))
+                                } else {
+                                    part.parse().map_err(|_| bad(line, format!("bad listen address {part:?}")))?
+                                };
+                                l.push(addr);
+                            }
+                            self.listen = l;
+                        }
+                        other => tracing::warn!("{file}:{line}: unknown global parameter {other:?} ignored"),
+                    }
+                }
+            } else {
+                let mut share = ShareConfig::new(&section, "");
+                for (k, v, line) in params {
+                    match k.as_str() {
+                        "path" => share.path = PathBuf::from(v),
+                        "readonly" => share.read_only = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
+                        "writeable" | "writable" | "write ok" => {
+                            share.read_only = !parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?
+                        }
+                        "guestok" | "public" => share.guest_ok = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
+                        "validusers" => share.valid_users = v.split([' ', ',']).filter(|s| !s.is_empty()).map(String::from).collect(),
+                        "smbencrypt" | "encryptdata" | "serversmbencrypt" => {
+                            share.encrypt = parse_setting(&v).ok_or_else(|| bad(line, format!("bad value {v:?}")))?
+                        }
+                        "comment" => share.comment = v,
+                        other => tracing::warn!("{file}:{line}: unknown share parameter {other:?} ignored"),
+                    }
+                }
+                if share.path.as_os_str().is_empty() {
+                    return Err(ConfigError::Invalid(format!("share [{section}] has no path")));
+                }
+                self.shares.retain(|s| !s.name.eq_ignore_ascii_case(&section));
+                self.shares.push(share);
+            }
+        }
+        if self.min_protocol > self.max_protocol {
+            return Err(ConfigError::Invalid("server min protocol is above server max protocol".into()));
+        }
+        Ok(())
+    }
+
+    pub fn share(&self, name: &str) -> Option<&ShareConfig> {
+        self.shares.iter().find(|s| s.name.eq_ignore_ascii_case(name))
+    }
+
+    pub fn dialect_allowed(&self, d: u16) -> bool {
+        d >= self.min_protocol && d <= self.max_protocol
+    }
+}
+
+/// `NAME=PATH` from the command line.
+pub fn parse_share_flag(s: &str) -> Result<ShareConfig, ConfigError> {
+    let (n, p) = s.split_once('=').ok_or_else(|| ConfigError::Invalid(format!("--share wants NAME=PATH, got {s:?}")))?;
+    if n.is_empty() || n.eq_ignore_ascii_case("IPC$") || n.contains(['\\', '/']) {
+        return Err(ConfigError::Invalid(format!("bad share name {n:?}")));
+    }
+    Ok(ShareConfig::new(n, p))
+}
+
+pub fn parse_user_flag(s: &str) -> Result<(String, String), ConfigError> {
+    let (n, p) = s.split_once(':').ok_or_else(|| ConfigError::Invalid(format!("--user wants NAME:PASSWORD, got {s:?}")))?;
+    if n.is_empty() {
+        return Err(ConfigError::Invalid("empty user name".into()));
+    }
+    Ok((n.to_string(), p.to_string()))
+}
+
+pub type Sections = BTreeMap<String, String>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_samba_style() {
+        let mut c = ServerConfig::default();
+        c.apply_conf(
+            "[global]\n  server signing = mandatory\n server_min_protocol = SMB3_00\n smb encrypt = required\n\n[data]\n path = /srv/d\n read only = yes\n valid users = a, b\n\n[Pub]\npath=/tmp\\\n/x\nguest ok = yes\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.signing, Setting::Required);
+        assert_eq!(c.encrypt, Setting::Required);
+        assert_eq!(c.min_protocol, DIALECT_300);
+        let d = c.share("DATA").unwrap();
+        assert!(d.read_only);
+        assert!(d.user_allowed("A") && !d.user_allowed("c"));
+        assert_eq!(c.share("pub").unwrap().path, PathBuf::from("/tmp /x"));
+    }
+
+    #[test]
+    fn reports_errors_with_lines() {
+        let mut c = ServerConfig::default();
+        let e = c.apply_conf("[global]\nserver signing = sometimes\n", "f").unwrap_err();
+        assert!(e.to_string().contains("f:2"), "{e}");
+        assert!(c.apply_conf("x = 1\n", "f").is_err());
+        assert!(c.apply_conf("[s]\nread only = yes\n", "f").is_err());
+    }
+}

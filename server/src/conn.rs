@@ -1,0 +1,545 @@
+//! One client connection: the request pipeline.
+//!
+//! decrypt → split compound → per request: credits, session, signature,
+//! tree, dispatch → credits granted → sign → (encrypt) → send.
+//! Everything here runs on the connection's own thread; a panic in a handler
+//! unwinds that thread only and the connection's sessions are torn down.
+
+use crate::config::{Setting, DIALECT_202, DIALECT_210, DIALECT_300, DIALECT_311};
+use crate::credits::CreditWindow;
+use crate::crypto::{self, Cipher, SigningAlgorithm};
+use crate::objects::{lock, Server, Session, SessionState, Tree};
+use crate::transport::{MessageSink, MessageSource, OutBuf, TRANSFORM_ROOM};
+use crate::wire::header::*;
+use crate::wire::messages::{error_body, FileId};
+use crate::wire::status::NtStatus;
+use crate::wire::Put;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tracing::{debug, info, warn};
+
+/// Why a connection ends.
+#[derive(Debug)]
+pub enum Disconnect {
+    Closed,
+    Protocol(String),
+    Io(std::io::Error),
+}
+
+pub(crate) struct PendingAuth {
+    pub acceptor: crate::auth::Acceptor,
+    pub preauth: Option<crypto::PreauthHash>,
+    pub session: Arc<Session>,
+}
+
+pub struct Connection {
+    pub server: Arc<Server>,
+    pub sink: Arc<dyn MessageSink>,
+    pub peer: String,
+    pub dialect: Option<u16>,
+    pub client_guid: [u8; 16],
+    pub client_caps: u32,
+    pub client_security_mode: u16,
+    pub server_caps: u32,
+    pub cipher: Option<Cipher>,
+    pub signing_alg: SigningAlgorithm,
+    pub preauth: Option<crypto::PreauthHash>,
+    pub(crate) pending: HashMap<u64, PendingAuth>,
+    pub sessions: Vec<u64>,
+    pub credits: CreditWindow,
+    pub rdma_transforms: Vec<u16>,
+    /// The SMB1 NEGOTIATE upgraded to SMB2 with the 0x02FF wildcard: the
+    /// client must now send an SMB2 NEGOTIATE.
+    pub wildcard_sent: bool,
+    pub outstanding: usize,
+}
+
+/// What one request in a compound sees.
+pub struct Ctx<'a> {
+    pub hdr: &'a Header,
+    pub msg: &'a [u8],
+    pub session: Option<Arc<Session>>,
+    pub tree: Option<Arc<Tree>>,
+    /// The FileId of the last CREATE in a related chain.
+    pub compound_file: Option<FileId>,
+    pub encrypted: bool,
+    /// Set by a handler that answers asynchronously (interim STATUS_PENDING).
+    pub async_id: Option<u64>,
+    /// A success-class status other than SUCCESS (BUFFER_OVERFLOW,
+    /// MORE_PROCESSING_REQUIRED) that goes with a full response body.
+    pub warning: Option<NtStatus>,
+}
+
+impl Ctx<'_> {
+    pub fn session(&self) -> Result<&Arc<Session>, NtStatus> {
+        self.session.as_ref().ok_or(NtStatus::USER_SESSION_DELETED)
+    }
+    pub fn tree(&self) -> Result<&Arc<Tree>, NtStatus> {
+        self.tree.as_ref().ok_or(NtStatus::NETWORK_NAME_DELETED)
+    }
+    /// Resolves a FileId from a request, honouring the related-compound form.
+    pub fn open(&self, id: &FileId) -> Result<Arc<crate::objects::Open>, NtStatus> {
+        let id = if *id == [0xFF; 16] {
+            if !self.hdr.is_related() {
+                return Err(NtStatus::FILE_CLOSED);
+            }
+            self.compound_file.ok_or(NtStatus::FILE_CLOSED)?
+        } else {
+            *id
+        };
+        let vol = u64::from_le_bytes(id[8..16].try_into().map_err(|_| NtStatus::FILE_CLOSED)?);
+        let per = u64::from_le_bytes(id[0..8].try_into().map_err(|_| NtStatus::FILE_CLOSED)?);
+        let open = self.session()?.open(vol).ok_or(NtStatus::FILE_CLOSED)?;
+        if open.persistent_id != per {
+            return Err(NtStatus::FILE_CLOSED);
+        }
+        if let Some(t) = &self.tree {
+            if open.tree_id != t.id {
+                return Err(NtStatus::FILE_CLOSED);
+            }
+        }
+        Ok(open)
+    }
+}
+
+/// Serves one connection until it ends. Runs on the caller's thread.
+pub fn serve(server: Arc<Server>, mut source: impl MessageSource, sink: Arc<dyn MessageSink>) {
+    let peer = sink.peer();
+    let mut conn = Connection::new(server, sink.clone(), peer.clone());
+    let limit = conn.max_message_size();
+    let end = loop {
+        let msg = match source.recv(limit) {
+            Ok(Some(m)) => m,
+            Ok(None) => break Disconnect::Closed,
+            Err(e) => break Disconnect::Io(e),
+        };
+        if let Err(d) = conn.handle_message(msg) {
+            break d;
+        }
+    };
+    match &end {
+        Disconnect::Closed => debug!(%peer, "connection closed"),
+        Disconnect::Protocol(why) => warn!(%peer, "disconnecting: {why}"),
+        Disconnect::Io(e) => info!(%peer, "connection ended: {e}"),
+    }
+    sink.shutdown();
+    drop(conn);
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Sessions do not outlive their only connection (no multichannel
+        // binding or durable reconnect yet).
+        for id in std::mem::take(&mut self.sessions) {
+            if let Some(s) = lock(&self.server.sessions).remove(&id) {
+                s.teardown(&self.server);
+            }
+        }
+        for (_, p) in self.pending.drain() {
+            lock(&self.server.sessions).remove(&p.session.id);
+        }
+    }
+}
+
+impl Connection {
+    pub fn new(server: Arc<Server>, sink: Arc<dyn MessageSink>, peer: String) -> Connection {
+        let max = server.cfg.max_credits;
+        Connection {
+            server,
+            sink,
+            peer,
+            dialect: None,
+            client_guid: [0; 16],
+            client_caps: 0,
+            client_security_mode: 0,
+            server_caps: 0,
+            cipher: None,
+            signing_alg: SigningAlgorithm::HmacSha256,
+            preauth: None,
+            pending: HashMap::new(),
+            sessions: Vec::new(),
+            credits: CreditWindow::new(max),
+            rdma_transforms: Vec::new(),
+            wildcard_sent: false,
+            outstanding: 0,
+        }
+    }
+
+    pub fn max_message_size(&self) -> usize {
+        let c = &self.server.cfg;
+        // Largest WRITE plus headers, a TRANSFORM header and compound slack.
+        c.max_write_size.max(c.max_transact_size) as usize + 64 * 1024
+    }
+
+    pub fn handle_message(&mut self, msg: Vec<u8>) -> Result<(), Disconnect> {
+        let Some(pid) = msg.get(0..4) else {
+            return Err(Disconnect::Protocol(format!("message of {} bytes is too short", msg.len())));
+        };
+        if pid == SMB1_PROTOCOL_ID {
+            return self.smb1_negotiate(&msg);
+        }
+        if pid == TRANSFORM_PROTOCOL_ID {
+            return self.handle_encrypted(msg);
+        }
+        if pid != PROTOCOL_ID {
+            return Err(Disconnect::Protocol(format!("unknown protocol id {pid:02x?}")));
+        }
+        let out = self.process_chain(&msg, false)?;
+        self.send(out)
+    }
+
+    fn send(&self, out: OutBuf) -> Result<(), Disconnect> {
+        if out.buf.len() <= out.start {
+            return Ok(());
+        }
+        self.sink.send(out).map_err(Disconnect::Io)
+    }
+
+    fn handle_encrypted(&mut self, mut msg: Vec<u8>) -> Result<(), Disconnect> {
+        if self.dialect.is_none_or(|d| d < DIALECT_300) {
+            return Err(Disconnect::Protocol("TRANSFORM header before an SMB3 dialect".into()));
+        }
+        let th = crypto::parse_transform_header(&msg).map_err(|e| Disconnect::Protocol(format!("bad TRANSFORM header: {e}")))?;
+        let session = self
+            .server
+            .session(th.session_id)
+            .filter(|s| self.sessions.contains(&s.id))
+            .ok_or_else(|| Disconnect::Protocol(format!("TRANSFORM for unknown session {:#x}", th.session_id)))?;
+        let keys = session.keys().ok_or_else(|| Disconnect::Protocol("TRANSFORM on a session without keys".into()))?;
+        let opener = keys.opener.as_ref().ok_or_else(|| Disconnect::Protocol("TRANSFORM on a session without encryption".into()))?;
+        let (_, range) = opener.open(&mut msg).map_err(|e| Disconnect::Protocol(format!("decryption failed: {e}")))?;
+        let plain = msg.get(range).ok_or_else(|| Disconnect::Protocol("decryption range".into()))?;
+        if plain.get(0..4) != Some(&PROTOCOL_ID[..]) {
+            return Err(Disconnect::Protocol("decrypted message is not SMB2".into()));
+        }
+        let mut out = self.process_chain(plain, true)?;
+        if out.buf.len() > out.start {
+            seal_out(&keys, session.id, &mut out).map_err(|e| Disconnect::Protocol(format!("encryption failed: {e}")))?;
+        }
+        self.send(out)
+    }
+
+    /// Processes a (possibly compound) chain of plaintext SMB2 messages and
+    /// returns the response chain, signed where required.
+    fn process_chain(&mut self, chain: &[u8], encrypted: bool) -> Result<OutBuf, Disconnect> {
+        let mut out = OutBuf::new(256);
+        let mut off = 0usize;
+        let mut prev: Option<(u64, u32, Option<FileId>, NtStatus)> = None;
+        let mut last_resp_start: Option<usize> = None;
+        let mut sign_with: Vec<(usize, usize, Option<Arc<crate::objects::SessionKeys>>)> = Vec::new();
+        let mut count = 0usize;
+        loop {
+            count += 1;
+            if count > 64 {
+                return Err(Disconnect::Protocol("compound chain longer than 64".into()));
+            }
+            let rest = chain.get(off..).unwrap_or(&[]);
+            let hdr = Header::parse(rest).map_err(|e| Disconnect::Protocol(format!("bad SMB2 header at {off}: {e}")))?;
+            let len = if hdr.next_command == 0 {
+                rest.len()
+            } else {
+                let n = hdr.next_command as usize;
+                if n < HEADER_LEN || n % 8 != 0 || n > rest.len() {
+                    return Err(Disconnect::Protocol(format!("bad NextCommand {n}")));
+                }
+                n
+            };
+            let msg = &rest[..len];
+            // Each response in a chain starts 8-aligned relative to the first.
+            if let Some(start) = last_resp_start {
+                let rel = out.buf.len() - out.start;
+                let pad = (8 - rel % 8) % 8;
+                out.buf.zeros(pad);
+                let next = (out.buf.len() - start) as u32;
+                out.buf.set_u32(start + 20, next);
+            }
+            let resp_start = out.buf.len();
+            let keys = self.process_one(&hdr, msg, encrypted, &mut prev, &mut out.buf)?;
+            if out.buf.len() > resp_start {
+                if let Some(ls) = last_resp_start {
+                    if let Some(last) = sign_with.last_mut() {
+                        last.1 = resp_start - ls;
+                    }
+                }
+                sign_with.push((resp_start, out.buf.len() - resp_start, keys));
+                last_resp_start = Some(resp_start);
+            }
+            if hdr.next_command == 0 {
+                break;
+            }
+            off += len;
+        }
+        // Sign each response over its own bytes (padding included, as chained).
+        for (start, len, keys) in sign_with {
+            if let Some(k) = keys {
+                if let (Some(signer), Some(m)) = (k.signer.as_ref(), out.buf.get_mut(start..start + len)) {
+                    let flags = u32::from_le_bytes([m[16], m[17], m[18], m[19]]) | FLAG_SIGNED;
+                    m[16..20].copy_from_slice(&flags.to_le_bytes());
+                    if let Err(e) = signer.sign(m) {
+                        warn!("cannot sign a response: {e}");
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Handles one request; appends its response to `out` and says which
+    /// session keys, if any, must sign it.
+    fn process_one(
+        &mut self,
+        hdr: &Header,
+        msg: &[u8],
+        encrypted: bool,
+        prev: &mut Option<(u64, u32, Option<FileId>, NtStatus)>,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<Arc<crate::objects::SessionKeys>>, Disconnect> {
+        let Some(cmd) = Command::from_u16(hdr.command) else {
+            return Err(Disconnect::Protocol(format!("unknown command {:#x}", hdr.command)));
+        };
+        if hdr.flags & FLAG_SERVER_TO_REDIR != 0 {
+            return Err(Disconnect::Protocol("a response sent to the server".into()));
+        }
+        // CANCEL consumes no credit and gets no response.
+        if cmd == Command::Cancel {
+            return Ok(None);
+        }
+        let dialect = self.dialect;
+        if cmd != Command::Negotiate && dialect.is_none_or(|d| d == DIALECT_WILDCARD_INTERNAL) {
+            return Err(Disconnect::Protocol(format!("{cmd:?} before NEGOTIATE")));
+        }
+        // Credits: the message id must be inside the window, each used once.
+        let multi_credit = dialect.is_some_and(|d| d >= DIALECT_210);
+        let charge = if multi_credit { hdr.credit_charge } else { 1 };
+        if let Err(e) = self.credits.consume(hdr.message_id, charge) {
+            return Err(Disconnect::Protocol(format!("message id {} (charge {charge}) outside the credit window: {e}", hdr.message_id)));
+        }
+
+        let mut hdr = hdr.clone();
+        if hdr.is_related() {
+            match prev {
+                Some((sid, tid, _, _)) => {
+                    hdr.session_id = *sid;
+                    hdr.async_id = (hdr.async_id & 0xFFFF_FFFF) | (u64::from(*tid) << 32);
+                }
+                None => {
+                    // The first message of a chain cannot be related.
+                    let st = NtStatus::INVALID_PARAMETER;
+                    self.write_error(&hdr, st, out);
+                    return Ok(None);
+                }
+            }
+        }
+        let mut ctx = Ctx { hdr: &hdr, msg, session: None, tree: None, compound_file: prev.as_ref().and_then(|p| p.2), encrypted, async_id: None, warning: None };
+        let resp_start = out.len();
+        out.zeros(HEADER_LEN);
+
+        let result: Result<(), NtStatus> = (|| {
+            if hdr.is_related() {
+                if let Some((_, _, _, st)) = prev {
+                    if st.is_error() && *st != NtStatus::BUFFER_OVERFLOW {
+                        return Err(*st);
+                    }
+                }
+            }
+            // Session, signature and encryption checks.
+            let needs_session = !matches!(cmd, Command::Negotiate | Command::SessionSetup | Command::Echo);
+            if hdr.session_id != 0 || needs_session {
+                let s = self.server.session(hdr.session_id).filter(|s| self.sessions.contains(&s.id) || self.pending.contains_key(&s.id));
+                match s {
+                    Some(s) => {
+                        if cmd != Command::SessionSetup {
+                            let st = *lock(&s.state);
+                            if st != SessionState::Valid {
+                                return Err(if st == SessionState::Expired { NtStatus::NETWORK_SESSION_EXPIRED } else { NtStatus::USER_SESSION_DELETED });
+                            }
+                            self.check_signature(&s, &hdr, msg, encrypted)?;
+                            if *lock(&s.encrypt_data) && !encrypted && cmd != Command::Echo {
+                                return Err(NtStatus::ACCESS_DENIED);
+                            }
+                        }
+                        ctx.session = Some(s);
+                    }
+                    None if needs_session || cmd == Command::SessionSetup => return Err(NtStatus::USER_SESSION_DELETED),
+                    None => {}
+                }
+            }
+            let needs_tree = !matches!(
+                cmd,
+                Command::Negotiate | Command::SessionSetup | Command::Logoff | Command::TreeConnect | Command::Echo | Command::Cancel
+            );
+            if needs_tree {
+                let s = ctx.session()?;
+                let t = s.tree(hdr.tree_id()).ok_or(NtStatus::NETWORK_NAME_DELETED)?;
+                if t.encrypt && !encrypted {
+                    return Err(NtStatus::ACCESS_DENIED);
+                }
+                ctx.tree = Some(t);
+            }
+            // Multi-credit: the charge must cover the payload (MS-SMB2 3.3.5.2.5).
+            if multi_credit {
+                let payload = crate::handlers::payload_size(cmd, msg);
+                let needed = payload.div_ceil(65536).max(1);
+                if u64::from(hdr.credit_charge.max(1)) < needed {
+                    return Err(NtStatus::INVALID_PARAMETER);
+                }
+            }
+            self.dispatch(cmd, &mut ctx, out)
+        })();
+
+        let status = match result {
+            Ok(()) => NtStatus::SUCCESS,
+            Err(st) => {
+                debug!(peer = %self.peer, mid = hdr.message_id, "{cmd:?} -> {st}");
+                out.truncate(resp_start + HEADER_LEN);
+                error_body(out, &[]);
+                st
+            }
+        };
+        let status = if status == NtStatus::SUCCESS { ctx.warning.unwrap_or(status) } else { status };
+        let mut rh = hdr.response(status);
+        rh.credit_charge = hdr.credit_charge;
+        rh.credits = self.credits.grant(hdr.credits.max(1));
+        if let Some(aid) = ctx.async_id {
+            rh.flags |= FLAG_ASYNC;
+            rh.async_id = aid;
+        }
+        if hdr.is_related() {
+            rh.flags |= FLAG_RELATED;
+        }
+        // A new session's id goes back in the SESSION_SETUP response.
+        if cmd == Command::SessionSetup {
+            if let Some(s) = &ctx.session {
+                rh.session_id = s.id;
+            }
+        }
+        if cmd == Command::TreeConnect {
+            if let Some(t) = &ctx.tree {
+                rh.async_id = (rh.async_id & 0xFFFF_FFFF) | (u64::from(t.id) << 32);
+            }
+        }
+        let mut hb = Vec::with_capacity(HEADER_LEN);
+        rh.write(&mut hb);
+        out[resp_start..resp_start + HEADER_LEN].copy_from_slice(&hb);
+
+        let file = if cmd == Command::Create && status == NtStatus::SUCCESS {
+            out.get(resp_start + HEADER_LEN + 64..resp_start + HEADER_LEN + 80).and_then(|b| b.try_into().ok())
+        } else {
+            ctx.compound_file
+        };
+        *prev = Some((rh.session_id, rh.tree_id(), file, status));
+
+        // Preauth hash of SESSION_SETUP responses (all but the final success).
+        if cmd == Command::SessionSetup {
+            self.session_setup_response_hash(&ctx, status, &out[resp_start..]);
+        }
+        if cmd == Command::Negotiate && status == NtStatus::SUCCESS {
+            if let Some(h) = self.preauth.as_mut() {
+                h.update(&out[resp_start..]);
+            }
+        }
+        // Sign when the session signs and the response is not encrypted.
+        let keys = if encrypted {
+            None
+        } else {
+            match &ctx.session {
+                // The final SESSION_SETUP response of an SMB3 session is always
+                // signed (MS-SMB2 3.3.5.5.3), so the client can trust the negotiation.
+                Some(s) if cmd == Command::SessionSetup && status == NtStatus::SUCCESS && (self.is_smb3() || *lock(&s.signing_required)) => s.keys(),
+                Some(s) if cmd != Command::SessionSetup && (hdr.is_signed() || *lock(&s.signing_required)) && s.is_valid() => s.keys(),
+                Some(s) if cmd == Command::Logoff && status == NtStatus::SUCCESS && hdr.is_signed() => s.keys(),
+                _ => None,
+            }
+        };
+        // A session that requires encryption encrypts everything it sends.
+        Ok(keys)
+    }
+
+    fn check_signature(&self, s: &Session, hdr: &Header, msg: &[u8], encrypted: bool) -> Result<(), NtStatus> {
+        if encrypted {
+            return Ok(());
+        }
+        let keys = s.keys();
+        if hdr.is_signed() {
+            let Some(signer) = keys.as_ref().and_then(|k| k.signer.as_ref()) else {
+                return Ok(()); // guest/anonymous: nothing to verify against
+            };
+            // The signer zeroes the Signature field while it computes; the
+            // request itself stays untouched for the handler.
+            let mut copy = msg.to_vec();
+            if !signer.verify(&mut copy) {
+                warn!(peer = %self.peer, session = s.id, "bad signature on {:?}", Command::from_u16(hdr.command));
+                return Err(NtStatus::ACCESS_DENIED);
+            }
+        } else if *lock(&s.signing_required) {
+            return Err(NtStatus::ACCESS_DENIED);
+        }
+        Ok(())
+    }
+
+    pub fn write_error(&self, hdr: &Header, st: NtStatus, out: &mut Vec<u8>) {
+        let mut rh = hdr.response(st);
+        rh.credits = 0;
+        rh.write(out);
+        error_body(out, &[]);
+    }
+
+    fn dispatch(&mut self, cmd: Command, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+        use crate::handlers as h;
+        match cmd {
+            Command::Negotiate => self.negotiate(ctx, out),
+            Command::SessionSetup => self.session_setup(ctx, out),
+            Command::Logoff => self.logoff(ctx, out),
+            Command::TreeConnect => h::tree::tree_connect(self, ctx, out),
+            Command::TreeDisconnect => h::tree::tree_disconnect(self, ctx, out),
+            Command::Create => h::create::create(self, ctx, out),
+            Command::Close => h::file::close(self, ctx, out),
+            Command::Flush => h::file::flush(ctx, out),
+            Command::Read => h::file::read(self, ctx, out),
+            Command::Write => h::file::write(ctx, out),
+            Command::Lock => h::file::lock_cmd(self, ctx, out),
+            Command::Ioctl => h::ioctl::ioctl(self, ctx, out),
+            Command::Echo => {
+                crate::wire::messages::parse_small(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+                out.u16(4).u16(0);
+                Ok(())
+            }
+            Command::QueryDirectory => h::dir::query_directory(ctx, out),
+            Command::ChangeNotify => Err(NtStatus::NOT_IMPLEMENTED),
+            Command::QueryInfo => h::info::query_info(self, ctx, out),
+            Command::SetInfo => h::info::set_info(self, ctx, out),
+            Command::OplockBreak => Err(NtStatus::INVALID_PARAMETER),
+            Command::Cancel => Ok(()),
+        }
+    }
+
+    pub fn is_smb3(&self) -> bool {
+        self.dialect.is_some_and(|d| d >= DIALECT_300 && d != DIALECT_WILDCARD_INTERNAL)
+    }
+
+    pub fn signing_required_by_server(&self) -> bool {
+        self.server.cfg.signing == Setting::Required
+    }
+
+    pub fn dialect_or_202(&self) -> u16 {
+        self.dialect.unwrap_or(DIALECT_202)
+    }
+
+    pub fn is_311(&self) -> bool {
+        self.dialect == Some(DIALECT_311)
+    }
+}
+
+/// Internal marker for "SMB1 upgraded, waiting for the SMB2 NEGOTIATE".
+pub const DIALECT_WILDCARD_INTERNAL: u16 = crate::config::DIALECT_WILDCARD;
+
+/// Encrypts a finished response chain in place: the TRANSFORM header goes
+/// into the headroom just before the chain.
+pub fn seal_out(keys: &crate::objects::SessionKeys, session_id: u64, out: &mut OutBuf) -> Result<(), String> {
+    let sealer = keys.sealer.as_ref().ok_or("session has no encryption key")?;
+    let at = out.start.checked_sub(TRANSFORM_ROOM).ok_or("no headroom for the TRANSFORM header")?;
+    sealer.seal(session_id, &mut out.buf[at..]).map_err(|e| e.to_string())?;
+    out.start = at;
+    Ok(())
+}
+

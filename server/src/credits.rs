@@ -1,0 +1,86 @@
+//! The credit window (MS-SMB2 3.3.1.1, 3.3.5.2.3): which message ids the client
+//! may use, each at most once, and how many credits to grant.
+
+use crate::wire::status::NtStatus;
+use std::collections::VecDeque;
+
+#[derive(Debug)]
+pub struct CreditWindow {
+    /// Lowest message id not yet used.
+    low: u64,
+    /// `used[i]` is whether id `low + i` has been used; `low + used.len()` is the top of the window.
+    used: VecDeque<bool>,
+    max: u16,
+}
+
+impl CreditWindow {
+    pub fn new(max: u16) -> CreditWindow {
+        // Message id 0 may be used for the first NEGOTIATE.
+        CreditWindow { low: 0, used: VecDeque::from([false]), max: max.max(1) }
+    }
+
+    /// Credits the client still holds (granted, not yet used).
+    pub fn held(&self) -> usize {
+        self.used.iter().filter(|u| !**u).count()
+    }
+
+    /// Consumes ids `mid .. mid + charge` (a charge of 0 counts as 1).
+    pub fn consume(&mut self, mid: u64, charge: u16) -> Result<(), NtStatus> {
+        let n = u64::from(charge.max(1));
+        let top = self.low + self.used.len() as u64;
+        let end = mid.checked_add(n).ok_or(NtStatus::INVALID_PARAMETER)?;
+        if mid < self.low || end > top {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        let first = (mid - self.low) as usize;
+        if self.used.range(first..first + n as usize).any(|u| *u) {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        for u in self.used.range_mut(first..first + n as usize) {
+            *u = true;
+        }
+        while self.used.front() == Some(&true) {
+            self.used.pop_front();
+            self.low += 1;
+        }
+        Ok(())
+    }
+
+    /// Grants up to `requested` credits (at least one if the client would
+    /// otherwise hold none), never letting the client hold more than `max`.
+    pub fn grant(&mut self, requested: u16) -> u16 {
+        let held = self.held();
+        let room = (self.max as usize).saturating_sub(held);
+        let mut g = (requested as usize).min(room);
+        if g == 0 && held == 0 {
+            g = 1;
+        }
+        for _ in 0..g {
+            self.used.push_back(false);
+        }
+        g as u16
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window() {
+        let mut w = CreditWindow::new(512);
+        assert!(w.consume(1, 1).is_err());
+        w.consume(0, 0).unwrap();
+        assert!(w.consume(0, 0).is_err(), "reuse");
+        assert_eq!(w.grant(10), 10);
+        w.consume(5, 1).unwrap();
+        w.consume(1, 4).unwrap();
+        assert!(w.consume(9, 3).is_err(), "past the window");
+        w.consume(6, 5).unwrap();
+        assert_eq!(w.held(), 0);
+        assert_eq!(w.grant(0), 1, "never leave the client without credits");
+        assert_eq!(w.grant(10_000), 511);
+        assert_eq!(w.grant(10), 0);
+        assert!(w.consume(u64::MAX, 2).is_err());
+    }
+}

@@ -1,0 +1,134 @@
+//! QUERY_DIRECTORY: directory enumeration in the FSCC information classes.
+
+use super::FILE_READ_DATA;
+use crate::conn::Ctx;
+use crate::objects::{lock, OpenKind};
+use crate::vfs::{self, DirEntry, FileStat};
+use crate::wire::header::HEADER_LEN;
+use crate::wire::messages::{QueryDirReq, QD_INDEX_SPECIFIED, QD_REOPEN, QD_RESTART_SCANS, QD_RETURN_SINGLE_ENTRY};
+use crate::wire::status::NtStatus;
+use crate::wire::{utf16_len, utf16_to_string, Put};
+
+pub const FILE_DIRECTORY_INFORMATION: u8 = 1;
+pub const FILE_FULL_DIRECTORY_INFORMATION: u8 = 2;
+pub const FILE_BOTH_DIRECTORY_INFORMATION: u8 = 3;
+pub const FILE_NAMES_INFORMATION: u8 = 12;
+pub const FILE_ID_BOTH_DIRECTORY_INFORMATION: u8 = 37;
+pub const FILE_ID_FULL_DIRECTORY_INFORMATION: u8 = 38;
+
+/// Encodes one entry (NextEntryOffset left 0) in the given class.
+pub fn encode_entry(class: u8, name: &str, st: &FileStat, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+    let nlen = utf16_len(name) as u32;
+    if class == FILE_NAMES_INFORMATION {
+        out.u32(0).u32(0).u32(nlen).utf16(name);
+        return Ok(());
+    }
+    if !matches!(
+        class,
+        FILE_DIRECTORY_INFORMATION | FILE_FULL_DIRECTORY_INFORMATION | FILE_BOTH_DIRECTORY_INFORMATION | FILE_ID_BOTH_DIRECTORY_INFORMATION | FILE_ID_FULL_DIRECTORY_INFORMATION
+    ) {
+        return Err(NtStatus::INVALID_INFO_CLASS);
+    }
+    out.u32(0).u32(0).u64(st.btime).u64(st.atime).u64(st.mtime).u64(st.ctime).u64(st.size).u64(st.alloc).u32(st.attrs).u32(nlen);
+    match class {
+        FILE_DIRECTORY_INFORMATION => {}
+        FILE_FULL_DIRECTORY_INFORMATION => {
+            out.u32(0);
+        }
+        FILE_ID_FULL_DIRECTORY_INFORMATION => {
+            out.u32(0).u32(0).u64(st.ino);
+        }
+        FILE_BOTH_DIRECTORY_INFORMATION => {
+            out.u32(0).u8(0).u8(0).zeros(24);
+        }
+        _ => {
+            out.u32(0).u8(0).u8(0).zeros(24).u16(0).u64(st.ino);
+        }
+    }
+    out.utf16(name);
+    Ok(())
+}
+
+pub fn query_directory(ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+    let req = QueryDirReq::parse(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+    let open = ctx.open(&req.file_id)?;
+    let OpenKind::Dir(cursor) = &open.kind else { return Err(NtStatus::INVALID_PARAMETER) };
+    if open.access & FILE_READ_DATA == 0 {
+        return Err(NtStatus::ACCESS_DENIED);
+    }
+    // Validate the class before touching the cursor.
+    encode_entry(req.class, "", &FileStat::default(), &mut Vec::new())?;
+    let pattern = utf16_to_string(req.pattern).map_err(|_| NtStatus::OBJECT_NAME_INVALID)?;
+    let pattern = if pattern.is_empty() { "*".to_string() } else { pattern };
+    if pattern.contains('\\') {
+        return Err(NtStatus::OBJECT_NAME_INVALID);
+    }
+    let root = open.share.root.as_ref().ok_or(NtStatus::INVALID_DEVICE_REQUEST)?;
+    let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
+    let mut cur = lock(cursor);
+    let restart = req.flags & (QD_RESTART_SCANS | QD_REOPEN) != 0;
+    if restart || cur.entries.is_none() || (req.flags & QD_INDEX_SPECIFIED != 0 && req.file_index == 0) {
+        let path = lock(&open.path).clone();
+        let mut entries = Vec::new();
+        let me = vfs::stat_fd(fd)?;
+        entries.push(DirEntry { name: ".".into(), stat: me });
+        let parent = match vfs::split_parent(&path) {
+            Some((p, _)) => root.lookup(p).ok().flatten().unwrap_or(me),
+            None => me,
+        };
+        entries.push(DirEntry { name: "..".into(), stat: parent });
+        entries.extend(vfs::list_dir(root, &path, rustix::fd::AsFd::as_fd(fd))?);
+        cur.entries = Some(entries);
+        cur.pos = 0;
+        cur.pattern = Some(pattern.clone());
+    }
+    let first_call = cur.pos == 0;
+    let pat = if restart || cur.pattern.is_none() { pattern } else { cur.pattern.clone().unwrap_or(pattern) };
+    let hdr_start = out.len() - HEADER_LEN;
+    out.u16(9).u16((HEADER_LEN + 8) as u16).u32(0);
+    let buf_start = out.len();
+    let limit = req.output_len as usize;
+    let mut last_entry: Option<usize> = None;
+    let mut count = 0usize;
+    let entries = cur.entries.take().unwrap_or_default();
+    let mut pos = cur.pos;
+    while pos < entries.len() {
+        let e = &entries[pos];
+        if !vfs::wildcard_match(&pat, &e.name) {
+            pos += 1;
+            continue;
+        }
+        let mut one = Vec::new();
+        encode_entry(req.class, &e.name, &e.stat, &mut one)?;
+        let aligned = out.len() + (8 - (out.len() - buf_start) % 8) % 8;
+        if aligned - buf_start + one.len() > limit {
+            if count == 0 {
+                cur.entries = Some(entries);
+                return Err(NtStatus::INFO_LENGTH_MISMATCH);
+            }
+            break;
+        }
+        out.resize(aligned, 0);
+        if let Some(l) = last_entry {
+            let next = (aligned - l) as u32;
+            out.set_u32(l, next);
+        }
+        last_entry = Some(out.len());
+        out.put(&one);
+        count += 1;
+        pos += 1;
+        if req.flags & QD_RETURN_SINGLE_ENTRY != 0 {
+            break;
+        }
+    }
+    cur.pos = pos;
+    cur.entries = Some(entries);
+    let _ = hdr_start;
+    if count == 0 {
+        out.truncate(buf_start - 8);
+        return Err(if first_call { NtStatus::NO_SUCH_FILE } else { NtStatus::NO_MORE_FILES });
+    }
+    let len = (out.len() - buf_start) as u32;
+    out.set_u32(buf_start - 4, len);
+    Ok(())
+}

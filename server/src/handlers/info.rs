@@ -1,0 +1,400 @@
+//! QUERY_INFO and SET_INFO: file, file-system and security information (MS-FSCC 2.4, 2.5).
+
+use super::*;
+use crate::conn::{Connection, Ctx};
+use crate::objects::{lock, Open, OpenKind};
+use crate::vfs::{self, FileStat};
+use crate::wire::header::HEADER_LEN;
+use crate::wire::messages::{QueryInfoReq, SetInfoReq, INFO_FILE, INFO_FILESYSTEM, INFO_QUOTA, INFO_SECURITY};
+use crate::wire::status::NtStatus;
+use crate::wire::{utf16_len, utf16_to_string, Put, Reader};
+
+// File information classes.
+const BASIC: u8 = 4;
+const STANDARD: u8 = 5;
+const INTERNAL: u8 = 6;
+const EA: u8 = 7;
+const ACCESS: u8 = 8;
+const NAME: u8 = 9;
+const RENAME: u8 = 10;
+const DISPOSITION: u8 = 13;
+const POSITION: u8 = 14;
+const FULL_EA: u8 = 15;
+const MODE: u8 = 16;
+const ALIGNMENT: u8 = 17;
+const ALL: u8 = 18;
+const ALLOCATION: u8 = 19;
+const END_OF_FILE: u8 = 20;
+const ALTERNATE_NAME: u8 = 21;
+const STREAM: u8 = 22;
+const COMPRESSION: u8 = 28;
+const NETWORK_OPEN: u8 = 34;
+const ATTRIBUTE_TAG: u8 = 35;
+const NORMALIZED_NAME: u8 = 48;
+const DISPOSITION_EX: u8 = 64;
+
+// File-system information classes.
+const FS_VOLUME: u8 = 1;
+const FS_SIZE: u8 = 3;
+const FS_DEVICE: u8 = 4;
+const FS_ATTRIBUTE: u8 = 5;
+const FS_CONTROL: u8 = 6;
+const FS_FULL_SIZE: u8 = 7;
+const FS_OBJECT_ID: u8 = 8;
+const FS_SECTOR_SIZE: u8 = 11;
+
+/// Whether a class has a variable-length tail (a truncated answer with
+/// BUFFER_OVERFLOW is allowed) or a fixed size (too small a buffer is an error).
+fn variable(info_type: u8, class: u8) -> bool {
+    match info_type {
+        INFO_FILE => matches!(class, ALL | NAME | STREAM | NORMALIZED_NAME | ALTERNATE_NAME),
+        INFO_FILESYSTEM => matches!(class, FS_VOLUME | FS_ATTRIBUTE),
+        _ => false,
+    }
+}
+
+fn put_basic(o: &mut Vec<u8>, s: &FileStat) {
+    o.u64(s.btime).u64(s.atime).u64(s.mtime).u64(s.ctime).u32(s.attrs).u32(0);
+}
+
+fn put_standard(o: &mut Vec<u8>, s: &FileStat, delete_pending: bool) {
+    o.u64(s.alloc).u64(s.size).u32(s.nlink).u8(u8::from(delete_pending)).u8(u8::from(s.is_dir)).u16(0);
+}
+
+fn smb_name(open: &Open) -> String {
+    format!("\\{}", lock(&open.path).replace('/', "\\"))
+}
+
+fn delete_pending(conn: &Connection, open: &Open) -> bool {
+    open.file_key.is_some_and(|k| lock(&conn.server.files).get(&k).is_some_and(|e| e.delete_pending)) || *lock(&open.delete_on_close)
+}
+
+fn file_info(conn: &Connection, open: &Open, class: u8, o: &mut Vec<u8>) -> Result<(), NtStatus> {
+    if let OpenKind::Pipe(_) = open.kind {
+        return match class {
+            STANDARD => {
+                o.u64(4096).u64(0).u32(1).u8(1).u8(0).u16(0);
+                Ok(())
+            }
+            _ => Err(NtStatus::INVALID_PARAMETER),
+        };
+    }
+    let s = open.stat()?;
+    match class {
+        BASIC => put_basic(o, &s),
+        STANDARD => put_standard(o, &s, delete_pending(conn, open)),
+        INTERNAL => {
+            o.u64(s.ino);
+        }
+        EA => {
+            o.u32(0);
+        }
+        ACCESS => {
+            o.u32(open.access);
+        }
+        POSITION => {
+            o.u64(*lock(&open.position));
+        }
+        MODE => {
+            o.u32(open.mode);
+        }
+        ALIGNMENT => {
+            o.u32(0);
+        }
+        NAME | NORMALIZED_NAME => {
+            let n = if class == NAME { smb_name(open) } else { lock(&open.path).replace('/', "\\") };
+            o.u32(utf16_len(&n) as u32).utf16(&n);
+        }
+        ALL => {
+            put_basic(o, &s);
+            put_standard(o, &s, delete_pending(conn, open));
+            o.u64(s.ino).u32(0).u32(open.access).u64(*lock(&open.position)).u32(open.mode).u32(0);
+            let n = smb_name(open);
+            o.u32(utf16_len(&n) as u32).utf16(&n);
+        }
+        STREAM => {
+            if !s.is_dir {
+                let n = "::$DATA";
+                o.u32(0).u32(utf16_len(n) as u32).u64(s.size).u64(s.alloc).utf16(n);
+            }
+        }
+        COMPRESSION => {
+            o.u64(s.size).u16(0).u8(0).u8(0).u8(0).zeros(3);
+        }
+        NETWORK_OPEN => {
+            o.u64(s.btime).u64(s.atime).u64(s.mtime).u64(s.ctime).u64(s.alloc).u64(s.size).u32(s.attrs).u32(0);
+        }
+        ATTRIBUTE_TAG => {
+            o.u32(s.attrs).u32(0);
+        }
+        ALTERNATE_NAME => return Err(NtStatus::OBJECT_NAME_NOT_FOUND),
+        _ => return Err(NtStatus::INVALID_INFO_CLASS),
+    }
+    Ok(())
+}
+
+fn fs_info(conn: &Connection, open: &Open, class: u8, o: &mut Vec<u8>) -> Result<(), NtStatus> {
+    let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_PARAMETER)?;
+    let label = &open.share.cfg.name;
+    match class {
+        FS_VOLUME => {
+            let serial = open.file_key.map(|k| (k.0 as u32) ^ ((k.0 >> 32) as u32)).unwrap_or(0);
+            o.u64(conn.server.start_time).u32(serial).u32(utf16_len(label) as u32).u8(0).u8(0).utf16(label);
+        }
+        FS_SIZE | FS_FULL_SIZE => {
+            let v = rustix::fs::fstatvfs(fd).map_err(NtStatus::from_errno)?;
+            let bsize = v.f_frsize.max(512);
+            let sectors_per_unit = (bsize / 512).max(1) as u32;
+            o.u64(v.f_blocks);
+            if class == FS_FULL_SIZE {
+                o.u64(v.f_bavail).u64(v.f_bfree);
+            } else {
+                o.u64(v.f_bavail);
+            }
+            o.u32(sectors_per_unit).u32(512);
+        }
+        FS_DEVICE => {
+            o.u32(0x07).u32(0x20); // FILE_DEVICE_DISK, FILE_DEVICE_IS_MOUNTED
+        }
+        FS_ATTRIBUTE => {
+            // Case-preserving, Unicode names, persistent ACLs not claimed.
+            let attrs = 0x0000_0001 | 0x0000_0002 | 0x0000_0004 | 0x0000_0040;
+            let n = "NTFS";
+            o.u32(attrs).u32(255).u32(utf16_len(n) as u32).utf16(n);
+        }
+        FS_OBJECT_ID => {
+            o.zeros(64);
+        }
+        FS_SECTOR_SIZE => {
+            o.u32(512).u32(512).u32(4096).u32(512).u32(0x3).u32(0).u32(0);
+        }
+        FS_CONTROL => return Err(NtStatus::NOT_SUPPORTED),
+        _ => return Err(NtStatus::INVALID_INFO_CLASS),
+    }
+    Ok(())
+}
+
+fn put_sid(o: &mut Vec<u8>, auth: u64, subs: &[u32]) {
+    o.u8(1).u8(subs.len() as u8);
+    o.put(&auth.to_be_bytes()[2..8]);
+    for s in subs {
+        o.u32(*s);
+    }
+}
+
+/// A self-relative security descriptor with the parts asked for: owner and
+/// group as Unix SIDs (S-1-22-1-uid, S-1-22-2-gid) and a DACL that reflects
+/// what the share allows.
+fn security_descriptor(open: &Open, additional: u32, read_only: bool) -> Result<Vec<u8>, NtStatus> {
+    let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_PARAMETER)?;
+    let st = rustix::fs::fstat(fd).map_err(NtStatus::from_errno)?;
+    let mut o = Vec::new();
+    o.u8(1).u8(0).u16(0).u32(0).u32(0).u32(0).u32(0);
+    let mut control: u16 = 0x8000; // SE_SELF_RELATIVE
+    if additional & 0x1 != 0 {
+        let at = o.len() as u32;
+        o.set_u32(4, at);
+        put_sid(&mut o, 22, &[1, st.st_uid]);
+    }
+    if additional & 0x2 != 0 {
+        let at = o.len() as u32;
+        o.set_u32(8, at);
+        put_sid(&mut o, 22, &[2, st.st_gid]);
+    }
+    if additional & 0x4 != 0 {
+        control |= 0x0004; // SE_DACL_PRESENT
+        let at = o.len();
+        o.set_u32(16, at as u32);
+        let mask = if read_only { READ_ONLY_ACCESS } else { FILE_ALL_ACCESS };
+        // ACL header, then one ACCESS_ALLOWED ACE for Everyone (S-1-1-0).
+        o.u8(2).u8(0).u16(8 + 20).u16(1).u16(0);
+        o.u8(0).u8(0).u16(20).u32(mask);
+        put_sid(&mut o, 1, &[0]);
+    }
+    o.set_u16(2, control);
+    Ok(o)
+}
+
+pub fn query_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+    let req = QueryInfoReq::parse(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+    let open = ctx.open(&req.file_id)?;
+    let tree = ctx.tree()?.clone();
+    let mut data = Vec::new();
+    match req.info_type {
+        INFO_FILE => {
+            let needs = match req.class {
+                BASIC | NETWORK_OPEN | ATTRIBUTE_TAG | ALL => FILE_READ_ATTRIBUTES,
+                _ => 0,
+            };
+            if open.access & needs != needs && !matches!(open.kind, OpenKind::Pipe(_)) {
+                return Err(NtStatus::ACCESS_DENIED);
+            }
+            file_info(conn, &open, req.class, &mut data)?
+        }
+        INFO_FILESYSTEM => fs_info(conn, &open, req.class, &mut data)?,
+        INFO_SECURITY => {
+            if open.access & READ_CONTROL == 0 {
+                return Err(NtStatus::ACCESS_DENIED);
+            }
+            data = security_descriptor(&open, req.additional, tree.read_only)?;
+            if data.len() > req.output_len as usize {
+                // MS-SMB2 3.3.5.20.3: BUFFER_TOO_SMALL with the size needed.
+                let hdr_start = out.len() - HEADER_LEN;
+                let _ = hdr_start;
+                return Err(NtStatus::BUFFER_TOO_SMALL);
+            }
+        }
+        INFO_QUOTA => return Err(NtStatus::NOT_SUPPORTED),
+        _ => return Err(NtStatus::INVALID_PARAMETER),
+    }
+    let limit = req.output_len as usize;
+    if data.len() > limit {
+        if !variable(req.info_type, req.class) {
+            return Err(NtStatus::INFO_LENGTH_MISMATCH);
+        }
+        data.truncate(limit);
+        ctx.warning = Some(NtStatus::BUFFER_OVERFLOW);
+    }
+    out.u16(9).u16((HEADER_LEN + 8) as u16).u32(data.len() as u32);
+    if data.is_empty() {
+        out.u8(0);
+    } else {
+        out.put(&data);
+    }
+    Ok(())
+}
+
+pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+    let req = SetInfoReq::parse(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+    let open = ctx.open(&req.file_id)?;
+    let tree = ctx.tree()?.clone();
+    if req.info_type != INFO_FILE {
+        return Err(if req.info_type == INFO_SECURITY || req.info_type == INFO_FILESYSTEM { NtStatus::NOT_SUPPORTED } else { NtStatus::INVALID_PARAMETER });
+    }
+    if matches!(open.kind, OpenKind::Pipe(_)) {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
+    let mut r = Reader::new(req.buffer);
+    let short = |_| NtStatus::INFO_LENGTH_MISMATCH;
+    match req.class {
+        BASIC => {
+            if open.access & FILE_WRITE_ATTRIBUTES == 0 {
+                return Err(NtStatus::ACCESS_DENIED);
+            }
+            let btime = r.u64().map_err(short)?;
+            let atime = r.u64().map_err(short)?;
+            let mtime = r.u64().map_err(short)?;
+            let _ctime = r.u64().map_err(short)?;
+            let attrs = r.u32().map_err(short)?;
+            let st = open.stat()?;
+            if attrs != 0 {
+                if st.is_dir && attrs & vfs::ATTR_TEMPORARY != 0 {
+                    return Err(NtStatus::INVALID_PARAMETER);
+                }
+                if !st.is_dir && attrs & vfs::ATTR_DIRECTORY != 0 {
+                    return Err(NtStatus::INVALID_PARAMETER);
+                }
+                vfs::set_dos_attrs(fd, attrs)?;
+            }
+            vfs::set_times(fd, btime, atime, mtime)?;
+        }
+        DISPOSITION | DISPOSITION_EX => {
+            if open.access & DELETE == 0 {
+                return Err(NtStatus::ACCESS_DENIED);
+            }
+            let flags = if req.class == DISPOSITION { u32::from(r.u8().map_err(short)?) } else { r.u32().map_err(short)? };
+            let del = flags & 1 != 0;
+            let st = open.stat()?;
+            if del {
+                if st.attrs & vfs::ATTR_READONLY != 0 {
+                    return Err(NtStatus::CANNOT_DELETE);
+                }
+                if st.is_dir {
+                    let root = open.share.root.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
+                    let path = lock(&open.path).clone();
+                    if path.is_empty() {
+                        return Err(NtStatus::CANNOT_DELETE);
+                    }
+                    if !vfs::list_dir(root, &path, rustix::fd::AsFd::as_fd(fd))?.is_empty() {
+                        return Err(NtStatus::DIRECTORY_NOT_EMPTY);
+                    }
+                }
+            }
+            *lock(&open.delete_on_close) = del;
+            if let Some(k) = open.file_key {
+                if let Some(e) = lock(&conn.server.files).get_mut(&k) {
+                    e.delete_pending = del;
+                }
+            }
+        }
+        RENAME => {
+            if open.access & DELETE == 0 {
+                return Err(NtStatus::ACCESS_DENIED);
+            }
+            let replace = r.u8().map_err(short)? != 0;
+            r.skip(7).map_err(short)?;
+            let _root_dir = r.u64().map_err(short)?;
+            let len = r.u32().map_err(short)? as usize;
+            let name = r.bytes(len).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+            let name = utf16_to_string(name).map_err(|_| NtStatus::OBJECT_NAME_INVALID)?;
+            let target = vfs::validate_name(name.trim_start_matches('\\'))?;
+            let root = open.share.root.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
+            if tree.read_only {
+                return Err(NtStatus::ACCESS_DENIED);
+            }
+            let from = lock(&open.path).clone();
+            if from.is_empty() || target.is_empty() {
+                return Err(NtStatus::ACCESS_DENIED);
+            }
+            if let Some(st) = root.lookup(&target)? {
+                let me = open.stat()?;
+                if (st.dev, st.ino) != (me.dev, me.ino) {
+                    if !replace {
+                        return Err(NtStatus::OBJECT_NAME_COLLISION);
+                    }
+                    if st.is_dir {
+                        return Err(NtStatus::ACCESS_DENIED);
+                    }
+                    if lock(&conn.server.files).get(&(st.dev, st.ino)).is_some_and(|e| !e.opens.is_empty()) {
+                        return Err(NtStatus::ACCESS_DENIED);
+                    }
+                }
+            }
+            root.rename(&from, &target, replace)?;
+            *lock(&open.path) = target;
+        }
+        POSITION => {
+            let p = r.u64().map_err(short)?;
+            *lock(&open.position) = p;
+        }
+        MODE => {
+            let _m = r.u32().map_err(short)?;
+            return Err(NtStatus::NOT_SUPPORTED);
+        }
+        END_OF_FILE | ALLOCATION => {
+            if open.access & FILE_WRITE_DATA == 0 {
+                return Err(NtStatus::ACCESS_DENIED);
+            }
+            let v = r.u64().map_err(short)?;
+            if v > i64::MAX as u64 {
+                return Err(NtStatus::INVALID_PARAMETER);
+            }
+            let st = open.stat()?;
+            if st.is_dir {
+                return Err(NtStatus::INVALID_PARAMETER);
+            }
+            if req.class == END_OF_FILE {
+                rustix::fs::ftruncate(fd, v).map_err(NtStatus::from_errno)?;
+            } else if v < st.size {
+                rustix::fs::ftruncate(fd, v).map_err(NtStatus::from_errno)?;
+            } else if v > st.alloc {
+                let _ = rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::KEEP_SIZE, 0, v);
+            }
+        }
+        FULL_EA => return Err(NtStatus::EAS_NOT_SUPPORTED),
+        _ => return Err(NtStatus::INVALID_INFO_CLASS),
+    }
+    out.u16(2);
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! TREE_CONNECT and TREE_DISCONNECT.
+
+use super::{FILE_ALL_ACCESS, READ_ONLY_ACCESS};
+use crate::conn::{Connection, Ctx};
+use crate::objects::{lock, Tree};
+use crate::wire::messages::{parse_small, TreeConnectReq};
+use crate::wire::status::NtStatus;
+use crate::wire::{utf16_to_string, Put};
+use std::sync::Arc;
+use tracing::info;
+
+const SHARE_TYPE_DISK: u8 = 1;
+const SHARE_TYPE_PIPE: u8 = 2;
+const SHAREFLAG_ENCRYPT_DATA: u32 = 0x8000;
+const SHAREFLAG_NO_CACHING: u32 = 0x0030;
+
+pub fn tree_connect(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+    let req = TreeConnectReq::parse(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+    let path = utf16_to_string(req.path).map_err(|_| NtStatus::BAD_NETWORK_NAME)?;
+    // "\\server\share": the share is the last component.
+    let name = path.trim_start_matches('\\').split_once('\\').map(|(_, s)| s).ok_or(NtStatus::BAD_NETWORK_NAME)?;
+    if name.is_empty() || name.contains('\\') {
+        return Err(NtStatus::BAD_NETWORK_NAME);
+    }
+    let share = conn.server.share(name).ok_or(NtStatus::BAD_NETWORK_NAME)?;
+    let session = ctx.session()?.clone();
+    let identity = lock(&session.identity).clone().ok_or(NtStatus::ACCESS_DENIED)?;
+    let guest = identity.kind != crate::auth::IdentityKind::User;
+    if !share.is_ipc() {
+        if guest && !share.cfg.guest_ok {
+            return Err(NtStatus::ACCESS_DENIED);
+        }
+        if !guest && !share.cfg.user_allowed(&identity.user) {
+            return Err(NtStatus::ACCESS_DENIED);
+        }
+    }
+    let encrypt = !share.is_ipc() && conn.server.encrypt_required(&share.cfg);
+    if encrypt && session.keys().is_none_or(|k| k.sealer.is_none()) {
+        return Err(NtStatus::ACCESS_DENIED);
+    }
+    let read_only = share.cfg.read_only;
+    let maximal = if read_only { READ_ONLY_ACCESS } else { FILE_ALL_ACCESS };
+    let id = session.new_tree_id();
+    let t = Arc::new(Tree { id, share: share.clone(), read_only, encrypt, maximal_access: maximal });
+    {
+        let mut trees = lock(&session.trees);
+        if trees.len() >= 1024 {
+            return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        }
+        trees.insert(id, t.clone());
+    }
+    info!(session = session.id, tree = id, share = %share.cfg.name, "tree connect");
+    let mut flags = 0u32;
+    if encrypt {
+        flags |= SHAREFLAG_ENCRYPT_DATA;
+    }
+    if share.is_ipc() {
+        flags |= SHAREFLAG_NO_CACHING;
+    }
+    out.u16(16).u8(if share.is_ipc() { SHARE_TYPE_PIPE } else { SHARE_TYPE_DISK }).u8(0).u32(flags).u32(0).u32(maximal);
+    ctx.tree = Some(t);
+    Ok(())
+}
+
+pub fn tree_disconnect(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+    parse_small(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+    let session = ctx.session()?.clone();
+    let tree = ctx.tree()?.clone();
+    lock(&session.trees).remove(&tree.id);
+    let opens: Vec<_> = {
+        let mut o = lock(&session.opens);
+        let ids: Vec<u64> = o.iter().filter(|(_, v)| v.tree_id == tree.id).map(|(k, _)| *k).collect();
+        ids.into_iter().filter_map(|k| o.remove(&k)).collect()
+    };
+    for o in opens {
+        o.close(&conn.server);
+    }
+    out.u16(4).u16(0);
+    Ok(())
+}

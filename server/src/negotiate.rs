@@ -1,0 +1,394 @@
+//! NEGOTIATE (including the SMB1 multi-protocol upgrade), SESSION_SETUP and
+//! LOGOFF: everything that establishes a connection's dialect and a session's keys.
+
+use crate::config::*;
+use crate::conn::{Connection, Ctx, Disconnect, PendingAuth, DIALECT_WILDCARD_INTERNAL};
+use crate::crypto::{self, Cipher, SigningAlgorithm};
+use crate::objects::{lock, Session, SessionKeys, SessionState};
+use crate::transport::OutBuf;
+use crate::wire::header::*;
+use crate::wire::messages::{NegotiateReq, SessionSetupReq, SESSION_FLAG_BINDING};
+use crate::wire::status::NtStatus;
+use crate::wire::{Put, Reader};
+use std::sync::Arc;
+use tracing::{debug, info};
+
+pub const CAP_DFS: u32 = 0x01;
+pub const CAP_LEASING: u32 = 0x02;
+pub const CAP_LARGE_MTU: u32 = 0x04;
+pub const CAP_MULTI_CHANNEL: u32 = 0x08;
+pub const CAP_ENCRYPTION: u32 = 0x40;
+
+pub const SEC_SIGNING_ENABLED: u16 = 0x01;
+pub const SEC_SIGNING_REQUIRED: u16 = 0x02;
+
+pub const CTX_PREAUTH: u16 = 1;
+pub const CTX_ENCRYPTION: u16 = 2;
+pub const CTX_COMPRESSION: u16 = 3;
+pub const CTX_NETNAME: u16 = 5;
+pub const CTX_TRANSPORT: u16 = 6;
+pub const CTX_RDMA_TRANSFORM: u16 = 7;
+pub const CTX_SIGNING: u16 = 8;
+pub const HASH_SHA512: u16 = 1;
+pub const RDMA_TRANSFORM_NONE: u16 = 0;
+
+const SESSION_FLAG_IS_GUEST: u16 = 1;
+const SESSION_FLAG_IS_NULL: u16 = 2;
+const SESSION_FLAG_ENCRYPT_DATA: u16 = 4;
+
+impl Connection {
+    /// An SMB1 NEGOTIATE (what smbclient sends first): answer with an SMB2
+    /// NEGOTIATE response, either 2.0.2 directly or the 0x02FF wildcard that
+    /// asks for an SMB2 NEGOTIATE.
+    pub fn smb1_negotiate(&mut self, msg: &[u8]) -> Result<(), Disconnect> {
+        if self.dialect.is_some() {
+            return Err(Disconnect::Protocol("SMB1 message after negotiation".into()));
+        }
+        let mut r = Reader::new(msg);
+        let parse = (|| {
+            r.skip(4)?;
+            let cmd = r.u8()?;
+            r.skip(27)?;
+            let wc = r.u8()?;
+            r.skip(wc as usize * 2)?;
+            let bc = r.u16()? as usize;
+            let bytes = r.bytes(bc)?;
+            Ok::<_, crate::wire::WireError>((cmd, bytes))
+        })();
+        let (cmd, bytes) = parse.map_err(|e| Disconnect::Protocol(format!("bad SMB1 negotiate: {e}")))?;
+        if cmd != 0x72 {
+            return Err(Disconnect::Protocol(format!("SMB1 command {cmd:#x} is not supported")));
+        }
+        let dialects: Vec<&[u8]> = bytes.split(|b| *b == 0).filter(|d| d.first() == Some(&0x02)).map(|d| &d[1..]).collect();
+        let chosen = if dialects.contains(&&b"SMB 2.???"[..]) && self.server.cfg.max_protocol > DIALECT_202 {
+            DIALECT_WILDCARD
+        } else if dialects.contains(&&b"SMB 2.002"[..]) && self.server.cfg.dialect_allowed(DIALECT_202) {
+            DIALECT_202
+        } else {
+            return Err(Disconnect::Protocol("SMB1 client offers no SMB2 dialect".into()));
+        };
+        let _ = self.credits.consume(0, 1);
+        let hdr = Header { command: Command::Negotiate as u16, ..Default::default() };
+        let mut out = OutBuf::new(256);
+        let start = out.buf.len();
+        out.buf.zeros(HEADER_LEN);
+        self.negotiate_response_body(chosen, &[], &mut out.buf);
+        let mut rh = hdr.response(NtStatus::SUCCESS);
+        rh.credits = self.credits.grant(1);
+        let mut hb = Vec::new();
+        rh.write(&mut hb);
+        out.buf[start..start + HEADER_LEN].copy_from_slice(&hb);
+        self.dialect = Some(if chosen == DIALECT_WILDCARD { DIALECT_WILDCARD_INTERNAL } else { chosen });
+        self.wildcard_sent = chosen == DIALECT_WILDCARD;
+        self.sink.send(out).map_err(Disconnect::Io)
+    }
+
+    pub fn negotiate(&mut self, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+        if self.dialect.is_some_and(|d| d != DIALECT_WILDCARD_INTERNAL) {
+            // A second NEGOTIATE on a connection: MS-SMB2 3.3.5.3 says disconnect;
+            // answering with an error and leaving the state alone is as safe.
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        let req = NegotiateReq::parse(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        let cfg = &self.server.cfg;
+        let dialect = [DIALECT_311, DIALECT_302, DIALECT_300, DIALECT_210, DIALECT_202]
+            .into_iter()
+            .find(|d| req.dialects.contains(d) && cfg.dialect_allowed(*d))
+            .ok_or(NtStatus::NOT_SUPPORTED)?;
+        self.client_guid = req.client_guid;
+        self.client_caps = req.capabilities;
+        self.client_security_mode = req.security_mode;
+        let mut ctx_out: Vec<(u16, Vec<u8>)> = Vec::new();
+        if dialect == DIALECT_311 {
+            let contexts = req.contexts().map_err(|_| NtStatus::INVALID_PARAMETER)?;
+            let mut saw_preauth = false;
+            for (ty, data) in contexts {
+                let mut r = Reader::new(data);
+                match ty {
+                    CTX_PREAUTH => {
+                        if saw_preauth {
+                            return Err(NtStatus::INVALID_PARAMETER);
+                        }
+                        saw_preauth = true;
+                        let n = r.u16().map_err(|_| NtStatus::INVALID_PARAMETER)?;
+                        let _salt_len = r.u16().map_err(|_| NtStatus::INVALID_PARAMETER)?;
+                        let mut algs = Vec::new();
+                        for _ in 0..n {
+                            algs.push(r.u16().map_err(|_| NtStatus::INVALID_PARAMETER)?);
+                        }
+                        if !algs.contains(&HASH_SHA512) {
+                            return Err(NtStatus::SMB_NO_PREAUTH_INTEGRITY_HASH_OVERLAP);
+                        }
+                        let mut salt = [0u8; 32];
+                        getrandom::fill(&mut salt).map_err(|_| NtStatus::INSUFFICIENT_RESOURCES)?;
+                        let mut d = Vec::new();
+                        d.u16(1).u16(32).u16(HASH_SHA512).put(&salt);
+                        ctx_out.push((CTX_PREAUTH, d));
+                    }
+                    CTX_ENCRYPTION => {
+                        let n = r.u16().map_err(|_| NtStatus::INVALID_PARAMETER)?;
+                        if n == 0 {
+                            return Err(NtStatus::INVALID_PARAMETER);
+                        }
+                        let mut chosen = None;
+                        for _ in 0..n {
+                            let c = r.u16().map_err(|_| NtStatus::INVALID_PARAMETER)?;
+                            if chosen.is_none() {
+                                chosen = Cipher::from_wire(c).ok();
+                            }
+                        }
+                        if cfg.encrypt == Setting::Disabled {
+                            chosen = None;
+                        }
+                        self.cipher = chosen;
+                        let mut d = Vec::new();
+                        d.u16(1).u16(chosen.map(|c| c.wire_id()).unwrap_or(0));
+                        ctx_out.push((CTX_ENCRYPTION, d));
+                    }
+                    CTX_SIGNING => {
+                        let n = r.u16().map_err(|_| NtStatus::INVALID_PARAMETER)?;
+                        if n == 0 {
+                            return Err(NtStatus::INVALID_PARAMETER);
+                        }
+                        let mut chosen = None;
+                        for _ in 0..n {
+                            let a = r.u16().map_err(|_| NtStatus::INVALID_PARAMETER)?;
+                            if chosen.is_none() {
+                                chosen = SigningAlgorithm::from_wire(a).ok();
+                            }
+                        }
+                        let alg = chosen.unwrap_or(SigningAlgorithm::AesCmac);
+                        self.signing_alg = alg;
+                        let mut d = Vec::new();
+                        d.u16(1).u16(alg.wire_id());
+                        ctx_out.push((CTX_SIGNING, d));
+                    }
+                    CTX_RDMA_TRANSFORM => {
+                        let n = r.u16().map_err(|_| NtStatus::INVALID_PARAMETER)?;
+                        r.skip(6).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+                        for _ in 0..n {
+                            self.rdma_transforms.push(r.u16().map_err(|_| NtStatus::INVALID_PARAMETER)?);
+                        }
+                        // We apply no RDMA transform (no RDMA-level encryption or
+                        // signing): say so rather than echo what was offered.
+                        let mut d = Vec::new();
+                        d.u16(1).u16(0).u32(0).u16(RDMA_TRANSFORM_NONE);
+                        ctx_out.push((CTX_RDMA_TRANSFORM, d));
+                    }
+                    CTX_COMPRESSION | CTX_NETNAME | CTX_TRANSPORT => {}
+                    other => debug!("ignoring negotiate context {other}"),
+                }
+            }
+            if !saw_preauth {
+                return Err(NtStatus::INVALID_PARAMETER);
+            }
+            if !ctx_out.iter().any(|(t, _)| *t == CTX_SIGNING) {
+                self.signing_alg = SigningAlgorithm::AesCmac;
+            }
+        } else if dialect >= DIALECT_300 {
+            self.signing_alg = SigningAlgorithm::AesCmac;
+            if req.capabilities & CAP_ENCRYPTION != 0 && cfg.encrypt != Setting::Disabled {
+                self.cipher = Some(Cipher::Aes128Ccm);
+            }
+        } else {
+            self.signing_alg = SigningAlgorithm::HmacSha256;
+        }
+        self.dialect = Some(dialect);
+        self.wildcard_sent = false;
+        if dialect == DIALECT_311 {
+            let mut h = crypto::PreauthHash::new();
+            h.update(ctx.msg);
+            self.preauth = Some(h);
+        }
+        self.negotiate_response_body(dialect, &ctx_out, out);
+        info!(peer = %self.peer, "negotiated dialect {dialect:#06x}, cipher {:?}, signing {:?}", self.cipher, self.signing_alg);
+        Ok(())
+    }
+
+    fn negotiate_response_body(&mut self, dialect: u16, contexts: &[(u16, Vec<u8>)], out: &mut Vec<u8>) {
+        let cfg = &self.server.cfg;
+        let hdr_start = out.len() - HEADER_LEN;
+        let mut caps = 0;
+        if dialect >= DIALECT_210 && dialect != DIALECT_WILDCARD {
+            caps |= CAP_LARGE_MTU;
+        }
+        if (dialect == DIALECT_300 || dialect == DIALECT_302) && self.cipher.is_some() {
+            caps |= CAP_ENCRYPTION;
+        }
+        self.server_caps = caps;
+        let big = dialect >= DIALECT_210;
+        let (mt, mr, mw) = if big { (cfg.max_transact_size, cfg.max_read_size, cfg.max_write_size) } else { (65536, 65536, 65536) };
+        let token = crate::auth::negotiate_token(&self.acceptor_config());
+        let mut sec = SEC_SIGNING_ENABLED;
+        if self.signing_required_by_server() {
+            sec |= SEC_SIGNING_REQUIRED;
+        }
+        out.u16(65).u16(sec).u16(dialect).u16(contexts.len() as u16).put(&self.server.server_guid);
+        out.u32(caps).u32(mt).u32(mr).u32(mw).u64(crate::vfs::now_nt()).u64(0);
+        let sec_off = HEADER_LEN + 64;
+        out.u16(sec_off as u16).u16(token.len() as u16);
+        let ctx_off_at = out.len();
+        out.u32(0);
+        out.put(&token);
+        if !contexts.is_empty() {
+            let rel = out.len() - hdr_start;
+            out.zeros((8 - rel % 8) % 8);
+            let ctx_off = out.len() - hdr_start;
+            out.set_u32(ctx_off_at, ctx_off as u32);
+            for (i, (ty, data)) in contexts.iter().enumerate() {
+                if i > 0 {
+                    let rel = out.len() - hdr_start;
+                    out.zeros((8 - rel % 8) % 8);
+                }
+                out.u16(*ty).u16(data.len() as u16).u32(0).put(data);
+            }
+        }
+    }
+
+    pub fn acceptor_config(&self) -> crate::auth::AcceptorConfig {
+        let cfg = &self.server.cfg;
+        crate::auth::AcceptorConfig {
+            nb_computer_name: cfg.netbios_name.clone(),
+            nb_domain_name: cfg.workgroup.clone(),
+            dns_computer_name: cfg.netbios_name.to_lowercase(),
+            dns_domain_name: cfg.workgroup.to_lowercase(),
+            allow_anonymous: cfg.guest_ok_anonymous || cfg.shares.iter().any(|s| s.guest_ok),
+            map_to_guest: cfg.map_to_guest,
+        }
+    }
+
+    pub fn session_setup(&mut self, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+        let req = SessionSetupReq::parse(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        if req.flags & SESSION_FLAG_BINDING != 0 {
+            // Channel binding (multichannel) is a later issue.
+            return Err(NtStatus::REQUEST_NOT_ACCEPTED);
+        }
+        let sid = ctx.hdr.session_id;
+        let dialect = self.dialect_or_202();
+        let id = if sid == 0 {
+            if self.sessions.len() + self.pending.len() >= self.server.cfg.max_sessions_per_connection {
+                return Err(NtStatus::INSUFFICIENT_RESOURCES);
+            }
+            let id = self.server.new_id();
+            let session = Arc::new(Session::new(id, dialect));
+            lock(&self.server.sessions).insert(id, session.clone());
+            let acceptor = crate::auth::Acceptor::new(self.server.users.clone(), self.acceptor_config());
+            self.pending.insert(id, PendingAuth { acceptor, preauth: self.preauth.clone(), session });
+            id
+        } else {
+            if !self.pending.contains_key(&sid) {
+            // Re-authentication of an established session.
+            let s = self.server.session(sid).filter(|s| self.sessions.contains(&s.id)).ok_or(NtStatus::USER_SESSION_DELETED)?;
+            let acceptor = crate::auth::Acceptor::new(self.server.users.clone(), self.acceptor_config());
+            self.pending.insert(sid, PendingAuth { acceptor, preauth: self.preauth.clone(), session: s });
+            }
+            sid
+        };
+        let pending = self.pending.get_mut(&id).ok_or(NtStatus::USER_SESSION_DELETED)?;
+        ctx.session = Some(pending.session.clone());
+        if let Some(h) = pending.preauth.as_mut() {
+            h.update(ctx.msg);
+        }
+        let step = pending.acceptor.step(req.token);
+        match step {
+            Ok(crate::auth::Step::Continue(token)) => {
+                ctx.warning = Some(NtStatus::MORE_PROCESSING_REQUIRED);
+                out.u16(9).u16(0).u16((HEADER_LEN + 8) as u16).u16(token.len() as u16).put(&token);
+                Ok(())
+            }
+            Ok(crate::auth::Step::Done { output, identity, session_key }) => {
+                let Some(p) = self.pending.remove(&id) else { return Err(NtStatus::USER_SESSION_DELETED) };
+                let session = p.session;
+                let anonymous = identity.kind == crate::auth::IdentityKind::Anonymous;
+                let guest = identity.kind == crate::auth::IdentityKind::Guest;
+                let mut flags = 0u16;
+                if anonymous {
+                    flags |= SESSION_FLAG_IS_NULL;
+                } else if guest {
+                    flags |= SESSION_FLAG_IS_GUEST;
+                }
+                let keys = if anonymous || guest || session_key.is_empty() {
+                    None
+                } else {
+                    let preauth = p.preauth.as_ref().map(|h| h.value());
+                    let dk = crypto::derive_session_keys(crypto::Dialect(dialect), &session_key, preauth.as_ref(), self.cipher)
+                        .map_err(|e| internal("key derivation", e))?;
+                    let signer = crypto::Signer::new(self.signing_alg, dk.signing.as_bytes()).map_err(|e| internal("signing key", e))?;
+                    let (sealer, opener) = match (self.cipher, &dk.server_out, &dk.server_in) {
+                        (Some(c), Some(out_key), Some(in_key)) if dialect >= DIALECT_300 => (
+                            Some(crypto::Sealer::new(c, out_key.as_bytes()).map_err(|e| internal("encryption key", e))?),
+                            Some(crypto::Opener::new(c, in_key.as_bytes()).map_err(|e| internal("decryption key", e))?),
+                        ),
+                        _ => (None, None),
+                    };
+                    Some(Arc::new(SessionKeys { signer: Some(signer), sealer, opener, application_key: dk.application.as_bytes().to_vec(), session_key }))
+                };
+                let client_requires = u16::from(req.security_mode) & SEC_SIGNING_REQUIRED != 0;
+                let encrypt = keys.as_ref().is_some_and(|k| k.sealer.is_some()) && self.server.cfg.encrypt == Setting::Required;
+                if self.server.cfg.encrypt == Setting::Required && !encrypt && !(anonymous || guest) {
+                    // Encryption required but the client cannot encrypt.
+                    lock(&self.server.sessions).remove(&id);
+                    return Err(NtStatus::ACCESS_DENIED);
+                }
+                if encrypt {
+                    flags |= SESSION_FLAG_ENCRYPT_DATA;
+                }
+                let reauth = session.is_valid();
+                *lock(&session.identity) = Some(identity.clone());
+                if keys.is_some() {
+                    *lock(&session.keys) = keys;
+                }
+                *lock(&session.signing_required) = !(anonymous || guest) && !encrypt && (self.signing_required_by_server() || client_requires);
+                *lock(&session.encrypt_data) = encrypt;
+                *lock(&session.state) = SessionState::Valid;
+                if !reauth {
+                    self.sessions.push(id);
+                }
+                info!(peer = %self.peer, session = id, user = %identity.user, domain = %identity.domain, kind = ?identity.kind, reauth, "session established");
+                out.u16(9).u16(flags).u16((HEADER_LEN + 8) as u16).u16(output.len() as u16).put(&output);
+                Ok(())
+            }
+            Err(e) => {
+                let st = NtStatus(e.nt_status());
+                info!(peer = %self.peer, "authentication failed: {e}");
+                if let Some(p) = self.pending.remove(&id) {
+                    if !p.session.is_valid() {
+                        lock(&self.server.sessions).remove(&id);
+                        ctx.session = None;
+                    }
+                }
+                Err(st)
+            }
+        }
+    }
+
+    /// SESSION_SETUP responses that are not the final success go into the
+    /// session's preauth hash (MS-SMB2 3.3.5.5.3).
+    pub fn session_setup_response_hash(&mut self, ctx: &Ctx<'_>, status: NtStatus, resp: &[u8]) {
+        if status != NtStatus::MORE_PROCESSING_REQUIRED {
+            return;
+        }
+        if let Some(s) = &ctx.session {
+            if let Some(p) = self.pending.get_mut(&s.id) {
+                if let Some(h) = p.preauth.as_mut() {
+                    h.update(resp);
+                }
+            }
+        }
+    }
+
+    pub fn logoff(&mut self, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+        crate::wire::messages::parse_small(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        let s = ctx.session()?.clone();
+        self.sessions.retain(|id| *id != s.id);
+        lock(&self.server.sessions).remove(&s.id);
+        s.teardown(&self.server);
+        out.u16(4).u16(0);
+        Ok(())
+    }
+}
+
+fn internal(what: &str, e: crypto::CryptoError) -> NtStatus {
+    tracing::error!("{what}: {e}");
+    NtStatus::UNSUCCESSFUL
+}

@@ -1,0 +1,51 @@
+//! The seam between the SMB2 core and whatever carries its messages.
+//!
+//! A connection is served over any transport that delivers whole SMB2
+//! messages (Direct TCP now; an SMB Direct channel later). Outgoing messages
+//! are built in an [`OutBuf`] that reserves `HEADROOM` bytes in front, so the
+//! transport framing and an encryption TRANSFORM header are written in place
+//! and a READ's payload, read from the file straight into the buffer, is never
+//! copied again on its way out.
+
+use std::io;
+
+/// Room for a 4-byte transport header and the 52-byte TRANSFORM header.
+pub const FRAME_ROOM: usize = 4;
+pub const TRANSFORM_ROOM: usize = 52;
+pub const HEADROOM: usize = FRAME_ROOM + TRANSFORM_ROOM;
+
+/// An outgoing message: `buf[start..]` is what goes on the wire after the
+/// transport's own header, which the transport writes into `buf[..start]`.
+pub struct OutBuf {
+    pub buf: Vec<u8>,
+    pub start: usize,
+}
+
+impl OutBuf {
+    pub fn new(capacity: usize) -> OutBuf {
+        let mut buf = Vec::with_capacity(HEADROOM + capacity);
+        buf.resize(HEADROOM, 0);
+        OutBuf { buf, start: HEADROOM }
+    }
+    pub fn payload(&self) -> &[u8] {
+        self.buf.get(self.start..).unwrap_or(&[])
+    }
+}
+
+/// Receives whole SMB2 messages. `limit` bounds what will be allocated for one.
+pub trait MessageSource: Send {
+    fn recv(&mut self, limit: usize) -> io::Result<Option<Vec<u8>>>;
+}
+
+/// Sends messages; shared by the connection's own loop and by work that
+/// finishes later (async responses), so it takes `&self`.
+pub trait MessageSink: Send + Sync {
+    fn send(&self, msg: OutBuf) -> io::Result<()>;
+    /// Closes the connection (both directions).
+    fn shutdown(&self);
+    /// Whether the transport moves bulk data by RDMA (SMB Direct).
+    fn is_rdma(&self) -> bool {
+        false
+    }
+    fn peer(&self) -> String;
+}

@@ -1,0 +1,83 @@
+//! Direct TCP (MS-SMB2 2.1) over a blocking socket. A connection can be
+//! started from an already-accepted socket plus bytes already read from it
+//! (a front listener that hands connections over by fd replays what it read).
+
+use crate::transport::{MessageSink, MessageSource, OutBuf, FRAME_ROOM};
+use smbdirect_transport::tcp;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Mutex;
+
+pub struct TcpSource {
+    stream: TcpStream,
+    prefix: Vec<u8>,
+    prefix_pos: usize,
+}
+
+pub struct TcpSink {
+    stream: Mutex<TcpStream>,
+    peer: String,
+}
+
+/// Splits an accepted socket into its two halves; `already_read` is replayed
+/// before anything is read from the socket.
+pub fn tcp_transport(stream: TcpStream, already_read: Vec<u8>) -> io::Result<(TcpSource, TcpSink)> {
+    stream.set_nodelay(true)?;
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    let w = stream.try_clone()?;
+    Ok((TcpSource { stream, prefix: already_read, prefix_pos: 0 }, TcpSink { stream: Mutex::new(w), peer }))
+}
+
+impl TcpSource {
+    fn read_exact(&mut self, mut buf: &mut [u8]) -> io::Result<()> {
+        let avail = self.prefix.len() - self.prefix_pos;
+        if avail > 0 {
+            let n = avail.min(buf.len());
+            buf[..n].copy_from_slice(&self.prefix[self.prefix_pos..self.prefix_pos + n]);
+            self.prefix_pos += n;
+            buf = &mut buf[n..];
+            if self.prefix_pos == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.prefix_pos = 0;
+            }
+        }
+        self.stream.read_exact(buf)
+    }
+}
+
+impl MessageSource for TcpSource {
+    fn recv(&mut self, limit: usize) -> io::Result<Option<Vec<u8>>> {
+        let mut hdr = [0u8; tcp::HEADER_LEN];
+        match self.read_exact(&mut hdr) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let len = tcp::parse_header(hdr, limit).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let mut msg = vec![0u8; len];
+        self.read_exact(&mut msg)?;
+        Ok(Some(msg))
+    }
+}
+
+impl MessageSink for TcpSink {
+    fn send(&self, mut msg: OutBuf) -> io::Result<()> {
+        let len = msg.buf.len() - msg.start;
+        let hdr = tcp::encode_header(len).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        if msg.start < FRAME_ROOM {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no headroom for the frame header"));
+        }
+        let at = msg.start - FRAME_ROOM;
+        msg.buf[at..msg.start].copy_from_slice(&hdr);
+        let mut s = crate::objects::lock(&self.stream);
+        s.write_all(&msg.buf[at..])
+    }
+
+    fn shutdown(&self) {
+        let _ = crate::objects::lock(&self.stream).shutdown(Shutdown::Both);
+    }
+
+    fn peer(&self) -> String {
+        self.peer.clone()
+    }
+}

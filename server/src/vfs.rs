@@ -1,0 +1,426 @@
+//! The file system under a share: every path is resolved beneath the share
+//! root with `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`, so neither
+//! `..` nor a symlink (absolute or relative) can lead outside it.
+//!
+//! Names arrive as SMB paths (backslash separated); [`validate_name`] turns
+//! them into relative Unix paths and refuses anything that could mean
+//! something else on Unix.
+
+use crate::wire::status::NtStatus;
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags};
+use std::path::Path;
+
+pub const ATTR_READONLY: u32 = 0x01;
+pub const ATTR_HIDDEN: u32 = 0x02;
+pub const ATTR_SYSTEM: u32 = 0x04;
+pub const ATTR_DIRECTORY: u32 = 0x10;
+pub const ATTR_ARCHIVE: u32 = 0x20;
+pub const ATTR_NORMAL: u32 = 0x80;
+pub const ATTR_TEMPORARY: u32 = 0x100;
+pub const ATTR_SPARSE: u32 = 0x200;
+pub const ATTR_REPARSE: u32 = 0x400;
+pub const ATTR_COMPRESSED: u32 = 0x800;
+pub const ATTR_OFFLINE: u32 = 0x1000;
+pub const ATTR_NOT_CONTENT_INDEXED: u32 = 0x2000;
+pub const ATTR_ENCRYPTED: u32 = 0x4000;
+/// Attributes a client may set and read back; the rest are derived.
+pub const SETTABLE_ATTRS: u32 = ATTR_READONLY | ATTR_HIDDEN | ATTR_SYSTEM | ATTR_ARCHIVE | ATTR_TEMPORARY | ATTR_OFFLINE | ATTR_NOT_CONTENT_INDEXED;
+
+const XATTR_DOSATTRIB: &str = "user.smbdirect.dosattrib";
+const XATTR_BTIME: &str = "user.smbdirect.btime";
+
+const NT_EPOCH_OFFSET: i64 = 11_644_473_600;
+
+pub fn unix_to_nt(secs: i64, nsec: u32) -> u64 {
+    let t = (secs as i128 + NT_EPOCH_OFFSET as i128) * 10_000_000 + (nsec / 100) as i128;
+    t.clamp(0, i64::MAX as i128) as u64
+}
+
+pub fn nt_to_unix(t: u64) -> (i64, u32) {
+    let t = t.min(i64::MAX as u64) as i64;
+    let secs = t / 10_000_000 - NT_EPOCH_OFFSET;
+    let nsec = ((t % 10_000_000) * 100) as u32;
+    (secs, nsec)
+}
+
+pub fn now_nt() -> u64 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    unix_to_nt(d.as_secs() as i64, d.subsec_nanos())
+}
+
+/// What SMB needs to know of a file, in NT units.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileStat {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub alloc: u64,
+    pub nlink: u32,
+    pub is_dir: bool,
+    pub btime: u64,
+    pub atime: u64,
+    pub mtime: u64,
+    pub ctime: u64,
+    pub attrs: u32,
+    pub writable: bool,
+}
+
+/// Turns an SMB path into a relative Unix path ("" for the share root).
+pub fn validate_name(name: &str) -> Result<String, NtStatus> {
+    if name.starts_with('\\') {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    let mut out = String::with_capacity(name.len());
+    let parts: Vec<&str> = name.split('\\').collect();
+    let last = parts.len().saturating_sub(1);
+    for (i, comp) in parts.into_iter().enumerate() {
+        if comp.is_empty() {
+            // "a\\b" or a trailing backslash: empty components are tolerated only at the end.
+            if i == last {
+                continue;
+            }
+            return Err(NtStatus::OBJECT_NAME_INVALID);
+        }
+        let comp = match comp.split_once(':') {
+            None => comp,
+            // The default data stream is the file itself.
+            Some((base, s)) if i == last && (s.eq_ignore_ascii_case(":$DATA") || s.is_empty()) && !base.is_empty() => base,
+            // Named streams are not stored yet.
+            Some(_) => return Err(NtStatus::OBJECT_NAME_NOT_FOUND),
+        };
+        if comp == "." || comp == ".." {
+            return Err(NtStatus::OBJECT_PATH_SYNTAX_BAD);
+        }
+        if comp.len() > 255 {
+            return Err(NtStatus::OBJECT_NAME_INVALID);
+        }
+        if comp.chars().any(|c| (c as u32) < 0x20 || matches!(c, '/' | '<' | '>' | '"' | '|' | '?' | '*')) {
+            return Err(NtStatus::OBJECT_NAME_INVALID);
+        }
+        if !out.is_empty() {
+            out.push('/');
+        }
+        out.push_str(comp);
+    }
+    if out.len() > 4096 {
+        return Err(NtStatus::NAME_TOO_LONG);
+    }
+    Ok(out)
+}
+
+/// Splits "a/b/c" into ("a/b", "c"); the root has no parent.
+pub fn split_parent(rel: &str) -> Option<(&str, &str)> {
+    if rel.is_empty() {
+        return None;
+    }
+    Some(match rel.rsplit_once('/') {
+        Some((p, n)) => (p, n),
+        None => ("", rel),
+    })
+}
+
+const RESOLVE: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_MAGICLINKS);
+
+#[derive(Debug)]
+pub struct ShareRoot {
+    fd: OwnedFd,
+}
+
+impl ShareRoot {
+    pub fn open(path: &Path) -> std::io::Result<ShareRoot> {
+        let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(ShareRoot { fd })
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Opens `rel` beneath the root.
+    pub fn open_beneath(&self, rel: &str, flags: OFlags) -> Result<OwnedFd, NtStatus> {
+        let path = if rel.is_empty() { "." } else { rel };
+        rustix::fs::openat2(&self.fd, path, flags | OFlags::CLOEXEC, Mode::empty(), RESOLVE)
+            .map_err(NtStatus::from_errno)
+    }
+
+    /// The directory that holds `rel`, and the last component.
+    pub fn parent<'a>(&self, rel: &'a str) -> Result<(OwnedFd, &'a str), NtStatus> {
+        let (p, name) = split_parent(rel).ok_or(NtStatus::ACCESS_DENIED)?;
+        let dir = self.open_beneath(p, OFlags::RDONLY | OFlags::DIRECTORY).map_err(|e| {
+            if e == NtStatus::OBJECT_NAME_NOT_FOUND {
+                NtStatus::OBJECT_PATH_NOT_FOUND
+            } else {
+                e
+            }
+        })?;
+        Ok((dir, name))
+    }
+
+    /// Stats `rel` without opening it for data; `None` when it does not exist.
+    pub fn lookup(&self, rel: &str) -> Result<Option<FileStat>, NtStatus> {
+        match self.open_beneath(rel, OFlags::PATH) {
+            Ok(fd) => Ok(Some(stat_fd(&fd)?)),
+            Err(NtStatus::OBJECT_NAME_NOT_FOUND) => {
+                // Distinguish a missing parent (PATH_NOT_FOUND) from a missing leaf.
+                if let Some((p, _)) = split_parent(rel) {
+                    if !p.is_empty() {
+                        match self.open_beneath(p, OFlags::PATH | OFlags::DIRECTORY) {
+                            Ok(_) => {}
+                            Err(NtStatus::OBJECT_NAME_NOT_FOUND) | Err(NtStatus::OBJECT_PATH_NOT_FOUND) => {
+                                return Err(NtStatus::OBJECT_PATH_NOT_FOUND)
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a new regular file (fails if it exists).
+    pub fn create_file(&self, rel: &str) -> Result<OwnedFd, NtStatus> {
+        let (dir, name) = self.parent(rel)?;
+        rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .map_err(NtStatus::from_errno)
+    }
+
+    pub fn mkdir(&self, rel: &str) -> Result<(), NtStatus> {
+        let (dir, name) = self.parent(rel)?;
+        rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o755)).map_err(NtStatus::from_errno)
+    }
+
+    pub fn remove(&self, rel: &str, is_dir: bool) -> Result<(), NtStatus> {
+        let (dir, name) = self.parent(rel)?;
+        let flags = if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() };
+        rustix::fs::unlinkat(&dir, name, flags).map_err(NtStatus::from_errno)
+    }
+
+    pub fn rename(&self, from: &str, to: &str, replace: bool) -> Result<(), NtStatus> {
+        let (fdir, fname) = self.parent(from)?;
+        let (tdir, tname) = self.parent(to)?;
+        let flags = if replace { rustix::fs::RenameFlags::empty() } else { rustix::fs::RenameFlags::NOREPLACE };
+        rustix::fs::renameat_with(&fdir, fname, &tdir, tname, flags).map_err(NtStatus::from_errno)
+    }
+}
+
+pub fn stat_fd<Fd: AsFd>(fd: Fd) -> Result<FileStat, NtStatus> {
+    let st = rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS | StatxFlags::BTIME)
+        .map_err(NtStatus::from_errno)?;
+    let ts = |t: rustix::fs::StatxTimestamp| unix_to_nt(t.tv_sec, t.tv_nsec);
+    let is_dir = (st.stx_mode as u32 & 0o170000) == 0o040000;
+    let mtime = ts(st.stx_mtime);
+    let ctime = ts(st.stx_ctime);
+    let mut btime = if st.stx_mask & StatxFlags::BTIME.bits() != 0 { ts(st.stx_btime) } else { mtime.min(ctime) };
+    let mut buf = [0u8; 8];
+    if let Ok(8) = rustix::fs::fgetxattr(&fd, XATTR_BTIME, &mut buf) {
+        btime = u64::from_le_bytes(buf);
+    }
+    let stored = read_dos_attrs(&fd);
+    let mut attrs = stored.unwrap_or(if is_dir { 0 } else { ATTR_ARCHIVE }) & SETTABLE_ATTRS;
+    if is_dir {
+        attrs |= ATTR_DIRECTORY;
+        attrs &= !ATTR_ARCHIVE | (stored.unwrap_or(0) & ATTR_ARCHIVE);
+    }
+    if attrs == 0 {
+        attrs = ATTR_NORMAL;
+    }
+    Ok(FileStat {
+        dev: (u64::from(st.stx_dev_major) << 32) | u64::from(st.stx_dev_minor),
+        ino: st.stx_ino,
+        size: if is_dir { 0 } else { st.stx_size },
+        alloc: if is_dir { 0 } else { st.stx_blocks.saturating_mul(512) },
+        nlink: st.stx_nlink,
+        is_dir,
+        btime,
+        atime: ts(st.stx_atime),
+        mtime,
+        ctime,
+        attrs,
+        writable: st.stx_mode & 0o222 != 0,
+    })
+}
+
+fn read_dos_attrs<Fd: AsFd>(fd: Fd) -> Option<u32> {
+    let mut buf = [0u8; 4];
+    match rustix::fs::fgetxattr(&fd, XATTR_DOSATTRIB, &mut buf) {
+        Ok(4) => Some(u32::from_le_bytes(buf)),
+        _ => None,
+    }
+}
+
+/// Stores the client-settable DOS attributes. File systems without user
+/// xattrs (tmpfs without them, some FUSE) just do not keep them.
+pub fn set_dos_attrs<Fd: AsFd>(fd: Fd, attrs: u32) -> Result<(), NtStatus> {
+    let v = (attrs & SETTABLE_ATTRS).to_le_bytes();
+    match rustix::fs::fsetxattr(&fd, XATTR_DOSATTRIB, &v, rustix::fs::XattrFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::NOTSUP) => Ok(()),
+        Err(e) => Err(NtStatus::from_errno(e)),
+    }
+}
+
+/// Sets times given in NT units; 0 leaves a time alone (and -1/-2 are treated
+/// the same: the caller handles the "stop updating" semantics).
+pub fn set_times<Fd: AsFd>(fd: Fd, btime: u64, atime: u64, mtime: u64) -> Result<(), NtStatus> {
+    use rustix::fs::{Timespec, Timestamps};
+    let ts = |t: u64| {
+        if t == 0 || t >= 0xFFFF_FFFF_FFFF_FFFE {
+            Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT }
+        } else {
+            let (s, n) = nt_to_unix(t);
+            Timespec { tv_sec: s, tv_nsec: n as _ }
+        }
+    };
+    if atime != 0 || mtime != 0 {
+        rustix::fs::futimens(&fd, &Timestamps { last_access: ts(atime), last_modification: ts(mtime) }).map_err(NtStatus::from_errno)?;
+    }
+    if btime != 0 && btime < 0xFFFF_FFFF_FFFF_FFFE {
+        match rustix::fs::fsetxattr(&fd, XATTR_BTIME, &btime.to_le_bytes(), rustix::fs::XattrFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOTSUP) => {}
+            Err(e) => return Err(NtStatus::from_errno(e)),
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub name: String,
+    pub stat: FileStat,
+}
+
+/// Lists a directory (without "." and ".."), statting each entry through a
+/// beneath-resolved open so a symlink that leads outside the share is left out.
+pub fn list_dir(root: &ShareRoot, dir_rel: &str, dirfd: BorrowedFd<'_>) -> Result<Vec<DirEntry>, NtStatus> {
+    let mut d = rustix::fs::Dir::read_from(dirfd).map_err(NtStatus::from_errno)?;
+    let mut out = Vec::new();
+    while let Some(ent) = d.next() {
+        let ent = ent.map_err(NtStatus::from_errno)?;
+        let Ok(name) = ent.file_name().to_str() else { continue };
+        if name == "." || name == ".." || name.contains('\\') || name.contains(':') {
+            continue;
+        }
+        let name = name.to_string();
+        let rel = if dir_rel.is_empty() { name.clone() } else { format!("{dir_rel}/{name}") };
+        let st = match rustix::fs::statx(dirfd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW, StatxFlags::TYPE) {
+            Ok(s) if (s.stx_mode as u32 & 0o170000) == 0o120000 => match root.open_beneath(&rel, OFlags::PATH) {
+                Ok(fd) => stat_fd(&fd),
+                Err(_) => continue,
+            },
+            Ok(_) => match rustix::fs::openat(dirfd, name.as_str(), OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+                Ok(fd) => stat_fd(&fd),
+                Err(_) => continue,
+            },
+            Err(_) => continue,
+        };
+        if let Ok(stat) = st {
+            out.push(DirEntry { name, stat });
+        }
+    }
+    Ok(out)
+}
+
+/// Windows wildcard matching (MS-FSA 2.1.4.4): `*`, `?`, and the DOS forms
+/// `<` (DOS_STAR), `>` (DOS_QM), `"` (DOS_DOT); case-insensitive.
+pub fn wildcard_match(pattern: &str, name: &str) -> bool {
+    if pattern == "*" || pattern.is_empty() {
+        return true;
+    }
+    let p: Vec<char> = pattern.chars().flat_map(char::to_lowercase).collect();
+    let n: Vec<char> = name.chars().flat_map(char::to_lowercase).collect();
+    fn go(p: &[char], n: &[char]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some('*') => (0..=n.len()).any(|i| go(&p[1..], &n[i..])),
+            Some('<') => {
+                // Any run of characters that does not swallow the name's last dot.
+                let limit = n.iter().rposition(|c| *c == '.').unwrap_or(n.len());
+                (0..=limit).any(|i| go(&p[1..], &n[i..]))
+            }
+            Some('?') => !n.is_empty() && go(&p[1..], &n[1..]),
+            Some('>') => {
+                if n.is_empty() || n[0] == '.' {
+                    go(&p[1..], n)
+                } else {
+                    go(&p[1..], &n[1..])
+                }
+            }
+            Some('"') => {
+                if n.is_empty() {
+                    go(&p[1..], n)
+                } else {
+                    n[0] == '.' && go(&p[1..], &n[1..])
+                }
+            }
+            Some(c) => n.first() == Some(c) && go(&p[1..], &n[1..]),
+        }
+    }
+    go(&p, &n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(validate_name("").unwrap(), "");
+        assert_eq!(validate_name("a\\b\\c.txt").unwrap(), "a/b/c.txt");
+        assert_eq!(validate_name("dir\\").unwrap(), "dir");
+        assert_eq!(validate_name("f.txt::$DATA").unwrap(), "f.txt");
+        assert!(validate_name("..\\x").is_err());
+        assert!(validate_name("a\\..\\..\\x").is_err());
+        assert!(validate_name("\\etc\\passwd").is_err());
+        assert!(validate_name("a/b").is_err());
+        assert!(validate_name("a\\\\b").is_err());
+        assert!(validate_name("f.txt:stream").is_err());
+        assert!(validate_name("x\u{1}").is_err());
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard_match("*", "anything"));
+        assert!(wildcard_match("*.txt", "A.TXT"));
+        assert!(!wildcard_match("*.txt", "a.txt.bak"));
+        assert!(wildcard_match("a?c", "abc"));
+        assert!(!wildcard_match("a?c", "ac"));
+        assert!(wildcard_match("exact", "Exact"));
+        assert!(wildcard_match("<.txt", "a.b.txt"));
+    }
+
+    #[test]
+    fn time_conversion() {
+        assert_eq!(unix_to_nt(0, 0), 116_444_736_000_000_000);
+        assert_eq!(nt_to_unix(unix_to_nt(1_700_000_000, 123_456_700)), (1_700_000_000, 123_456_700));
+    }
+
+    #[test]
+    fn beneath_refuses_escapes() {
+        let tmp = std::env::temp_dir().join(format!("smbd-vfs-{}", std::process::id()));
+        let share = tmp.join("share");
+        std::fs::create_dir_all(&share).unwrap();
+        std::os::unix::fs::symlink("/etc", share.join("etc")).unwrap();
+        std::os::unix::fs::symlink("../", share.join("up")).unwrap();
+        std::fs::write(tmp.join("secret"), b"x").unwrap();
+        let root = ShareRoot::open(&share).unwrap();
+        assert!(root.open_beneath("etc/passwd", OFlags::RDONLY).is_err());
+        assert!(root.open_beneath("up/secret", OFlags::RDONLY).is_err());
+        assert!(root.lookup("etc/hostname").is_err() || root.lookup("etc/hostname").unwrap().is_none());
+        let listed = list_dir(&root, "", root.fd()).unwrap();
+        assert!(listed.iter().all(|e| e.name != "etc" && e.name != "up"));
+        root.mkdir("d").unwrap();
+        let f = root.create_file("d/f").unwrap();
+        drop(f);
+        assert!(root.rename("d/f", "etc/x", false).is_err());
+        root.rename("d/f", "d/g", false).unwrap();
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+}
