@@ -134,7 +134,7 @@ struct Spnego {
     mech_announced: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum State {
     Start,
     ExpectNegotiate(Spnego),
@@ -156,7 +156,9 @@ pub struct Acceptor {
 
 impl std::fmt::Debug for Acceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Acceptor").field("state", &self.state).finish_non_exhaustive()
+        f.debug_struct("Acceptor")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
     }
 }
 
@@ -182,6 +184,17 @@ impl Acceptor {
     pub(crate) fn with_fixed_challenge(mut self, c: [u8; 8]) -> Self {
         self.fixed_challenge = Some(c);
         self
+    }
+
+    /// Tests only: a copy of this acceptor in the same state (same server challenge).
+    #[cfg(test)]
+    pub(crate) fn fork(&self) -> Self {
+        Self {
+            db: self.db.clone(),
+            cfg: self.cfg.clone(),
+            state: self.state.clone(),
+            fixed_challenge: self.fixed_challenge,
+        }
     }
 
     /// Feeds one security buffer from the client. After an error or `Done` the acceptor is
@@ -210,7 +223,9 @@ impl Acceptor {
                     return Err(AuthError::InvalidParameter("SPNEGO: expected NegTokenInit"));
                 };
                 if !init.mech_types.contains(&OID_NTLMSSP) {
-                    return Err(AuthError::InvalidParameter("SPNEGO: client does not offer NTLMSSP"));
+                    return Err(AuthError::InvalidParameter(
+                        "SPNEGO: client does not offer NTLMSSP",
+                    ));
                 }
                 let ntlm_preferred = init.mech_types.first() == Some(&OID_NTLMSSP);
                 let mut sp = Spnego {
@@ -265,9 +280,9 @@ impl Acceptor {
                 let Token::Resp(resp) = spnego::parse(input)? else {
                     return Err(AuthError::InvalidParameter("SPNEGO: expected NegTokenResp"));
                 };
-                let token = resp
-                    .response_token
-                    .ok_or(AuthError::InvalidParameter("SPNEGO: no NTLMSSP AUTHENTICATE"))?;
+                let token = resp.response_token.ok_or(AuthError::InvalidParameter(
+                    "SPNEGO: no NTLMSSP AUTHENTICATE",
+                ))?;
                 let v = ntlm::verify(&self.db, &self.cfg, &negotiate, &challenge, token)?;
                 let server_mic = self.mech_list_mic(&sp, &v, resp.mech_list_mic)?;
                 let out = spnego::neg_token_resp(&NegTokenResp {
@@ -277,7 +292,9 @@ impl Acceptor {
                 });
                 Ok(done(&v, out))
             }
-            State::Finished => Err(AuthError::InvalidParameter("authentication already finished")),
+            State::Finished => Err(AuthError::InvalidParameter(
+                "authentication already finished",
+            )),
         }
     }
 
@@ -323,7 +340,8 @@ impl Acceptor {
                 c
             }
         };
-        let challenge = ntlm::build_challenge(neg.flags, server_challenge, filetime_now(), &self.cfg);
+        let challenge =
+            ntlm::build_challenge(neg.flags, server_challenge, filetime_now(), &self.cfg);
         let out = match &sp {
             None => challenge.message.clone(),
             Some(sp) => spnego::neg_token_resp(&NegTokenResp {

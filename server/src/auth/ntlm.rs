@@ -143,7 +143,9 @@ pub struct Challenge {
 
 impl std::fmt::Debug for Challenge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Challenge").field("flags", &format_args!("{:#010x}", self.flags)).finish_non_exhaustive()
+        f.debug_struct("Challenge")
+            .field("flags", &format_args!("{:#010x}", self.flags))
+            .finish_non_exhaustive()
     }
 }
 
@@ -202,9 +204,21 @@ pub fn build_challenge(
     };
     let mut info = Vec::new();
     push_av(&mut info, av::NB_DOMAIN_NAME, &utf16le(&cfg.nb_domain_name));
-    push_av(&mut info, av::NB_COMPUTER_NAME, &utf16le(&cfg.nb_computer_name));
-    push_av(&mut info, av::DNS_DOMAIN_NAME, &utf16le(&cfg.dns_domain_name));
-    push_av(&mut info, av::DNS_COMPUTER_NAME, &utf16le(&cfg.dns_computer_name));
+    push_av(
+        &mut info,
+        av::NB_COMPUTER_NAME,
+        &utf16le(&cfg.nb_computer_name),
+    );
+    push_av(
+        &mut info,
+        av::DNS_DOMAIN_NAME,
+        &utf16le(&cfg.dns_domain_name),
+    );
+    push_av(
+        &mut info,
+        av::DNS_COMPUTER_NAME,
+        &utf16le(&cfg.dns_computer_name),
+    );
     push_av(&mut info, av::TIMESTAMP, &timestamp.to_le_bytes());
     push_av(&mut info, av::EOL, &[]);
 
@@ -259,10 +273,12 @@ pub struct Authenticate<'a> {
 
 fn decode_string(b: &[u8], unicode: bool) -> Result<Vec<u16>, AuthError> {
     if unicode {
-        if b.len() % 2 != 0 {
+        if !b.len().is_multiple_of(2) {
             return Err(bad("NTLMSSP: odd-length Unicode string"));
         }
-        Ok(b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect())
+        Ok(b.chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect())
     } else {
         // OEM strings: treated as Latin-1.
         Ok(b.iter().map(|&c| u16::from(c)).collect())
