@@ -21,7 +21,7 @@ pub use userdb::{UserDb, UserEntry};
 
 use ntlm::Challenge;
 use ntlm_crypto::{Direction, NtlmSecurity};
-use spnego::{NegState, NegTokenResp, OID_NTLMSSP, Token};
+use spnego::{NegState, NegTokenResp, Token, OID_NTLMSSP};
 
 /// NT status codes the errors map to (MS-ERREF 2.3.1).
 pub mod status {
@@ -152,6 +152,7 @@ pub struct Acceptor {
     cfg: AcceptorConfig,
     state: State,
     fixed_challenge: Option<[u8; 8]>,
+    fixed_time: Option<u64>,
 }
 
 impl std::fmt::Debug for Acceptor {
@@ -176,6 +177,7 @@ impl Acceptor {
             cfg,
             state: State::Start,
             fixed_challenge: None,
+            fixed_time: None,
         }
     }
 
@@ -183,6 +185,13 @@ impl Acceptor {
     #[cfg(test)]
     pub(crate) fn with_fixed_challenge(mut self, c: [u8; 8]) -> Self {
         self.fixed_challenge = Some(c);
+        self
+    }
+
+    /// Tests only: use this MsvAvTimestamp (FILETIME) instead of the clock.
+    #[cfg(test)]
+    pub(crate) fn with_fixed_time(mut self, t: u64) -> Self {
+        self.fixed_time = Some(t);
         self
     }
 
@@ -194,6 +203,7 @@ impl Acceptor {
             cfg: self.cfg.clone(),
             state: self.state.clone(),
             fixed_challenge: self.fixed_challenge,
+            fixed_time: self.fixed_time,
         }
     }
 
@@ -340,8 +350,12 @@ impl Acceptor {
                 c
             }
         };
-        let challenge =
-            ntlm::build_challenge(neg.flags, server_challenge, filetime_now(), &self.cfg);
+        let challenge = ntlm::build_challenge(
+            neg.flags,
+            server_challenge,
+            self.fixed_time.unwrap_or_else(filetime_now),
+            &self.cfg,
+        );
         let out = match &sp {
             None => challenge.message.clone(),
             Some(sp) => spnego::neg_token_resp(&NegTokenResp {

@@ -1,11 +1,11 @@
 //! SPNEGO (RFC 4178, MS-SPNG) tokens: the server's NegTokenInit2, the client's NegTokenInit,
 //! and NegTokenResp in both directions.
 
-use super::AuthError;
 use super::der::{
-    TAG_APPLICATION_0, TAG_ENUMERATED, TAG_GENERAL_STRING, TAG_OCTET_STRING, TAG_OID, TAG_SEQUENCE,
-    ctx, expect_only, expect_tlv, read_tlv, tlv, write_tlv,
+    ctx, expect_only, expect_tlv, read_tlv, tlv, write_tlv, TAG_APPLICATION_0, TAG_ENUMERATED,
+    TAG_GENERAL_STRING, TAG_OCTET_STRING, TAG_OID, TAG_SEQUENCE,
 };
+use super::AuthError;
 
 /// DER content of OID 1.3.6.1.5.5.2 (SPNEGO).
 pub const OID_SPNEGO: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x02];

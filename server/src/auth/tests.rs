@@ -3,4 +3,5 @@
 
 mod exchange;
 mod garbage;
+mod pyspnego;
 mod vectors;

@@ -10,10 +10,10 @@ use sspi::{
     Negotiate, Ntlm, SecurityBuffer, SecurityBufferRef, SecurityStatus, Sspi, SspiImpl, Username,
 };
 
-use super::super::der::{TAG_OID, TAG_SEQUENCE, tlv};
-use super::super::spnego::{self, OID_NTLMSSP, Token};
+use super::super::der::{tlv, TAG_OID, TAG_SEQUENCE};
+use super::super::spnego::{self, Token, OID_NTLMSSP};
 use super::super::{
-    Acceptor, AcceptorConfig, AuthError, IdentityKind, Step, UserDb, negotiate_token,
+    negotiate_token, Acceptor, AcceptorConfig, AuthError, IdentityKind, Step, UserDb,
 };
 
 const USER: &str = "alice";
@@ -306,10 +306,9 @@ fn spnego_exchange(want_mic: bool) {
     };
     assert_eq!(r.neg_state, Some(1));
     assert_eq!(r.supported_mech, Some(OID_NTLMSSP));
-    assert!(
-        r.response_token
-            .is_some_and(|t| t.starts_with(b"NTLMSSP\0\x02"))
-    );
+    assert!(r
+        .response_token
+        .is_some_and(|t| t.starts_with(b"NTLMSSP\0\x02")));
 
     let (_, resp2) = client.step(Some(&resp1)).unwrap();
     let Ok(Token::Resp(r)) = spnego::parse(&resp2) else {

@@ -146,7 +146,11 @@ fn every_prefix_of_every_message_is_refused_cleanly() {
                 let field_end = |at: usize| {
                     let len = usize::from(u16::from_le_bytes([m[at], m[at + 1]]));
                     let off = u32::from_le_bytes(m[at + 4..at + 8].try_into().unwrap()) as usize;
-                    if len == 0 { 0 } else { off + len }
+                    if len == 0 {
+                        0
+                    } else {
+                        off + len
+                    }
                 };
                 let need = field_end(16).max(field_end(24));
                 if cut < 32 || cut >= need {

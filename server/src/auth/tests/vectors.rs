@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use super::super::ntlm::{self, Challenge, flags};
+use super::super::ntlm::{self, flags, Challenge};
 use super::super::ntlm_crypto::{
-    Direction, NtlmSecurity, hmac_md5, nt_hash, ntowfv2, rc4_once, seal_key, sign_key,
+    hmac_md5, nt_hash, ntowfv2, rc4_once, seal_key, sign_key, Direction, NtlmSecurity,
 };
 use super::super::{AcceptorConfig, AuthError, IdentityKind, UserDb};
 
