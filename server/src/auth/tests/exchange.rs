@@ -550,3 +550,86 @@ fn empty_first_buffer_gets_the_mech_list() {
     let auth = client.step(Some(&ch));
     assert!(matches!(acc.step(&auth), Ok(Step::Done { .. })));
 }
+
+/// An anonymous AUTHENTICATE as smbclient -N sends it: empty user, domain and NT response,
+/// a one-byte zero LM response, the ANONYMOUS flag.
+fn anonymous_authenticate() -> Vec<u8> {
+    let flags: u32 = 0x0000_0800 | 0x0000_0001 | 0x0000_0200 | 0x0008_0000 | 0x4000_0000;
+    let mut m = b"NTLMSSP\0\x03\0\0\0".to_vec();
+    let payload = 88u32;
+    let field = |m: &mut Vec<u8>, len: u16, off: u32| {
+        m.extend_from_slice(&len.to_le_bytes());
+        m.extend_from_slice(&len.to_le_bytes());
+        m.extend_from_slice(&off.to_le_bytes());
+    };
+    field(&mut m, 1, payload); // LM: one zero byte
+    field(&mut m, 0, payload + 1); // NT
+    field(&mut m, 0, payload + 1); // domain
+    field(&mut m, 0, payload + 1); // user
+    field(&mut m, 0, payload + 1); // workstation
+    field(&mut m, 0, payload + 1); // encrypted session key
+    m.extend_from_slice(&flags.to_le_bytes());
+    m.extend_from_slice(&[0u8; 24]); // version + MIC area
+    m.push(0);
+    m
+}
+
+#[test]
+fn anonymous_only_when_allowed() {
+    let neg = [&b"NTLMSSP\0\x01\0\0\0"[..], &0x6208_0a05u32.to_le_bytes()].concat();
+    let mut acc = acceptor(AcceptorConfig::default());
+    acc.step(&neg).unwrap();
+    let e = acc.step(&anonymous_authenticate()).unwrap_err();
+    assert!(matches!(e, AuthError::AccessDenied(_)));
+    assert_eq!(e.nt_status(), 0xC000_0022);
+
+    let cfg = AcceptorConfig {
+        allow_anonymous: true,
+        ..AcceptorConfig::default()
+    };
+    let mut acc = acceptor(cfg.clone());
+    acc.step(&neg).unwrap();
+    let Step::Done {
+        identity,
+        session_key,
+        ..
+    } = acc.step(&anonymous_authenticate()).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(identity.kind, IdentityKind::Anonymous);
+    assert_eq!(identity.user, "");
+    assert!(session_key.is_empty());
+
+    // Inside SPNEGO, without mechListMIC (there is no key to make one with).
+    let (init, _) = init_token(&[OID_NTLMSSP], Some(&neg));
+    let mut acc = acceptor(cfg);
+    acc.step(&init).unwrap();
+    let last = spnego::neg_token_resp(&spnego::NegTokenResp {
+        response_token: Some(&anonymous_authenticate()),
+        ..Default::default()
+    });
+    let Step::Done {
+        output, identity, ..
+    } = acc.step(&last).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(identity.kind, IdentityKind::Anonymous);
+    let Ok(Token::Resp(fin)) = spnego::parse(&output) else {
+        panic!()
+    };
+    assert_eq!((fin.neg_state, fin.mech_list_mic), (Some(0), None));
+
+    // An empty user with a non-empty LM response is not anonymous, and not a user either.
+    let mut not_anon = anonymous_authenticate();
+    not_anon[12] = 2; // LM length 2 (the zero byte and the one after it)
+    not_anon[14] = 2;
+    not_anon.push(0);
+    let mut acc = acceptor(AcceptorConfig {
+        allow_anonymous: true,
+        ..AcceptorConfig::default()
+    });
+    acc.step(&neg).unwrap();
+    assert_eq!(acc.step(&not_anon).unwrap_err(), AuthError::LogonFailure);
+}
