@@ -98,11 +98,24 @@ fn pyspnego_tokens_fail_against_another_challenge_or_time() {
     let mut acc = Acceptor::new(Arc::new(db.clone()), AcceptorConfig::default());
     acc.step(&hex::decode(RAW_FIRST).unwrap()).unwrap();
     assert!(acc.step(&hex::decode(RAW_LAST).unwrap()).is_err());
-    // Same challenge, different timestamp in our CHALLENGE: only the MIC can notice.
-    let mut acc = Acceptor::new(Arc::new(db), AcceptorConfig::default())
+    // Same challenge, different timestamp in our CHALLENGE: the echoed MsvAvTimestamp no
+    // longer matches.
+    let mut acc = Acceptor::new(Arc::new(db.clone()), AcceptorConfig::default())
         .with_fixed_challenge(CHALLENGE)
         .with_fixed_time(TIME + 1);
     acc.step(&hex::decode(RAW_FIRST).unwrap()).unwrap();
+    assert!(matches!(
+        acc.step(&hex::decode(RAW_LAST).unwrap()).unwrap_err(),
+        super::super::AuthError::InvalidParameter(_)
+    ));
+    // Same challenge and time, but the server saw another NEGOTIATE (one flag more, which
+    // does not change the CHALLENGE): only the MIC can notice.
+    let mut neg = hex::decode(RAW_FIRST).unwrap();
+    neg[13] |= 0x10; // NTLMSSP_NEGOTIATE_OEM_DOMAIN_SUPPLIED
+    let mut acc = Acceptor::new(Arc::new(db), AcceptorConfig::default())
+        .with_fixed_challenge(CHALLENGE)
+        .with_fixed_time(TIME);
+    acc.step(&neg).unwrap();
     assert_eq!(
         acc.step(&hex::decode(RAW_LAST).unwrap()).unwrap_err(),
         super::super::AuthError::LogonFailure

@@ -320,9 +320,27 @@ fn challenge_message_layout() {
 fn acceptor_accepts_the_4_2_4_exchange_raw() {
     // The spec's AUTHENTICATE has no MIC, so any NEGOTIATE works in front of it.
     let (db, _) = vector_setup("Password");
-    let mut acc = super::super::Acceptor::new(Arc::new(db), AcceptorConfig::default())
-        .with_fixed_challenge(SERVER_CHALLENGE);
+    // The client echoes MsvAvNbDomainName "Domain" and MsvAvNbComputerName "Server": our
+    // CHALLENGE must have announced the same names.
+    let cfg = AcceptorConfig {
+        nb_computer_name: "Server".into(),
+        nb_domain_name: "Domain".into(),
+        ..AcceptorConfig::default()
+    };
+    let db = Arc::new(db);
     let neg = [&b"NTLMSSP\0\x01\0\0\0"[..], &0xe2088297u32.to_le_bytes()].concat();
+    let mut other = super::super::Acceptor::new(db.clone(), AcceptorConfig::default())
+        .with_fixed_challenge(SERVER_CHALLENGE);
+    other.step(&neg).unwrap();
+    assert!(
+        matches!(
+            other.step(&h(V2_AUTHENTICATE)),
+            Err(AuthError::InvalidParameter(_))
+        ),
+        "an answer to a CHALLENGE naming another server must be refused"
+    );
+
+    let mut acc = super::super::Acceptor::new(db, cfg).with_fixed_challenge(SERVER_CHALLENGE);
     let super::super::Step::Continue(chal) = acc.step(&neg).unwrap() else {
         panic!("expected a challenge")
     };
