@@ -338,10 +338,15 @@ pub(crate) fn av_pairs(mut pairs: &[u8]) -> Result<Vec<(u16, &[u8])>, AuthError>
 }
 
 /// MsvAvFlags of an AV pair list (0 when absent).
+#[cfg(test)]
 pub(crate) fn av_flags(pairs: &[u8]) -> Result<u32, AuthError> {
+    flags_in(&av_pairs(pairs)?)
+}
+
+fn flags_in(pairs: &[(u16, &[u8])]) -> Result<u32, AuthError> {
     let mut found = 0;
-    for (id, value) in av_pairs(pairs)? {
-        if id == av::FLAGS {
+    for (id, value) in pairs {
+        if *id == av::FLAGS {
             found = u32_at(value, 0).map_err(|_| bad("NTLMSSP: short MsvAvFlags"))?;
         }
     }
@@ -453,13 +458,7 @@ pub fn verify(
     }
     let client_pairs = av_pairs(blob.get(BLOB_HEADER..).unwrap_or(&[]))?;
     check_echoed_pairs(&client_pairs, challenge_target_info(challenge))?;
-    let mut mic_flag = false;
-    for (id, value) in &client_pairs {
-        if *id == av::FLAGS {
-            let f = u32_at(value, 0).map_err(|_| bad("NTLMSSP: short MsvAvFlags"))?;
-            mic_flag = f & av::FLAG_MIC_PRESENT != 0;
-        }
-    }
+    let mic_flag = flags_in(&client_pairs)? & av::FLAG_MIC_PRESENT != 0;
 
     let user_name = String::from_utf16(&a.user).ok();
     let entry = user_name.as_deref().and_then(|n| db.lookup(n));
