@@ -277,7 +277,8 @@ fn decode_string(b: &[u8], unicode: bool) -> Result<Vec<u16>, AuthError> {
             return Err(bad("NTLMSSP: odd-length Unicode string"));
         }
         Ok(b.chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .filter_map(|c| <[u8; 2]>::try_from(c).ok())
+            .map(u16::from_le_bytes)
             .collect())
     } else {
         // OEM strings: treated as Latin-1.

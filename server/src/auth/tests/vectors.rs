@@ -361,3 +361,18 @@ fn acceptor_accepts_the_4_2_4_exchange_raw() {
     // Finished: nothing more is accepted.
     assert!(acc.step(&h(V2_AUTHENTICATE)).is_err());
 }
+
+#[test]
+fn lm_only_is_refused() {
+    // The 4.2.2 NTLMv1 message with its NT response removed: only the LM response is left.
+    let (db, chal) = vector_setup("Password");
+    let mut auth = h(V1_AUTHENTICATE);
+    auth[20..24].copy_from_slice(&[0, 0, 0, 0]);
+    let parsed = ntlm::parse_authenticate(&auth).unwrap();
+    assert!(parsed.nt_response.is_empty());
+    assert_eq!(parsed.lm_response.len(), 24);
+    assert_eq!(
+        ntlm::verify(&db, &AcceptorConfig::default(), &[], &chal, &auth).err(),
+        Some(AuthError::LogonFailure)
+    );
+}
