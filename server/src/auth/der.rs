@@ -46,7 +46,9 @@ pub(crate) fn read_tlv(input: &[u8]) -> Result<(Tlv<'_>, &[u8]), AuthError> {
         if n > 4 {
             return Err(bad("DER: length too long"));
         }
-        let (len_bytes, after) = rest.split_at_checked(n).ok_or(bad("DER: truncated length"))?;
+        let (len_bytes, after) = rest
+            .split_at_checked(n)
+            .ok_or(bad("DER: truncated length"))?;
         rest = after;
         len_bytes
             .iter()

@@ -21,7 +21,7 @@ pub use userdb::{UserDb, UserEntry};
 
 use ntlm::Challenge;
 use ntlm_crypto::{Direction, NtlmSecurity};
-use spnego::{NegState, NegTokenResp, OID_NTLMSSP, Token};
+use spnego::{NegState, NegTokenResp, Token, OID_NTLMSSP};
 
 /// NT status codes the errors map to (MS-ERREF 2.3.1).
 pub mod status {
@@ -134,7 +134,7 @@ struct Spnego {
     mech_announced: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum State {
     Start,
     ExpectNegotiate(Spnego),
@@ -152,11 +152,14 @@ pub struct Acceptor {
     cfg: AcceptorConfig,
     state: State,
     fixed_challenge: Option<[u8; 8]>,
+    fixed_time: Option<u64>,
 }
 
 impl std::fmt::Debug for Acceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Acceptor").field("state", &self.state).finish_non_exhaustive()
+        f.debug_struct("Acceptor")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
     }
 }
 
@@ -174,6 +177,7 @@ impl Acceptor {
             cfg,
             state: State::Start,
             fixed_challenge: None,
+            fixed_time: None,
         }
     }
 
@@ -182,6 +186,25 @@ impl Acceptor {
     pub(crate) fn with_fixed_challenge(mut self, c: [u8; 8]) -> Self {
         self.fixed_challenge = Some(c);
         self
+    }
+
+    /// Tests only: use this MsvAvTimestamp (FILETIME) instead of the clock.
+    #[cfg(test)]
+    pub(crate) fn with_fixed_time(mut self, t: u64) -> Self {
+        self.fixed_time = Some(t);
+        self
+    }
+
+    /// Tests only: a copy of this acceptor in the same state (same server challenge).
+    #[cfg(test)]
+    pub(crate) fn fork(&self) -> Self {
+        Self {
+            db: self.db.clone(),
+            cfg: self.cfg.clone(),
+            state: self.state.clone(),
+            fixed_challenge: self.fixed_challenge,
+            fixed_time: self.fixed_time,
+        }
     }
 
     /// Feeds one security buffer from the client. After an error or `Done` the acceptor is
@@ -210,7 +233,9 @@ impl Acceptor {
                     return Err(AuthError::InvalidParameter("SPNEGO: expected NegTokenInit"));
                 };
                 if !init.mech_types.contains(&OID_NTLMSSP) {
-                    return Err(AuthError::InvalidParameter("SPNEGO: client does not offer NTLMSSP"));
+                    return Err(AuthError::InvalidParameter(
+                        "SPNEGO: client does not offer NTLMSSP",
+                    ));
                 }
                 let ntlm_preferred = init.mech_types.first() == Some(&OID_NTLMSSP);
                 let mut sp = Spnego {
@@ -265,9 +290,9 @@ impl Acceptor {
                 let Token::Resp(resp) = spnego::parse(input)? else {
                     return Err(AuthError::InvalidParameter("SPNEGO: expected NegTokenResp"));
                 };
-                let token = resp
-                    .response_token
-                    .ok_or(AuthError::InvalidParameter("SPNEGO: no NTLMSSP AUTHENTICATE"))?;
+                let token = resp.response_token.ok_or(AuthError::InvalidParameter(
+                    "SPNEGO: no NTLMSSP AUTHENTICATE",
+                ))?;
                 let v = ntlm::verify(&self.db, &self.cfg, &negotiate, &challenge, token)?;
                 let server_mic = self.mech_list_mic(&sp, &v, resp.mech_list_mic)?;
                 let out = spnego::neg_token_resp(&NegTokenResp {
@@ -277,7 +302,9 @@ impl Acceptor {
                 });
                 Ok(done(&v, out))
             }
-            State::Finished => Err(AuthError::InvalidParameter("authentication already finished")),
+            State::Finished => Err(AuthError::InvalidParameter(
+                "authentication already finished",
+            )),
         }
     }
 
@@ -323,7 +350,12 @@ impl Acceptor {
                 c
             }
         };
-        let challenge = ntlm::build_challenge(neg.flags, server_challenge, filetime_now(), &self.cfg);
+        let challenge = ntlm::build_challenge(
+            neg.flags,
+            server_challenge,
+            self.fixed_time.unwrap_or_else(filetime_now),
+            &self.cfg,
+        );
         let out = match &sp {
             None => challenge.message.clone(),
             Some(sp) => spnego::neg_token_resp(&NegTokenResp {

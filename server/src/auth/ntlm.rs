@@ -143,7 +143,9 @@ pub struct Challenge {
 
 impl std::fmt::Debug for Challenge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Challenge").field("flags", &format_args!("{:#010x}", self.flags)).finish_non_exhaustive()
+        f.debug_struct("Challenge")
+            .field("flags", &format_args!("{:#010x}", self.flags))
+            .finish_non_exhaustive()
     }
 }
 
@@ -202,9 +204,21 @@ pub fn build_challenge(
     };
     let mut info = Vec::new();
     push_av(&mut info, av::NB_DOMAIN_NAME, &utf16le(&cfg.nb_domain_name));
-    push_av(&mut info, av::NB_COMPUTER_NAME, &utf16le(&cfg.nb_computer_name));
-    push_av(&mut info, av::DNS_DOMAIN_NAME, &utf16le(&cfg.dns_domain_name));
-    push_av(&mut info, av::DNS_COMPUTER_NAME, &utf16le(&cfg.dns_computer_name));
+    push_av(
+        &mut info,
+        av::NB_COMPUTER_NAME,
+        &utf16le(&cfg.nb_computer_name),
+    );
+    push_av(
+        &mut info,
+        av::DNS_DOMAIN_NAME,
+        &utf16le(&cfg.dns_domain_name),
+    );
+    push_av(
+        &mut info,
+        av::DNS_COMPUTER_NAME,
+        &utf16le(&cfg.dns_computer_name),
+    );
     push_av(&mut info, av::TIMESTAMP, &timestamp.to_le_bytes());
     push_av(&mut info, av::EOL, &[]);
 
@@ -259,10 +273,13 @@ pub struct Authenticate<'a> {
 
 fn decode_string(b: &[u8], unicode: bool) -> Result<Vec<u16>, AuthError> {
     if unicode {
-        if b.len() % 2 != 0 {
+        if !b.len().is_multiple_of(2) {
             return Err(bad("NTLMSSP: odd-length Unicode string"));
         }
-        Ok(b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect())
+        Ok(b.chunks_exact(2)
+            .filter_map(|c| <[u8; 2]>::try_from(c).ok())
+            .map(u16::from_le_bytes)
+            .collect())
     } else {
         // OEM strings: treated as Latin-1.
         Ok(b.iter().map(|&c| u16::from(c)).collect())
@@ -304,24 +321,69 @@ pub fn parse_authenticate(msg: &[u8]) -> Result<Authenticate<'_>, AuthError> {
     })
 }
 
-/// Looks for MsvAvFlags in the AV pairs of an NTLMv2 client challenge.
-pub(crate) fn av_flags(mut pairs: &[u8]) -> Result<u32, AuthError> {
-    let mut found = 0u32;
+/// Splits an AV pair list up to MsvAvEOL; fails if it is truncated or has no EOL.
+pub(crate) fn av_pairs(mut pairs: &[u8]) -> Result<Vec<(u16, &[u8])>, AuthError> {
+    let mut out = Vec::new();
     loop {
         let id = u16_at(pairs, 0).map_err(|_| bad("NTLMSSP: truncated AV pair"))?;
         let len = usize::from(u16_at(pairs, 2).map_err(|_| bad("NTLMSSP: truncated AV pair"))?);
         let value = pairs
             .get(4..4 + len)
             .ok_or(bad("NTLMSSP: AV pair beyond end"))?;
-        match id {
-            av::EOL => return Ok(found),
-            av::FLAGS => {
-                found = u32_at(value, 0).map_err(|_| bad("NTLMSSP: short MsvAvFlags"))?;
-            }
-            _ => {}
+        if id == av::EOL {
+            return Ok(out);
         }
+        out.push((id, value));
         pairs = pairs.get(4 + len..).unwrap_or(&[]);
     }
+}
+
+/// MsvAvFlags of an AV pair list (0 when absent).
+#[cfg(test)]
+pub(crate) fn av_flags(pairs: &[u8]) -> Result<u32, AuthError> {
+    flags_in(&av_pairs(pairs)?)
+}
+
+fn flags_in(pairs: &[(u16, &[u8])]) -> Result<u32, AuthError> {
+    let mut found = 0;
+    for (id, value) in pairs {
+        if *id == av::FLAGS {
+            found = u32_at(value, 0).map_err(|_| bad("NTLMSSP: short MsvAvFlags"))?;
+        }
+    }
+    Ok(found)
+}
+
+/// The TargetInfo of one of our CHALLENGE messages.
+fn challenge_target_info(challenge: &Challenge) -> &[u8] {
+    field_at(&challenge.message, 40)
+        .map(|f| field_bytes(&challenge.message, f))
+        .unwrap_or(&[])
+}
+
+/// The names and timestamp the client echoes in its NTLMv2 blob must be the ones this
+/// server sent: a client that answered someone else's CHALLENGE is refused (as Samba does).
+fn check_echoed_pairs(client: &[(u16, &[u8])], ours: &[u8]) -> Result<(), AuthError> {
+    let ours = av_pairs(ours).unwrap_or_default();
+    for (id, value) in client {
+        if !matches!(
+            *id,
+            av::NB_COMPUTER_NAME
+                | av::NB_DOMAIN_NAME
+                | av::DNS_COMPUTER_NAME
+                | av::DNS_DOMAIN_NAME
+                | av::TIMESTAMP
+        ) {
+            continue;
+        }
+        if let Some((_, sent)) = ours.iter().find(|(i, _)| i == id) {
+            if sent != value {
+                tracing::debug!(av_id = id, "echoed AV pair differs from our CHALLENGE");
+                return Err(bad("NTLMSSP: AV pair differs from the CHALLENGE"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The result of a successful AUTHENTICATE check.
@@ -395,7 +457,9 @@ pub fn verify(
     if blob.first() != Some(&1) || blob.get(1) != Some(&1) {
         return Err(AuthError::LogonFailure);
     }
-    let mic_flag = av_flags(blob.get(BLOB_HEADER..).unwrap_or(&[]))? & av::FLAG_MIC_PRESENT != 0;
+    let client_pairs = av_pairs(blob.get(BLOB_HEADER..).unwrap_or(&[]))?;
+    check_echoed_pairs(&client_pairs, challenge_target_info(challenge))?;
+    let mic_flag = flags_in(&client_pairs)? & av::FLAG_MIC_PRESENT != 0;
 
     let user_name = String::from_utf16(&a.user).ok();
     let entry = user_name.as_deref().and_then(|n| db.lookup(n));

@@ -126,7 +126,9 @@ pub struct NtlmSecurity {
 
 impl std::fmt::Debug for NtlmSecurity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NtlmSecurity").field("seq", &self.seq).finish_non_exhaustive()
+        f.debug_struct("NtlmSecurity")
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
     }
 }
 

@@ -2,8 +2,8 @@
 //! and NegTokenResp in both directions.
 
 use super::der::{
-    TAG_APPLICATION_0, TAG_ENUMERATED, TAG_GENERAL_STRING, TAG_OCTET_STRING, TAG_OID, TAG_SEQUENCE,
-    ctx, expect_only, expect_tlv, read_tlv, tlv, write_tlv,
+    ctx, expect_only, expect_tlv, read_tlv, tlv, write_tlv, TAG_APPLICATION_0, TAG_ENUMERATED,
+    TAG_GENERAL_STRING, TAG_OCTET_STRING, TAG_OID, TAG_SEQUENCE,
 };
 use super::AuthError;
 

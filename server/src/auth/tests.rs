@@ -1,6 +1,9 @@
-//! Tests of the acceptor: MS-NLMP 4.2 vectors, exchanges driven by the independent `sspi`
-//! client, failure cases and a no-panic property test.
+//! Tests of the acceptor: MS-NLMP 4.2 vectors; live exchanges with the independent `sspi`
+//! client; exchanges recorded from pyspnego and from Samba's client code; failure cases and
+//! no-panic property tests.
 
-mod vectors;
 mod exchange;
 mod garbage;
+mod pyspnego;
+mod samba;
+mod vectors;

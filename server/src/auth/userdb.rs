@@ -27,7 +27,9 @@ impl UserEntry {
 
 impl std::fmt::Debug for UserEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserEntry").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("UserEntry")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -94,7 +96,10 @@ mod tests {
         assert_eq!(db.lookup("aLiCe").map(UserEntry::name), Some("Alice"));
         assert_eq!(db.lookup("éric").map(|e| *e.nt_hash()), Some([7; 16]));
         assert!(db.lookup("bob").is_none());
-        assert_eq!(db.lookup("ALICE").map(|e| *e.nt_hash()), Some(nt_hash("pw")));
+        assert_eq!(
+            db.lookup("ALICE").map(|e| *e.nt_hash()),
+            Some(nt_hash("pw"))
+        );
         assert_eq!(db.len(), 2);
     }
 }

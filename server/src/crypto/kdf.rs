@@ -189,17 +189,6 @@ const L311_C2S: &[u8] = b"SMBC2SCipherKey\0";
 const L311_S2C: &[u8] = b"SMBS2CCipherKey\0";
 const L311_APP: &[u8] = b"SMBAppKey\0";
 
-fn preauth_context(
-    dialect: Dialect,
-    preauth: Option<&[u8; PREAUTH_HASH_LEN]>,
-) -> Result<Option<&[u8; PREAUTH_HASH_LEN]>, CryptoError> {
-    if dialect == Dialect::SMB3_1_1 {
-        preauth.map(Some).ok_or(CryptoError::MissingPreauthHash)
-    } else {
-        Ok(None)
-    }
-}
-
 /// Signing key of a session or of one channel (MS-SMB2 3.3.5.5.3; for a channel bound with
 /// SESSION_SETUP and SMB2_SESSION_FLAG_BINDING, pass that channel's preauth hash).
 ///
@@ -222,7 +211,7 @@ pub fn derive_signing_key(
     let r = match dialect {
         Dialect::SMB2_0_2 | Dialect::SMB2_1 => SecretKey::from_slice(&sk),
         Dialect::SMB3_0 | Dialect::SMB3_0_2 => derive16(&sk, L30_SIGN, C30_SIGN),
-        Dialect::SMB3_1_1 => match preauth_context(dialect, preauth)? {
+        Dialect::SMB3_1_1 => match preauth {
             Some(h) => derive16(&sk, L311_SIGN, h),
             None => Err(CryptoError::MissingPreauthHash),
         },
@@ -293,10 +282,7 @@ fn derive_with(
             })
         }
         Dialect::SMB3_1_1 => {
-            let h: &[u8] = match preauth_context(dialect, preauth)? {
-                Some(h) => h,
-                None => return Err(CryptoError::MissingPreauthHash),
-            };
+            let h: &[u8] = preauth.ok_or(CryptoError::MissingPreauthHash)?;
             let wide = cipher.is_some_and(|c| c.key_len() == 32);
             let (server_in, server_out) = if wide {
                 (

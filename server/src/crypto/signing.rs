@@ -49,6 +49,25 @@ impl SigningAlgorithm {
         }
     }
 
+    /// The algorithm a connection signs with (MS-SMB2 3.1.4.1): HMAC-SHA256 for 2.0.2/2.1,
+    /// AES-CMAC for 3.0/3.0.2, and for 3.1.1 the algorithm negotiated in
+    /// SMB2_SIGNING_CAPABILITIES, or AES-CMAC when none was.
+    ///
+    /// # Errors
+    /// [`CryptoError::UnknownDialect`] for any other dialect.
+    pub fn for_dialect(
+        dialect: super::kdf::Dialect,
+        negotiated: Option<SigningAlgorithm>,
+    ) -> Result<Self, CryptoError> {
+        use super::kdf::Dialect;
+        match dialect {
+            Dialect::SMB2_0_2 | Dialect::SMB2_1 => Ok(Self::HmacSha256),
+            Dialect::SMB3_0 | Dialect::SMB3_0_2 => Ok(Self::AesCmac),
+            Dialect::SMB3_1_1 => Ok(negotiated.unwrap_or(Self::AesCmac)),
+            Dialect(other) => Err(CryptoError::UnknownDialect(other)),
+        }
+    }
+
     /// Parses a SIGNING_CAPABILITIES id.
     ///
     /// # Errors

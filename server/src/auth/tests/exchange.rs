@@ -10,10 +10,10 @@ use sspi::{
     Negotiate, Ntlm, SecurityBuffer, SecurityBufferRef, SecurityStatus, Sspi, SspiImpl, Username,
 };
 
-use super::super::der::{TAG_OID, TAG_SEQUENCE, tlv};
-use super::super::spnego::{self, OID_NTLMSSP, Token};
+use super::super::der::{tlv, TAG_OID, TAG_SEQUENCE};
+use super::super::spnego::{self, Token, OID_NTLMSSP};
 use super::super::{
-    Acceptor, AcceptorConfig, AuthError, IdentityKind, Step, UserDb, negotiate_token,
+    negotiate_token, Acceptor, AcceptorConfig, AuthError, IdentityKind, Step, UserDb,
 };
 
 const USER: &str = "alice";
@@ -59,7 +59,9 @@ where
     if let Some(bufs) = input_bufs.as_mut() {
         builder = builder.with_input(bufs);
     }
-    let result = ctx.initialize_security_context_impl(&mut builder)?.resolve_to_result()?;
+    let result = ctx
+        .initialize_security_context_impl(&mut builder)?
+        .resolve_to_result()?;
     Ok((result.status, std::mem::take(&mut output[0].buffer)))
 }
 
@@ -87,7 +89,9 @@ impl RawClient {
     }
 
     fn step(&mut self, input: Option<&[u8]>) -> Vec<u8> {
-        init_step(&mut self.ntlm, &mut self.creds, input, REQ).unwrap().1
+        init_step(&mut self.ntlm, &mut self.creds, input, REQ)
+            .unwrap()
+            .1
     }
 
     fn session_key(&self) -> Vec<u8> {
@@ -139,7 +143,12 @@ fn raw_ntlmssp_with_sspi_client() {
 fn raw_user_name_case_does_not_matter() {
     let (client, mut acc, _, authenticate) =
         raw_until_authenticate("ALICE", PASSWORD, AcceptorConfig::default());
-    let Step::Done { identity, session_key, .. } = acc.step(&authenticate).unwrap() else {
+    let Step::Done {
+        identity,
+        session_key,
+        ..
+    } = acc.step(&authenticate).unwrap()
+    else {
         panic!()
     };
     assert_eq!(identity.user, "Alice");
@@ -150,7 +159,8 @@ fn raw_user_name_case_does_not_matter() {
 fn wrong_password_and_unknown_user_fail_alike() {
     let (_, mut acc, _, auth) = raw_until_authenticate(USER, "wrong", AcceptorConfig::default());
     let e1 = acc.step(&auth).unwrap_err();
-    let (_, mut acc, _, auth) = raw_until_authenticate("mallory", PASSWORD, AcceptorConfig::default());
+    let (_, mut acc, _, auth) =
+        raw_until_authenticate("mallory", PASSWORD, AcceptorConfig::default());
     let e2 = acc.step(&auth).unwrap_err();
     assert_eq!(e1, AuthError::LogonFailure);
     assert_eq!(e1, e2);
@@ -167,7 +177,12 @@ fn unknown_user_maps_to_guest_only_when_configured() {
         ..AcceptorConfig::default()
     };
     let (_, mut acc, _, auth) = raw_until_authenticate("mallory", "x", cfg.clone());
-    let Step::Done { identity, session_key, .. } = acc.step(&auth).unwrap() else {
+    let Step::Done {
+        identity,
+        session_key,
+        ..
+    } = acc.step(&auth).unwrap()
+    else {
         panic!()
     };
     assert_eq!(identity.kind, IdentityKind::Guest);
@@ -196,7 +211,8 @@ fn tampered_mic_and_covered_fields_fail() {
     positions.extend(key_off..key_off + 16);
     for pos in positions {
         // Replay the same NEGOTIATE/CHALLENGE pair: rebuild both sides each time.
-        let (_, mut acc, _, auth) = raw_until_authenticate(USER, PASSWORD, AcceptorConfig::default());
+        let (_, mut acc, _, auth) =
+            raw_until_authenticate(USER, PASSWORD, AcceptorConfig::default());
         let mut bad = auth.clone();
         bad[pos] ^= 0x10;
         assert!(acc.step(&bad).is_err(), "tampered byte {pos} accepted");
@@ -213,7 +229,9 @@ fn mic_is_checked_over_the_negotiate_message() {
     // Change the flags the server saw in a way that does not change its CHALLENGE.
     let f = u32::from_le_bytes(other_neg[12..16].try_into().unwrap()) | 0x0000_1000;
     other_neg[12..16].copy_from_slice(&f.to_le_bytes());
-    let Step::Continue(challenge) = acc.step(&other_neg).unwrap() else { panic!() };
+    let Step::Continue(challenge) = acc.step(&other_neg).unwrap() else {
+        panic!()
+    };
     let auth = client.step(Some(&challenge));
     assert_eq!(acc.step(&auth).unwrap_err(), AuthError::LogonFailure);
 }
@@ -226,7 +244,12 @@ fn replayed_authenticate_fails_against_a_new_challenge() {
     // A second exchange: the attacker replays the recorded NEGOTIATE and AUTHENTICATE.
     let mut acc2 = acceptor(AcceptorConfig::default());
     assert!(matches!(acc2.step(&negotiate), Ok(Step::Continue(_))));
-    assert_eq!(acc2.step(&auth).unwrap_err(), AuthError::LogonFailure);
+    // Refused by the echoed-timestamp check if the clock moved, else by NTProofStr.
+    let e = acc2.step(&auth).unwrap_err();
+    assert!(
+        matches!(e, AuthError::LogonFailure | AuthError::InvalidParameter(_)),
+        "{e:?}"
+    );
 }
 
 /// SPNEGO client (sspi::Negotiate restricted to NTLM).
@@ -280,14 +303,22 @@ fn spnego_exchange(want_mic: bool) {
     assert_eq!(parsed.mech_types.first(), Some(&OID_NTLMSSP));
     assert!(parsed.mech_token.is_some());
 
-    let Step::Continue(resp1) = acc.step(&init).unwrap() else { panic!() };
-    let Ok(Token::Resp(r)) = spnego::parse(&resp1) else { panic!() };
+    let Step::Continue(resp1) = acc.step(&init).unwrap() else {
+        panic!()
+    };
+    let Ok(Token::Resp(r)) = spnego::parse(&resp1) else {
+        panic!()
+    };
     assert_eq!(r.neg_state, Some(1));
     assert_eq!(r.supported_mech, Some(OID_NTLMSSP));
-    assert!(r.response_token.is_some_and(|t| t.starts_with(b"NTLMSSP\0\x02")));
+    assert!(r
+        .response_token
+        .is_some_and(|t| t.starts_with(b"NTLMSSP\0\x02")));
 
     let (_, resp2) = client.step(Some(&resp1)).unwrap();
-    let Ok(Token::Resp(r)) = spnego::parse(&resp2) else { panic!() };
+    let Ok(Token::Resp(r)) = spnego::parse(&resp2) else {
+        panic!()
+    };
     // sspi sends a mechListMIC whenever its NTLM AUTHENTICATE carries a MIC (always, for
     // NTLMv2), whatever the context requirements.
     let client_sent_mic = r.mech_list_mic.is_some();
@@ -303,7 +334,9 @@ fn spnego_exchange(want_mic: bool) {
     };
     assert_eq!(identity.user, "Alice");
     assert_eq!(identity.kind, IdentityKind::User);
-    let Ok(Token::Resp(fin)) = spnego::parse(&output) else { panic!() };
+    let Ok(Token::Resp(fin)) = spnego::parse(&output) else {
+        panic!()
+    };
     assert_eq!(fin.neg_state, Some(0));
     assert_eq!(fin.mech_list_mic.is_some(), client_sent_mic);
     let client_key = client.neg.query_context_session_key().unwrap();
@@ -317,9 +350,13 @@ fn spnego_exchange(want_mic: bool) {
         let mut client = SpnegoClient::new(USER, PASSWORD, want_mic);
         let mut acc = acceptor(AcceptorConfig::default());
         let (_, init) = client.step(None).unwrap();
-        let Step::Continue(resp1) = acc.step(&init).unwrap() else { panic!() };
+        let Step::Continue(resp1) = acc.step(&init).unwrap() else {
+            panic!()
+        };
         let (_, resp2) = client.step(Some(&resp1)).unwrap();
-        let Step::Done { mut output, .. } = acc.step(&resp2).unwrap() else { panic!() };
+        let Step::Done { mut output, .. } = acc.step(&resp2).unwrap() else {
+            panic!()
+        };
         let n = output.len();
         output[n - 10] ^= 1;
         assert!(client.step(Some(&output)).is_err());
@@ -341,9 +378,13 @@ fn spnego_bad_mech_list_mic_fails() {
     let mut client = SpnegoClient::new(USER, PASSWORD, true);
     let mut acc = acceptor(AcceptorConfig::default());
     let (_, init) = client.step(None).unwrap();
-    let Step::Continue(resp1) = acc.step(&init).unwrap() else { panic!() };
+    let Step::Continue(resp1) = acc.step(&init).unwrap() else {
+        panic!()
+    };
     let (_, resp2) = client.step(Some(&resp1)).unwrap();
-    let Ok(Token::Resp(r)) = spnego::parse(&resp2) else { panic!() };
+    let Ok(Token::Resp(r)) = spnego::parse(&resp2) else {
+        panic!()
+    };
     let mut mic = r.mech_list_mic.unwrap().to_vec();
     mic[5] ^= 0x80;
     let forged = spnego::neg_token_resp(&spnego::NegTokenResp {
@@ -356,9 +397,13 @@ fn spnego_bad_mech_list_mic_fails() {
     let mut client = SpnegoClient::new(USER, PASSWORD, true);
     let mut acc = acceptor(AcceptorConfig::default());
     let (_, init) = client.step(None).unwrap();
-    let Step::Continue(resp1) = acc.step(&init).unwrap() else { panic!() };
+    let Step::Continue(resp1) = acc.step(&init).unwrap() else {
+        panic!()
+    };
     let (_, resp2) = client.step(Some(&resp1)).unwrap();
-    let Ok(Token::Resp(r)) = spnego::parse(&resp2) else { panic!() };
+    let Ok(Token::Resp(r)) = spnego::parse(&resp2) else {
+        panic!()
+    };
     let stripped = spnego::neg_token_resp(&spnego::NegTokenResp {
         mech_list_mic: None,
         ..r.clone()
@@ -371,7 +416,9 @@ fn spnego_wrong_password_fails() {
     let mut client = SpnegoClient::new(USER, "nope", false);
     let mut acc = acceptor(AcceptorConfig::default());
     let (_, init) = client.step(None).unwrap();
-    let Step::Continue(resp1) = acc.step(&init).unwrap() else { panic!() };
+    let Step::Continue(resp1) = acc.step(&init).unwrap() else {
+        panic!()
+    };
     let (_, resp2) = client.step(Some(&resp1)).unwrap();
     let e = acc.step(&resp2).unwrap_err();
     assert_eq!(e, AuthError::LogonFailure);
@@ -404,10 +451,16 @@ fn spnego_ntlm_not_first_choice() {
     for with_mic in [true, false] {
         let mut client = RawClient::new(USER, PASSWORD);
         let mut acc = acceptor(AcceptorConfig::default());
-        let (init, mech_list) =
-            init_token(&[OID_MS_KRB5, OID_KRB5, OID_NTLMSSP], Some(b"\x60\x03not-ntlm"));
-        let Step::Continue(r0) = acc.step(&init).unwrap() else { panic!() };
-        let Ok(Token::Resp(r0)) = spnego::parse(&r0) else { panic!() };
+        let (init, mech_list) = init_token(
+            &[OID_MS_KRB5, OID_KRB5, OID_NTLMSSP],
+            Some(b"\x60\x03not-ntlm"),
+        );
+        let Step::Continue(r0) = acc.step(&init).unwrap() else {
+            panic!()
+        };
+        let Ok(Token::Resp(r0)) = spnego::parse(&r0) else {
+            panic!()
+        };
         assert_eq!(r0.neg_state, Some(3), "request-mic");
         assert_eq!(r0.supported_mech, Some(OID_NTLMSSP));
         assert_eq!(r0.response_token, None);
@@ -417,9 +470,16 @@ fn spnego_ntlm_not_first_choice() {
             response_token: Some(&negotiate),
             ..Default::default()
         });
-        let Step::Continue(r1) = acc.step(&wrapped).unwrap() else { panic!() };
-        let Ok(Token::Resp(r1)) = spnego::parse(&r1) else { panic!() };
-        assert_eq!(r1.supported_mech, None, "supportedMech only in the first reply");
+        let Step::Continue(r1) = acc.step(&wrapped).unwrap() else {
+            panic!()
+        };
+        let Ok(Token::Resp(r1)) = spnego::parse(&r1) else {
+            panic!()
+        };
+        assert_eq!(
+            r1.supported_mech, None,
+            "supportedMech only in the first reply"
+        );
         let auth = client.step(Some(r1.response_token.unwrap()));
 
         let mut data = mech_list.clone();
@@ -441,12 +501,24 @@ fn spnego_ntlm_not_first_choice() {
         });
         let r = acc.step(&last);
         if !with_mic {
-            assert!(r.is_err(), "mechListMIC is required when NTLMSSP was not first");
+            assert!(
+                r.is_err(),
+                "mechListMIC is required when NTLMSSP was not first"
+            );
             continue;
         }
-        let Ok(Step::Done { output, session_key, .. }) = r else { panic!("{r:?}") };
+        let Ok(Step::Done {
+            output,
+            session_key,
+            ..
+        }) = r
+        else {
+            panic!("{r:?}")
+        };
         assert_eq!(session_key, client.session_key());
-        let Ok(Token::Resp(fin)) = spnego::parse(&output) else { panic!() };
+        let Ok(Token::Resp(fin)) = spnego::parse(&output) else {
+            panic!()
+        };
         assert_eq!(fin.neg_state, Some(0));
         let mut server_mic = fin.mech_list_mic.unwrap().to_vec();
         let mut data = mech_list.clone();
@@ -462,7 +534,10 @@ fn spnego_ntlm_not_first_choice() {
 fn spnego_without_ntlmssp_is_refused() {
     let (init, _) = init_token(&[OID_MS_KRB5, OID_KRB5], Some(b"krb"));
     let mut acc = acceptor(AcceptorConfig::default());
-    assert!(matches!(acc.step(&init), Err(AuthError::InvalidParameter(_))));
+    assert!(matches!(
+        acc.step(&init),
+        Err(AuthError::InvalidParameter(_))
+    ));
 }
 
 #[test]
@@ -474,7 +549,92 @@ fn empty_first_buffer_gets_the_mech_list() {
     );
     // and the exchange can still go on
     let mut client = RawClient::new(USER, PASSWORD);
-    let Step::Continue(ch) = acc.step(&client.step(None)).unwrap() else { panic!() };
+    let Step::Continue(ch) = acc.step(&client.step(None)).unwrap() else {
+        panic!()
+    };
     let auth = client.step(Some(&ch));
     assert!(matches!(acc.step(&auth), Ok(Step::Done { .. })));
+}
+
+/// An anonymous AUTHENTICATE as smbclient -N sends it: empty user, domain and NT response,
+/// a one-byte zero LM response, the ANONYMOUS flag.
+fn anonymous_authenticate() -> Vec<u8> {
+    let flags: u32 = 0x0000_0800 | 0x0000_0001 | 0x0000_0200 | 0x0008_0000 | 0x4000_0000;
+    let mut m = b"NTLMSSP\0\x03\0\0\0".to_vec();
+    let payload = 88u32;
+    let field = |m: &mut Vec<u8>, len: u16, off: u32| {
+        m.extend_from_slice(&len.to_le_bytes());
+        m.extend_from_slice(&len.to_le_bytes());
+        m.extend_from_slice(&off.to_le_bytes());
+    };
+    field(&mut m, 1, payload); // LM: one zero byte
+    field(&mut m, 0, payload + 1); // NT
+    field(&mut m, 0, payload + 1); // domain
+    field(&mut m, 0, payload + 1); // user
+    field(&mut m, 0, payload + 1); // workstation
+    field(&mut m, 0, payload + 1); // encrypted session key
+    m.extend_from_slice(&flags.to_le_bytes());
+    m.extend_from_slice(&[0u8; 24]); // version + MIC area
+    m.push(0);
+    m
+}
+
+#[test]
+fn anonymous_only_when_allowed() {
+    let neg = [&b"NTLMSSP\0\x01\0\0\0"[..], &0x6208_0a05u32.to_le_bytes()].concat();
+    let mut acc = acceptor(AcceptorConfig::default());
+    acc.step(&neg).unwrap();
+    let e = acc.step(&anonymous_authenticate()).unwrap_err();
+    assert!(matches!(e, AuthError::AccessDenied(_)));
+    assert_eq!(e.nt_status(), 0xC000_0022);
+
+    let cfg = AcceptorConfig {
+        allow_anonymous: true,
+        ..AcceptorConfig::default()
+    };
+    let mut acc = acceptor(cfg.clone());
+    acc.step(&neg).unwrap();
+    let Step::Done {
+        identity,
+        session_key,
+        ..
+    } = acc.step(&anonymous_authenticate()).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(identity.kind, IdentityKind::Anonymous);
+    assert_eq!(identity.user, "");
+    assert!(session_key.is_empty());
+
+    // Inside SPNEGO, without mechListMIC (there is no key to make one with).
+    let (init, _) = init_token(&[OID_NTLMSSP], Some(&neg));
+    let mut acc = acceptor(cfg);
+    acc.step(&init).unwrap();
+    let last = spnego::neg_token_resp(&spnego::NegTokenResp {
+        response_token: Some(&anonymous_authenticate()),
+        ..Default::default()
+    });
+    let Step::Done {
+        output, identity, ..
+    } = acc.step(&last).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(identity.kind, IdentityKind::Anonymous);
+    let Ok(Token::Resp(fin)) = spnego::parse(&output) else {
+        panic!()
+    };
+    assert_eq!((fin.neg_state, fin.mech_list_mic), (Some(0), None));
+
+    // An empty user with a non-empty LM response is not anonymous, and not a user either.
+    let mut not_anon = anonymous_authenticate();
+    not_anon[12] = 2; // LM length 2 (the zero byte and the one after it)
+    not_anon[14] = 2;
+    not_anon.push(0);
+    let mut acc = acceptor(AcceptorConfig {
+        allow_anonymous: true,
+        ..AcceptorConfig::default()
+    });
+    acc.step(&neg).unwrap();
+    assert_eq!(acc.step(&not_anon).unwrap_err(), AuthError::LogonFailure);
 }

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use super::super::ntlm::{self, Challenge, flags};
+use super::super::ntlm::{self, flags, Challenge};
 use super::super::ntlm_crypto::{
-    Direction, NtlmSecurity, hmac_md5, nt_hash, ntowfv2, rc4_once, seal_key, sign_key,
+    hmac_md5, nt_hash, ntowfv2, rc4_once, seal_key, sign_key, Direction, NtlmSecurity,
 };
 use super::super::{AcceptorConfig, AuthError, IdentityKind, UserDb};
 
@@ -58,7 +58,10 @@ const V1_AUTHENTICATE: &str = "4e 54 4c 4d 53 53 50 00 03 00 00 00 18 00 18 00
 
 #[test]
 fn nt_hash_4_2_2_1_2() {
-    assert_eq!(nt_hash("Password"), h16("a4 f4 9c 40 65 10 bd ca b6 82 4e e7 c3 0f d8 52"));
+    assert_eq!(
+        nt_hash("Password"),
+        h16("a4 f4 9c 40 65 10 bd ca b6 82 4e e7 c3 0f d8 52")
+    );
 }
 
 #[test]
@@ -67,11 +70,20 @@ fn ntlmv2_calculations_4_2_4() {
     let k = ntowfv2(&nt_hash("Password"), &u16s("User"), &u16s("Domain"));
     assert_eq!(k, h16("0c 86 8a 40 3b fd 7a 93 a3 00 1e f2 2e f0 2e 3f"));
     // The user name is upper-cased, the domain is not.
-    assert_eq!(ntowfv2(&nt_hash("Password"), &u16s("uSeR"), &u16s("Domain")), k);
-    assert_ne!(ntowfv2(&nt_hash("Password"), &u16s("User"), &u16s("DOMAIN")), k);
+    assert_eq!(
+        ntowfv2(&nt_hash("Password"), &u16s("uSeR"), &u16s("Domain")),
+        k
+    );
+    assert_ne!(
+        ntowfv2(&nt_hash("Password"), &u16s("User"), &u16s("DOMAIN")),
+        k
+    );
     // 4.2.4.2.2 NTLMv2 response: NTProofStr
     let proof = hmac_md5(&k, &[&SERVER_CHALLENGE, &h(TEMP)]);
-    assert_eq!(proof, h16("68 cd 0a b8 51 e5 1c 96 aa bc 92 7b eb ef 6a 1c"));
+    assert_eq!(
+        proof,
+        h16("68 cd 0a b8 51 e5 1c 96 aa bc 92 7b eb ef 6a 1c")
+    );
     // 4.2.4.2.1 LMv2 response
     let lm = hmac_md5(&k, &[&SERVER_CHALLENGE, &[0xaa; 8]]);
     assert_eq!(lm, h16("86 c3 50 97 ac 9c ec 10 25 54 76 4a 57 cc cc 19"));
@@ -92,15 +104,27 @@ fn ntlmv2_sign_seal_4_2_4_4() {
     assert_eq!(seal, h16("59 f6 00 97 3c c4 96 0a 25 48 0a 7c 19 6e 4c 58"));
     assert_eq!(sign, h16("47 88 dc 86 1b 47 82 f3 5d 43 fd 98 fe 1a 2d 39"));
     // The server-to-client keys differ from the client-to-server ones.
-    assert_ne!(sign_key(&RANDOM_SESSION_KEY, Direction::ServerToClient), sign);
-    assert_ne!(seal_key(&RANDOM_SESSION_KEY, negotiated, Direction::ServerToClient), seal);
+    assert_ne!(
+        sign_key(&RANDOM_SESSION_KEY, Direction::ServerToClient),
+        sign
+    );
+    assert_ne!(
+        seal_key(&RANDOM_SESSION_KEY, negotiated, Direction::ServerToClient),
+        seal
+    );
 
     // GSS_WrapEx of "Plaintext" (UTF-16LE), sequence number 0.
-    let mut msg = u16s("Plaintext").iter().flat_map(|u| u.to_le_bytes()).collect::<Vec<u8>>();
+    let mut msg = u16s("Plaintext")
+        .iter()
+        .flat_map(|u| u.to_le_bytes())
+        .collect::<Vec<u8>>();
     let plain = msg.clone();
     let mut st = NtlmSecurity::new(&RANDOM_SESSION_KEY, negotiated, Direction::ClientToServer);
     let sig = st.seal(&mut msg);
-    assert_eq!(msg, h("54 e5 01 65 bf 19 36 dc 99 60 20 c1 81 1b 0f 06 fb 5f"));
+    assert_eq!(
+        msg,
+        h("54 e5 01 65 bf 19 36 dc 99 60 20 c1 81 1b 0f 06 fb 5f")
+    );
     assert_eq!(sig, h16("01 00 00 00 7f b3 8e c5 c5 5d 49 76 00 00 00 00"));
     assert_ne!(msg, plain);
 
@@ -152,15 +176,24 @@ fn the_4_2_4_message_fails_with_wrong_password_or_other_challenge() {
     let cfg = AcceptorConfig::default();
     let auth = h(V2_AUTHENTICATE);
     let (db, chal) = vector_setup("password");
-    assert_eq!(ntlm::verify(&db, &cfg, &[], &chal, &auth).err(), Some(AuthError::LogonFailure));
+    assert_eq!(
+        ntlm::verify(&db, &cfg, &[], &chal, &auth).err(),
+        Some(AuthError::LogonFailure)
+    );
     let (db, mut chal) = vector_setup("Password");
     chal.server_challenge[7] ^= 1;
-    assert_eq!(ntlm::verify(&db, &cfg, &[], &chal, &auth).err(), Some(AuthError::LogonFailure));
+    assert_eq!(
+        ntlm::verify(&db, &cfg, &[], &chal, &auth).err(),
+        Some(AuthError::LogonFailure)
+    );
     // Unknown user: the same error.
     let mut other = UserDb::new();
     other.add_password("someone", "Password");
     let (_, chal) = vector_setup("Password");
-    assert_eq!(ntlm::verify(&other, &cfg, &[], &chal, &auth).err(), Some(AuthError::LogonFailure));
+    assert_eq!(
+        ntlm::verify(&other, &cfg, &[], &chal, &auth).err(),
+        Some(AuthError::LogonFailure)
+    );
     // ... unless unknown users map to guest.
     let guest_cfg = AcceptorConfig {
         map_to_guest: true,
@@ -186,7 +219,10 @@ fn tampered_4_2_4_message_fails() {
     for i in 0x84..0xd8 {
         let mut bad = good.clone();
         bad[i] ^= 0x01;
-        assert!(ntlm::verify(&db, &cfg, &[], &chal, &bad).is_err(), "byte {i:#x}");
+        assert!(
+            ntlm::verify(&db, &cfg, &[], &chal, &bad).is_err(),
+            "byte {i:#x}"
+        );
     }
     // A changed encrypted session key changes the exported key (no MIC here to catch it).
     let mut bad = good.clone();
@@ -244,7 +280,13 @@ fn challenge_message_layout() {
     let tn_len = usize::from(u16::from_le_bytes([m[12], m[13]]));
     let tn_off = u32::from_le_bytes(m[16..20].try_into().unwrap()) as usize;
     assert_eq!(tn_off, 56);
-    assert_eq!(&m[tn_off..tn_off + tn_len], &"SMBDIRECT".encode_utf16().flat_map(u16::to_le_bytes).collect::<Vec<_>>()[..]);
+    assert_eq!(
+        &m[tn_off..tn_off + tn_len],
+        &"SMBDIRECT"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect::<Vec<_>>()[..]
+    );
     // Target info: AV pairs 2, 1, 4, 3, 7, 0 with the timestamp.
     let ti_len = usize::from(u16::from_le_bytes([m[40], m[41]]));
     let ti_off = u32::from_le_bytes(m[44..48].try_into().unwrap()) as usize;
@@ -278,9 +320,27 @@ fn challenge_message_layout() {
 fn acceptor_accepts_the_4_2_4_exchange_raw() {
     // The spec's AUTHENTICATE has no MIC, so any NEGOTIATE works in front of it.
     let (db, _) = vector_setup("Password");
-    let mut acc = super::super::Acceptor::new(Arc::new(db), AcceptorConfig::default())
-        .with_fixed_challenge(SERVER_CHALLENGE);
+    // The client echoes MsvAvNbDomainName "Domain" and MsvAvNbComputerName "Server": our
+    // CHALLENGE must have announced the same names.
+    let cfg = AcceptorConfig {
+        nb_computer_name: "Server".into(),
+        nb_domain_name: "Domain".into(),
+        ..AcceptorConfig::default()
+    };
+    let db = Arc::new(db);
     let neg = [&b"NTLMSSP\0\x01\0\0\0"[..], &0xe2088297u32.to_le_bytes()].concat();
+    let mut other = super::super::Acceptor::new(db.clone(), AcceptorConfig::default())
+        .with_fixed_challenge(SERVER_CHALLENGE);
+    other.step(&neg).unwrap();
+    assert!(
+        matches!(
+            other.step(&h(V2_AUTHENTICATE)),
+            Err(AuthError::InvalidParameter(_))
+        ),
+        "an answer to a CHALLENGE naming another server must be refused"
+    );
+
+    let mut acc = super::super::Acceptor::new(db, cfg).with_fixed_challenge(SERVER_CHALLENGE);
     let super::super::Step::Continue(chal) = acc.step(&neg).unwrap() else {
         panic!("expected a challenge")
     };
@@ -300,4 +360,19 @@ fn acceptor_accepts_the_4_2_4_exchange_raw() {
     }
     // Finished: nothing more is accepted.
     assert!(acc.step(&h(V2_AUTHENTICATE)).is_err());
+}
+
+#[test]
+fn lm_only_is_refused() {
+    // The 4.2.2 NTLMv1 message with its NT response removed: only the LM response is left.
+    let (db, chal) = vector_setup("Password");
+    let mut auth = h(V1_AUTHENTICATE);
+    auth[20..24].copy_from_slice(&[0, 0, 0, 0]);
+    let parsed = ntlm::parse_authenticate(&auth).unwrap();
+    assert!(parsed.nt_response.is_empty());
+    assert_eq!(parsed.lm_response.len(), 24);
+    assert_eq!(
+        ntlm::verify(&db, &AcceptorConfig::default(), &[], &chal, &auth).err(),
+        Some(AuthError::LogonFailure)
+    );
 }

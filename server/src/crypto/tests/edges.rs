@@ -36,6 +36,30 @@ fn wire_ids_round_trip() {
 }
 
 #[test]
+fn signing_algorithm_per_dialect() {
+    use SigningAlgorithm as S;
+    assert_eq!(S::for_dialect(Dialect::SMB2_0_2, None), Ok(S::HmacSha256));
+    assert_eq!(
+        S::for_dialect(Dialect::SMB2_1, Some(S::AesGmac)),
+        Ok(S::HmacSha256)
+    );
+    assert_eq!(S::for_dialect(Dialect::SMB3_0, None), Ok(S::AesCmac));
+    assert_eq!(
+        S::for_dialect(Dialect::SMB3_0_2, Some(S::AesGmac)),
+        Ok(S::AesCmac)
+    );
+    assert_eq!(S::for_dialect(Dialect::SMB3_1_1, None), Ok(S::AesCmac));
+    assert_eq!(
+        S::for_dialect(Dialect::SMB3_1_1, Some(S::AesGmac)),
+        Ok(S::AesGmac)
+    );
+    assert_eq!(
+        S::for_dialect(Dialect(0x0301), None),
+        Err(CryptoError::UnknownDialect(0x0301))
+    );
+}
+
+#[test]
 fn kdf_rejects_other_lengths() {
     let mut out = [0u8; 20];
     assert_eq!(
