@@ -27,7 +27,8 @@ fi
 venv=$("$root/ci/venv.sh")
 echo "== pytest tests/peers (SMB_TARGET=$SMB_TARGET)"
 set +e
-"$venv/bin/python" -m pytest tests/peers -p no:cacheprovider -rfEs "$@"
+# the whole peer run is bounded too (each test: tests/peers/pytest.ini)
+timeout --kill-after=30 "${PEER_TESTS_TIMEOUT:-1500}" "$venv/bin/python" -m pytest tests/peers -rfEs "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
