@@ -13,7 +13,8 @@
 # the subunit lines (success/failure/error/skip/xfail/uxsuccess) and printed as
 # a Markdown table. Logs: $SMBTORTURE_LOGS (default target/smbtorture/).
 # Exit code 0 when every suite ran (test failures are reported, not fatal),
-# unless --strict, where any failure or error makes it 1.
+# 1 when a server did not start (its column says so), and with --strict 1 on
+# any failure or error too.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -55,7 +56,7 @@ trap cleanup EXIT
 # sets: port, share_path
 start_target() {
     work=$(mktemp -d /tmp/smbtorture-XXXXXX)
-    target_start "$1" "$work" "$user" "$pass" || exit 1
+    target_start "$1" "$work" "$user" "$pass" || return 1
     port=$TARGET_PORT
     share_path=$TARGET_SHARE_PATH
 }
@@ -65,10 +66,19 @@ server_alive() { target_alive; }
 declare -A RESULT   # RESULT[target:suite] = "passed/total (detail)"
 declare -A SECONDS_USED
 any_bad=0
+not_started=0
 
 run_target() {
     local target=$1 t0 suite name log s f e k x u total
-    start_target "$target"
+    if ! start_target "$target"; then
+        echo "smbtorture.sh: the $target server did not start" >&2
+        for suite in "${suites[@]}"; do RESULT[$target:$suite]="not run (server did not start)"; done
+        SECONDS_USED[$target:all]=0
+        any_bad=1
+        not_started=1
+        cleanup
+        return 0
+    fi
     t0=$(date +%s)
     for suite in "${suites[@]}"; do
         case "$suite" in smb2.*) name=$suite ;; *) name=smb2.$suite ;; esac
@@ -106,7 +116,12 @@ run_target() {
             echo "smbtorture.sh: the $target server died during $name" >&2
             [ "$target" = ours ] && cp "$work/smbdirect.log" "$logs/ours-server-died-in-$name.log" 2>/dev/null
             cleanup
-            start_target "$target"
+            if ! start_target "$target"; then
+                echo "smbtorture.sh: the $target server did not restart" >&2
+                not_started=1
+                any_bad=1
+                break
+            fi
         fi
     done
     SECONDS_USED[$target:all]=$(( $(date +%s) - t0 ))
@@ -131,5 +146,6 @@ for t in "${targets[@]}"; do row+=" ${SECONDS_USED[$t:all]} s |"; done
 echo "$row"
 echo
 echo "logs: $logs"
+if [ "$not_started" = 1 ]; then exit 1; fi
 if [ "$strict" = 1 ] && [ "$any_bad" = 1 ]; then exit 1; fi
 exit 0
