@@ -184,6 +184,7 @@ def test_credit_charge_zero_on_large_read(server, remote_dir):
     """MS-SMB2 3.3.5.2.5: with multi-credit, CreditCharge 0 and a READ of more
     than 64 KiB must fail with STATUS_INVALID_PARAMETER."""
     from impacket import smb3structs as s3
+    from impacket.nmb import NetBIOSError, NetBIOSTimeout
     from impacket.smbconnection import SMBConnection
 
     size = 1 << 20
@@ -220,7 +221,9 @@ def test_credit_charge_zero_on_large_read(server, remote_dir):
 
         try:
             ans = raw_read(0)
-        except (ConnectionError, OSError):
+        except NetBIOSTimeout:
+            pytest.fail("READ with CreditCharge 0: no answer and no disconnect within 30 s")
+        except (NetBIOSError, ConnectionError, OSError):
             pass  # the server dropped the connection: allowed
         else:
             assert ans["Status"] == STATUS_INVALID_PARAMETER, hex(ans["Status"])
