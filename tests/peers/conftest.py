@@ -55,10 +55,13 @@ def smb_server(tmp_path_factory) -> SmbServer:
         if parent == Path("/tmp") or parent == Path("/"):
             break
         os.chmod(parent, os.stat(parent).st_mode | 0o055)
+    error = None
     try:
         server = smbpeer.start_server(TARGET, workdir)
     except PeerError as e:
-        pytest.fail(str(e), pytrace=False)
+        error = str(e)
+    if error is not None:
+        pytest.fail(error, pytrace=False)
     yield server
     alive = server.alive()
     server.stop()

@@ -216,10 +216,12 @@ def start_ours(workdir: Path, user: str, password: str, share_path: Path | None 
     server = SmbServer("ours", port or 0, user, password, share_path, workdir, log_path,
                        proc=proc, main_pid=proc.pid)
     if port is None:
+        exited = proc.poll()
         server.stop()
-        raise PeerError(f"smbdirect did not print its listening line within 30 s "
-                        f"(exit code {proc.returncode}); stdout: {seen[-500:]!r}\n"
-                        f"stderr tail:\n{server.log_tail()}")
+        why = (f"exited with code {exited} before printing" if exited is not None
+               else "did not print within 30 s")
+        raise PeerError(f"{' '.join(cmd)}: {why} 'smbdirect: listening on 127.0.0.1:PORT'; "
+                        f"stdout: {seen[-500:]!r}\nstderr tail:\n{server.log_tail()}")
     return server
 
 
