@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The single "run every test" command:
+#   1. cargo test --workspace --release
+#   2. pytest tests/peers against SMB_TARGET (default "ours": the smbdirect
+#      binary at target/release/smbdirect; "samba": Samba's smbd via ci/samba.sh)
+# Extra arguments go to pytest (e.g. ci/test.sh -k smbclient).
+# SKIP_CARGO_TEST=1 runs only the peer tests.
+# Exits non-zero when anything fails, when pytest collected no test (its exit
+# code 5), or when a test was skipped (a missing tool is a failure here).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export SMB_TARGET=${SMB_TARGET:-ours}
+case "$SMB_TARGET" in ours|samba) ;; *) echo "test.sh: SMB_TARGET must be ours or samba" >&2; exit 2 ;; esac
+
+start=$(date +%s)
+if [ "${SKIP_CARGO_TEST:-0}" != 1 ]; then
+    echo "== cargo test --workspace --release"
+    cargo test --workspace --release
+fi
+
+if [ "$SMB_TARGET" = ours ] && [ -z "${SMBDIRECT_BIN:-}" ]; then
+    # the peer tests drive the release binary
+    cargo build --release -p smbdirect-server --bin smbdirect
+fi
+
+venv=$("$root/ci/venv.sh")
+echo "== pytest tests/peers (SMB_TARGET=$SMB_TARGET)"
+set +e
+# the whole peer run is bounded too (each test: tests/peers/pytest.ini)
+timeout --kill-after=30 "${PEER_TESTS_TIMEOUT:-1500}" "$venv/bin/python" -m pytest tests/peers -rfEs "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+    echo "test.sh: pytest collected no test: that is a failure" >&2
+    rc=1
+fi
+echo "== ci/test.sh finished in $(( $(date +%s) - start )) s, exit code $rc"
+exit "$rc"
