@@ -45,6 +45,11 @@ class Frame:
         return struct.unpack_from("<I", self.head, 8)[0] if self.proto == PROTO_SMB2 and len(self.head) >= 64 else None
 
     @property
+    def interim(self) -> bool:
+        """An async interim response (STATUS_PENDING): not signed (MS-SMB2 3.3.4.1.1, 3.3.4.2)."""
+        return self.status == 0x00000103 and bool((self.flags or 0) & 0x2)
+
+    @property
     def flags(self) -> int | None:
         return struct.unpack_from("<I", self.head, 16)[0] if self.proto == PROTO_SMB2 and len(self.head) >= 64 else None
 
