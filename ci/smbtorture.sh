@@ -87,7 +87,7 @@ run_target() {
         local st=$(date +%s)
         set +e
         timeout --kill-after=10 "$SUITE_TIMEOUT" smbtorture "//127.0.0.1/share" -p "$port" -U "$user%$pass" \
-            --target=samba3 --format=subunit \
+            --target=samba3 --format=subunit --basedir="$work" \
             --option=torture:progress=no --option=torture:sharedelay=100000 \
             --option=torture:writetimeupdatedelay=500000 --maximum-runtime=840 \
             "$name" >"$log" 2>&1 </dev/null

@@ -176,6 +176,14 @@ class SmbServer:
             subprocess.run([str(REPO / "ci/samba.sh"), "stop", str(self.workdir)], check=False)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies, so a
+    killed pytest leaves no server behind (Linux prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
 def start_ours(workdir: Path, user: str, password: str, share_path: Path | None = None,
                extra_args: list[str] | None = None) -> SmbServer:
     binary = Path(os.environ.get("SMBDIRECT_BIN", REPO / "target/release/smbdirect"))
@@ -191,7 +199,8 @@ def start_ours(workdir: Path, user: str, password: str, share_path: Path | None 
     env = dict(os.environ)
     env.setdefault("RUST_LOG", "info")
     log = open(log_path, "wb")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env,
+                            preexec_fn=_die_with_parent)
     log.close()
     port = None
     seen = b""

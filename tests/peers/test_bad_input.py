@@ -101,6 +101,7 @@ def assert_rejected(s: socket.socket, what: str):
     if kind == "reply":
         status = reply[0]
         assert status not in (None, STATUS_SUCCESS), f"{what}: server answered success or garbage: {reply!r}"
+    print(f"{what}: {'dropped the connection' if kind == 'closed' else f'status 0x{reply[0]:08x}'}")
     return kind, reply
 
 
@@ -224,9 +225,10 @@ def test_credit_charge_zero_on_large_read(server, remote_dir):
         except NetBIOSTimeout:
             pytest.fail("READ with CreditCharge 0: no answer and no disconnect within 30 s")
         except (NetBIOSError, ConnectionError, OSError):
-            pass  # the server dropped the connection: allowed
+            print("CreditCharge 0 READ of 1 MiB: dropped the connection")  # allowed
         else:
             assert ans["Status"] == STATUS_INVALID_PARAMETER, hex(ans["Status"])
+            print(f"CreditCharge 0 READ of 1 MiB: status 0x{ans['Status']:08x}")
     finally:
         try:
             conn.close()
@@ -273,13 +275,14 @@ def test_rename_outside_the_share(server, smbproto, remote_dir, target):
     raw = SMBRawIO(base + r"\victim.txt", mode="r", share_access="rwd",
                    desired_access=FilePipePrinterAccessMask.DELETE,
                    create_options=CreateOptions.FILE_OPEN_REPARSE_POINT, port=server.port)
-    with pytest.raises(OSError):
-        with raw:
+    with raw:  # opening the victim must work; only the rename must fail
+        with pytest.raises(OSError) as e:
             with SMBFileTransaction(raw) as transaction:
                 info = FileRenameInformation()
                 info["replace_if_exists"] = False
                 info["file_name"] = new_name
                 set_info(transaction, info)
+    print(f"rename to {new_name}: {e.value}")
     root = server.share_path
     for outside in (root.parent / name, root.parent.parent / name):
         assert not outside.exists(), f"rename escaped the share: {outside} exists"
@@ -293,15 +296,24 @@ def test_symlink_to_outside_is_not_followed(server, smbproto, remote_dir):
     os.chmod(d, 0o777)
     os.symlink("/etc", d / "etc_link")
     os.symlink("/etc/passwd", d / "passwd_link")
+    (d / "plain.txt").write_text("inside\n")
+    os.chmod(d / "plain.txt", 0o644)
     base = rf"\\{server.host}\{server.share}\{remote_dir}"
-    with pytest.raises(OSError):
+    # control: the folder and a regular file in it are reachable
+    assert "plain.txt" in smbproto.listdir(base, port=server.port)
+    with smbproto.open_file(base + r"\plain.txt", mode="r", port=server.port) as f:
+        assert f.read() == "inside\n"
+    with pytest.raises(OSError) as e:
         smbproto.listdir(base + r"\etc_link", port=server.port)
-    with pytest.raises(OSError):
+    print(f"listdir of a symlink to /etc: {e.value}")
+    with pytest.raises(OSError) as e:
         with smbproto.open_file(base + r"\etc_link\passwd", mode="rb", port=server.port) as f:
             f.read()
-    with pytest.raises(OSError):
+    print(f"open through a symlink to /etc: {e.value}")
+    with pytest.raises(OSError) as e:
         with smbproto.open_file(base + r"\passwd_link", mode="rb", port=server.port) as f:
             f.read()
+    print(f"open of a symlink to /etc/passwd: {e.value}")
     assert_healthy(server)
 
 

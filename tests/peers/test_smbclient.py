@@ -12,28 +12,46 @@ import pytest
 
 from conftest import BIG_SIZE, sha256_file
 from smbpeer import SmbServer
+from tap import FLAG_SIGNED, PROTO_SMB2, PROTO_TRANSFORM, Tap
 
-# (id, smbclient arguments, dialect smbclient must report, signing algorithm id
-#  smbclient must report: 0 HMAC-SHA256, 1 AES-128-CMAC, 2 AES-128-GMAC, None = not checked)
+DIALECT_CODES = {"SMB2_02": 0x0202, "SMB2_10": 0x0210, "SMB3_00": 0x0300, "SMB3_11": 0x0311}
+SIGN_ALGO_IDS = {"HMAC-SHA256": 0, "AES-128-CMAC": 1, "AES-128-GMAC": 2}
+
+
+def profile(pid, dialect, protection, cipher=None, signing=None):
+    """One smbclient setup: what it asks for and what the wire must show.
+    protection: sign (every message after SESSION_SETUP signed), encrypt
+    (every message after SESSION_SETUP in a transform header) or off (not
+    encrypted). cipher/signing: the algorithm the server must pick in its
+    NEGOTIATE response (3.1.1) and, for signing, the one smbclient reports."""
+    args = ["-m", dialect, f"--client-protection={protection}"]
+    if cipher:
+        args.append(f"--option=client smb3 encryption algorithms={cipher}")
+    if signing:
+        args.append(f"--option=client smb3 signing algorithms={signing}")
+    if signing is None and protection == "sign" and dialect in ("SMB2_02", "SMB2_10"):
+        signing = "HMAC-SHA256"
+    if signing is None and protection == "sign" and dialect in ("SMB3_00", "SMB3_02"):
+        signing = "AES-128-CMAC"
+    return pytest.param(dict(args=args, dialect=dialect, protection=protection, cipher=cipher,
+                             signing=signing), id=pid)
+
+
 PROFILES = [
-    ("SMB2_02-sign", ["-m", "SMB2_02", "--client-protection=sign"], "SMB2_02", 0),
-    ("SMB3_00-sign", ["-m", "SMB3_00", "--client-protection=sign"], "SMB3_00", 1),
-    ("SMB3_11-sign", ["-m", "SMB3_11", "--client-protection=sign"], "SMB3_11", None),
-    ("SMB3_00-encrypt", ["-m", "SMB3_00", "--client-protection=encrypt"], "SMB3_00", None),
-    ("SMB3_11-encrypt", ["-m", "SMB3_11", "--client-protection=encrypt"], "SMB3_11", None),
+    profile("SMB2_02-sign", "SMB2_02", "sign"),
+    profile("SMB3_00-sign", "SMB3_00", "sign"),
+    profile("SMB3_11-sign", "SMB3_11", "sign"),
+    profile("SMB3_00-encrypt", "SMB3_00", "encrypt"),
+    profile("SMB3_11-encrypt", "SMB3_11", "encrypt"),
+    # neither signing nor encryption asked for by the client
+    profile("SMB3_11-plain", "SMB3_11", "off"),
 ]
+PROFILES += [profile(f"cipher-{c}", "SMB3_11", "encrypt", cipher=c)
+             for c in ("AES-128-CCM", "AES-128-GCM", "AES-256-CCM", "AES-256-GCM")]
 PROFILES += [
-    (f"cipher-{alg}", ["-m", "SMB3_11", "--client-protection=encrypt",
-                       f"--option=client smb3 encryption algorithms={alg}"], "SMB3_11", None)
-    for alg in ("AES-128-CCM", "AES-128-GCM", "AES-256-CCM", "AES-256-GCM")
-]
-PROFILES += [
-    ("signing-AES-128-CMAC", ["-m", "SMB3_11", "--client-protection=sign",
-                              "--option=client smb3 signing algorithms=AES-128-CMAC"], "SMB3_11", 1),
-    ("signing-AES-128-GMAC", ["-m", "SMB3_11", "--client-protection=sign",
-                              "--option=client smb3 signing algorithms=AES-128-GMAC"], "SMB3_11", 2),
-    ("signing-HMAC-SHA256", ["-m", "SMB2_10", "--client-protection=sign",
-                             "--option=client smb3 signing algorithms=HMAC-SHA256"], "SMB2_10", 0),
+    profile("signing-AES-128-CMAC", "SMB3_11", "sign", signing="AES-128-CMAC"),
+    profile("signing-AES-128-GMAC", "SMB3_11", "sign", signing="AES-128-GMAC"),
+    profile("signing-HMAC-SHA256", "SMB2_10", "sign", signing="HMAC-SHA256"),
 ]
 
 LS_RE = re.compile(r"^\s+(\S+)\s+([ADHSRN]*)\s+(\d+)\s+\w{3} \w{3}\s+\d+ \d\d:\d\d:\d\d \d{4}$")
@@ -62,6 +80,29 @@ def ok(r: subprocess.CompletedProcess) -> str:
     return out
 
 
+def check_wire(tap: Tap, p: dict) -> None:
+    """What the server did, as seen on the wire (first connection)."""
+    neg = tap.negotiated()
+    assert neg, "no NEGOTIATE response seen"
+    assert neg["dialect"] == DIALECT_CODES[p["dialect"]], f"server picked dialect 0x{neg['dialect']:04x}"
+    if p["dialect"] == "SMB3_11":
+        if p["cipher"]:
+            assert neg["cipher"] == p["cipher"], f"server picked cipher {neg['cipher']}"
+        if p["signing"]:
+            assert neg["signing"] == p["signing"], f"server picked signing algorithm {neg['signing']}"
+    after = tap.after_session_setup()
+    assert len(after) >= 4, f"only {len(after)} frames after SESSION_SETUP"
+    if p["protection"] == "encrypt":
+        plain = [f for f in after if f.proto != PROTO_TRANSFORM]
+        assert not plain, f"{len(plain)} of {len(after)} messages after SESSION_SETUP not encrypted"
+    else:
+        assert all(f.proto == PROTO_SMB2 for f in after), "unexpected transform or unknown headers"
+    if p["protection"] == "sign":
+        unsigned = [f for f in after if not (f.flags or 0) & FLAG_SIGNED and not f.interim]
+        assert not unsigned, (f"{len(unsigned)} of {len(after)} messages after SESSION_SETUP unsigned, "
+                              f"first: command {unsigned[0].command} to_server={unsigned[0].to_server}")
+
+
 def ls_entries(out: str) -> dict[str, tuple[str, int]]:
     entries = {}
     for line in out.splitlines():
@@ -85,19 +126,24 @@ def test_list_shares(server, dialect):
     assert shares.get(server.share) == "Disk", f"share {server.share!r} not listed as Disk:\n{out}"
 
 
-@pytest.mark.parametrize("args,dialect,sign_algo", [p[1:] for p in PROFILES], ids=[p[0] for p in PROFILES])
-def test_file_round_trip(server, remote_dir, big_file, tmp_path, args, dialect, sign_algo):
+@pytest.mark.parametrize("p", PROFILES)
+def test_file_round_trip(server, remote_dir, big_file, tmp_path, p):
     src, digest = big_file
     d = remote_dir
+    args, dialect = p["args"], p["dialect"]
 
-    # 1. mkdir + ls, with enough debug output to see the dialect and signing
-    out = ok(smbclient(server, [*args, "-d", "5"], f"mkdir {d}; ls"))
+    # 1. mkdir + ls through a frame-recording relay, with enough debug output
+    #    to see what smbclient believes was negotiated
+    with Tap(server.host, server.port) as tap:
+        via_tap = SmbServer(**{**server.__dict__, "port": tap.port})
+        out = ok(smbclient(via_tap, [*args, "-d", "5"], f"mkdir {d}; ls"))
     assert f"negotiated dialect[{dialect}]" in out, f"dialect {dialect} not negotiated:\n{out[-3000:]}"
-    if sign_algo is not None:
+    if p["signing"] is not None:
         algos = set(re.findall(r"signed SMB2 message \(sign_algo_id=(\d+)\)", out))
-        assert algos == {str(sign_algo)}, f"signing algorithm ids seen: {algos}, expected {sign_algo}"
+        assert algos == {str(SIGN_ALGO_IDS[p["signing"]])}, f"smbclient signed with {algos}, expected {p['signing']}"
     assert ls_entries(out).get(d, ("", 0))[0].startswith("D"), f"{d} not listed as a directory"
     assert (server.share_path / d).is_dir()
+    check_wire(tap, p)
 
     # 2. put 64 MiB; the bytes on the server's disk must be ours
     out = ok(smbclient(server, args, f'cd {d}; put "{src}" big.bin; ls'))
@@ -121,13 +167,6 @@ def test_file_round_trip(server, remote_dir, big_file, tmp_path, args, dialect, 
     out = ok(smbclient(server, args, f"cd {d}; rm renamed.bin; cd ..; rmdir {d}; ls"))
     assert d not in ls_entries(out), out
     assert not (server.share_path / d).exists()
-
-
-def test_smb2_02_cannot_be_encrypted(server):
-    """SMB 2.0.2 has no encryption: a client that requires it must not get a
-    session (the server must not negotiate a 3.x dialect it was not offered)."""
-    r = smbclient(server, ["-m", "SMB2_02", "--client-protection=encrypt"], "ls", timeout=60)
-    assert r.returncode != 0, r.stdout + r.stderr
 
 
 def test_wrong_password_is_logon_failure(server):

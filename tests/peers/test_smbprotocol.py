@@ -12,29 +12,49 @@ import pytest
 import smbclient
 from smbprotocol.connection import Dialects
 
+from tap import FLAG_SIGNED, PROTO_SMB2, PROTO_TRANSFORM, Tap
+
 
 
 @pytest.fixture
 def smbproto_session(server):
-    def register(**kw):
+    def register(port=None, **kw):
         return smbclient.register_session(server.host, username=server.user, password=server.password,
-                                          port=server.port, connection_timeout=30, **kw)
+                                          port=port or server.port, connection_timeout=30, **kw)
     yield register
     smbclient.reset_connection_cache()
 
 
 @pytest.mark.parametrize("mode", ["encrypt", "sign"])
 def test_file_operations(server, smbproto_session, remote_dir, mode):
+    # everything goes through a frame-recording relay to check the wire too
+    with Tap(server.host, server.port) as tap:
+        try:
+            file_operations(server, smbproto_session, remote_dir, mode, tap.port)
+        finally:
+            smbclient.reset_connection_cache()
+    after = tap.after_session_setup()
+    assert len(after) >= 20, f"only {len(after)} frames after SESSION_SETUP"
     if mode == "encrypt":
-        session = smbproto_session(encrypt=True, require_signing=True)
+        plain = [f for f in after if f.proto != PROTO_TRANSFORM]
+        assert not plain, f"{len(plain)} of {len(after)} messages after SESSION_SETUP not encrypted"
+    else:
+        unsigned = [f for f in after
+                    if f.proto != PROTO_SMB2 or (not (f.flags or 0) & FLAG_SIGNED and not f.interim)]
+        assert not unsigned, f"{len(unsigned)} of {len(after)} messages after SESSION_SETUP not signed"
+
+
+def file_operations(server, smbproto_session, remote_dir, mode, port):
+    if mode == "encrypt":
+        session = smbproto_session(port=port, encrypt=True, require_signing=True)
         assert session.encrypt_data, "session is not encrypted"
     else:
-        session = smbproto_session(encrypt=False, require_signing=True)
+        session = smbproto_session(port=port, encrypt=False, require_signing=True)
         assert session.signing_required, "session is not signed"
         assert not session.encrypt_data
     assert session.connection.dialect == Dialects.SMB_3_1_1
 
-    kw = {"port": server.port}
+    kw = {"port": port}
     base = rf"\\{server.host}\{server.share}\{remote_dir}"
     smbclient.mkdir(base, **kw)
     assert (server.share_path / remote_dir).is_dir()
