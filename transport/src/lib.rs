@@ -1,6 +1,7 @@
 //! SMB Direct (MS-SMBD) protocol core and transport framing.
 //!
-//! The SMB Direct state machine lands with issue 4; for now this crate holds the
-//! Direct TCP framing that the SMB2 server uses (MS-SMB2 2.1).
+//! - [`wire`]: MS-SMBD packet codecs.
+//! - [`tcp`]: Direct TCP framing used by the SMB2 server (MS-SMB2 2.1).
 
 pub mod tcp;
+pub mod wire;
