@@ -5,3 +5,7 @@
 
 pub mod tcp;
 pub mod wire;
+pub mod fabric;
+pub mod smbd;
+
+pub use smbd::{Action, Config, Connection, Event, Role};
