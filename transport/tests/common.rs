@@ -6,6 +6,7 @@ use std::time::Duration;
 use smbdirect_transport::fabric::{Fabric, FabricConfig, Side};
 use smbdirect_transport::smbd::{Config, Event, Negotiated, State};
 
+
 pub fn connect_with(client: Config, server: Config, fc: FabricConfig) -> (Fabric, Negotiated, Negotiated) {
     let mut f = Fabric::new(client, server, fc);
     f.run_quiet(Duration::from_millis(10));
@@ -63,4 +64,88 @@ impl Rng {
 
 pub fn disconnected(f: &Fabric, side: Side) -> bool {
     f.end(side).conn.state() == State::Disconnected
+}
+
+/// How a run under faults ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every message arrived intact.
+    Completed,
+    /// The connection ended (cleanly, with a reason) on this side.
+    Disconnected(smbdirect_transport::smbd::DisconnectReason),
+    /// Neither: still connected, not everything delivered, nothing scheduled or out of time.
+    Stalled,
+}
+
+/// Result of [`run_traffic`].
+#[derive(Debug)]
+pub struct Run {
+    pub outcome: Outcome,
+    pub delivered: [u64; 2],
+    /// Messages that arrived with content other than expected (lost predecessor).
+    pub mismatched: u64,
+    pub elapsed: Duration,
+}
+
+/// Like the message exchange, but tolerant: stops at the first disconnect of `watch`
+/// (or either side), or after `limit` of virtual time.
+pub fn run_traffic(f: &mut Fabric, n: u64, seed: u64, window: usize, limit: Duration, watch: Side) -> Run {
+    use smbdirect_transport::smbd::Event;
+    let start = f.now;
+    let deadline = start + limit;
+    let mut rng = Rng(seed | 1);
+    let max = [
+        f.end(Side::Client).conn.negotiated().peer_max_fragmented_size as u64,
+        f.end(Side::Server).conn.negotiated().peer_max_fragmented_size as u64,
+    ];
+    let mut sent = [0u64; 2];
+    let mut recv = [0u64; 2];
+    let mut mismatched = 0;
+    let mut buf = Vec::new();
+    let mut expect = Vec::new();
+    let sides = [Side::Client, Side::Server];
+    let mut reason = None;
+    loop {
+        for (i, &side) in sides.iter().enumerate() {
+            while sent[i] < n && f.end(side).conn.state() == State::Established && f.end(side).conn.queued_bytes() < window {
+                let len = rng.range(1, max[i].min(300_000)) as usize;
+                pattern(i as u8, sent[i], len, &mut buf);
+                f.send(side, &buf).unwrap();
+                sent[i] += 1;
+            }
+        }
+        let progressed = f.step();
+        for (i, &side) in sides.iter().enumerate() {
+            while let Some(e) = f.poll_event(side) {
+                match e {
+                    Event::Message(m) => {
+                        let from = 1 - i;
+                        pattern(from as u8, recv[from], m.len(), &mut expect);
+                        if m != expect {
+                            mismatched += 1;
+                        }
+                        recv[from] += 1;
+                        f.conn(side).recycle(m);
+                    }
+                    Event::Disconnected(r) => {
+                        if side == watch || reason.is_none() {
+                            reason = Some(r);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(r) = reason {
+            // Let the other side hear about it too.
+            f.settle();
+            return Run { outcome: Outcome::Disconnected(r), delivered: recv, mismatched, elapsed: f.now - start };
+        }
+        if recv[0] >= n && recv[1] >= n {
+            return Run { outcome: Outcome::Completed, delivered: recv, mismatched, elapsed: f.now - start };
+        }
+        if !progressed && !f.advance(deadline) {
+            return Run { outcome: Outcome::Stalled, delivered: recv, mismatched, elapsed: f.now - start };
+        }
+    }
 }

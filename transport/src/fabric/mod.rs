@@ -43,7 +43,8 @@ pub struct Faults {
     /// Receives posted by this end become usable only after this delay (a slow driver:
     /// with credits granted on time, the peer's message can arrive first = RNR).
     pub recv_post_delay: Duration,
-    /// Deliver this end's ready completions in random order across its queues.
+    /// Deliver this end's ready completions in random order across its queues (send,
+    /// receive, RDMA), each queue staying in order as on hardware.
     pub reorder_completions: bool,
     /// Extra random latency, up to this much, on messages sent by this end.
     pub jitter: Duration,
@@ -478,7 +479,22 @@ impl Fabric {
                     None => break,
                 }
             } else if self.ends[i].faults.reorder_completions {
-                (self.rand() % ready as u64) as usize
+                // Each queue (send, receive, RDMA) completes in order, as on a real
+                // queue pair; only the interleaving between them is shuffled.
+                let mut heads = [None; 3];
+                for (k, (_, c)) in self.ends[i].cq.iter().take(ready).enumerate() {
+                    let q = match c {
+                        Completion::Send(..) => 0,
+                        Completion::Recv(_) => 1,
+                        Completion::Rdma { .. } => 2,
+                    };
+                    if heads[q].is_none() {
+                        heads[q] = Some(k);
+                    }
+                }
+                let n = heads.iter().flatten().count() as u64;
+                let pick = (self.rand() % n.max(1)) as usize;
+                heads.iter().flatten().nth(pick).copied().unwrap_or(0)
             } else {
                 0
             };
