@@ -82,6 +82,10 @@ pub struct FabricStats {
     /// Largest RDMA bytes in flight seen on one end.
     pub max_rdma_bytes_in_flight: u64,
     pub completions_lost: u64,
+    /// Largest RDMA work request and most local SGEs in one, as posted.
+    pub max_rdma_wr_len: u32,
+    pub max_rdma_wr_sges: usize,
+    pub rdma_wrs_posted: u64,
 }
 
 #[derive(Debug)]
@@ -393,6 +397,9 @@ impl Fabric {
             ));
             return;
         }
+        self.stats.max_rdma_wr_len = self.stats.max_rdma_wr_len.max(wr.len);
+        self.stats.max_rdma_wr_sges = self.stats.max_rdma_wr_sges.max(wr.local().len());
+        self.stats.rdma_wrs_posted += 1;
         let result = self.execute_rdma(side, &wr);
         self.ends[i].rdma_in_flight += u64::from(wr.len);
         self.stats.max_rdma_bytes_in_flight = self.stats.max_rdma_bytes_in_flight.max(self.ends[i].rdma_in_flight);

@@ -361,6 +361,10 @@ impl RdmaEngine {
             return RdmaOutcome::Unknown;
         };
         if let Err(e) = result {
+            // Reported once, as failed; it must not be reported again as aborted.
+            if let Some(op) = self.ops.remove(idx) {
+                self.plan_pool.push(op.plan);
+            }
             return RdmaOutcome::Failed(f.op, e);
         }
         let done = match self.ops.get_mut(idx) {
