@@ -6,6 +6,8 @@
 pub mod tcp;
 pub mod wire;
 pub mod fabric;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod smbd;
 
 pub use smbd::{Action, Config, Connection, Event, Role};
