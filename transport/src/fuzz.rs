@@ -83,7 +83,7 @@ pub fn connection(data: &[u8]) {
             }
         }
         i += 1;
-        if i % 4 == 0 {
+        if i & 3 == 0 {
             now += Duration::from_secs(61);
             c.handle_timeout(now);
         }

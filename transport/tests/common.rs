@@ -36,7 +36,7 @@ pub fn pattern(side: u8, idx: u64, len: usize, out: &mut Vec<u8>) {
     static BLOCK: OnceLock<Vec<u8>> = OnceLock::new();
     let block = BLOCK.get_or_init(|| {
         let mut r = Rng(0x1234_5678_9abc_def1);
-        (0..8192 + 4099).map(|_| r.next() as u8).collect()
+        (0..8192 + 4099).map(|_| r.next_u64() as u8).collect()
     });
     out.clear();
     let start = ((idx.wrapping_mul(2_654_435_761) ^ (u64::from(side) << 7)) % 4099) as usize;
@@ -49,7 +49,7 @@ pub fn pattern(side: u8, idx: u64, len: usize, out: &mut Vec<u8>) {
 
 pub struct Rng(pub u64);
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -58,7 +58,7 @@ impl Rng {
         x
     }
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
+        lo + self.next_u64() % (hi - lo + 1)
     }
 }
 
@@ -127,11 +127,7 @@ pub fn run_traffic(f: &mut Fabric, n: u64, seed: u64, window: usize, limit: Dura
                         recv[from] += 1;
                         f.conn(side).recycle(m);
                     }
-                    Event::Disconnected(r) => {
-                        if side == watch || reason.is_none() {
-                            reason = Some(r);
-                        }
-                    }
+                    Event::Disconnected(r) if side == watch || reason.is_none() => reason = Some(r),
                     _ => {}
                 }
             }

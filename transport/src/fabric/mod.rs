@@ -403,11 +403,7 @@ impl Fabric {
         let result = self.execute_rdma(side, &wr);
         self.ends[i].rdma_in_flight += u64::from(wr.len);
         self.stats.max_rdma_bytes_in_flight = self.stats.max_rdma_bytes_in_flight.max(self.ends[i].rdma_in_flight);
-        let xfer = if self.cfg.rdma_bytes_per_us == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_micros(u64::from(wr.len) / self.cfg.rdma_bytes_per_us)
-        };
+        let xfer = u64::from(wr.len).checked_div(self.cfg.rdma_bytes_per_us).map_or(Duration::ZERO, Duration::from_micros);
         let at = self.now + self.cfg.latency * 2 + xfer;
         self.ends[i].cq.push_back((at, Completion::Rdma { wr_id: wr.wr_id, len: wr.len, result }));
     }

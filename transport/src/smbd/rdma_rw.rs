@@ -345,7 +345,7 @@ impl RdmaEngine {
 
     /// The posting time of the oldest outstanding work request.
     pub(crate) fn oldest(&self) -> Option<Instant> {
-        self.inflight.iter().map(|f| f.posted_at).min()
+        self.inflight.front().map(|f| f.posted_at)
     }
 
     pub(crate) fn complete(&mut self, wr_id: u64, result: Result<(), CompletionError>) -> RdmaOutcome {

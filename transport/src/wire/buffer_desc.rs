@@ -36,7 +36,7 @@ impl BufferDescriptorV1 {
     /// Iterates over a channel-info blob (SMB2 READ/WRITE ReadChannelInfo/WriteChannelInfo).
     /// The blob must be a whole number of descriptors; no allocation.
     pub fn iter_list(buf: &[u8]) -> Result<impl Iterator<Item = BufferDescriptorV1> + '_, WireError> {
-        if buf.len() % BUFFER_DESCRIPTOR_V1_LEN != 0 {
+        if buf.len().checked_rem(BUFFER_DESCRIPTOR_V1_LEN) != Some(0) {
             return Err(WireError::BadDescriptorListLength(buf.len()));
         }
         Ok(buf.chunks_exact(BUFFER_DESCRIPTOR_V1_LEN).filter_map(|c| Self::decode(c).ok()))
