@@ -653,6 +653,9 @@ impl Connection {
             return Err(ProtocolError::MessageTooLarge { len: data.len(), max: self.neg.max_receive_size }.into());
         }
         let (h, payload) = DataTransferHeader::decode(data).map_err(ProtocolError::from)?;
+        if h.credits_requested == 0 {
+            return Err(ProtocolError::Wire(WireError::ZeroCreditsRequested).into());
+        }
         self.credits.on_receive(h.credits_granted, h.credits_requested)?;
         if h.response_requested() {
             self.need_response = true;
