@@ -102,6 +102,10 @@ fn server_answers_bad_version_with_not_supported() {
         panic!("no response: {acts:?}")
     };
     assert_eq!(len as usize, NEGOTIATE_RESPONSE_LEN);
+    // The bytes live in the slot's stable buffer (registrable once by a verbs backend).
+    let (_, whole) = s.send_slot_buffers().find(|(sl, _)| *sl == slot).unwrap();
+    assert_eq!(whole.as_ptr(), s.send_bytes(slot).as_ptr());
+    assert_eq!(whole.len(), 1364);
     let resp = NegotiateResponse::decode(s.send_bytes(slot)).unwrap();
     assert_eq!(resp, NegotiateResponse::failure(status::NOT_SUPPORTED));
     assert_eq!(s.state(), State::Closing);

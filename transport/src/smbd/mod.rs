@@ -344,6 +344,13 @@ impl Connection {
         self.send_bufs.get(i).and_then(|b| b.get(..len)).unwrap_or(&[])
     }
 
+    /// Every send slot's whole buffer, in slot order. The buffers never move or change
+    /// size, so a verbs backend can register them once (ibv_reg_mr) and post sends from
+    /// them without a copy.
+    pub fn send_slot_buffers(&self) -> impl Iterator<Item = (SendSlot, &[u8])> {
+        self.send_bufs.iter().enumerate().map(|(i, b)| (SendSlot(i as u16), &b[..]))
+    }
+
     // ---- outputs ----
 
     pub fn poll_action(&mut self) -> Option<Action> {
