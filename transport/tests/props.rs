@@ -154,3 +154,53 @@ proptest! {
         prop_assert_eq!(f.stats.rnr_events, 0);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Random mixes of faults at random moments: the run completes or ends in a clean
+    /// disconnect with both sides down; never a stall, never a panic.
+    #[test]
+    fn random_faults_end_cleanly(
+        seed in any::<u64>(),
+        lose_send in 0u32..3, lose_recv in 0u32..3, late_recv_us in prop_oneof![Just(0u64), 1u64..50],
+        reorder in any::<bool>(), jitter_us in 0u64..500, freeze_at in prop_oneof![Just(None), (0u64..40).prop_map(Some)],
+        victim_server in any::<bool>(),
+    ) {
+        let fc = FabricConfig { latency: Duration::from_micros(5), seed, ..Default::default() };
+        let mut s = Config::ksmbd();
+        s.max_fragmented_recv_size = 131_072;
+        let (mut f, _, _) = connect_with(Config::cifs(), s, fc);
+        let victim = if victim_server { Side::Server } else { Side::Client };
+        let other = victim.peer();
+        // Warm up, then inject.
+        let r = run_traffic(&mut f, freeze_at.unwrap_or(5), seed, 200_000, Duration::from_secs(10), other);
+        prop_assert_eq!(r.outcome, Outcome::Completed);
+        {
+            let fl = f.faults(victim);
+            fl.lose_send_completions = lose_send;
+            fl.lose_recv_completions = lose_recv;
+            fl.recv_post_delay = Duration::from_micros(late_recv_us);
+            fl.reorder_completions = reorder;
+            fl.jitter = Duration::from_micros(jitter_us);
+            fl.frozen = freeze_at.is_some();
+        }
+        let r = run_traffic(&mut f, 60, seed ^ 1, 200_000, Duration::from_secs(2000), other);
+        match r.outcome {
+            Outcome::Completed => {
+                prop_assert!(freeze_at.is_none());
+                if lose_recv == 0 {
+                    prop_assert_eq!(r.mismatched, 0);
+                }
+            }
+            Outcome::Disconnected(_) => {
+                f.run_quiet(Duration::from_secs(1));
+                prop_assert_eq!(f.end(other).conn.state(), State::Disconnected);
+            }
+            Outcome::Stalled => prop_assert!(false, "stalled: {:?}", r),
+        }
+        if late_recv_us == 0 && lose_recv == 0 {
+            prop_assert_eq!(f.stats.rnr_events, 0);
+        }
+    }
+}
