@@ -9,6 +9,7 @@ struct Peer {
     s: Connection,
     now: Instant,
     sent: Vec<DataTransferHeader>,
+    timer_sets: usize,
 }
 
 impl Peer {
@@ -27,7 +28,7 @@ impl Peer {
             max_fragmented_size: 1 << 20,
         };
         s.handle_recv(now, &req.to_bytes());
-        let mut p = Peer { s, now, sent: Vec::new() };
+        let mut p = Peer { s, now, sent: Vec::new(), timer_sets: 0 };
         p.pump();
         p.sent.clear();
         p
@@ -36,6 +37,9 @@ impl Peer {
     /// Completes every posted send at once and records the data transfer headers.
     fn pump(&mut self) {
         while let Some(a) = self.s.poll_action() {
+            if let Action::SetTimer(_) = a {
+                self.timer_sets += 1;
+            }
             if let Action::PostSend { slot, .. } = a {
                 if let Ok((h, _)) = DataTransferHeader::decode(self.s.send_bytes(slot)) {
                     self.sent.push(h);
@@ -153,4 +157,20 @@ fn message_larger_than_max_receive_size_disconnects() {
     assert_eq!(p.s.state(), State::Established);
     p.recv(hdr(255, 0, 0), &[0u8; 1364 - 23]);
     assert_eq!(p.s.state(), State::Disconnected);
+}
+
+#[test]
+fn steady_traffic_does_not_rearm_the_timer_per_message() {
+    let mut p = Peer::new(255, 255);
+    p.recv(hdr(255, 255, 0), &[]);
+    p.timer_sets = 0;
+    for i in 0..1000u32 {
+        p.now += std::time::Duration::from_micros(10);
+        p.recv(hdr(255, 1, 0), &i.to_le_bytes());
+        p.s.send(p.now, b"reply").unwrap();
+        p.pump();
+        while p.s.poll_event().is_some() {}
+    }
+    assert!(p.sent.len() >= 1000);
+    assert!(p.timer_sets <= 2, "{} timer changes for 1000 messages", p.timer_sets);
 }

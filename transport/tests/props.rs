@@ -197,7 +197,14 @@ proptest! {
                 f.run_quiet(Duration::from_secs(1));
                 prop_assert_eq!(f.end(other).conn.state(), State::Disconnected);
             }
-            Outcome::Stalled => prop_assert!(false, "stalled: {:?}", r),
+            // A receive completion lost by the driver loses that message silently (MS-SMBD
+            // has no sequence numbers); the connection itself survives and keeps working.
+            Outcome::Stalled => {
+                let missing = 120 - r.delivered[0] - r.delivered[1];
+                prop_assert!(lose_recv > 0 && missing <= u64::from(lose_recv), "stalled: {:?}", r);
+                prop_assert_eq!(f.end(victim).conn.state(), State::Established);
+                prop_assert_eq!(f.end(other).conn.state(), State::Established);
+            }
         }
         if late_recv_us == 0 && lose_recv == 0 {
             prop_assert_eq!(f.stats.rnr_events, 0);

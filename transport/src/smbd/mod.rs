@@ -557,11 +557,13 @@ impl Connection {
                     }
                 }
                 Timer::KeepaliveResponse => self.fail(DisconnectReason::KeepaliveTimeout),
-                Timer::Completion => {
-                    if self.oldest_outstanding().is_some_and(|t| t + self.config.completion_timeout <= now) {
-                        self.fail(DisconnectReason::CompletionTimeout);
+                Timer::Completion => match self.oldest_outstanding() {
+                    Some(t) if t + self.config.completion_timeout <= now => {
+                        self.fail(DisconnectReason::CompletionTimeout)
                     }
-                }
+                    Some(t) => self.timers.set(Timer::Completion, t + self.config.completion_timeout),
+                    None => {}
+                },
             }
         }
         self.finish(now);
@@ -716,11 +718,13 @@ impl Connection {
                 actions.push_back(Action::PostRdma(wr));
             });
         }
-        match self.oldest_outstanding() {
-            Some(t) if self.state != State::Disconnected => {
-                self.timers.set(Timer::Completion, t + self.config.completion_timeout)
+        // Armed lazily, like the idle timer: set when work is outstanding and no deadline
+        // is armed, checked (and re-armed) when it fires. The deadline thus does not move
+        // with every completion, and the driver is not asked to re-arm per message.
+        if self.state != State::Disconnected && self.timers.get(Timer::Completion).is_none() {
+            if let Some(t) = self.oldest_outstanding() {
+                self.timers.set(Timer::Completion, t + self.config.completion_timeout);
             }
-            _ => self.timers.stop(Timer::Completion),
         }
         let next = self.timers.next();
         if next != self.reported_timer {

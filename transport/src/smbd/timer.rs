@@ -30,6 +30,9 @@ impl TimerTable {
     pub(crate) fn stop(&mut self, t: Timer) {
         self.data[t as usize] = None;
     }
+    pub(crate) fn get(&self, t: Timer) -> Option<Instant> {
+        self.data[t as usize]
+    }
     pub(crate) fn is_expired(&self, t: Timer, now: Instant) -> bool {
         self.data[t as usize].is_some_and(|d| d <= now)
     }
