@@ -52,6 +52,7 @@ pub struct Connection {
     /// client must now send an SMB2 NEGOTIATE.
     pub wildcard_sent: bool,
     pub outstanding: usize,
+    pub asyncs: Arc<crate::asyncop::AsyncTable>,
 }
 
 /// What one request in a compound sees.
@@ -128,6 +129,7 @@ pub fn serve(server: Arc<Server>, mut source: impl MessageSource, sink: Arc<dyn 
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        self.asyncs.disconnect_all();
         // Sessions do not outlive their only connection (no multichannel
         // binding or durable reconnect yet).
         for id in std::mem::take(&mut self.sessions) {
@@ -162,6 +164,7 @@ impl Connection {
             rdma_transforms: Vec::new(),
             wildcard_sent: false,
             outstanding: 0,
+            asyncs: crate::asyncop::AsyncTable::new(),
         }
     }
 
@@ -300,8 +303,12 @@ impl Connection {
         if hdr.flags & FLAG_SERVER_TO_REDIR != 0 {
             return Err(Disconnect::Protocol("a response sent to the server".into()));
         }
-        // CANCEL consumes no credit and gets no response.
+        // CANCEL consumes no credit and gets no response of its own; the
+        // operation it names ends with STATUS_CANCELLED.
         if cmd == Command::Cancel {
+            if !self.asyncs.cancel(hdr) {
+                debug!(peer = %self.peer, mid = hdr.message_id, "CANCEL of nothing pending");
+            }
             return Ok(None);
         }
         let dialect = self.dialect;
@@ -389,6 +396,12 @@ impl Connection {
 
         let status = match result {
             Ok(()) => NtStatus::SUCCESS,
+            Err(st) if st == NtStatus::PENDING && ctx.async_id.is_some() => {
+                // Interim response: the final one follows from the async operation.
+                out.truncate(resp_start + HEADER_LEN);
+                error_body(out, &[]);
+                st
+            }
             Err(st) => {
                 debug!(peer = %self.peer, mid = hdr.message_id, "{cmd:?} -> {st}");
                 out.truncate(resp_start + HEADER_LEN);
@@ -439,7 +452,7 @@ impl Connection {
             }
         }
         // Sign when the session signs and the response is not encrypted.
-        let keys = if encrypted {
+        let keys = if encrypted || status == NtStatus::PENDING {
             None
         } else {
             match &ctx.session {
@@ -496,8 +509,8 @@ impl Connection {
             Command::Close => h::file::close(self, ctx, out),
             Command::Flush => h::file::flush(ctx, out),
             Command::Read => h::file::read(self, ctx, out),
-            Command::Write => h::file::write(ctx, out),
-            Command::Lock => h::file::lock_cmd(self, ctx, out),
+            Command::Write => h::file::write(self, ctx, out),
+            Command::Lock => h::lock::lock_cmd(self, ctx, out),
             Command::Ioctl => h::ioctl::ioctl(self, ctx, out),
             Command::Echo => {
                 crate::wire::messages::parse_small(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
@@ -505,7 +518,7 @@ impl Connection {
                 Ok(())
             }
             Command::QueryDirectory => h::dir::query_directory(ctx, out),
-            Command::ChangeNotify => Err(NtStatus::NOT_IMPLEMENTED),
+            Command::ChangeNotify => h::notify::change_notify(self, ctx, out),
             Command::QueryInfo => h::info::query_info(self, ctx, out),
             Command::SetInfo => h::info::set_info(self, ctx, out),
             Command::OplockBreak => Err(NtStatus::INVALID_PARAMETER),
@@ -543,3 +556,16 @@ pub fn seal_out(keys: &crate::objects::SessionKeys, session_id: u64, out: &mut O
     Ok(())
 }
 
+
+/// Turns the current request into an async operation: the caller returns
+/// `Err(NtStatus::PENDING)` and later calls `finish` on what this returns.
+pub fn go_async(conn: &Connection, ctx: &mut Ctx<'_>) -> Result<crate::asyncop::Pending, NtStatus> {
+    const MAX_ASYNC_PER_CONNECTION: usize = 4096;
+    if conn.asyncs.len() >= MAX_ASYNC_PER_CONNECTION {
+        return Err(NtStatus::INSUFFICIENT_RESOURCES);
+    }
+    let session = ctx.session()?.clone();
+    let p = crate::asyncop::Pending::new(&conn.asyncs, conn.sink.clone(), session, ctx.hdr, ctx.encrypted);
+    ctx.async_id = Some(p.async_id);
+    Ok(p)
+}

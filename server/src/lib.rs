@@ -1,6 +1,7 @@
 //! The SMB2/3 server core: wire codecs, connection pipeline, sessions, trees,
 //! opens, and the file system beneath each share.
 
+pub mod asyncop;
 pub mod auth;
 pub mod config;
 pub mod conn;

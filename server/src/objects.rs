@@ -47,10 +47,28 @@ pub struct Server {
     pub sessions: Mutex<HashMap<u64, Arc<Session>>>,
     pub files: Mutex<HashMap<(u64, u64), FileEntry>>,
     pub locks: Mutex<HashMap<(u64, u64), Vec<ByteLock>>>,
+    /// Signalled whenever a byte-range lock goes away, for blocked LOCK requests.
+    pub locks_changed: std::sync::Condvar,
     next_id: AtomicU64,
 }
 
 impl Server {
+    /// Whether READ/WRITE of `[offset, offset+len)` by `owner` runs into a
+    /// byte-range lock (MS-FSA 2.1.4.10): reads are stopped by others'
+    /// exclusive locks, writes by others' exclusive locks and any shared lock.
+    pub fn io_lock_conflict(&self, key: (u64, u64), owner: u64, offset: u64, len: u64, write: bool) -> bool {
+        if len == 0 {
+            return false;
+        }
+        let locks = lock(&self.locks);
+        let Some(l) = locks.get(&key) else { return false };
+        let end = offset.saturating_add(len - 1);
+        l.iter().any(|b| {
+            let overlap = b.length != 0 && b.offset <= end && offset <= b.offset.saturating_add(b.length - 1);
+            overlap && ((b.exclusive && b.owner != owner) || (write && !b.exclusive))
+        })
+    }
+
     pub fn new(cfg: ServerConfig) -> std::io::Result<Arc<Server>> {
         let mut users = crate::auth::UserDb::new();
         for (u, p) in &cfg.users {
@@ -79,6 +97,7 @@ impl Server {
             sessions: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
+            locks_changed: std::sync::Condvar::new(),
             next_id: AtomicU64::new((u64::from_le_bytes(seed) & 0x0000_FFFF_0000_0000) | 1),
         }))
     }
@@ -124,8 +143,42 @@ impl ByteLock {
         self.offset <= b_end && o.offset <= a_end
     }
 
+    /// Whether an existing lock (`self`) stops `new` (MS-FSA 2.1.5.7): an
+    /// exclusive request conflicts with every overlapping lock, the
+    /// requester's own included; a shared request only with another open's
+    /// exclusive lock (so an open may stack shared locks over its own
+    /// exclusive one).
     pub fn conflicts(&self, new: &ByteLock) -> bool {
-        self.overlaps(new) && (self.exclusive || new.exclusive) && !(self.owner == new.owner && !self.exclusive && !new.exclusive)
+        if !self.overlaps(new) {
+            return false;
+        }
+        new.exclusive || (self.exclusive && self.owner != new.owner)
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::ByteLock;
+
+    fn l(owner: u64, offset: u64, length: u64, exclusive: bool) -> ByteLock {
+        ByteLock { owner, offset, length, exclusive }
+    }
+
+    #[test]
+    fn conflicts() {
+        // Stacking: shared over one's own exclusive is fine, exclusive over it is not.
+        assert!(!l(1, 10, 10, true).conflicts(&l(1, 10, 10, false)));
+        assert!(l(1, 10, 10, true).conflicts(&l(1, 10, 10, true)));
+        assert!(l(1, 10, 10, true).conflicts(&l(2, 15, 1, false)));
+        assert!(!l(1, 10, 10, false).conflicts(&l(2, 15, 1, false)));
+        assert!(l(1, 10, 10, false).conflicts(&l(2, 15, 1, true)));
+        // No overlap, and zero-length locks at an edge.
+        assert!(!l(1, 10, 10, true).conflicts(&l(2, 20, 5, true)));
+        assert!(!l(1, 0, 0, true).conflicts(&l(2, 0, 0, true)));
+        assert!(!l(1, 10, 10, true).conflicts(&l(2, 10, 0, true)));
+        assert!(l(1, 10, 10, true).conflicts(&l(2, 11, 0, true)));
+        // Ranges reaching the end of the 64-bit space do not overflow.
+        assert!(l(1, u64::MAX - 1, 2, true).conflicts(&l(2, u64::MAX, 1, true)));
     }
 }
 
@@ -245,6 +298,7 @@ pub struct Open {
     pub delete_on_close: Mutex<bool>,
     pub position: Mutex<u64>,
     pub mode: u32,
+    pub notify: Mutex<Option<Arc<crate::handlers::notify::Watch>>>,
     closed: Mutex<bool>,
 }
 
@@ -277,8 +331,13 @@ impl Open {
             delete_on_close: Mutex::new(false),
             position: Mutex::new(0),
             mode: create_options & (0x2 | 0x4 | 0x8 | 0x10 | 0x20),
+            notify: Mutex::new(None),
             closed: Mutex::new(false),
         }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        *lock(&self.closed)
     }
 
     pub fn file_id(&self) -> [u8; 16] {
@@ -319,6 +378,7 @@ impl Open {
                 }
             }
         }
+        server.locks_changed.notify_all();
         let mut delete = *lock(&self.delete_on_close);
         let last = {
             let mut files = lock(&server.files);

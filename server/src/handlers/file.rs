@@ -7,8 +7,7 @@ use super::*;
 use crate::conn::{Connection, Ctx};
 use crate::objects::{lock, OpenKind};
 use crate::wire::header::HEADER_LEN;
-use crate::wire::messages::{parse_flush, CloseReq, LockReq, ReadReq, WriteReq, CLOSE_FLAG_POSTQUERY_ATTRIB};
-use crate::wire::messages::{LOCKFLAG_EXCLUSIVE, LOCKFLAG_FAIL_IMMEDIATELY, LOCKFLAG_SHARED, LOCKFLAG_UNLOCK};
+use crate::wire::messages::{parse_flush, CloseReq, ReadReq, WriteReq, CLOSE_FLAG_POSTQUERY_ATTRIB};
 use crate::wire::status::NtStatus;
 use crate::wire::Put;
 
@@ -73,6 +72,11 @@ pub fn read(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Resu
     }
     let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
     let len = req.length as usize;
+    if let Some(k) = open.file_key {
+        if conn.server.io_lock_conflict(k, open.volatile_id, req.offset, len as u64, false) {
+            return Err(NtStatus::FILE_LOCK_CONFLICT);
+        }
+    }
     out.resize(data_start + len, 0);
     let mut got = 0usize;
     while got < len {
@@ -92,7 +96,7 @@ pub fn read(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Resu
     Ok(())
 }
 
-pub fn write(ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+pub fn write(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
     let req = WriteReq::parse(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
     let open = ctx.open(&req.file_id)?;
     if req.channel != CHANNEL_NONE {
@@ -118,6 +122,11 @@ pub fn write(ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
     if offset.checked_add(req.data.len() as u64).is_none_or(|end| end > i64::MAX as u64) {
         return Err(NtStatus::INVALID_PARAMETER);
     }
+    if let Some(k) = open.file_key {
+        if conn.server.io_lock_conflict(k, open.volatile_id, offset, req.data.len() as u64, true) {
+            return Err(NtStatus::FILE_LOCK_CONFLICT);
+        }
+    }
     let mut done = 0usize;
     while done < req.data.len() {
         match rustix::io::pwrite(fd, &req.data[done..], offset + done as u64) {
@@ -131,58 +140,5 @@ pub fn write(ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
         rustix::fs::fdatasync(fd).map_err(NtStatus::from_errno)?;
     }
     out.u16(17).u16(0).u32(done as u32).u32(0).u16(0).u16(0);
-    Ok(())
-}
-
-/// Byte-range locks, held in the server's lock table; checked against each other.
-pub fn lock_cmd(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
-    let req = LockReq::parse(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
-    let open = ctx.open(&req.file_id)?;
-    let key = open.file_key.ok_or(NtStatus::INVALID_DEVICE_REQUEST)?;
-    let unlock = req.locks[0].flags & LOCKFLAG_UNLOCK != 0;
-    for l in &req.locks {
-        let f = l.flags;
-        let valid = if unlock {
-            f == LOCKFLAG_UNLOCK
-        } else {
-            matches!(f & !LOCKFLAG_FAIL_IMMEDIATELY, LOCKFLAG_SHARED | LOCKFLAG_EXCLUSIVE) && (req.locks.len() == 1 || f & LOCKFLAG_FAIL_IMMEDIATELY != 0)
-        };
-        if !valid {
-            return Err(NtStatus::INVALID_PARAMETER);
-        }
-        if l.length != 0 && l.offset.checked_add(l.length - 1).is_none() {
-            return Err(NtStatus::INVALID_LOCK_RANGE);
-        }
-    }
-    let mut table = lock(&conn.server.locks);
-    let locks = table.entry(key).or_default();
-    if unlock {
-        for l in &req.locks {
-            let pos = locks.iter().position(|x| x.owner == open.volatile_id && x.offset == l.offset && x.length == l.length);
-            match pos {
-                Some(p) => {
-                    locks.remove(p);
-                }
-                None => return Err(NtStatus::RANGE_NOT_LOCKED),
-            }
-        }
-    } else {
-        let mut added = Vec::new();
-        for l in &req.locks {
-            let exclusive = l.flags & LOCKFLAG_EXCLUSIVE != 0;
-            let new = crate::objects::ByteLock { owner: open.volatile_id, offset: l.offset, length: l.length, exclusive };
-            if locks.iter().chain(added.iter()).any(|x| x.conflicts(&new)) {
-                // Blocking locks (no FAIL_IMMEDIATELY) are answered the same way
-                // for now: waiting asynchronously for a lock is not done yet.
-                return Err(if l.flags & LOCKFLAG_FAIL_IMMEDIATELY != 0 { NtStatus::LOCK_NOT_GRANTED } else { NtStatus::LOCK_NOT_GRANTED });
-            }
-            added.push(new);
-        }
-        locks.extend(added);
-    }
-    if locks.is_empty() {
-        table.remove(&key);
-    }
-    out.u16(4).u16(0);
     Ok(())
 }

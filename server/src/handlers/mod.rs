@@ -6,6 +6,8 @@ pub mod dir;
 pub mod file;
 pub mod info;
 pub mod ioctl;
+pub mod lock;
+pub mod notify;
 pub mod tree;
 
 use crate::wire::header::Command;
