@@ -45,6 +45,9 @@ pub struct Watch {
     tree: bool,
     /// Changes read but not yet delivered (a request's buffer was too small).
     backlog: Mutex<Vec<(u32, String)>>,
+    /// The buffer size of the first request: like Windows, the open keeps a
+    /// change buffer of that size, so later requests never get more.
+    buffer: usize,
 }
 
 fn mask() -> AddWatchFlags {
@@ -58,9 +61,9 @@ fn mask() -> AddWatchFlags {
 }
 
 impl Watch {
-    fn new(open: &Open, tree: bool) -> Result<Watch, NtStatus> {
+    fn new(open: &Open, tree: bool, buffer: usize) -> Result<Watch, NtStatus> {
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(|e| NtStatus::from_errno(rustix::io::Errno::from_raw_os_error(e as i32)))?;
-        let w = Watch { inotify, dirs: Mutex::new(HashMap::new()), tree, backlog: Mutex::new(Vec::new()) };
+        let w = Watch { inotify, dirs: Mutex::new(HashMap::new()), tree, backlog: Mutex::new(Vec::new()), buffer };
         let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
         w.add(fd.as_fd(), String::new())?;
         if tree {
@@ -212,13 +215,13 @@ pub fn change_notify(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>
         match slot.as_ref() {
             Some(w) => w.clone(),
             None => {
-                let w = Arc::new(Watch::new(&open, tree)?);
+                let w = Arc::new(Watch::new(&open, tree, req.output_len as usize)?);
                 *slot = Some(w.clone());
                 w
             }
         }
     };
-    let limit = req.output_len as usize;
+    let limit = (req.output_len as usize).min(watch.buffer);
     if let Some((st, b)) = respond(watch.drain(&open, req.filter), limit) {
         if st.is_error() {
             return Err(st);
