@@ -103,27 +103,43 @@ impl Ctx<'_> {
     }
 }
 
-/// Serves one connection until it ends. Runs on the caller's thread.
-pub fn serve(server: Arc<Server>, mut source: impl MessageSource, sink: Arc<dyn MessageSink>) {
+/// Serves one connection until it ends. Runs on the caller's thread; a
+/// second thread reads the next messages off the transport meanwhile, so
+/// receiving a large WRITE overlaps with writing the previous one to disk.
+pub fn serve(server: Arc<Server>, mut source: impl MessageSource + 'static, sink: Arc<dyn MessageSink>) {
     let peer = sink.peer();
     let mut conn = Connection::new(server, sink.clone(), peer.clone());
     let limit = conn.max_message_size();
-    let end = loop {
-        let msg = match source.recv(limit) {
-            Ok(Some(m)) => m,
-            Ok(None) => break Disconnect::Closed,
-            Err(e) => break Disconnect::Io(e),
-        };
-        if let Err(d) = conn.handle_message(msg) {
-            break d;
+    // Two messages in flight at most: bounded memory per connection.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Option<Vec<u8>>>>(1);
+    let reader = std::thread::Builder::new().name("smb-read".into()).stack_size(128 * 1024).spawn(move || loop {
+        let r = source.recv(limit);
+        let more = matches!(r, Ok(Some(_)));
+        if tx.send(r).is_err() || !more {
+            break;
         }
+    });
+    let end = match reader {
+        Err(e) => Disconnect::Io(e),
+        Ok(_) => loop {
+            let msg = match rx.recv() {
+                Ok(Ok(Some(m))) => m,
+                Ok(Ok(None)) | Err(_) => break Disconnect::Closed,
+                Ok(Err(e)) => break Disconnect::Io(e),
+            };
+            if let Err(d) = conn.handle_message(msg) {
+                break d;
+            }
+        },
     };
     match &end {
         Disconnect::Closed => debug!(%peer, "connection closed"),
         Disconnect::Protocol(why) => warn!(%peer, "disconnecting: {why}"),
         Disconnect::Io(e) => info!(%peer, "connection ended: {e}"),
     }
+    // Shutting the socket down also ends the reader thread.
     sink.shutdown();
+    drop(rx);
     drop(conn);
 }
 
