@@ -4,7 +4,8 @@
 #   2. pytest tests/peers against SMB_TARGET (default "ours": the smbdirect
 #      binary at target/release/smbdirect; "samba": Samba's smbd via ci/samba.sh)
 # Extra arguments go to pytest (e.g. ci/test.sh -k smbclient).
-# SKIP_CARGO_TEST=1 runs only the peer tests.
+# SKIP_CARGO_TEST=1 runs only the peer tests (and the fuzz smoke run,
+# unless SKIP_FUZZ=1).
 # Exits non-zero when anything fails, when pytest collected no test (its exit
 # code 5), or when a test was skipped (a missing tool is a failure here).
 set -euo pipefail
@@ -17,6 +18,12 @@ start=$(date +%s)
 if [ "${SKIP_CARGO_TEST:-0}" != 1 ]; then
     echo "== cargo test --workspace --release"
     cargo test --workspace --release
+fi
+
+if [ "${SKIP_FUZZ:-0}" != 1 ]; then
+    # Fuzz smoke run of the SMB Direct decoders (corpus replay without cargo-fuzz).
+    echo "== ci/fuzz.sh (FUZZ_SECONDS=${FUZZ_SECONDS:=10})"
+    FUZZ_SECONDS=$FUZZ_SECONDS "$root/ci/fuzz.sh"
 fi
 
 if [ "$SMB_TARGET" = ours ] && [ -z "${SMBDIRECT_BIN:-}" ]; then
