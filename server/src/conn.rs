@@ -127,8 +127,11 @@ pub fn serve(server: Arc<Server>, mut source: impl MessageSource + 'static, sink
                 Ok(Ok(None)) | Err(_) => break Disconnect::Closed,
                 Ok(Err(e)) => break Disconnect::Io(e),
             };
-            if let Err(d) = conn.handle_message(msg) {
-                break d;
+            // A bug that panics ends this connection only, with a log line.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conn.handle_message(msg))) {
+                Ok(Ok(())) => {}
+                Ok(Err(d)) => break d,
+                Err(_) => break Disconnect::Protocol("internal error (panic) while handling a request".into()),
             }
         },
     };

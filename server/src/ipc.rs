@@ -20,6 +20,43 @@ const NCA_PROTO_ERROR: u32 = 0x1c01_000b;
 const WERR_INVALID_LEVEL: u32 = 124;
 const WERR_NET_NAME_NOT_FOUND: u32 = 2310;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_pdus_are_errors() {
+        let cfg = crate::config::ServerConfig::default();
+        let server = crate::objects::Server::new(cfg).expect("server");
+        let mut p = Pipe::open("srvsvc", &server).expect("pipe");
+        // frag_length shorter than the header itself.
+        let mut pdu = vec![5, 0, PTYPE_BIND, 3, 0x10, 0, 0, 0];
+        pdu.extend_from_slice(&4u16.to_le_bytes());
+        pdu.extend_from_slice(&[0, 0, 1, 0, 0, 0]);
+        assert_eq!(p.write(&pdu), Err(NtStatus::INVALID_PARAMETER));
+        assert!(p.write(&[5, 0]).is_err());
+        // A request before any bind gets a fault PDU, not a panic.
+        let mut req = vec![5, 0, PTYPE_REQUEST, 3, 0x10, 0, 0, 0];
+        req.extend_from_slice(&24u16.to_le_bytes());
+        req.extend_from_slice(&[0, 0, 7, 0, 0, 0]);
+        req.extend_from_slice(&[0, 0, 0, 0, 0, 0, 15, 0]);
+        p.write(&req).expect("fault answer");
+        let out = p.read(4096).expect("read");
+        assert_eq!(out.get(2), Some(&PTYPE_FAULT));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(data in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let cfg = crate::config::ServerConfig::default();
+            let server = crate::objects::Server::new(cfg).expect("server");
+            let mut p = Pipe::open("srvsvc", &server).expect("pipe");
+            let _ = p.write(&data);
+            let _ = p.read(1 << 16);
+        }
+    }
+}
+
 #[derive(Clone)]
 struct ShareInfo {
     name: String,
@@ -62,7 +99,7 @@ impl Pipe {
             Ok::<_, crate::wire::WireError>((vers, ptype, drep, frag_len, call_id))
         })();
         let (vers, ptype, drep, frag_len, call_id) = hdr.map_err(|_| NtStatus::INVALID_PARAMETER)?;
-        if vers != 5 || drep[0] & 0xF0 != 0x10 || frag_len as usize > pdu.len() {
+        if vers != 5 || drep[0] & 0xF0 != 0x10 || (frag_len as usize) < 16 || frag_len as usize > pdu.len() {
             return Err(NtStatus::INVALID_PARAMETER);
         }
         let body = &pdu[16..frag_len as usize];
