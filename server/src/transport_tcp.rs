@@ -54,8 +54,21 @@ impl MessageSource for TcpSource {
             Err(e) => return Err(e),
         }
         let len = tcp::parse_header(hdr, limit).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let mut msg = vec![0u8; len];
-        self.read_exact(&mut msg)?;
+        let mut msg = Vec::with_capacity(len);
+        // Replayed bytes first, then the socket; read_to_end fills the
+        // capacity without zeroing it first.
+        let from_prefix = (self.prefix.len() - self.prefix_pos).min(len);
+        msg.extend_from_slice(&self.prefix[self.prefix_pos..self.prefix_pos + from_prefix]);
+        self.prefix_pos += from_prefix;
+        if self.prefix_pos == self.prefix.len() {
+            self.prefix = Vec::new();
+            self.prefix_pos = 0;
+        }
+        let rest = (len - from_prefix) as u64;
+        let got = (&mut self.stream).take(rest).read_to_end(&mut msg)?;
+        if got as u64 != rest {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed inside a message"));
+        }
         Ok(Some(msg))
     }
 }

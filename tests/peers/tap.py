@@ -131,7 +131,9 @@ class Tap:
                 data = src.recv(1 << 20)
                 if not data:
                     break
-                dst.sendall(data)
+                # Record complete frames before forwarding their last bytes:
+                # the peer cannot answer a frame that has not been recorded,
+                # so the log keeps causal order across the two directions.
                 view = memoryview(data)
                 while view:
                     take = min(need, len(view))
@@ -153,6 +155,7 @@ class Tap:
                         self.frames.append(Frame(conn, to_server, length, bytes(body)))
                     body.clear()
                     in_header, need = True, 4
+                dst.sendall(data)
         except OSError:
             pass
         finally:
