@@ -297,9 +297,28 @@ pub struct DirEntry {
     pub stat: FileStat,
 }
 
-/// Lists a directory (without "." and ".."), statting each entry through a
-/// beneath-resolved open so a symlink that leads outside the share is left out.
-pub fn list_dir(root: &ShareRoot, dir_rel: &str, dirfd: BorrowedFd<'_>) -> Result<Vec<DirEntry>, NtStatus> {
+/// Stats one directory entry by name. A symlink is followed only through a
+/// beneath-resolved open, so one that leads outside the share (or a name
+/// that has gone away since the listing) gives `None`.
+pub fn stat_child(root: &ShareRoot, dir_rel: &str, dirfd: BorrowedFd<'_>, name: &str) -> Option<FileStat> {
+    let st = match rustix::fs::statx(dirfd, name, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::TYPE) {
+        Ok(s) if (s.stx_mode as u32 & 0o170000) == 0o120000 => {
+            let rel = if dir_rel.is_empty() { name.to_string() } else { format!("{dir_rel}/{name}") };
+            let fd = root.open_beneath(&rel, OFlags::PATH).ok()?;
+            stat_fd(&fd)
+        }
+        Ok(_) => {
+            let fd = rustix::fs::openat(dirfd, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).ok()?;
+            stat_fd(&fd)
+        }
+        Err(_) => return None,
+    };
+    st.ok()
+}
+
+/// The names in a directory (without "." and ".."), as the file system
+/// stores them; names SMB cannot carry are left out.
+pub fn list_names(dirfd: BorrowedFd<'_>) -> Result<Vec<String>, NtStatus> {
     let mut d = rustix::fs::Dir::read_from(dirfd).map_err(NtStatus::from_errno)?;
     let mut out = Vec::new();
     while let Some(ent) = d.next() {
@@ -308,24 +327,18 @@ pub fn list_dir(root: &ShareRoot, dir_rel: &str, dirfd: BorrowedFd<'_>) -> Resul
         if name == "." || name == ".." || name.contains('\\') || name.contains(':') {
             continue;
         }
-        let name = name.to_string();
-        let rel = if dir_rel.is_empty() { name.clone() } else { format!("{dir_rel}/{name}") };
-        let st = match rustix::fs::statx(dirfd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW, StatxFlags::TYPE) {
-            Ok(s) if (s.stx_mode as u32 & 0o170000) == 0o120000 => match root.open_beneath(&rel, OFlags::PATH) {
-                Ok(fd) => stat_fd(&fd),
-                Err(_) => continue,
-            },
-            Ok(_) => match rustix::fs::openat(dirfd, name.as_str(), OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
-                Ok(fd) => stat_fd(&fd),
-                Err(_) => continue,
-            },
-            Err(_) => continue,
-        };
-        if let Ok(stat) = st {
-            out.push(DirEntry { name, stat });
-        }
+        out.push(name.to_string());
     }
     Ok(out)
+}
+
+/// Lists a directory (without "." and ".."), statting each entry through a
+/// beneath-resolved open so a symlink that leads outside the share is left out.
+pub fn list_dir(root: &ShareRoot, dir_rel: &str, dirfd: BorrowedFd<'_>) -> Result<Vec<DirEntry>, NtStatus> {
+    Ok(list_names(dirfd)?
+        .into_iter()
+        .filter_map(|name| stat_child(root, dir_rel, dirfd, &name).map(|stat| DirEntry { name, stat }))
+        .collect())
 }
 
 /// Windows wildcard matching (MS-FSA 2.1.4.4): `*`, `?`, and the DOS forms

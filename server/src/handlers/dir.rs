@@ -5,7 +5,7 @@ use crate::conn::Ctx;
 use crate::objects::{lock, OpenKind};
 use crate::vfs::{self, DirEntry, FileStat};
 use crate::wire::header::HEADER_LEN;
-use crate::wire::messages::{QueryDirReq, QD_INDEX_SPECIFIED, QD_REOPEN, QD_RESTART_SCANS, QD_RETURN_SINGLE_ENTRY};
+use crate::wire::messages::{QueryDirReq, QD_REOPEN, QD_RESTART_SCANS, QD_RETURN_SINGLE_ENTRY};
 use crate::wire::status::NtStatus;
 use crate::wire::{utf16_len, utf16_to_string, Put};
 
@@ -67,7 +67,10 @@ pub fn query_directory(ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtSta
     let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
     let mut cur = lock(cursor);
     let restart = req.flags & (QD_RESTART_SCANS | QD_REOPEN) != 0;
-    if restart || cur.entries.is_none() || (req.flags & QD_INDEX_SPECIFIED != 0 && req.file_index == 0) {
+    // SMB2_INDEX_SPECIFIED asks to resume at a FileIndex; like NTFS we give
+    // every entry FileIndex 0 (MS-FSCC 2.4), so the index carries no position
+    // and the search simply continues where it stands.
+    if restart || cur.entries.is_none() {
         let path = lock(&open.path).clone();
         let mut entries = Vec::new();
         let me = vfs::stat_fd(fd)?;
@@ -77,12 +80,13 @@ pub fn query_directory(ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtSta
             None => me,
         };
         entries.push(DirEntry { name: "..".into(), stat: parent });
-        entries.extend(vfs::list_dir(root, &path, rustix::fd::AsFd::as_fd(fd))?);
+        entries.extend(vfs::list_names(rustix::fd::AsFd::as_fd(fd))?.into_iter().map(|name| DirEntry { name, stat: FileStat::default() }));
         cur.entries = Some(entries);
         cur.pos = 0;
         cur.pattern = Some(pattern.clone());
     }
     let first_call = cur.pos == 0;
+    let dir_path = lock(&open.path).clone();
     let pat = if restart || cur.pattern.is_none() { pattern } else { cur.pattern.clone().unwrap_or(pattern) };
     let hdr_start = out.len() - HEADER_LEN;
     out.u16(9).u16((HEADER_LEN + 8) as u16).u32(0);
@@ -98,8 +102,19 @@ pub fn query_directory(ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtSta
             pos += 1;
             continue;
         }
+        // The listing is a snapshot of names; the attributes are read now, and
+        // a name deleted since the listing is skipped (as NTFS would not return it).
+        let stat = if pos < 2 {
+            Some(e.stat)
+        } else {
+            vfs::stat_child(root, &dir_path, rustix::fd::AsFd::as_fd(fd), &e.name)
+        };
+        let Some(stat) = stat else {
+            pos += 1;
+            continue;
+        };
         let mut one = Vec::new();
-        encode_entry(req.class, &e.name, &e.stat, &mut one)?;
+        encode_entry(req.class, &e.name, &stat, &mut one)?;
         let aligned = out.len() + (8 - (out.len() - buf_start) % 8) % 8;
         if aligned - buf_start + one.len() > limit {
             if count == 0 {

@@ -43,14 +43,68 @@ const FS_FULL_SIZE: u8 = 7;
 const FS_OBJECT_ID: u8 = 8;
 const FS_SECTOR_SIZE: u8 = 11;
 
-/// Whether a class has a variable-length tail (a truncated answer with
-/// BUFFER_OVERFLOW is allowed) or a fixed size (too small a buffer is an error).
-fn variable(info_type: u8, class: u8) -> bool {
-    match info_type {
-        INFO_FILE => matches!(class, ALL | NAME | STREAM | NORMALIZED_NAME | ALTERNATE_NAME),
-        INFO_FILESYSTEM => matches!(class, FS_VOLUME | FS_ATTRIBUTE),
-        _ => false,
+/// The smallest output buffer a class accepts: the size of its structure with
+/// one character of any variable-length name, rounded up to 8 as Windows
+/// does (MS-FSA 2.1.5.11 and 2.1.5.12; smaller buffers fail with
+/// STATUS_INFO_LENGTH_MISMATCH). `None` for classes without such a floor.
+fn min_output(info_type: u8, class: u8) -> Option<usize> {
+    let n = match (info_type, class) {
+        (INFO_FILE, BASIC) => 40,
+        (INFO_FILE, STANDARD) => 24,
+        (INFO_FILE, INTERNAL | POSITION) => 8,
+        (INFO_FILE, EA | ACCESS | MODE | ALIGNMENT) => 4,
+        (INFO_FILE, ALL) => 104,
+        (INFO_FILE, NAME | ALTERNATE_NAME | NORMALIZED_NAME) => 8,
+        (INFO_FILE, STREAM) => 32,
+        (INFO_FILE, COMPRESSION) => 16,
+        (INFO_FILE, NETWORK_OPEN) => 56,
+        (INFO_FILE, ATTRIBUTE_TAG) => 8,
+        (INFO_FILESYSTEM, FS_VOLUME | FS_SIZE) => 24,
+        (INFO_FILESYSTEM, FS_DEVICE) => 8,
+        (INFO_FILESYSTEM, FS_ATTRIBUTE) => 16,
+        (INFO_FILESYSTEM, FS_CONTROL) => 48,
+        (INFO_FILESYSTEM, FS_FULL_SIZE) => 32,
+        (INFO_FILESYSTEM, FS_OBJECT_ID) => 64,
+        (INFO_FILESYSTEM, FS_SECTOR_SIZE) => 28,
+        _ => return None,
+    };
+    Some(n)
+}
+
+/// Where a class with a variable-length name keeps that name's byte length
+/// (the name follows right after it); a truncated answer says how much of
+/// the name it carries.
+fn name_length_field(info_type: u8, class: u8) -> Option<usize> {
+    match (info_type, class) {
+        (INFO_FILE, NAME | ALTERNATE_NAME | NORMALIZED_NAME) => Some(0),
+        (INFO_FILE, ALL) => Some(96),
+        (INFO_FILESYSTEM, FS_VOLUME) => Some(12),
+        (INFO_FILESYSTEM, FS_ATTRIBUTE) => Some(8),
+        _ => None,
     }
+}
+
+/// Fits an answer into the client's OutputBufferLength (MS-SMB2 3.3.5.20.1):
+/// below the class's minimum is STATUS_INFO_LENGTH_MISMATCH; a variable-length
+/// answer that does not fit is cut and reported as STATUS_BUFFER_OVERFLOW
+/// (`Ok(true)`).
+fn fit_output(info_type: u8, class: u8, data: &mut Vec<u8>, limit: usize) -> Result<bool, NtStatus> {
+    // Classes without a listed floor are fixed-size: the whole answer is the floor.
+    let min = min_output(info_type, class).unwrap_or(data.len());
+    if limit < min {
+        return Err(NtStatus::INFO_LENGTH_MISMATCH);
+    }
+    if data.len() <= limit {
+        return Ok(false);
+    }
+    data.truncate(limit);
+    if let Some(at) = name_length_field(info_type, class) {
+        let carried = limit.saturating_sub(at + 4) as u32;
+        if let Some(len) = crate::wire::u32_at(data, at) {
+            data.set_u32(at, len.min(carried));
+        }
+    }
+    Ok(true)
 }
 
 fn put_basic(o: &mut Vec<u8>, s: &FileStat) {
@@ -168,7 +222,11 @@ fn fs_info(conn: &Connection, open: &Open, class: u8, o: &mut Vec<u8>) -> Result
         FS_SECTOR_SIZE => {
             o.u32(512).u32(512).u32(4096).u32(512).u32(0x3).u32(0).u32(0);
         }
-        FS_CONTROL => return Err(NtStatus::NOT_SUPPORTED),
+        FS_CONTROL => {
+            // FILE_FS_CONTROL_INFORMATION: no content filtering and no quotas
+            // (FILE_VC_QUOTA_NONE); default threshold and limit "none" (-1).
+            o.u64(0).u64(0).u64(0).u64(u64::MAX).u64(u64::MAX).u32(0).u32(0);
+        }
         _ => return Err(NtStatus::INVALID_INFO_CLASS),
     }
     Ok(())
@@ -247,12 +305,7 @@ pub fn query_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -
         INFO_QUOTA => return Err(NtStatus::NOT_SUPPORTED),
         _ => return Err(NtStatus::INVALID_PARAMETER),
     }
-    let limit = req.output_len as usize;
-    if data.len() > limit {
-        if !variable(req.info_type, req.class) {
-            return Err(NtStatus::INFO_LENGTH_MISMATCH);
-        }
-        data.truncate(limit);
+    if fit_output(req.info_type, req.class, &mut data, req.output_len as usize)? {
         ctx.warning = Some(NtStatus::BUFFER_OVERFLOW);
     }
     out.u16(9).u16((HEADER_LEN + 8) as u16).u32(data.len() as u32);
@@ -397,4 +450,32 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
     }
     out.u16(2);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_buffer_rules() {
+        // Fixed-size class: anything below its size is a length mismatch.
+        let mut basic = vec![0u8; 40];
+        assert_eq!(fit_output(INFO_FILE, BASIC, &mut basic, 39), Err(NtStatus::INFO_LENGTH_MISMATCH));
+        assert_eq!(fit_output(INFO_FILE, BASIC, &mut basic, 40), Ok(false));
+        // Variable class: below the floor is a mismatch, between floor and
+        // full size a truncated answer whose name length says what it carries.
+        let mut name = Vec::new();
+        name.u32(20).utf16("\\abcdefghi");
+        assert_eq!(fit_output(INFO_FILE, NAME, &mut name.clone(), 7), Err(NtStatus::INFO_LENGTH_MISMATCH));
+        assert_eq!(fit_output(INFO_FILE, NAME, &mut name, 10), Ok(true));
+        assert_eq!(name.len(), 10);
+        assert_eq!(crate::wire::u32_at(&name, 0), Some(6));
+        // FS attribute: 12 fixed bytes, then the file system name.
+        let mut attr = Vec::new();
+        attr.u32(3).u32(255).u32(8).utf16("NTFS");
+        assert_eq!(fit_output(INFO_FILESYSTEM, FS_ATTRIBUTE, &mut attr.clone(), 15), Err(NtStatus::INFO_LENGTH_MISMATCH));
+        assert_eq!(fit_output(INFO_FILESYSTEM, FS_ATTRIBUTE, &mut attr.clone(), 20), Ok(false));
+        assert_eq!(fit_output(INFO_FILESYSTEM, FS_ATTRIBUTE, &mut attr, 16), Ok(true));
+        assert_eq!(crate::wire::u32_at(&attr, 8), Some(4));
+    }
 }
