@@ -52,6 +52,9 @@ pub struct Connection {
     /// client must now send an SMB2 NEGOTIATE.
     pub wildcard_sent: bool,
     pub outstanding: usize,
+    /// Bytes of padding between a READ response's fixed body and its data
+    /// (set only by FSCTL_SMBTORTURE_GLOBAL_READ_RESPONSE_BODY_PADDING8).
+    pub read_body_padding: u8,
 }
 
 /// What one request in a compound sees.
@@ -162,6 +165,7 @@ impl Connection {
             rdma_transforms: Vec::new(),
             wildcard_sent: false,
             outstanding: 0,
+            read_body_padding: 0,
         }
     }
 
@@ -498,7 +502,14 @@ impl Connection {
             Command::Read => h::file::read(self, ctx, out),
             Command::Write => h::file::write(ctx, out),
             Command::Lock => h::file::lock_cmd(self, ctx, out),
-            Command::Ioctl => h::ioctl::ioctl(self, ctx, out),
+            Command::Ioctl => {
+                if self.server.cfg.smbtorture_fsctls {
+                    if let Some(r) = self.smbtorture_fsctl(ctx.msg, out) {
+                        return r;
+                    }
+                }
+                h::ioctl::ioctl(self, ctx, out)
+            }
             Command::Echo => {
                 crate::wire::messages::parse_small(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
                 out.u16(4).u16(0);
@@ -511,6 +522,23 @@ impl Connection {
             Command::OplockBreak => Err(NtStatus::INVALID_PARAMETER),
             Command::Cancel => Ok(()),
         }
+    }
+
+    /// Samba's test-only FSCTLs (enabled by `smbd:FSCTL_SMBTORTURE`); `None`
+    /// when `msg` is not one of them.
+    fn smbtorture_fsctl(&mut self, msg: &[u8], out: &mut Vec<u8>) -> Option<Result<(), NtStatus>> {
+        let req = crate::wire::messages::IoctlReq::parse(msg).ok()?;
+        if req.flags != crate::wire::messages::IOCTL_IS_FSCTL || req.ctl_code != FSCTL_SMBTORTURE_GLOBAL_READ_RESPONSE_BODY_PADDING8 {
+            return None;
+        }
+        if !req.input.is_empty() {
+            return Some(Err(NtStatus::INVALID_PARAMETER));
+        }
+        self.read_body_padding = 8;
+        let off = (HEADER_LEN + 48) as u32;
+        out.u16(49).u16(0).u32(req.ctl_code).put(&req.file_id);
+        out.u32(off).u32(0).u32(off).u32(0).u32(0).u32(0);
+        Some(Ok(()))
     }
 
     pub fn is_smb3(&self) -> bool {
@@ -529,6 +557,10 @@ impl Connection {
         self.dialect == Some(DIALECT_311)
     }
 }
+
+/// Samba's FSCTL_SMBTORTURE (0x83840000) | FSCTL_ACCESS_WRITE | 0x20 |
+/// METHOD_NEITHER: pad every later READ response body on the connection by 8.
+pub const FSCTL_SMBTORTURE_GLOBAL_READ_RESPONSE_BODY_PADDING8: u32 = 0x8384_8023;
 
 /// Internal marker for "SMB1 upgraded, waiting for the SMB2 NEGOTIATE".
 pub const DIALECT_WILDCARD_INTERNAL: u16 = crate::config::DIALECT_WILDCARD;
