@@ -22,8 +22,25 @@ pub const FILE_OVERWRITE_IF: u32 = 5;
 
 pub const OPT_DIRECTORY_FILE: u32 = 0x1;
 pub const OPT_NON_DIRECTORY_FILE: u32 = 0x40;
+pub const OPT_CREATE_TREE_CONNECTION: u32 = 0x80;
 pub const OPT_DELETE_ON_CLOSE: u32 = 0x1000;
 pub const OPT_OPEN_BY_FILE_ID: u32 = 0x2000;
+pub const OPT_RESERVE_OPFILTER: u32 = 0x0010_0000;
+/// CreateOptions bits no NT file system defines.
+pub const OPT_INVALID_MASK: u32 = 0xFF00_0000;
+
+/// FileAttributes a CREATE may carry (MS-FSCC 2.6): everything defined but
+/// DEVICE, VOLUME (the old label bit) and INTEGRITY_STREAM and higher.
+pub const CREATE_VALID_ATTRS: u32 = 0x7FB7;
+
+/// Access bits that name no right: reserved specific rights (bits 9-15),
+/// reserved standard rights (bits 21-23) and bits 26-27.
+pub const ACCESS_INVALID_MASK: u32 = 0x0CE0_FE00;
+
+/// STATUS_BAD_IMPERSONATION_LEVEL (MS-ERREF 2.3.1).
+pub const BAD_IMPERSONATION_LEVEL: NtStatus = NtStatus(0xC000_00A5);
+/// SECURITY_DELEGATION, the highest ImpersonationLevel (MS-SMB2 2.2.13).
+const IMPERSONATION_DELEGATE: u32 = 3;
 
 const ACTION_SUPERSEDED: u32 = 0;
 const ACTION_OPENED: u32 = 1;
@@ -61,10 +78,8 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
     let session = ctx.session()?.clone();
     let name = utf16_to_string(req.name).map_err(|_| NtStatus::OBJECT_NAME_INVALID)?;
     debug!(name = %name, disposition = req.disposition, options = format_args!("{:#x}", req.options), access = format_args!("{:#x}", req.desired_access), oplock = req.oplock_level, "CREATE");
-    if req.disposition > FILE_OVERWRITE_IF || req.impersonation > 3 {
-        return Err(NtStatus::INVALID_PARAMETER);
-    }
-    if req.options & OPT_DIRECTORY_FILE != 0 && req.options & OPT_NON_DIRECTORY_FILE != 0 {
+    check_create_params(req.desired_access, req.options, req.file_attributes, req.impersonation)?;
+    if req.disposition > FILE_OVERWRITE_IF {
         return Err(NtStatus::INVALID_PARAMETER);
     }
     if req.oplock_level > 0x09 && req.oplock_level != 0xFF {
@@ -78,6 +93,20 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
         NtStatus::INVALID_PARAMETER
     })?;
 
+    // Create contexts acted on before the open (MS-SMB2 3.3.5.9.x).
+    let mut alloc_size: Option<u64> = None;
+    for (cname, data) in &contexts {
+        match *cname {
+            // No previous versions (snapshots) exist to open.
+            b"TWrp" => return Err(NtStatus::OBJECT_NAME_NOT_FOUND),
+            b"AlSi" => {
+                let b: [u8; 8] = (*data).try_into().map_err(|_| NtStatus::INVALID_PARAMETER)?;
+                alloc_size = Some(u64::from_le_bytes(b));
+            }
+            _ => {}
+        }
+    }
+
     if tree.share.is_ipc() {
         let pipe = crate::ipc::Pipe::open(&name, &conn.server)?;
         let id = conn.server.new_id();
@@ -87,15 +116,9 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
         return Ok(());
     }
     let root = tree.share.root.as_ref().ok_or(NtStatus::INVALID_DEVICE_REQUEST)?;
-    if req.options & OPT_OPEN_BY_FILE_ID != 0 {
-        return Err(NtStatus::NOT_SUPPORTED);
-    }
     let rel = vfs::validate_name(&name)?;
 
     let mut desired = map_generic(req.desired_access);
-    if desired & ACCESS_SYSTEM_SECURITY != 0 {
-        return Err(NtStatus::PRIVILEGE_NOT_HELD);
-    }
     let max_allowed = desired & MAXIMUM_ALLOWED != 0;
     desired &= !MAXIMUM_ALLOWED;
     if max_allowed {
@@ -115,6 +138,15 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
     }
 
     let existing = root.lookup(&rel)?;
+    // This server cannot store encrypted (EFS) files; say so when asked to
+    // make one, as a stand-alone Windows server does.
+    let makes_new = match &existing {
+        None => req.disposition != FILE_OPEN && req.disposition != FILE_OVERWRITE,
+        Some(st) => !st.is_dir && matches!(req.disposition, FILE_SUPERSEDE | FILE_OVERWRITE | FILE_OVERWRITE_IF),
+    };
+    if makes_new && req.file_attributes & vfs::ATTR_ENCRYPTED != 0 {
+        return Err(NtStatus::ACCESS_DENIED);
+    }
     if let Some(st) = &existing {
         if lock(&conn.server.files).get(&(st.dev, st.ino)).is_some_and(|e| e.delete_pending) {
             return Err(NtStatus::DELETE_PENDING);
@@ -176,6 +208,9 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
             if attrs != 0 {
                 let _ = vfs::set_dos_attrs(&fd, attrs | if req.options & OPT_DIRECTORY_FILE != 0 { 0 } else { vfs::ATTR_ARCHIVE });
             }
+            if req.options & OPT_DIRECTORY_FILE == 0 {
+                reserve(&fd, alloc_size);
+            }
             (fd, ACTION_CREATED)
         }
     };
@@ -208,6 +243,7 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
         }
         let attrs = req.file_attributes & vfs::SETTABLE_ATTRS;
         let _ = vfs::set_dos_attrs(&fd, attrs | vfs::ATTR_ARCHIVE);
+        reserve(&fd, alloc_size);
         st = vfs::stat_fd(&fd)?;
     }
     let kind = if st.is_dir { OpenKind::Dir(Mutex::new(DirCursor::default())) } else { OpenKind::File };
@@ -237,6 +273,44 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
     }
     write_response(out, &open, &st, action, &ctx_out);
     Ok(())
+}
+
+/// The checks MS-SMB2 3.3.5.9 and MS-FSA 2.1.5.1 make on a CREATE's fixed
+/// fields before anything is looked up, in the order Windows makes them.
+pub fn check_create_params(access: u32, options: u32, attrs: u32, impersonation: u32) -> Result<(), NtStatus> {
+    if impersonation > IMPERSONATION_DELEGATE {
+        return Err(BAD_IMPERSONATION_LEVEL);
+    }
+    // No access at all (SYNCHRONIZE alone grants nothing an SMB2 open can use).
+    if access & ACCESS_INVALID_MASK != 0 || access & !SYNCHRONIZE == 0 {
+        return Err(NtStatus::ACCESS_DENIED);
+    }
+    if access & ACCESS_SYSTEM_SECURITY != 0 {
+        return Err(NtStatus::PRIVILEGE_NOT_HELD);
+    }
+    if options & OPT_INVALID_MASK != 0 {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    if options & OPT_DIRECTORY_FILE != 0 && options & OPT_NON_DIRECTORY_FILE != 0 {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    if options & (OPT_CREATE_TREE_CONNECTION | OPT_RESERVE_OPFILTER | OPT_OPEN_BY_FILE_ID) != 0 {
+        return Err(NtStatus::NOT_SUPPORTED);
+    }
+    if attrs & !CREATE_VALID_ATTRS != 0 {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    Ok(())
+}
+
+/// Applies an SMB2_CREATE_ALLOCATION_SIZE to a new or overwritten file:
+/// blocks are reserved without changing the end of file. A file system that
+/// cannot reserve simply keeps the smaller allocation (the size is a hint).
+fn reserve(fd: &rustix::fd::OwnedFd, alloc_size: Option<u64>) {
+    let Some(len) = alloc_size.filter(|l| *l > 0 && *l <= i64::MAX as u64) else { return };
+    if let Err(e) = rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::KEEP_SIZE, 0, len) {
+        debug!("allocation size {len} not reserved: {e}");
+    }
 }
 
 fn release(conn: &Connection, key: (u64, u64), id: u64) {
@@ -291,5 +365,24 @@ mod tests {
         // Attribute-only opens never conflict.
         assert!(!share_conflict((FILE_READ_ATTRIBUTES, 0), FILE_READ_ATTRIBUTES, 0));
         assert!(share_conflict((DELETE, SHARE_READ), FILE_READ_DATA, SHARE_READ));
+    }
+
+    #[test]
+    fn create_params() {
+        let ok = |a, o, f, i| check_create_params(a, o, f, i);
+        assert_eq!(ok(MAXIMUM_ALLOWED, 0, vfs::ATTR_NORMAL, 2), Ok(()));
+        assert_eq!(ok(MAXIMUM_ALLOWED, 0, 0, 0x1234_5678), Err(BAD_IMPERSONATION_LEVEL));
+        assert_eq!(ok(0x0800_0000, 0, 0x8, 0), Err(NtStatus::ACCESS_DENIED), "access is checked before attributes");
+        assert_eq!(ok(0, 0, 0, 0), Err(NtStatus::ACCESS_DENIED));
+        assert_eq!(ok(SYNCHRONIZE, 0, 0, 0), Err(NtStatus::ACCESS_DENIED));
+        assert_eq!(ok(SYNCHRONIZE | FILE_READ_ATTRIBUTES, 0, 0, 0), Ok(()));
+        assert_eq!(ok(ACCESS_SYSTEM_SECURITY, 0, 0, 0), Err(NtStatus::PRIVILEGE_NOT_HELD));
+        assert_eq!(ok(GENERIC_READ, 0xF000_0000, 0, 0), Err(NtStatus::INVALID_PARAMETER));
+        assert_eq!(ok(GENERIC_READ, OPT_RESERVE_OPFILTER, 0, 0), Err(NtStatus::NOT_SUPPORTED));
+        assert_eq!(ok(GENERIC_READ, 0x0020_0000 | 0x10 | 0x4, 0, 0), Ok(()));
+        for bad in [0x8, 0x40, 0x8000, 0x10000, 0x8040] {
+            assert_eq!(ok(GENERIC_READ, 0, bad, 0), Err(NtStatus::INVALID_PARAMETER), "{bad:#x}");
+        }
+        assert_eq!(ok(GENERIC_READ, 0, 0x3FB7, 0), Ok(()));
     }
 }

@@ -171,6 +171,10 @@ pub fn parse_create_contexts(buf: &[u8]) -> Result<Vec<(&[u8], &[u8])>, WireErro
         r.skip(2)?;
         let data_off = r.u16()? as usize;
         let data_len = r.u32()? as usize;
+        // Every defined tag is at least 4 bytes; Windows refuses shorter ones.
+        if name_len < 4 {
+            return Err(WireError::Range("create context name shorter than 4 bytes"));
+        }
         let name = slice_at(buf, off.checked_add(name_off).ok_or(WireError::Range("ctx"))?, name_len)?;
         let data = slice_at(buf, off.checked_add(data_off).ok_or(WireError::Range("ctx"))?, data_len)?;
         out.push((name, data));
@@ -517,6 +521,12 @@ mod tests {
         bad.set_u32(0, 0);
         bad.set_u32(0, 8);
         assert!(parse_create_contexts(&bad).is_err());
+        // Tags shorter than 4 bytes are invalid; longer ones are fine.
+        for (tag, ok) in [(&b"xxx"[..], false), (&b"x"[..], false), (&b"xxxxx"[..], true), (&[b'x'; 34][..], true)] {
+            let mut c = Vec::new();
+            put_create_context(&mut c, 0, tag, &[]);
+            assert_eq!(parse_create_contexts(&c).is_ok(), ok, "{}", tag.len());
+        }
     }
 
     proptest::proptest! {
