@@ -6,7 +6,8 @@ use crate::conn::{Connection, Ctx};
 use crate::objects::{lock, DirCursor, FileEntry, Open, OpenKind};
 use crate::vfs::{self, FileStat};
 use crate::wire::header::HEADER_LEN;
-use crate::wire::messages::{parse_create_contexts, put_create_context, CreateReq};
+use crate::wire::messages::{parse_create_contexts, put_create_context, CreateReq, SecurityDescriptor};
+use crate::wire::messages::{SECINFO_DACL, SECINFO_GROUP, SECINFO_OWNER, SECINFO_SACL, SE_DACL_PRESENT};
 use crate::wire::status::NtStatus;
 use crate::wire::{utf16_to_string, Put};
 use rustix::fs::OFlags;
@@ -95,8 +96,17 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
 
     // Create contexts acted on before the open (MS-SMB2 3.3.5.9.x).
     let mut alloc_size: Option<u64> = None;
+    let mut given_sd: Option<SecurityDescriptor> = None;
     for (cname, data) in &contexts {
         match *cname {
+            b"SecD" => {
+                let sd = SecurityDescriptor::parse(data).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+                // Setting a SACL needs SeSecurityPrivilege, which no user here holds.
+                if sd_parts(&sd) & SECINFO_SACL != 0 {
+                    return Err(NtStatus::PRIVILEGE_NOT_HELD);
+                }
+                given_sd = Some(sd);
+            }
             // No previous versions (snapshots) exist to open.
             b"TWrp" => return Err(NtStatus::OBJECT_NAME_NOT_FOUND),
             b"AlSi" => {
@@ -211,6 +221,16 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
             if req.options & OPT_DIRECTORY_FILE == 0 {
                 reserve(&fd, alloc_size);
             }
+            // A security descriptor given with the CREATE applies to the new
+            // file; the parts it leaves out come from the default.
+            if let Some(given) = &given_sd {
+                let mut sd = derived_sd(&fd, tree.read_only)?;
+                sd.merge(given, sd_parts(given));
+                if let Err(e) = store_sd(&fd, &sd) {
+                    let _ = root.remove(&rel, req.options & OPT_DIRECTORY_FILE != 0);
+                    return Err(e);
+                }
+            }
             (fd, ACTION_CREATED)
         }
     };
@@ -301,6 +321,75 @@ pub fn check_create_params(access: u32, options: u32, attrs: u32, impersonation:
         return Err(NtStatus::INVALID_PARAMETER);
     }
     Ok(())
+}
+
+/// Where a file's security descriptor is kept once a client has set one.
+const XATTR_SD: &str = "user.smbdirect.sd";
+/// The largest security descriptor kept (the Linux limit for one xattr value).
+const MAX_SD: usize = 64 * 1024;
+
+fn put_unix_sid(o: &mut Vec<u8>, kind: u32, id: u32) {
+    // S-1-22-kind-id: Samba's "Unix user/group" SIDs (S-1-22-1 users, S-1-22-2 groups).
+    o.u8(1).u8(2).put(&[0, 0, 0, 0, 0, 22]).u32(kind).u32(id);
+}
+
+/// The security descriptor a file has when no client has set one: owner and
+/// group from its Unix owner, a DACL granting Everyone what the share allows.
+pub fn derived_sd(fd: &rustix::fd::OwnedFd, read_only: bool) -> Result<SecurityDescriptor, NtStatus> {
+    let st = rustix::fs::fstat(fd).map_err(NtStatus::from_errno)?;
+    let (mut owner, mut group, mut dacl) = (Vec::new(), Vec::new(), Vec::new());
+    put_unix_sid(&mut owner, 1, st.st_uid);
+    put_unix_sid(&mut group, 2, st.st_gid);
+    let mask = if read_only { READ_ONLY_ACCESS } else { FILE_ALL_ACCESS };
+    // ACL header, then one ACCESS_ALLOWED ACE for Everyone (S-1-1-0).
+    dacl.u8(2).u8(0).u16(8 + 20).u16(1).u16(0);
+    dacl.u8(0).u8(0).u16(20).u32(mask).u8(1).u8(1).put(&[0, 0, 0, 0, 0, 1]).u32(0);
+    Ok(SecurityDescriptor { control: 0x8000 | SE_DACL_PRESENT, owner: Some(owner), group: Some(group), sacl: None, dacl: Some(dacl) })
+}
+
+/// A file's security descriptor: the stored one, else the derived one.
+pub fn file_sd(fd: &rustix::fd::OwnedFd, read_only: bool) -> Result<SecurityDescriptor, NtStatus> {
+    let mut buf = vec![0u8; MAX_SD];
+    match rustix::fs::fgetxattr(fd, XATTR_SD, &mut buf) {
+        Ok(n) => match buf.get(..n).map(SecurityDescriptor::parse) {
+            Some(Ok(sd)) => return Ok(sd),
+            _ => debug!("stored security descriptor unreadable; using the derived one"),
+        },
+        Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) | Err(rustix::io::Errno::BADF) => {}
+        Err(e) => return Err(NtStatus::from_errno(e)),
+    }
+    derived_sd(fd, read_only)
+}
+
+/// Keeps `sd` as the file's security descriptor.
+pub fn store_sd(fd: &rustix::fd::OwnedFd, sd: &SecurityDescriptor) -> Result<(), NtStatus> {
+    let bytes = sd.to_bytes(SECINFO_OWNER | SECINFO_GROUP | SECINFO_DACL | SECINFO_SACL);
+    if bytes.len() > MAX_SD {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    match rustix::fs::fsetxattr(fd, XATTR_SD, &bytes, rustix::fs::XattrFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::NOTSUP) => Err(NtStatus::NOT_SUPPORTED),
+        Err(e) => Err(NtStatus::from_errno(e)),
+    }
+}
+
+/// The SECINFO_* parts a client's security descriptor carries.
+pub fn sd_parts(sd: &SecurityDescriptor) -> u32 {
+    let mut p = 0;
+    if sd.owner.is_some() {
+        p |= SECINFO_OWNER;
+    }
+    if sd.group.is_some() {
+        p |= SECINFO_GROUP;
+    }
+    if sd.control & SE_DACL_PRESENT != 0 {
+        p |= SECINFO_DACL;
+    }
+    if sd.control & 0x0010 != 0 {
+        p |= SECINFO_SACL;
+    }
+    p
 }
 
 /// Applies an SMB2_CREATE_ALLOCATION_SIZE to a new or overwritten file:
