@@ -77,6 +77,7 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
     })?;
     let tree = ctx.tree()?.clone();
     let session = ctx.session()?.clone();
+    let session_kind = lock(&session.identity).as_ref().map(|i| i.kind);
     let name = utf16_to_string(req.name).map_err(|_| NtStatus::OBJECT_NAME_INVALID)?;
     debug!(name = %name, disposition = req.disposition, options = format_args!("{:#x}", req.options), access = format_args!("{:#x}", req.desired_access), oplock = req.oplock_level, "CREATE");
     check_create_params(req.desired_access, req.options, req.file_attributes, req.impersonation)?;
@@ -147,92 +148,126 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
         }
     }
 
-    let existing = root.lookup(&rel)?;
-    // This server cannot store encrypted (EFS) files; say so when asked to
-    // make one, as a stand-alone Windows server does.
-    let makes_new = match &existing {
-        None => req.disposition != FILE_OPEN && req.disposition != FILE_OVERWRITE,
-        Some(st) => !st.is_dir && matches!(req.disposition, FILE_SUPERSEDE | FILE_OVERWRITE | FILE_OVERWRITE_IF),
-    };
-    if makes_new && req.file_attributes & vfs::ATTR_ENCRYPTED != 0 {
-        return Err(NtStatus::ACCESS_DENIED);
-    }
-    if let Some(st) = &existing {
-        if lock(&conn.server.files).get(&(st.dev, st.ino)).is_some_and(|e| e.delete_pending) {
-            return Err(NtStatus::DELETE_PENDING);
+    // A name another client creates between our lookup and our create is
+    // looked up again (OPEN_IF and the like then open it).
+    let mut attempts = 0;
+    let (fd, action) = loop {
+        attempts += 1;
+        let existing = root.lookup(&rel)?;
+        // This server cannot store encrypted (EFS) files; say so when asked to
+        // make one, as a stand-alone Windows server does.
+        let makes_new = match &existing {
+            None => req.disposition != FILE_OPEN && req.disposition != FILE_OVERWRITE,
+            Some(st) => !st.is_dir && matches!(req.disposition, FILE_SUPERSEDE | FILE_OVERWRITE | FILE_OVERWRITE_IF),
+        };
+        if makes_new && req.file_attributes & vfs::ATTR_ENCRYPTED != 0 {
+            return Err(NtStatus::ACCESS_DENIED);
         }
-        if st.is_dir && req.options & OPT_NON_DIRECTORY_FILE != 0 {
-            return Err(NtStatus::FILE_IS_A_DIRECTORY);
-        }
-        if !st.is_dir && req.options & OPT_DIRECTORY_FILE != 0 {
-            return Err(NtStatus::NOT_A_DIRECTORY);
-        }
-    }
-    let (fd, action) = match (&existing, req.disposition) {
-        (Some(_), FILE_CREATE) => return Err(NtStatus::OBJECT_NAME_COLLISION),
-        (None, FILE_OPEN) | (None, FILE_OVERWRITE) => return Err(NtStatus::OBJECT_NAME_NOT_FOUND),
-        (Some(st), d) if st.is_dir && matches!(d, FILE_SUPERSEDE | FILE_OVERWRITE | FILE_OVERWRITE_IF) => {
-            return Err(NtStatus::INVALID_PARAMETER)
-        }
-        (Some(st), d) => {
-            let overwrite = matches!(d, FILE_SUPERSEDE | FILE_OVERWRITE | FILE_OVERWRITE_IF);
-            if overwrite && tree.read_only {
-                return Err(NtStatus::ACCESS_DENIED);
+        if let Some(st) = &existing {
+            if lock(&conn.server.files).get(&(st.dev, st.ino)).is_some_and(|e| e.delete_pending) {
+                return Err(NtStatus::DELETE_PENDING);
             }
-            let wants_write = overwrite || desired & (FILE_WRITE_DATA | FILE_APPEND_DATA) != 0;
-            let flags = if st.is_dir {
-                OFlags::RDONLY | OFlags::DIRECTORY
-            } else if wants_write {
-                OFlags::RDWR
-            } else {
-                OFlags::RDONLY
-            };
-            let fd = match root.open_beneath(&rel, flags) {
-                Ok(fd) => fd,
-                Err(NtStatus::ACCESS_DENIED) if !wants_write && desired & (FILE_READ_DATA | FILE_EXECUTE) == 0 => {
-                    root.open_beneath(&rel, OFlags::PATH)?
+            if st.is_dir && req.options & OPT_NON_DIRECTORY_FILE != 0 {
+                return Err(NtStatus::FILE_IS_A_DIRECTORY);
+            }
+            if !st.is_dir && req.options & OPT_DIRECTORY_FILE != 0 {
+                return Err(NtStatus::NOT_A_DIRECTORY);
+            }
+        }
+        break match (&existing, req.disposition) {
+            (Some(_), FILE_CREATE) => return Err(NtStatus::OBJECT_NAME_COLLISION),
+            (None, FILE_OPEN) | (None, FILE_OVERWRITE) => return Err(NtStatus::OBJECT_NAME_NOT_FOUND),
+            (Some(st), d) if st.is_dir && matches!(d, FILE_SUPERSEDE | FILE_OVERWRITE | FILE_OVERWRITE_IF) => {
+                return Err(NtStatus::INVALID_PARAMETER)
+            }
+            (Some(st), d) => {
+                let overwrite = matches!(d, FILE_SUPERSEDE | FILE_OVERWRITE | FILE_OVERWRITE_IF);
+                if overwrite && tree.read_only {
+                    return Err(NtStatus::ACCESS_DENIED);
                 }
-                Err(e) => return Err(e),
-            };
-            let action = match d {
-                FILE_SUPERSEDE => ACTION_SUPERSEDED,
-                FILE_OVERWRITE | FILE_OVERWRITE_IF => ACTION_OVERWRITTEN,
-                _ => ACTION_OPENED,
-            };
-            (fd, action)
-        }
-        (None, _) => {
-            if tree.read_only {
-                return Err(NtStatus::ACCESS_DENIED);
-            }
-            if rel.is_empty() {
-                return Err(NtStatus::OBJECT_NAME_COLLISION);
-            }
-            let fd = if req.options & OPT_DIRECTORY_FILE != 0 {
-                root.mkdir(&rel)?;
-                root.open_beneath(&rel, OFlags::RDONLY | OFlags::DIRECTORY)?
-            } else {
-                root.create_file(&rel)?
-            };
-            let attrs = req.file_attributes & vfs::SETTABLE_ATTRS;
-            if attrs != 0 {
-                let _ = vfs::set_dos_attrs(&fd, attrs | if req.options & OPT_DIRECTORY_FILE != 0 { 0 } else { vfs::ATTR_ARCHIVE });
-            }
-            if req.options & OPT_DIRECTORY_FILE == 0 {
-                reserve(&fd, alloc_size);
-            }
-            // A security descriptor given with the CREATE applies to the new
-            // file; the parts it leaves out come from the default.
-            if let Some(given) = &given_sd {
-                let mut sd = derived_sd(&fd, tree.read_only)?;
-                sd.merge(given, sd_parts(given));
-                if let Err(e) = store_sd(&fd, &sd) {
-                    let _ = root.remove(&rel, req.options & OPT_DIRECTORY_FILE != 0);
-                    return Err(e);
+                let wants_write = overwrite || desired & (FILE_WRITE_DATA | FILE_APPEND_DATA) != 0;
+                let flags = if st.is_dir {
+                    OFlags::RDONLY | OFlags::DIRECTORY
+                } else if wants_write {
+                    OFlags::RDWR
+                } else {
+                    OFlags::RDONLY
+                };
+                let fd = match root.open_beneath(&rel, flags) {
+                    Ok(fd) => fd,
+                    Err(NtStatus::ACCESS_DENIED) if !wants_write && desired & (FILE_READ_DATA | FILE_EXECUTE) == 0 => {
+                        root.open_beneath(&rel, OFlags::PATH)?
+                    }
+                    Err(e) => return Err(e),
+                };
+                // A security descriptor a client has set limits what may be
+                // opened (the derived one only repeats the share's rights).
+                if let Some(sd) = stored_sd(&fd)? {
+                    let granted = granted_by_sd(&sd, &token_sids(session_kind));
+                    if max_allowed {
+                        desired = (map_generic(req.desired_access) & !MAXIMUM_ALLOWED) | (desired & granted);
+                    }
+                    // Overwriting needs the right to write, superseding to delete (MS-FSA 2.1.5.1.2.1).
+                    let needed = desired
+                        | if matches!(d, FILE_OVERWRITE | FILE_OVERWRITE_IF) { FILE_WRITE_DATA } else { 0 }
+                        | if d == FILE_SUPERSEDE { DELETE } else { 0 };
+                    // DELETE may come from the parent's FILE_DELETE_CHILD instead.
+                    let granted = if needed & DELETE != 0 && granted & DELETE == 0 && parent_grants_delete_child(root, &rel, &tree, session_kind) {
+                        granted | DELETE
+                    } else {
+                        granted
+                    };
+                    if needed & !granted != 0 {
+                        debug!(path = %rel, needed = format_args!("{needed:#x}"), granted = format_args!("{granted:#x}"), "denied by the file's DACL");
+                        return Err(NtStatus::ACCESS_DENIED);
+                    }
+                    if max_allowed && desired == 0 {
+                        return Err(NtStatus::ACCESS_DENIED);
+                    }
                 }
+                let action = match d {
+                    FILE_SUPERSEDE => ACTION_SUPERSEDED,
+                    FILE_OVERWRITE | FILE_OVERWRITE_IF => ACTION_OVERWRITTEN,
+                    _ => ACTION_OPENED,
+                };
+                (fd, action)
             }
-            (fd, ACTION_CREATED)
-        }
+            (None, _) => {
+                if tree.read_only {
+                    return Err(NtStatus::ACCESS_DENIED);
+                }
+                if rel.is_empty() {
+                    return Err(NtStatus::OBJECT_NAME_COLLISION);
+                }
+                let made = if req.options & OPT_DIRECTORY_FILE != 0 {
+                    root.mkdir(&rel).and_then(|()| root.open_beneath(&rel, OFlags::RDONLY | OFlags::DIRECTORY))
+                } else {
+                    root.create_file(&rel)
+                };
+                let fd = match made {
+                    Err(NtStatus::OBJECT_NAME_COLLISION) if req.disposition != FILE_CREATE && attempts < 3 => continue,
+                    r => r?,
+                };
+                let attrs = req.file_attributes & vfs::SETTABLE_ATTRS;
+                if attrs != 0 {
+                    let _ = vfs::set_dos_attrs(&fd, attrs | if req.options & OPT_DIRECTORY_FILE != 0 { 0 } else { vfs::ATTR_ARCHIVE });
+                }
+                if req.options & OPT_DIRECTORY_FILE == 0 {
+                    reserve(&fd, alloc_size);
+                }
+                // A security descriptor given with the CREATE applies to the new
+                // file; the parts it leaves out come from the default.
+                if let Some(given) = &given_sd {
+                    let mut sd = derived_sd(&fd, tree.read_only)?;
+                    sd.merge(given, sd_parts(given));
+                    if let Err(e) = store_sd(&fd, &sd) {
+                        let _ = root.remove(&rel, req.options & OPT_DIRECTORY_FILE != 0);
+                        return Err(e);
+                    }
+                }
+                (fd, ACTION_CREATED)
+            }
+        };
     };
     let _ = creates;
     let mut st = vfs::stat_fd(&fd)?;
@@ -347,18 +382,28 @@ pub fn derived_sd(fd: &rustix::fd::OwnedFd, read_only: bool) -> Result<SecurityD
     Ok(SecurityDescriptor { control: 0x8000 | SE_DACL_PRESENT, owner: Some(owner), group: Some(group), sacl: None, dacl: Some(dacl) })
 }
 
-/// A file's security descriptor: the stored one, else the derived one.
-pub fn file_sd(fd: &rustix::fd::OwnedFd, read_only: bool) -> Result<SecurityDescriptor, NtStatus> {
+/// The security descriptor a client set on the file, if any.
+pub fn stored_sd(fd: &rustix::fd::OwnedFd) -> Result<Option<SecurityDescriptor>, NtStatus> {
     let mut buf = vec![0u8; MAX_SD];
     match rustix::fs::fgetxattr(fd, XATTR_SD, &mut buf) {
         Ok(n) => match buf.get(..n).map(SecurityDescriptor::parse) {
-            Some(Ok(sd)) => return Ok(sd),
-            _ => debug!("stored security descriptor unreadable; using the derived one"),
+            Some(Ok(sd)) => Ok(Some(sd)),
+            _ => {
+                debug!("stored security descriptor unreadable; using the derived one");
+                Ok(None)
+            }
         },
-        Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) | Err(rustix::io::Errno::BADF) => {}
-        Err(e) => return Err(NtStatus::from_errno(e)),
+        Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) | Err(rustix::io::Errno::BADF) => Ok(None),
+        Err(e) => Err(NtStatus::from_errno(e)),
     }
-    derived_sd(fd, read_only)
+}
+
+/// A file's security descriptor: the stored one, else the derived one.
+pub fn file_sd(fd: &rustix::fd::OwnedFd, read_only: bool) -> Result<SecurityDescriptor, NtStatus> {
+    match stored_sd(fd)? {
+        Some(sd) => Ok(sd),
+        None => derived_sd(fd, read_only),
+    }
 }
 
 /// Keeps `sd` as the file's security descriptor.
@@ -390,6 +435,85 @@ pub fn sd_parts(sd: &SecurityDescriptor) -> u32 {
         p |= SECINFO_SACL;
     }
     p
+}
+
+fn sid(auth: u8, subs: &[u32]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + 4 * subs.len());
+    v.u8(1).u8(subs.len() as u8).put(&[0, 0, 0, 0, 0, auth]);
+    for s in subs {
+        v.u32(*s);
+    }
+    v
+}
+
+/// The SIDs a session acts with when a stored DACL is checked. Every user
+/// works on the file system as this server's Unix user, so an authenticated
+/// user also holds that user's and group's SIDs (the owner of derived
+/// security descriptors).
+pub fn token_sids(kind: Option<crate::auth::IdentityKind>) -> Vec<Vec<u8>> {
+    use crate::auth::IdentityKind;
+    match kind {
+        Some(IdentityKind::User) => vec![
+            sid(1, &[0]),
+            sid(5, &[11]),
+            sid(22, &[1, rustix::process::geteuid().as_raw()]),
+            sid(22, &[2, rustix::process::getegid().as_raw()]),
+        ],
+        Some(IdentityKind::Guest) => vec![sid(1, &[0]), sid(5, &[32, 546])],
+        _ => vec![sid(5, &[7])],
+    }
+}
+
+const ACE_ACCESS_ALLOWED: u8 = 0;
+const ACE_ACCESS_DENIED: u8 = 1;
+const ACE_INHERIT_ONLY: u8 = 0x08;
+
+/// The most a token may be granted by a security descriptor's DACL
+/// (MS-DTYP 2.5.3.2, as for MAXIMUM_ALLOWED): no DACL grants everything; the
+/// owner always has READ_CONTROL and WRITE_DAC; ACEs are taken in order, a
+/// right denied before it is allowed stays denied. ACE kinds other than
+/// plain allow/deny (object, callback) name no right here.
+pub fn granted_by_sd(sd: &SecurityDescriptor, token: &[Vec<u8>]) -> u32 {
+    const ALL: u32 = FILE_ALL_ACCESS | ACCESS_SYSTEM_SECURITY;
+    let Some(dacl) = sd.dacl.as_ref().filter(|_| sd.control & SE_DACL_PRESENT != 0) else { return ALL };
+    let mut granted = 0u32;
+    let mut denied = 0u32;
+    if sd.owner.as_ref().is_some_and(|o| token.contains(o)) {
+        granted |= READ_CONTROL | WRITE_DAC;
+    }
+    let count = dacl.get(4..6).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let mut off = 8usize;
+    for _ in 0..count {
+        let Some(h) = dacl.get(off..off + 8) else { break };
+        let (kind, flags, size) = (h[0], h[1], u16::from_le_bytes([h[2], h[3]]) as usize);
+        let mask = map_generic(u32::from_le_bytes([h[4], h[5], h[6], h[7]]));
+        let Some(body) = dacl.get(off + 8..off + size.max(8)) else { break };
+        off += size.max(8);
+        if flags & ACE_INHERIT_ONLY != 0 || !matches!(kind, ACE_ACCESS_ALLOWED | ACE_ACCESS_DENIED) {
+            continue;
+        }
+        let Some(ace_sid) = body.get(1).and_then(|n| body.get(..8 + 4 * *n as usize)) else { continue };
+        if !token.iter().any(|t| t.as_slice() == ace_sid) {
+            continue;
+        }
+        if kind == ACE_ACCESS_ALLOWED {
+            granted |= mask & !denied;
+        } else {
+            denied |= mask & !granted;
+        }
+    }
+    granted
+}
+
+/// Whether the directory holding `rel` lets this session delete its entries.
+fn parent_grants_delete_child(root: &vfs::ShareRoot, rel: &str, tree: &crate::objects::Tree, kind: Option<crate::auth::IdentityKind>) -> bool {
+    let parent = vfs::split_parent(rel).map_or("", |(p, _)| p);
+    let Ok(pfd) = root.open_beneath(parent, OFlags::RDONLY | OFlags::DIRECTORY) else { return false };
+    match stored_sd(&pfd) {
+        Ok(Some(sd)) => granted_by_sd(&sd, &token_sids(kind)) & tree.maximal_access & FILE_DELETE_CHILD != 0,
+        Ok(None) => tree.maximal_access & FILE_DELETE_CHILD != 0,
+        Err(_) => false,
+    }
 }
 
 /// Applies an SMB2_CREATE_ALLOCATION_SIZE to a new or overwritten file:
@@ -454,6 +578,54 @@ mod tests {
         // Attribute-only opens never conflict.
         assert!(!share_conflict((FILE_READ_ATTRIBUTES, 0), FILE_READ_ATTRIBUTES, 0));
         assert!(share_conflict((DELETE, SHARE_READ), FILE_READ_DATA, SHARE_READ));
+    }
+
+    fn acl(aces: &[(u8, u8, u32, Vec<u8>)]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (kind, flags, mask, sid) in aces {
+            body.u8(*kind).u8(*flags).u16((8 + sid.len()) as u16).u32(*mask).put(sid);
+        }
+        let mut a = Vec::new();
+        a.u8(2).u8(0).u16((8 + body.len()) as u16).u16(aces.len() as u16).u16(0).put(&body);
+        a
+    }
+
+    #[test]
+    fn dacl_evaluation() {
+        let me = token_sids(Some(crate::auth::IdentityKind::User));
+        let owner = me[2].clone();
+        let everyone = sid(1, &[0]);
+        let creator_owner = sid(3, &[0]);
+        let sd = |dacl: Option<Vec<u8>>, present: bool| SecurityDescriptor {
+            control: 0x8000 | if present { SE_DACL_PRESENT } else { 0 },
+            owner: Some(owner.clone()),
+            group: None,
+            sacl: None,
+            dacl,
+        };
+        // No DACL, or a NULL one: everything.
+        assert_eq!(granted_by_sd(&sd(None, false), &me) & FILE_ALL_ACCESS, FILE_ALL_ACCESS);
+        assert_eq!(granted_by_sd(&sd(None, true), &me) & FILE_ALL_ACCESS, FILE_ALL_ACCESS);
+        // An empty DACL: only what the owner always has.
+        assert_eq!(granted_by_sd(&sd(Some(acl(&[])), true), &me), READ_CONTROL | WRITE_DAC);
+        // CREATOR OWNER matches nobody on the object itself; generic bits are mapped.
+        let g = granted_by_sd(&sd(Some(acl(&[(0, 0, GENERIC_READ, creator_owner.clone()), (0, 0, FILE_READ_DATA, everyone.clone())])), true), &me);
+        assert_eq!(g, READ_CONTROL | WRITE_DAC | FILE_READ_DATA);
+        let g = granted_by_sd(&sd(Some(acl(&[(0, 0, GENERIC_READ, everyone.clone())])), true), &me);
+        assert_eq!(g & FILE_GENERIC_READ, FILE_GENERIC_READ);
+        // A deny before an allow wins; inherit-only ACEs do not apply.
+        let g = granted_by_sd(&sd(Some(acl(&[(1, 0, FILE_WRITE_DATA, everyone.clone()), (0, 0, FILE_ALL_ACCESS, everyone.clone())])), true), &me);
+        assert_eq!(g & FILE_WRITE_DATA, 0);
+        assert_ne!(g & FILE_READ_DATA, 0);
+        let g = granted_by_sd(&sd(Some(acl(&[(0, ACE_INHERIT_ONLY, FILE_ALL_ACCESS, everyone.clone())])), true), &me);
+        assert_eq!(g, READ_CONTROL | WRITE_DAC);
+        // A guest is not the owner and not an authenticated user.
+        let guest = token_sids(Some(crate::auth::IdentityKind::Guest));
+        assert_eq!(granted_by_sd(&sd(Some(acl(&[(0, 0, FILE_ALL_ACCESS, sid(5, &[11]))])), true), &guest), 0);
+        // A truncated ACE list ends the walk instead of reading past the ACL.
+        let mut cut = acl(&[(0, 0, FILE_READ_DATA, everyone.clone())]);
+        cut.truncate(12);
+        assert_eq!(granted_by_sd(&sd(Some(cut), true), &me), READ_CONTROL | WRITE_DAC);
     }
 
     #[test]

@@ -606,8 +606,9 @@ impl SecurityDescriptor {
             self.control = (self.control & !SE_GROUP_DEFAULTED) | (new.control & SE_GROUP_DEFAULTED);
         }
         if info & SECINFO_DACL != 0 {
-            self.dacl = new.dacl.clone();
-            self.control = (self.control & !SE_DACL_PART) | (new.control & SE_DACL_PART);
+            // Setting a descriptor without a DACL sets a NULL DACL.
+            self.dacl = if new.control & SE_DACL_PRESENT != 0 { new.dacl.clone() } else { None };
+            self.control = (self.control & !SE_DACL_PART) | (new.control & SE_DACL_PART) | SE_DACL_PRESENT;
         }
         if info & SECINFO_SACL != 0 {
             self.sacl = new.sacl.clone();
