@@ -8,8 +8,12 @@
 #   target_stop    (stops it; safe to call twice)
 #
 # ours  = ${SMBDIRECT_BIN:-target/release/smbdirect} serve --listen 127.0.0.1:0
-#         --share share=WORKDIR/share --user USER:PASS; stderr goes to
-#         WORKDIR/smbdirect.log
+#         --share share=WORKDIR/share --user USER:PASS
+#         --config WORKDIR/smbdirect.conf; stderr goes to WORKDIR/smbdirect.log.
+#         The config file sets what ci/samba.sh sets for smbd where ours
+#         differs by default, so both targets run with the same settings:
+#         smb2 max credits = 8192 (Samba's default; ours is 512) and
+#         smbd:FSCTL_SMBTORTURE = yes (smbtorture's test-only FSCTLs).
 # samba = ci/samba.sh start WORKDIR PORT USER PASS
 
 _targets_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -50,8 +54,13 @@ target_start() {
             return 1
         fi
         mkdir -p "$TARGET_SHARE_PATH"
+        cat >"$dir/smbdirect.conf" <<'CONF'
+[global]
+    smb2 max credits = 8192
+    smbd:FSCTL_SMBTORTURE = yes
+CONF
         RUST_LOG=${RUST_LOG:-info} "$bin" serve --listen 127.0.0.1:0 --share "share=$TARGET_SHARE_PATH" \
-            --user "$user:$pass" >"$dir/smbdirect.stdout" 2>"$dir/smbdirect.log" </dev/null &
+            --user "$user:$pass" --config "$dir/smbdirect.conf" >"$dir/smbdirect.stdout" 2>"$dir/smbdirect.log" </dev/null &
         TARGET_MAIN_PID=$!
         TARGET_PORT=""
         local i

@@ -84,6 +84,9 @@ pub struct ServerConfig {
     pub max_sessions_per_connection: usize,
     pub max_opens_per_session: usize,
     pub max_outstanding_requests: usize,
+    /// Samba's `smbd:FSCTL_SMBTORTURE`: answer the test-only FSCTLs smbtorture
+    /// uses to change server behaviour (off by default).
+    pub smbtorture_fsctls: bool,
 }
 
 impl Default for ServerConfig {
@@ -107,6 +110,7 @@ impl Default for ServerConfig {
             max_sessions_per_connection: 64,
             max_opens_per_session: 16384,
             max_outstanding_requests: 8192,
+            smbtorture_fsctls: false,
         }
     }
 }
@@ -219,6 +223,7 @@ impl ServerConfig {
                         "netbiosname" => self.netbios_name = v.to_uppercase(),
                         "workgroup" => self.workgroup = v.to_uppercase(),
                         "maptoguest" => self.map_to_guest = v.eq_ignore_ascii_case("bad user"),
+                        "smbd:fsctlsmbtorture" => self.smbtorture_fsctls = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
                         "smb2maxcredits" => self.max_credits = v.parse().map_err(|_| bad(line, format!("bad number {v:?}")))?,
                         "smb2maxread" => self.max_read_size = v.parse().map_err(|_| bad(line, format!("bad number {v:?}")))?,
                         "smb2maxwrite" => self.max_write_size = v.parse().map_err(|_| bad(line, format!("bad number {v:?}")))?,
@@ -305,13 +310,15 @@ mod tests {
     fn parses_samba_style() {
         let mut c = ServerConfig::default();
         c.apply_conf(
-            "[global]\n  server signing = mandatory\n server_min_protocol = SMB3_00\n smb encrypt = required\n\n[data]\n path = /srv/d\n read only = yes\n valid users = a, b\n\n[Pub]\npath=/tmp\\\n/x\nguest ok = yes\n",
+            "[global]\n  server signing = mandatory\n smb2 max credits = 8192\n smbd:FSCTL_SMBTORTURE = yes\n server_min_protocol = SMB3_00\n smb encrypt = required\n\n[data]\n path = /srv/d\n read only = yes\n valid users = a, b\n\n[Pub]\npath=/tmp\\\n/x\nguest ok = yes\n",
             "t",
         )
         .unwrap();
         assert_eq!(c.signing, Setting::Required);
         assert_eq!(c.encrypt, Setting::Required);
         assert_eq!(c.min_protocol, DIALECT_300);
+        assert_eq!(c.max_credits, 8192);
+        assert!(c.smbtorture_fsctls && !ServerConfig::default().smbtorture_fsctls);
         let d = c.share("DATA").unwrap();
         assert!(d.read_only);
         assert!(d.user_allowed("A") && !d.user_allowed("c"));

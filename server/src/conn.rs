@@ -53,6 +53,9 @@ pub struct Connection {
     pub wildcard_sent: bool,
     pub outstanding: usize,
     pub asyncs: Arc<crate::asyncop::AsyncTable>,
+    /// Bytes of padding between a READ response's fixed body and its data
+    /// (set only by FSCTL_SMBTORTURE_GLOBAL_READ_RESPONSE_BODY_PADDING8).
+    pub read_body_padding: u8,
 }
 
 /// What one request in a compound sees.
@@ -69,6 +72,9 @@ pub struct Ctx<'a> {
     /// A success-class status other than SUCCESS (BUFFER_OVERFLOW,
     /// MORE_PROCESSING_REQUIRED) that goes with a full response body.
     pub warning: Option<NtStatus>,
+    /// The FileId this request resolved with [`Ctx::open`]: a related request
+    /// that follows operates on it (MS-SMB2 3.3.5.2.7.2).
+    pub used_file: std::cell::Cell<Option<FileId>>,
 }
 
 impl Ctx<'_> {
@@ -99,6 +105,7 @@ impl Ctx<'_> {
                 return Err(NtStatus::FILE_CLOSED);
             }
         }
+        self.used_file.set(Some(id));
         Ok(open)
     }
 }
@@ -184,6 +191,7 @@ impl Connection {
             wildcard_sent: false,
             outstanding: 0,
             asyncs: crate::asyncop::AsyncTable::new(),
+            read_body_padding: 0,
         }
     }
 
@@ -316,23 +324,21 @@ impl Connection {
         prev: &mut Option<(u64, u32, Option<FileId>, NtStatus)>,
         out: &mut Vec<u8>,
     ) -> Result<Option<Arc<crate::objects::SessionKeys>>, Disconnect> {
-        let Some(cmd) = Command::from_u16(hdr.command) else {
-            return Err(Disconnect::Protocol(format!("unknown command {:#x}", hdr.command)));
-        };
+        let known = Command::from_u16(hdr.command);
         if hdr.flags & FLAG_SERVER_TO_REDIR != 0 {
             return Err(Disconnect::Protocol("a response sent to the server".into()));
         }
         // CANCEL consumes no credit and gets no response of its own; the
         // operation it names ends with STATUS_CANCELLED.
-        if cmd == Command::Cancel {
+        if known == Some(Command::Cancel) {
             if !self.asyncs.cancel(hdr) {
                 debug!(peer = %self.peer, mid = hdr.message_id, "CANCEL of nothing pending");
             }
             return Ok(None);
         }
         let dialect = self.dialect;
-        if cmd != Command::Negotiate && dialect.is_none_or(|d| d == DIALECT_WILDCARD_INTERNAL) {
-            return Err(Disconnect::Protocol(format!("{cmd:?} before NEGOTIATE")));
+        if known != Some(Command::Negotiate) && dialect.is_none_or(|d| d == DIALECT_WILDCARD_INTERNAL) {
+            return Err(Disconnect::Protocol(format!("command {:#x} before NEGOTIATE", hdr.command)));
         }
         // Credits: the message id must be inside the window, each used once.
         let multi_credit = dialect.is_some_and(|d| d >= DIALECT_210);
@@ -340,6 +346,29 @@ impl Connection {
         if let Err(e) = self.credits.consume(hdr.message_id, charge) {
             return Err(Disconnect::Protocol(format!("message id {} (charge {charge}) outside the credit window: {e}", hdr.message_id)));
         }
+
+        // An unknown command costs its credits and is answered with
+        // INVALID_PARAMETER; the rest of a compound goes on.
+        let Some(cmd) = known else {
+            debug!(peer = %self.peer, mid = hdr.message_id, "unknown command {:#x}", hdr.command);
+            let mut rh = hdr.response(NtStatus::INVALID_PARAMETER);
+            rh.credit_charge = hdr.credit_charge;
+            rh.credits = self.credits.grant(hdr.credits.max(1));
+            if hdr.is_related() {
+                rh.flags |= FLAG_RELATED;
+            }
+            rh.write(out);
+            error_body(out, &[]);
+            *prev = Some((hdr.session_id, hdr.tree_id(), None, NtStatus::INVALID_PARAMETER));
+            let keys = self.server.session(hdr.session_id).filter(|s| self.sessions.contains(&s.id) && s.is_valid()).and_then(|s| {
+                if !encrypted && (hdr.is_signed() || *lock(&s.signing_required)) {
+                    s.keys()
+                } else {
+                    None
+                }
+            });
+            return Ok(keys);
+        };
 
         let mut hdr = hdr.clone();
         if hdr.is_related() {
@@ -350,20 +379,28 @@ impl Connection {
                 }
                 None => {
                     // The first message of a chain cannot be related.
-                    let st = NtStatus::INVALID_PARAMETER;
-                    self.write_error(&hdr, st, out);
+                    let mut rh = hdr.response(NtStatus::INVALID_PARAMETER);
+                    rh.credit_charge = hdr.credit_charge;
+                    rh.credits = self.credits.grant(hdr.credits.max(1));
+                    rh.flags |= FLAG_RELATED;
+                    rh.write(out);
+                    error_body(out, &[]);
                     return Ok(None);
                 }
             }
         }
-        let mut ctx = Ctx { hdr: &hdr, msg, session: None, tree: None, compound_file: prev.as_ref().and_then(|p| p.2), encrypted, async_id: None, warning: None };
+        let compound_file = if hdr.is_related() { prev.as_ref().and_then(|p| p.2) } else { None };
+        let mut ctx = Ctx { hdr: &hdr, msg, session: None, tree: None, compound_file, encrypted, async_id: None, warning: None, used_file: Default::default() };
         let resp_start = out.len();
         out.zeros(HEADER_LEN);
+        let mut session_failed = false;
 
         let result: Result<(), NtStatus> = (|| {
+            // A related request inherits the failure of the CREATE (or of the
+            // session check) before it in the chain.
             if hdr.is_related() {
                 if let Some((_, _, _, st)) = prev {
-                    if st.is_error() && *st != NtStatus::BUFFER_OVERFLOW {
+                    if st.is_error() {
                         return Err(*st);
                     }
                 }
@@ -386,7 +423,10 @@ impl Connection {
                         }
                         ctx.session = Some(s);
                     }
-                    None if needs_session || cmd == Command::SessionSetup => return Err(NtStatus::USER_SESSION_DELETED),
+                    None if needs_session || cmd == Command::SessionSetup => {
+                        session_failed = true;
+                        return Err(NtStatus::USER_SESSION_DELETED);
+                    }
                     None => {}
                 }
             }
@@ -454,12 +494,8 @@ impl Connection {
         rh.write(&mut hb);
         out[resp_start..resp_start + HEADER_LEN].copy_from_slice(&hb);
 
-        let file = if cmd == Command::Create && status == NtStatus::SUCCESS {
-            out.get(resp_start + HEADER_LEN + 64..resp_start + HEADER_LEN + 80).and_then(|b| b.try_into().ok())
-        } else {
-            ctx.compound_file
-        };
-        *prev = Some((rh.session_id, rh.tree_id(), file, status));
+        let (file, sticky) = chain_state(cmd, status, session_failed, hdr.is_related(), &out[resp_start..], &ctx, prev.as_ref().map(|p| p.3));
+        *prev = Some((rh.session_id, rh.tree_id(), file, sticky));
 
         // Preauth hash of SESSION_SETUP responses (all but the final success).
         if cmd == Command::SessionSetup {
@@ -530,7 +566,14 @@ impl Connection {
             Command::Read => h::file::read(self, ctx, out),
             Command::Write => h::file::write(self, ctx, out),
             Command::Lock => h::lock::lock_cmd(self, ctx, out),
-            Command::Ioctl => h::ioctl::ioctl(self, ctx, out),
+            Command::Ioctl => {
+                if self.server.cfg.smbtorture_fsctls {
+                    if let Some(r) = self.smbtorture_fsctl(ctx.msg, out) {
+                        return r;
+                    }
+                }
+                h::ioctl::ioctl(self, ctx, out)
+            }
             Command::Echo => {
                 crate::wire::messages::parse_small(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
                 out.u16(4).u16(0);
@@ -543,6 +586,23 @@ impl Connection {
             Command::OplockBreak => Err(NtStatus::INVALID_PARAMETER),
             Command::Cancel => Ok(()),
         }
+    }
+
+    /// Samba's test-only FSCTLs (enabled by `smbd:FSCTL_SMBTORTURE`); `None`
+    /// when `msg` is not one of them.
+    fn smbtorture_fsctl(&mut self, msg: &[u8], out: &mut Vec<u8>) -> Option<Result<(), NtStatus>> {
+        let req = crate::wire::messages::IoctlReq::parse(msg).ok()?;
+        if req.flags != crate::wire::messages::IOCTL_IS_FSCTL || req.ctl_code != FSCTL_SMBTORTURE_GLOBAL_READ_RESPONSE_BODY_PADDING8 {
+            return None;
+        }
+        if !req.input.is_empty() {
+            return Some(Err(NtStatus::INVALID_PARAMETER));
+        }
+        self.read_body_padding = 8;
+        let off = (HEADER_LEN + 48) as u32;
+        out.u16(49).u16(0).u32(req.ctl_code).put(&req.file_id);
+        out.u32(off).u32(0).u32(off).u32(0).u32(0).u32(0);
+        Some(Ok(()))
     }
 
     pub fn is_smb3(&self) -> bool {
@@ -561,6 +621,39 @@ impl Connection {
         self.dialect == Some(DIALECT_311)
     }
 }
+
+/// What a related request after this one inherits (MS-SMB2 3.3.5.2.7.2):
+/// the FileId (a CREATE's new one, else the one this request used, else the
+/// related chain's) and the error it fails with: a failed CREATE's status, or
+/// INVALID_PARAMETER after a failed session lookup. An unrelated request
+/// starts the chain state afresh. `resp` is this response, header included.
+fn chain_state(
+    cmd: Command,
+    status: NtStatus,
+    session_failed: bool,
+    related: bool,
+    resp: &[u8],
+    ctx: &Ctx<'_>,
+    prev_sticky: Option<NtStatus>,
+) -> (Option<FileId>, NtStatus) {
+    if session_failed {
+        return (None, NtStatus::INVALID_PARAMETER);
+    }
+    if cmd == Command::Create {
+        if status.is_error() {
+            return (None, status);
+        }
+        let id = resp.get(HEADER_LEN + 64..HEADER_LEN + 80).and_then(|b| b.try_into().ok());
+        return (id, NtStatus::SUCCESS);
+    }
+    let file = ctx.used_file.get().or(ctx.compound_file);
+    let sticky = if related { prev_sticky.unwrap_or(NtStatus::SUCCESS) } else { NtStatus::SUCCESS };
+    (file, sticky)
+}
+
+/// Samba's FSCTL_SMBTORTURE (0x83840000) | FSCTL_ACCESS_WRITE | 0x20 |
+/// METHOD_NEITHER: pad every later READ response body on the connection by 8.
+pub const FSCTL_SMBTORTURE_GLOBAL_READ_RESPONSE_BODY_PADDING8: u32 = 0x8384_8023;
 
 /// Internal marker for "SMB1 upgraded, waiting for the SMB2 NEGOTIATE".
 pub const DIALECT_WILDCARD_INTERNAL: u16 = crate::config::DIALECT_WILDCARD;
@@ -587,4 +680,34 @@ pub fn go_async(conn: &Connection, ctx: &mut Ctx<'_>) -> Result<crate::asyncop::
     let p = crate::asyncop::Pending::new(&conn.asyncs, conn.sink.clone(), session, ctx.hdr, ctx.encrypted);
     ctx.async_id = Some(p.async_id);
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx<'a>(hdr: &'a Header, compound_file: Option<FileId>) -> Ctx<'a> {
+        Ctx { hdr, msg: &[], session: None, tree: None, compound_file, encrypted: false, async_id: None, warning: None, used_file: Default::default() }
+    }
+
+    #[test]
+    fn compound_chain_state() {
+        let hdr = Header::default();
+        let mut resp = vec![0u8; HEADER_LEN + 89];
+        resp[HEADER_LEN + 64..HEADER_LEN + 80].copy_from_slice(&[7; 16]);
+        let c = ctx(&hdr, None);
+        // A CREATE hands its FileId on; a failed one hands on its error.
+        assert_eq!(chain_state(Command::Create, NtStatus::SUCCESS, false, false, &resp, &c, None), (Some([7; 16]), NtStatus::SUCCESS));
+        assert_eq!(chain_state(Command::Create, NtStatus::ACCESS_DENIED, false, false, &resp, &c, None), (None, NtStatus::ACCESS_DENIED));
+        // A failed related WRITE does not fail the READ after it; a failed CREATE does.
+        let c = ctx(&hdr, Some([7; 16]));
+        assert_eq!(chain_state(Command::Write, NtStatus::ACCESS_DENIED, false, true, &resp, &c, Some(NtStatus::SUCCESS)), (Some([7; 16]), NtStatus::SUCCESS));
+        assert_eq!(chain_state(Command::Ioctl, NtStatus::ACCESS_DENIED, false, true, &resp, &c, Some(NtStatus::ACCESS_DENIED)).1, NtStatus::ACCESS_DENIED);
+        // A failed session lookup makes the related request after it invalid.
+        assert_eq!(chain_state(Command::Close, NtStatus::USER_SESSION_DELETED, true, false, &resp, &c, None), (None, NtStatus::INVALID_PARAMETER));
+        // An unrelated request starts afresh, with the FileId it used.
+        let c = ctx(&hdr, None);
+        c.used_file.set(Some([9; 16]));
+        assert_eq!(chain_state(Command::Read, NtStatus::SUCCESS, false, false, &resp, &c, Some(NtStatus::ACCESS_DENIED)), (Some([9; 16]), NtStatus::SUCCESS));
+    }
 }

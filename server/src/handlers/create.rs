@@ -6,7 +6,8 @@ use crate::conn::{Connection, Ctx};
 use crate::objects::{lock, DirCursor, FileEntry, Open, OpenKind};
 use crate::vfs::{self, FileStat};
 use crate::wire::header::HEADER_LEN;
-use crate::wire::messages::{parse_create_contexts, put_create_context, CreateReq};
+use crate::wire::messages::{parse_create_contexts, put_create_context, CreateReq, SecurityDescriptor};
+use crate::wire::messages::{SECINFO_DACL, SECINFO_GROUP, SECINFO_OWNER, SECINFO_SACL, SE_DACL_PRESENT};
 use crate::wire::status::NtStatus;
 use crate::wire::{utf16_to_string, Put};
 use rustix::fs::OFlags;
@@ -22,8 +23,25 @@ pub const FILE_OVERWRITE_IF: u32 = 5;
 
 pub const OPT_DIRECTORY_FILE: u32 = 0x1;
 pub const OPT_NON_DIRECTORY_FILE: u32 = 0x40;
+pub const OPT_CREATE_TREE_CONNECTION: u32 = 0x80;
 pub const OPT_DELETE_ON_CLOSE: u32 = 0x1000;
 pub const OPT_OPEN_BY_FILE_ID: u32 = 0x2000;
+pub const OPT_RESERVE_OPFILTER: u32 = 0x0010_0000;
+/// CreateOptions bits no NT file system defines.
+pub const OPT_INVALID_MASK: u32 = 0xFF00_0000;
+
+/// FileAttributes a CREATE may carry (MS-FSCC 2.6): everything defined but
+/// DEVICE, VOLUME (the old label bit) and INTEGRITY_STREAM and higher.
+pub const CREATE_VALID_ATTRS: u32 = 0x7FB7;
+
+/// Access bits that name no right: reserved specific rights (bits 9-15),
+/// reserved standard rights (bits 21-23) and bits 26-27.
+pub const ACCESS_INVALID_MASK: u32 = 0x0CE0_FE00;
+
+/// STATUS_BAD_IMPERSONATION_LEVEL (MS-ERREF 2.3.1).
+pub const BAD_IMPERSONATION_LEVEL: NtStatus = NtStatus(0xC000_00A5);
+/// SECURITY_DELEGATION, the highest ImpersonationLevel (MS-SMB2 2.2.13).
+const IMPERSONATION_DELEGATE: u32 = 3;
 
 const ACTION_SUPERSEDED: u32 = 0;
 const ACTION_OPENED: u32 = 1;
@@ -59,12 +77,11 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
     })?;
     let tree = ctx.tree()?.clone();
     let session = ctx.session()?.clone();
+    let session_kind = lock(&session.identity).as_ref().map(|i| i.kind);
     let name = utf16_to_string(req.name).map_err(|_| NtStatus::OBJECT_NAME_INVALID)?;
     debug!(name = %name, disposition = req.disposition, options = format_args!("{:#x}", req.options), access = format_args!("{:#x}", req.desired_access), oplock = req.oplock_level, "CREATE");
-    if req.disposition > FILE_OVERWRITE_IF || req.impersonation > 3 {
-        return Err(NtStatus::INVALID_PARAMETER);
-    }
-    if req.options & OPT_DIRECTORY_FILE != 0 && req.options & OPT_NON_DIRECTORY_FILE != 0 {
+    check_create_params(req.desired_access, req.options, req.file_attributes, req.impersonation)?;
+    if req.disposition > FILE_OVERWRITE_IF {
         return Err(NtStatus::INVALID_PARAMETER);
     }
     if req.oplock_level > 0x09 && req.oplock_level != 0xFF {
@@ -78,6 +95,29 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
         NtStatus::INVALID_PARAMETER
     })?;
 
+    // Create contexts acted on before the open (MS-SMB2 3.3.5.9.x).
+    let mut alloc_size: Option<u64> = None;
+    let mut given_sd: Option<SecurityDescriptor> = None;
+    for (cname, data) in &contexts {
+        match *cname {
+            b"SecD" => {
+                let sd = SecurityDescriptor::parse(data).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+                // Setting a SACL needs SeSecurityPrivilege, which no user here holds.
+                if sd_parts(&sd) & SECINFO_SACL != 0 {
+                    return Err(NtStatus::PRIVILEGE_NOT_HELD);
+                }
+                given_sd = Some(sd);
+            }
+            // No previous versions (snapshots) exist to open.
+            b"TWrp" => return Err(NtStatus::OBJECT_NAME_NOT_FOUND),
+            b"AlSi" => {
+                let b: [u8; 8] = (*data).try_into().map_err(|_| NtStatus::INVALID_PARAMETER)?;
+                alloc_size = Some(u64::from_le_bytes(b));
+            }
+            _ => {}
+        }
+    }
+
     if tree.share.is_ipc() {
         let pipe = crate::ipc::Pipe::open(&name, &conn.server)?;
         let id = conn.server.new_id();
@@ -87,15 +127,9 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
         return Ok(());
     }
     let root = tree.share.root.as_ref().ok_or(NtStatus::INVALID_DEVICE_REQUEST)?;
-    if req.options & OPT_OPEN_BY_FILE_ID != 0 {
-        return Err(NtStatus::NOT_SUPPORTED);
-    }
     let rel = vfs::validate_name(&name)?;
 
     let mut desired = map_generic(req.desired_access);
-    if desired & ACCESS_SYSTEM_SECURITY != 0 {
-        return Err(NtStatus::PRIVILEGE_NOT_HELD);
-    }
     let max_allowed = desired & MAXIMUM_ALLOWED != 0;
     desired &= !MAXIMUM_ALLOWED;
     if max_allowed {
@@ -114,70 +148,126 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
         }
     }
 
-    let existing = root.lookup(&rel)?;
-    if let Some(st) = &existing {
-        if lock(&conn.server.files).get(&(st.dev, st.ino)).is_some_and(|e| e.delete_pending) {
-            return Err(NtStatus::DELETE_PENDING);
+    // A name another client creates between our lookup and our create is
+    // looked up again (OPEN_IF and the like then open it).
+    let mut attempts = 0;
+    let (fd, action) = loop {
+        attempts += 1;
+        let existing = root.lookup(&rel)?;
+        // This server cannot store encrypted (EFS) files; say so when asked to
+        // make one, as a stand-alone Windows server does.
+        let makes_new = match &existing {
+            None => req.disposition != FILE_OPEN && req.disposition != FILE_OVERWRITE,
+            Some(st) => !st.is_dir && matches!(req.disposition, FILE_SUPERSEDE | FILE_OVERWRITE | FILE_OVERWRITE_IF),
+        };
+        if makes_new && req.file_attributes & vfs::ATTR_ENCRYPTED != 0 {
+            return Err(NtStatus::ACCESS_DENIED);
         }
-        if st.is_dir && req.options & OPT_NON_DIRECTORY_FILE != 0 {
-            return Err(NtStatus::FILE_IS_A_DIRECTORY);
-        }
-        if !st.is_dir && req.options & OPT_DIRECTORY_FILE != 0 {
-            return Err(NtStatus::NOT_A_DIRECTORY);
-        }
-    }
-    let (fd, action) = match (&existing, req.disposition) {
-        (Some(_), FILE_CREATE) => return Err(NtStatus::OBJECT_NAME_COLLISION),
-        (None, FILE_OPEN) | (None, FILE_OVERWRITE) => return Err(NtStatus::OBJECT_NAME_NOT_FOUND),
-        (Some(st), d) if st.is_dir && matches!(d, FILE_SUPERSEDE | FILE_OVERWRITE | FILE_OVERWRITE_IF) => {
-            return Err(NtStatus::INVALID_PARAMETER)
-        }
-        (Some(st), d) => {
-            let overwrite = matches!(d, FILE_SUPERSEDE | FILE_OVERWRITE | FILE_OVERWRITE_IF);
-            if overwrite && tree.read_only {
-                return Err(NtStatus::ACCESS_DENIED);
+        if let Some(st) = &existing {
+            if lock(&conn.server.files).get(&(st.dev, st.ino)).is_some_and(|e| e.delete_pending) {
+                return Err(NtStatus::DELETE_PENDING);
             }
-            let wants_write = overwrite || desired & (FILE_WRITE_DATA | FILE_APPEND_DATA) != 0;
-            let flags = if st.is_dir {
-                OFlags::RDONLY | OFlags::DIRECTORY
-            } else if wants_write {
-                OFlags::RDWR
-            } else {
-                OFlags::RDONLY
-            };
-            let fd = match root.open_beneath(&rel, flags) {
-                Ok(fd) => fd,
-                Err(NtStatus::ACCESS_DENIED) if !wants_write && desired & (FILE_READ_DATA | FILE_EXECUTE) == 0 => {
-                    root.open_beneath(&rel, OFlags::PATH)?
+            if st.is_dir && req.options & OPT_NON_DIRECTORY_FILE != 0 {
+                return Err(NtStatus::FILE_IS_A_DIRECTORY);
+            }
+            if !st.is_dir && req.options & OPT_DIRECTORY_FILE != 0 {
+                return Err(NtStatus::NOT_A_DIRECTORY);
+            }
+        }
+        break match (&existing, req.disposition) {
+            (Some(_), FILE_CREATE) => return Err(NtStatus::OBJECT_NAME_COLLISION),
+            (None, FILE_OPEN) | (None, FILE_OVERWRITE) => return Err(NtStatus::OBJECT_NAME_NOT_FOUND),
+            (Some(st), d) if st.is_dir && matches!(d, FILE_SUPERSEDE | FILE_OVERWRITE | FILE_OVERWRITE_IF) => {
+                return Err(NtStatus::INVALID_PARAMETER)
+            }
+            (Some(st), d) => {
+                let overwrite = matches!(d, FILE_SUPERSEDE | FILE_OVERWRITE | FILE_OVERWRITE_IF);
+                if overwrite && tree.read_only {
+                    return Err(NtStatus::ACCESS_DENIED);
                 }
-                Err(e) => return Err(e),
-            };
-            let action = match d {
-                FILE_SUPERSEDE => ACTION_SUPERSEDED,
-                FILE_OVERWRITE | FILE_OVERWRITE_IF => ACTION_OVERWRITTEN,
-                _ => ACTION_OPENED,
-            };
-            (fd, action)
-        }
-        (None, _) => {
-            if tree.read_only {
-                return Err(NtStatus::ACCESS_DENIED);
+                let wants_write = overwrite || desired & (FILE_WRITE_DATA | FILE_APPEND_DATA) != 0;
+                let flags = if st.is_dir {
+                    OFlags::RDONLY | OFlags::DIRECTORY
+                } else if wants_write {
+                    OFlags::RDWR
+                } else {
+                    OFlags::RDONLY
+                };
+                let fd = match root.open_beneath(&rel, flags) {
+                    Ok(fd) => fd,
+                    Err(NtStatus::ACCESS_DENIED) if !wants_write && desired & (FILE_READ_DATA | FILE_EXECUTE) == 0 => {
+                        root.open_beneath(&rel, OFlags::PATH)?
+                    }
+                    Err(e) => return Err(e),
+                };
+                // A security descriptor a client has set limits what may be
+                // opened (the derived one only repeats the share's rights).
+                if let Some(sd) = stored_sd(&fd)? {
+                    let granted = granted_by_sd(&sd, &token_sids(session_kind));
+                    if max_allowed {
+                        desired = (map_generic(req.desired_access) & !MAXIMUM_ALLOWED) | (desired & granted);
+                    }
+                    // Overwriting needs the right to write, superseding to delete (MS-FSA 2.1.5.1.2.1).
+                    let needed = desired
+                        | if matches!(d, FILE_OVERWRITE | FILE_OVERWRITE_IF) { FILE_WRITE_DATA } else { 0 }
+                        | if d == FILE_SUPERSEDE { DELETE } else { 0 };
+                    // DELETE may come from the parent's FILE_DELETE_CHILD instead.
+                    let granted = if needed & DELETE != 0 && granted & DELETE == 0 && parent_grants_delete_child(root, &rel, &tree, session_kind) {
+                        granted | DELETE
+                    } else {
+                        granted
+                    };
+                    if needed & !granted != 0 {
+                        debug!(path = %rel, needed = format_args!("{needed:#x}"), granted = format_args!("{granted:#x}"), "denied by the file's DACL");
+                        return Err(NtStatus::ACCESS_DENIED);
+                    }
+                    if max_allowed && desired == 0 {
+                        return Err(NtStatus::ACCESS_DENIED);
+                    }
+                }
+                let action = match d {
+                    FILE_SUPERSEDE => ACTION_SUPERSEDED,
+                    FILE_OVERWRITE | FILE_OVERWRITE_IF => ACTION_OVERWRITTEN,
+                    _ => ACTION_OPENED,
+                };
+                (fd, action)
             }
-            if rel.is_empty() {
-                return Err(NtStatus::OBJECT_NAME_COLLISION);
+            (None, _) => {
+                if tree.read_only {
+                    return Err(NtStatus::ACCESS_DENIED);
+                }
+                if rel.is_empty() {
+                    return Err(NtStatus::OBJECT_NAME_COLLISION);
+                }
+                let made = if req.options & OPT_DIRECTORY_FILE != 0 {
+                    root.mkdir(&rel).and_then(|()| root.open_beneath(&rel, OFlags::RDONLY | OFlags::DIRECTORY))
+                } else {
+                    root.create_file(&rel)
+                };
+                let fd = match made {
+                    Err(NtStatus::OBJECT_NAME_COLLISION) if req.disposition != FILE_CREATE && attempts < 3 => continue,
+                    r => r?,
+                };
+                let attrs = req.file_attributes & vfs::SETTABLE_ATTRS;
+                if attrs != 0 {
+                    let _ = vfs::set_dos_attrs(&fd, attrs | if req.options & OPT_DIRECTORY_FILE != 0 { 0 } else { vfs::ATTR_ARCHIVE });
+                }
+                if req.options & OPT_DIRECTORY_FILE == 0 {
+                    reserve(&fd, alloc_size);
+                }
+                // A security descriptor given with the CREATE applies to the new
+                // file; the parts it leaves out come from the default.
+                if let Some(given) = &given_sd {
+                    let mut sd = derived_sd(&fd, tree.read_only)?;
+                    sd.merge(given, sd_parts(given));
+                    if let Err(e) = store_sd(&fd, &sd) {
+                        let _ = root.remove(&rel, req.options & OPT_DIRECTORY_FILE != 0);
+                        return Err(e);
+                    }
+                }
+                (fd, ACTION_CREATED)
             }
-            let fd = if req.options & OPT_DIRECTORY_FILE != 0 {
-                root.mkdir(&rel)?;
-                root.open_beneath(&rel, OFlags::RDONLY | OFlags::DIRECTORY)?
-            } else {
-                root.create_file(&rel)?
-            };
-            let attrs = req.file_attributes & vfs::SETTABLE_ATTRS;
-            if attrs != 0 {
-                let _ = vfs::set_dos_attrs(&fd, attrs | if req.options & OPT_DIRECTORY_FILE != 0 { 0 } else { vfs::ATTR_ARCHIVE });
-            }
-            (fd, ACTION_CREATED)
-        }
+        };
     };
     let _ = creates;
     let mut st = vfs::stat_fd(&fd)?;
@@ -208,6 +298,7 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
         }
         let attrs = req.file_attributes & vfs::SETTABLE_ATTRS;
         let _ = vfs::set_dos_attrs(&fd, attrs | vfs::ATTR_ARCHIVE);
+        reserve(&fd, alloc_size);
         st = vfs::stat_fd(&fd)?;
     }
     let kind = if st.is_dir { OpenKind::Dir(Mutex::new(DirCursor::default())) } else { OpenKind::File };
@@ -237,6 +328,202 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
     }
     write_response(out, &open, &st, action, &ctx_out);
     Ok(())
+}
+
+/// The checks MS-SMB2 3.3.5.9 and MS-FSA 2.1.5.1 make on a CREATE's fixed
+/// fields before anything is looked up, in the order Windows makes them.
+pub fn check_create_params(access: u32, options: u32, attrs: u32, impersonation: u32) -> Result<(), NtStatus> {
+    if impersonation > IMPERSONATION_DELEGATE {
+        return Err(BAD_IMPERSONATION_LEVEL);
+    }
+    // No access at all (SYNCHRONIZE alone grants nothing an SMB2 open can use).
+    if access & ACCESS_INVALID_MASK != 0 || access & !SYNCHRONIZE == 0 {
+        return Err(NtStatus::ACCESS_DENIED);
+    }
+    if access & ACCESS_SYSTEM_SECURITY != 0 {
+        return Err(NtStatus::PRIVILEGE_NOT_HELD);
+    }
+    if options & OPT_INVALID_MASK != 0 {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    if options & OPT_DIRECTORY_FILE != 0 && options & OPT_NON_DIRECTORY_FILE != 0 {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    if options & (OPT_CREATE_TREE_CONNECTION | OPT_RESERVE_OPFILTER | OPT_OPEN_BY_FILE_ID) != 0 {
+        return Err(NtStatus::NOT_SUPPORTED);
+    }
+    if attrs & !CREATE_VALID_ATTRS != 0 {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    Ok(())
+}
+
+/// Where a file's security descriptor is kept once a client has set one.
+const XATTR_SD: &str = "user.smbdirect.sd";
+/// The largest security descriptor kept (the Linux limit for one xattr value).
+const MAX_SD: usize = 64 * 1024;
+
+fn put_unix_sid(o: &mut Vec<u8>, kind: u32, id: u32) {
+    // S-1-22-kind-id: Samba's "Unix user/group" SIDs (S-1-22-1 users, S-1-22-2 groups).
+    o.u8(1).u8(2).put(&[0, 0, 0, 0, 0, 22]).u32(kind).u32(id);
+}
+
+/// The security descriptor a file has when no client has set one: owner and
+/// group from its Unix owner, a DACL granting Everyone what the share allows.
+pub fn derived_sd(fd: &rustix::fd::OwnedFd, read_only: bool) -> Result<SecurityDescriptor, NtStatus> {
+    let st = rustix::fs::fstat(fd).map_err(NtStatus::from_errno)?;
+    let (mut owner, mut group, mut dacl) = (Vec::new(), Vec::new(), Vec::new());
+    put_unix_sid(&mut owner, 1, st.st_uid);
+    put_unix_sid(&mut group, 2, st.st_gid);
+    let mask = if read_only { READ_ONLY_ACCESS } else { FILE_ALL_ACCESS };
+    // ACL header, then one ACCESS_ALLOWED ACE for Everyone (S-1-1-0).
+    dacl.u8(2).u8(0).u16(8 + 20).u16(1).u16(0);
+    dacl.u8(0).u8(0).u16(20).u32(mask).u8(1).u8(1).put(&[0, 0, 0, 0, 0, 1]).u32(0);
+    Ok(SecurityDescriptor { control: 0x8000 | SE_DACL_PRESENT, owner: Some(owner), group: Some(group), sacl: None, dacl: Some(dacl) })
+}
+
+/// The security descriptor a client set on the file, if any.
+pub fn stored_sd(fd: &rustix::fd::OwnedFd) -> Result<Option<SecurityDescriptor>, NtStatus> {
+    let mut buf = vec![0u8; MAX_SD];
+    match rustix::fs::fgetxattr(fd, XATTR_SD, &mut buf) {
+        Ok(n) => match buf.get(..n).map(SecurityDescriptor::parse) {
+            Some(Ok(sd)) => Ok(Some(sd)),
+            _ => {
+                debug!("stored security descriptor unreadable; using the derived one");
+                Ok(None)
+            }
+        },
+        Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) | Err(rustix::io::Errno::BADF) => Ok(None),
+        Err(e) => Err(NtStatus::from_errno(e)),
+    }
+}
+
+/// A file's security descriptor: the stored one, else the derived one.
+pub fn file_sd(fd: &rustix::fd::OwnedFd, read_only: bool) -> Result<SecurityDescriptor, NtStatus> {
+    match stored_sd(fd)? {
+        Some(sd) => Ok(sd),
+        None => derived_sd(fd, read_only),
+    }
+}
+
+/// Keeps `sd` as the file's security descriptor.
+pub fn store_sd(fd: &rustix::fd::OwnedFd, sd: &SecurityDescriptor) -> Result<(), NtStatus> {
+    let bytes = sd.to_bytes(SECINFO_OWNER | SECINFO_GROUP | SECINFO_DACL | SECINFO_SACL);
+    if bytes.len() > MAX_SD {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    match rustix::fs::fsetxattr(fd, XATTR_SD, &bytes, rustix::fs::XattrFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::NOTSUP) => Err(NtStatus::NOT_SUPPORTED),
+        Err(e) => Err(NtStatus::from_errno(e)),
+    }
+}
+
+/// The SECINFO_* parts a client's security descriptor carries.
+pub fn sd_parts(sd: &SecurityDescriptor) -> u32 {
+    let mut p = 0;
+    if sd.owner.is_some() {
+        p |= SECINFO_OWNER;
+    }
+    if sd.group.is_some() {
+        p |= SECINFO_GROUP;
+    }
+    if sd.control & SE_DACL_PRESENT != 0 {
+        p |= SECINFO_DACL;
+    }
+    if sd.control & 0x0010 != 0 {
+        p |= SECINFO_SACL;
+    }
+    p
+}
+
+fn sid(auth: u8, subs: &[u32]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + 4 * subs.len());
+    v.u8(1).u8(subs.len() as u8).put(&[0, 0, 0, 0, 0, auth]);
+    for s in subs {
+        v.u32(*s);
+    }
+    v
+}
+
+/// The SIDs a session acts with when a stored DACL is checked. Every user
+/// works on the file system as this server's Unix user, so an authenticated
+/// user also holds that user's and group's SIDs (the owner of derived
+/// security descriptors).
+pub fn token_sids(kind: Option<crate::auth::IdentityKind>) -> Vec<Vec<u8>> {
+    use crate::auth::IdentityKind;
+    match kind {
+        Some(IdentityKind::User) => vec![
+            sid(1, &[0]),
+            sid(5, &[11]),
+            sid(22, &[1, rustix::process::geteuid().as_raw()]),
+            sid(22, &[2, rustix::process::getegid().as_raw()]),
+        ],
+        Some(IdentityKind::Guest) => vec![sid(1, &[0]), sid(5, &[32, 546])],
+        _ => vec![sid(5, &[7])],
+    }
+}
+
+const ACE_ACCESS_ALLOWED: u8 = 0;
+const ACE_ACCESS_DENIED: u8 = 1;
+const ACE_INHERIT_ONLY: u8 = 0x08;
+
+/// The most a token may be granted by a security descriptor's DACL
+/// (MS-DTYP 2.5.3.2, as for MAXIMUM_ALLOWED): no DACL grants everything; the
+/// owner always has READ_CONTROL and WRITE_DAC; ACEs are taken in order, a
+/// right denied before it is allowed stays denied. ACE kinds other than
+/// plain allow/deny (object, callback) name no right here.
+pub fn granted_by_sd(sd: &SecurityDescriptor, token: &[Vec<u8>]) -> u32 {
+    const ALL: u32 = FILE_ALL_ACCESS | ACCESS_SYSTEM_SECURITY;
+    let Some(dacl) = sd.dacl.as_ref().filter(|_| sd.control & SE_DACL_PRESENT != 0) else { return ALL };
+    let mut granted = 0u32;
+    let mut denied = 0u32;
+    if sd.owner.as_ref().is_some_and(|o| token.contains(o)) {
+        granted |= READ_CONTROL | WRITE_DAC;
+    }
+    let count = dacl.get(4..6).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let mut off = 8usize;
+    for _ in 0..count {
+        let Some(h) = dacl.get(off..off + 8) else { break };
+        let (kind, flags, size) = (h[0], h[1], u16::from_le_bytes([h[2], h[3]]) as usize);
+        let mask = map_generic(u32::from_le_bytes([h[4], h[5], h[6], h[7]]));
+        let Some(body) = dacl.get(off + 8..off + size.max(8)) else { break };
+        off += size.max(8);
+        if flags & ACE_INHERIT_ONLY != 0 || !matches!(kind, ACE_ACCESS_ALLOWED | ACE_ACCESS_DENIED) {
+            continue;
+        }
+        let Some(ace_sid) = body.get(1).and_then(|n| body.get(..8 + 4 * *n as usize)) else { continue };
+        if !token.iter().any(|t| t.as_slice() == ace_sid) {
+            continue;
+        }
+        if kind == ACE_ACCESS_ALLOWED {
+            granted |= mask & !denied;
+        } else {
+            denied |= mask & !granted;
+        }
+    }
+    granted
+}
+
+/// Whether the directory holding `rel` lets this session delete its entries.
+fn parent_grants_delete_child(root: &vfs::ShareRoot, rel: &str, tree: &crate::objects::Tree, kind: Option<crate::auth::IdentityKind>) -> bool {
+    let parent = vfs::split_parent(rel).map_or("", |(p, _)| p);
+    let Ok(pfd) = root.open_beneath(parent, OFlags::RDONLY | OFlags::DIRECTORY) else { return false };
+    match stored_sd(&pfd) {
+        Ok(Some(sd)) => granted_by_sd(&sd, &token_sids(kind)) & tree.maximal_access & FILE_DELETE_CHILD != 0,
+        Ok(None) => tree.maximal_access & FILE_DELETE_CHILD != 0,
+        Err(_) => false,
+    }
+}
+
+/// Applies an SMB2_CREATE_ALLOCATION_SIZE to a new or overwritten file:
+/// blocks are reserved without changing the end of file. A file system that
+/// cannot reserve simply keeps the smaller allocation (the size is a hint).
+fn reserve(fd: &rustix::fd::OwnedFd, alloc_size: Option<u64>) {
+    let Some(len) = alloc_size.filter(|l| *l > 0 && *l <= i64::MAX as u64) else { return };
+    if let Err(e) = rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::KEEP_SIZE, 0, len) {
+        debug!("allocation size {len} not reserved: {e}");
+    }
 }
 
 fn release(conn: &Connection, key: (u64, u64), id: u64) {
@@ -291,5 +578,72 @@ mod tests {
         // Attribute-only opens never conflict.
         assert!(!share_conflict((FILE_READ_ATTRIBUTES, 0), FILE_READ_ATTRIBUTES, 0));
         assert!(share_conflict((DELETE, SHARE_READ), FILE_READ_DATA, SHARE_READ));
+    }
+
+    fn acl(aces: &[(u8, u8, u32, Vec<u8>)]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (kind, flags, mask, sid) in aces {
+            body.u8(*kind).u8(*flags).u16((8 + sid.len()) as u16).u32(*mask).put(sid);
+        }
+        let mut a = Vec::new();
+        a.u8(2).u8(0).u16((8 + body.len()) as u16).u16(aces.len() as u16).u16(0).put(&body);
+        a
+    }
+
+    #[test]
+    fn dacl_evaluation() {
+        let me = token_sids(Some(crate::auth::IdentityKind::User));
+        let owner = me[2].clone();
+        let everyone = sid(1, &[0]);
+        let creator_owner = sid(3, &[0]);
+        let sd = |dacl: Option<Vec<u8>>, present: bool| SecurityDescriptor {
+            control: 0x8000 | if present { SE_DACL_PRESENT } else { 0 },
+            owner: Some(owner.clone()),
+            group: None,
+            sacl: None,
+            dacl,
+        };
+        // No DACL, or a NULL one: everything.
+        assert_eq!(granted_by_sd(&sd(None, false), &me) & FILE_ALL_ACCESS, FILE_ALL_ACCESS);
+        assert_eq!(granted_by_sd(&sd(None, true), &me) & FILE_ALL_ACCESS, FILE_ALL_ACCESS);
+        // An empty DACL: only what the owner always has.
+        assert_eq!(granted_by_sd(&sd(Some(acl(&[])), true), &me), READ_CONTROL | WRITE_DAC);
+        // CREATOR OWNER matches nobody on the object itself; generic bits are mapped.
+        let g = granted_by_sd(&sd(Some(acl(&[(0, 0, GENERIC_READ, creator_owner.clone()), (0, 0, FILE_READ_DATA, everyone.clone())])), true), &me);
+        assert_eq!(g, READ_CONTROL | WRITE_DAC | FILE_READ_DATA);
+        let g = granted_by_sd(&sd(Some(acl(&[(0, 0, GENERIC_READ, everyone.clone())])), true), &me);
+        assert_eq!(g & FILE_GENERIC_READ, FILE_GENERIC_READ);
+        // A deny before an allow wins; inherit-only ACEs do not apply.
+        let g = granted_by_sd(&sd(Some(acl(&[(1, 0, FILE_WRITE_DATA, everyone.clone()), (0, 0, FILE_ALL_ACCESS, everyone.clone())])), true), &me);
+        assert_eq!(g & FILE_WRITE_DATA, 0);
+        assert_ne!(g & FILE_READ_DATA, 0);
+        let g = granted_by_sd(&sd(Some(acl(&[(0, ACE_INHERIT_ONLY, FILE_ALL_ACCESS, everyone.clone())])), true), &me);
+        assert_eq!(g, READ_CONTROL | WRITE_DAC);
+        // A guest is not the owner and not an authenticated user.
+        let guest = token_sids(Some(crate::auth::IdentityKind::Guest));
+        assert_eq!(granted_by_sd(&sd(Some(acl(&[(0, 0, FILE_ALL_ACCESS, sid(5, &[11]))])), true), &guest), 0);
+        // A truncated ACE list ends the walk instead of reading past the ACL.
+        let mut cut = acl(&[(0, 0, FILE_READ_DATA, everyone.clone())]);
+        cut.truncate(12);
+        assert_eq!(granted_by_sd(&sd(Some(cut), true), &me), READ_CONTROL | WRITE_DAC);
+    }
+
+    #[test]
+    fn create_params() {
+        let ok = |a, o, f, i| check_create_params(a, o, f, i);
+        assert_eq!(ok(MAXIMUM_ALLOWED, 0, vfs::ATTR_NORMAL, 2), Ok(()));
+        assert_eq!(ok(MAXIMUM_ALLOWED, 0, 0, 0x1234_5678), Err(BAD_IMPERSONATION_LEVEL));
+        assert_eq!(ok(0x0800_0000, 0, 0x8, 0), Err(NtStatus::ACCESS_DENIED), "access is checked before attributes");
+        assert_eq!(ok(0, 0, 0, 0), Err(NtStatus::ACCESS_DENIED));
+        assert_eq!(ok(SYNCHRONIZE, 0, 0, 0), Err(NtStatus::ACCESS_DENIED));
+        assert_eq!(ok(SYNCHRONIZE | FILE_READ_ATTRIBUTES, 0, 0, 0), Ok(()));
+        assert_eq!(ok(ACCESS_SYSTEM_SECURITY, 0, 0, 0), Err(NtStatus::PRIVILEGE_NOT_HELD));
+        assert_eq!(ok(GENERIC_READ, 0xF000_0000, 0, 0), Err(NtStatus::INVALID_PARAMETER));
+        assert_eq!(ok(GENERIC_READ, OPT_RESERVE_OPFILTER, 0, 0), Err(NtStatus::NOT_SUPPORTED));
+        assert_eq!(ok(GENERIC_READ, 0x0020_0000 | 0x10 | 0x4, 0, 0), Ok(()));
+        for bad in [0x8, 0x40, 0x8000, 0x10000, 0x8040] {
+            assert_eq!(ok(GENERIC_READ, 0, bad, 0), Err(NtStatus::INVALID_PARAMETER), "{bad:#x}");
+        }
+        assert_eq!(ok(GENERIC_READ, 0, 0x3FB7, 0), Ok(()));
     }
 }

@@ -13,6 +13,22 @@ use crate::wire::Put;
 
 const CHANNEL_NONE: u32 = 0;
 
+/// The largest file size a write may produce (MS-FSA 2.1.5.3: MAXFILESIZE,
+/// 0xFFFFFFF0000 as Windows' NTFS uses).
+pub const MAX_FILE_SIZE: u64 = 0xFFF_FFFF_0000;
+
+/// MS-FSA 2.1.5.2: a READ of `len` bytes at `offset` is valid when the offset is
+/// not negative as a signed 64-bit value and the range does not pass i64::MAX.
+pub fn read_range_valid(offset: u64, len: u32) -> bool {
+    offset <= i64::MAX as u64 && offset + u64::from(len) <= i64::MAX as u64
+}
+
+/// MS-FSA 2.1.5.3: a WRITE at a negative offset is invalid, and so is one
+/// that would extend the file past MAXFILESIZE (an empty write never does).
+pub fn write_range_valid(offset: u64, len: usize) -> bool {
+    offset <= i64::MAX as u64 && (len == 0 || offset.checked_add(len as u64).is_some_and(|end| end <= MAX_FILE_SIZE))
+}
+
 pub fn close(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
     let req = CloseReq::parse(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
     let open = ctx.open(&req.file_id)?;
@@ -54,14 +70,17 @@ pub fn read(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Resu
         }
         return Err(NtStatus::NOT_SUPPORTED);
     }
-    let hdr_start = out.len() - HEADER_LEN;
-    out.u16(17).u8((HEADER_LEN + 16) as u8).u8(0).u32(0).u32(0).u32(0);
+    // Padding between the fixed body and the data: 0 unless a test asked for
+    // it with FSCTL_SMBTORTURE_GLOBAL_READ_RESPONSE_BODY_PADDING8.
+    let pad = usize::from(conn.read_body_padding);
+    out.u16(17).u8((HEADER_LEN + 16 + pad) as u8).u8(0);
+    let len_at = out.len();
+    out.u32(0).u32(0).u32(0).zeros(pad);
     let data_start = out.len();
-    debug_assert_eq!(data_start - hdr_start, HEADER_LEN + 16);
     if let OpenKind::Pipe(p) = &open.kind {
         let data = lock(p).read(req.length as usize)?;
         out.put(&data);
-        out.set_u32(data_start - 12, data.len() as u32);
+        out.set_u32(len_at, data.len() as u32);
         return Ok(());
     }
     if open.is_dir() {
@@ -69,6 +88,9 @@ pub fn read(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Resu
     }
     if open.access & (FILE_READ_DATA | FILE_EXECUTE) == 0 {
         return Err(NtStatus::ACCESS_DENIED);
+    }
+    if !read_range_valid(req.offset, req.length) {
+        return Err(NtStatus::INVALID_PARAMETER);
     }
     let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
     let len = req.length as usize;
@@ -92,7 +114,11 @@ pub fn read(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Resu
     if (got == 0 && len > 0) || got < req.minimum as usize {
         return Err(NtStatus::END_OF_FILE);
     }
-    out.set_u32(data_start - 12, got as u32);
+    out.set_u32(len_at, got as u32);
+    // Samba (the reference smbtorture targets) keeps FilePositionInformation
+    // at the end of the last READ or WRITE; Windows leaves it unless the open
+    // is synchronous (MS-FSA 2.1.5.2).
+    *lock(&open.position) = req.offset + got as u64;
     Ok(())
 }
 
@@ -115,12 +141,15 @@ pub fn write(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Res
         return Err(NtStatus::ACCESS_DENIED);
     }
     let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
-    let mut offset = req.offset;
-    if offset == u64::MAX || append_only {
-        offset = crate::vfs::stat_fd(fd)?.size;
-    }
-    if offset.checked_add(req.data.len() as u64).is_none_or(|end| end > i64::MAX as u64) {
+    if !write_range_valid(req.offset, req.data.len()) {
         return Err(NtStatus::INVALID_PARAMETER);
+    }
+    let mut offset = req.offset;
+    if append_only {
+        offset = crate::vfs::stat_fd(fd)?.size;
+        if !write_range_valid(offset, req.data.len()) {
+            return Err(NtStatus::DISK_FULL);
+        }
     }
     if let Some(k) = open.file_key {
         if conn.server.io_lock_conflict(k, open.volatile_id, offset, req.data.len() as u64, true) {
@@ -139,6 +168,37 @@ pub fn write(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Res
     if open.create_options & 0x2 != 0 || req.flags & 0x1 != 0 {
         rustix::fs::fdatasync(fd).map_err(NtStatus::from_errno)?;
     }
+    *lock(&open.position) = offset + done as u64;
     out.u16(17).u16(0).u32(done as u32).u32(0).u16(0).u16(0);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_ranges() {
+        let max = i64::MAX as u64;
+        assert!(read_range_valid(0, 10));
+        assert!(read_range_valid(max - 1, 1));
+        assert!(read_range_valid(max, 0));
+        assert!(!read_range_valid(max, 1));
+        assert!(!read_range_valid(max + 1, 0));
+        assert!(!read_range_valid(u64::MAX, 0));
+        assert!(!read_range_valid(u64::MAX - 2, 0));
+    }
+
+    #[test]
+    fn write_ranges() {
+        let max = i64::MAX as u64;
+        assert!(write_range_valid(0, 65536));
+        assert!(!write_range_valid(u64::MAX, 65536), "-1 is not 'append' in SMB2");
+        assert!(!write_range_valid(1u64 << 63, 0));
+        assert!(write_range_valid(max, 0));
+        assert!(!write_range_valid(max, 1));
+        assert!(!write_range_valid(MAX_FILE_SIZE, 1));
+        assert!(write_range_valid(MAX_FILE_SIZE - 1, 1));
+        assert!(write_range_valid(MAX_FILE_SIZE, 0));
+    }
 }

@@ -232,47 +232,6 @@ fn fs_info(conn: &Connection, open: &Open, class: u8, o: &mut Vec<u8>) -> Result
     Ok(())
 }
 
-fn put_sid(o: &mut Vec<u8>, auth: u64, subs: &[u32]) {
-    o.u8(1).u8(subs.len() as u8);
-    o.put(&auth.to_be_bytes()[2..8]);
-    for s in subs {
-        o.u32(*s);
-    }
-}
-
-/// A self-relative security descriptor with the parts asked for: owner and
-/// group as Unix SIDs (S-1-22-1-uid, S-1-22-2-gid) and a DACL that reflects
-/// what the share allows.
-fn security_descriptor(open: &Open, additional: u32, read_only: bool) -> Result<Vec<u8>, NtStatus> {
-    let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_PARAMETER)?;
-    let st = rustix::fs::fstat(fd).map_err(NtStatus::from_errno)?;
-    let mut o = Vec::new();
-    o.u8(1).u8(0).u16(0).u32(0).u32(0).u32(0).u32(0);
-    let mut control: u16 = 0x8000; // SE_SELF_RELATIVE
-    if additional & 0x1 != 0 {
-        let at = o.len() as u32;
-        o.set_u32(4, at);
-        put_sid(&mut o, 22, &[1, st.st_uid]);
-    }
-    if additional & 0x2 != 0 {
-        let at = o.len() as u32;
-        o.set_u32(8, at);
-        put_sid(&mut o, 22, &[2, st.st_gid]);
-    }
-    if additional & 0x4 != 0 {
-        control |= 0x0004; // SE_DACL_PRESENT
-        let at = o.len();
-        o.set_u32(16, at as u32);
-        let mask = if read_only { READ_ONLY_ACCESS } else { FILE_ALL_ACCESS };
-        // ACL header, then one ACCESS_ALLOWED ACE for Everyone (S-1-1-0).
-        o.u8(2).u8(0).u16(8 + 20).u16(1).u16(0);
-        o.u8(0).u8(0).u16(20).u32(mask);
-        put_sid(&mut o, 1, &[0]);
-    }
-    o.set_u16(2, control);
-    Ok(o)
-}
-
 pub fn query_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
     let req = QueryInfoReq::parse(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
     let open = ctx.open(&req.file_id)?;
@@ -294,7 +253,8 @@ pub fn query_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -
             if open.access & READ_CONTROL == 0 {
                 return Err(NtStatus::ACCESS_DENIED);
             }
-            data = security_descriptor(&open, req.additional, tree.read_only)?;
+            let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_PARAMETER)?;
+            data = super::create::file_sd(fd, tree.read_only)?.to_bytes(req.additional);
             if data.len() > req.output_len as usize {
                 // MS-SMB2 3.3.5.20.3: BUFFER_TOO_SMALL with the size needed.
                 let hdr_start = out.len() - HEADER_LEN;
@@ -317,12 +277,43 @@ pub fn query_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -
     Ok(())
 }
 
+/// SET_INFO of a security descriptor (MS-SMB2 3.3.5.21.3): the parts named
+/// by `additional` replace the file's, with the rights each part needs.
+fn set_security(open: &Open, additional: u32, buf: &[u8], read_only: bool, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+    use crate::wire::messages::{SecurityDescriptor, SECINFO_DACL, SECINFO_GROUP, SECINFO_OWNER, SECINFO_SACL};
+    if matches!(open.kind, OpenKind::Pipe(_)) {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    if additional & SECINFO_SACL != 0 {
+        return Err(NtStatus::PRIVILEGE_NOT_HELD);
+    }
+    if additional & (SECINFO_OWNER | SECINFO_GROUP) != 0 && open.access & WRITE_OWNER == 0 {
+        return Err(NtStatus::ACCESS_DENIED);
+    }
+    if additional & SECINFO_DACL != 0 && open.access & WRITE_DAC == 0 {
+        return Err(NtStatus::ACCESS_DENIED);
+    }
+    if read_only {
+        return Err(NtStatus::MEDIA_WRITE_PROTECTED);
+    }
+    let new = SecurityDescriptor::parse(buf).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+    let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
+    let mut sd = super::create::file_sd(fd, read_only)?;
+    sd.merge(&new, additional & (SECINFO_OWNER | SECINFO_GROUP | SECINFO_DACL));
+    super::create::store_sd(fd, &sd)?;
+    out.u16(2);
+    Ok(())
+}
+
 pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
     let req = SetInfoReq::parse(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
     let open = ctx.open(&req.file_id)?;
     let tree = ctx.tree()?.clone();
+    if req.info_type == INFO_SECURITY {
+        return set_security(&open, req.additional, req.buffer, tree.read_only, out);
+    }
     if req.info_type != INFO_FILE {
-        return Err(if req.info_type == INFO_SECURITY || req.info_type == INFO_FILESYSTEM { NtStatus::NOT_SUPPORTED } else { NtStatus::INVALID_PARAMETER });
+        return Err(if req.info_type == INFO_FILESYSTEM { NtStatus::NOT_SUPPORTED } else { NtStatus::INVALID_PARAMETER });
     }
     if matches!(open.kind, OpenKind::Pipe(_)) {
         return Err(NtStatus::INVALID_PARAMETER);

@@ -171,6 +171,10 @@ pub fn parse_create_contexts(buf: &[u8]) -> Result<Vec<(&[u8], &[u8])>, WireErro
         r.skip(2)?;
         let data_off = r.u16()? as usize;
         let data_len = r.u32()? as usize;
+        // Every defined tag is at least 4 bytes; Windows refuses shorter ones.
+        if name_len < 4 {
+            return Err(WireError::Range("create context name shorter than 4 bytes"));
+        }
         let name = slice_at(buf, off.checked_add(name_off).ok_or(WireError::Range("ctx"))?, name_len)?;
         let data = slice_at(buf, off.checked_add(data_off).ok_or(WireError::Range("ctx"))?, data_len)?;
         out.push((name, data));
@@ -469,6 +473,150 @@ pub fn error_body(out: &mut Vec<u8>, data: &[u8]) {
     }
 }
 
+/// SECURITY_INFORMATION bits (MS-DTYP 2.4.7) naming the parts of a
+/// security descriptor a query asks for or a set replaces.
+pub const SECINFO_OWNER: u32 = 0x1;
+pub const SECINFO_GROUP: u32 = 0x2;
+pub const SECINFO_DACL: u32 = 0x4;
+pub const SECINFO_SACL: u32 = 0x8;
+
+const SE_OWNER_DEFAULTED: u16 = 0x0001;
+const SE_GROUP_DEFAULTED: u16 = 0x0002;
+const SE_DACL_PART: u16 = 0x0004 | 0x0008 | 0x0100 | 0x0400 | 0x1000;
+const SE_SACL_PART: u16 = 0x0010 | 0x0020 | 0x0200 | 0x0800 | 0x2000;
+pub const SE_DACL_PRESENT: u16 = 0x0004;
+const SE_SELF_RELATIVE: u16 = 0x8000;
+
+/// A security descriptor (MS-DTYP 2.4.6) split into its parts, each kept as
+/// its wire bytes (checked to be well formed). A DACL that is present but
+/// has no ACL (`dacl_present` with `dacl == None`) is a NULL DACL.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SecurityDescriptor {
+    pub control: u16,
+    pub owner: Option<Vec<u8>>,
+    pub group: Option<Vec<u8>>,
+    pub sacl: Option<Vec<u8>>,
+    pub dacl: Option<Vec<u8>>,
+}
+
+/// Length of the SID at the start of `b` (MS-DTYP 2.4.2.2).
+fn sid_len(b: &[u8]) -> Result<usize, WireError> {
+    let rev = *b.first().ok_or(WireError::Range("sid"))?;
+    let n = *b.get(1).ok_or(WireError::Range("sid"))? as usize;
+    if rev != 1 || n > 15 {
+        return Err(WireError::Range("sid"));
+    }
+    let len = 8 + 4 * n;
+    if b.len() < len {
+        return Err(WireError::Range("sid"));
+    }
+    Ok(len)
+}
+
+/// Length of the ACL at the start of `b`, its ACEs checked (MS-DTYP 2.4.5).
+fn acl_len(b: &[u8]) -> Result<usize, WireError> {
+    let mut r = Reader::new(b);
+    let rev = r.u8()?;
+    r.skip(1)?;
+    let size = r.u16()? as usize;
+    let count = r.u16()? as usize;
+    if !matches!(rev, 2 | 4) || size < 8 || size > b.len() {
+        return Err(WireError::Range("acl"));
+    }
+    let mut off = 8usize;
+    for _ in 0..count {
+        let ace = slice_at(b, off, 4)?;
+        let ace_size = u16::from_le_bytes([ace[2], ace[3]]) as usize;
+        if ace_size < 4 || ace_size % 4 != 0 || off + ace_size > size {
+            return Err(WireError::Range("ace"));
+        }
+        off += ace_size;
+    }
+    Ok(size)
+}
+
+impl SecurityDescriptor {
+    /// Parses a self-relative security descriptor.
+    pub fn parse(b: &[u8]) -> Result<SecurityDescriptor, WireError> {
+        let mut r = Reader::new(b);
+        let rev = r.u8()?;
+        r.skip(1)?;
+        let control = r.u16()?;
+        let offs = [r.u32()? as usize, r.u32()? as usize, r.u32()? as usize, r.u32()? as usize];
+        if rev != 1 || control & SE_SELF_RELATIVE == 0 {
+            return Err(WireError::Range("security descriptor"));
+        }
+        let part = |off: usize, len: fn(&[u8]) -> Result<usize, WireError>| -> Result<Option<Vec<u8>>, WireError> {
+            if off == 0 {
+                return Ok(None);
+            }
+            if off < 20 {
+                return Err(WireError::Range("security descriptor offset"));
+            }
+            let rest = b.get(off..).ok_or(WireError::Range("security descriptor offset"))?;
+            let n = len(rest)?;
+            Ok(Some(rest[..n].to_vec()))
+        };
+        let sd = SecurityDescriptor {
+            control,
+            owner: part(offs[0], sid_len)?,
+            group: part(offs[1], sid_len)?,
+            sacl: if control & 0x0010 != 0 { part(offs[2], acl_len)? } else { None },
+            dacl: if control & SE_DACL_PRESENT != 0 { part(offs[3], acl_len)? } else { None },
+        };
+        Ok(sd)
+    }
+
+    /// The self-relative form with only the parts `info` (SECINFO_*) names.
+    pub fn to_bytes(&self, info: u32) -> Vec<u8> {
+        let mut control = self.control | SE_SELF_RELATIVE;
+        if info & SECINFO_OWNER == 0 {
+            control &= !SE_OWNER_DEFAULTED;
+        }
+        if info & SECINFO_GROUP == 0 {
+            control &= !SE_GROUP_DEFAULTED;
+        }
+        if info & SECINFO_DACL == 0 {
+            control &= !SE_DACL_PART;
+        }
+        if info & SECINFO_SACL == 0 {
+            control &= !SE_SACL_PART;
+        }
+        let mut o = Vec::new();
+        o.u8(1).u8(0).u16(control).u32(0).u32(0).u32(0).u32(0);
+        let parts = [(SECINFO_OWNER, &self.owner, 4), (SECINFO_GROUP, &self.group, 8), (SECINFO_SACL, &self.sacl, 12), (SECINFO_DACL, &self.dacl, 16)];
+        for (bit, part, field) in parts {
+            if let Some(p) = part.as_ref().filter(|_| info & bit != 0) {
+                let at = o.len() as u32;
+                o.set_u32(field, at);
+                o.put(p);
+            }
+        }
+        o
+    }
+
+    /// Replaces the parts `info` names with those of `new` (SET_INFO).
+    pub fn merge(&mut self, new: &SecurityDescriptor, info: u32) {
+        if info & SECINFO_OWNER != 0 {
+            self.owner = new.owner.clone();
+            self.control = (self.control & !SE_OWNER_DEFAULTED) | (new.control & SE_OWNER_DEFAULTED);
+        }
+        if info & SECINFO_GROUP != 0 {
+            self.group = new.group.clone();
+            self.control = (self.control & !SE_GROUP_DEFAULTED) | (new.control & SE_GROUP_DEFAULTED);
+        }
+        if info & SECINFO_DACL != 0 {
+            // Setting a descriptor without a DACL sets a NULL DACL.
+            self.dacl = if new.control & SE_DACL_PRESENT != 0 { new.dacl.clone() } else { None };
+            self.control = (self.control & !SE_DACL_PART) | (new.control & SE_DACL_PART) | SE_DACL_PRESENT;
+        }
+        if info & SECINFO_SACL != 0 {
+            self.sacl = new.sacl.clone();
+            self.control = (self.control & !SE_SACL_PART) | (new.control & SE_SACL_PART);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,8 +665,50 @@ mod tests {
         bad.set_u32(0, 0);
         bad.set_u32(0, 8);
         assert!(parse_create_contexts(&bad).is_err());
+        // Tags shorter than 4 bytes are invalid; longer ones are fine.
+        for (tag, ok) in [(&b"xxx"[..], false), (&b"x"[..], false), (&b"xxxxx"[..], true), (&[b'x'; 34][..], true)] {
+            let mut c = Vec::new();
+            put_create_context(&mut c, 0, tag, &[]);
+            assert_eq!(parse_create_contexts(&c).is_ok(), ok, "{}", tag.len());
+        }
     }
 
+
+    #[test]
+    fn security_descriptor_round_trip() {
+        // Owner S-1-1-0, DACL with one ACCESS_ALLOWED ACE for S-1-5-11.
+        let sid = |auth: u8, subs: &[u32]| {
+            let mut v = vec![1u8, subs.len() as u8, 0, 0, 0, 0, 0, auth];
+            for s in subs {
+                v.extend_from_slice(&s.to_le_bytes());
+            }
+            v
+        };
+        let owner = sid(1, &[0]);
+        let trustee = sid(5, &[11]);
+        let mut acl = Vec::new();
+        acl.u8(2).u8(0).u16((8 + 8 + trustee.len()) as u16).u16(1).u16(0);
+        acl.u8(0).u8(0).u16((8 + trustee.len()) as u16).u32(0x001F_0000).put(&trustee);
+        let sd = SecurityDescriptor { control: 0x8004, owner: Some(owner.clone()), group: None, sacl: None, dacl: Some(acl.clone()) };
+        let bytes = sd.to_bytes(SECINFO_OWNER | SECINFO_GROUP | SECINFO_DACL);
+        assert_eq!(SecurityDescriptor::parse(&bytes).unwrap(), sd);
+        // Asking for the owner only drops the DACL and its control bits.
+        let only = SecurityDescriptor::parse(&sd.to_bytes(SECINFO_OWNER)).unwrap();
+        assert_eq!((only.control, only.dacl.clone(), only.owner.clone()), (0x8000, None, Some(owner)));
+        // A set of the DACL alone keeps the owner.
+        let mut cur = only.clone();
+        cur.merge(&sd, SECINFO_DACL);
+        assert_eq!(cur, sd);
+        // Bad input is refused, never sliced blindly.
+        let mut bad = bytes.clone();
+        bad[4] = 0xF0;
+        assert!(SecurityDescriptor::parse(&bad).is_err());
+        assert!(SecurityDescriptor::parse(&bytes[..10]).is_err());
+        let mut bad_ace = bytes.clone();
+        let dacl_at = u32::from_le_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]) as usize;
+        bad_ace[dacl_at + 10] = 0xFF; // ACE size beyond the ACL
+        assert!(SecurityDescriptor::parse(&bad_ace).is_err());
+    }
     proptest::proptest! {
         #[test]
         fn parsers_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
@@ -537,6 +727,7 @@ mod tests {
             let _ = LockReq::parse(&m);
             let _ = ChangeNotifyReq::parse(&m);
             let _ = parse_create_contexts(&data);
+            let _ = SecurityDescriptor::parse(&data).map(|sd| sd.to_bytes(0xF));
         }
     }
 }
