@@ -94,3 +94,51 @@ impl MessageSink for TcpSink {
         self.peer.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A front listener that already read part of the first message hands the
+    /// socket over with those bytes; the transport replays them first.
+    #[test]
+    fn handover_with_bytes_already_read() {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (mut accepted, _) = l.accept().expect("accept");
+        let msg1: Vec<u8> = (0..100u8).collect();
+        let msg2 = vec![7u8; 70_000];
+        for m in [&msg1, &msg2] {
+            client.write_all(&tcp::encode_header(m.len()).expect("hdr")).expect("write");
+            client.write_all(m).expect("write");
+        }
+        let mut first = [0u8; 10];
+        accepted.read_exact(&mut first).expect("read");
+        let (mut src, sink) = tcp_transport(accepted, first.to_vec()).expect("transport");
+        assert_eq!(src.recv(1 << 20).expect("recv").expect("msg"), msg1);
+        assert_eq!(src.recv(1 << 20).expect("recv").expect("msg"), msg2);
+        // Responses go out framed, from the buffer's headroom.
+        let mut out = OutBuf::new(4);
+        out.buf.extend_from_slice(b"resp");
+        sink.send(out).expect("send");
+        let mut got = [0u8; 8];
+        client.read_exact(&mut got).expect("read");
+        assert_eq!(&got, &[0, 0, 0, 4, b'r', b'e', b's', b'p']);
+        // A frame over the limit is refused before anything is allocated.
+        client.write_all(&[0, 0xFF, 0xFF, 0xFF]).expect("write");
+        assert!(src.recv(8 << 20).is_err());
+        drop(client);
+    }
+
+    #[test]
+    fn closed_inside_a_message_is_an_error() {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (accepted, _) = l.accept().expect("accept");
+        client.write_all(&[0, 0, 0, 50, 1, 2, 3]).expect("write");
+        drop(client);
+        let (mut src, _sink) = tcp_transport(accepted, Vec::new()).expect("transport");
+        assert!(src.recv(1 << 20).is_err());
+    }
+}
