@@ -1,0 +1,212 @@
+//! 8. Async operations (MS-SMB2 3.3.4.2, 3.3.5.16): interim STATUS_PENDING with an
+//! AsyncId, CANCEL, and final responses sent later from another thread.
+
+use crate::harness::*;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// Two opens of one file; the first holds an exclusive lock on 0..100.
+fn held_lock(c: &mut Client) -> ([u8; 16], [u8; 16]) {
+    let a = c.open_file("locked.bin");
+    let b = c.open_file("locked.bin");
+    assert_ne!(a, b);
+    let r = c.call(LOCK, 1, &lock_body(&a, 0, 100, LOCK_EXCLUSIVE | LOCK_FAIL_IMMEDIATELY));
+    assert_eq!(r.status, SUCCESS);
+    // A conflicting lock that may not wait fails at once.
+    let r = c.call(LOCK, 1, &lock_body(&b, 50, 10, LOCK_EXCLUSIVE | LOCK_FAIL_IMMEDIATELY));
+    assert_eq!(r.status, LOCK_NOT_GRANTED);
+    (a, b)
+}
+
+/// Sends a blocking LOCK and checks the interim response; returns it.
+fn blocking_lock(c: &mut Client, fid: &[u8; 16]) -> Resp {
+    let r = c.call(LOCK, 1, &lock_body(fid, 50, 10, LOCK_EXCLUSIVE));
+    assert_eq!(r.status, PENDING, "interim response");
+    assert_eq!(r.flags & F_ASYNC, F_ASYNC, "interim response has the ASYNC flag");
+    assert_ne!(r.async_id, 0, "interim response carries an AsyncId");
+    assert!(r.credits >= 1, "the interim response grants the credits");
+    r
+}
+
+/// The async-form CANCEL (it consumes no credit and no message id).
+fn cancel_async(c: &mut Client, interim: &Resp) {
+    let mut m = build_header(CANCEL, 0, 0, F_ASYNC, interim.message_id, 0, c.session_id, &[4, 0, 0, 0]);
+    m[32..40].copy_from_slice(&interim.async_id.to_le_bytes());
+    if c.encrypt {
+        let sealed = c.seal(&m);
+        c.conn.handle_message(sealed).unwrap();
+    } else {
+        if c.sign {
+            c.sign_msg(&mut m);
+        }
+        c.conn.handle_message(m).unwrap();
+    }
+}
+
+fn final_response(c: &mut Client) -> Resp {
+    c.next_async(WAIT).expect("no final response within 5 s")
+}
+
+fn cancel_blocking_lock(ts: &TestServer) {
+    let mut c = connected(ts);
+    let (_a, b) = held_lock(&mut c);
+    let interim = blocking_lock(&mut c, &b);
+    // Nothing more arrives while the lock is held.
+    assert!(c.sink.wait(Duration::from_millis(300)).is_none(), "final response before the lock was free");
+    cancel_async(&mut c, &interim);
+    let f = final_response(&mut c);
+    assert_eq!(f.command, LOCK);
+    assert_eq!(f.status, CANCELLED);
+    assert_eq!(f.message_id, interim.message_id);
+    assert_eq!(f.async_id, interim.async_id);
+    assert_eq!(f.flags & F_ASYNC, F_ASYNC);
+    c.check_resp(&f);
+    // The connection goes on; the cancelled lock was not taken: open b can still not
+    // lock, open a can unlock.
+    let r = c.call(LOCK, 1, &lock_body(&_a, 0, 100, LOCK_UNLOCK));
+    assert_eq!(r.status, SUCCESS);
+    let r = c.call(LOCK, 1, &lock_body(&b, 50, 10, LOCK_UNLOCK));
+    assert_eq!(r.status, 0xC000_007E, "RANGE_NOT_LOCKED: the cancelled lock was granted");
+}
+
+#[test]
+fn cancel_a_blocking_lock() {
+    cancel_blocking_lock(&server());
+}
+
+#[test]
+fn cancel_a_blocking_lock_signed() {
+    cancel_blocking_lock(&server_with(|cfg| required(cfg, true, false)));
+}
+
+#[test]
+fn cancel_a_blocking_lock_encrypted() {
+    cancel_blocking_lock(&server_with(|cfg| required(cfg, false, true)));
+}
+
+#[test]
+fn blocking_lock_granted_when_the_range_frees() {
+    let ts = server_with(|cfg| required(cfg, true, false));
+    let mut c = connected(&ts);
+    let (a, b) = held_lock(&mut c);
+    let interim = blocking_lock(&mut c, &b);
+    let r = c.call(LOCK, 1, &lock_body(&a, 0, 100, LOCK_UNLOCK));
+    assert_eq!(r.status, SUCCESS);
+    let f = final_response(&mut c);
+    assert_eq!(f.status, SUCCESS);
+    assert_eq!(f.async_id, interim.async_id);
+    c.check_resp(&f);
+    // Now b holds it: a cannot take it.
+    let r = c.call(LOCK, 1, &lock_body(&a, 55, 1, LOCK_SHARED | LOCK_FAIL_IMMEDIATELY));
+    assert_eq!(r.status, LOCK_NOT_GRANTED);
+}
+
+#[test]
+fn sync_cancel_by_message_id() {
+    let ts = server();
+    let mut c = connected(&ts);
+    let (_a, b) = held_lock(&mut c);
+    let interim = blocking_lock(&mut c, &b);
+    let m = build_header(CANCEL, 0, 0, 0, interim.message_id, c.tree_id, c.session_id, &[4, 0, 0, 0]);
+    c.conn.handle_message(m).unwrap();
+    let f = final_response(&mut c);
+    assert_eq!(f.status, CANCELLED);
+}
+
+#[test]
+fn cancel_from_another_session_does_nothing() {
+    let ts = server();
+    let mut c = connected(&ts);
+    let (a, b) = held_lock(&mut c);
+    let interim = blocking_lock(&mut c, &b);
+    // A CANCEL naming the AsyncId with a different session id.
+    let mut m = build_header(CANCEL, 0, 0, F_ASYNC, interim.message_id, 0, c.session_id + 1, &[4, 0, 0, 0]);
+    m[32..40].copy_from_slice(&interim.async_id.to_le_bytes());
+    c.conn.handle_message(m).unwrap();
+    assert!(c.sink.wait(Duration::from_millis(300)).is_none(), "cancelled from another session");
+    // Closing the waiting handle ends it.
+    assert_eq!(c.close(&b).status, SUCCESS);
+    let f = final_response(&mut c);
+    assert_eq!(f.async_id, interim.async_id);
+    assert_ne!(f.status, SUCCESS);
+    let _ = a;
+}
+
+fn notify_result(r: &Resp) -> Vec<(u32, String)> {
+    assert_eq!(le16(&r.raw, 64), 9);
+    let off = le16(&r.raw, 66) as usize;
+    let len = le32(&r.raw, 68) as usize;
+    let buf = &r.raw[off..off + len];
+    let mut v = Vec::new();
+    let mut at = 0;
+    loop {
+        let next = le32(buf, at) as usize;
+        let action = le32(buf, at + 4);
+        let n = le32(buf, at + 8) as usize;
+        let name: Vec<u16> = buf[at + 12..at + 12 + n].chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        v.push((action, String::from_utf16(&name).unwrap()));
+        if next == 0 {
+            break;
+        }
+        at += next;
+    }
+    v
+}
+
+fn change_notify_on_create(ts: &TestServer) {
+    let mut c = connected(ts);
+    let dir = c.create("", FILE_LIST_DIRECTORY, FILE_OPEN, FILE_DIRECTORY_FILE).file_id();
+    let r = c.call(CHANGE_NOTIFY, 1, &notify_body(&dir, 0x1, 4096));
+    assert_eq!(r.status, PENDING);
+    assert_ne!(r.async_id, 0);
+    assert!(c.sink.wait(Duration::from_millis(200)).is_none(), "notified before any change");
+    // Another open creates a file in the directory.
+    let f = c.create("new-file.txt", GENERIC_ALL, FILE_CREATE, FILE_NON_DIRECTORY_FILE);
+    assert_eq!(f.status, SUCCESS);
+    let fin = final_response(&mut c);
+    assert_eq!(fin.command, CHANGE_NOTIFY);
+    assert_eq!(fin.status, SUCCESS);
+    assert_eq!(fin.async_id, r.async_id);
+    assert_eq!(fin.message_id, r.message_id);
+    c.check_resp(&fin);
+    let changes = notify_result(&fin);
+    assert!(changes.contains(&(1, "new-file.txt".to_string())), "changes: {changes:?}");
+
+    // A second request: CANCEL ends it.
+    let r = c.call(CHANGE_NOTIFY, 1, &notify_body(&dir, 0x1, 4096));
+    assert_eq!(r.status, PENDING);
+    cancel_async(&mut c, &r);
+    let fin = final_response(&mut c);
+    assert_eq!(fin.status, CANCELLED);
+    c.check_resp(&fin);
+}
+
+#[test]
+fn change_notify_reports_a_created_file() {
+    change_notify_on_create(&server());
+}
+
+#[test]
+fn change_notify_reports_a_created_file_signed() {
+    change_notify_on_create(&server_with(|cfg| required(cfg, true, false)));
+}
+
+#[test]
+fn change_notify_reports_a_created_file_encrypted() {
+    change_notify_on_create(&server_with(|cfg| required(cfg, false, true)));
+}
+
+#[test]
+fn dropping_the_connection_ends_pending_operations() {
+    let ts = server();
+    let mut c = connected(&ts);
+    let (_a, b) = held_lock(&mut c);
+    blocking_lock(&mut c, &b);
+    let sink = c.sink.clone();
+    drop(c);
+    // No final response is sent for a disconnected operation.
+    assert!(sink.wait(Duration::from_millis(500)).is_none());
+    // The session is gone from the server.
+    assert!(ts.server.sessions.lock().unwrap().is_empty());
+}
