@@ -335,11 +335,16 @@ impl Connection {
                 }
                 let reauth = session.is_valid();
                 *lock(&session.identity) = Some(identity.clone());
-                if keys.is_some() {
-                    *lock(&session.keys) = keys;
+                // Re-authentication keeps the session's keys (MS-SMB2 3.3.5.5.3:
+                // only the first authentication derives them), and its signing
+                // and encryption settings with them.
+                if !reauth {
+                    if keys.is_some() {
+                        *lock(&session.keys) = keys;
+                    }
+                    *lock(&session.signing_required) = !(anonymous || guest) && !encrypt && (self.signing_required_by_server() || client_requires);
+                    *lock(&session.encrypt_data) = encrypt;
                 }
-                *lock(&session.signing_required) = !(anonymous || guest) && !encrypt && (self.signing_required_by_server() || client_requires);
-                *lock(&session.encrypt_data) = encrypt;
                 *lock(&session.state) = SessionState::Valid;
                 if !reauth {
                     self.sessions.push(id);
@@ -351,11 +356,15 @@ impl Connection {
             Err(e) => {
                 let st = NtStatus(e.nt_status());
                 info!(peer = %self.peer, "authentication failed: {e}");
+                // A failed authentication ends the session, a re-authenticated
+                // one included, with its trees and opens (MS-SMB2 3.3.5.5.3).
                 if let Some(p) = self.pending.remove(&id) {
-                    if !p.session.is_valid() {
-                        lock(&self.server.sessions).remove(&id);
-                        ctx.session = None;
+                    lock(&self.server.sessions).remove(&id);
+                    self.sessions.retain(|s| *s != id);
+                    if p.session.is_valid() {
+                        p.session.teardown(&self.server);
                     }
+                    ctx.session = None;
                 }
                 Err(st)
             }

@@ -148,11 +148,14 @@ fn wrong_structure_sizes_and_unknown_commands() {
     }
     let r = c.read(&fid, 0, 1, 1);
     assert!(r.status == SUCCESS || r.status == 0xC000_0011);
+    // An unknown command is answered with INVALID_PARAMETER (MS-SMB2
+    // 3.3.5.2.6) and the connection goes on.
     for cmd in [19u16, 0x100, 0xFFFF] {
-        let m = c.build(cmd, 1, &[4, 0, 0, 0]);
-        assert!(c.conn.handle_message(m).is_err(), "unknown command {cmd}");
-        c = connected(&ts);
+        let r = c.call(cmd, 1, &[4, 0, 0, 0]);
+        assert_eq!(r.status, 0xC000_000D, "unknown command {cmd}");
     }
+    let r = c.read(&fid, 0, 1, 1);
+    assert!(r.status == SUCCESS || r.status == 0xC000_0011);
     // A header StructureSize other than 64.
     let mut m = c.build(ECHO, 1, &[4, 0, 0, 0]);
     m[4] = 65;

@@ -25,25 +25,21 @@ fn reauth_keeps(ts: &TestServer) {
 }
 
 #[test]
-#[ignore = "bug: negotiate.rs session_setup replaces Session.keys on re-authentication (derived from the new NTLM session key and the connection preauth hash); MS-SMB2 3.2.5.3.2 has the client keep its keys and Samba's smbd_smb2_reauth_generic_return keeps them, so the final SESSION_SETUP signature and every later signed/encrypted request break"]
 fn reauth_keeps_session_and_opens() {
     reauth_keeps(&server());
 }
 
 #[test]
-#[ignore = "bug: negotiate.rs session_setup replaces Session.keys on re-authentication (derived from the new NTLM session key and the connection preauth hash); MS-SMB2 3.2.5.3.2 has the client keep its keys and Samba's smbd_smb2_reauth_generic_return keeps them, so the final SESSION_SETUP signature and every later signed/encrypted request break"]
 fn reauth_keeps_session_and_opens_signed() {
     reauth_keeps(&server_with(|cfg| required(cfg, true, false)));
 }
 
 #[test]
-#[ignore = "bug: negotiate.rs session_setup replaces Session.keys on re-authentication (derived from the new NTLM session key and the connection preauth hash); MS-SMB2 3.2.5.3.2 has the client keep its keys and Samba's smbd_smb2_reauth_generic_return keeps them, so the final SESSION_SETUP signature and every later signed/encrypted request break"]
 fn reauth_keeps_session_and_opens_encrypted() {
     reauth_keeps(&server_with(|cfg| required(cfg, false, true)));
 }
 
 #[test]
-#[ignore = "bug: negotiate.rs session_setup keeps a Valid session when its re-authentication fails; MS-SMB2 3.3.5.5.3 (and Samba) remove the session, its trees and opens on an authentication error"]
 fn failed_reauth_with_wrong_password() {
     // MS-SMB2 3.3.5.5.3: a failed authentication removes the session. The request on
     // the old session afterwards must not succeed.
