@@ -4,7 +4,6 @@
 //! Written by hand: no INI crate knows smb.conf's rules (case- and
 //! space-insensitive keys, synonyms, yes/no booleans, `\` continuations).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -300,7 +299,6 @@ pub fn parse_user_flag(s: &str) -> Result<(String, String), ConfigError> {
     Ok((n.to_string(), p.to_string()))
 }
 
-pub type Sections = BTreeMap<String, String>;
 
 #[cfg(test)]
 mod tests {

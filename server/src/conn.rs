@@ -48,10 +48,6 @@ pub struct Connection {
     pub sessions: Vec<u64>,
     pub credits: CreditWindow,
     pub rdma_transforms: Vec<u16>,
-    /// The SMB1 NEGOTIATE upgraded to SMB2 with the 0x02FF wildcard: the
-    /// client must now send an SMB2 NEGOTIATE.
-    pub wildcard_sent: bool,
-    pub outstanding: usize,
     pub asyncs: Arc<crate::asyncop::AsyncTable>,
     /// Bytes of padding between a READ response's fixed body and its data
     /// (set only by FSCTL_SMBTORTURE_GLOBAL_READ_RESPONSE_BODY_PADDING8).
@@ -188,8 +184,6 @@ impl Connection {
             sessions: Vec::new(),
             credits: CreditWindow::new(max),
             rdma_transforms: Vec::new(),
-            wildcard_sent: false,
-            outstanding: 0,
             asyncs: crate::asyncop::AsyncTable::new(),
             read_body_padding: 0,
         }
@@ -672,8 +666,9 @@ pub fn seal_out(keys: &crate::objects::SessionKeys, session_id: u64, out: &mut O
 /// Turns the current request into an async operation: the caller returns
 /// `Err(NtStatus::PENDING)` and later calls `finish` on what this returns.
 pub fn go_async(conn: &Connection, ctx: &mut Ctx<'_>) -> Result<crate::asyncop::Pending, NtStatus> {
-    const MAX_ASYNC_PER_CONNECTION: usize = 4096;
-    if conn.asyncs.len() >= MAX_ASYNC_PER_CONNECTION {
+    // Requests are handled one at a time; what can be outstanding are the
+    // async ones, bounded per connection.
+    if conn.asyncs.len() >= conn.server.cfg.max_outstanding_requests {
         return Err(NtStatus::INSUFFICIENT_RESOURCES);
     }
     let session = ctx.session()?.clone();

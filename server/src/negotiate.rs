@@ -79,7 +79,6 @@ impl Connection {
         rh.write(&mut hb);
         out.buf[start..start + HEADER_LEN].copy_from_slice(&hb);
         self.dialect = Some(if chosen == DIALECT_WILDCARD { DIALECT_WILDCARD_INTERNAL } else { chosen });
-        self.wildcard_sent = chosen == DIALECT_WILDCARD;
         self.sink.send(out).map_err(Disconnect::Io)
     }
 
@@ -194,7 +193,6 @@ impl Connection {
             self.signing_alg = SigningAlgorithm::HmacSha256;
         }
         self.dialect = Some(dialect);
-        self.wildcard_sent = false;
         if dialect == DIALECT_311 {
             let mut h = crypto::PreauthHash::new();
             h.update(ctx.msg);
