@@ -416,6 +416,17 @@ pub struct Client {
     pub check_final_signature: bool,
 }
 
+/// One session's state on the client, to switch between sessions of a connection.
+#[derive(Default)]
+pub struct SessionCtx {
+    pub session_id: u64,
+    pub tree_id: u32,
+    pub keys: Option<ClientKeys>,
+    pub sign: bool,
+    pub encrypt: bool,
+    pub session_flags: u16,
+}
+
 /// Options of a NEGOTIATE 3.1.1.
 #[derive(Clone)]
 pub struct NegOpts {
@@ -746,6 +757,33 @@ impl Client {
             }
         }
         panic!("SESSION_SETUP did not finish in 4 rounds");
+    }
+
+    /// Puts `s` in place as the current session and returns the one that was.
+    pub fn switch_session(&mut self, s: SessionCtx) -> SessionCtx {
+        let old = SessionCtx {
+            session_id: self.session_id,
+            tree_id: self.tree_id,
+            keys: self.keys.take(),
+            sign: self.sign,
+            encrypt: self.encrypt,
+            session_flags: self.session_flags,
+        };
+        self.session_id = s.session_id;
+        self.tree_id = s.tree_id;
+        self.keys = s.keys;
+        self.sign = s.sign;
+        self.encrypt = s.encrypt;
+        self.session_flags = s.session_flags;
+        old
+    }
+
+    /// A second (third...) session on this connection; it becomes the current one
+    /// and the previous one is returned.
+    pub fn new_session(&mut self) -> SessionCtx {
+        let old = self.switch_session(SessionCtx::default());
+        self.session_setup();
+        old
     }
 
     pub fn logon(&mut self) -> Resp {

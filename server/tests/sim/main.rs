@@ -12,3 +12,4 @@ mod smb1;
 mod reauth;
 mod async_ops;
 mod garbage;
+mod sessions;
