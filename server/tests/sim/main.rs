@@ -13,3 +13,4 @@ mod reauth;
 mod async_ops;
 mod garbage;
 mod sessions;
+mod negotiate;
