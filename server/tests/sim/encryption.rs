@@ -184,3 +184,22 @@ fn encryption_required_but_client_cannot_encrypt() {
     assert_eq!(c.session_setup_as(USER, PASSWORD).unwrap_err(), ACCESS_DENIED);
     let _ = Cipher::Aes128Ccm;
 }
+
+#[test]
+fn every_response_has_a_fresh_nonce() {
+    let ts = enc_server();
+    let mut c = connected(&ts);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..200 {
+        let msg = c.build(ECHO, 1, &[4, 0, 0, 0]);
+        let sealed = c.seal(&msg);
+        c.conn.handle_message(sealed).unwrap();
+        for m in c.sink.take_all() {
+            let nonce: [u8; 16] = m[20..36].try_into().unwrap();
+            assert!(seen.insert(nonce), "nonce reused by the server");
+            let v = c.decode(m);
+            assert_eq!(v[0].status, SUCCESS);
+            c.held += i64::from(v[0].credits);
+        }
+    }
+}
