@@ -1,4 +1,4 @@
-//! 4. Credits and message ids (MS-SMB2 3.3.5.2.3, 3.3.5.2.5).
+//! Credits and message ids (MS-SMB2 3.3.5.2.3, 3.3.5.2.5).
 
 use crate::harness::*;
 

@@ -1,4 +1,4 @@
-//! 3. Encryption: with `smb encrypt = required` the session is marked ENCRYPT_DATA,
+//! Encryption: with `smb encrypt = required` the session is marked ENCRYPT_DATA,
 //! plaintext requests are refused, TRANSFORM requests work and every response comes
 //! back in a TRANSFORM that opens with the client's decryption key; a tampered
 //! TRANSFORM ends the connection.
@@ -201,5 +201,23 @@ fn every_response_has_a_fresh_nonce() {
             assert_eq!(v[0].status, SUCCESS);
             c.held += i64::from(v[0].credits);
         }
+    }
+}
+
+#[test]
+fn smb30_and_302_encrypt_with_aes128_ccm() {
+    for d in [DIALECT_300, DIALECT_302] {
+        let ts = enc_server();
+        let mut c = Client::new(&ts);
+        c.negotiate_with(&NegOpts { dialects: vec![d], ..NegOpts::default() });
+        assert_eq!(c.cipher, Some(Cipher::Aes128Ccm), "dialect {d:#x}: CAP_ENCRYPTION");
+        c.session_setup();
+        assert!(c.encrypt);
+        assert_eq!(c.tree_connect("share").status, SUCCESS);
+        let fid = c.open_file("ccm");
+        assert_eq!(c.write(&fid, 0, b"ccm data").status, SUCCESS);
+        assert_eq!(c.read(&fid, 0, 8, 1).read_data(), b"ccm data");
+        c.encrypt = false;
+        assert_eq!(c.read(&fid, 0, 8, 1).status, ACCESS_DENIED);
     }
 }

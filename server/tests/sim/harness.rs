@@ -124,7 +124,7 @@ impl Le for Vec<u8> {
         self
     }
     fn pad8(&mut self) -> &mut Self {
-        while self.len() % 8 != 0 {
+        while !self.len().is_multiple_of(8) {
             self.push(0);
         }
         self
@@ -414,6 +414,9 @@ pub struct Client {
     pub stash: Vec<Resp>,
     /// Verify the final SESSION_SETUP response's signature (on by default).
     pub check_final_signature: bool,
+    /// The GSS session key and the session's preauth hash of the last logon.
+    pub session_key: Vec<u8>,
+    pub session_preauth: Option<[u8; 64]>,
 }
 
 /// One session's state on the client, to switch between sessions of a connection.
@@ -466,6 +469,8 @@ impl Client {
             credit_request: 64,
             stash: Vec::new(),
             check_final_signature: true,
+            session_key: Vec::new(),
+            session_preauth: None,
         }
     }
 
@@ -737,6 +742,8 @@ impl Client {
                     if !reauth {
                         let key = gss.session_key();
                         let h = preauth.as_ref().map(|h| h.value());
+                        self.session_key = key.clone();
+                        self.session_preauth = h;
                         self.keys = Some(derive_client_keys(self.dialect, &key, h.as_ref(), self.cipher, self.signing_alg));
                     }
                     // MS-SMB2 3.3.5.5.3: the final response of an SMB3 session is signed.

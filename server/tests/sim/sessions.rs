@@ -67,3 +67,43 @@ fn transform_of_one_session_cannot_carry_another_sessions_request() {
     }
     let _ = b;
 }
+
+#[test]
+fn in_progress_session_cannot_be_used_or_taken_over() {
+    let ts = server();
+    let mut x = Client::new(&ts);
+    x.negotiate();
+    // First leg only: the session exists, in progress.
+    let mut gss = Gss::new(USER, PASSWORD);
+    let (_, token) = gss.step(None);
+    let msg = x.build(SESSION_SETUP, 1, &Client::session_setup_body(&token, 1));
+    let v = x.raw(msg).unwrap();
+    assert_eq!(v[0].status, MORE_PROCESSING_REQUIRED);
+    let sid = v[0].session_id;
+    assert_ne!(sid, 0);
+    x.session_id = sid;
+    // Using it before it is established.
+    let r = x.tree_connect("share");
+    assert_ne!(r.status, SUCCESS, "TREE_CONNECT on an in-progress session");
+    // Another connection cannot continue it, nor use it.
+    let mut y = Client::new(&ts);
+    y.negotiate();
+    y.session_id = sid;
+    let (_, t2) = Gss::new(USER, PASSWORD).step(None);
+    let msg = y.build(SESSION_SETUP, 1, &Client::session_setup_body(&t2, 1));
+    assert_eq!(y.raw(msg).unwrap()[0].status, USER_SESSION_DELETED);
+    assert_eq!(y.tree_connect("share").status, USER_SESSION_DELETED);
+}
+
+#[test]
+fn session_of_another_connection_is_not_usable() {
+    let ts = server();
+    let a = connected(&ts);
+    let mut b = Client::new(&ts);
+    b.negotiate();
+    b.session_id = a.session_id;
+    b.tree_id = a.tree_id;
+    assert_eq!(b.tree_connect("share").status, USER_SESSION_DELETED);
+    let r = b.create("x", GENERIC_ALL, FILE_OPEN_IF, 0);
+    assert_eq!(r.status, USER_SESSION_DELETED);
+}
