@@ -1,4 +1,4 @@
-//! 8. Async operations (MS-SMB2 3.3.4.2, 3.3.5.16): interim STATUS_PENDING with an
+//! Async operations (MS-SMB2 3.3.4.2, 3.3.5.16): interim STATUS_PENDING with an
 //! AsyncId, CANCEL, and final responses sent later from another thread.
 
 use crate::harness::*;
@@ -209,4 +209,25 @@ fn dropping_the_connection_ends_pending_operations() {
     assert!(sink.wait(Duration::from_millis(500)).is_none());
     // The session is gone from the server.
     assert!(ts.server.sessions.lock().unwrap().is_empty());
+}
+
+#[test]
+fn change_notify_at_the_end_of_a_compound() {
+    let ts = server();
+    let mut c = connected(&ts);
+    let create = c.build(CREATE, 1, &create_body("", FILE_LIST_DIRECTORY, SHARE_ALL, FILE_OPEN, FILE_DIRECTORY_FILE));
+    let mut notify = c.build(CHANGE_NOTIFY, 1, &notify_body(&RELATED_FID, 0x1, 4096));
+    set_flags(&mut notify, F_RELATED);
+    let v = c.send(chain(vec![create, notify])).unwrap();
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[0].status, SUCCESS);
+    assert_eq!(v[1].status, PENDING);
+    assert_ne!(v[1].async_id, 0);
+    assert_eq!(v[0].next_command % 8, 0);
+    let f = c.create("later.txt", GENERIC_ALL, FILE_CREATE, 0);
+    assert_eq!(f.status, SUCCESS);
+    let fin = final_response(&mut c);
+    assert_eq!(fin.status, SUCCESS);
+    assert_eq!(fin.async_id, v[1].async_id);
+    assert!(notify_result(&fin).contains(&(1, "later.txt".to_string())));
 }

@@ -1,4 +1,4 @@
-//! 5. Compound requests (MS-SMB2 3.3.5.2.7): related CREATE+WRITE+CLOSE chains with
+//! Compound requests (MS-SMB2 3.3.5.2.7): related CREATE+WRITE+CLOSE chains with
 //! the 0xFF.. FileId, 8-aligned response chains, each response signed on its own.
 
 use crate::harness::*;

@@ -1,4 +1,4 @@
-//! 4. Credits and message ids (MS-SMB2 3.3.5.2.3, 3.3.5.2.5).
+//! Credits and message ids (MS-SMB2 3.3.5.2.3, 3.3.5.2.5).
 
 use crate::harness::*;
 
@@ -140,4 +140,33 @@ fn zero_credit_request_still_leaves_one() {
         assert_eq!(r.status, SUCCESS);
         assert!(c.held >= 1, "no credit left");
     }
+}
+
+#[test]
+fn compound_grants_keep_the_bound() {
+    let ts = server_with(|cfg| cfg.max_credits = 24);
+    let mut c = Client::new(&ts);
+    c.credit_request = 100;
+    c.logon();
+    assert!(c.held <= 24);
+    for round in 0..10 {
+        // A chain as long as the credits held allow, each asking for 100 more.
+        let n = c.held.clamp(1, 8) as usize;
+        let msgs: Vec<Vec<u8>> = (0..n).map(|_| c.build(ECHO, 1, &[4, 0, 0, 0])).collect();
+        let v = c.send(chain(msgs)).unwrap();
+        assert_eq!(v.len(), n);
+        assert!(c.held <= 24, "round {round}: the client holds {} credits", c.held);
+        assert!(c.held >= 1);
+    }
+}
+
+#[test]
+fn cancel_consumes_no_credit() {
+    let ts = server();
+    let mut c = connected(&ts);
+    // A CANCEL naming nothing, with the next message id: no response, id not used.
+    let m = build_header(CANCEL, 0, 0, 0, c.next_mid, 0, c.session_id, &[4, 0, 0, 0]);
+    let v = c.raw(m).unwrap();
+    assert!(v.is_empty(), "CANCEL got a response");
+    assert_eq!(c.call(ECHO, 1, &[4, 0, 0, 0]).status, SUCCESS, "the id after a CANCEL is still free");
 }

@@ -1,4 +1,4 @@
-//! 3. Encryption: with `smb encrypt = required` the session is marked ENCRYPT_DATA,
+//! Encryption: with `smb encrypt = required` the session is marked ENCRYPT_DATA,
 //! plaintext requests are refused, TRANSFORM requests work and every response comes
 //! back in a TRANSFORM that opens with the client's decryption key; a tampered
 //! TRANSFORM ends the connection.
@@ -183,4 +183,41 @@ fn encryption_required_but_client_cannot_encrypt() {
     assert_eq!(c.cipher, None);
     assert_eq!(c.session_setup_as(USER, PASSWORD).unwrap_err(), ACCESS_DENIED);
     let _ = Cipher::Aes128Ccm;
+}
+
+#[test]
+fn every_response_has_a_fresh_nonce() {
+    let ts = enc_server();
+    let mut c = connected(&ts);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..200 {
+        let msg = c.build(ECHO, 1, &[4, 0, 0, 0]);
+        let sealed = c.seal(&msg);
+        c.conn.handle_message(sealed).unwrap();
+        for m in c.sink.take_all() {
+            let nonce: [u8; 16] = m[20..36].try_into().unwrap();
+            assert!(seen.insert(nonce), "nonce reused by the server");
+            let v = c.decode(m);
+            assert_eq!(v[0].status, SUCCESS);
+            c.held += i64::from(v[0].credits);
+        }
+    }
+}
+
+#[test]
+fn smb30_and_302_encrypt_with_aes128_ccm() {
+    for d in [DIALECT_300, DIALECT_302] {
+        let ts = enc_server();
+        let mut c = Client::new(&ts);
+        c.negotiate_with(&NegOpts { dialects: vec![d], ..NegOpts::default() });
+        assert_eq!(c.cipher, Some(Cipher::Aes128Ccm), "dialect {d:#x}: CAP_ENCRYPTION");
+        c.session_setup();
+        assert!(c.encrypt);
+        assert_eq!(c.tree_connect("share").status, SUCCESS);
+        let fid = c.open_file("ccm");
+        assert_eq!(c.write(&fid, 0, b"ccm data").status, SUCCESS);
+        assert_eq!(c.read(&fid, 0, 8, 1).read_data(), b"ccm data");
+        c.encrypt = false;
+        assert_eq!(c.read(&fid, 0, 8, 1).status, ACCESS_DENIED);
+    }
 }

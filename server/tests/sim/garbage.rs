@@ -1,4 +1,4 @@
-//! 9. Garbage in: the connection answers with an error or ends, and never panics.
+//! Garbage in: the connection answers with an error or ends, and never panics.
 
 use crate::harness::*;
 use proptest::prelude::*;

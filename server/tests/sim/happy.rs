@@ -1,4 +1,4 @@
-//! 1. The whole life of a connection: NEGOTIATE 3.1.1 with contexts, SESSION_SETUP
+//! The whole life of a connection: NEGOTIATE 3.1.1 with contexts, SESSION_SETUP
 //! (SPNEGO/NTLM with sspi), a signed final response, TREE_CONNECT, CREATE/WRITE/READ/
 //! CLOSE, LOGOFF.
 
@@ -115,4 +115,29 @@ fn older_dialects_work() {
         assert_eq!(c.read(&fid, 0, 3, 1).read_data(), b"abc");
         assert_eq!(c.close(&fid).status, SUCCESS);
     }
+}
+
+#[test]
+fn final_session_setup_signature_depends_on_the_preauth_hash() {
+    // The check in session_setup is meaningful: the same response does not verify with
+    // keys derived from another preauth hash or another session key.
+    let ts = server();
+    let mut c = Client::new(&ts);
+    c.negotiate();
+    let r = c.session_setup();
+    let good = c.session_preauth.unwrap();
+    let key = c.session_key.clone();
+    assert_eq!(key.len(), 16, "NTLM session key");
+    let verify = |k: &[u8], h: &[u8; 64]| {
+        let keys = derive_client_keys(DIALECT_311, k, Some(h), c.cipher, c.signing_alg);
+        let mut raw = r.raw.clone();
+        keys.signer.verify(&mut raw)
+    };
+    assert!(verify(&key, &good));
+    let mut other = good;
+    other[63] ^= 1;
+    assert!(!verify(&key, &other), "signature verifies under a different preauth hash");
+    let mut k2 = key.clone();
+    k2[0] ^= 1;
+    assert!(!verify(&k2, &good), "signature verifies under a different session key");
 }

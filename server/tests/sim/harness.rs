@@ -124,7 +124,7 @@ impl Le for Vec<u8> {
         self
     }
     fn pad8(&mut self) -> &mut Self {
-        while self.len() % 8 != 0 {
+        while !self.len().is_multiple_of(8) {
             self.push(0);
         }
         self
@@ -414,6 +414,20 @@ pub struct Client {
     pub stash: Vec<Resp>,
     /// Verify the final SESSION_SETUP response's signature (on by default).
     pub check_final_signature: bool,
+    /// The GSS session key and the session's preauth hash of the last logon.
+    pub session_key: Vec<u8>,
+    pub session_preauth: Option<[u8; 64]>,
+}
+
+/// One session's state on the client, to switch between sessions of a connection.
+#[derive(Default)]
+pub struct SessionCtx {
+    pub session_id: u64,
+    pub tree_id: u32,
+    pub keys: Option<ClientKeys>,
+    pub sign: bool,
+    pub encrypt: bool,
+    pub session_flags: u16,
 }
 
 /// Options of a NEGOTIATE 3.1.1.
@@ -455,6 +469,8 @@ impl Client {
             credit_request: 64,
             stash: Vec::new(),
             check_final_signature: true,
+            session_key: Vec::new(),
+            session_preauth: None,
         }
     }
 
@@ -726,6 +742,8 @@ impl Client {
                     if !reauth {
                         let key = gss.session_key();
                         let h = preauth.as_ref().map(|h| h.value());
+                        self.session_key = key.clone();
+                        self.session_preauth = h;
                         self.keys = Some(derive_client_keys(self.dialect, &key, h.as_ref(), self.cipher, self.signing_alg));
                     }
                     // MS-SMB2 3.3.5.5.3: the final response of an SMB3 session is signed.
@@ -746,6 +764,33 @@ impl Client {
             }
         }
         panic!("SESSION_SETUP did not finish in 4 rounds");
+    }
+
+    /// Puts `s` in place as the current session and returns the one that was.
+    pub fn switch_session(&mut self, s: SessionCtx) -> SessionCtx {
+        let old = SessionCtx {
+            session_id: self.session_id,
+            tree_id: self.tree_id,
+            keys: self.keys.take(),
+            sign: self.sign,
+            encrypt: self.encrypt,
+            session_flags: self.session_flags,
+        };
+        self.session_id = s.session_id;
+        self.tree_id = s.tree_id;
+        self.keys = s.keys;
+        self.sign = s.sign;
+        self.encrypt = s.encrypt;
+        self.session_flags = s.session_flags;
+        old
+    }
+
+    /// A second (third...) session on this connection; it becomes the current one
+    /// and the previous one is returned.
+    pub fn new_session(&mut self) -> SessionCtx {
+        let old = self.switch_session(SessionCtx::default());
+        self.session_setup();
+        old
     }
 
     pub fn logon(&mut self) -> Resp {

@@ -1,4 +1,4 @@
-//! 7. Re-authentication (MS-SMB2 3.3.5.5, 3.2.4.2.3.1): a SESSION_SETUP on an
+//! Re-authentication (MS-SMB2 3.3.5.5, 3.2.4.2.3.1): a SESSION_SETUP on an
 //! established SessionId keeps the session, its trees and its opens; the session's
 //! keys do not change (the client derives none on re-authentication, 3.2.5.3.2).
 

@@ -1,4 +1,4 @@
-//! 2. Signing: with `server signing = required`, unsigned or badly signed requests on a
+//! Signing: with `server signing = required`, unsigned or badly signed requests on a
 //! session are refused with ACCESS_DENIED; signed ones work and their responses are
 //! signed with the session's key.
 

@@ -1,4 +1,4 @@
-//! 6. The SMB1 multi-protocol NEGOTIATE upgrade (MS-SMB2 3.3.5.3.1).
+//! The SMB1 multi-protocol NEGOTIATE upgrade (MS-SMB2 3.3.5.3.1).
 
 use crate::harness::*;
 
