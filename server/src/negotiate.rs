@@ -88,6 +88,10 @@ impl Connection {
             // answering with an error and leaving the state alone is as safe.
             return Err(NtStatus::INVALID_PARAMETER);
         }
+        // MS-SMB2 3.3.5.2.4: nothing is there to sign a NEGOTIATE with.
+        if ctx.hdr.is_signed() {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
         let req = NegotiateReq::parse(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
         let cfg = &self.server.cfg;
         let dialect = [DIALECT_311, DIALECT_302, DIALECT_300, DIALECT_210, DIALECT_202]

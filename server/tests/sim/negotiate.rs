@@ -52,7 +52,6 @@ fn negotiate_with_zero_dialects_is_invalid() {
 }
 
 #[test]
-#[ignore = "bug: a NEGOTIATE with SMB2_FLAGS_SIGNED succeeds; MS-SMB2 3.3.5.2.4 says fail it with STATUS_INVALID_PARAMETER (fix: in Connection::negotiate, `if ctx.hdr.is_signed() { return Err(NtStatus::INVALID_PARAMETER); }`)"]
 fn signed_negotiate_is_invalid() {
     // MS-SMB2 3.3.5.2.4: a NEGOTIATE with SMB2_FLAGS_SIGNED fails with INVALID_PARAMETER.
     let ts = server();
