@@ -52,6 +52,8 @@ pub struct Connection {
     /// Bytes of padding between a READ response's fixed body and its data
     /// (set only by FSCTL_SMBTORTURE_GLOBAL_READ_RESPONSE_BODY_PADDING8).
     pub read_body_padding: u8,
+    /// The SessionId of the TRANSFORM header of the chain being handled.
+    transform_session: Option<u64>,
 }
 
 /// What one request in a compound sees.
@@ -185,6 +187,7 @@ impl Connection {
             credits: CreditWindow::new(max),
             rdma_transforms: Vec::new(),
             asyncs: crate::asyncop::AsyncTable::new(),
+            transform_session: None,
             read_body_padding: 0,
         }
     }
@@ -236,7 +239,10 @@ impl Connection {
         if plain.get(0..4) != Some(&PROTOCOL_ID[..]) {
             return Err(Disconnect::Protocol("decrypted message is not SMB2".into()));
         }
-        let mut out = self.process_chain(plain, true)?;
+        self.transform_session = Some(session.id);
+        let r = self.process_chain(plain, true);
+        self.transform_session = None;
+        let mut out = r?;
         if out.buf.len() > out.start {
             seal_out(&keys, session.id, &mut out).map_err(|e| Disconnect::Protocol(format!("encryption failed: {e}")))?;
         }
@@ -397,6 +403,13 @@ impl Connection {
                     if st.is_error() {
                         return Err(*st);
                     }
+                }
+            }
+            // A request decrypted with one session's key speaks for that
+            // session only (as Samba: another session's key is no proof).
+            if let Some(tsid) = self.transform_session {
+                if hdr.session_id != tsid && known != Some(Command::Negotiate) {
+                    return Err(NtStatus::ACCESS_DENIED);
                 }
             }
             // Session, signature and encryption checks.

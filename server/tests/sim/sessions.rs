@@ -42,7 +42,6 @@ fn two_sessions_with_their_own_keys() {
 }
 
 #[test]
-#[ignore = "hardening: conn.rs handle_encrypted does not check that the SessionId of each decrypted request equals the TRANSFORM header's SessionId, so session A's key satisfies session B's EncryptData; Samba fails such requests with ACCESS_DENIED (Windows reportedly accepts them)"]
 fn transform_of_one_session_cannot_carry_another_sessions_request() {
     // Session A wraps, in a TRANSFORM with A's id and key, a request naming session B.
     // Samba refuses that with ACCESS_DENIED (smbd_smb2_request_dispatch); MS-SMB2 is
