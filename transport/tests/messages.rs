@@ -38,10 +38,12 @@ pub fn exchange(f: &mut Fabric, n: u64, seed: u64, window: usize) -> u64 {
         steps += 1;
         assert_eq!(f.stats.credit_violations, 0, "a send was posted with no receive at the peer (step {steps})");
         assert_eq!(f.stats.rnr_events, 0);
+        // In both directions: the sender's credits plus its messages still on the wire
+        // never exceed the receives the peer has posted.
+        if let Err(e) = f.check_credit_invariant() {
+            panic!("step {steps}: {e}");
+        }
         for (i, &side) in sides.iter().enumerate() {
-            // Both views agree: what we may still send never exceeds the peer's posted receives.
-            let c = f.end(side).conn.credits();
-            assert!(usize::from(c.send) <= f.end(side.peer()).posted_receives());
             while let Some(e) = f.poll_event(side) {
                 match e {
                     Event::Message(m) => {
