@@ -109,7 +109,7 @@ fn drive(f: &mut Fabric, n: u64, rdma_per_qp: u64, seed: u64) -> Vec<QpResult> {
             while rdma_started[q] < rdma_per_qp && jobs.iter().filter(|j| j.qp == qp).count() < 2 {
                 let len = rng.range(1, 600_000) as usize;
                 let tag = q as u64 * 1000 + rdma_started[q] + 1;
-                jobs.push(start_rdma(f, qp, len, rdma_started[q] % 2 == 0, tag, &mut rng));
+                jobs.push(start_rdma(f, qp, len, rdma_started[q].is_multiple_of(2), tag, &mut rng));
                 rdma_started[q] += 1;
             }
         }

@@ -559,13 +559,16 @@ impl Fabric {
         if e.faults.frozen {
             return None;
         }
+        if !e.faults.reorder_completions {
+            // Completions are in time order except RDMA ones: the front, or any ready.
+            return match e.cq.front() {
+                Some((t, _)) if *t <= now => Some(0),
+                _ => e.cq.iter().position(|(t, _)| *t <= now),
+            };
+        }
         let ready = e.cq.iter().take_while(|(t, _)| *t <= now).count();
         if ready == 0 {
-            // Completions are in time order except RDMA ones; look for any ready.
             return e.cq.iter().position(|(t, _)| *t <= now);
-        }
-        if !e.faults.reorder_completions {
-            return Some(0);
         }
         // Each queue (send, receive, RDMA) completes in order, as on a real queue pair;
         // only the interleaving between them is shuffled.
