@@ -84,11 +84,11 @@ fn count() -> u64 {
 
 #[test]
 fn ten_thousand_messages_each_way_cifs_ksmbd_parameters() {
-    // cifs's sizes (1364 bytes per send) make for the most fragments and credit traffic;
-    // the server accepts the minimum MaxFragmentedSize here to keep the run short.
-    let mut server = Config::ksmbd();
-    server.max_fragmented_recv_size = 131_072;
-    let (mut f, _, _) = connect(Config::cifs(), server);
+    // cifs's sizes (1364 bytes per send) make for the most fragments and credit traffic.
+    // Both sides' real MaxFragmentedSize: up to 1 MiB client -> server, up to 173,910 bytes
+    // server -> client.
+    let (mut f, c, s) = connect(Config::cifs(), Config::ksmbd());
+    assert_eq!((c.peer_max_fragmented_size, s.peer_max_fragmented_size), (1 << 20, 173_910));
     exchange(&mut f, count(), 42, 256 * 1024);
     let c = f.end(Side::Client).conn.stats();
     let s = f.end(Side::Server).conn.stats();
