@@ -208,3 +208,24 @@ fn fragments_count_down_and_only_the_last_invalidates() {
     assert_eq!(p.s.queued_bytes(), 0);
     assert_eq!(p.s.stats().messages_sent, 1);
 }
+
+#[test]
+fn receives_are_refilled_and_granted_when_the_peer_runs_low() {
+    // The client holds all 255 credits and sends one-way traffic. Every receive is
+    // re-posted at once; the server says nothing until the client is down to the
+    // watermark (255 / 8 = 31 credits), then one empty message grants the client back up
+    // to its target.
+    let mut p = Peer::new(255, 255);
+    assert_eq!(p.s.credits().peer_held, 255);
+    for i in 0..224u32 {
+        assert!(p.sent.is_empty(), "grant sent early, after {i} messages");
+        p.recv(hdr(255, if i == 0 { 2 } else { 0 }, 0), &i.to_le_bytes());
+        assert_eq!(p.s.credits().posted, 255, "receive not re-posted");
+    }
+    assert_eq!(p.sent.len(), 1);
+    assert_eq!(p.sent[0].data_length, 0);
+    assert_eq!(p.sent[0].credits_granted, 224);
+    assert_eq!(p.s.credits().peer_held, 255);
+    let delivered = std::iter::from_fn(|| p.s.poll_event()).filter(|e| matches!(e, Event::Message(_))).count();
+    assert_eq!(delivered, 224);
+}
