@@ -3,6 +3,11 @@
 //! token, offset and length, and faults are injected on request. Deterministic: a virtual
 //! clock and a seeded generator, in the manner of quinn-proto's test `Pair`.
 //!
+//! The fabric can carry several connections between the same two hosts
+//! ([`Fabric::connect_another`]): memory regions belong to the host and serve every
+//! connection, and [`Fabric::set_reorder_across_qps`] interleaves the queue pairs'
+//! completions at random, as a completion queue shared by several queue pairs would.
+//!
 //! Like a reliable-connected queue pair with RNR retry 0, a message that finds no receive
 //! posted kills the connection; the fabric counts such sends (`credit_violations`) so tests
 //! can assert that credits, not luck, prevented them.
