@@ -68,6 +68,11 @@ fn wait_done(f: &mut Fabric, op: RdmaOpId) -> Result<u64, RdmaError> {
         while let Some(e) = f.poll_event(Side::Server) {
             if let Event::RdmaDone { op: o, result } = e {
                 assert_eq!(o, op);
+                if result.is_ok() {
+                    // Done only once every work request of the operation has completed.
+                    assert_eq!(f.stats.rdma_completed, f.stats.rdma_wrs_posted, "reported done early");
+                    assert_eq!(f.end(Side::Server).conn.rdma_bytes_in_flight(), 0);
+                }
                 return result;
             }
         }
