@@ -27,16 +27,24 @@ fn main() {
     }
 }
 
-/// Times `iters` runs of `f` after `warm` unmeasured ones; returns seconds per run.
+/// Times `iters` runs of `f` after `warm` unmeasured ones, in 21 batches; returns the
+/// median batch's seconds per run (robust against other load on a shared machine).
 fn time_per(warm: usize, iters: usize, mut f: impl FnMut()) -> f64 {
     for _ in 0..warm {
         f();
     }
-    let t = std::time::Instant::now();
-    for _ in 0..iters {
-        f();
-    }
-    t.elapsed().as_secs_f64() / iters as f64
+    let batch = (iters / 21).max(1);
+    let mut per: Vec<f64> = (0..21)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            for _ in 0..batch {
+                f();
+            }
+            t.elapsed().as_secs_f64() / batch as f64
+        })
+        .collect();
+    per.sort_by(f64::total_cmp);
+    per[10]
 }
 
 /// The figures the issue asks for, printed plainly before divan's tables: upper-layer
@@ -44,7 +52,8 @@ fn time_per(warm: usize, iters: usize, mut f: impl FnMut()) -> f64 {
 /// took, and the time per SMB Direct message, which is what the 1 µs goal is about (a
 /// 64 KiB message is 49 sends at cifs/ksmbd's 1364-byte receive size; each costs both
 /// state machines their send and receive work). Allocations per message are in divan's
-/// table below (rows appear only when an iteration allocates).
+/// table below (rows appear only when an iteration allocates; `alloc_control` shows
+/// what such rows look like, so their absence elsewhere means zero).
 fn summary() {
     println!("SMB Direct state machine pair, one message client -> server per iteration");
     println!(
@@ -62,7 +71,7 @@ fn summary() {
             let before = f.end(Side::Client).conn.stats().sends_posted + f.end(Side::Server).conn.stats().sends_posted;
             let per = time_per(2000, iters, || one_message(&mut f, &msg));
             let after = f.end(Side::Client).conn.stats().sends_posted + f.end(Side::Server).conn.stats().sends_posted;
-            let smbd = (after - before) as f64 / (iters + 2000) as f64;
+            let smbd = (after - before) as f64 / (2000 + 21 * (iters / 21).max(1)) as f64;
             row(name, size, per, smbd);
         }
         // Direct driver: the state machines' own cost.
@@ -70,13 +79,13 @@ fn summary() {
         let before = d.c.stats().sends_posted + d.s.stats().sends_posted;
         let per = time_per(2000, iters, || d.one(&msg));
         let after = d.c.stats().sends_posted + d.s.stats().sends_posted;
-        row("direct cifs/ksmbd 1364", size, per, (after - before) as f64 / (iters + 2000) as f64);
+        row("direct cifs/ksmbd 1364", size, per, (after - before) as f64 / (2000 + 21 * (iters / 21).max(1)) as f64);
     }
     for write in [false, true] {
         let mut s = rdma_setup();
         let before = s.f.end(Side::Server).conn.stats().rdma_wrs;
-        let per = time_per(20, 200, || one_rdma(&mut s, write));
-        let wrs = (s.f.end(Side::Server).conn.stats().rdma_wrs - before) as f64 / 220.0;
+        let per = time_per(20, 210, || one_rdma(&mut s, write));
+        let wrs = (s.f.end(Side::Server).conn.stats().rdma_wrs - before) as f64 / 230.0;
         println!(
             "{:<28} {:>7} {:>12.0} {:>10.0} {:>10.2} {:>10.1} {:>12.0}   ({} work requests/op)",
             if write { "fabric RDMA WRITE" } else { "fabric RDMA READ" },
@@ -294,3 +303,10 @@ fn rdma_1mib(bencher: Bencher, write: bool) {
         .bench_local(|| one_rdma(&mut s, write));
 }
 
+
+/// Control for the allocation counter: one 64-byte allocation per iteration, so divan's
+/// table shows alloc rows here (and their absence in the other benchmarks means none).
+#[divan::bench]
+fn alloc_control() -> Vec<u8> {
+    Vec::with_capacity(divan::black_box(64))
+}
