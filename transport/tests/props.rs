@@ -259,11 +259,10 @@ proptest! {
         let mut got_bytes: Vec<u8> = Vec::new();
         let mut last_peer_send = now;
         let mut overrun = false;
-        let mut negotiated = false;
         let mut counter = 0u8;
 
         // Executes the server's actions; returns how many data transfer messages it sent.
-        let mut drain = |s: &mut Connection, recv_posted: &mut i64, client_credits: &mut i64, server_credits: &mut i64, negotiated: bool, now: Instant| -> Result<usize, TestCaseError> {
+        let drain = |s: &mut Connection, recv_posted: &mut i64, client_credits: &mut i64, server_credits: &mut i64, negotiated: bool, now: Instant| -> Result<usize, TestCaseError> {
             let mut sends = 0;
             while let Some(a) = s.poll_action() {
                 match a {
@@ -295,7 +294,7 @@ proptest! {
         recv_posted -= 1;
         s.handle_recv(now, &req.to_bytes());
         drain(&mut s, &mut recv_posted, &mut client_credits, &mut server_credits, false, now)?;
-        negotiated = true;
+        let negotiated = true;
         prop_assert_eq!(s.state(), State::Established);
 
         for op in ops {

@@ -95,6 +95,10 @@ pub struct FabricStats {
     /// the same host had a completion ready (the in-order policy would have taken that
     /// one first): how often reordering between queue pairs actually happened.
     pub cross_qp_reordered: u64,
+    /// Most RDMA READs, and most RDMA work requests of any kind, outstanding at once on
+    /// one end (initiator depth and send queue room).
+    pub max_rdma_reads_in_flight: u32,
+    pub max_rdma_wrs_in_flight: u32,
 }
 
 #[derive(Debug)]
@@ -109,7 +113,8 @@ struct Packet {
 enum Completion {
     Send(SendSlot, Result<(), CompletionError>),
     Recv(Result<Vec<u8>, CompletionError>),
-    Rdma { wr_id: u64, len: u32, result: Result<(), CompletionError> },
+    /// `counted`: the work request was counted as in flight (not flushed at posting).
+    Rdma { wr_id: u64, len: u32, read: bool, counted: bool, result: Result<(), CompletionError> },
 }
 
 /// A registered memory region.
@@ -135,6 +140,8 @@ pub struct End {
     timer: Option<Instant>,
     disconnected: bool,
     rdma_in_flight: u64,
+    rdma_wrs_in_flight: u32,
+    rdma_reads_in_flight: u32,
     last_deliver: Option<Instant>,
 }
 
@@ -149,6 +156,8 @@ impl End {
             timer: None,
             disconnected: false,
             rdma_in_flight: 0,
+            rdma_wrs_in_flight: 0,
+            rdma_reads_in_flight: 0,
             last_deliver: None,
         }
     }
@@ -483,7 +492,7 @@ impl Fabric {
         if self.qps[q][i].disconnected {
             self.qps[q][i].cq.push_back((
                 self.now,
-                Completion::Rdma { wr_id: wr.wr_id, len: 0, result: Err(CompletionError::Flushed) },
+                Completion::Rdma { wr_id: wr.wr_id, len: 0, read: false, counted: false, result: Err(CompletionError::Flushed) },
             ));
             return;
         }
@@ -492,11 +501,16 @@ impl Fabric {
         self.stats.rdma_wrs_posted += 1;
         let result = self.execute_rdma(side, &wr);
         let e = &mut self.qps[q][i];
+        let read = wr.direction == RdmaDirection::Read;
         e.rdma_in_flight += u64::from(wr.len);
+        e.rdma_wrs_in_flight += 1;
+        e.rdma_reads_in_flight += u32::from(read);
         self.stats.max_rdma_bytes_in_flight = self.stats.max_rdma_bytes_in_flight.max(e.rdma_in_flight);
+        self.stats.max_rdma_wrs_in_flight = self.stats.max_rdma_wrs_in_flight.max(e.rdma_wrs_in_flight);
+        self.stats.max_rdma_reads_in_flight = self.stats.max_rdma_reads_in_flight.max(e.rdma_reads_in_flight);
         let xfer = u64::from(wr.len).checked_div(self.cfg.rdma_bytes_per_us).map_or(Duration::ZERO, Duration::from_micros);
         let at = self.now + self.cfg.latency * 2 + xfer;
-        e.cq.push_back((at, Completion::Rdma { wr_id: wr.wr_id, len: wr.len, result }));
+        e.cq.push_back((at, Completion::Rdma { wr_id: wr.wr_id, len: wr.len, read, counted: true, result }));
     }
 
     fn disconnect(&mut self, q: usize, side: Side) {
@@ -626,8 +640,12 @@ impl Fabric {
                     Err(err) => e.conn.handle_recv_error(now, err),
                 }
             }
-            Completion::Rdma { wr_id, len, result } => {
-                e.rdma_in_flight = e.rdma_in_flight.saturating_sub(u64::from(len));
+            Completion::Rdma { wr_id, len, read, counted, result } => {
+                if counted {
+                    e.rdma_in_flight = e.rdma_in_flight.saturating_sub(u64::from(len));
+                    e.rdma_wrs_in_flight = e.rdma_wrs_in_flight.saturating_sub(1);
+                    e.rdma_reads_in_flight = e.rdma_reads_in_flight.saturating_sub(u32::from(read));
+                }
                 if f.lose_rdma_completions > 0 {
                     f.lose_rdma_completions -= 1;
                     self.stats.completions_lost += 1;
