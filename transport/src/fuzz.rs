@@ -185,7 +185,7 @@ pub fn events(data: &[u8]) {
     let mut sends: Vec<SendSlot> = Vec::new();
     let mut wrs: Vec<u64> = Vec::new();
     let mut msg = vec![0u8; 2048];
-    let mut payload = vec![0u8; 1 << 16];
+    let payload = vec![0u8; 1 << 16];
     let mut ops = 0;
     while !inp.0.is_empty() && ops < 400 {
         ops += 1;
