@@ -115,6 +115,16 @@ fn roundtrip(len: u64, limits: RdmaLimits, seed: u64) {
     assert_eq!(wait_done(&mut f, op), Ok(len));
     assert!(f.region(skey).unwrap().data == data, "RDMA read of {len} bytes corrupted");
 
+    // The SMB2 response goes as Send-With-Invalidate of the client's (first) token: that
+    // registration is revoked when the message lands, the others stay usable.
+    let now = f.now;
+    let response = vec![0x42u8; 3000];
+    f.conn(Side::Server).send_with_invalidate(now, &response, keys[0]).unwrap();
+    f.run_quiet(Duration::from_millis(10));
+    assert_eq!(f.poll_event(Side::Client), Some(Event::Message(response)));
+    assert!(!f.region(keys[0]).unwrap().valid);
+    assert!(keys[1..].iter().all(|k| f.region(*k).unwrap().valid));
+
     let l = f.end(Side::Server).conn.rdma_limits();
     assert!(f.stats.max_rdma_bytes_in_flight <= l.max_bytes_in_flight.max(u64::from(l.max_message_size).min(l.max_bytes_in_flight)));
     assert!(f.stats.max_rdma_wr_len <= l.max_message_size);
