@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${FUZZ_SECONDS:-15}
-targets=(negotiate_request negotiate_response data_transfer buffer_desc connection)
+targets=(negotiate_request negotiate_response data_transfer buffer_desc connection events)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "fuzz.sh: cargo-fuzz not installed; replaying the corpus as tests instead"

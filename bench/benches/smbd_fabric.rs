@@ -8,6 +8,11 @@
 //! Run: `cargo bench -p smbdirect-bench --bench smbd_fabric`. Each iteration moves one
 //! message client → server (fragmented at cifs/ksmbd's 1364-byte sends) or one 1 MiB
 //! RDMA READ/WRITE, after a warm-up so that the steady state is measured.
+//!
+//! A plain summary comes first: messages/s, MB/s, SMB Direct sends per upper-layer
+//! message and the time per SMB Direct send (or per RDMA work request), which is the unit
+//! the 1 µs-per-message goal applies to. `SMBD_SUMMARY_ONLY=1` prints only that;
+//! `SMBD_SUMMARY_DIV=N` divides its iteration counts (for callgrind).
 
 use std::time::Duration;
 
@@ -21,7 +26,103 @@ use smbdirect_transport::wire::BufferDescriptorV1;
 static ALLOC: AllocProfiler = AllocProfiler::system();
 
 fn main() {
-    divan::main();
+    summary();
+    if std::env::var_os("SMBD_SUMMARY_ONLY").is_none() {
+        divan::main();
+    }
+}
+
+/// Times `iters` runs of `f` after `warm` unmeasured ones, in 21 batches; returns the
+/// median batch's seconds per run (robust against other load on a shared machine).
+fn time_per(warm: usize, iters: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warm {
+        f();
+    }
+    let batch = (iters / 21).max(1);
+    let mut per: Vec<f64> = (0..21)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            for _ in 0..batch {
+                f();
+            }
+            t.elapsed().as_secs_f64() / batch as f64
+        })
+        .collect();
+    per.sort_by(f64::total_cmp);
+    per[10]
+}
+
+/// The figures the issue asks for, printed plainly before divan's tables: upper-layer
+/// messages/s and bytes/s, how many SMB Direct messages (sends, both directions) each one
+/// took, and the time per SMB Direct message, which is what the 1 µs goal is about (a
+/// 64 KiB message is 49 sends at cifs/ksmbd's 1364-byte receive size; each costs both
+/// state machines their send and receive work). Allocations per message are in divan's
+/// table below (rows appear only when an iteration allocates; `alloc_control` shows
+/// what such rows look like, so their absence elsewhere means zero).
+fn summary() {
+    println!("SMB Direct state machine pair, one message client -> server per iteration");
+    println!(
+        "{:<28} {:>7} {:>12} {:>10} {:>10} {:>10} {:>12}",
+        "driver/parameters", "size", "msgs/s", "MB/s", "us/msg", "SMBD|WR/msg", "ns/SMBD|WR"
+    );
+    for size in [64usize, 4096, 65536] {
+        let msg = vec![0x5au8; size];
+        // SMBD_SUMMARY_DIV divides the iteration counts (for profiling under callgrind).
+        let div: usize = std::env::var("SMBD_SUMMARY_DIV").ok().and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
+        let iters = (if size > 10_000 { 20_000 } else { 200_000 }) / div;
+        // Fabric driver (queues, delivery, completions: a driver's work included).
+        for (name, c, s) in [("fabric cifs/ksmbd 1364", Config::cifs(), Config::ksmbd()), ("fabric windows 8192", win8k(), win8k())] {
+            let mut f = pair(c, s);
+            let before = f.end(Side::Client).conn.stats().sends_posted + f.end(Side::Server).conn.stats().sends_posted;
+            let per = time_per(2000, iters, || one_message(&mut f, &msg));
+            let after = f.end(Side::Client).conn.stats().sends_posted + f.end(Side::Server).conn.stats().sends_posted;
+            let smbd = (after - before) as f64 / (2000 + 21 * (iters / 21).max(1)) as f64;
+            row(name, size, per, smbd);
+        }
+        // Direct driver: the state machines' own cost.
+        let mut d = Direct::new(Config::cifs(), Config::ksmbd());
+        let before = d.c.stats().sends_posted + d.s.stats().sends_posted;
+        let per = time_per(2000, iters, || d.one(&msg));
+        let after = d.c.stats().sends_posted + d.s.stats().sends_posted;
+        row("direct cifs/ksmbd 1364", size, per, (after - before) as f64 / (2000 + 21 * (iters / 21).max(1)) as f64);
+    }
+    for write in [false, true] {
+        let mut s = rdma_setup();
+        let before = s.f.end(Side::Server).conn.stats().rdma_wrs;
+        let per = time_per(20, 210, || one_rdma(&mut s, write));
+        let wrs = (s.f.end(Side::Server).conn.stats().rdma_wrs - before) as f64 / 230.0;
+        println!(
+            "{:<28} {:>7} {:>12.0} {:>10.0} {:>10.2} {:>10.1} {:>12.0}   ({} work requests/op)",
+            if write { "fabric RDMA WRITE" } else { "fabric RDMA READ" },
+            "1 MiB",
+            1.0 / per,
+            MIB as f64 / per / 1e6,
+            per * 1e6,
+            wrs,
+            per * 1e9 / wrs,
+            wrs
+        );
+    }
+    println!();
+}
+
+fn win8k() -> Config {
+    let mut c = Config::windows();
+    c.max_send_size = 8192;
+    c
+}
+
+fn row(name: &str, size: usize, per: f64, smbd: f64) {
+    println!(
+        "{:<28} {:>7} {:>12.0} {:>10.1} {:>10.3} {:>10.1} {:>12.0}",
+        name,
+        size,
+        1.0 / per,
+        size as f64 / per / 1e6,
+        per * 1e6,
+        smbd,
+        per * 1e9 / smbd
+    );
 }
 
 fn pair(client: Config, server: Config) -> Fabric {
@@ -207,3 +308,10 @@ fn rdma_1mib(bencher: Bencher, write: bool) {
         .bench_local(|| one_rdma(&mut s, write));
 }
 
+
+/// Control for the allocation counter: one 64-byte allocation per iteration, so divan's
+/// table shows alloc rows here (and their absence in the other benchmarks means none).
+#[divan::bench]
+fn alloc_control() -> Vec<u8> {
+    Vec::with_capacity(divan::black_box(64))
+}

@@ -115,6 +115,10 @@ pub fn run_traffic(f: &mut Fabric, n: u64, seed: u64, window: usize, limit: Dura
             }
         }
         let progressed = f.step();
+        // Faults or not, credits never promise a receive that is not posted.
+        if let Err(e) = f.check_credit_invariant() {
+            panic!("{e}");
+        }
         for (i, &side) in sides.iter().enumerate() {
             while let Some(e) = f.poll_event(side) {
                 match e {

@@ -9,6 +9,8 @@ struct Peer {
     s: Connection,
     now: Instant,
     sent: Vec<DataTransferHeader>,
+    /// The Send-With-Invalidate token of each posted data transfer message.
+    invalidates: Vec<Option<u32>>,
     timer_sets: usize,
 }
 
@@ -28,7 +30,7 @@ impl Peer {
             max_fragmented_size: 1 << 20,
         };
         s.handle_recv(now, &req.to_bytes());
-        let mut p = Peer { s, now, sent: Vec::new(), timer_sets: 0 };
+        let mut p = Peer { s, now, sent: Vec::new(), invalidates: Vec::new(), timer_sets: 0 };
         p.pump();
         p.sent.clear();
         p
@@ -40,9 +42,10 @@ impl Peer {
             if let Action::SetTimer(_) = a {
                 self.timer_sets += 1;
             }
-            if let Action::PostSend { slot, .. } = a {
+            if let Action::PostSend { slot, invalidate, .. } = a {
                 if let Ok((h, _)) = DataTransferHeader::decode(self.s.send_bytes(slot)) {
                     self.sent.push(h);
+                    self.invalidates.push(invalidate);
                 }
                 self.s.handle_send_complete(self.now, slot, Ok(()));
             }
@@ -173,4 +176,56 @@ fn steady_traffic_does_not_rearm_the_timer_per_message() {
     }
     assert!(p.sent.len() >= 1000);
     assert!(p.timer_sets <= 2, "{} timer changes for 1000 messages", p.timer_sets);
+}
+
+#[test]
+fn fragments_count_down_and_only_the_last_invalidates() {
+    // Three send credits: two fragments go straight out of the caller's buffer, the rest
+    // waits in the queue for a grant. Either way RemainingDataLength counts down to 0 and
+    // only the very last fragment is a Send-With-Invalidate.
+    let mut p = Peer::new(255, 255);
+    p.recv(hdr(255, 3, 0), &[]);
+    p.sent.clear();
+    p.invalidates.clear();
+    let msg: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+    p.s.send_with_invalidate(p.now, &msg, 0xabcd).unwrap();
+    p.pump();
+    assert_eq!(p.sent.len(), 2, "the last credit waits for a grant");
+    assert!(p.s.queued_bytes() > 0);
+    p.recv(hdr(255, 20, 0), &[]);
+    let data: Vec<&DataTransferHeader> = p.sent.iter().filter(|h| h.data_length > 0).collect();
+    assert_eq!(data.len(), 10_000usize.div_ceil(1364 - 24));
+    let mut left = 10_000u32;
+    for h in &data {
+        left -= h.data_length;
+        assert_eq!(h.remaining_data_length, left);
+    }
+    assert_eq!(left, 0);
+    let with_data: Vec<Option<u32>> =
+        p.sent.iter().zip(&p.invalidates).filter(|(h, _)| h.data_length > 0).map(|(_, i)| *i).collect();
+    assert_eq!(with_data.last(), Some(&Some(0xabcd)));
+    assert!(with_data[..with_data.len() - 1].iter().all(Option::is_none));
+    assert_eq!(p.s.queued_bytes(), 0);
+    assert_eq!(p.s.stats().messages_sent, 1);
+}
+
+#[test]
+fn receives_are_refilled_and_granted_when_the_peer_runs_low() {
+    // The client holds all 255 credits and sends one-way traffic. Every receive is
+    // re-posted at once; the server says nothing until the client is down to the
+    // watermark (255 / 8 = 31 credits), then one empty message grants the client back up
+    // to its target.
+    let mut p = Peer::new(255, 255);
+    assert_eq!(p.s.credits().peer_held, 255);
+    for i in 0..224u32 {
+        assert!(p.sent.is_empty(), "grant sent early, after {i} messages");
+        p.recv(hdr(255, if i == 0 { 2 } else { 0 }, 0), &i.to_le_bytes());
+        assert_eq!(p.s.credits().posted, 255, "receive not re-posted");
+    }
+    assert_eq!(p.sent.len(), 1);
+    assert_eq!(p.sent[0].data_length, 0);
+    assert_eq!(p.sent[0].credits_granted, 224);
+    assert_eq!(p.s.credits().peer_held, 255);
+    let delivered = std::iter::from_fn(|| p.s.poll_event()).filter(|e| matches!(e, Event::Message(_))).count();
+    assert_eq!(delivered, 224);
 }

@@ -100,6 +100,14 @@ fn lost_receive_completion_is_caught_or_survived() {
         f.faults(Side::Server).lose_recv_completions = 1 + seed as u32;
         let lost = 1 + seed;
         let r = run_traffic(&mut f, 100, seed + 10, 256 * 1024, Duration::from_secs(1000), Side::Server);
+        if let Outcome::Disconnected(_) = r.outcome {
+            // Caught: both ends are down, with a reason.
+            f.run_quiet(Duration::from_secs(1));
+            assert!(disconnected(&f, Side::Server) && disconnected(&f, Side::Client), "{r:?}");
+        }
+        if r.outcome == Outcome::Completed {
+            assert!(r.mismatched <= lost, "{r:?}");
+        }
         if r.outcome == Outcome::Stalled {
             // Survived with the lost messages missing: the connection still works.
             assert!(200 - r.delivered[0] - r.delivered[1] <= lost, "{r:?}");

@@ -38,10 +38,12 @@ pub fn exchange(f: &mut Fabric, n: u64, seed: u64, window: usize) -> u64 {
         steps += 1;
         assert_eq!(f.stats.credit_violations, 0, "a send was posted with no receive at the peer (step {steps})");
         assert_eq!(f.stats.rnr_events, 0);
+        // In both directions: the sender's credits plus its messages still on the wire
+        // never exceed the receives the peer has posted.
+        if let Err(e) = f.check_credit_invariant() {
+            panic!("step {steps}: {e}");
+        }
         for (i, &side) in sides.iter().enumerate() {
-            // Both views agree: what we may still send never exceeds the peer's posted receives.
-            let c = f.end(side).conn.credits();
-            assert!(usize::from(c.send) <= f.end(side.peer()).posted_receives());
             while let Some(e) = f.poll_event(side) {
                 match e {
                     Event::Message(m) => {
@@ -82,11 +84,11 @@ fn count() -> u64 {
 
 #[test]
 fn ten_thousand_messages_each_way_cifs_ksmbd_parameters() {
-    // cifs's sizes (1364 bytes per send) make for the most fragments and credit traffic;
-    // the server accepts the minimum MaxFragmentedSize here to keep the run short.
-    let mut server = Config::ksmbd();
-    server.max_fragmented_recv_size = 131_072;
-    let (mut f, _, _) = connect(Config::cifs(), server);
+    // cifs's sizes (1364 bytes per send) make for the most fragments and credit traffic.
+    // Both sides' real MaxFragmentedSize: up to 1 MiB client -> server, up to 173,910 bytes
+    // server -> client.
+    let (mut f, c, s) = connect(Config::cifs(), Config::ksmbd());
+    assert_eq!((c.peer_max_fragmented_size, s.peer_max_fragmented_size), (1 << 20, 173_910));
     exchange(&mut f, count(), 42, 256 * 1024);
     let c = f.end(Side::Client).conn.stats();
     let s = f.end(Side::Server).conn.stats();

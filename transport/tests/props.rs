@@ -211,3 +211,146 @@ proptest! {
         }
     }
 }
+
+/// One step of a hand-played client against a real server connection.
+#[derive(Debug, Clone)]
+enum PeerOp {
+    /// A single-fragment data transfer message (len 0 = empty) granting `grant` credits.
+    Send { grant: u16, len: usize, response_requested: bool },
+    /// The server's upper layer sends a message of this size.
+    ServerSend(usize),
+    /// Virtual time passes.
+    Tick(u64),
+}
+
+fn peer_op() -> impl Strategy<Value = PeerOp> {
+    prop_oneof![
+        6 => (0u16..6, prop_oneof![Just(0usize), 1usize..=1340], any::<bool>())
+            .prop_map(|(grant, len, response_requested)| PeerOp::Send { grant, len, response_requested }),
+        3 => (1usize..6000).prop_map(PeerOp::ServerSend),
+        1 => (0u64..70).prop_map(PeerOp::Tick),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// The server state machine against a model of the credit rules, driven by a client
+    /// played by hand (which may overrun its credits on purpose). After every step: the
+    /// server never sends without a credit and keeps its last credit for a message that
+    /// grants; it never grants more than it has receives posted; a client message sent
+    /// without a credit ends the connection with CreditsOverrun and nothing else does
+    /// (apart from an unanswered keepalive after 125 s of silence); RESPONSE_REQUESTED is
+    /// answered at once when credits allow; every data byte arrives in order.
+    #[test]
+    fn server_obeys_the_credit_rules(target in 1u16..40, recv_max in 2u16..40, ops in proptest::collection::vec(peer_op(), 1..80)) {
+        use smbdirect_transport::smbd::{DisconnectReason, ProtocolError};
+        use smbdirect_transport::wire::FLAG_RESPONSE_REQUESTED;
+        let start = Instant::now();
+        let mut now = start;
+        let mut cfg = Config::ksmbd();
+        cfg.receive_credit_max = recv_max;
+        let mut s = Connection::new(Role::Server, cfg, now);
+        // Model state.
+        let mut recv_posted: i64 = 0; // receives the server has posted and not consumed
+        let mut client_credits: i64 = 0; // credits the server granted the client, unused
+        let mut server_credits: i64 = 0; // credits the client granted the server, unused
+        let mut sent_bytes: Vec<u8> = Vec::new();
+        let mut got_bytes: Vec<u8> = Vec::new();
+        let mut last_peer_send = now;
+        let mut overrun = false;
+        let mut counter = 0u8;
+
+        // Executes the server's actions; returns how many data transfer messages it sent.
+        let drain = |s: &mut Connection, recv_posted: &mut i64, client_credits: &mut i64, server_credits: &mut i64, negotiated: bool, now: Instant| -> Result<usize, TestCaseError> {
+            let mut sends = 0;
+            while let Some(a) = s.poll_action() {
+                match a {
+                    Action::PostReceive { .. } => *recv_posted += 1,
+                    Action::PostSend { slot, .. } => {
+                        let bytes = s.send_bytes(slot).to_vec();
+                        if negotiated {
+                            let (h, _) = DataTransferHeader::decode(&bytes).map_err(|e| TestCaseError::fail(format!("{e}")))?;
+                            prop_assert!(*server_credits >= 1, "server sent with no credit");
+                            prop_assert!(*server_credits >= 2 || h.credits_granted > 0, "last credit spent without a grant");
+                            *server_credits -= 1;
+                            *client_credits += i64::from(h.credits_granted);
+                            sends += 1;
+                        } else {
+                            let r = NegotiateResponse::decode_valid(&bytes).map_err(|e| TestCaseError::fail(format!("{e}")))?;
+                            *client_credits += i64::from(r.credits_granted);
+                        }
+                        s.handle_send_complete(now, slot, Ok(()));
+                    }
+                    _ => {}
+                }
+                prop_assert!(*client_credits <= *recv_posted, "granted {} with {} receives posted", client_credits, recv_posted);
+            }
+            Ok(sends)
+        };
+
+        drain(&mut s, &mut recv_posted, &mut client_credits, &mut server_credits, false, now)?;
+        let req = NegotiateRequest { min_version: 0x100, max_version: 0x100, credits_requested: target, preferred_send_size: 1364, max_receive_size: 1364, max_fragmented_size: 1 << 20 };
+        recv_posted -= 1;
+        s.handle_recv(now, &req.to_bytes());
+        drain(&mut s, &mut recv_posted, &mut client_credits, &mut server_credits, false, now)?;
+        let negotiated = true;
+        prop_assert_eq!(s.state(), State::Established);
+
+        for op in ops {
+            match op {
+                PeerOp::Send { grant, len, response_requested } => {
+                    let h = DataTransferHeader { credits_requested: target, credits_granted: grant, flags: if response_requested { FLAG_RESPONSE_REQUESTED } else { 0 }, ..Default::default() };
+                    let data: Vec<u8> = (0..len).map(|_| { counter = counter.wrapping_add(1); counter }).collect();
+                    let mut b = vec![0u8; 24 + len];
+                    let n = h.encode_with_data(&data, &mut b).unwrap();
+                    if client_credits == 0 {
+                        overrun = true;
+                    }
+                    client_credits -= 1;
+                    recv_posted -= 1;
+                    server_credits += i64::from(grant);
+                    sent_bytes.extend_from_slice(&data);
+                    last_peer_send = now;
+                    s.handle_recv(now, &b[..n]);
+                    if overrun {
+                        prop_assert_eq!(s.state(), State::Disconnected);
+                        let evs: Vec<Event> = std::iter::from_fn(|| s.poll_event()).collect();
+                        prop_assert!(evs.contains(&Event::Disconnected(DisconnectReason::Protocol(ProtocolError::CreditsOverrun))), "{:?}", evs);
+                        return Ok(());
+                    }
+                    let answered = drain(&mut s, &mut recv_posted, &mut client_credits, &mut server_credits, negotiated, now)?;
+                    if response_requested && s.state() == State::Established {
+                        // Credits after the message: the answer must go out now if allowed.
+                        let may = server_credits >= 2 || (server_credits + answered as i64 >= 1 && s.credits().grantable() > 0);
+                        prop_assert!(answered > 0 || !may, "RESPONSE_REQUESTED not answered with {} credits", server_credits);
+                    }
+                }
+                PeerOp::ServerSend(len) => {
+                    if s.state() == State::Established {
+                        let m = vec![7u8; len];
+                        s.send(now, &m).unwrap();
+                    }
+                }
+                PeerOp::Tick(secs) => {
+                    now += Duration::from_secs(secs);
+                    s.handle_timeout(now);
+                }
+            }
+            drain(&mut s, &mut recv_posted, &mut client_credits, &mut server_credits, negotiated, now)?;
+            while let Some(e) = s.poll_event() {
+                match e {
+                    Event::Message(m) => got_bytes.extend_from_slice(&m),
+                    Event::Disconnected(r) => {
+                        prop_assert_eq!(r, DisconnectReason::KeepaliveTimeout);
+                        prop_assert!(now.duration_since(last_peer_send) >= Duration::from_secs(125));
+                        return Ok(());
+                    }
+                    _ => {}
+                }
+            }
+            prop_assert_eq!(s.state(), State::Established);
+            prop_assert!(sent_bytes.starts_with(&got_bytes) && got_bytes.len() == sent_bytes.len(), "data lost or reordered");
+        }
+    }
+}

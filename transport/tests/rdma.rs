@@ -68,6 +68,11 @@ fn wait_done(f: &mut Fabric, op: RdmaOpId) -> Result<u64, RdmaError> {
         while let Some(e) = f.poll_event(Side::Server) {
             if let Event::RdmaDone { op: o, result } = e {
                 assert_eq!(o, op);
+                if result.is_ok() {
+                    // Done only once every work request of the operation has completed.
+                    assert_eq!(f.stats.rdma_completed, f.stats.rdma_wrs_posted, "reported done early");
+                    assert_eq!(f.end(Side::Server).conn.rdma_bytes_in_flight(), 0);
+                }
                 return result;
             }
         }
@@ -110,10 +115,23 @@ fn roundtrip(len: u64, limits: RdmaLimits, seed: u64) {
     assert_eq!(wait_done(&mut f, op), Ok(len));
     assert!(f.region(skey).unwrap().data == data, "RDMA read of {len} bytes corrupted");
 
+    // The SMB2 response goes as Send-With-Invalidate of the client's (first) token: that
+    // registration is revoked when the message lands, the others stay usable.
+    let now = f.now;
+    let response = vec![0x42u8; 3000];
+    f.conn(Side::Server).send_with_invalidate(now, &response, keys[0]).unwrap();
+    f.run_quiet(Duration::from_millis(10));
+    assert_eq!(f.poll_event(Side::Client), Some(Event::Message(response)));
+    assert!(!f.region(keys[0]).unwrap().valid);
+    assert!(keys[1..].iter().all(|k| f.region(*k).unwrap().valid));
+
     let l = f.end(Side::Server).conn.rdma_limits();
     assert!(f.stats.max_rdma_bytes_in_flight <= l.max_bytes_in_flight.max(u64::from(l.max_message_size).min(l.max_bytes_in_flight)));
     assert!(f.stats.max_rdma_wr_len <= l.max_message_size);
     assert!(f.stats.max_rdma_wr_sges <= l.max_sge);
+    assert!(f.stats.max_rdma_wrs_in_flight <= u32::from(l.max_outstanding_wrs));
+    assert!(f.stats.max_rdma_reads_in_flight <= u32::from(l.max_outstanding_reads));
+    assert!(f.stats.max_rdma_reads_in_flight >= 1);
     assert_eq!(f.stats.rdma_failed, 0);
     assert_eq!(f.stats.credit_violations, 0);
 }
@@ -137,6 +155,29 @@ fn tight_device_limits() {
         max_bytes_in_flight: 128 * 1024,
     };
     roundtrip(5 * MIB + 3, limits, 99);
+}
+
+#[test]
+fn initiator_depth_is_used_and_respected() {
+    // Small requests, a large byte budget: only the initiator depth limits RDMA READs.
+    for depth in [1u16, 3, 8] {
+        let limits = RdmaLimits {
+            max_sge: 6,
+            max_message_size: 16 * 1024,
+            max_outstanding_reads: depth,
+            max_outstanding_wrs: 64,
+            max_bytes_in_flight: 1 << 30,
+        };
+        let fc = FabricConfig { rdma_bytes_per_us: 100, ..Default::default() };
+        let (mut f, _, _) = connect_with(Config::cifs(), server_config(limits), fc);
+        let mut rng = Rng(u64::from(depth));
+        let (_, descs) = client_buffers(&mut f, MIB, &mut rng);
+        let (_, segs) = server_buffer(&mut f, MIB, &mut rng);
+        let now = f.now;
+        let op = f.conn(Side::Server).rdma_read(now, &descs, &segs, MIB).unwrap();
+        assert_eq!(wait_done(&mut f, op), Ok(MIB));
+        assert_eq!(f.stats.max_rdma_reads_in_flight, u32::from(depth), "depth {depth}");
+    }
 }
 
 #[test]

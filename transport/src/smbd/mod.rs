@@ -392,10 +392,26 @@ impl Connection {
         if data.len() > max as usize {
             return Err(SendError::TooLarge { len: data.len(), max });
         }
-        let mut buf = self.pool.get();
-        buf.extend_from_slice(data);
-        self.queued_bytes += data.len();
-        self.out_queue.push_back(OutMsg { data: buf, sent: 0, invalidate });
+        // With nothing queued ahead, fragments go straight from the caller's buffer into
+        // send slots while credits allow; only what is left is copied into the queue.
+        let mut off = 0;
+        if self.out_queue.is_empty() {
+            while let Some(rest) = data.get(off..).filter(|r| !r.is_empty()) {
+                match self.post_fragment(now, rest, invalidate) {
+                    Some(n) => off += n,
+                    None => break,
+                }
+            }
+        }
+        match data.get(off..).filter(|r| !r.is_empty()) {
+            None => self.stats.messages_sent += 1,
+            Some(rest) => {
+                let mut buf = self.pool.get();
+                buf.extend_from_slice(rest);
+                self.queued_bytes += rest.len();
+                self.out_queue.push_back(OutMsg { data: buf, sent: 0, invalidate });
+            }
+        }
         self.finish(now);
         Ok(())
     }
@@ -733,72 +749,86 @@ impl Connection {
         }
     }
 
+    /// Posts queued messages (and empty ones for grants, keepalives and answers to
+    /// RESPONSE_REQUESTED) while a send slot is free and credits allow.
     fn pump_sends(&mut self, now: Instant) {
-        let max_payload = (self.neg.max_send_size as usize).saturating_sub(DATA_TRANSFER_HEADER_LEN).max(1);
         loop {
-            let Some(&slot) = self.free_slots.last() else { return };
-            let grant = self.credits.grantable();
-            if !self.credits.may_send(grant) {
-                return;
-            }
-            let has_data = !self.out_queue.is_empty();
-            let keepalive = self.keepalive_due;
-            if !has_data && !keepalive && !self.need_response && !self.credits.peer_is_low() {
-                return;
-            }
-            let i = usize::from(slot);
-            let Some(buf) = self.send_bufs.get_mut(i) else { return };
-            let mut h = DataTransferHeader {
-                credits_requested: self.config.send_credit_target,
-                credits_granted: grant,
-                flags: if keepalive { FLAG_RESPONSE_REQUESTED } else { 0 },
-                ..Default::default()
+            // The message being sent is taken off the queue while a fragment is posted and
+            // put back at the front if more remains (no allocation, order kept).
+            let Some(mut m) = self.out_queue.pop_front() else {
+                if self.post_fragment(now, &[], None).is_none() {
+                    return;
+                }
+                continue;
             };
-            let mut invalidate = None;
-            let mut finished = false;
-            let queued_msgs = self.out_queue.len();
-            let after = Credits { send: self.credits.send.saturating_sub(1), ..self.credits };
-            let len = if let Some(m) = self.out_queue.front_mut() {
-                let rest = m.data.get(m.sent..).unwrap_or(&[]);
-                let n = rest.len().min(max_payload);
-                let frag = rest.get(..n).unwrap_or(&[]);
-                h.remaining_data_length = (rest.len() - n) as u32;
-                if after.should_request_response(rest.len() > n || queued_msgs > 1) {
-                    h.flags |= FLAG_RESPONSE_REQUESTED;
-                }
-                let Ok(len) = h.encode_with_data(frag, buf) else { return };
-                m.sent += n;
-                if m.sent == m.data.len() {
-                    invalidate = m.invalidate;
-                    finished = true;
-                }
-                self.queued_bytes -= n;
-                self.stats.bytes_sent += n as u64;
-                len
-            } else {
-                let Ok(len) = h.encode_with_data(&[], buf) else { return };
-                self.stats.empty_sent += 1;
-                len
+            let rest = m.data.get(m.sent..).unwrap_or(&[]);
+            let Some(n) = self.post_fragment(now, rest, m.invalidate) else {
+                self.out_queue.push_front(m);
+                return;
             };
-            if finished {
-                if let Some(m) = self.out_queue.pop_front() {
-                    self.pool.put(m.data);
-                }
+            m.sent += n;
+            self.queued_bytes -= n;
+            if m.sent >= m.data.len() {
+                self.pool.put(m.data);
                 self.stats.messages_sent += 1;
+            } else {
+                self.out_queue.push_front(m);
             }
-            if keepalive {
-                self.keepalive_due = false;
-                self.stats.keepalives_sent += 1;
-            }
-            self.need_response = false;
-            self.free_slots.pop();
-            self.credits.on_send(grant);
-            if let Some(l) = self.send_lens.get_mut(i) {
-                *l = len as u32;
-            }
-            self.outstanding.push_back((slot, now));
-            self.stats.sends_posted += 1;
-            self.actions.push_back(Action::PostSend { slot: SendSlot(slot), len: len as u32, invalidate });
         }
+    }
+
+    /// Posts one data transfer message carrying the first bytes of `rest` (the unsent
+    /// part of a message; the last fragment goes with `invalidate`), or an empty message
+    /// when `rest` is empty and there is a reason to send one. Returns the payload bytes
+    /// taken, or None when nothing could be posted (no free slot, no credit, no reason).
+    fn post_fragment(&mut self, now: Instant, rest: &[u8], invalidate: Option<u32>) -> Option<usize> {
+        let &slot = self.free_slots.last()?;
+        let grant = self.credits.grantable();
+        if !self.credits.may_send(grant) {
+            return None;
+        }
+        let keepalive = self.keepalive_due;
+        if rest.is_empty() && !keepalive && !self.need_response && !self.credits.peer_is_low() {
+            return None;
+        }
+        let max_payload = (self.neg.max_send_size as usize).saturating_sub(DATA_TRANSFER_HEADER_LEN).max(1);
+        let n = rest.len().min(max_payload);
+        let frag = rest.get(..n).unwrap_or(&[]);
+        let last = n == rest.len();
+        let mut h = DataTransferHeader {
+            credits_requested: self.config.send_credit_target,
+            credits_granted: grant,
+            flags: if keepalive { FLAG_RESPONSE_REQUESTED } else { 0 },
+            // rest.len() <= the peer's MaxFragmentedSize, a u32.
+            remaining_data_length: (rest.len() - n) as u32,
+            ..Default::default()
+        };
+        // Low on credits with more to send: ask the peer to answer (and grant) promptly.
+        let after = Credits { send: self.credits.send.saturating_sub(1), ..self.credits };
+        if !rest.is_empty() && after.should_request_response(!last || !self.out_queue.is_empty()) {
+            h.flags |= FLAG_RESPONSE_REQUESTED;
+        }
+        let i = usize::from(slot);
+        let buf = self.send_bufs.get_mut(i)?;
+        let len = h.encode_with_data(frag, buf).ok()?;
+        if rest.is_empty() {
+            self.stats.empty_sent += 1;
+        }
+        self.stats.bytes_sent += n as u64;
+        if keepalive {
+            self.keepalive_due = false;
+            self.stats.keepalives_sent += 1;
+        }
+        self.need_response = false;
+        self.free_slots.pop();
+        self.credits.on_send(grant);
+        if let Some(l) = self.send_lens.get_mut(i) {
+            *l = len as u32;
+        }
+        self.outstanding.push_back((slot, now));
+        self.stats.sends_posted += 1;
+        let invalidate = if last && !rest.is_empty() { invalidate } else { None };
+        self.actions.push_back(Action::PostSend { slot: SendSlot(slot), len: len as u32, invalidate });
+        Some(n)
     }
 }
