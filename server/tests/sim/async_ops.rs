@@ -231,3 +231,18 @@ fn change_notify_at_the_end_of_a_compound() {
     assert_eq!(fin.async_id, v[1].async_id);
     assert!(notify_result(&fin).contains(&(1, "later.txt".to_string())));
 }
+
+#[test]
+#[ignore = "bug: conn.rs process_one acts on CANCEL before any session or signature check, so a CANCEL with SMB2_FLAGS_SIGNED and a wrong signature (an on-path forgery on a signing session) still cancels; MS-SMB2 3.3.5.2.4 verifies every signed request and Samba drops a CANCEL whose signature fails (unsigned CANCELs may stay allowed, as in Samba)"]
+fn badly_signed_cancel_does_not_cancel() {
+    let ts = server_with(|cfg| required(cfg, true, false));
+    let mut c = connected(&ts);
+    let (_a, b) = held_lock(&mut c);
+    let interim = blocking_lock(&mut c, &b);
+    let mut m = build_header(CANCEL, 0, 0, F_ASYNC, interim.message_id, 0, c.session_id, &[4, 0, 0, 0]);
+    m[32..40].copy_from_slice(&interim.async_id.to_le_bytes());
+    c.sign_msg(&mut m);
+    m[50] ^= 0x40;
+    let _ = c.conn.handle_message(m);
+    assert!(c.sink.wait(Duration::from_millis(500)).is_none(), "a forged CANCEL cancelled the lock");
+}

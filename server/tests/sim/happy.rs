@@ -141,3 +141,24 @@ fn final_session_setup_signature_depends_on_the_preauth_hash() {
     k2[0] ^= 1;
     assert!(!verify(&k2, &good), "signature verifies under a different session key");
 }
+
+#[test]
+fn tree_disconnect_closes_its_opens() {
+    let ts = server();
+    let mut c = connected(&ts);
+    let fid = c.open_file("td.txt");
+    assert_eq!(c.write(&fid, 0, b"x").status, SUCCESS);
+    let tree = c.tree_id;
+    assert_eq!(c.call(TREE_DISCONNECT, 1, &[4, 0, 0, 0]).status, SUCCESS);
+    // The tree is gone...
+    let r = c.read(&fid, 0, 1, 1);
+    assert_eq!(r.status, 0xC000_00C9, "NETWORK_NAME_DELETED");
+    // ...and so is the open, even on a new tree.
+    assert_eq!(c.tree_connect("share").status, SUCCESS);
+    assert_ne!(c.tree_id, 0);
+    let _ = tree;
+    assert_eq!(c.read(&fid, 0, 1, 1).status, FILE_CLOSED);
+    // The file can be opened exclusively again: no leftover share-mode entry.
+    let r = c.call(CREATE, 1, &create_body("td.txt", GENERIC_ALL, 0, FILE_OPEN, 0));
+    assert_eq!(r.status, SUCCESS);
+}
