@@ -211,6 +211,146 @@ impl ShareRoot {
     }
 }
 
+impl ShareRoot {
+    /// Resolves `rel` the way Windows matches names, case-insensitively: a
+    /// component that does not exist with the given spelling is looked up in
+    /// its directory ignoring case (or as the 8.3 short name of an entry), and
+    /// the result carries the names as stored. From the first component that
+    /// matches nothing on, the rest stays as given (a name about to be created
+    /// keeps the client's spelling). An exact hit costs a single open.
+    pub fn resolve_case(&self, rel: &str) -> String {
+        if rel.is_empty() || self.exists(rel) {
+            return rel.to_string();
+        }
+        let mut out = String::with_capacity(rel.len());
+        let mut parts = rel.split('/');
+        while let Some(comp) = parts.next() {
+            let dir = out.clone();
+            if !out.is_empty() {
+                out.push('/');
+            }
+            let exact = format!("{out}{comp}");
+            if self.exists(&exact) {
+                out = exact;
+                continue;
+            }
+            match self.find_ignoring_case(&dir, comp) {
+                Some(found) => out.push_str(&found),
+                None => {
+                    out.push_str(comp);
+                    for rest in parts {
+                        out.push('/');
+                        out.push_str(rest);
+                    }
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    fn exists(&self, rel: &str) -> bool {
+        self.open_beneath(rel, OFlags::PATH | OFlags::NOFOLLOW).is_ok()
+    }
+
+    /// The stored name in directory `dir` that equals `name` ignoring case,
+    /// or whose short name is `name`; the first in sorted order when several do.
+    fn find_ignoring_case(&self, dir: &str, name: &str) -> Option<String> {
+        let fd = self.open_beneath(dir, OFlags::RDONLY | OFlags::DIRECTORY).ok()?;
+        let want = fold_case(name);
+        let mangled = name.contains('~');
+        let mut hits: Vec<String> = list_names(fd.as_fd())
+            .ok()?
+            .into_iter()
+            .filter(|n| fold_case(n) == want || (mangled && fold_case(&short_name(n)) == want))
+            .collect();
+        hits.sort();
+        hits.into_iter().next()
+    }
+}
+
+/// Case folding for name comparison (Windows compares names upper-cased).
+pub fn fold_case(s: &str) -> String {
+    s.chars().flat_map(char::to_uppercase).collect()
+}
+
+const SHORT_NAME_SPECIALS: &str = "!#$%&'()-@^_`{}~";
+
+fn short_char_ok(c: char) -> bool {
+    c.is_ascii_alphanumeric() || SHORT_NAME_SPECIALS.contains(c)
+}
+
+/// Whether `name` already is a valid 8.3 name (ignoring case).
+pub fn is_8dot3(name: &str) -> bool {
+    let (base, ext) = match name.split_once('.') {
+        Some((b, e)) => (b, Some(e)),
+        None => (name, None),
+    };
+    let ok = |s: &str, max: usize| !s.is_empty() && s.len() <= max && s.chars().all(short_char_ok);
+    ok(base, 8) && ext.is_none_or(|e| ok(e, 3))
+}
+
+/// The 8.3 short name of a long name (MS-FSCC 2.1.5.2.1): a name that is
+/// already 8.3 is its own short name (upper-cased); any other becomes up to
+/// two leading characters, four hex digits of a hash of the whole name, "~1"
+/// and up to three characters of the extension ("TO1A2B~1.TXT"). The hash
+/// makes the name stable without per-directory state; two long names in one
+/// directory can collide (1 in 65536 for equal prefix and extension).
+pub fn short_name(name: &str) -> String {
+    if is_8dot3(name) {
+        return name.to_ascii_uppercase();
+    }
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((s, e)) if !s.is_empty() => (s, e),
+        _ => (name, ""),
+    };
+    let clean = |s: &str, n: usize| -> String { s.chars().filter(|c| short_char_ok(*c) && *c != '~').map(|c| c.to_ascii_uppercase()).take(n).collect() };
+    let mut prefix = clean(stem, 2);
+    if prefix.is_empty() {
+        prefix.push('_');
+    }
+    // FNV-1a over the case-folded UTF-16 code units.
+    let mut h: u32 = 0x811c_9dc5;
+    for u in fold_case(name).encode_utf16() {
+        for b in u.to_le_bytes() {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    }
+    let h = (h ^ (h >> 16)) & 0xffff;
+    let ext = clean(ext, 3);
+    let mut out = format!("{prefix}{h:04X}~1");
+    if !ext.is_empty() {
+        out.push('.');
+        out.push_str(&ext);
+    }
+    out
+}
+
+/// The path of one of our own descriptors in /proc: xattr calls on an
+/// O_PATH descriptor fail with EBADF, but work through this path (it names
+/// exactly the file the descriptor holds, no lookup by name is involved).
+fn proc_fd_path<Fd: AsFd>(fd: &Fd) -> String {
+    use rustix::fd::AsRawFd;
+    format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd())
+}
+
+/// fgetxattr that also works on O_PATH descriptors.
+fn get_xattr<Fd: AsFd>(fd: &Fd, name: &str, buf: &mut [u8]) -> rustix::io::Result<usize> {
+    match rustix::fs::fgetxattr(fd, name, &mut *buf) {
+        Err(rustix::io::Errno::BADF) => rustix::fs::getxattr(proc_fd_path(fd).as_str(), name, buf),
+        r => r,
+    }
+}
+
+/// fsetxattr that also works on O_PATH descriptors.
+fn set_xattr<Fd: AsFd>(fd: &Fd, name: &str, value: &[u8]) -> rustix::io::Result<()> {
+    match rustix::fs::fsetxattr(fd, name, value, rustix::fs::XattrFlags::empty()) {
+        Err(rustix::io::Errno::BADF) => rustix::fs::setxattr(proc_fd_path(fd).as_str(), name, value, rustix::fs::XattrFlags::empty()),
+        r => r,
+    }
+}
+
 pub fn stat_fd<Fd: AsFd>(fd: Fd) -> Result<FileStat, NtStatus> {
     let st = rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS | StatxFlags::BTIME)
         .map_err(NtStatus::from_errno)?;
@@ -220,9 +360,11 @@ pub fn stat_fd<Fd: AsFd>(fd: Fd) -> Result<FileStat, NtStatus> {
     let ctime = ts(st.stx_ctime);
     let mut btime = if st.stx_mask & StatxFlags::BTIME.bits() != 0 { ts(st.stx_btime) } else { mtime.min(ctime) };
     let mut buf = [0u8; 8];
-    if let Ok(8) = rustix::fs::fgetxattr(&fd, XATTR_BTIME, &mut buf) {
+    if let Ok(8) = get_xattr(&fd, XATTR_BTIME, &mut buf) {
         btime = u64::from_le_bytes(buf);
     }
+    let dev = (u64::from(st.stx_dev_major) << 32) | u64::from(st.stx_dev_minor);
+    let ctime = change_time_override(dev, st.stx_ino, ctime);
     let stored = read_dos_attrs(&fd);
     let mut attrs = stored.unwrap_or(if is_dir { 0 } else { ATTR_ARCHIVE }) & SETTABLE_ATTRS;
     if is_dir {
@@ -250,7 +392,7 @@ pub fn stat_fd<Fd: AsFd>(fd: Fd) -> Result<FileStat, NtStatus> {
 
 fn read_dos_attrs<Fd: AsFd>(fd: Fd) -> Option<u32> {
     let mut buf = [0u8; 4];
-    match rustix::fs::fgetxattr(&fd, XATTR_DOSATTRIB, &mut buf) {
+    match get_xattr(&fd, XATTR_DOSATTRIB, &mut buf) {
         Ok(4) => Some(u32::from_le_bytes(buf)),
         _ => None,
     }
@@ -260,7 +402,7 @@ fn read_dos_attrs<Fd: AsFd>(fd: Fd) -> Option<u32> {
 /// xattrs (tmpfs without them, some FUSE) just do not keep them.
 pub fn set_dos_attrs<Fd: AsFd>(fd: Fd, attrs: u32) -> Result<(), NtStatus> {
     let v = (attrs & SETTABLE_ATTRS).to_le_bytes();
-    match rustix::fs::fsetxattr(&fd, XATTR_DOSATTRIB, &v, rustix::fs::XattrFlags::empty()) {
+    match set_xattr(&fd, XATTR_DOSATTRIB, &v) {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::NOTSUP) => Ok(()),
         Err(e) => Err(NtStatus::from_errno(e)),
@@ -283,11 +425,47 @@ pub fn set_times<Fd: AsFd>(fd: Fd, btime: u64, atime: u64, mtime: u64) -> Result
         rustix::fs::futimens(&fd, &Timestamps { last_access: ts(atime), last_modification: ts(mtime) }).map_err(NtStatus::from_errno)?;
     }
     if btime != 0 && btime < 0xFFFF_FFFF_FFFF_FFFE {
-        match rustix::fs::fsetxattr(&fd, XATTR_BTIME, &btime.to_le_bytes(), rustix::fs::XattrFlags::empty()) {
+        match set_xattr(&fd, XATTR_BTIME, &btime.to_le_bytes()) {
             Ok(()) | Err(rustix::io::Errno::NOTSUP) => {}
             Err(e) => return Err(NtStatus::from_errno(e)),
         }
     }
+    Ok(())
+}
+
+/// ChangeTimes clients set, by (device, inode): the time, and the file's
+/// real ctime when it was set. Linux cannot set a ctime, and storing the value
+/// in an xattr would itself move the ctime (to a fine-grained time the server
+/// cannot know beforehand), so it lives here: it holds while the real ctime
+/// stays where it was, and any later change to the file ends it, just as
+/// Windows moves ChangeTime on every change. A server restart forgets it.
+static CHANGE_TIMES: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<(u64, u64), (u64, u64)>>> =
+    std::sync::LazyLock::new(Default::default);
+const CHANGE_TIMES_MAX: usize = 65536;
+
+fn change_time_override(dev: u64, ino: u64, real: u64) -> u64 {
+    let mut map = CHANGE_TIMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    match map.get(&(dev, ino)) {
+        Some(&(set, marker)) if marker == real => set,
+        Some(_) => {
+            map.remove(&(dev, ino));
+            real
+        }
+        None => real,
+    }
+}
+
+/// Sets the ChangeTime reported for a file (NT units); see [`CHANGE_TIMES`].
+/// Call it after every other change the same request makes.
+pub fn set_change_time<Fd: AsFd>(fd: Fd, t: u64) -> Result<(), NtStatus> {
+    let st = rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, StatxFlags::CTIME | StatxFlags::INO).map_err(NtStatus::from_errno)?;
+    let dev = (u64::from(st.stx_dev_major) << 32) | u64::from(st.stx_dev_minor);
+    let real = unix_to_nt(st.stx_ctime.tv_sec, st.stx_ctime.tv_nsec);
+    let mut map = CHANGE_TIMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if map.len() >= CHANGE_TIMES_MAX {
+        map.clear();
+    }
+    map.insert((dev, st.stx_ino), (t, real));
     Ok(())
 }
 
@@ -407,6 +585,78 @@ mod tests {
         assert!(!wildcard_match("a?c", "ac"));
         assert!(wildcard_match("exact", "Exact"));
         assert!(wildcard_match("<.txt", "a.b.txt"));
+    }
+
+    #[test]
+    fn short_names() {
+        assert_eq!(short_name("abc.txt"), "ABC.TXT");
+        assert_eq!(short_name("README"), "README");
+        let s = short_name("torture_search.txt");
+        assert!(s.starts_with("TO") && s.ends_with("~1.TXT") && s.len() == 12, "{s}");
+        assert!(is_8dot3(&s));
+        assert_eq!(short_name("torture_search.txt"), short_name("TORTURE_SEARCH.TXT"));
+        assert_ne!(short_name("t000-0.txt.long"), short_name("t001-1.txt.long"));
+        assert!(is_8dot3(&short_name("..hidden")) && is_8dot3(&short_name("a b c d e f g h")));
+        assert!(!is_8dot3("a.b.c") && !is_8dot3("toolongname.txt") && !is_8dot3("x.long"));
+    }
+
+    #[test]
+    fn case_insensitive_resolution() {
+        let tmp = std::env::temp_dir().join(format!("smbd-vfs-case-{}", std::process::id()));
+        let share = tmp.join("share");
+        std::fs::create_dir_all(share.join("DirOne/Sub")).unwrap();
+        std::fs::write(share.join("DirOne/Sub/File.TXT"), b"x").unwrap();
+        std::fs::write(tmp.join("Outside"), b"x").unwrap();
+        let root = ShareRoot::open(&share).unwrap();
+        assert_eq!(root.resolve_case("dirone/SUB/file.txt"), "DirOne/Sub/File.TXT");
+        assert_eq!(root.resolve_case("DirOne/Sub/File.TXT"), "DirOne/Sub/File.TXT");
+        assert_eq!(root.resolve_case("DIRONE/new/x"), "DirOne/new/x");
+        assert_eq!(root.resolve_case("nothing/here"), "nothing/here");
+        let short = short_name("File.TXT");
+        assert_eq!(root.resolve_case(&format!("dirone/sub/{}", short.to_lowercase())), "DirOne/Sub/File.TXT");
+        let mangled = short_name("DirOne");
+        assert_eq!(mangled, "DIRONE");
+        std::fs::write(share.join("a long name.text"), b"y").unwrap();
+        assert_eq!(root.resolve_case(&short_name("a long name.text")), "a long name.text");
+        // Never leads outside the share.
+        assert_eq!(root.resolve_case("../outside"), "../outside");
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn attributes_through_path_descriptors() {
+        let tmp = std::env::temp_dir().join(format!("smbd-vfs-xattr-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::fs::write(tmp.join("f"), b"x").unwrap();
+        let root = ShareRoot::open(&tmp).unwrap();
+        let rd = root.open_beneath("f", OFlags::RDONLY).unwrap();
+        let fd = root.open_beneath("f", OFlags::PATH).unwrap();
+        // Only where the file system keeps user xattrs at all.
+        if set_dos_attrs(&rd, ATTR_HIDDEN | ATTR_ARCHIVE).is_ok() && read_dos_attrs(&rd).is_some() {
+            assert_eq!(stat_fd(&fd).unwrap().attrs, ATTR_HIDDEN | ATTR_ARCHIVE);
+            let listed = list_dir(&root, "", root.fd()).unwrap();
+            assert_eq!(listed[0].stat.attrs, ATTR_HIDDEN | ATTR_ARCHIVE);
+        }
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn change_time_is_kept_until_the_file_changes() {
+        let tmp = std::env::temp_dir().join(format!("smbd-vfs-ctime-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::fs::write(tmp.join("f"), b"x").unwrap();
+        let root = ShareRoot::open(&tmp).unwrap();
+        let fd = root.open_beneath("f", OFlags::RDWR).unwrap();
+        let want = unix_to_nt(1_600_000_000, 0);
+        set_change_time(&fd, want).unwrap();
+        assert_eq!(stat_fd(&fd).unwrap().ctime, want);
+        // Seen through another descriptor too, then a change ends it.
+        let p = root.open_beneath("f", OFlags::PATH).unwrap();
+        assert_eq!(stat_fd(&p).unwrap().ctime, want);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o600)).unwrap();
+        assert!(stat_fd(&fd).unwrap().ctime > want);
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
     if req.options & OPT_OPEN_BY_FILE_ID != 0 {
         return Err(NtStatus::NOT_SUPPORTED);
     }
-    let rel = vfs::validate_name(&name)?;
+    let rel = root.resolve_case(&vfs::validate_name(&name)?);
 
     let mut desired = map_generic(req.desired_access);
     if desired & ACCESS_SYSTEM_SECURITY != 0 {

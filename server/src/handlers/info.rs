@@ -181,7 +181,16 @@ fn file_info(conn: &Connection, open: &Open, class: u8, o: &mut Vec<u8>) -> Resu
         ATTRIBUTE_TAG => {
             o.u32(s.attrs).u32(0);
         }
-        ALTERNATE_NAME => return Err(NtStatus::OBJECT_NAME_NOT_FOUND),
+        ALTERNATE_NAME => {
+            // The 8.3 name of the last component; the share root has none.
+            let path = lock(&open.path).clone();
+            let leaf = path.rsplit('/').next().unwrap_or_default();
+            if leaf.is_empty() {
+                return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
+            }
+            let n = vfs::short_name(leaf);
+            o.u32(utf16_len(&n) as u32).utf16(&n);
+        }
         _ => return Err(NtStatus::INVALID_INFO_CLASS),
     }
     Ok(())
@@ -338,7 +347,7 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
             let btime = r.u64().map_err(short)?;
             let atime = r.u64().map_err(short)?;
             let mtime = r.u64().map_err(short)?;
-            let _ctime = r.u64().map_err(short)?;
+            let ctime = r.u64().map_err(short)?;
             let attrs = r.u32().map_err(short)?;
             let st = open.stat()?;
             if attrs != 0 {
@@ -351,6 +360,10 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
                 vfs::set_dos_attrs(fd, attrs)?;
             }
             vfs::set_times(fd, btime, atime, mtime)?;
+            // Last: any change after it would end the ChangeTime just set.
+            if ctime != 0 && ctime < 0xFFFF_FFFF_FFFF_FFFE {
+                vfs::set_change_time(fd, ctime)?;
+            }
         }
         DISPOSITION | DISPOSITION_EX => {
             if open.access & DELETE == 0 {
@@ -400,7 +413,16 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
             if from.is_empty() || target.is_empty() {
                 return Err(NtStatus::ACCESS_DENIED);
             }
-            if let Some(st) = root.lookup(&target)? {
+            // Names match case-insensitively: the existing file the target
+            // names (if any) is found whatever its case, while the new name
+            // keeps the client's spelling of the last component.
+            let existing = root.resolve_case(&target);
+            let target = match (vfs::split_parent(&existing), vfs::split_parent(&target)) {
+                (Some((dir, _)), Some((_, leaf))) if !dir.is_empty() => format!("{dir}/{leaf}"),
+                _ => target,
+            };
+            let mut displaced = None;
+            if let Some(st) = root.lookup(&existing)? {
                 let me = open.stat()?;
                 if (st.dev, st.ino) != (me.dev, me.ino) {
                     if !replace {
@@ -412,7 +434,14 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
                     if lock(&conn.server.files).get(&(st.dev, st.ino)).is_some_and(|e| !e.opens.is_empty()) {
                         return Err(NtStatus::ACCESS_DENIED);
                     }
+                    if existing != target {
+                        displaced = Some(existing);
+                    }
                 }
+            }
+            if let Some(old_name) = displaced {
+                // Replacing "b" by a rename to "B": the old spelling goes away.
+                root.remove(&old_name, false)?;
             }
             root.rename(&from, &target, replace)?;
             *lock(&open.path) = target;
