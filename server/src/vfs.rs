@@ -64,6 +64,8 @@ pub struct FileStat {
     pub ctime: u64,
     pub attrs: u32,
     pub writable: bool,
+    /// Size of the extended attributes (see [`ea_size`]).
+    pub ea_size: u32,
 }
 
 /// Turns an SMB path into a relative Unix path ("" for the share root).
@@ -387,6 +389,7 @@ pub fn stat_fd<Fd: AsFd>(fd: Fd) -> Result<FileStat, NtStatus> {
         ctime,
         attrs,
         writable: st.stx_mode & 0o222 != 0,
+        ea_size: ea_size(&fd),
     })
 }
 
@@ -433,6 +436,146 @@ pub fn set_times<Fd: AsFd>(fd: Fd, btime: u64, atime: u64, mtime: u64) -> Result
     Ok(())
 }
 
+/// Extended attributes (MS-FSCC 2.4.15) live in xattrs under this prefix,
+/// one per EA: the name upper-cased (EA names are case-insensitive and NTFS
+/// keeps them upper-cased), the value as the flags byte followed by the data.
+const EA_PREFIX: &str = "user.smbdirect.ea.";
+
+/// One extended attribute: name, flags (FILE_NEED_EA 0x80) and value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ea {
+    pub name: String,
+    pub flags: u8,
+    pub value: Vec<u8>,
+}
+
+fn list_xattr_names<Fd: AsFd>(fd: &Fd) -> Vec<String> {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let r = match rustix::fs::flistxattr(fd, &mut buf[..]) {
+            Err(rustix::io::Errno::BADF) => rustix::fs::listxattr(proc_fd_path(fd).as_str(), &mut buf[..]),
+            r => r,
+        };
+        match r {
+            Ok(n) => {
+                return buf[..n.min(buf.len())]
+                    .split(|b| *b == 0)
+                    .filter(|n| !n.is_empty())
+                    .filter_map(|n| std::str::from_utf8(n).ok().map(str::to_string))
+                    .collect()
+            }
+            Err(rustix::io::Errno::RANGE) if buf.len() < (1 << 20) => buf.resize(buf.len() * 4, 0),
+            Err(_) => return Vec::new(),
+        }
+    }
+}
+
+/// The file's extended attributes, sorted by name.
+pub fn list_eas<Fd: AsFd>(fd: &Fd) -> Vec<Ea> {
+    let mut out = Vec::new();
+    for x in list_xattr_names(fd) {
+        let Some(name) = x.strip_prefix(EA_PREFIX) else { continue };
+        let mut buf = vec![0u8; 65536 + 1];
+        let Ok(n) = get_xattr(fd, &x, &mut buf) else { continue };
+        let Some((&flags, value)) = buf[..n.min(buf.len())].split_first() else { continue };
+        out.push(Ea { name: name.to_string(), flags, value: value.to_vec() });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Sets one EA; an empty value removes it (MS-FSA 2.1.5.14.4).
+pub fn set_ea<Fd: AsFd>(fd: &Fd, ea: &Ea) -> Result<(), NtStatus> {
+    let key = format!("{EA_PREFIX}{}", ea.name.to_ascii_uppercase());
+    let r = if ea.value.is_empty() {
+        match rustix::fs::fremovexattr(fd, key.as_str()) {
+            Err(rustix::io::Errno::BADF) => rustix::fs::removexattr(proc_fd_path(fd).as_str(), key.as_str()),
+            r => r,
+        }
+        .or_else(|e| if e == rustix::io::Errno::NODATA { Ok(()) } else { Err(e) })
+    } else {
+        let mut v = Vec::with_capacity(ea.value.len() + 1);
+        v.push(ea.flags);
+        v.extend_from_slice(&ea.value);
+        set_xattr(fd, &key, &v)
+    };
+    r.map_err(|e| if e == rustix::io::Errno::NOTSUP { NtStatus::EAS_NOT_SUPPORTED } else { NtStatus::from_errno(e) })
+}
+
+/// Whether a name may be an EA name (MS-FSCC 2.4.15: ASCII, no control
+/// characters, none of the characters reserved in file names).
+pub fn valid_ea_name(name: &[u8]) -> bool {
+    !name.is_empty() && name.iter().all(|&c| (0x20..0x7f).contains(&c) && !b"\\/:*?\"<>|,+=;[]".contains(&c))
+}
+
+/// Parses a FILE_FULL_EA_INFORMATION list (MS-FSCC 2.4.15) as sent in
+/// SET_INFO or the ExtA create context. Entries must lie inside the buffer
+/// and be 4-byte aligned; a bad list is STATUS_EA_LIST_INCONSISTENT.
+pub fn parse_full_ea_list(buf: &[u8]) -> Result<Vec<Ea>, NtStatus> {
+    let bad = NtStatus::EA_LIST_INCONSISTENT;
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    loop {
+        let e = buf.get(off..).ok_or(bad)?;
+        let next = crate::wire::u32_at(e, 0).ok_or(bad)? as usize;
+        let flags = *e.get(4).ok_or(bad)?;
+        let name_len = usize::from(*e.get(5).ok_or(bad)?);
+        let value_len = usize::from(crate::wire::u16_at(e, 6).ok_or(bad)?);
+        let name = e.get(8..8 + name_len).ok_or(bad)?;
+        if e.get(8 + name_len) != Some(&0) {
+            return Err(bad);
+        }
+        let value = e.get(9 + name_len..9 + name_len + value_len).ok_or(bad)?;
+        if !valid_ea_name(name) || flags & !0x80 != 0 {
+            return Err(NtStatus::INVALID_EA_NAME);
+        }
+        let name = String::from_utf8_lossy(name).to_ascii_uppercase();
+        out.push(Ea { name, flags, value: value.to_vec() });
+        if next == 0 {
+            return Ok(out);
+        }
+        if next % 4 != 0 || next < 9 + name_len + value_len {
+            return Err(bad);
+        }
+        off = off.checked_add(next).ok_or(bad)?;
+    }
+}
+
+/// Encodes EAs as a FILE_FULL_EA_INFORMATION list.
+pub fn encode_full_ea_list(eas: &[Ea]) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::new();
+    let mut last: Option<usize> = None;
+    for ea in eas {
+        if let Some(l) = last {
+            while out.len() % 4 != 0 {
+                out.push(0);
+            }
+            let next = (out.len() - l) as u32;
+            out[l..l + 4].copy_from_slice(&next.to_le_bytes());
+        }
+        last = Some(out.len());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.push(ea.flags);
+        out.push(ea.name.len().min(255) as u8);
+        out.extend_from_slice(&(ea.value.len().min(65535) as u16).to_le_bytes());
+        out.extend_from_slice(&ea.name.as_bytes()[..ea.name.len().min(255)]);
+        out.push(0);
+        out.extend_from_slice(&ea.value[..ea.value.len().min(65535)]);
+    }
+    out
+}
+
+/// EaSize as FileEaInformation and directory listings report it: the size
+/// of the file's EA list in FILE_FULL_EA_INFORMATION form (0 without EAs).
+pub fn ea_size<Fd: AsFd>(fd: &Fd) -> u32 {
+    let eas = list_eas(fd);
+    if eas.is_empty() {
+        0
+    } else {
+        encode_full_ea_list(&eas).len() as u32
+    }
+}
+
 /// ChangeTimes clients set, by (device, inode): the time, and the file's
 /// real ctime when it was set. Linux cannot set a ctime, and storing the value
 /// in an xattr would itself move the ctime (to a fine-grained time the server
@@ -453,6 +596,15 @@ fn change_time_override(dev: u64, ino: u64, real: u64) -> u64 {
         }
         None => real,
     }
+}
+
+/// The ChangeTime a client set on this file, while it still holds.
+pub fn user_change_time<Fd: AsFd>(fd: Fd) -> Option<u64> {
+    let st = rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, StatxFlags::CTIME | StatxFlags::INO).ok()?;
+    let dev = (u64::from(st.stx_dev_major) << 32) | u64::from(st.stx_dev_minor);
+    let real = unix_to_nt(st.stx_ctime.tv_sec, st.stx_ctime.tv_nsec);
+    let map = CHANGE_TIMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    map.get(&(dev, st.stx_ino)).and_then(|&(set, marker)| (marker == real).then_some(set))
 }
 
 /// Sets the ChangeTime reported for a file (NT units); see [`CHANGE_TIMES`].
@@ -656,6 +808,47 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o600)).unwrap();
         assert!(stat_fd(&fd).unwrap().ctime > want);
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn ea_lists() {
+        let eas = vec![
+            Ea { name: "EAONE".into(), flags: 0, value: b"VALUE1".to_vec() },
+            Ea { name: "SECONDEA".into(), flags: 0x80, value: b"ValueTwo".to_vec() },
+        ];
+        let wire = encode_full_ea_list(&eas);
+        assert_eq!(crate::wire::u32_at(&wire, 0), Some(20));
+        assert_eq!(parse_full_ea_list(&wire).unwrap(), eas);
+        // Lower-case names come back upper-cased.
+        let mut lower = wire.clone();
+        lower[8] = b'e';
+        assert_eq!(parse_full_ea_list(&lower).unwrap()[0].name, "EAONE");
+        // Offsets past the end, missing terminators, bad names are refused.
+        let mut past = wire.clone();
+        past[0] = 200;
+        assert!(parse_full_ea_list(&past).is_err());
+        assert!(parse_full_ea_list(&wire[..wire.len() - 1]).is_err());
+        let mut unterminated = wire.clone();
+        unterminated[13] = b'x';
+        assert!(parse_full_ea_list(&unterminated).is_err());
+        let mut badname = wire.clone();
+        badname[9] = b'*';
+        assert!(parse_full_ea_list(&badname).is_err());
+        assert!(parse_full_ea_list(&[]).is_err());
+
+        let tmp = std::env::temp_dir().join(format!("smbd-vfs-ea-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::fs::write(tmp.join("f"), b"x").unwrap();
+        let root = ShareRoot::open(&tmp).unwrap();
+        let fd = root.open_beneath("f", OFlags::PATH).unwrap();
+        if set_ea(&fd, &eas[0]).is_ok() {
+            set_ea(&fd, &eas[1]).unwrap();
+            assert_eq!(list_eas(&fd), eas);
+            assert_eq!(stat_fd(&fd).unwrap().ea_size, wire.len() as u32);
+            set_ea(&fd, &Ea { name: "eaone".into(), flags: 0, value: vec![] }).unwrap();
+            assert_eq!(list_eas(&fd), eas[1..]);
+        }
         std::fs::remove_dir_all(&tmp).unwrap();
     }
 

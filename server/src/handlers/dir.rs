@@ -33,17 +33,17 @@ pub fn encode_entry(class: u8, name: &str, st: &FileStat, out: &mut Vec<u8>) -> 
     match class {
         FILE_DIRECTORY_INFORMATION => {}
         FILE_FULL_DIRECTORY_INFORMATION => {
-            out.u32(0);
+            out.u32(st.ea_size);
         }
         FILE_ID_FULL_DIRECTORY_INFORMATION => {
-            out.u32(0).u32(0).u64(st.ino);
+            out.u32(st.ea_size).u32(0).u64(st.ino);
         }
         FILE_BOTH_DIRECTORY_INFORMATION => {
-            out.u32(0);
+            out.u32(st.ea_size);
             put_short_name(out, name);
         }
         _ => {
-            out.u32(0);
+            out.u32(st.ea_size);
             put_short_name(out, name);
             out.u16(0).u64(st.ino);
         }
