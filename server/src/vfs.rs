@@ -64,6 +64,8 @@ pub struct FileStat {
     pub ctime: u64,
     pub attrs: u32,
     pub writable: bool,
+    /// Size of the extended attributes (see [`ea_size`]).
+    pub ea_size: u32,
 }
 
 /// Turns an SMB path into a relative Unix path ("" for the share root).
@@ -211,6 +213,146 @@ impl ShareRoot {
     }
 }
 
+impl ShareRoot {
+    /// Resolves `rel` the way Windows matches names, case-insensitively: a
+    /// component that does not exist with the given spelling is looked up in
+    /// its directory ignoring case (or as the 8.3 short name of an entry), and
+    /// the result carries the names as stored. From the first component that
+    /// matches nothing on, the rest stays as given (a name about to be created
+    /// keeps the client's spelling). An exact hit costs a single open.
+    pub fn resolve_case(&self, rel: &str) -> String {
+        if rel.is_empty() || self.exists(rel) {
+            return rel.to_string();
+        }
+        let mut out = String::with_capacity(rel.len());
+        let mut parts = rel.split('/');
+        while let Some(comp) = parts.next() {
+            let dir = out.clone();
+            if !out.is_empty() {
+                out.push('/');
+            }
+            let exact = format!("{out}{comp}");
+            if self.exists(&exact) {
+                out = exact;
+                continue;
+            }
+            match self.find_ignoring_case(&dir, comp) {
+                Some(found) => out.push_str(&found),
+                None => {
+                    out.push_str(comp);
+                    for rest in parts {
+                        out.push('/');
+                        out.push_str(rest);
+                    }
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    fn exists(&self, rel: &str) -> bool {
+        self.open_beneath(rel, OFlags::PATH | OFlags::NOFOLLOW).is_ok()
+    }
+
+    /// The stored name in directory `dir` that equals `name` ignoring case,
+    /// or whose short name is `name`; the first in sorted order when several do.
+    fn find_ignoring_case(&self, dir: &str, name: &str) -> Option<String> {
+        let fd = self.open_beneath(dir, OFlags::RDONLY | OFlags::DIRECTORY).ok()?;
+        let want = fold_case(name);
+        let mangled = name.contains('~');
+        let mut hits: Vec<String> = list_names(fd.as_fd())
+            .ok()?
+            .into_iter()
+            .filter(|n| fold_case(n) == want || (mangled && fold_case(&short_name(n)) == want))
+            .collect();
+        hits.sort();
+        hits.into_iter().next()
+    }
+}
+
+/// Case folding for name comparison (Windows compares names upper-cased).
+pub fn fold_case(s: &str) -> String {
+    s.chars().flat_map(char::to_uppercase).collect()
+}
+
+const SHORT_NAME_SPECIALS: &str = "!#$%&'()-@^_`{}~";
+
+fn short_char_ok(c: char) -> bool {
+    c.is_ascii_alphanumeric() || SHORT_NAME_SPECIALS.contains(c)
+}
+
+/// Whether `name` already is a valid 8.3 name (ignoring case).
+pub fn is_8dot3(name: &str) -> bool {
+    let (base, ext) = match name.split_once('.') {
+        Some((b, e)) => (b, Some(e)),
+        None => (name, None),
+    };
+    let ok = |s: &str, max: usize| !s.is_empty() && s.len() <= max && s.chars().all(short_char_ok);
+    ok(base, 8) && ext.is_none_or(|e| ok(e, 3))
+}
+
+/// The 8.3 short name of a long name (MS-FSCC 2.1.5.2.1): a name that is
+/// already 8.3 is its own short name (upper-cased); any other becomes up to
+/// two leading characters, four hex digits of a hash of the whole name, "~1"
+/// and up to three characters of the extension ("TO1A2B~1.TXT"). The hash
+/// makes the name stable without per-directory state; two long names in one
+/// directory can collide (1 in 65536 for equal prefix and extension).
+pub fn short_name(name: &str) -> String {
+    if is_8dot3(name) {
+        return name.to_ascii_uppercase();
+    }
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((s, e)) if !s.is_empty() => (s, e),
+        _ => (name, ""),
+    };
+    let clean = |s: &str, n: usize| -> String { s.chars().filter(|c| short_char_ok(*c) && *c != '~').map(|c| c.to_ascii_uppercase()).take(n).collect() };
+    let mut prefix = clean(stem, 2);
+    if prefix.is_empty() {
+        prefix.push('_');
+    }
+    // FNV-1a over the case-folded UTF-16 code units.
+    let mut h: u32 = 0x811c_9dc5;
+    for u in fold_case(name).encode_utf16() {
+        for b in u.to_le_bytes() {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    }
+    let h = (h ^ (h >> 16)) & 0xffff;
+    let ext = clean(ext, 3);
+    let mut out = format!("{prefix}{h:04X}~1");
+    if !ext.is_empty() {
+        out.push('.');
+        out.push_str(&ext);
+    }
+    out
+}
+
+/// The path of one of our own descriptors in /proc: xattr calls on an
+/// O_PATH descriptor fail with EBADF, but work through this path (it names
+/// exactly the file the descriptor holds, no lookup by name is involved).
+fn proc_fd_path<Fd: AsFd>(fd: &Fd) -> String {
+    use rustix::fd::AsRawFd;
+    format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd())
+}
+
+/// fgetxattr that also works on O_PATH descriptors.
+fn get_xattr<Fd: AsFd>(fd: &Fd, name: &str, buf: &mut [u8]) -> rustix::io::Result<usize> {
+    match rustix::fs::fgetxattr(fd, name, &mut *buf) {
+        Err(rustix::io::Errno::BADF) => rustix::fs::getxattr(proc_fd_path(fd).as_str(), name, buf),
+        r => r,
+    }
+}
+
+/// fsetxattr that also works on O_PATH descriptors.
+fn set_xattr<Fd: AsFd>(fd: &Fd, name: &str, value: &[u8]) -> rustix::io::Result<()> {
+    match rustix::fs::fsetxattr(fd, name, value, rustix::fs::XattrFlags::empty()) {
+        Err(rustix::io::Errno::BADF) => rustix::fs::setxattr(proc_fd_path(fd).as_str(), name, value, rustix::fs::XattrFlags::empty()),
+        r => r,
+    }
+}
+
 pub fn stat_fd<Fd: AsFd>(fd: Fd) -> Result<FileStat, NtStatus> {
     let st = rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS | StatxFlags::BTIME)
         .map_err(NtStatus::from_errno)?;
@@ -220,9 +362,11 @@ pub fn stat_fd<Fd: AsFd>(fd: Fd) -> Result<FileStat, NtStatus> {
     let ctime = ts(st.stx_ctime);
     let mut btime = if st.stx_mask & StatxFlags::BTIME.bits() != 0 { ts(st.stx_btime) } else { mtime.min(ctime) };
     let mut buf = [0u8; 8];
-    if let Ok(8) = rustix::fs::fgetxattr(&fd, XATTR_BTIME, &mut buf) {
+    if let Ok(8) = get_xattr(&fd, XATTR_BTIME, &mut buf) {
         btime = u64::from_le_bytes(buf);
     }
+    let dev = (u64::from(st.stx_dev_major) << 32) | u64::from(st.stx_dev_minor);
+    let ctime = change_time_override(dev, st.stx_ino, ctime);
     let stored = read_dos_attrs(&fd);
     let mut attrs = stored.unwrap_or(if is_dir { 0 } else { ATTR_ARCHIVE }) & SETTABLE_ATTRS;
     if is_dir {
@@ -245,12 +389,13 @@ pub fn stat_fd<Fd: AsFd>(fd: Fd) -> Result<FileStat, NtStatus> {
         ctime,
         attrs,
         writable: st.stx_mode & 0o222 != 0,
+        ea_size: ea_size(&fd),
     })
 }
 
 fn read_dos_attrs<Fd: AsFd>(fd: Fd) -> Option<u32> {
     let mut buf = [0u8; 4];
-    match rustix::fs::fgetxattr(&fd, XATTR_DOSATTRIB, &mut buf) {
+    match get_xattr(&fd, XATTR_DOSATTRIB, &mut buf) {
         Ok(4) => Some(u32::from_le_bytes(buf)),
         _ => None,
     }
@@ -260,7 +405,7 @@ fn read_dos_attrs<Fd: AsFd>(fd: Fd) -> Option<u32> {
 /// xattrs (tmpfs without them, some FUSE) just do not keep them.
 pub fn set_dos_attrs<Fd: AsFd>(fd: Fd, attrs: u32) -> Result<(), NtStatus> {
     let v = (attrs & SETTABLE_ATTRS).to_le_bytes();
-    match rustix::fs::fsetxattr(&fd, XATTR_DOSATTRIB, &v, rustix::fs::XattrFlags::empty()) {
+    match set_xattr(&fd, XATTR_DOSATTRIB, &v) {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::NOTSUP) => Ok(()),
         Err(e) => Err(NtStatus::from_errno(e)),
@@ -283,11 +428,196 @@ pub fn set_times<Fd: AsFd>(fd: Fd, btime: u64, atime: u64, mtime: u64) -> Result
         rustix::fs::futimens(&fd, &Timestamps { last_access: ts(atime), last_modification: ts(mtime) }).map_err(NtStatus::from_errno)?;
     }
     if btime != 0 && btime < 0xFFFF_FFFF_FFFF_FFFE {
-        match rustix::fs::fsetxattr(&fd, XATTR_BTIME, &btime.to_le_bytes(), rustix::fs::XattrFlags::empty()) {
+        match set_xattr(&fd, XATTR_BTIME, &btime.to_le_bytes()) {
             Ok(()) | Err(rustix::io::Errno::NOTSUP) => {}
             Err(e) => return Err(NtStatus::from_errno(e)),
         }
     }
+    Ok(())
+}
+
+/// Extended attributes (MS-FSCC 2.4.15) live in xattrs under this prefix,
+/// one per EA: the name upper-cased (EA names are case-insensitive and NTFS
+/// keeps them upper-cased), the value as the flags byte followed by the data.
+const EA_PREFIX: &str = "user.smbdirect.ea.";
+
+/// One extended attribute: name, flags (FILE_NEED_EA 0x80) and value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ea {
+    pub name: String,
+    pub flags: u8,
+    pub value: Vec<u8>,
+}
+
+fn list_xattr_names<Fd: AsFd>(fd: &Fd) -> Vec<String> {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let r = match rustix::fs::flistxattr(fd, &mut buf[..]) {
+            Err(rustix::io::Errno::BADF) => rustix::fs::listxattr(proc_fd_path(fd).as_str(), &mut buf[..]),
+            r => r,
+        };
+        match r {
+            Ok(n) => {
+                return buf[..n.min(buf.len())]
+                    .split(|b| *b == 0)
+                    .filter(|n| !n.is_empty())
+                    .filter_map(|n| std::str::from_utf8(n).ok().map(str::to_string))
+                    .collect()
+            }
+            Err(rustix::io::Errno::RANGE) if buf.len() < (1 << 20) => buf.resize(buf.len() * 4, 0),
+            Err(_) => return Vec::new(),
+        }
+    }
+}
+
+/// The file's extended attributes, sorted by name.
+pub fn list_eas<Fd: AsFd>(fd: &Fd) -> Vec<Ea> {
+    let mut out = Vec::new();
+    for x in list_xattr_names(fd) {
+        let Some(name) = x.strip_prefix(EA_PREFIX) else { continue };
+        let mut buf = vec![0u8; 65536 + 1];
+        let Ok(n) = get_xattr(fd, &x, &mut buf) else { continue };
+        let Some((&flags, value)) = buf[..n.min(buf.len())].split_first() else { continue };
+        out.push(Ea { name: name.to_string(), flags, value: value.to_vec() });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Sets one EA; an empty value removes it (MS-FSA 2.1.5.14.4).
+pub fn set_ea<Fd: AsFd>(fd: &Fd, ea: &Ea) -> Result<(), NtStatus> {
+    let key = format!("{EA_PREFIX}{}", ea.name.to_ascii_uppercase());
+    let r = if ea.value.is_empty() {
+        match rustix::fs::fremovexattr(fd, key.as_str()) {
+            Err(rustix::io::Errno::BADF) => rustix::fs::removexattr(proc_fd_path(fd).as_str(), key.as_str()),
+            r => r,
+        }
+        .or_else(|e| if e == rustix::io::Errno::NODATA { Ok(()) } else { Err(e) })
+    } else {
+        let mut v = Vec::with_capacity(ea.value.len() + 1);
+        v.push(ea.flags);
+        v.extend_from_slice(&ea.value);
+        set_xattr(fd, &key, &v)
+    };
+    r.map_err(|e| if e == rustix::io::Errno::NOTSUP { NtStatus::EAS_NOT_SUPPORTED } else { NtStatus::from_errno(e) })
+}
+
+/// Whether a name may be an EA name (MS-FSCC 2.4.15: ASCII, no control
+/// characters, none of the characters reserved in file names).
+pub fn valid_ea_name(name: &[u8]) -> bool {
+    !name.is_empty() && name.iter().all(|&c| (0x20..0x7f).contains(&c) && !b"\\/:*?\"<>|,+=;[]".contains(&c))
+}
+
+/// Parses a FILE_FULL_EA_INFORMATION list (MS-FSCC 2.4.15) as sent in
+/// SET_INFO or the ExtA create context. Entries must lie inside the buffer
+/// and be 4-byte aligned; a bad list is STATUS_EA_LIST_INCONSISTENT.
+pub fn parse_full_ea_list(buf: &[u8]) -> Result<Vec<Ea>, NtStatus> {
+    let bad = NtStatus::EA_LIST_INCONSISTENT;
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    loop {
+        let e = buf.get(off..).ok_or(bad)?;
+        let next = crate::wire::u32_at(e, 0).ok_or(bad)? as usize;
+        let flags = *e.get(4).ok_or(bad)?;
+        let name_len = usize::from(*e.get(5).ok_or(bad)?);
+        let value_len = usize::from(crate::wire::u16_at(e, 6).ok_or(bad)?);
+        let name = e.get(8..8 + name_len).ok_or(bad)?;
+        if e.get(8 + name_len) != Some(&0) {
+            return Err(bad);
+        }
+        let value = e.get(9 + name_len..9 + name_len + value_len).ok_or(bad)?;
+        if !valid_ea_name(name) || flags & !0x80 != 0 {
+            return Err(NtStatus::INVALID_EA_NAME);
+        }
+        let name = String::from_utf8_lossy(name).to_ascii_uppercase();
+        out.push(Ea { name, flags, value: value.to_vec() });
+        if next == 0 {
+            return Ok(out);
+        }
+        if next % 4 != 0 || next < 9 + name_len + value_len {
+            return Err(bad);
+        }
+        off = off.checked_add(next).ok_or(bad)?;
+    }
+}
+
+/// Encodes EAs as a FILE_FULL_EA_INFORMATION list.
+pub fn encode_full_ea_list(eas: &[Ea]) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::new();
+    let mut last: Option<usize> = None;
+    for ea in eas {
+        if let Some(l) = last {
+            while out.len() % 4 != 0 {
+                out.push(0);
+            }
+            let next = (out.len() - l) as u32;
+            out[l..l + 4].copy_from_slice(&next.to_le_bytes());
+        }
+        last = Some(out.len());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.push(ea.flags);
+        out.push(ea.name.len().min(255) as u8);
+        out.extend_from_slice(&(ea.value.len().min(65535) as u16).to_le_bytes());
+        out.extend_from_slice(&ea.name.as_bytes()[..ea.name.len().min(255)]);
+        out.push(0);
+        out.extend_from_slice(&ea.value[..ea.value.len().min(65535)]);
+    }
+    out
+}
+
+/// EaSize as FileEaInformation and directory listings report it: the size
+/// of the file's EA list in FILE_FULL_EA_INFORMATION form (0 without EAs).
+pub fn ea_size<Fd: AsFd>(fd: &Fd) -> u32 {
+    let eas = list_eas(fd);
+    if eas.is_empty() {
+        0
+    } else {
+        encode_full_ea_list(&eas).len() as u32
+    }
+}
+
+/// ChangeTimes clients set, by (device, inode): the time, and the file's
+/// real ctime when it was set. Linux cannot set a ctime, and storing the value
+/// in an xattr would itself move the ctime (to a fine-grained time the server
+/// cannot know beforehand), so it lives here: it holds while the real ctime
+/// stays where it was, and any later change to the file ends it, just as
+/// Windows moves ChangeTime on every change. A server restart forgets it.
+static CHANGE_TIMES: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<(u64, u64), (u64, u64)>>> =
+    std::sync::LazyLock::new(Default::default);
+const CHANGE_TIMES_MAX: usize = 65536;
+
+fn change_time_override(dev: u64, ino: u64, real: u64) -> u64 {
+    let mut map = CHANGE_TIMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    match map.get(&(dev, ino)) {
+        Some(&(set, marker)) if marker == real => set,
+        Some(_) => {
+            map.remove(&(dev, ino));
+            real
+        }
+        None => real,
+    }
+}
+
+/// The ChangeTime a client set on this file, while it still holds.
+pub fn user_change_time<Fd: AsFd>(fd: Fd) -> Option<u64> {
+    let st = rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, StatxFlags::CTIME | StatxFlags::INO).ok()?;
+    let dev = (u64::from(st.stx_dev_major) << 32) | u64::from(st.stx_dev_minor);
+    let real = unix_to_nt(st.stx_ctime.tv_sec, st.stx_ctime.tv_nsec);
+    let map = CHANGE_TIMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    map.get(&(dev, st.stx_ino)).and_then(|&(set, marker)| (marker == real).then_some(set))
+}
+
+/// Sets the ChangeTime reported for a file (NT units); see [`CHANGE_TIMES`].
+/// Call it after every other change the same request makes.
+pub fn set_change_time<Fd: AsFd>(fd: Fd, t: u64) -> Result<(), NtStatus> {
+    let st = rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, StatxFlags::CTIME | StatxFlags::INO).map_err(NtStatus::from_errno)?;
+    let dev = (u64::from(st.stx_dev_major) << 32) | u64::from(st.stx_dev_minor);
+    let real = unix_to_nt(st.stx_ctime.tv_sec, st.stx_ctime.tv_nsec);
+    let mut map = CHANGE_TIMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if map.len() >= CHANGE_TIMES_MAX {
+        map.clear();
+    }
+    map.insert((dev, st.stx_ino), (t, real));
     Ok(())
 }
 
@@ -407,6 +737,119 @@ mod tests {
         assert!(!wildcard_match("a?c", "ac"));
         assert!(wildcard_match("exact", "Exact"));
         assert!(wildcard_match("<.txt", "a.b.txt"));
+    }
+
+    #[test]
+    fn short_names() {
+        assert_eq!(short_name("abc.txt"), "ABC.TXT");
+        assert_eq!(short_name("README"), "README");
+        let s = short_name("torture_search.txt");
+        assert!(s.starts_with("TO") && s.ends_with("~1.TXT") && s.len() == 12, "{s}");
+        assert!(is_8dot3(&s));
+        assert_eq!(short_name("torture_search.txt"), short_name("TORTURE_SEARCH.TXT"));
+        assert_ne!(short_name("t000-0.txt.long"), short_name("t001-1.txt.long"));
+        assert!(is_8dot3(&short_name("..hidden")) && is_8dot3(&short_name("a b c d e f g h")));
+        assert!(!is_8dot3("a.b.c") && !is_8dot3("toolongname.txt") && !is_8dot3("x.long"));
+    }
+
+    #[test]
+    fn case_insensitive_resolution() {
+        let tmp = std::env::temp_dir().join(format!("smbd-vfs-case-{}", std::process::id()));
+        let share = tmp.join("share");
+        std::fs::create_dir_all(share.join("DirOne/Sub")).unwrap();
+        std::fs::write(share.join("DirOne/Sub/File.TXT"), b"x").unwrap();
+        std::fs::write(tmp.join("Outside"), b"x").unwrap();
+        let root = ShareRoot::open(&share).unwrap();
+        assert_eq!(root.resolve_case("dirone/SUB/file.txt"), "DirOne/Sub/File.TXT");
+        assert_eq!(root.resolve_case("DirOne/Sub/File.TXT"), "DirOne/Sub/File.TXT");
+        assert_eq!(root.resolve_case("DIRONE/new/x"), "DirOne/new/x");
+        assert_eq!(root.resolve_case("nothing/here"), "nothing/here");
+        let short = short_name("File.TXT");
+        assert_eq!(root.resolve_case(&format!("dirone/sub/{}", short.to_lowercase())), "DirOne/Sub/File.TXT");
+        let mangled = short_name("DirOne");
+        assert_eq!(mangled, "DIRONE");
+        std::fs::write(share.join("a long name.text"), b"y").unwrap();
+        assert_eq!(root.resolve_case(&short_name("a long name.text")), "a long name.text");
+        // Never leads outside the share.
+        assert_eq!(root.resolve_case("../outside"), "../outside");
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn attributes_through_path_descriptors() {
+        let tmp = std::env::temp_dir().join(format!("smbd-vfs-xattr-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::fs::write(tmp.join("f"), b"x").unwrap();
+        let root = ShareRoot::open(&tmp).unwrap();
+        let rd = root.open_beneath("f", OFlags::RDONLY).unwrap();
+        let fd = root.open_beneath("f", OFlags::PATH).unwrap();
+        // Only where the file system keeps user xattrs at all.
+        if set_dos_attrs(&rd, ATTR_HIDDEN | ATTR_ARCHIVE).is_ok() && read_dos_attrs(&rd).is_some() {
+            assert_eq!(stat_fd(&fd).unwrap().attrs, ATTR_HIDDEN | ATTR_ARCHIVE);
+            let listed = list_dir(&root, "", root.fd()).unwrap();
+            assert_eq!(listed[0].stat.attrs, ATTR_HIDDEN | ATTR_ARCHIVE);
+        }
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn change_time_is_kept_until_the_file_changes() {
+        let tmp = std::env::temp_dir().join(format!("smbd-vfs-ctime-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::fs::write(tmp.join("f"), b"x").unwrap();
+        let root = ShareRoot::open(&tmp).unwrap();
+        let fd = root.open_beneath("f", OFlags::RDWR).unwrap();
+        let want = unix_to_nt(1_600_000_000, 0);
+        set_change_time(&fd, want).unwrap();
+        assert_eq!(stat_fd(&fd).unwrap().ctime, want);
+        // Seen through another descriptor too, then a change ends it.
+        let p = root.open_beneath("f", OFlags::PATH).unwrap();
+        assert_eq!(stat_fd(&p).unwrap().ctime, want);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o600)).unwrap();
+        assert!(stat_fd(&fd).unwrap().ctime > want);
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn ea_lists() {
+        let eas = vec![
+            Ea { name: "EAONE".into(), flags: 0, value: b"VALUE1".to_vec() },
+            Ea { name: "SECONDEA".into(), flags: 0x80, value: b"ValueTwo".to_vec() },
+        ];
+        let wire = encode_full_ea_list(&eas);
+        assert_eq!(crate::wire::u32_at(&wire, 0), Some(20));
+        assert_eq!(parse_full_ea_list(&wire).unwrap(), eas);
+        // Lower-case names come back upper-cased.
+        let mut lower = wire.clone();
+        lower[8] = b'e';
+        assert_eq!(parse_full_ea_list(&lower).unwrap()[0].name, "EAONE");
+        // Offsets past the end, missing terminators, bad names are refused.
+        let mut past = wire.clone();
+        past[0] = 200;
+        assert!(parse_full_ea_list(&past).is_err());
+        assert!(parse_full_ea_list(&wire[..wire.len() - 1]).is_err());
+        let mut unterminated = wire.clone();
+        unterminated[13] = b'x';
+        assert!(parse_full_ea_list(&unterminated).is_err());
+        let mut badname = wire.clone();
+        badname[9] = b'*';
+        assert!(parse_full_ea_list(&badname).is_err());
+        assert!(parse_full_ea_list(&[]).is_err());
+
+        let tmp = std::env::temp_dir().join(format!("smbd-vfs-ea-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::fs::write(tmp.join("f"), b"x").unwrap();
+        let root = ShareRoot::open(&tmp).unwrap();
+        let fd = root.open_beneath("f", OFlags::PATH).unwrap();
+        if set_ea(&fd, &eas[0]).is_ok() {
+            set_ea(&fd, &eas[1]).unwrap();
+            assert_eq!(list_eas(&fd), eas);
+            assert_eq!(stat_fd(&fd).unwrap().ea_size, wire.len() as u32);
+            set_ea(&fd, &Ea { name: "eaone".into(), flags: 0, value: vec![] }).unwrap();
+            assert_eq!(list_eas(&fd), eas[1..]);
+        }
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 
     #[test]

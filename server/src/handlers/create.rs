@@ -127,7 +127,7 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
         return Ok(());
     }
     let root = tree.share.root.as_ref().ok_or(NtStatus::INVALID_DEVICE_REQUEST)?;
-    let rel = vfs::validate_name(&name)?;
+    let rel = root.resolve_case(&vfs::validate_name(&name)?);
 
     let mut desired = map_generic(req.desired_access);
     let max_allowed = desired & MAXIMUM_ALLOWED != 0;
@@ -270,6 +270,14 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
         };
     };
     let _ = creates;
+    // EAs sent with a create that makes or replaces the file (ExtA, MS-SMB2 2.2.13.2.1).
+    if action != ACTION_OPENED {
+        if let Some((_, list)) = contexts.iter().find(|(n, _)| *n == b"ExtA") {
+            for ea in vfs::parse_full_ea_list(list)? {
+                vfs::set_ea(&fd, &ea)?;
+            }
+        }
+    }
     let mut st = vfs::stat_fd(&fd)?;
     if req.options & OPT_DELETE_ON_CLOSE != 0 && st.attrs & vfs::ATTR_READONLY != 0 {
         return Err(NtStatus::CANNOT_DELETE);

@@ -33,20 +33,35 @@ pub fn encode_entry(class: u8, name: &str, st: &FileStat, out: &mut Vec<u8>) -> 
     match class {
         FILE_DIRECTORY_INFORMATION => {}
         FILE_FULL_DIRECTORY_INFORMATION => {
-            out.u32(0);
+            out.u32(st.ea_size);
         }
         FILE_ID_FULL_DIRECTORY_INFORMATION => {
-            out.u32(0).u32(0).u64(st.ino);
+            out.u32(st.ea_size).u32(0).u64(st.ino);
         }
         FILE_BOTH_DIRECTORY_INFORMATION => {
-            out.u32(0).u8(0).u8(0).zeros(24);
+            out.u32(st.ea_size);
+            put_short_name(out, name);
         }
         _ => {
-            out.u32(0).u8(0).u8(0).zeros(24).u16(0).u64(st.ino);
+            out.u32(st.ea_size);
+            put_short_name(out, name);
+            out.u16(0).u64(st.ino);
         }
     }
     out.utf16(name);
     Ok(())
+}
+
+/// ShortNameLength, Reserved and the 24-byte ShortName field: the 8.3 name
+/// the entry answers to (none for "." and "..").
+fn put_short_name(out: &mut Vec<u8>, name: &str) {
+    let short = if name == "." || name == ".." || name.is_empty() { String::new() } else { vfs::short_name(name) };
+    let len = utf16_len(&short).min(24);
+    out.u8(len as u8).u8(0);
+    let start = out.len();
+    out.utf16(&short);
+    out.truncate(start + len);
+    out.zeros(24 - len);
 }
 
 pub fn query_directory(ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {

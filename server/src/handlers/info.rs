@@ -112,7 +112,9 @@ fn put_basic(o: &mut Vec<u8>, s: &FileStat) {
 }
 
 fn put_standard(o: &mut Vec<u8>, s: &FileStat, delete_pending: bool) {
-    o.u64(s.alloc).u64(s.size).u32(s.nlink).u8(u8::from(delete_pending)).u8(u8::from(s.is_dir)).u16(0);
+    // A link that is about to be deleted no longer counts (MS-FSA 2.1.5.11.27).
+    let nlink = if delete_pending { s.nlink.saturating_sub(1) } else { s.nlink };
+    o.u64(s.alloc).u64(s.size).u32(nlink).u8(u8::from(delete_pending)).u8(u8::from(s.is_dir)).u16(0);
 }
 
 fn smb_name(open: &Open) -> String {
@@ -141,7 +143,7 @@ fn file_info(conn: &Connection, open: &Open, class: u8, o: &mut Vec<u8>) -> Resu
             o.u64(s.ino);
         }
         EA => {
-            o.u32(0);
+            o.u32(s.ea_size);
         }
         ACCESS => {
             o.u32(open.access);
@@ -162,7 +164,7 @@ fn file_info(conn: &Connection, open: &Open, class: u8, o: &mut Vec<u8>) -> Resu
         ALL => {
             put_basic(o, &s);
             put_standard(o, &s, delete_pending(conn, open));
-            o.u64(s.ino).u32(0).u32(open.access).u64(*lock(&open.position)).u32(open.mode).u32(0);
+            o.u64(s.ino).u32(s.ea_size).u32(open.access).u64(*lock(&open.position)).u32(open.mode).u32(0);
             let n = smb_name(open);
             o.u32(utf16_len(&n) as u32).utf16(&n);
         }
@@ -181,7 +183,16 @@ fn file_info(conn: &Connection, open: &Open, class: u8, o: &mut Vec<u8>) -> Resu
         ATTRIBUTE_TAG => {
             o.u32(s.attrs).u32(0);
         }
-        ALTERNATE_NAME => return Err(NtStatus::OBJECT_NAME_NOT_FOUND),
+        ALTERNATE_NAME => {
+            // The 8.3 name of the last component; the share root has none.
+            let path = lock(&open.path).clone();
+            let leaf = path.rsplit('/').next().unwrap_or_default();
+            if leaf.is_empty() {
+                return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
+            }
+            let n = vfs::short_name(leaf);
+            o.u32(utf16_len(&n) as u32).utf16(&n);
+        }
         _ => return Err(NtStatus::INVALID_INFO_CLASS),
     }
     Ok(())
@@ -241,10 +252,14 @@ pub fn query_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -
         INFO_FILE => {
             let needs = match req.class {
                 BASIC | NETWORK_OPEN | ATTRIBUTE_TAG | ALL => FILE_READ_ATTRIBUTES,
+                FULL_EA => FILE_READ_EA,
                 _ => 0,
             };
             if open.access & needs != needs && !matches!(open.kind, OpenKind::Pipe(_)) {
                 return Err(NtStatus::ACCESS_DENIED);
+            }
+            if req.class == FULL_EA {
+                return query_eas(ctx, &open, &req, out);
             }
             file_info(conn, &open, req.class, &mut data)?
         }
@@ -305,6 +320,57 @@ fn set_security(open: &Open, additional: u32, buf: &[u8], read_only: bool, out: 
     Ok(())
 }
 
+/// FileFullEaInformation (MS-FSA 2.1.5.11.8): all EAs, or those named in a
+/// FILE_GET_EA_INFORMATION list (a name the file lacks comes back with an
+/// empty value). Whole entries only: what does not fit is BUFFER_OVERFLOW,
+/// not even the first is BUFFER_TOO_SMALL.
+fn query_eas(ctx: &mut Ctx<'_>, open: &Open, req: &QueryInfoReq<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+    let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
+    let all = vfs::list_eas(fd);
+    let eas = if req.input.is_empty() {
+        if all.is_empty() {
+            return Err(NtStatus::NO_EAS_ON_FILE);
+        }
+        all
+    } else {
+        let mut wanted = Vec::new();
+        let mut off = 0usize;
+        loop {
+            let e = req.input.get(off..).ok_or(NtStatus::EA_LIST_INCONSISTENT)?;
+            let next = crate::wire::u32_at(e, 0).ok_or(NtStatus::EA_LIST_INCONSISTENT)? as usize;
+            let len = usize::from(*e.get(4).ok_or(NtStatus::EA_LIST_INCONSISTENT)?);
+            let name = e.get(5..5 + len).ok_or(NtStatus::EA_LIST_INCONSISTENT)?;
+            if !vfs::valid_ea_name(name) {
+                return Err(NtStatus::INVALID_EA_NAME);
+            }
+            let name = String::from_utf8_lossy(name).to_ascii_uppercase();
+            let found = all.iter().find(|a| a.name == name).cloned();
+            wanted.push(found.unwrap_or(vfs::Ea { name, flags: 0, value: Vec::new() }));
+            if next == 0 {
+                break;
+            }
+            off = off.checked_add(next).ok_or(NtStatus::EA_LIST_INCONSISTENT)?;
+        }
+        wanted
+    };
+    let limit = req.output_len as usize;
+    let mut fit = eas.len();
+    let mut data = vfs::encode_full_ea_list(&eas);
+    while data.len() > limit && fit > 0 {
+        fit -= 1;
+        data = vfs::encode_full_ea_list(&eas[..fit]);
+    }
+    if fit == 0 {
+        return Err(NtStatus::BUFFER_TOO_SMALL);
+    }
+    if fit < eas.len() {
+        ctx.warning = Some(NtStatus::BUFFER_OVERFLOW);
+    }
+    out.u16(9).u16((HEADER_LEN + 8) as u16).u32(data.len() as u32);
+    out.put(&data);
+    Ok(())
+}
+
 pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
     let req = SetInfoReq::parse(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
     let open = ctx.open(&req.file_id)?;
@@ -329,8 +395,11 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
             let btime = r.u64().map_err(short)?;
             let atime = r.u64().map_err(short)?;
             let mtime = r.u64().map_err(short)?;
-            let _ctime = r.u64().map_err(short)?;
+            let ctime = r.u64().map_err(short)?;
             let attrs = r.u32().map_err(short)?;
+            // A ChangeTime the client set stays while it only sets other
+            // basic information (MS-FSA 2.1.5.14.2: UserSetChangeTime).
+            let keep_ctime = if ctime == 0 { vfs::user_change_time(fd) } else { None };
             let st = open.stat()?;
             if attrs != 0 {
                 if st.is_dir && attrs & vfs::ATTR_TEMPORARY != 0 {
@@ -342,6 +411,12 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
                 vfs::set_dos_attrs(fd, attrs)?;
             }
             vfs::set_times(fd, btime, atime, mtime)?;
+            // Last: any change after it would end the ChangeTime just set.
+            if ctime != 0 && ctime < 0xFFFF_FFFF_FFFF_FFFE {
+                vfs::set_change_time(fd, ctime)?;
+            } else if let Some(t) = keep_ctime {
+                vfs::set_change_time(fd, t)?;
+            }
         }
         DISPOSITION | DISPOSITION_EX => {
             if open.access & DELETE == 0 {
@@ -391,7 +466,16 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
             if from.is_empty() || target.is_empty() {
                 return Err(NtStatus::ACCESS_DENIED);
             }
-            if let Some(st) = root.lookup(&target)? {
+            // Names match case-insensitively: the existing file the target
+            // names (if any) is found whatever its case, while the new name
+            // keeps the client's spelling of the last component.
+            let existing = root.resolve_case(&target);
+            let target = match (vfs::split_parent(&existing), vfs::split_parent(&target)) {
+                (Some((dir, _)), Some((_, leaf))) if !dir.is_empty() => format!("{dir}/{leaf}"),
+                _ => target,
+            };
+            let mut displaced = None;
+            if let Some(st) = root.lookup(&existing)? {
                 let me = open.stat()?;
                 if (st.dev, st.ino) != (me.dev, me.ino) {
                     if !replace {
@@ -403,7 +487,14 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
                     if lock(&conn.server.files).get(&(st.dev, st.ino)).is_some_and(|e| !e.opens.is_empty()) {
                         return Err(NtStatus::ACCESS_DENIED);
                     }
+                    if existing != target {
+                        displaced = Some(existing);
+                    }
                 }
+            }
+            if let Some(old_name) = displaced {
+                // Replacing "b" by a rename to "B": the old spelling goes away.
+                root.remove(&old_name, false)?;
             }
             root.rename(&from, &target, replace)?;
             *lock(&open.path) = target;
@@ -436,7 +527,14 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
                 let _ = rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::KEEP_SIZE, 0, v);
             }
         }
-        FULL_EA => return Err(NtStatus::EAS_NOT_SUPPORTED),
+        FULL_EA => {
+            if open.access & FILE_WRITE_EA == 0 {
+                return Err(NtStatus::ACCESS_DENIED);
+            }
+            for ea in vfs::parse_full_ea_list(req.buffer)? {
+                vfs::set_ea(fd, &ea)?;
+            }
+        }
         _ => return Err(NtStatus::INVALID_INFO_CLASS),
     }
     out.u16(2);
