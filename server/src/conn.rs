@@ -331,6 +331,19 @@ impl Connection {
         // CANCEL consumes no credit and gets no response of its own; the
         // operation it names ends with STATUS_CANCELLED.
         if known == Some(Command::Cancel) {
+            // A signed CANCEL must carry a good signature (MS-SMB2 3.3.5.2.4):
+            // a forged one on a signing session cancels nothing.
+            if hdr.is_signed() && !encrypted {
+                let s = self.server.session(hdr.session_id).filter(|s| self.sessions.contains(&s.id));
+                let ok = match s {
+                    Some(s) => self.check_signature(&s, hdr, msg, false).is_ok(),
+                    None => false,
+                };
+                if !ok {
+                    warn!(peer = %self.peer, mid = hdr.message_id, "CANCEL with a bad signature ignored");
+                    return Ok(None);
+                }
+            }
             if !self.asyncs.cancel(hdr) {
                 debug!(peer = %self.peer, mid = hdr.message_id, "CANCEL of nothing pending");
             }
@@ -550,13 +563,6 @@ impl Connection {
             return Err(NtStatus::ACCESS_DENIED);
         }
         Ok(())
-    }
-
-    pub fn write_error(&self, hdr: &Header, st: NtStatus, out: &mut Vec<u8>) {
-        let mut rh = hdr.response(st);
-        rh.credits = 0;
-        rh.write(out);
-        error_body(out, &[]);
     }
 
     fn dispatch(&mut self, cmd: Command, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
