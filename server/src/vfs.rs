@@ -646,6 +646,20 @@ pub fn stat_child(root: &ShareRoot, dir_rel: &str, dirfd: BorrowedFd<'_>, name: 
     st.ok()
 }
 
+/// Whether a directory holds nothing but "." and "..", counting names SMB
+/// cannot show too (the directory could not be removed with them in it).
+pub fn dir_is_empty(dirfd: BorrowedFd<'_>) -> Result<bool, NtStatus> {
+    let mut d = rustix::fs::Dir::read_from(dirfd).map_err(NtStatus::from_errno)?;
+    while let Some(ent) = d.next() {
+        let ent = ent.map_err(NtStatus::from_errno)?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// The names in a directory (without "." and ".."), as the file system
 /// stores them; names SMB cannot carry are left out.
 pub fn list_names(dirfd: BorrowedFd<'_>) -> Result<Vec<String>, NtStatus> {
@@ -873,7 +887,9 @@ mod tests {
         let listed = list_dir(&root, "", root.fd()).unwrap();
         assert!(listed.iter().all(|e| e.name != "etc" && e.name != "up"));
         root.mkdir("d").unwrap();
+        assert!(dir_is_empty(root.open_beneath("d", OFlags::RDONLY | OFlags::DIRECTORY).unwrap().as_fd()).unwrap());
         let f = root.create_file("d/f").unwrap();
+        assert!(!dir_is_empty(root.open_beneath("d", OFlags::RDONLY | OFlags::DIRECTORY).unwrap().as_fd()).unwrap());
         drop(f);
         assert!(root.rename("d/f", "etc/x", false).is_err());
         root.rename("d/f", "d/g", false).unwrap();
