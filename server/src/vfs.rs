@@ -261,19 +261,36 @@ impl ShareRoot {
         let fd = self.open_beneath(dir, OFlags::RDONLY | OFlags::DIRECTORY).ok()?;
         let want = fold_case(name);
         let mangled = name.contains('~');
+        let same = |n: &str| {
+            if n.is_ascii() && name.is_ascii() {
+                n.eq_ignore_ascii_case(name)
+            } else {
+                fold_case(n) == want
+            }
+        };
         let mut hits: Vec<String> = list_names(fd.as_fd())
             .ok()?
             .into_iter()
-            .filter(|n| fold_case(n) == want || (mangled && fold_case(&short_name(n)) == want))
+            .filter(|n| same(n) || (mangled && short_name(n).eq_ignore_ascii_case(name)))
             .collect();
         hits.sort();
         hits.into_iter().next()
     }
 }
 
-/// Case folding for name comparison (Windows compares names upper-cased).
+/// Case folding for name comparison: Windows compares names upper-cased with
+/// a one-to-one table, so a character whose upper case is several characters
+/// (ß) stays as it is.
 pub fn fold_case(s: &str) -> String {
-    s.chars().flat_map(char::to_uppercase).collect()
+    s.chars()
+        .map(|c| {
+            let mut up = c.to_uppercase();
+            match (up.next(), up.next()) {
+                (Some(u), None) => u,
+                _ => c,
+            }
+        })
+        .collect()
 }
 
 const SHORT_NAME_SPECIALS: &str = "!#$%&'()-@^_`{}~";
@@ -778,6 +795,11 @@ mod tests {
         assert_eq!(root.resolve_case("DirOne/Sub/File.TXT"), "DirOne/Sub/File.TXT");
         assert_eq!(root.resolve_case("DIRONE/new/x"), "DirOne/new/x");
         assert_eq!(root.resolve_case("nothing/here"), "nothing/here");
+        std::fs::write(share.join("Straße"), b"z").unwrap();
+        assert_eq!(root.resolve_case("STRAßE"), "Straße");
+        assert_eq!(root.resolve_case("STRASSE"), "STRASSE");
+        std::fs::write(share.join("Éte"), b"z").unwrap();
+        assert_eq!(root.resolve_case("éTE"), "Éte");
         let short = short_name("File.TXT");
         assert_eq!(root.resolve_case(&format!("dirone/sub/{}", short.to_lowercase())), "DirOne/Sub/File.TXT");
         let mangled = short_name("DirOne");
