@@ -261,19 +261,36 @@ impl ShareRoot {
         let fd = self.open_beneath(dir, OFlags::RDONLY | OFlags::DIRECTORY).ok()?;
         let want = fold_case(name);
         let mangled = name.contains('~');
+        let same = |n: &str| {
+            if n.is_ascii() && name.is_ascii() {
+                n.eq_ignore_ascii_case(name)
+            } else {
+                fold_case(n) == want
+            }
+        };
         let mut hits: Vec<String> = list_names(fd.as_fd())
             .ok()?
             .into_iter()
-            .filter(|n| fold_case(n) == want || (mangled && fold_case(&short_name(n)) == want))
+            .filter(|n| same(n) || (mangled && short_name(n).eq_ignore_ascii_case(name)))
             .collect();
         hits.sort();
         hits.into_iter().next()
     }
 }
 
-/// Case folding for name comparison (Windows compares names upper-cased).
+/// Case folding for name comparison: Windows compares names upper-cased with
+/// a one-to-one table, so a character whose upper case is several characters
+/// (ß) stays as it is.
 pub fn fold_case(s: &str) -> String {
-    s.chars().flat_map(char::to_uppercase).collect()
+    s.chars()
+        .map(|c| {
+            let mut up = c.to_uppercase();
+            match (up.next(), up.next()) {
+                (Some(u), None) => u,
+                _ => c,
+            }
+        })
+        .collect()
 }
 
 const SHORT_NAME_SPECIALS: &str = "!#$%&'()-@^_`{}~";
@@ -646,6 +663,20 @@ pub fn stat_child(root: &ShareRoot, dir_rel: &str, dirfd: BorrowedFd<'_>, name: 
     st.ok()
 }
 
+/// Whether a directory holds nothing but "." and "..", counting names SMB
+/// cannot show too (the directory could not be removed with them in it).
+pub fn dir_is_empty(dirfd: BorrowedFd<'_>) -> Result<bool, NtStatus> {
+    let mut d = rustix::fs::Dir::read_from(dirfd).map_err(NtStatus::from_errno)?;
+    while let Some(ent) = d.next() {
+        let ent = ent.map_err(NtStatus::from_errno)?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// The names in a directory (without "." and ".."), as the file system
 /// stores them; names SMB cannot carry are left out.
 pub fn list_names(dirfd: BorrowedFd<'_>) -> Result<Vec<String>, NtStatus> {
@@ -764,6 +795,11 @@ mod tests {
         assert_eq!(root.resolve_case("DirOne/Sub/File.TXT"), "DirOne/Sub/File.TXT");
         assert_eq!(root.resolve_case("DIRONE/new/x"), "DirOne/new/x");
         assert_eq!(root.resolve_case("nothing/here"), "nothing/here");
+        std::fs::write(share.join("Straße"), b"z").unwrap();
+        assert_eq!(root.resolve_case("STRAßE"), "Straße");
+        assert_eq!(root.resolve_case("STRASSE"), "STRASSE");
+        std::fs::write(share.join("Éte"), b"z").unwrap();
+        assert_eq!(root.resolve_case("éTE"), "Éte");
         let short = short_name("File.TXT");
         assert_eq!(root.resolve_case(&format!("dirone/sub/{}", short.to_lowercase())), "DirOne/Sub/File.TXT");
         let mangled = short_name("DirOne");
@@ -873,7 +909,9 @@ mod tests {
         let listed = list_dir(&root, "", root.fd()).unwrap();
         assert!(listed.iter().all(|e| e.name != "etc" && e.name != "up"));
         root.mkdir("d").unwrap();
+        assert!(dir_is_empty(root.open_beneath("d", OFlags::RDONLY | OFlags::DIRECTORY).unwrap().as_fd()).unwrap());
         let f = root.create_file("d/f").unwrap();
+        assert!(!dir_is_empty(root.open_beneath("d", OFlags::RDONLY | OFlags::DIRECTORY).unwrap().as_fd()).unwrap());
         drop(f);
         assert!(root.rename("d/f", "etc/x", false).is_err());
         root.rename("d/f", "d/g", false).unwrap();

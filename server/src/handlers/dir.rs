@@ -113,7 +113,9 @@ pub fn query_directory(ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtSta
     let mut pos = cur.pos;
     while pos < entries.len() {
         let e = &entries[pos];
-        if !vfs::wildcard_match(&pat, &e.name) {
+        // Windows matches a pattern against the 8.3 name too.
+        let short_hit = || pos >= 2 && pat.contains('~') && vfs::wildcard_match(&pat, &vfs::short_name(&e.name));
+        if !vfs::wildcard_match(&pat, &e.name) && !short_hit() {
             pos += 1;
             continue;
         }

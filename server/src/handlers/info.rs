@@ -430,12 +430,10 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
                     return Err(NtStatus::CANNOT_DELETE);
                 }
                 if st.is_dir {
-                    let root = open.share.root.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
-                    let path = lock(&open.path).clone();
-                    if path.is_empty() {
+                    if lock(&open.path).is_empty() {
                         return Err(NtStatus::CANNOT_DELETE);
                     }
-                    if !vfs::list_dir(root, &path, rustix::fd::AsFd::as_fd(fd))?.is_empty() {
+                    if !vfs::dir_is_empty(rustix::fd::AsFd::as_fd(fd))? {
                         return Err(NtStatus::DIRECTORY_NOT_EMPTY);
                     }
                 }
