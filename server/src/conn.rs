@@ -690,6 +690,11 @@ pub fn go_async(conn: &Connection, ctx: &mut Ctx<'_>) -> Result<crate::asyncop::
     if conn.asyncs.len() >= conn.server.cfg.max_outstanding_requests {
         return Err(NtStatus::INSUFFICIENT_RESOURCES);
     }
+    // Only the last request of a compound may go async; Windows answers one
+    // in the middle with INTERNAL_ERROR (MS-SMB2 <162>) and goes on with the rest.
+    if ctx.hdr.next_command != 0 {
+        return Err(NtStatus::INTERNAL_ERROR);
+    }
     let session = ctx.session()?.clone();
     let p = crate::asyncop::Pending::new(&conn.asyncs, conn.sink.clone(), session, ctx.hdr, ctx.encrypted);
     ctx.async_id = Some(p.async_id);
