@@ -15,6 +15,7 @@ use std::sync::Arc;
 pub const FSCTL_DFS_GET_REFERRALS: u32 = 0x0006_0194;
 pub const FSCTL_DFS_GET_REFERRALS_EX: u32 = 0x0006_01B0;
 pub const FSCTL_PIPE_TRANSCEIVE: u32 = 0x0011_C017;
+pub const FSCTL_PIPE_WAIT: u32 = 0x0011_0018;
 pub const FSCTL_QUERY_NETWORK_INTERFACE_INFO: u32 = 0x0014_01FC;
 pub const FSCTL_VALIDATE_NEGOTIATE_INFO: u32 = 0x0014_0204;
 pub const FSCTL_SRV_ENUMERATE_SNAPSHOTS: u32 = 0x0014_4064;
@@ -60,16 +61,16 @@ pub fn ioctl(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Res
     if req.flags != IOCTL_IS_FSCTL {
         return Err(NtStatus::NOT_SUPPORTED);
     }
+    // FSCTLs not directed at a file carry the all-ones FileId (MS-SMB2 3.3.5.15).
+    if matches!(req.ctl_code, FSCTL_DFS_GET_REFERRALS | FSCTL_DFS_GET_REFERRALS_EX | FSCTL_QUERY_NETWORK_INTERFACE_INFO | FSCTL_VALIDATE_NEGOTIATE_INFO | FSCTL_PIPE_WAIT)
+        && req.file_id != [0xFF; 16]
+    {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
     let max_out = (req.max_output as usize).min(conn.server.cfg.max_transact_size as usize);
     let output: Output = match req.ctl_code {
         FSCTL_VALIDATE_NEGOTIATE_INFO => validate_negotiate(conn, req.input)?.into(),
-        FSCTL_QUERY_NETWORK_INTERFACE_INFO => {
-            // Not directed at a file: the FileId must be all ones (MS-SMB2 3.3.5.15.11).
-            if req.file_id != [0xFF; 16] {
-                return Err(NtStatus::INVALID_PARAMETER);
-            }
-            network_interfaces(conn).into()
-        }
+        FSCTL_QUERY_NETWORK_INTERFACE_INFO => network_interfaces(conn).into(),
         FSCTL_PIPE_TRANSCEIVE => {
             let open = ctx.open(&req.file_id)?;
             let OpenKind::Pipe(p) = &open.kind else { return Err(NtStatus::INVALID_DEVICE_REQUEST) };
@@ -78,6 +79,7 @@ pub fn ioctl(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Res
             p.read(max_out)?.into()
         }
         FSCTL_DFS_GET_REFERRALS | FSCTL_DFS_GET_REFERRALS_EX => return Err(NtStatus::FS_DRIVER_REQUIRED),
+        FSCTL_PIPE_WAIT => pipe_wait(conn, ctx, req.input)?.into(),
         FSCTL_SRV_ENUMERATE_SNAPSHOTS => enumerate_snapshots(&*file_open(ctx, &req)?, max_out)?.into(),
         FSCTL_SRV_REQUEST_RESUME_KEY => request_resume_key(conn, ctx, &req, max_out)?.into(),
         FSCTL_SRV_COPYCHUNK | FSCTL_SRV_COPYCHUNK_WRITE => copychunk(conn, ctx, &req, max_out)?,
@@ -107,6 +109,25 @@ pub fn ioctl(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Res
     out.u32(data_off).u32(0).u32(data_off).u32(output.data.len() as u32).u32(0).u32(0);
     out.put(&output.data);
     Ok(())
+}
+
+/// FSCTL_PIPE_WAIT (MS-SMB2 3.3.5.15.10, MS-FSCC 2.3.49): our pipes have
+/// no instance limit, so a pipe that exists is available at once.
+fn pipe_wait(conn: &Connection, ctx: &Ctx<'_>, input: &[u8]) -> Result<Vec<u8>, NtStatus> {
+    if !ctx.tree()?.share.is_ipc() {
+        return Err(NtStatus::INVALID_DEVICE_REQUEST);
+    }
+    let mut r = Reader::new(input);
+    let parse = (|| {
+        r.skip(8)?; // Timeout
+        let len = r.u32()? as usize;
+        r.skip(2)?; // TimeoutSpecified, Padding
+        r.bytes(len)
+    })();
+    let name = parse.map_err(|_| NtStatus::INVALID_PARAMETER)?;
+    let name = crate::wire::utf16_to_string(name).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+    crate::ipc::Pipe::open(&name, &conn.server)?;
+    Ok(Vec::new())
 }
 
 /// The open an FSCTL is directed at; pipes have no file system behind them.
