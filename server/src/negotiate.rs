@@ -486,3 +486,51 @@ fn internal(what: &str, e: crypto::CryptoError) -> NtStatus {
     tracing::error!("{what}: {e}");
     NtStatus::UNSUCCESSFUL
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session_with_key(key: &[u8; 16], signing_required: bool) -> Session {
+        let s = Session::new(42, crate::config::DIALECT_311);
+        let signer = crypto::Signer::new(SigningAlgorithm::AesCmac, key).expect("signer");
+        *lock(&s.keys) = Some(Arc::new(SessionKeys { signer: Some(signer), sealer: None, opener: None, application_key: Vec::new(), session_key: Vec::new() }));
+        *lock(&s.signing_required) = signing_required;
+        *lock(&s.state) = SessionState::Valid;
+        s
+    }
+
+    /// A SESSION_SETUP request for session 42, signed with `key` when given.
+    fn request(key: Option<&[u8; 16]>) -> (Header, Vec<u8>) {
+        let hdr = Header { command: Command::SessionSetup as u16, session_id: 42, flags: if key.is_some() { FLAG_SIGNED } else { 0 }, ..Default::default() };
+        let mut msg = Vec::new();
+        hdr.write(&mut msg);
+        msg.u16(25).u8(0).u8(1).u32(0).u32(0).u16(0).u16(0).u64(0);
+        if let Some(k) = key {
+            crypto::Signer::new(SigningAlgorithm::AesCmac, k).expect("signer").sign(&mut msg).expect("sign");
+        }
+        let hdr = Header::parse(&msg).expect("header");
+        (hdr, msg)
+    }
+
+    fn ctx<'a>(hdr: &'a Header, msg: &'a [u8], encrypted: bool) -> Ctx<'a> {
+        Ctx { hdr, msg, session: None, tree: None, compound_file: None, encrypted, async_id: None, warning: None }
+    }
+
+    #[test]
+    fn reauth_signature_checked() {
+        let key = [3u8; 16];
+        let s = session_with_key(&key, true);
+        let (h, m) = request(Some(&key));
+        assert_eq!(verify_reauth_signature(&s, &ctx(&h, &m, false)), Ok(()));
+        let (h, m) = request(Some(&[4u8; 16]));
+        assert_eq!(verify_reauth_signature(&s, &ctx(&h, &m, false)), Err(NtStatus::ACCESS_DENIED));
+        let (h, m) = request(None);
+        assert_eq!(verify_reauth_signature(&s, &ctx(&h, &m, false)), Err(NtStatus::ACCESS_DENIED));
+        // Encrypted requests are authenticated by the TRANSFORM header.
+        assert_eq!(verify_reauth_signature(&s, &ctx(&h, &m, true)), Ok(()));
+        // Without required signing an unsigned re-authentication is fine.
+        let s = session_with_key(&key, false);
+        assert_eq!(verify_reauth_signature(&s, &ctx(&h, &m, false)), Ok(()));
+    }
+}
