@@ -445,11 +445,12 @@ fn write_zeros(fd: &rustix::fd::OwnedFd, offset: u64, len: u64) -> Result<(), Nt
     Ok(())
 }
 
-/// The data ranges of a file inside [start, end), from SEEK_DATA/SEEK_HOLE.
-fn data_ranges(fd: &rustix::fd::OwnedFd, start: u64, end: u64) -> Result<Vec<(u64, u64)>, NtStatus> {
+/// The data ranges of a file inside [start, end), from SEEK_DATA/SEEK_HOLE;
+/// at most `limit` of them.
+fn data_ranges(fd: &rustix::fd::OwnedFd, start: u64, end: u64, limit: usize) -> Result<Vec<(u64, u64)>, NtStatus> {
     let mut ranges = Vec::new();
     let mut pos = start;
-    while pos < end {
+    while pos < end && ranges.len() < limit {
         let data = match rustix::fs::seek(fd, SeekFrom::Data(pos)) {
             Ok(d) => d,
             Err(rustix::io::Errno::NXIO) => break,
@@ -487,14 +488,15 @@ fn query_allocated_ranges(open: &Open, input: &[u8], max_out: usize) -> Result<O
     let fd = fd_of(open)?;
     let st = crate::vfs::stat_fd(fd)?;
     let end = (offset + length).min(st.size);
+    let fit = max_out / 16;
+    // One range more than fits tells whether the answer overflows.
     let ranges = if offset >= end {
         Vec::new()
     } else if st.attrs & crate::vfs::ATTR_SPARSE == 0 {
         vec![(offset, end - offset)]
     } else {
-        data_ranges(fd, offset, end)?
+        data_ranges(fd, offset, end, fit.saturating_add(1))?
     };
-    let fit = max_out / 16;
     if !ranges.is_empty() && fit == 0 {
         return Err(NtStatus::BUFFER_TOO_SMALL);
     }
@@ -621,6 +623,29 @@ mod tests {
         let mut v = Vec::new();
         v.u64(4096).u64(8192).u64(1);
         assert_eq!(two_offsets(&v), Ok((4096, 8192)));
+    }
+
+    #[test]
+    fn data_ranges_follow_holes() {
+        let dir = std::env::temp_dir().join(format!("smbdirect-qar-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("sparse");
+        let f = std::fs::File::create(&path).expect("file");
+        let fd: rustix::fd::OwnedFd = f.into();
+        let mib = 1024 * 1024u64;
+        rustix::io::pwrite(&fd, &[1u8; 4096], mib).expect("write");
+        rustix::io::pwrite(&fd, &[2u8; 4096], 3 * mib).expect("write");
+        let all = data_ranges(&fd, 0, 3 * mib + 4096, 10).expect("ranges");
+        // File systems without hole tracking report everything as data.
+        if all.len() != 1 {
+            assert_eq!(all.len(), 2, "{all:?}");
+            assert!(all[0].0 <= mib && all[0].0 + all[0].1 >= mib + 4096, "{all:?}");
+            assert!(all[1].0 <= 3 * mib && all[1].0 + all[1].1 == 3 * mib + 4096, "{all:?}");
+            assert_eq!(data_ranges(&fd, 0, 3 * mib + 4096, 1).expect("ranges").len(), 1);
+            assert!(data_ranges(&fd, 0, mib / 2, 10).expect("ranges").is_empty());
+        }
+        drop(fd);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
