@@ -514,7 +514,7 @@ mod tests {
     }
 
     fn ctx<'a>(hdr: &'a Header, msg: &'a [u8], encrypted: bool) -> Ctx<'a> {
-        Ctx { hdr, msg, session: None, tree: None, compound_file: None, encrypted, async_id: None, warning: None }
+        Ctx { hdr, msg, session: None, tree: None, compound_file: None, encrypted, async_id: None, warning: None, used_file: std::cell::Cell::new(None) }
     }
 
     #[test]
