@@ -443,10 +443,12 @@ impl Connection {
                         }
                         ctx.session = Some(s);
                     }
-                    None if needs_session || cmd == Command::SessionSetup => {
+                    None if needs_session => {
                         session_failed = true;
                         return Err(NtStatus::USER_SESSION_DELETED);
                     }
+                    // SESSION_SETUP looks the session up itself (binding names a
+                    // session of another connection).
                     None => {}
                 }
             }
@@ -536,6 +538,17 @@ impl Connection {
                 Some(s) if cmd == Command::SessionSetup && status == NtStatus::SUCCESS && (self.is_smb3() || *lock(&s.signing_required)) => s.keys(),
                 Some(s) if cmd != Command::SessionSetup && (hdr.is_signed() || *lock(&s.signing_required)) && s.is_valid() => s.keys(),
                 Some(s) if cmd == Command::Logoff && status == NtStatus::SUCCESS && hdr.is_signed() => s.keys(),
+                // A refused binding or a session setup naming another
+                // connection's session, whose request carried that session's
+                // signature (checked by session_setup), is answered signed.
+                Some(s)
+                    if cmd == Command::SessionSetup
+                        && (status == NtStatus::REQUEST_NOT_ACCEPTED || status == NtStatus::USER_SESSION_DELETED)
+                        && hdr.is_signed()
+                        && s.is_valid() =>
+                {
+                    s.keys()
+                }
                 _ => None,
             }
         };

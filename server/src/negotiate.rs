@@ -262,7 +262,10 @@ impl Connection {
     pub fn session_setup(&mut self, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
         let req = SessionSetupReq::parse(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
         if req.flags & SESSION_FLAG_BINDING != 0 {
-            // Channel binding (multichannel) is a later issue.
+            // We are not multichannel-capable, so a binding is refused (MS-SMB2
+            // 3.3.5.5). When the request is signed with the named session's
+            // key, the refusal is signed too, so the client can trust it.
+            ctx.session = self.session_signed_for(ctx);
             return Err(NtStatus::REQUEST_NOT_ACCEPTED);
         }
         let sid = ctx.hdr.session_id;
@@ -279,10 +282,24 @@ impl Connection {
             id
         } else {
             if !self.pending.contains_key(&sid) {
-            // Re-authentication of an established session.
-            let s = self.server.session(sid).filter(|s| self.sessions.contains(&s.id)).ok_or(NtStatus::USER_SESSION_DELETED)?;
-            let acceptor = crate::auth::Acceptor::new(self.server.users.clone(), self.acceptor_config());
-            self.pending.insert(sid, PendingAuth { acceptor, preauth: self.preauth.clone(), session: s });
+                // Re-authentication of an established session: the request is
+                // checked like any other on the session (MS-SMB2 3.3.5.2.4).
+                let Some(s) = self.server.session(sid).filter(|s| self.sessions.contains(&s.id)) else {
+                    // Another connection's session (or none): deleted, as far
+                    // as this connection is concerned.
+                    ctx.session = self.session_signed_for(ctx);
+                    return Err(NtStatus::USER_SESSION_DELETED);
+                };
+                if !s.is_valid() {
+                    return Err(NtStatus::USER_SESSION_DELETED);
+                }
+                verify_reauth_signature(&s, ctx)?;
+                let acceptor = crate::auth::Acceptor::new(self.server.users.clone(), self.acceptor_config());
+                self.pending.insert(sid, PendingAuth { acceptor, preauth: self.preauth.clone(), session: s });
+            } else if let Some(p) = self.pending.get(&sid) {
+                if p.session.is_valid() {
+                    verify_reauth_signature(&p.session, ctx)?;
+                }
             }
             sid
         };
@@ -309,7 +326,10 @@ impl Connection {
                 } else if guest {
                     flags |= SESSION_FLAG_IS_GUEST;
                 }
-                let keys = if anonymous || guest || session_key.is_empty() {
+                let reauth = session.is_valid();
+                let keys = if anonymous || guest || session_key.is_empty() || (reauth && session.keys().is_some()) {
+                    // A re-authentication keeps the session's keys (MS-SMB2
+                    // 3.3.5.5.3: they are derived once, at the first authentication).
                     None
                 } else {
                     let preauth = p.preauth.as_ref().map(|h| h.value());
@@ -326,30 +346,36 @@ impl Connection {
                     Some(Arc::new(SessionKeys { signer: Some(signer), sealer, opener, application_key: dk.application.as_bytes().to_vec(), session_key }))
                 };
                 let client_requires = u16::from(req.security_mode) & SEC_SIGNING_REQUIRED != 0;
-                let encrypt = keys.as_ref().is_some_and(|k| k.sealer.is_some()) && self.server.cfg.encrypt == Setting::Required;
-                if self.server.cfg.encrypt == Setting::Required && !encrypt && !(anonymous || guest) {
-                    // Encryption required but the client cannot encrypt.
-                    lock(&self.server.sessions).remove(&id);
-                    return Err(NtStatus::ACCESS_DENIED);
-                }
-                if encrypt {
-                    flags |= SESSION_FLAG_ENCRYPT_DATA;
-                }
-                let reauth = session.is_valid();
-                *lock(&session.identity) = Some(identity.clone());
-                // Re-authentication keeps the session's keys (MS-SMB2 3.3.5.5.3:
-                // only the first authentication derives them), and its signing
-                // and encryption settings with them.
-                if !reauth {
+                if reauth && session.keys().is_some() {
+                    // Same keys, same signing and encryption as before.
+                    if *lock(&session.encrypt_data) {
+                        flags |= SESSION_FLAG_ENCRYPT_DATA;
+                    }
+                } else {
+                    let encrypt = keys.as_ref().is_some_and(|k| k.sealer.is_some()) && self.server.cfg.encrypt == Setting::Required;
+                    if self.server.cfg.encrypt == Setting::Required && !encrypt && !(anonymous || guest) {
+                        // Encryption required but the client cannot encrypt.
+                        if !reauth {
+                            lock(&self.server.sessions).remove(&id);
+                        }
+                        return Err(NtStatus::ACCESS_DENIED);
+                    }
+                    if encrypt {
+                        flags |= SESSION_FLAG_ENCRYPT_DATA;
+                    }
                     if keys.is_some() {
                         *lock(&session.keys) = keys;
                     }
                     *lock(&session.signing_required) = !(anonymous || guest) && !encrypt && (self.signing_required_by_server() || client_requires);
                     *lock(&session.encrypt_data) = encrypt;
                 }
+                *lock(&session.identity) = Some(identity.clone());
                 *lock(&session.state) = SessionState::Valid;
                 if !reauth {
                     self.sessions.push(id);
+                    if req.previous_session_id != 0 && req.previous_session_id != id {
+                        self.end_previous_session(req.previous_session_id, &identity);
+                    }
                 }
                 info!(peer = %self.peer, session = id, user = %identity.user, domain = %identity.domain, kind = ?identity.kind, reauth, "session established");
                 out.u16(9).u16(flags).u16((HEADER_LEN + 8) as u16).u16(output.len() as u16).put(&output);
@@ -371,6 +397,40 @@ impl Connection {
                 Err(st)
             }
         }
+    }
+
+    /// The valid session a SESSION_SETUP names, if the request is signed with
+    /// that session's key: an error answer to it can then be signed, which
+    /// clients that require signing insist on.
+    fn session_signed_for(&self, ctx: &Ctx<'_>) -> Option<Arc<Session>> {
+        if !ctx.hdr.is_signed() || ctx.encrypted {
+            return None;
+        }
+        let s = self.server.session(ctx.hdr.session_id).filter(|s| s.is_valid())?;
+        let keys = s.keys();
+        let signer = keys.as_ref().and_then(|k| k.signer.as_ref())?;
+        let mut copy = ctx.msg.to_vec();
+        signer.verify(&mut copy).then_some(s)
+    }
+
+    /// A client that reconnects names its previous session (MS-SMB2 3.3.5.5.3):
+    /// if the same user owns it, it ends, with its opens and trees, so the
+    /// files it held are free again. Someone else's session is left alone.
+    fn end_previous_session(&mut self, previous: u64, identity: &crate::auth::Identity) {
+        if identity.kind != crate::auth::IdentityKind::User {
+            return;
+        }
+        let Some(old) = self.server.session(previous) else { return };
+        let same_user = lock(&old.identity).as_ref().is_some_and(|o| {
+            o.kind == identity.kind && o.user.eq_ignore_ascii_case(&identity.user) && o.domain.eq_ignore_ascii_case(&identity.domain)
+        });
+        if !same_user || !old.is_valid() {
+            return;
+        }
+        lock(&self.server.sessions).remove(&previous);
+        self.sessions.retain(|id| *id != previous);
+        old.teardown(&self.server);
+        info!(peer = %self.peer, previous, "previous session of a reconnecting client ended");
     }
 
     /// SESSION_SETUP responses that are not the final success go into the
@@ -399,7 +459,78 @@ impl Connection {
     }
 }
 
+/// A SESSION_SETUP that re-authenticates a valid session must carry a good
+/// signature when it is signed, and must be signed when the session requires
+/// signing (unless it came encrypted).
+fn verify_reauth_signature(s: &Session, ctx: &Ctx<'_>) -> Result<(), NtStatus> {
+    if ctx.encrypted {
+        return Ok(());
+    }
+    let keys = s.keys();
+    let signer = keys.as_ref().and_then(|k| k.signer.as_ref());
+    if ctx.hdr.is_signed() {
+        if let Some(signer) = signer {
+            let mut copy = ctx.msg.to_vec();
+            if !signer.verify(&mut copy) {
+                tracing::warn!(session = s.id, "bad signature on a re-authentication");
+                return Err(NtStatus::ACCESS_DENIED);
+            }
+        }
+    } else if *lock(&s.signing_required) {
+        return Err(NtStatus::ACCESS_DENIED);
+    }
+    Ok(())
+}
+
 fn internal(what: &str, e: crypto::CryptoError) -> NtStatus {
     tracing::error!("{what}: {e}");
     NtStatus::UNSUCCESSFUL
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session_with_key(key: &[u8; 16], signing_required: bool) -> Session {
+        let s = Session::new(42, crate::config::DIALECT_311);
+        let signer = crypto::Signer::new(SigningAlgorithm::AesCmac, key).expect("signer");
+        *lock(&s.keys) = Some(Arc::new(SessionKeys { signer: Some(signer), sealer: None, opener: None, application_key: Vec::new(), session_key: Vec::new() }));
+        *lock(&s.signing_required) = signing_required;
+        *lock(&s.state) = SessionState::Valid;
+        s
+    }
+
+    /// A SESSION_SETUP request for session 42, signed with `key` when given.
+    fn request(key: Option<&[u8; 16]>) -> (Header, Vec<u8>) {
+        let hdr = Header { command: Command::SessionSetup as u16, session_id: 42, flags: if key.is_some() { FLAG_SIGNED } else { 0 }, ..Default::default() };
+        let mut msg = Vec::new();
+        hdr.write(&mut msg);
+        msg.u16(25).u8(0).u8(1).u32(0).u32(0).u16(0).u16(0).u64(0);
+        if let Some(k) = key {
+            crypto::Signer::new(SigningAlgorithm::AesCmac, k).expect("signer").sign(&mut msg).expect("sign");
+        }
+        let hdr = Header::parse(&msg).expect("header");
+        (hdr, msg)
+    }
+
+    fn ctx<'a>(hdr: &'a Header, msg: &'a [u8], encrypted: bool) -> Ctx<'a> {
+        Ctx { hdr, msg, session: None, tree: None, compound_file: None, encrypted, async_id: None, warning: None, used_file: std::cell::Cell::new(None) }
+    }
+
+    #[test]
+    fn reauth_signature_checked() {
+        let key = [3u8; 16];
+        let s = session_with_key(&key, true);
+        let (h, m) = request(Some(&key));
+        assert_eq!(verify_reauth_signature(&s, &ctx(&h, &m, false)), Ok(()));
+        let (h, m) = request(Some(&[4u8; 16]));
+        assert_eq!(verify_reauth_signature(&s, &ctx(&h, &m, false)), Err(NtStatus::ACCESS_DENIED));
+        let (h, m) = request(None);
+        assert_eq!(verify_reauth_signature(&s, &ctx(&h, &m, false)), Err(NtStatus::ACCESS_DENIED));
+        // Encrypted requests are authenticated by the TRANSFORM header.
+        assert_eq!(verify_reauth_signature(&s, &ctx(&h, &m, true)), Ok(()));
+        // Without required signing an unsigned re-authentication is fine.
+        let s = session_with_key(&key, false);
+        assert_eq!(verify_reauth_signature(&s, &ctx(&h, &m, false)), Ok(()));
+    }
 }

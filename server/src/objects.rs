@@ -49,6 +49,8 @@ pub struct Server {
     pub locks: Mutex<HashMap<(u64, u64), Vec<ByteLock>>>,
     /// Signalled whenever a byte-range lock goes away, for blocked LOCK requests.
     pub locks_changed: std::sync::Condvar,
+    /// Keys the tags of server-side copy resume keys (see handlers/ioctl.rs).
+    pub resume_secret: [u8; 32],
     next_id: AtomicU64,
 }
 
@@ -87,6 +89,8 @@ impl Server {
         getrandom::fill(&mut guid).map_err(|e| std::io::Error::other(e.to_string()))?;
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut resume_secret = [0u8; 32];
+        getrandom::fill(&mut resume_secret).map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(Arc::new(Server {
             cfg,
             users,
@@ -98,6 +102,7 @@ impl Server {
             files: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
             locks_changed: std::sync::Condvar::new(),
+            resume_secret,
             next_id: AtomicU64::new((u64::from_le_bytes(seed) & 0x0000_FFFF_0000_0000) | 1),
         }))
     }

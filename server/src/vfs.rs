@@ -385,7 +385,7 @@ pub fn stat_fd<Fd: AsFd>(fd: Fd) -> Result<FileStat, NtStatus> {
     let dev = (u64::from(st.stx_dev_major) << 32) | u64::from(st.stx_dev_minor);
     let ctime = change_time_override(dev, st.stx_ino, ctime);
     let stored = read_dos_attrs(&fd);
-    let mut attrs = stored.unwrap_or(if is_dir { 0 } else { ATTR_ARCHIVE }) & SETTABLE_ATTRS;
+    let mut attrs = stored.unwrap_or(if is_dir { 0 } else { ATTR_ARCHIVE }) & (SETTABLE_ATTRS | ATTR_SPARSE);
     if is_dir {
         attrs |= ATTR_DIRECTORY;
         attrs &= !ATTR_ARCHIVE | (stored.unwrap_or(0) & ATTR_ARCHIVE);
@@ -421,7 +421,21 @@ fn read_dos_attrs<Fd: AsFd>(fd: Fd) -> Option<u32> {
 /// Stores the client-settable DOS attributes. File systems without user
 /// xattrs (tmpfs without them, some FUSE) just do not keep them.
 pub fn set_dos_attrs<Fd: AsFd>(fd: Fd, attrs: u32) -> Result<(), NtStatus> {
-    let v = (attrs & SETTABLE_ATTRS).to_le_bytes();
+    // The sparse flag is not client-settable here; FSCTL_SET_SPARSE owns it.
+    let sparse = read_dos_attrs(&fd).unwrap_or(0) & ATTR_SPARSE;
+    write_dos_attrs(fd, (attrs & SETTABLE_ATTRS) | sparse)
+}
+
+/// Sets or clears FILE_ATTRIBUTE_SPARSE_FILE (FSCTL_SET_SPARSE), keeping the
+/// other stored attributes (a file without stored ones is ARCHIVE).
+pub fn set_sparse<Fd: AsFd>(fd: Fd, sparse: bool) -> Result<(), NtStatus> {
+    let old = read_dos_attrs(&fd).unwrap_or(ATTR_ARCHIVE);
+    let new = if sparse { old | ATTR_SPARSE } else { old & !ATTR_SPARSE };
+    write_dos_attrs(fd, new & (SETTABLE_ATTRS | ATTR_SPARSE))
+}
+
+fn write_dos_attrs<Fd: AsFd>(fd: Fd, attrs: u32) -> Result<(), NtStatus> {
+    let v = attrs.to_le_bytes();
     match set_xattr(&fd, XATTR_DOSATTRIB, &v) {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::NOTSUP) => Ok(()),
