@@ -344,8 +344,9 @@ pub fn check_create_params(access: u32, options: u32, attrs: u32, impersonation:
     if impersonation > IMPERSONATION_DELEGATE {
         return Err(BAD_IMPERSONATION_LEVEL);
     }
-    // No access at all (SYNCHRONIZE alone grants nothing an SMB2 open can use).
-    if access & ACCESS_INVALID_MASK != 0 || access & !SYNCHRONIZE == 0 {
+    // No access at all; SYNCHRONIZE alone is a valid open (smbtorture's
+    // getinfo_access opens so, as Windows and Samba allow).
+    if access & ACCESS_INVALID_MASK != 0 || access == 0 {
         return Err(NtStatus::ACCESS_DENIED);
     }
     if access & ACCESS_SYSTEM_SECURITY != 0 {
@@ -643,7 +644,7 @@ mod tests {
         assert_eq!(ok(MAXIMUM_ALLOWED, 0, 0, 0x1234_5678), Err(BAD_IMPERSONATION_LEVEL));
         assert_eq!(ok(0x0800_0000, 0, 0x8, 0), Err(NtStatus::ACCESS_DENIED), "access is checked before attributes");
         assert_eq!(ok(0, 0, 0, 0), Err(NtStatus::ACCESS_DENIED));
-        assert_eq!(ok(SYNCHRONIZE, 0, 0, 0), Err(NtStatus::ACCESS_DENIED));
+        assert_eq!(ok(SYNCHRONIZE, 0, 0, 0), Ok(()));
         assert_eq!(ok(SYNCHRONIZE | FILE_READ_ATTRIBUTES, 0, 0, 0), Ok(()));
         assert_eq!(ok(ACCESS_SYSTEM_SECURITY, 0, 0, 0), Err(NtStatus::PRIVILEGE_NOT_HELD));
         assert_eq!(ok(GENERIC_READ, 0xF000_0000, 0, 0), Err(NtStatus::INVALID_PARAMETER));
