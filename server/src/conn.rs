@@ -115,10 +115,14 @@ pub fn serve(server: Arc<Server>, mut source: impl MessageSource + 'static, sink
     let peer = sink.peer();
     let mut conn = Connection::new(server, sink.clone(), peer.clone());
     let limit = conn.max_message_size();
-    // Two messages in flight at most: bounded memory per connection.
+    // Two messages in flight at most: bounded memory per connection. Spent
+    // buffers go back to the reader, so a stream of 8 MiB WRITEs reuses the
+    // same memory instead of faulting in fresh pages for every message.
     let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Option<Vec<u8>>>>(1);
+    let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
     let reader = std::thread::Builder::new().name("smb-read".into()).stack_size(128 * 1024).spawn(move || loop {
-        let r = source.recv(limit);
+        let spare = back_rx.try_recv().unwrap_or_default();
+        let r = source.recv_into(limit, spare);
         let more = matches!(r, Ok(Some(_)));
         if tx.send(r).is_err() || !more {
             break;
@@ -127,16 +131,20 @@ pub fn serve(server: Arc<Server>, mut source: impl MessageSource + 'static, sink
     let end = match reader {
         Err(e) => Disconnect::Io(e),
         Ok(_) => loop {
-            let msg = match rx.recv() {
+            let mut msg = match rx.recv() {
                 Ok(Ok(Some(m))) => m,
                 Ok(Ok(None)) | Err(_) => break Disconnect::Closed,
                 Ok(Err(e)) => break Disconnect::Io(e),
             };
             // A bug that panics ends this connection only, with a log line.
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conn.handle_message(msg))) {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conn.handle_buffer(&mut msg))) {
                 Ok(Ok(())) => {}
                 Ok(Err(d)) => break d,
                 Err(_) => break Disconnect::Protocol("internal error (panic) while handling a request".into()),
+            }
+            // Keep only buffers worth keeping (large ones), at most two.
+            if msg.capacity() >= 1 << 20 {
+                let _ = back_tx.try_send(msg);
             }
         },
     };
@@ -198,12 +206,18 @@ impl Connection {
         c.max_write_size.max(c.max_transact_size) as usize + 64 * 1024
     }
 
-    pub fn handle_message(&mut self, msg: Vec<u8>) -> Result<(), Disconnect> {
+    pub fn handle_message(&mut self, mut msg: Vec<u8>) -> Result<(), Disconnect> {
+        self.handle_buffer(&mut msg)
+    }
+
+    /// Handles one message in a buffer the caller keeps (and may reuse for
+    /// the next message; it may be changed in place, e.g. decrypted).
+    pub fn handle_buffer(&mut self, msg: &mut [u8]) -> Result<(), Disconnect> {
         let Some(pid) = msg.get(0..4) else {
             return Err(Disconnect::Protocol(format!("message of {} bytes is too short", msg.len())));
         };
         if pid == SMB1_PROTOCOL_ID {
-            return self.smb1_negotiate(&msg);
+            return self.smb1_negotiate(msg);
         }
         if pid == TRANSFORM_PROTOCOL_ID {
             return self.handle_encrypted(msg);
@@ -211,7 +225,7 @@ impl Connection {
         if pid != PROTOCOL_ID {
             return Err(Disconnect::Protocol(format!("unknown protocol id {pid:02x?}")));
         }
-        let out = self.process_chain(&msg, false)?;
+        let out = self.process_chain(msg, false)?;
         self.send(out)
     }
 
@@ -222,7 +236,7 @@ impl Connection {
         self.sink.send(out).map_err(Disconnect::Io)
     }
 
-    fn handle_encrypted(&mut self, mut msg: Vec<u8>) -> Result<(), Disconnect> {
+    fn handle_encrypted(&mut self, msg: &mut [u8]) -> Result<(), Disconnect> {
         if self.dialect.is_none_or(|d| d < DIALECT_300) {
             return Err(Disconnect::Protocol("TRANSFORM header before an SMB3 dialect".into()));
         }
@@ -234,7 +248,7 @@ impl Connection {
             .ok_or_else(|| Disconnect::Protocol(format!("TRANSFORM for unknown session {:#x}", th.session_id)))?;
         let keys = session.keys().ok_or_else(|| Disconnect::Protocol("TRANSFORM on a session without keys".into()))?;
         let opener = keys.opener.as_ref().ok_or_else(|| Disconnect::Protocol("TRANSFORM on a session without encryption".into()))?;
-        let (_, range) = opener.open(&mut msg).map_err(|e| Disconnect::Protocol(format!("decryption failed: {e}")))?;
+        let (_, range) = opener.open(msg).map_err(|e| Disconnect::Protocol(format!("decryption failed: {e}")))?;
         let plain = msg.get(range).ok_or_else(|| Disconnect::Protocol("decryption range".into()))?;
         if plain.get(0..4) != Some(&PROTOCOL_ID[..]) {
             return Err(Disconnect::Protocol("decrypted message is not SMB2".into()));

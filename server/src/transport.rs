@@ -35,6 +35,13 @@ impl OutBuf {
 /// Receives whole SMB2 messages. `limit` bounds what will be allocated for one.
 pub trait MessageSource: Send {
     fn recv(&mut self, limit: usize) -> io::Result<Option<Vec<u8>>>;
+
+    /// Like `recv`, filling `spare` (a buffer handed back after use) when the
+    /// transport can, so memory is reused from message to message.
+    fn recv_into(&mut self, limit: usize, spare: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
+        let _ = spare;
+        self.recv(limit)
+    }
 }
 
 /// Sends messages; shared by the connection's own loop and by work that

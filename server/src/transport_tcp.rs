@@ -47,6 +47,10 @@ impl TcpSource {
 
 impl MessageSource for TcpSource {
     fn recv(&mut self, limit: usize) -> io::Result<Option<Vec<u8>>> {
+        self.recv_into(limit, Vec::new())
+    }
+
+    fn recv_into(&mut self, limit: usize, mut msg: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
         let mut hdr = [0u8; tcp::HEADER_LEN];
         match self.read_exact(&mut hdr) {
             Ok(()) => {}
@@ -54,7 +58,8 @@ impl MessageSource for TcpSource {
             Err(e) => return Err(e),
         }
         let len = tcp::parse_header(hdr, limit).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let mut msg = Vec::with_capacity(len);
+        msg.clear();
+        msg.reserve(len);
         // Replayed bytes first, then the socket; read_to_end fills the
         // capacity without zeroing it first.
         let from_prefix = (self.prefix.len() - self.prefix_pos).min(len);
