@@ -22,5 +22,6 @@ mod smb1;
 mod reauth;
 mod async_ops;
 mod garbage;
+mod ioctl;
 mod sessions;
 mod negotiate;
