@@ -68,6 +68,14 @@ def test_guest_mapping(shares_server):
     # A guest is kept out of shares that are not guest ok ...
     no = smbclient(srv.port, "ro", "nobody%whatever", "ls")
     assert "NT_STATUS_ACCESS_DENIED" in out(no), out(no)
+    # An anonymous logon (-N) is allowed because a share is guest ok, and it
+    # reaches only that share.
+    anon = subprocess.run(["smbclient", "//127.0.0.1/guest", "-p", str(srv.port), "-N", "-c", "ls"],
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert anon.returncode == 0 and "g.txt" in out(anon), out(anon)
+    anon_ro = subprocess.run(["smbclient", "//127.0.0.1/ro", "-p", str(srv.port), "-N", "-c", "ls"],
+                             capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert "NT_STATUS_ACCESS_DENIED" in out(anon_ro), out(anon_ro)
     # ... and a known user with a wrong password is not turned into a guest.
     bad = smbclient(srv.port, "guest", "tester%wrong", "ls")
     assert "NT_STATUS_LOGON_FAILURE" in out(bad), out(bad)
@@ -116,3 +124,7 @@ def test_mandatory_signing_and_max_protocol(strict_server):
     # and every response of ours is signed too.
     assert not unsigned, f"{len(unsigned)} unsigned messages although the server requires signing"
     assert any(not f.to_server for f in after)
+    # No share is guest ok here: anonymous logons are refused.
+    anon = subprocess.run(["smbclient", "//127.0.0.1/share", "-p", str(srv.port), "-N", "-c", "ls"],
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert anon.returncode != 0 and "NT_STATUS_ACCESS_DENIED" in out(anon), out(anon)
