@@ -7,7 +7,7 @@
 
 use crate::objects::{lock, Open, Session};
 use crate::transport::{MessageSink, OutBuf};
-use crate::wire::header::{Header, FLAG_ASYNC, FLAG_SIGNED, HEADER_LEN};
+use crate::wire::header::{Header, FLAG_ASYNC, HEADER_LEN};
 use crate::wire::messages::error_body;
 use crate::wire::status::NtStatus;
 use std::collections::HashMap;
@@ -148,10 +148,8 @@ impl Pending {
                     return;
                 }
             } else if self.sign {
-                if let (Some(signer), Some(m)) = (k.signer.as_ref(), out.buf.get_mut(start..)) {
-                    let flags = u32::from_le_bytes([m[16], m[17], m[18], m[19]]) | FLAG_SIGNED;
-                    m[16..20].copy_from_slice(&flags.to_le_bytes());
-                    let _ = signer.sign(m);
+                if let Some(m) = out.buf.get_mut(start..) {
+                    crate::conn::sign_out(k, m);
                 }
             }
         }

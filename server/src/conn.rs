@@ -315,14 +315,8 @@ impl Connection {
         }
         // Sign each response over its own bytes (padding included, as chained).
         for (start, len, keys) in sign_with {
-            if let Some(k) = keys {
-                if let (Some(signer), Some(m)) = (k.signer.as_ref(), out.buf.get_mut(start..start + len)) {
-                    let flags = u32::from_le_bytes([m[16], m[17], m[18], m[19]]) | FLAG_SIGNED;
-                    m[16..20].copy_from_slice(&flags.to_le_bytes());
-                    if let Err(e) = signer.sign(m) {
-                        warn!("cannot sign a response: {e}");
-                    }
-                }
+            if let (Some(k), Some(m)) = (keys, out.buf.get_mut(start..start + len)) {
+                sign_out(&k, m);
             }
         }
         Ok(out)
@@ -700,6 +694,15 @@ pub const DIALECT_WILDCARD_INTERNAL: u16 = crate::config::DIALECT_WILDCARD;
 
 /// Encrypts a finished response chain in place: the TRANSFORM header goes
 /// into the headroom just before the chain.
+/// Signs one response in place; `Signer::sign` also sets SMB2_FLAGS_SIGNED.
+pub fn sign_out(keys: &crate::objects::SessionKeys, msg: &mut [u8]) {
+    if let Some(signer) = keys.signer.as_ref() {
+        if let Err(e) = signer.sign(msg) {
+            warn!("cannot sign a response: {e}");
+        }
+    }
+}
+
 pub fn seal_out(keys: &crate::objects::SessionKeys, session_id: u64, out: &mut OutBuf) -> Result<(), String> {
     let sealer = keys.sealer.as_ref().ok_or("session has no encryption key")?;
     let at = out.start.checked_sub(TRANSFORM_ROOM).ok_or("no headroom for the TRANSFORM header")?;
