@@ -11,7 +11,7 @@ pub mod notify;
 pub mod tree;
 
 use crate::wire::header::Command;
-use crate::wire::{u16_at, u32_at};
+use crate::wire::u32_at;
 
 /// The payload size a request moves, for the credit charge check.
 pub fn payload_size(cmd: Command, msg: &[u8]) -> u64 {
@@ -30,7 +30,6 @@ pub fn payload_size(cmd: Command, msg: &[u8]) -> u64 {
         Command::ChangeNotify => u32_at(msg, b + 4).unwrap_or(0),
         _ => 0,
     };
-    let _ = u16_at;
     u64::from(v)
 }
 
