@@ -567,7 +567,7 @@ fn write_response(out: &mut Vec<u8>, open: &Open, st: &FileStat, action: u32, co
             let next = (out.len() - p) as u32;
             out.set_u32(p, next);
         }
-        prev = Some(put_create_context(out, first, name, data));
+        prev = Some(put_create_context(out, name, data));
     }
     out.set_u32(ctx_fields, (first - hdr_start) as u32);
     out.set_u32(ctx_fields + 4, (out.len() - first) as u32);

@@ -194,9 +194,8 @@ pub fn parse_create_contexts(buf: &[u8]) -> Result<Vec<(&[u8], &[u8])>, WireErro
 
 /// Appends one create context to `out` (which must start 8-aligned relative to
 /// the first context); returns the offset of its Next field for chaining.
-pub fn put_create_context(out: &mut Vec<u8>, base: usize, name: &[u8], data: &[u8]) -> usize {
+pub fn put_create_context(out: &mut Vec<u8>, name: &[u8], data: &[u8]) -> usize {
     let start = out.len();
-    let _ = base;
     out.u32(0).u16(16).u16(name.len() as u16).u16(0);
     let data_off = if data.is_empty() { 0 } else { (16 + name.len() + 7) & !7 };
     out.u16(data_off as u16).u32(data.len() as u32).put(name);
@@ -651,11 +650,11 @@ mod tests {
     #[test]
     fn create_contexts_chain() {
         let mut v = Vec::new();
-        let first = put_create_context(&mut v, 0, b"MxAc", &[]);
+        let first = put_create_context(&mut v, b"MxAc", &[]);
         v.align(8);
         let n = v.len();
         v.set_u32(first, n as u32);
-        put_create_context(&mut v, 0, b"QFid", &[1, 2, 3]);
+        put_create_context(&mut v, b"QFid", &[1, 2, 3]);
         let parsed = parse_create_contexts(&v).unwrap();
         assert_eq!(parsed.len(), 2);
         assert_eq!(parsed[0].0, b"MxAc");
@@ -668,7 +667,7 @@ mod tests {
         // Tags shorter than 4 bytes are invalid; longer ones are fine.
         for (tag, ok) in [(&b"xxx"[..], false), (&b"x"[..], false), (&b"xxxxx"[..], true), (&[b'x'; 34][..], true)] {
             let mut c = Vec::new();
-            put_create_context(&mut c, 0, tag, &[]);
+            put_create_context(&mut c, tag, &[]);
             assert_eq!(parse_create_contexts(&c).is_ok(), ok, "{}", tag.len());
         }
     }
