@@ -6,6 +6,8 @@
 //! them into relative Unix paths and refuses anything that could mean
 //! something else on Unix.
 
+pub mod wildcard;
+
 use crate::wire::status::NtStatus;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags};
@@ -716,44 +718,6 @@ pub fn list_dir(root: &ShareRoot, dir_rel: &str, dirfd: BorrowedFd<'_>) -> Resul
         .collect())
 }
 
-/// Windows wildcard matching (MS-FSA 2.1.4.4): `*`, `?`, and the DOS forms
-/// `<` (DOS_STAR), `>` (DOS_QM), `"` (DOS_DOT); case-insensitive.
-pub fn wildcard_match(pattern: &str, name: &str) -> bool {
-    if pattern == "*" || pattern.is_empty() {
-        return true;
-    }
-    let p: Vec<char> = pattern.chars().flat_map(char::to_lowercase).collect();
-    let n: Vec<char> = name.chars().flat_map(char::to_lowercase).collect();
-    fn go(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len()).any(|i| go(&p[1..], &n[i..])),
-            Some('<') => {
-                // Any run of characters that does not swallow the name's last dot.
-                let limit = n.iter().rposition(|c| *c == '.').unwrap_or(n.len());
-                (0..=limit).any(|i| go(&p[1..], &n[i..]))
-            }
-            Some('?') => !n.is_empty() && go(&p[1..], &n[1..]),
-            Some('>') => {
-                if n.is_empty() || n[0] == '.' {
-                    go(&p[1..], n)
-                } else {
-                    go(&p[1..], &n[1..])
-                }
-            }
-            Some('"') => {
-                if n.is_empty() {
-                    go(&p[1..], n)
-                } else {
-                    n[0] == '.' && go(&p[1..], &n[1..])
-                }
-            }
-            Some(c) => n.first() == Some(c) && go(&p[1..], &n[1..]),
-        }
-    }
-    go(&p, &n)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -771,17 +735,6 @@ mod tests {
         assert!(validate_name("a\\\\b").is_err());
         assert!(validate_name("f.txt:stream").is_err());
         assert!(validate_name("x\u{1}").is_err());
-    }
-
-    #[test]
-    fn wildcards() {
-        assert!(wildcard_match("*", "anything"));
-        assert!(wildcard_match("*.txt", "A.TXT"));
-        assert!(!wildcard_match("*.txt", "a.txt.bak"));
-        assert!(wildcard_match("a?c", "abc"));
-        assert!(!wildcard_match("a?c", "ac"));
-        assert!(wildcard_match("exact", "Exact"));
-        assert!(wildcard_match("<.txt", "a.b.txt"));
     }
 
     #[test]
