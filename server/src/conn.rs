@@ -271,10 +271,13 @@ impl Connection {
         let mut prev: Option<(u64, u32, Option<FileId>, NtStatus)> = None;
         let mut last_resp_start: Option<usize> = None;
         let mut sign_with: Vec<(usize, usize, Option<Arc<crate::objects::SessionKeys>>)> = Vec::new();
-        let mut count = 0usize;
+        // The whole chain is split and checked (every header, every
+        // NextCommand inside the message) before any of it is acted on, as
+        // Samba does: a malformed chain ends the connection without having
+        // half run (a WRITE before a NextCommand that leads nowhere).
+        let mut parts: Vec<(Header, &[u8])> = Vec::new();
         loop {
-            count += 1;
-            if count > 64 {
+            if parts.len() == 64 {
                 return Err(Disconnect::Protocol("compound chain longer than 64".into()));
             }
             let rest = chain.get(off..).unwrap_or(&[]);
@@ -288,7 +291,14 @@ impl Connection {
                 }
                 n
             };
-            let msg = &rest[..len];
+            let last = hdr.next_command == 0;
+            parts.push((hdr, &rest[..len]));
+            if last {
+                break;
+            }
+            off += len;
+        }
+        for (hdr, msg) in parts {
             // Each response in a chain starts 8-aligned relative to the first.
             if let Some(start) = last_resp_start {
                 let rel = out.buf.len() - out.start;
@@ -308,10 +318,6 @@ impl Connection {
                 sign_with.push((resp_start, out.buf.len() - resp_start, keys));
                 last_resp_start = Some(resp_start);
             }
-            if hdr.next_command == 0 {
-                break;
-            }
-            off += len;
         }
         // Sign each response over its own bytes (padding included, as chained).
         for (start, len, keys) in sign_with {
