@@ -26,3 +26,4 @@ mod ioctl;
 mod sessions;
 mod negotiate;
 mod hostile;
+mod caps;
