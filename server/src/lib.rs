@@ -17,3 +17,5 @@ pub mod transport_tcp;
 pub mod vfs;
 pub mod wire;
 pub mod listener;
+/// Entry points of the fuzz targets (`server/fuzz`) and their corpus replay test.
+pub mod fuzz;
