@@ -7,6 +7,8 @@
 //!   fd (close-on-exec on receipt).
 //! - [`pool`]: the sealed memfd pool mapped by both processes, and the
 //!   server's slot allocator.
+//! - [`launch`]: the proxy's command line and exit statuses, shared by the
+//!   server that execs it and the proxy binary.
 //!
 //! # Unsafe code
 //! `unsafe` is denied in this crate except in [`pool`] (mmap/munmap and the
@@ -18,6 +20,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod fdpass;
+pub mod launch;
 #[allow(unsafe_code)]
 pub mod pool;
 pub mod proto;

@@ -6,7 +6,7 @@ use crate::objects::Server;
 use crate::transport_smbd::smbd_transport;
 use smbdirect_rdma_proxy::fdpass::{FdPassError, FrameReader, Received};
 use smbdirect_rdma_proxy::pool::{PoolError, PoolMap, SlotAllocator};
-use smbdirect_rdma_proxy::proto::{Frame, Hello, MAX_FRAME_OVERHEAD, PROTO_VERSION};
+use smbdirect_rdma_proxy::proto::{listener_status, Frame, Hello, ListenerReport, MAX_FRAME_OVERHEAD, PROTO_VERSION};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,6 +26,23 @@ pub enum ControlError {
     Pool(#[from] PoolError),
     #[error("unexpected frame kind {0} on the control socket")]
     Unexpected(u8),
+}
+
+/// One line per device/port: listening, or why not.
+fn log_listener(l: &ListenerReport) {
+    let dev = if l.device.is_empty() { "-" } else { l.device.as_str() };
+    let addr = l.addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+    let why = match l.status {
+        listener_status::LISTENING => {
+            info!(device = dev, port = l.port_num, %addr, "SMB Direct: listening");
+            return;
+        }
+        listener_status::NO_DEVICE => "no usable RDMA device",
+        listener_status::NO_MEMLOCK => "no permission to pin memory (RLIMIT_MEMLOCK / CAP_IPC_LOCK)",
+        listener_status::PORT_IN_USE => "port in use",
+        _ => "error",
+    };
+    warn!(device = dev, port = l.port_num, %addr, "SMB Direct: not listening: {why}: {}", l.message);
 }
 
 /// Live SMB Direct connections (all proxies together).
@@ -88,6 +105,7 @@ pub fn serve_control(server: Arc<Server>, control: OwnedFd) -> Result<(), Contro
                     );
                 }
             }
+            (Frame::Listener(l), None) => log_listener(&l),
             (Frame::Close { reason }, None) => {
                 info!(reason, "rdma-proxy closed the control socket");
                 return Ok(());
