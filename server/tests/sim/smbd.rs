@@ -135,7 +135,11 @@ struct Rig {
 }
 
 fn rig_with(opts: &NegOpts) -> Rig {
-    let ts = server();
+    rig_cfg(opts, |_| {})
+}
+
+fn rig_cfg(opts: &NegOpts, f: impl FnOnce(&mut smbdirect_server::config::ServerConfig)) -> Rig {
+    let ts = server_with(f);
     let (proxy_end, server_end) = seqpacket_pair().unwrap();
     let srv = ts.server.clone();
     let control_thread = std::thread::spawn(move || serve_control(srv, server_end));
@@ -269,12 +273,17 @@ fn smbd_rdma_write_then_read_moves_the_bytes() {
     let on_disk = std::fs::read(r.ts.share_path().join("rdma.bin")).unwrap();
     assert_eq!(&on_disk[..5000], &pattern(5000, 99)[..]);
 
-    // Channel NONE still works inline over the same channel.
+    // Channel NONE still works inline over the same channel, with messages
+    // larger than one datagram split with MORE both ways.
     let resp = r.client.read(&fid, 0, 5000, 1);
     assert_eq!(resp.status, SUCCESS);
     assert_eq!(resp.read_data(), &pattern(5000, 99)[..]);
-    let resp = r.client.write(&fid, 0, b"inline");
+    let big = pattern(200_000, 3);
+    let resp = r.client.write(&fid, 0, &big);
     assert_eq!(resp.status, SUCCESS);
+    let resp = r.client.read(&fid, 0, 200_000, charge(200_000));
+    assert_eq!(resp.status, SUCCESS);
+    assert!(resp.read_data() == &big[..]);
     assert_eq!(r.rdma_count(), 4);
     drop(r.client);
     // The control loop ends cleanly when the proxy's end closes.
@@ -357,4 +366,22 @@ fn smbd_rdma_channel_refused_without_rdma_transport() {
     let d = descs(&[(0, 1, 100)]);
     assert_eq!(c.call(READ, 1, &rdma_read_body(&fid, 0, 100, CH_RDMA_V1, 112, &d)).status, INVALID_PARAMETER);
     assert_eq!(c.call(WRITE, 1, &rdma_write_body(&fid, 0, 100, CH_RDMA_V1, 112, &d)).status, INVALID_PARAMETER);
+}
+
+/// The payload of an RDMA channel would bypass encryption (no RDMA transform):
+/// an encrypted request may not use one.
+#[test]
+fn smbd_rdma_channel_refused_on_encrypted_requests() {
+    let mut r = rig_cfg(&NegOpts::default(), |c| required(c, false, true));
+    assert!(r.client.encrypt, "the session encrypts");
+    let fid = r.client.open_file("enc.bin");
+    r.region(0x30, 0, vec![7; 100]);
+    let d = descs(&[(0, 0x30, 100)]);
+    let resp = r.client.call(WRITE, 1, &rdma_write_body(&fid, 0, 100, CH_RDMA_V1, 112, &d));
+    assert_eq!(resp.status, INVALID_PARAMETER);
+    let resp = r.client.call(READ, 1, &rdma_read_body(&fid, 0, 100, CH_RDMA_V1, 112, &d));
+    assert_eq!(resp.status, INVALID_PARAMETER);
+    assert_eq!(r.rdma_count(), 0);
+    // Inline I/O works, encrypted.
+    assert_eq!(r.client.write(&fid, 0, b"secret").status, SUCCESS);
 }
