@@ -139,8 +139,9 @@ pub enum RdmaMode {
 /// | `smbdirect:rdma proxy = PATH` | `--rdma-proxy PATH` | the proxy binary (default: next to `smbdirect`) |
 /// | `smbd max io size = 8M` (ksmbd) | `--smbd-max-io-size SIZE` | SMB Direct MaxReadWriteSize and the pool's slot size |
 /// | `smbdirect:rdma pool size = 64M` | | the shared pool (pinned memory) |
-/// | `smbdirect:rdma ports = 445 5445` | | rdma_cm ports |
-/// | `smbdirect:max send size`, `smbdirect:max receive size`, `smbdirect:max fragmented recv size`, `smbdirect:receive credit max`, `smbdirect:send credit target` | | SMB Direct negotiate limits (ksmbd's module parameters of those names) |
+/// | `smbdirect:rdma listen = ADDR:PORT ...` | | rdma_cm listen addresses (default: every RDMA device, 445 and 5445 for iWARP) |
+/// | `smbdirect:rdma max in flight = 256K` | | RDMA READ/WRITE bytes in flight per queue pair |
+/// | `smbdirect:rdma rnr retry = 0..7` | | RNR retry count of the connections |
 #[derive(Debug, Clone)]
 pub struct RdmaConfig {
     pub mode: RdmaMode,
@@ -183,7 +184,6 @@ impl RdmaConfig {
     /// Applies one normalised `[global]` key; `None` if the key is not ours.
     pub fn apply_conf_key(&mut self, key: &str, v: &str) -> Option<Result<(), String>> {
         let size32 = |v: &str| parse_size(v).and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0).ok_or_else(|| format!("bad size {v:?}"));
-        let count16 = |v: &str| v.trim().parse::<u16>().ok().filter(|n| *n > 0).ok_or_else(|| format!("bad count {v:?}"));
         let a = &mut self.args;
         let r = match key {
             "smbdirect:rdma" => parse_mode(v).map(|m| self.mode = m).ok_or_else(|| format!("bad value {v:?} (auto, yes or no)")),
@@ -193,17 +193,14 @@ impl RdmaConfig {
             }
             "smbdmaxiosize" => size32(v).map(|n| a.max_io_size = n),
             "smbdirect:rdmapoolsize" => parse_size(v).filter(|n| *n > 0).map(|n| a.pool_size = n).ok_or_else(|| format!("bad size {v:?}")),
-            "smbdirect:rdmaports" => v
+            "smbdirect:rdmalisten" => v
                 .split([' ', ','])
                 .filter(|s| !s.is_empty())
-                .map(|p| p.parse::<u16>().map_err(|_| format!("bad port {p:?}")))
+                .map(|p| p.parse().map_err(|_| format!("bad listen address {p:?} (want ADDR:PORT)")))
                 .collect::<Result<Vec<_>, _>>()
-                .map(|p| a.ports = p),
-            "smbdirect:maxsendsize" => size32(v).map(|n| a.max_send_size = n),
-            "smbdirect:maxreceivesize" => size32(v).map(|n| a.max_receive_size = n),
-            "smbdirect:maxfragmentedrecvsize" => size32(v).map(|n| a.max_fragmented_recv_size = n),
-            "smbdirect:receivecreditmax" => count16(v).map(|n| a.receive_credit_max = n),
-            "smbdirect:sendcredittarget" => count16(v).map(|n| a.send_credit_target = n),
+                .map(|l| a.listen = l),
+            "smbdirect:rdmamaxinflight" => parse_size(v).filter(|n| *n > 0).map(|n| a.max_rdma_in_flight = Some(n)).ok_or_else(|| format!("bad size {v:?}")),
+            "smbdirect:rdmarnrretry" => v.trim().parse::<u8>().ok().filter(|n| *n <= 7).map(|n| a.rnr_retry = Some(n)).ok_or_else(|| format!("bad RNR retry count {v:?} (0 to 7)")),
             _ => return None,
         };
         Some(r)
@@ -332,15 +329,18 @@ mod tests {
         assert_eq!(parse_size(""), None);
         let mut c = crate::config::ServerConfig::default();
         c.apply_conf(
-            "[global]\nsmbd max io size = 1M\nsmbdirect:rdma = no\nsmbdirect:rdma pool size = 16M\nsmbdirect:rdma ports = 4445, 5445\nsmbdirect:receive credit max = 64\n",
+            "[global]\nsmbd max io size = 1M\nsmbdirect:rdma = no\nsmbdirect:rdma pool size = 16M\nsmbdirect:rdma listen = 10.9.0.1:445, 10.9.0.1:5445\nsmbdirect:rdma max in flight = 256K\nsmbdirect:rdma rnr retry = 7\n",
             "t",
         )
         .unwrap();
         assert_eq!(c.rdma.mode, RdmaMode::Off);
         assert_eq!(c.rdma.args.max_io_size, 1 << 20);
         assert_eq!(c.rdma.args.pool_size, 16 << 20);
-        assert_eq!(c.rdma.args.ports, vec![4445, 5445]);
-        assert_eq!(c.rdma.args.receive_credit_max, 64);
+        assert_eq!(c.rdma.args.listen, vec!["10.9.0.1:445".parse().unwrap(), "10.9.0.1:5445".parse().unwrap()]);
+        assert_eq!(c.rdma.args.max_rdma_in_flight, Some(256 << 10));
+        assert_eq!(c.rdma.args.rnr_retry, Some(7));
+        assert!(c.apply_conf("[global]\nsmbdirect:rdma rnr retry = 8\n", "t").is_err());
+        assert!(c.apply_conf("[global]\nsmbdirect:rdma listen = 10.9.0.1\n", "t").is_err());
         assert!(c.apply_conf("[global]\nsmbd max io size = lots\n", "t").is_err());
         assert!(c.apply_conf("[global]\nsmbdirect:rdma = maybe\n", "t").is_err());
     }

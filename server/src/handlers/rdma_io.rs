@@ -15,13 +15,17 @@ use crate::wire::header::HEADER_LEN;
 use crate::wire::messages::{ReadReq, WriteReq};
 use crate::wire::status::NtStatus;
 use crate::wire::{u16_at, u32_at, Put};
-use smbdirect_rdma_proxy::proto::MAX_RDMA_DESCRIPTORS;
 use smbdirect_transport::wire::{BufferDescriptorV1, BUFFER_DESCRIPTOR_V1_LEN};
 use std::sync::Arc;
 use tracing::warn;
 
 pub const CHANNEL_RDMA_V1: u32 = 1;
 pub const CHANNEL_RDMA_V1_INVALIDATE: u32 = 2;
+
+/// Most buffer descriptors one READ or WRITE may name: the rdma-proxy's bound
+/// (cifs.ko sends one per I/O, Windows a few); within the protocol's frame
+/// bound (`proto::MAX_RDMA_DESCRIPTORS`).
+pub const MAX_DESCRIPTORS: usize = 64;
 
 /// Both READ and WRITE requests have a 48-byte fixed body before Buffer.
 const FIXED_END: usize = HEADER_LEN + 48;
@@ -60,7 +64,7 @@ pub fn check_descriptors(channel_offset: usize, info: &[u8], need: u64, max: u64
         return Err(NtStatus::INVALID_PARAMETER);
     }
     let count = info.len() / BUFFER_DESCRIPTOR_V1_LEN;
-    if count > MAX_RDMA_DESCRIPTORS || need > max {
+    if count > MAX_DESCRIPTORS || need > max {
         return Err(NtStatus::INVALID_PARAMETER);
     }
     let mut out = Vec::with_capacity(count);
@@ -266,9 +270,11 @@ mod tests {
         assert_eq!(check_descriptors(FIXED_END - 8, &ok, 10, 1 << 20), Err(bad));
         // A zero-length descriptor.
         assert_eq!(check_descriptors(FIXED_END, &blob(&[(0, 1, 0), (0, 2, 10)]), 10, 1 << 20), Err(bad));
-        // Too many descriptors.
-        let many: Vec<(u64, u32, u32)> = (0..=MAX_RDMA_DESCRIPTORS as u64).map(|i| (i * 16, 1, 1)).collect();
+        // Too many descriptors; the most allowed still pass.
+        let many: Vec<(u64, u32, u32)> = (0..=MAX_DESCRIPTORS as u64).map(|i| (i * 16, 1, 1)).collect();
         assert_eq!(check_descriptors(FIXED_END, &blob(&many), 10, 1 << 20), Err(bad));
+        assert_eq!(check_descriptors(FIXED_END, &blob(&many[..MAX_DESCRIPTORS]), 10, 1 << 20).map(|d| d.len()), Ok(10));
+        assert!(MAX_DESCRIPTORS <= smbdirect_rdma_proxy::proto::MAX_RDMA_DESCRIPTORS);
         // Lengths that would overflow a u32 sum still add up correctly.
         let huge = blob(&[(0, 1, u32::MAX), (0, 2, u32::MAX)]);
         assert!(check_descriptors(FIXED_END, &huge, 1 << 20, 1 << 20).is_ok());
