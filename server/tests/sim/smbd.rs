@@ -174,10 +174,15 @@ fn rdma_read_body(fid: &[u8; 16], offset: u64, len: u32, channel: u32, info_off:
     b
 }
 
-/// WRITE (MS-SMB2 2.2.21) with Length 0 and the payload's size in RemainingBytes.
+/// WRITE (MS-SMB2 2.2.21) with Length 0 and the payload's size in
+/// RemainingBytes; DataOffset 0 as cifs.ko sends it.
 fn rdma_write_body(fid: &[u8; 16], offset: u64, remaining: u32, channel: u32, info_off: u16, info: &[u8]) -> Vec<u8> {
+    rdma_write_body_at(0, fid, offset, remaining, channel, info_off, info)
+}
+
+fn rdma_write_body_at(data_off: u16, fid: &[u8; 16], offset: u64, remaining: u32, channel: u32, info_off: u16, info: &[u8]) -> Vec<u8> {
     let mut b = Vec::new();
-    b.u16_(49).u16_(64 + 48).u32_(0).u64_(offset).bytes(fid).u32_(channel).u32_(remaining).u16_(info_off).u16_(info.len() as u16).u32_(0).bytes(info);
+    b.u16_(49).u16_(data_off).u32_(0).u64_(offset).bytes(fid).u32_(channel).u32_(remaining).u16_(info_off).u16_(info.len() as u16).u32_(0).bytes(info);
     b
 }
 
@@ -267,7 +272,8 @@ fn smbd_rdma_write_then_read_moves_the_bytes() {
 
     // WRITE with invalidate.
     r.region(0x4444, 0x5000, pattern(5000, 99));
-    let resp = r.client.call(WRITE, 1, &rdma_write_body(&fid, 0, 5000, CH_RDMA_V1_INVALIDATE, 112, &descs(&[(0x5000, 0x4444, 5000)])));
+    // (DataOffset pointing at the channel info, as other clients may send it.)
+    let resp = r.client.call(WRITE, 1, &rdma_write_body_at(112, &fid, 0, 5000, CH_RDMA_V1_INVALIDATE, 112, &descs(&[(0x5000, 0x4444, 5000)])));
     assert_eq!(resp.status, SUCCESS);
     assert_eq!(r.last_send_invalidate(), Some(0x4444));
     let on_disk = std::fs::read(r.ts.share_path().join("rdma.bin")).unwrap();
