@@ -18,7 +18,7 @@
 use crate::transport::{MessageSink, MessageSource, OutBuf, RdmaBuffer, RdmaOps};
 use smbdirect_rdma_proxy::fdpass::{self, FrameReader, Received};
 use smbdirect_rdma_proxy::pool::{PoolError, SlotAllocator};
-use smbdirect_rdma_proxy::proto::{rdma_status, ChannelOffer, Frame, Negotiated, RdmaDir, RdmaDone, RdmaRequest, MAX_FRAME_OVERHEAD};
+use smbdirect_rdma_proxy::proto::{kind, rdma_status, ChannelOffer, Frame, Negotiated, RdmaDir, RdmaDone, RdmaRequest, MAX_FRAME_OVERHEAD};
 use smbdirect_transport::wire::BufferDescriptorV1;
 use std::collections::HashMap;
 use std::io;
@@ -208,8 +208,14 @@ impl MessageSource for SmbdSource {
 
 impl SmbdSink {
     fn send_frame(&self, msg: OutBuf, invalidate: Option<u32>) -> io::Result<()> {
-        let payload = msg.buf.get(msg.start..).unwrap_or(&[]).to_vec();
-        self.ch.send(&Frame::Send { invalidate, msg: payload })
+        // Send's body: invalidate_token u32, has_invalidate u8, the message;
+        // gathered from the OutBuf without a copy.
+        let payload = msg.buf.get(msg.start..).unwrap_or(&[]);
+        let mut prefix = [0u8; 5];
+        prefix[..4].copy_from_slice(&invalidate.unwrap_or(0).to_le_bytes());
+        prefix[4] = u8::from(invalidate.is_some());
+        let _g = crate::objects::lock(&self.ch.send_lock);
+        fdpass::send_parts(self.ch.sock.as_fd(), kind::SEND, &[&prefix, payload]).map_err(to_io)
     }
 
     pub fn channel_id(&self) -> u64 {
