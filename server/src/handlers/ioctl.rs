@@ -541,7 +541,8 @@ fn validate_negotiate(conn: &mut Connection, input: &[u8]) -> Result<Vec<u8>, Nt
 
 /// The host's real interfaces, as NETWORK_INTERFACE_INFO entries (MS-SMB2 2.2.32.5).
 fn network_interfaces(conn: &Connection) -> Vec<u8> {
-    let mut entries: Vec<(u32, u64, Vec<u8>, bool)> = Vec::new();
+    // (index, speed, sockaddr, loopback, RDMA device bound)
+    let mut entries: Vec<(u32, u64, Vec<u8>, bool, bool)> = Vec::new();
     for ifa in crate::netif::interfaces() {
         let mut sa = Vec::with_capacity(128);
         match ifa.addr {
@@ -553,17 +554,20 @@ fn network_interfaces(conn: &Connection) -> Vec<u8> {
             }
         }
         sa.resize(128, 0);
-        entries.push((ifa.index, ifa.speed_bps, sa, ifa.loopback));
+        entries.push((ifa.index, ifa.speed_bps, sa, ifa.loopback, ifa.rdma_capable));
     }
     if entries.iter().any(|e| !e.3) {
         entries.retain(|e| !e.3);
     }
-    let rdma = conn.sink.is_rdma();
+    // RDMA_CAPABLE on exactly the interfaces with an RDMA device bound, and
+    // only while SMB Direct is served (the rdma-proxy is up): otherwise a
+    // client would try RDMA where nothing listens.
+    let rdma_up = crate::rdma::SERVICE_UP.load(std::sync::atomic::Ordering::SeqCst) || conn.sink.is_rdma();
     let mut o = Vec::new();
     let n = entries.len();
-    for (i, (index, speed, sa, _)) in entries.into_iter().enumerate() {
+    for (i, (index, speed, sa, _, rdma_capable)) in entries.into_iter().enumerate() {
         let next = if i + 1 < n { 152 } else { 0 };
-        let caps = if rdma { 0x2 } else { 0 };
+        let caps = if rdma_up && rdma_capable { 0x2 } else { 0 };
         o.u32(next).u32(index).u32(caps).u32(0).u64(speed).put(&sa);
     }
     o

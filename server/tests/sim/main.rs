@@ -27,3 +27,4 @@ mod sessions;
 mod negotiate;
 mod hostile;
 mod caps;
+mod smbd;
