@@ -6,6 +6,7 @@
 //! them into relative Unix paths and refuses anything that could mean
 //! something else on Unix.
 
+pub mod names;
 pub mod wildcard;
 
 use crate::wire::status::NtStatus;
@@ -258,25 +259,11 @@ impl ShareRoot {
     }
 
     /// The stored name in directory `dir` that equals `name` ignoring case,
-    /// or whose short name is `name`; the first in sorted order when several do.
+    /// or whose short name is `name`; the first in sorted order when several
+    /// do. Large directories are read once, not for every lookup (see [`names`]).
     fn find_ignoring_case(&self, dir: &str, name: &str) -> Option<String> {
         let fd = self.open_beneath(dir, OFlags::RDONLY | OFlags::DIRECTORY).ok()?;
-        let want = fold_case(name);
-        let mangled = name.contains('~');
-        let same = |n: &str| {
-            if n.is_ascii() && name.is_ascii() {
-                n.eq_ignore_ascii_case(name)
-            } else {
-                fold_case(n) == want
-            }
-        };
-        let mut hits: Vec<String> = list_names(fd.as_fd())
-            .ok()?
-            .into_iter()
-            .filter(|n| same(n) || (mangled && short_name(n).eq_ignore_ascii_case(name)))
-            .collect();
-        hits.sort();
-        hits.into_iter().next()
+        names::find_ignoring_case(fd.as_fd(), name)
     }
 }
 

@@ -547,3 +547,40 @@ fn concurrent_setup_logoff_close_on_one_session() {
     assert_eq!(owner.call(CREATE, 1, &create_body("x", GENERIC_ALL, SHARE_ALL, FILE_OPEN_IF, 0)).status, USER_SESSION_DELETED);
     let _ = NOT_FOUND;
 }
+
+/// CHANGE_NOTIFY with WATCH_TREE on a directory tree 2,000 levels deep (the
+/// depth of a tree is the client's to choose), handled on a thread with the
+/// stack size of a connection thread: the watches are added without
+/// recursing over the tree.
+#[test]
+fn watch_tree_over_a_very_deep_tree() {
+    use rustix::fs::{Mode, OFlags};
+    let ts = server();
+    let mut c = connected(&ts);
+    // "deep/d/d/d/...": made with *at calls, one level at a time.
+    let mut fd = rustix::fs::open(ts.share_path(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    rustix::fs::mkdirat(&fd, "deep", Mode::from_raw_mode(0o755)).unwrap();
+    fd = rustix::fs::openat(&fd, "deep", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    for _ in 0..2000 {
+        rustix::fs::mkdirat(&fd, "d", Mode::from_raw_mode(0o755)).unwrap();
+        fd = rustix::fs::openat(&fd, "d", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    }
+    drop(fd);
+    let dir = c.create("deep", FILE_LIST_DIRECTORY, FILE_OPEN, FILE_DIRECTORY_FILE).file_id();
+    let r = std::thread::Builder::new()
+        .stack_size(512 * 1024)
+        .spawn(move || {
+            let mut b = notify_body(&dir, 0x1, 4096);
+            b[2] = 1; // SMB2_WATCH_TREE
+            let msg = c.build(CHANGE_NOTIFY, 1, &b);
+            let v = c.send(msg).expect("CHANGE_NOTIFY ended the connection");
+            assert_eq!(v.len(), 1);
+            assert!(v[0].status == PENDING || v[0].status >= 0xC000_0000, "{:#x}", v[0].status);
+            c
+        })
+        .unwrap()
+        .join();
+    let mut c = r.expect("the CHANGE_NOTIFY thread failed");
+    let f = c.open_file("after.txt");
+    assert_eq!(c.write(&f, 0, b"ok").status, SUCCESS);
+}
