@@ -322,6 +322,22 @@ mod tests {
     }
 
     #[test]
+    fn large_message_before_authentication_closes_only_that_connection() {
+        let (_server, addr) = start(|c| c.limits.max_unauthenticated_message = 64 << 10);
+        let mut good = connect_from("127.0.0.2", addr);
+        assert!(served(&mut good));
+        // A NEGOTIATE announced as 1 MiB: over the unauthenticated limit (the
+        // negotiated WRITE size would allow it after a logon).
+        let mut big = connect_from("127.0.0.1", addr);
+        big.write_all(&[0, 0x10, 0, 0]).unwrap();
+        let _ = big.write_all(&[0u8; 4096]);
+        assert!(closed(&mut big), "1 MiB message before authentication");
+        good.write_all(&negotiate_request(1)).unwrap();
+        let mut len = [0u8; 4];
+        good.read_exact(&mut len).expect("the good client is still served");
+    }
+
+    #[test]
     fn slots_count_in_all_and_per_address() {
         let s = Arc::new(ConnectionSlots::default());
         let a: IpAddr = "10.0.0.1".parse().unwrap();

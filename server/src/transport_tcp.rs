@@ -228,6 +228,47 @@ mod tests {
         drop(client);
     }
 
+    /// A client that takes no response within the io timeout is closed, and
+    /// so is one whose responses waiting to be sent pass the send queue cap.
+    #[test]
+    fn slow_reader_and_send_queue_cap_close_the_connection() {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (accepted, _) = l.accept().expect("accept");
+        let (_src, mut sink) = tcp_transport(accepted, Vec::new()).expect("transport");
+        sink.set_limits(Duration::from_millis(300), 4 << 20);
+        let msg = |n: usize| {
+            let mut o = OutBuf::new(n);
+            o.buf.resize(o.start + n, 7);
+            o
+        };
+        // Over the cap on its own: refused and the connection closed.
+        let e = sink.send(msg(5 << 20)).expect_err("over the send queue cap");
+        assert!(e.to_string().contains("send queue"), "{e}");
+        let mut b = [0u8; 1];
+        assert_eq!(client.read(&mut b).expect("read"), 0, "closed without a byte sent");
+
+        // A client that reads nothing: the kernel buffers fill, then the
+        // write gives up after the io timeout.
+        let mut client = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (accepted, _) = l.accept().expect("accept");
+        let (_src, mut sink) = tcp_transport(accepted, Vec::new()).expect("transport");
+        sink.set_limits(Duration::from_millis(300), 0);
+        let mut sent = 0usize;
+        let err = loop {
+            match sink.send(msg(1 << 20)) {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+            assert!(sent < 256, "256 MiB went into a socket nobody reads");
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        // The connection is shut down: what the client reads ends.
+        client.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut sink_all = Vec::new();
+        assert!(client.read_to_end(&mut sink_all).is_ok(), "the stream ends");
+    }
+
     #[test]
     fn closed_inside_a_message_is_an_error() {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
