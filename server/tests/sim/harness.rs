@@ -412,8 +412,6 @@ pub struct Client {
     pub credit_request: u16,
     /// Responses that arrived with another request's (async final responses).
     pub stash: Vec<Resp>,
-    /// Verify the final SESSION_SETUP response's signature (on by default).
-    pub check_final_signature: bool,
     /// The GSS session key and the session's preauth hash of the last logon.
     pub session_key: Vec<u8>,
     pub session_preauth: Option<[u8; 64]>,
@@ -468,7 +466,6 @@ impl Client {
             max_read: 0,
             credit_request: 64,
             stash: Vec::new(),
-            check_final_signature: true,
             session_key: Vec::new(),
             session_preauth: None,
         }
@@ -746,8 +743,9 @@ impl Client {
                         self.session_preauth = h;
                         self.keys = Some(derive_client_keys(self.dialect, &key, h.as_ref(), self.cipher, self.signing_alg));
                     }
-                    // MS-SMB2 3.3.5.5.3: the final response of an SMB3 session is signed.
-                    if self.dialect >= DIALECT_300 && !r.encrypted && self.check_final_signature {
+                    // MS-SMB2 3.3.5.5.3: the final response is signed at every
+                    // dialect unless the session is a guest or anonymous one.
+                    if self.session_flags & 3 == 0 && !r.encrypted {
                         assert!(r.is_signed(), "final SESSION_SETUP response is not signed");
                         let mut raw = r.raw.clone();
                         assert!(self.keys.as_ref().unwrap().signer.verify(&mut raw), "final SESSION_SETUP signature does not verify");
@@ -859,7 +857,7 @@ pub fn derive_client_keys(dialect: u16, session_key: &[u8], preauth: Option<&[u8
     ClientKeys { signer, sealer, opener }
 }
 
-fn sec_buffer(r: &Resp) -> Vec<u8> {
+pub fn sec_buffer(r: &Resp) -> Vec<u8> {
     let off = le16(&r.raw, 64 + 4) as usize;
     let len = le16(&r.raw, 64 + 6) as usize;
     if len == 0 {
