@@ -435,11 +435,22 @@ pub struct NegOpts {
     pub ciphers: Vec<u16>,
     pub signing: Vec<u16>,
     pub security_mode: u16,
+    /// The client's Capabilities (0x7F: all of 3.x, encryption included).
+    pub capabilities: u32,
+    /// The ENCRYPTION_CAPABILITIES context's data as sent, instead of one built from `ciphers`.
+    pub raw_cipher_ctx: Option<Vec<u8>>,
 }
 
 impl Default for NegOpts {
     fn default() -> Self {
-        NegOpts { dialects: vec![DIALECT_202, DIALECT_210, DIALECT_300, DIALECT_302, DIALECT_311], ciphers: vec![2, 1], signing: vec![1, 0], security_mode: 1 }
+        NegOpts {
+            dialects: vec![DIALECT_202, DIALECT_210, DIALECT_300, DIALECT_302, DIALECT_311],
+            ciphers: vec![2, 1],
+            signing: vec![1, 0],
+            security_mode: 1,
+            capabilities: 0x7F,
+            raw_cipher_ctx: None,
+        }
     }
 }
 
@@ -580,7 +591,7 @@ impl Client {
         guid[0] = 0x5A;
         guid[15] = 0xA5;
         let with_ctx = opts.dialects.contains(&DIALECT_311);
-        b.u16_(36).u16_(opts.dialects.len() as u16).u16_(opts.security_mode).u16_(0).u32_(0x7F).bytes(&guid);
+        b.u16_(36).u16_(opts.dialects.len() as u16).u16_(opts.security_mode).u16_(0).u32_(opts.capabilities).bytes(&guid);
         let ctx_off_at = b.len();
         b.u32_(0).u16_(0).u16_(0);
         for d in &opts.dialects {
@@ -595,7 +606,9 @@ impl Client {
             let mut pre = Vec::new();
             pre.u16_(1).u16_(32).u16_(1).bytes(&[0x11; 32]);
             ctxs.push((1, pre));
-            if !opts.ciphers.is_empty() {
+            if let Some(raw) = &opts.raw_cipher_ctx {
+                ctxs.push((2, raw.clone()));
+            } else if !opts.ciphers.is_empty() {
                 let mut c = Vec::new();
                 c.u16_(opts.ciphers.len() as u16);
                 for x in &opts.ciphers {
