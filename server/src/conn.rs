@@ -421,7 +421,7 @@ impl Connection {
             // session check) before it in the chain.
             if hdr.is_related() {
                 if let Some((_, _, _, st)) = prev {
-                    if st.is_error() {
+                    if *st != NtStatus::SUCCESS {
                         return Err(*st);
                     }
                 }
@@ -676,7 +676,9 @@ fn chain_state(
         return (None, NtStatus::INVALID_PARAMETER);
     }
     if cmd == Command::Create {
-        if status.is_error() {
+        // A warning-class failure (STOPPED_ON_SYMLINK, EA_LIST_INCONSISTENT)
+        // opens nothing either.
+        if status != NtStatus::SUCCESS {
             return (None, status);
         }
         let id = resp.get(HEADER_LEN + 64..HEADER_LEN + 80).and_then(|b| b.try_into().ok());
@@ -757,6 +759,8 @@ mod tests {
         // A CREATE hands its FileId on; a failed one hands on its error.
         assert_eq!(chain_state(Command::Create, NtStatus::SUCCESS, false, false, &resp, &c, None), (Some([7; 16]), NtStatus::SUCCESS));
         assert_eq!(chain_state(Command::Create, NtStatus::ACCESS_DENIED, false, false, &resp, &c, None), (None, NtStatus::ACCESS_DENIED));
+        // So does one failed with a warning-class status (a bad ExtA list).
+        assert_eq!(chain_state(Command::Create, NtStatus::EA_LIST_INCONSISTENT, false, false, &resp, &c, None), (None, NtStatus::EA_LIST_INCONSISTENT));
         // A failed related WRITE does not fail the READ after it; a failed CREATE does.
         let c = ctx(&hdr, Some([7; 16]));
         assert_eq!(chain_state(Command::Write, NtStatus::ACCESS_DENIED, false, true, &resp, &c, Some(NtStatus::SUCCESS)), (Some([7; 16]), NtStatus::SUCCESS));
