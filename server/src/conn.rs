@@ -582,7 +582,7 @@ impl Connection {
             // session check) before it in the chain.
             if hdr.is_related() {
                 if let Some((_, _, _, st)) = prev {
-                    if st.is_error() {
+                    if *st != NtStatus::SUCCESS {
                         return Err(*st);
                     }
                 }
@@ -702,9 +702,11 @@ impl Connection {
             None
         } else {
             match &ctx.session {
-                // The final SESSION_SETUP response of an SMB3 session is always
-                // signed (MS-SMB2 3.3.5.5.3), so the client can trust the negotiation.
-                Some(s) if cmd == Command::SessionSetup && status == NtStatus::SUCCESS && (self.is_smb3() || *lock(&s.signing_required)) => s.keys(),
+                // The final SESSION_SETUP response is signed at every dialect
+                // unless the session is a guest or anonymous one (MS-SMB2
+                // 3.3.5.5.3 step 12, as Windows and Samba do on 2.0.2/2.1 too):
+                // the client proves with it that the server knew the password.
+                Some(s) if cmd == Command::SessionSetup && status == NtStatus::SUCCESS && !guest_or_null_session_setup(&out[resp_start..]) => s.keys(),
                 Some(s) if cmd != Command::SessionSetup && (hdr.is_signed() || *lock(&s.signing_required)) && s.is_valid() => s.keys(),
                 Some(s) if cmd == Command::Logoff && status == NtStatus::SUCCESS && hdr.is_signed() => s.keys(),
                 // A refused binding or a session setup naming another
@@ -835,7 +837,9 @@ fn chain_state(
         return (None, NtStatus::INVALID_PARAMETER);
     }
     if cmd == Command::Create {
-        if status.is_error() {
+        // A warning-class failure (STOPPED_ON_SYMLINK, EA_LIST_INCONSISTENT)
+        // opens nothing either.
+        if status != NtStatus::SUCCESS {
             return (None, status);
         }
         let id = resp.get(HEADER_LEN + 64..HEADER_LEN + 80).and_then(|b| b.try_into().ok());
@@ -852,6 +856,13 @@ pub const FSCTL_SMBTORTURE_GLOBAL_READ_RESPONSE_BODY_PADDING8: u32 = 0x8384_8023
 
 /// Internal marker for "SMB1 upgraded, waiting for the SMB2 NEGOTIATE".
 pub const DIALECT_WILDCARD_INTERNAL: u16 = crate::config::DIALECT_WILDCARD;
+
+/// Whether a SESSION_SETUP response (header + body) says SMB2_SESSION_FLAG_IS_GUEST
+/// or SMB2_SESSION_FLAG_IS_NULL; those sessions have no key to sign with.
+fn guest_or_null_session_setup(resp: &[u8]) -> bool {
+    let flags = resp.get(HEADER_LEN + 2..HEADER_LEN + 4).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
+    flags & 0x0003 != 0
+}
 
 /// Encrypts a finished response chain in place: the TRANSFORM header goes
 /// into the headroom just before the chain.
@@ -913,6 +924,8 @@ mod tests {
         // A CREATE hands its FileId on; a failed one hands on its error.
         assert_eq!(chain_state(Command::Create, NtStatus::SUCCESS, false, false, &resp, &c, None), (Some([7; 16]), NtStatus::SUCCESS));
         assert_eq!(chain_state(Command::Create, NtStatus::ACCESS_DENIED, false, false, &resp, &c, None), (None, NtStatus::ACCESS_DENIED));
+        // So does one failed with a warning-class status (a bad ExtA list).
+        assert_eq!(chain_state(Command::Create, NtStatus::EA_LIST_INCONSISTENT, false, false, &resp, &c, None), (None, NtStatus::EA_LIST_INCONSISTENT));
         // A failed related WRITE does not fail the READ after it; a failed CREATE does.
         let c = ctx(&hdr, Some([7; 16]));
         assert_eq!(chain_state(Command::Write, NtStatus::ACCESS_DENIED, false, true, &resp, &c, Some(NtStatus::SUCCESS)), (Some([7; 16]), NtStatus::SUCCESS));

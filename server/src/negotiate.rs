@@ -131,7 +131,13 @@ impl Connection {
                     }
                     CTX_ENCRYPTION => {
                         let n = r.u16().map_err(|_| NtStatus::INVALID_PARAMETER)?;
-                        if n == 0 {
+                        // MS-SMB2 2.2.3.1.2 says CipherCount MUST be > 0, but a
+                        // client without SMB2_GLOBAL_CAP_ENCRYPTION that sends an
+                        // empty list just wants no encryption: Samba accepts that
+                        // and negotiates no cipher, and so do we. A client that
+                        // claims encryption and offers no cipher is refused. A
+                        // count that runs past the context fails in the loop below.
+                        if n == 0 && req.capabilities & CAP_ENCRYPTION != 0 {
                             return Err(NtStatus::INVALID_PARAMETER);
                         }
                         let mut chosen = None;

@@ -519,7 +519,12 @@ pub fn set_ea<Fd: AsFd>(fd: &Fd, ea: &Ea) -> Result<(), NtStatus> {
         v.extend_from_slice(&ea.value);
         set_xattr(fd, &key, &v)
     };
-    r.map_err(|e| if e == rustix::io::Errno::NOTSUP { NtStatus::EAS_NOT_SUPPORTED } else { NtStatus::from_errno(e) })
+    r.map_err(|e| match e {
+        rustix::io::Errno::NOTSUP => NtStatus::EAS_NOT_SUPPORTED,
+        // The value is larger than the file system takes for one xattr.
+        rustix::io::Errno::TOOBIG => NtStatus::EA_TOO_LARGE,
+        e => NtStatus::from_errno(e),
+    })
 }
 
 /// Whether a name may be an EA name (MS-FSCC 2.4.15: ASCII, no control

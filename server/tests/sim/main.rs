@@ -28,3 +28,4 @@ mod negotiate;
 mod hostile;
 mod caps;
 mod smbd;
+mod eas;
