@@ -29,6 +29,8 @@ fi
 if [ "$SMB_TARGET" = ours ] && [ -z "${SMBDIRECT_BIN:-}" ]; then
     # the peer tests drive the release binary
     cargo build --release -p smbdirect-server --bin smbdirect
+    # the stand-in proxy the proxy-channel peer test has the server exec
+    cargo build --release -p smbdirect-rdma-proxy --bin smbd-tcp-front
 fi
 
 venv=$("$root/ci/venv.sh")
