@@ -1,1 +1,23 @@
-//! The RDMA proxy: filled in by a later issue (verbs backend and channel hand-off).
+//! The RDMA proxy's shared library: what the proxy process and the SMB server
+//! (worker) process both speak. See RDMA-DESIGN.md.
+//!
+//! - [`proto`]: the frames on the control and channel sockets, encode/decode
+//!   pairs, MORE-flag splitting and bounded reassembly. Pure code.
+//! - [`fdpass`]: one frame at a time over SOCK_SEQPACKET with an SCM_RIGHTS
+//!   fd (close-on-exec on receipt).
+//! - [`pool`]: the sealed memfd pool mapped by both processes, and the
+//!   server's slot allocator.
+//!
+//! # Unsafe code
+//! `unsafe` is denied in this crate except in [`pool`] (mmap/munmap and the
+//! slot views of the shared mapping), where every block carries a
+//! `// SAFETY:` comment. fd passing goes through rustix's safe
+//! sendmsg/recvmsg and needs none.
+
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod fdpass;
+#[allow(unsafe_code)]
+pub mod pool;
+pub mod proto;
