@@ -7,6 +7,9 @@
 //!   fd (close-on-exec on receipt).
 //! - [`pool`]: the sealed memfd pool mapped by both processes, and the
 //!   server's slot allocator.
+//! - `driver` (feature `verbs`): the proxy's event loop (rdma_cm, one SMB Direct
+//!   core per queue pair, the channel sockets); the `rdma-proxy` binary runs it.
+//! - [`smb2peek`]: the ClientGUID of a channel's first NEGOTIATE.
 //!
 //! # Unsafe code
 //! `unsafe` is denied in this crate except in [`pool`] (mmap/munmap and the
@@ -17,7 +20,10 @@
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+#[cfg(feature = "verbs")]
+pub mod driver;
 pub mod fdpass;
 #[allow(unsafe_code)]
 pub mod pool;
 pub mod proto;
+pub mod smb2peek;

@@ -1055,15 +1055,17 @@ impl Drop for CmId {
     }
 }
 
-/// The accept parameters: the peer's wishes bounded by the device. Our responder
-/// resources (READs the peer may have outstanding against us) answer its initiator
-/// depth; our initiator depth (READs we issue) answers its responder resources, capped
-/// at `max_initiator_depth` (ksmbd uses 8).
+/// The accept parameters: the connect request's values bounded by the device. The
+/// CM reports a request's values already from our side (its responder resources are
+/// the peer's initiator depth: RDMA READs the peer may have outstanding against us;
+/// its initiator depth is the peer's responder resources: READs we may issue), so
+/// each is capped by the matching device attribute, and our initiator depth also by
+/// `max_initiator_depth` (ksmbd uses 8).
 pub fn bounded_param(req: ConnParam, dev: &DeviceAttr, max_initiator_depth: u8) -> ConnParam {
     let cap = |v: u32| u8::try_from(v).unwrap_or(u8::MAX);
     ConnParam {
-        responder_resources: req.initiator_depth.min(cap(dev.max_qp_rd_atom)),
-        initiator_depth: req.responder_resources.min(cap(dev.max_qp_init_rd_atom)).min(max_initiator_depth),
+        responder_resources: req.responder_resources.min(cap(dev.max_qp_rd_atom)),
+        initiator_depth: req.initiator_depth.min(cap(dev.max_qp_init_rd_atom)).min(max_initiator_depth),
     }
 }
 
@@ -1081,10 +1083,14 @@ mod tests {
             max_qp_rd_atom: 128,
             max_qp_init_rd_atom: 4,
         };
-        let p = bounded_param(ConnParam { responder_resources: 32, initiator_depth: 255 }, &dev, 8);
-        assert_eq!(p, ConnParam { responder_resources: 128, initiator_depth: 4 });
-        let p = bounded_param(ConnParam { responder_resources: 2, initiator_depth: 0 }, &dev, 8);
-        assert_eq!(p, ConnParam { responder_resources: 0, initiator_depth: 2 });
+        // cifs: responder resources 32 on its side = our initiator depth.
+        let p = bounded_param(ConnParam { responder_resources: 0, initiator_depth: 32 }, &dev, 8);
+        assert_eq!(p, ConnParam { responder_resources: 0, initiator_depth: 4 });
+        let p = bounded_param(ConnParam { responder_resources: 255, initiator_depth: 2 }, &dev, 8);
+        assert_eq!(p, ConnParam { responder_resources: 128, initiator_depth: 2 });
+        let big = DeviceAttr { max_qp_init_rd_atom: 128, ..dev };
+        let p = bounded_param(ConnParam { responder_resources: 1, initiator_depth: 32 }, &big, 8);
+        assert_eq!(p, ConnParam { responder_resources: 1, initiator_depth: 8 });
     }
 
     #[test]
