@@ -31,9 +31,10 @@ use tracing::{debug, error, info, warn};
 
 use crate::fdpass::{self, FrameReader};
 use crate::pool::PoolMap;
+use crate::launch::exit;
 use crate::proto::{
-    close_reason, rdma_status, ChannelOffer, ChannelStats, Frame, Hello, Negotiated, RdmaDir, RdmaDone,
-    RdmaRequest, MAX_FRAME_OVERHEAD, PROTO_VERSION,
+    close_reason, listener_status, rdma_status, ChannelOffer, ChannelStats, Frame, Hello, ListenerReport, Negotiated,
+    RdmaDir, RdmaDone, RdmaRequest, MAX_FRAME_OVERHEAD, PROTO_VERSION,
 };
 
 /// SMB Direct ports: 445 (InfiniBand, RoCE), 5445 (iWARP).
@@ -50,9 +51,10 @@ const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Where to listen; empty: every RDMA device on 445, and 5445 too when an iWARP
-    /// device exists.
-    pub listen: Vec<SocketAddr>,
+    /// Addresses to listen on; empty: the wildcard (every RDMA device).
+    pub listen: Vec<std::net::IpAddr>,
+    /// Ports; empty: 445, and 5445 too when an iWARP device exists.
+    pub ports: Vec<u16>,
     pub pool_size: u64,
     pub slot_size: u32,
     /// SMB Direct parameters (server role).
@@ -67,13 +69,54 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             listen: Vec::new(),
+            ports: Vec::new(),
             pool_size: 64 << 20,
             slot_size: 8 << 20,
-            config: Config::ksmbd(),
+            // ksmbd's, but 10 s to negotiate (ksmbd: 5 s): an emulated guest under load
+            // was seen taking longer between accept and the client's negotiate.
+            config: Config { negotiate_timeout: Duration::from_secs(10), ..Config::ksmbd() },
             max_initiator_depth: 8,
             rnr_retry: 6,
         }
     }
+}
+
+/// Why the proxy could not start serving; [`StartError::exit_code`] is the status
+/// the server's supervisor explains (see [`crate::launch::exit`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("no RDMA device to listen on")]
+    NoDevice,
+    #[error("cannot pin memory for the pool: {0} (raise RLIMIT_MEMLOCK or grant CAP_IPC_LOCK)")]
+    NoMemlock(io::Error),
+    #[error("every SMB Direct port is in use")]
+    PortInUse,
+    #[error("{0}")]
+    Other(io::Error),
+}
+
+impl StartError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartError::NoDevice => exit::NO_DEVICE,
+            StartError::NoMemlock(_) => exit::NO_MEMLOCK,
+            StartError::PortInUse => exit::PORT_IN_USE,
+            StartError::Other(_) => 1,
+        }
+    }
+}
+
+fn is_memlock_error(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc_errno::ENOMEM) | Some(libc_errno::EPERM) | Some(libc_errno::EAGAIN))
+}
+
+mod libc_errno {
+    pub const EPERM: i32 = 1;
+    pub const EAGAIN: i32 = 11;
+    pub const ENOMEM: i32 = 12;
+    pub const ENODEV: i32 = 19;
+    pub const EADDRINUSE: i32 = 98;
+    pub const EADDRNOTAVAIL: i32 = 99;
 }
 
 // wr_id: kind in the top two bits, index below.
@@ -232,12 +275,19 @@ fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 impl Proxy {
-    /// Creates the pool, says Hello on `control`, and listens.
-    pub fn new(opts: Options, control: OwnedFd) -> io::Result<Proxy> {
-        let pool = Arc::new(PoolMap::create(opts.pool_size).map_err(io::Error::other)?);
+    /// Creates the pool, says Hello on `control`, registers the pool on every device
+    /// and listens, reporting each device and port to the server (`Listener`).
+    pub fn new(opts: Options, control: OwnedFd) -> Result<Proxy, StartError> {
+        let pool = Arc::new(PoolMap::create(opts.pool_size).map_err(|e| StartError::Other(io::Error::other(e)))?);
         let hello = Frame::Hello(Hello { version: PROTO_VERSION, pool_size: opts.pool_size, slot_size: opts.slot_size });
-        fdpass::send_frame(control.as_fd(), &hello, Some(pool.fd())).map_err(io::Error::other)?;
-        let cm = EventChannel::new()?;
+        fdpass::send_frame(control.as_fd(), &hello, Some(pool.fd())).map_err(|e| StartError::Other(io::Error::other(e)))?;
+        let cm = EventChannel::new().map_err(|e| {
+            if e.raw_os_error() == Some(libc_errno::ENODEV) || e.kind() == io::ErrorKind::NotFound {
+                StartError::NoDevice
+            } else {
+                StartError::Other(e)
+            }
+        })?;
         let mut p = Proxy {
             conns: HashMap::new(),
             listeners: Vec::new(),
@@ -256,37 +306,87 @@ impl Proxy {
         Ok(p)
     }
 
-    fn listen(&mut self) -> io::Result<()> {
+    fn report(&self, device: &str, addr: Option<SocketAddr>, status: u32, message: String) {
+        let l = ListenerReport { device: device.to_string(), port_num: 0, addr, status, message };
+        if let Err(e) = fdpass::send_frame(self.control.as_fd(), &Frame::Listener(l), None) {
+            warn!("control socket: {e}");
+        }
+    }
+
+    fn listen(&mut self) -> Result<(), StartError> {
         let devs = verbs::devices().unwrap_or_default();
         if devs.is_empty() {
             warn!("no RDMA device found");
+            self.report("", None, listener_status::NO_DEVICE, "no RDMA device".into());
+            return Err(StartError::NoDevice);
         }
         let mut iwarp = false;
+        let mut registered = 0;
+        let mut memlock: Option<io::Error> = None;
         for d in &devs {
             let attr = d.query();
             iwarp |= d.is_iwarp();
             info!(device = %d.name(), iwarp = d.is_iwarp(), ?attr, "RDMA device");
-        }
-        let addrs = if self.opts.listen.is_empty() {
-            let mut v = vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, PORT))];
-            if iwarp {
-                v.push(SocketAddr::from((Ipv4Addr::UNSPECIFIED, IWARP_PORT)));
-            }
-            v
-        } else {
-            self.opts.listen.clone()
-        };
-        for a in addrs {
-            match self.cm.listen(a, 64) {
-                Ok(id) => {
-                    info!("listening for SMB Direct on {a}");
-                    self.listeners.push(id);
+            // Register the pool now: pinning it takes seconds on a slow machine, which a
+            // first connection should not wait for.
+            match self.device(*d) {
+                Ok(_) => registered += 1,
+                Err(e) => {
+                    error!(device = %d.name(), "cannot register the pool: {e} (RLIMIT_MEMLOCK too low? needs CAP_IPC_LOCK or ulimit -l)");
+                    let status = if is_memlock_error(&e) { listener_status::NO_MEMLOCK } else { listener_status::OTHER };
+                    self.report(&d.name(), None, status, format!("cannot register the pool: {e}"));
+                    if is_memlock_error(&e) {
+                        memlock = Some(e);
+                    }
                 }
-                Err(e) => error!("cannot listen for SMB Direct on {a}: {e}"),
+            }
+        }
+        if registered == 0 {
+            return Err(match memlock {
+                Some(e) => StartError::NoMemlock(e),
+                None => StartError::NoDevice,
+            });
+        }
+        let ports = if self.opts.ports.is_empty() {
+            if iwarp {
+                vec![PORT, IWARP_PORT]
+            } else {
+                vec![PORT]
+            }
+        } else {
+            self.opts.ports.clone()
+        };
+        let ips = if self.opts.listen.is_empty() { vec![Ipv4Addr::UNSPECIFIED.into()] } else { self.opts.listen.clone() };
+        let names: Vec<String> = devs.iter().map(|d| d.name()).collect();
+        let device = names.join(",");
+        let mut in_use = 0;
+        for ip in ips {
+            for &port in &ports {
+                let a = SocketAddr::new(ip, port);
+                match self.cm.listen(a, 64) {
+                    Ok(id) => {
+                        let dev = id.context().map(|c| c.name()).unwrap_or_else(|| device.clone());
+                        info!(device = %dev, "listening for SMB Direct on {a}");
+                        self.report(&dev, Some(a), listener_status::LISTENING, String::new());
+                        self.listeners.push(id);
+                    }
+                    Err(e) => {
+                        error!("cannot listen for SMB Direct on {a}: {e}");
+                        let status = match e.raw_os_error() {
+                            Some(libc_errno::EADDRINUSE) => {
+                                in_use += 1;
+                                listener_status::PORT_IN_USE
+                            }
+                            Some(libc_errno::ENODEV) | Some(libc_errno::EADDRNOTAVAIL) => listener_status::NO_DEVICE,
+                            _ => listener_status::OTHER,
+                        };
+                        self.report(&device, Some(a), status, e.to_string());
+                    }
+                }
             }
         }
         if self.listeners.is_empty() {
-            return Err(io::Error::other("no SMB Direct listener"));
+            return Err(if in_use > 0 { StartError::PortInUse } else { StartError::NoDevice });
         }
         Ok(())
     }
@@ -367,7 +467,7 @@ impl Proxy {
             };
             let now = Instant::now();
             match ev.kind {
-                CmEventKind::ConnectRequest { id, param } => self.on_connect_request(id, param, now),
+                CmEventKind::ConnectRequest { id, param } => self.on_connect_request(id, param),
                 kind => {
                     let Some(&cid) = self.keys.get(&ev.key) else {
                         debug!(?kind, status = ev.status, "CM event for no connection");
@@ -406,7 +506,7 @@ impl Proxy {
         self.devs.get(&ctx).ok_or_else(|| io::Error::other("device vanished"))
     }
 
-    fn on_connect_request(&mut self, mut id: CmId, req: ConnParam, now: Instant) {
+    fn on_connect_request(&mut self, mut id: CmId, req: ConnParam) {
         let peer = id.peer_addr();
         let local = id.local_addr();
         let Some(ctx) = id.context() else {
@@ -415,11 +515,11 @@ impl Proxy {
             return;
         };
         let cid = self.next_id;
-        match self.setup(&mut id, ctx, req, now, cid) {
+        match self.setup(&mut id, ctx, req, cid) {
             Ok((core_parts, param)) => {
                 let mut conn = core_parts.into_conn(id);
                 // Execute the core's first actions (the receives) before accepting.
-                drive(&mut conn, self.control.as_fd(), now);
+                drive(&mut conn, self.control.as_fd(), Instant::now());
                 if conn.core_done {
                     warn!(channel = cid, ?peer, "connection failed while posting receives; rejecting");
                     let _ = conn.cm.reject();
@@ -444,7 +544,7 @@ impl Proxy {
     }
 
     /// Creates the connection's verbs objects and core, with receives posted.
-    fn setup(&mut self, id: &mut CmId, ctx: Context, req: ConnParam, now: Instant, cid: u64) -> io::Result<(Parts, ConnParam)> {
+    fn setup(&mut self, id: &mut CmId, ctx: Context, req: ConnParam, cid: u64) -> io::Result<(Parts, ConnParam)> {
         let mut cfg = self.opts.config;
         let max_initiator_depth = self.opts.max_initiator_depth;
         let dev = self.device(ctx)?;
@@ -470,7 +570,9 @@ impl Proxy {
         let send_size = cfg.max_send_size as usize;
         let recv_buf = RegisteredBuffer::new(&pd, recv_size * recv_count as usize, Access::LOCAL_WRITE)?;
         let send_buf = RegisteredBuffer::new(&pd, send_size * usize::from(cfg.send_slots.max(2)), Access::default())?;
-        let core = Connection::new(Role::Server, cfg, now);
+        // The clock starts now (registering the pool or buffers may have taken a while
+        // under emulation): the negotiate timer runs from here.
+        let core = Connection::new(Role::Server, cfg, Instant::now());
         cq.req_notify()?;
         let parts = Parts { id: cid, cq, comp, recv_buf, recv_size, recv_count, send_buf, send_size, core, pool };
         Ok((parts, param))
@@ -736,6 +838,7 @@ fn on_event(c: &mut Conn, ev: Event, control: BorrowedFd<'_>, now: Instant) {
     match ev {
         Event::Connected(neg) => debug!(channel = c.id, ?neg, "SMB Direct negotiated"),
         Event::Message(m) => {
+            debug!(channel = c.id, len = m.len(), credits = ?c.core.credits(), "message from the peer");
             c.stats.inline_recv += m.len() as u64;
             if c.offered {
                 if c.sock.is_some() {
@@ -809,6 +912,7 @@ fn offer(c: &mut Conn, control: BorrowedFd<'_>, first: Vec<u8>, now: Instant) {
 fn on_frame(c: &mut Conn, f: Frame, now: Instant, pool_len: u64) {
     match f {
         Frame::Send { invalidate, msg } => {
+            debug!(channel = c.id, len = msg.len(), ?invalidate, credits = ?c.core.credits(), "message to the peer");
             c.stats.inline_sent += msg.len() as u64;
             let r = match invalidate {
                 Some(t) => c.core.send_with_invalidate(now, &msg, t),

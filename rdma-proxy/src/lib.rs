@@ -7,6 +7,8 @@
 //!   fd (close-on-exec on receipt).
 //! - [`pool`]: the sealed memfd pool mapped by both processes, and the
 //!   server's slot allocator.
+//! - [`launch`]: the proxy's command line and exit statuses, shared by the
+//!   server that execs it and the proxy binary.
 //! - `driver` (feature `verbs`): the proxy's event loop (rdma_cm, one SMB Direct
 //!   core per queue pair, the channel sockets); the `rdma-proxy` binary runs it.
 //! - [`smb2peek`]: the ClientGUID of a channel's first NEGOTIATE.
@@ -23,6 +25,7 @@
 #[cfg(feature = "verbs")]
 pub mod driver;
 pub mod fdpass;
+pub mod launch;
 #[allow(unsafe_code)]
 pub mod pool;
 pub mod proto;

@@ -37,6 +37,7 @@ pub mod kind {
     pub const CHANNEL_OFFER: u8 = 2;
     pub const STATS: u8 = 3;
     pub const STATS_REPLY: u8 = 4;
+    pub const LISTENER: u8 = 5;
     pub const RECV: u8 = 16;
     pub const SEND: u8 = 17;
     pub const RDMA: u8 = 18;
@@ -74,6 +75,41 @@ pub enum ProtoError {
     TooManyDescriptors { count: usize },
     #[error("{count} stats entries (at most {MAX_STATS_CHANNELS})")]
     TooManyStats { count: usize },
+    #[error("text field of {len} bytes (at most {MAX_TEXT})")]
+    TextTooLong { len: usize },
+    #[error("text field is not UTF-8")]
+    BadText,
+}
+
+/// Longest text field (device name, message) in a frame.
+pub const MAX_TEXT: usize = 1024;
+
+/// `Listener.status` values: why a device/port listens or not.
+pub mod listener_status {
+    pub const LISTENING: u32 = 0;
+    /// No RDMA device, or the device has no usable port/address.
+    pub const NO_DEVICE: u32 = 1;
+    /// Registering memory failed: RLIMIT_MEMLOCK too low / no CAP_IPC_LOCK.
+    pub const NO_MEMLOCK: u32 = 2;
+    /// rdma_listen/bind said the port is in use.
+    pub const PORT_IN_USE: u32 = 3;
+    pub const OTHER: u32 = 4;
+}
+
+/// `Listener` (proxy -> server, any time): one device/port's listening
+/// state, so that the server logs for every device and port that it
+/// listens or why it cannot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerReport {
+    /// Verbs device name (e.g. `rxe0`), empty when no device is concerned.
+    pub device: String,
+    /// The device's port number (1-based), 0 when not applicable.
+    pub port_num: u8,
+    /// The address and TCP-style port listened on (445, 5445).
+    pub addr: Option<SocketAddr>,
+    pub status: u32,
+    /// Human-readable detail (the errno text, for example).
+    pub message: String,
 }
 
 /// `Hello` (proxy -> server, with the pool memfd).
@@ -173,6 +209,7 @@ pub enum Frame {
     /// Server -> proxy: ask for the counters (`req_id` echoed in the reply).
     Stats { req_id: u64 },
     StatsReply { req_id: u64, channels: Vec<ChannelStats> },
+    Listener(ListenerReport),
     /// Proxy -> worker: one reassembled SMB2 message.
     Recv(Vec<u8>),
     /// Worker -> proxy: one SMB2 message, sent with invalidate of the token
@@ -225,7 +262,7 @@ impl Header {
 }
 
 fn is_known_kind(k: u8) -> bool {
-    matches!(k, kind::HELLO..=kind::STATS_REPLY | kind::RECV..=kind::CLOSE)
+    matches!(k, kind::HELLO..=kind::LISTENER | kind::RECV..=kind::CLOSE)
 }
 
 /// Whether frames of this kind may span datagrams (those carrying messages).
@@ -240,6 +277,7 @@ impl Frame {
             Frame::ChannelOffer(_) => kind::CHANNEL_OFFER,
             Frame::Stats { .. } => kind::STATS,
             Frame::StatsReply { .. } => kind::STATS_REPLY,
+            Frame::Listener(_) => kind::LISTENER,
             Frame::Recv(_) => kind::RECV,
             Frame::Send { .. } => kind::SEND,
             Frame::Rdma(_) => kind::RDMA,
@@ -279,6 +317,13 @@ impl Frame {
                         out.extend_from_slice(&v.to_le_bytes());
                     }
                 }
+            }
+            Frame::Listener(l) => {
+                put_text(out, &l.device)?;
+                out.push(l.port_num);
+                put_addr(out, l.addr);
+                out.extend_from_slice(&l.status.to_le_bytes());
+                put_text(out, &l.message)?;
             }
             Frame::Recv(msg) => out.extend_from_slice(msg),
             Frame::Send { invalidate, msg } => {
@@ -364,6 +409,16 @@ impl Frame {
                 }
                 r.end()?;
                 Frame::StatsReply { req_id, channels }
+            }
+            kind::LISTENER => {
+                let mut r = Rd::new(body, "Listener");
+                let device = get_text(&mut r)?;
+                let port_num = r.u8()?;
+                let addr = get_addr(&mut r)?;
+                let status = r.u32()?;
+                let message = get_text(&mut r)?;
+                r.end()?;
+                Frame::Listener(ListenerReport { device, port_num, addr, status, message })
             }
             kind::RECV => Frame::Recv(body.to_vec()),
             kind::SEND => {
@@ -533,6 +588,23 @@ fn put_addr(out: &mut Vec<u8>, a: Option<SocketAddr>) {
 
 const ADDR_LEN: usize = 23;
 
+fn put_text(out: &mut Vec<u8>, s: &str) -> Result<(), ProtoError> {
+    if s.len() > MAX_TEXT {
+        return Err(ProtoError::TextTooLong { len: s.len() });
+    }
+    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+fn get_text(r: &mut Rd<'_>) -> Result<String, ProtoError> {
+    let len = r.u16()? as usize;
+    if len > MAX_TEXT {
+        return Err(ProtoError::TextTooLong { len });
+    }
+    String::from_utf8(r.take(len)?.to_vec()).map_err(|_| ProtoError::BadText)
+}
+
 fn get_addr(r: &mut Rd<'_>) -> Result<Option<SocketAddr>, ProtoError> {
     let b: [u8; ADDR_LEN] = r.array()?;
     let port = u16::from_le_bytes([b[1], b[2]]);
@@ -631,6 +703,20 @@ pub(crate) mod tests {
                 req_id: 3,
                 channels: vec![ChannelStats { channel_id: 1, rdma_read: 2, rdma_write: 3, inline_sent: 4, inline_recv: 5 }],
             },
+            Frame::Listener(ListenerReport {
+                device: "rxe0".into(),
+                port_num: 1,
+                addr: Some("10.9.0.1:445".parse().unwrap()),
+                status: listener_status::LISTENING,
+                message: String::new(),
+            }),
+            Frame::Listener(ListenerReport {
+                device: String::new(),
+                port_num: 0,
+                addr: None,
+                status: listener_status::NO_DEVICE,
+                message: "no RDMA device".into(),
+            }),
             Frame::Recv(vec![1, 2, 3]),
             Frame::Recv(vec![9; 200_000]),
             Frame::Send { invalidate: None, msg: vec![4; 10] },
@@ -729,6 +815,9 @@ pub(crate) mod tests {
         body.extend_from_slice(&[0; 16]);
         assert!(matches!(Frame::decode_body(kind::RDMA, &body), Err(ProtoError::Truncated { .. })));
         assert_eq!(Frame::decode_body(kind::SEND, &[0, 0, 0, 0, 2]), Err(ProtoError::BadBool(2)));
+        // Text fields: bounded and UTF-8.
+        assert_eq!(Frame::decode_body(kind::LISTENER, &[0xFF, 0xFF]), Err(ProtoError::TextTooLong { len: 0xFFFF }));
+        assert_eq!(Frame::decode_body(kind::LISTENER, &[1, 0, 0xFF]), Err(ProtoError::BadText));
     }
 
     proptest! {

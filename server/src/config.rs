@@ -86,6 +86,8 @@ pub struct ServerConfig {
     /// Samba's `smbd:FSCTL_SMBTORTURE`: answer the test-only FSCTLs smbtorture
     /// uses to change server behaviour (off by default).
     pub smbtorture_fsctls: bool,
+    /// SMB Direct: whether and how `serve` starts the rdma-proxy.
+    pub rdma: crate::rdma::RdmaConfig,
 }
 
 impl Default for ServerConfig {
@@ -110,6 +112,7 @@ impl Default for ServerConfig {
             max_opens_per_session: 16384,
             max_outstanding_requests: 8192,
             smbtorture_fsctls: false,
+            rdma: crate::rdma::RdmaConfig::default(),
         }
     }
 }
@@ -239,7 +242,10 @@ impl ServerConfig {
                             }
                             self.listen = l;
                         }
-                        other => tracing::warn!("{file}:{line}: unknown global parameter {other:?} ignored"),
+                        other => match self.rdma.apply_conf_key(other, &v) {
+                            Some(r) => r.map_err(|m| bad(line, m))?,
+                            None => tracing::warn!("{file}:{line}: unknown global parameter {other:?} ignored"),
+                        },
                     }
                 }
             } else {

@@ -52,6 +52,9 @@ pub struct Connection {
     /// Bytes of padding between a READ response's fixed body and its data
     /// (set only by FSCTL_SMBTORTURE_GLOBAL_READ_RESPONSE_BODY_PADDING8).
     pub read_body_padding: u8,
+    /// Set by a READ or WRITE with Channel RDMA_V1_INVALIDATE: the response
+    /// goes out with SMB Direct send-with-invalidate of this token.
+    pub invalidate_token: Option<u32>,
     /// The SessionId of the TRANSFORM header of the chain being handled.
     transform_session: Option<u64>,
 }
@@ -159,6 +162,12 @@ pub fn serve(server: Arc<Server>, mut source: impl MessageSource + 'static, sink
     drop(conn);
 }
 
+/// The largest message a connection accepts: the largest WRITE plus headers,
+/// a TRANSFORM header and compound slack.
+pub fn max_message_size(c: &crate::config::ServerConfig) -> usize {
+    c.max_write_size.max(c.max_transact_size) as usize + 64 * 1024
+}
+
 impl Drop for Connection {
     fn drop(&mut self) {
         self.asyncs.disconnect_all();
@@ -197,13 +206,12 @@ impl Connection {
             asyncs: crate::asyncop::AsyncTable::new(),
             transform_session: None,
             read_body_padding: 0,
+            invalidate_token: None,
         }
     }
 
     pub fn max_message_size(&self) -> usize {
-        let c = &self.server.cfg;
-        // Largest WRITE plus headers, a TRANSFORM header and compound slack.
-        c.max_write_size.max(c.max_transact_size) as usize + 64 * 1024
+        max_message_size(&self.server.cfg)
     }
 
     pub fn handle_message(&mut self, mut msg: Vec<u8>) -> Result<(), Disconnect> {
@@ -229,11 +237,16 @@ impl Connection {
         self.send(out)
     }
 
-    fn send(&self, out: OutBuf) -> Result<(), Disconnect> {
+    fn send(&mut self, out: OutBuf) -> Result<(), Disconnect> {
+        let invalidate = self.invalidate_token.take();
         if out.buf.len() <= out.start {
             return Ok(());
         }
-        self.sink.send(out).map_err(Disconnect::Io)
+        match invalidate {
+            Some(token) => self.sink.send_invalidate(out, token),
+            None => self.sink.send(out),
+        }
+        .map_err(Disconnect::Io)
     }
 
     fn handle_encrypted(&mut self, msg: &mut [u8]) -> Result<(), Disconnect> {

@@ -14,6 +14,8 @@ pub mod netif;
 pub mod objects;
 pub mod transport;
 pub mod transport_tcp;
+pub mod transport_smbd;
+pub mod rdma;
 pub mod vfs;
 pub mod wire;
 pub mod listener;

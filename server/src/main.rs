@@ -29,6 +29,16 @@ enum Cmd {
         /// smb.conf-style configuration file.
         #[arg(long = "config", value_name = "FILE")]
         config: Option<PathBuf>,
+        /// SMB Direct: auto (start the RDMA proxy when an RDMA device exists), on, or off
+        /// (smb.conf: smbdirect:rdma).
+        #[arg(long = "rdma", value_name = "auto|on|off")]
+        rdma: Option<String>,
+        /// The rdma-proxy binary (default: next to smbdirect; smb.conf: smbdirect:rdma proxy).
+        #[arg(long = "rdma-proxy", value_name = "PATH")]
+        rdma_proxy: Option<PathBuf>,
+        /// SMB Direct MaxReadWriteSize, e.g. 1M or 8M (smb.conf: smbd max io size).
+        #[arg(long = "smbd-max-io-size", value_name = "SIZE")]
+        smbd_max_io_size: Option<String>,
     },
 }
 
@@ -45,13 +55,38 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let Cmd::Serve { listen, share, user, config } = cli.cmd;
+    let Cmd::Serve { listen, share, user, config, rdma, rdma_proxy, smbd_max_io_size } = cli.cmd;
     let mut cfg = ServerConfig::default();
     if let Some(f) = &config {
         if let Err(e) = cfg.load_file(f) {
             eprintln!("smbdirect: {e}");
             return ExitCode::from(2);
         }
+    }
+    if let Some(m) = &rdma {
+        match smbdirect_server::rdma::parse_mode(m) {
+            Some(m) => cfg.rdma.mode = m,
+            None => {
+                eprintln!("smbdirect: bad --rdma {m:?} (want auto, on or off)");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(p) = rdma_proxy {
+        cfg.rdma.proxy = Some(p);
+    }
+    if let Some(v) = &smbd_max_io_size {
+        match smbdirect_server::rdma::parse_size(v).and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0) {
+            Some(n) => cfg.rdma.args.max_io_size = n,
+            None => {
+                eprintln!("smbdirect: bad --smbd-max-io-size {v:?}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if u64::from(cfg.rdma.args.max_io_size) > cfg.rdma.args.pool_size {
+        eprintln!("smbdirect: smbd max io size {} exceeds the RDMA pool size {}", cfg.rdma.args.max_io_size, cfg.rdma.args.pool_size);
+        return ExitCode::from(2);
     }
     if !listen.is_empty() {
         cfg.listen.clear();
@@ -127,7 +162,13 @@ fn main() -> ExitCode {
         println!("smbdirect: user {u} with password {p}");
         println!("smbdirect: try: smbclient //127.0.0.1/{}{port} -U '{u}%{p}' -c ls", cfg.shares[0].name);
     }
-    println!("smbdirect: SMB Direct (RDMA) listener: not built yet; serving SMB2/3 over TCP");
+    match smbdirect_server::rdma::start(server.clone()) {
+        Some(h) => {
+            println!("smbdirect: SMB Direct: rdma-proxy started (see the log for each device and port)");
+            handles.push(h);
+        }
+        None => println!("smbdirect: SMB Direct: not started (see the log); serving SMB2/3 over TCP"),
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
     for h in handles {

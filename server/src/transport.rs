@@ -7,6 +7,7 @@
 //! and a READ's payload, read from the file straight into the buffer, is never
 //! copied again on its way out.
 
+use smbdirect_transport::wire::BufferDescriptorV1;
 use std::io;
 
 /// Room for a 4-byte transport header and the 52-byte TRANSFORM header.
@@ -55,4 +56,35 @@ pub trait MessageSink: Send + Sync {
         false
     }
     fn peer(&self) -> String;
+    /// The payload operations of an SMB Direct channel (`None` elsewhere).
+    fn rdma(&self) -> Option<&dyn RdmaOps> {
+        None
+    }
+    /// Sends with SMB Direct send-with-invalidate of the peer's `token`
+    /// (responses to RDMA_V1_INVALIDATE requests). Only RDMA transports can.
+    fn send_invalidate(&self, msg: OutBuf, token: u32) -> io::Result<()> {
+        let _ = (msg, token);
+        Err(io::Error::new(io::ErrorKind::Unsupported, "send with invalidate needs an RDMA transport"))
+    }
+}
+
+/// A buffer registered with the RDMA device, the only memory payloads move
+/// through on an SMB Direct channel (a slot of the proxy's shared pool).
+pub type RdmaBuffer = smbdirect_rdma_proxy::pool::Slot;
+
+/// What an SMB Direct channel adds to a transport (ksmbd's transport ops
+/// `rdma_read`/`rdma_write`): moving a READ's or WRITE's payload between a
+/// registered buffer and the peer's buffer descriptors. The caller has checked
+/// the descriptors against the request; `remote` covers exactly `buf.len()`
+/// bytes, in order.
+pub trait RdmaOps: Send + Sync {
+    /// The most bytes one READ or WRITE may move (SMB Direct MaxReadWriteSize,
+    /// bounded by the registered buffers).
+    fn max_read_write_size(&self) -> u32;
+    /// A registered buffer of `len` bytes (waits a little for one to free up).
+    fn buffer(&self, len: usize) -> io::Result<RdmaBuffer>;
+    /// RDMA-writes `buf` into the peer's buffers (SMB2 READ).
+    fn write_to_peer(&self, buf: &RdmaBuffer, remote: &[BufferDescriptorV1]) -> io::Result<()>;
+    /// RDMA-reads the peer's buffers into `buf` (SMB2 WRITE).
+    fn read_from_peer(&self, buf: &mut RdmaBuffer, remote: &[BufferDescriptorV1]) -> io::Result<()>;
 }

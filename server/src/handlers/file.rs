@@ -64,11 +64,7 @@ pub fn read(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Resu
         return Err(NtStatus::INVALID_PARAMETER);
     }
     if req.channel != CHANNEL_NONE {
-        // RDMA channels need an SMB Direct transport.
-        if !conn.sink.is_rdma() {
-            return Err(NtStatus::INVALID_PARAMETER);
-        }
-        return Err(NtStatus::NOT_SUPPORTED);
+        return super::rdma_io::read(conn, ctx, &req, open, out);
     }
     // Padding between the fixed body and the data: 0 unless a test asked for
     // it with FSCTL_SMBTORTURE_GLOBAL_READ_RESPONSE_BODY_PADDING8.
@@ -126,7 +122,7 @@ pub fn write(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Res
     let req = WriteReq::parse(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
     let open = ctx.open(&req.file_id)?;
     if req.channel != CHANNEL_NONE {
-        return Err(NtStatus::INVALID_PARAMETER);
+        return super::rdma_io::write(conn, ctx, &req, open, out);
     }
     if let OpenKind::Pipe(p) = &open.kind {
         lock(p).write(req.data)?;

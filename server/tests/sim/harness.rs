@@ -389,7 +389,16 @@ pub struct ClientKeys {
     pub opener: Option<Opener>,
 }
 
+/// A transport other than the in-process `Connection` (e.g. a fake rdma-proxy
+/// over a real socket): sends one wire message and returns the messages the
+/// server sent back for it.
+pub trait Wire: Send {
+    fn exchange(&mut self, msg: Vec<u8>) -> Result<Vec<Vec<u8>>, Disconnect>;
+}
+
 pub struct Client {
+    /// When set, messages go through it instead of `conn`.
+    pub wire: Option<Box<dyn Wire>>,
     pub conn: Connection,
     pub sink: Arc<Sink>,
     pub next_mid: u64,
@@ -450,6 +459,7 @@ impl Client {
         let sink = Arc::new(Sink::default());
         let conn = Connection::new(ts.server.clone(), sink.clone(), "sim-peer".into());
         Client {
+            wire: None,
             conn,
             sink,
             next_mid: 0,
@@ -499,9 +509,15 @@ impl Client {
     /// Sends one wire message as is and returns the messages the server sent back
     /// synchronously (decrypted and split).
     pub fn raw(&mut self, msg: Vec<u8>) -> Result<Vec<Resp>, Disconnect> {
-        self.conn.handle_message(msg)?;
+        let msgs = match self.wire.as_mut() {
+            Some(w) => w.exchange(msg)?,
+            None => {
+                self.conn.handle_message(msg)?;
+                self.sink.take_all()
+            }
+        };
         let mut out = Vec::new();
-        for m in self.sink.take_all() {
+        for m in msgs {
             out.extend(self.decode(m));
         }
         for r in &out {

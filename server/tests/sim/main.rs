@@ -25,3 +25,4 @@ mod garbage;
 mod ioctl;
 mod sessions;
 mod negotiate;
+mod smbd;

@@ -1,0 +1,276 @@
+//! READ and WRITE with Channel SMB2_CHANNEL_RDMA_V1 / RDMA_V1_INVALIDATE
+//! (MS-SMB2 3.3.5.12, 3.3.5.13): the payload moves by RDMA between a
+//! registered buffer (a pool slot) and the client's buffer descriptors.
+//! READ reads the file straight into the slot and has the channel RDMA-write
+//! it; WRITE has the channel RDMA-read into the slot and writes the file from
+//! it. The descriptors are checked against the request before any RDMA is
+//! asked for; a lying request gets STATUS_INVALID_PARAMETER.
+
+use super::*;
+use crate::config::DIALECT_302;
+use crate::conn::{Connection, Ctx};
+use crate::objects::{lock, Open, OpenKind};
+use crate::transport::{MessageSink, RdmaOps};
+use crate::wire::header::HEADER_LEN;
+use crate::wire::messages::{ReadReq, WriteReq};
+use crate::wire::status::NtStatus;
+use crate::wire::{u16_at, u32_at, Put};
+use smbdirect_rdma_proxy::proto::MAX_RDMA_DESCRIPTORS;
+use smbdirect_transport::wire::{BufferDescriptorV1, BUFFER_DESCRIPTOR_V1_LEN};
+use std::sync::Arc;
+use tracing::warn;
+
+pub const CHANNEL_RDMA_V1: u32 = 1;
+pub const CHANNEL_RDMA_V1_INVALIDATE: u32 = 2;
+
+/// Both READ and WRITE requests have a 48-byte fixed body before Buffer.
+const FIXED_END: usize = HEADER_LEN + 48;
+/// Body offsets of RemainingBytes and the channel info offset.
+const READ_CHANNEL_OFFSET_AT: usize = HEADER_LEN + 44;
+const WRITE_REMAINING_AT: usize = HEADER_LEN + 36;
+const WRITE_CHANNEL_OFFSET_AT: usize = HEADER_LEN + 40;
+
+/// Which RDMA channel a request asks for; whether the response must
+/// invalidate the client's token.
+fn channel_kind(conn: &Connection, ctx: &Ctx<'_>, channel: u32) -> Result<bool, NtStatus> {
+    let invalidate = match channel {
+        CHANNEL_RDMA_V1 => false,
+        // MS-SMB2 2.2.19: RDMA_V1_INVALIDATE exists from dialect 3.0.2 on.
+        CHANNEL_RDMA_V1_INVALIDATE if conn.dialect.is_some_and(|d| d >= DIALECT_302) => true,
+        _ => return Err(NtStatus::INVALID_PARAMETER),
+    };
+    // The payload would bypass the session's encryption: no RDMA transform
+    // is implemented, so an encrypted request may not use an RDMA channel.
+    if ctx.encrypted {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    Ok(invalidate)
+}
+
+/// Checks a channel info blob against the request and returns the
+/// descriptors that cover exactly `need` bytes (the last one trimmed).
+///
+/// Refused: channel info overlapping the fixed part of the request (its
+/// bounds inside the message were checked by the parser), a length that is
+/// not a whole number of descriptors, no descriptor or more than the proxy
+/// accepts, a zero-length descriptor, `need` above `max`, or descriptors
+/// that add up to less than `need`.
+pub fn check_descriptors(channel_offset: usize, info: &[u8], need: u64, max: u64) -> Result<Vec<BufferDescriptorV1>, NtStatus> {
+    if channel_offset < FIXED_END || info.is_empty() || info.len() % BUFFER_DESCRIPTOR_V1_LEN != 0 {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    let count = info.len() / BUFFER_DESCRIPTOR_V1_LEN;
+    if count > MAX_RDMA_DESCRIPTORS || need > max {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    let mut out = Vec::with_capacity(count);
+    let mut left = need;
+    let mut total = 0u64;
+    for d in BufferDescriptorV1::iter_list(info).map_err(|_| NtStatus::INVALID_PARAMETER)? {
+        if d.length == 0 {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        total += u64::from(d.length);
+        if left > 0 {
+            let take = left.min(u64::from(d.length));
+            out.push(BufferDescriptorV1 { length: take as u32, ..d });
+            left -= take;
+        }
+    }
+    if total < need {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    Ok(out)
+}
+
+/// The first `n` bytes' worth of already checked descriptors.
+fn first_bytes(descs: &[BufferDescriptorV1], n: u64) -> Vec<BufferDescriptorV1> {
+    let mut left = n;
+    let mut out = Vec::new();
+    for d in descs {
+        if left == 0 {
+            break;
+        }
+        let take = left.min(u64::from(d.length));
+        out.push(BufferDescriptorV1 { length: take as u32, ..*d });
+        left -= take;
+    }
+    out
+}
+
+fn rdma_ops(sink: &Arc<dyn MessageSink>) -> Result<&dyn RdmaOps, NtStatus> {
+    // RDMA channels need an SMB Direct transport (MS-SMB2 3.3.5.12).
+    sink.rdma().ok_or(NtStatus::INVALID_PARAMETER)
+}
+
+fn rdma_error(conn: &Connection, what: &str, e: std::io::Error) -> NtStatus {
+    warn!(peer = %conn.peer, "RDMA {what} failed: {e}");
+    NtStatus::UNEXPECTED_NETWORK_ERROR
+}
+
+/// SMB2 READ with an RDMA channel; `req.length` was checked against the
+/// server's MaxReadSize by the caller.
+pub fn read(conn: &mut Connection, ctx: &mut Ctx<'_>, req: &ReadReq<'_>, open: Arc<Open>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+    let invalidate = channel_kind(conn, ctx, req.channel)?;
+    let sink = conn.sink.clone();
+    let rdma = rdma_ops(&sink)?;
+    let max = u64::from(rdma.max_read_write_size().min(conn.server.cfg.max_read_size));
+    let ci_off = u16_at(ctx.msg, READ_CHANNEL_OFFSET_AT).ok_or(NtStatus::INVALID_PARAMETER)? as usize;
+    let descs = check_descriptors(ci_off, req.channel_info, u64::from(req.length), max)?;
+    if invalidate {
+        conn.invalidate_token = descs.first().map(|d| d.token);
+    }
+    if matches!(open.kind, OpenKind::Pipe(_)) || open.is_dir() {
+        return Err(NtStatus::INVALID_DEVICE_REQUEST);
+    }
+    if open.access & (FILE_READ_DATA | FILE_EXECUTE) == 0 {
+        return Err(NtStatus::ACCESS_DENIED);
+    }
+    if !super::file::read_range_valid(req.offset, req.length) {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
+    let len = req.length as usize;
+    if let Some(k) = open.file_key {
+        if conn.server.io_lock_conflict(k, open.volatile_id, req.offset, len as u64, false) {
+            return Err(NtStatus::FILE_LOCK_CONFLICT);
+        }
+    }
+    let mut slot = rdma.buffer(len).map_err(|e| rdma_error(conn, "buffer", e))?;
+    let buf = slot.as_mut_slice();
+    let mut got = 0usize;
+    while got < len {
+        let off = req.offset.checked_add(got as u64).ok_or(NtStatus::INVALID_PARAMETER)?;
+        match rustix::io::pread(fd, &mut buf[got..], off) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(NtStatus::from_errno(e)),
+        }
+    }
+    if (got == 0 && len > 0) || got < req.minimum as usize {
+        return Err(NtStatus::END_OF_FILE);
+    }
+    slot.truncate(got);
+    if got > 0 {
+        let remote = first_bytes(&descs, got as u64);
+        rdma.write_to_peer(&slot, &remote)
+            .map_err(|e| rdma_error(conn, "write", e))?;
+    }
+    drop(slot);
+    // MS-SMB2 3.3.5.12: the data went by RDMA: DataLength 0, DataRemaining
+    // the bytes written to the client's buffers.
+    out.u16(17).u8((HEADER_LEN + 16) as u8).u8(0).u32(0).u32(got as u32).u32(0);
+    *lock(&open.position) = req.offset + got as u64;
+    Ok(())
+}
+
+/// SMB2 WRITE with an RDMA channel: Length is 0 and RemainingBytes says how
+/// much the client's buffers hold.
+pub fn write(conn: &mut Connection, ctx: &mut Ctx<'_>, req: &WriteReq<'_>, open: Arc<Open>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+    let invalidate = channel_kind(conn, ctx, req.channel)?;
+    let sink = conn.sink.clone();
+    let rdma = rdma_ops(&sink)?;
+    if !req.data.is_empty() {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    let remaining = u32_at(ctx.msg, WRITE_REMAINING_AT).ok_or(NtStatus::INVALID_PARAMETER)?;
+    let max = u64::from(rdma.max_read_write_size().min(conn.server.cfg.max_write_size));
+    let ci_off = u16_at(ctx.msg, WRITE_CHANNEL_OFFSET_AT).ok_or(NtStatus::INVALID_PARAMETER)? as usize;
+    let descs = check_descriptors(ci_off, req.channel_info, u64::from(remaining), max)?;
+    if invalidate {
+        conn.invalidate_token = descs.first().map(|d| d.token);
+    }
+    if matches!(open.kind, OpenKind::Pipe(_)) || open.is_dir() {
+        return Err(NtStatus::INVALID_DEVICE_REQUEST);
+    }
+    let append_only = open.access & FILE_WRITE_DATA == 0;
+    if open.access & (FILE_WRITE_DATA | FILE_APPEND_DATA) == 0 {
+        return Err(NtStatus::ACCESS_DENIED);
+    }
+    let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
+    let len = remaining as usize;
+    if !super::file::write_range_valid(req.offset, len) {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    let mut offset = req.offset;
+    if append_only {
+        offset = crate::vfs::stat_fd(fd)?.size;
+        if !super::file::write_range_valid(offset, len) {
+            return Err(NtStatus::DISK_FULL);
+        }
+    }
+    if let Some(k) = open.file_key {
+        if conn.server.io_lock_conflict(k, open.volatile_id, offset, len as u64, true) {
+            return Err(NtStatus::FILE_LOCK_CONFLICT);
+        }
+    }
+    let mut slot = rdma.buffer(len).map_err(|e| rdma_error(conn, "buffer", e))?;
+    if len > 0 {
+        rdma.read_from_peer(&mut slot, &descs)
+            .map_err(|e| rdma_error(conn, "read", e))?;
+    }
+    let data = slot.as_slice();
+    let mut done = 0usize;
+    while done < data.len() {
+        match rustix::io::pwrite(fd, &data[done..], offset + done as u64) {
+            Ok(0) => return Err(NtStatus::DISK_FULL),
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(NtStatus::from_errno(e)),
+        }
+    }
+    drop(slot);
+    if open.create_options & 0x2 != 0 || req.flags & 0x1 != 0 {
+        rustix::fs::fdatasync(fd).map_err(NtStatus::from_errno)?;
+    }
+    *lock(&open.position) = offset + done as u64;
+    out.u16(17).u16(0).u32(done as u32).u32(0).u16(0).u16(0);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(descs: &[(u64, u32, u32)]) -> Vec<u8> {
+        descs.iter().flat_map(|&(offset, token, length)| BufferDescriptorV1 { offset, token, length }.to_bytes()).collect()
+    }
+
+    #[test]
+    fn descriptors_cover_the_request_and_are_trimmed() {
+        let b = blob(&[(0x1000, 7, 4096), (0x9000, 8, 4096)]);
+        let d = check_descriptors(FIXED_END, &b, 6000, 1 << 20).unwrap();
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].length, 4096);
+        assert_eq!(d[1].length, 6000 - 4096);
+        assert_eq!(d[1].token, 8);
+        // Only as many descriptors as the bytes need.
+        let d = check_descriptors(FIXED_END, &b, 100, 1 << 20).unwrap();
+        assert_eq!(d, vec![BufferDescriptorV1 { offset: 0x1000, token: 7, length: 100 }]);
+        assert_eq!(first_bytes(&check_descriptors(FIXED_END, &b, 8192, 1 << 20).unwrap(), 5000).iter().map(|d| d.length).sum::<u32>(), 5000);
+    }
+
+    #[test]
+    fn lying_descriptors_are_refused() {
+        let ok = blob(&[(0x1000, 7, 4096)]);
+        let bad = NtStatus::INVALID_PARAMETER;
+        // Less room than the request says.
+        assert_eq!(check_descriptors(FIXED_END, &ok, 4097, 1 << 20), Err(bad));
+        // Above the channel's maximum.
+        assert_eq!(check_descriptors(FIXED_END, &ok, 4096, 4095), Err(bad));
+        // Not a whole number of descriptors, or none.
+        assert_eq!(check_descriptors(FIXED_END, &ok[..15], 10, 1 << 20), Err(bad));
+        assert_eq!(check_descriptors(FIXED_END, &[], 0, 1 << 20), Err(bad));
+        // Inside the fixed part of the request.
+        assert_eq!(check_descriptors(FIXED_END - 8, &ok, 10, 1 << 20), Err(bad));
+        // A zero-length descriptor.
+        assert_eq!(check_descriptors(FIXED_END, &blob(&[(0, 1, 0), (0, 2, 10)]), 10, 1 << 20), Err(bad));
+        // Too many descriptors.
+        let many: Vec<(u64, u32, u32)> = (0..=MAX_RDMA_DESCRIPTORS as u64).map(|i| (i * 16, 1, 1)).collect();
+        assert_eq!(check_descriptors(FIXED_END, &blob(&many), 10, 1 << 20), Err(bad));
+        // Lengths that would overflow a u32 sum still add up correctly.
+        let huge = blob(&[(0, 1, u32::MAX), (0, 2, u32::MAX)]);
+        assert!(check_descriptors(FIXED_END, &huge, 1 << 20, 1 << 20).is_ok());
+    }
+}

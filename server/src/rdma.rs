@@ -1,0 +1,407 @@
+//! The server's side of the rdma-proxy's control socket: the pool arrives in
+//! `Hello`, then each `ChannelOffer` becomes a connection served by the usual
+//! pipeline over [`crate::transport_smbd`].
+
+use crate::objects::Server;
+use crate::transport_smbd::smbd_transport;
+use smbdirect_rdma_proxy::fdpass::{FdPassError, FrameReader, Received};
+use smbdirect_rdma_proxy::pool::{PoolError, PoolMap, SlotAllocator};
+use smbdirect_rdma_proxy::proto::{listener_status, Frame, Hello, ListenerReport, MAX_FRAME_OVERHEAD, PROTO_VERSION};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tracing::{debug, info, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control socket: {0}")]
+    Socket(#[from] FdPassError),
+    #[error("control socket closed before Hello")]
+    NoHello,
+    #[error("expected Hello first, got frame kind {0}")]
+    NotHello(u8),
+    #[error("proxy speaks protocol version {0}, this server {PROTO_VERSION}")]
+    Version(u32),
+    #[error("shared pool: {0}")]
+    Pool(#[from] PoolError),
+    #[error("unexpected frame kind {0} on the control socket")]
+    Unexpected(u8),
+}
+
+/// One line per device/port: listening, or why not.
+fn log_listener(l: &ListenerReport) {
+    let dev = if l.device.is_empty() { "-" } else { l.device.as_str() };
+    let addr = l.addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+    let why = match l.status {
+        listener_status::LISTENING => {
+            info!(device = dev, port = l.port_num, %addr, "SMB Direct: listening");
+            return;
+        }
+        listener_status::NO_DEVICE => "no usable RDMA device",
+        listener_status::NO_MEMLOCK => "no permission to pin memory (RLIMIT_MEMLOCK / CAP_IPC_LOCK)",
+        listener_status::PORT_IN_USE => "port in use",
+        _ => "error",
+    };
+    warn!(device = dev, port = l.port_num, %addr, "SMB Direct: not listening: {why}: {}", l.message);
+}
+
+/// Live SMB Direct connections (all proxies together).
+pub static LIVE_CHANNELS: AtomicUsize = AtomicUsize::new(0);
+
+/// Serves one proxy's control socket until it closes: `Ok` at a clean end of
+/// stream. Channels already handed over keep running after it returns (until
+/// their own sockets close).
+pub fn serve_control(server: Arc<Server>, control: OwnedFd) -> Result<(), ControlError> {
+    let max_message = crate::conn::max_message_size(&server.cfg);
+    let mut reader = FrameReader::new(max_message + MAX_FRAME_OVERHEAD);
+    let Some(Received { frame, fd }) = reader.recv(&control)? else {
+        return Err(ControlError::NoHello);
+    };
+    let (Frame::Hello(Hello { version, pool_size, slot_size }), Some(pool_fd)) = (&frame, fd) else {
+        return Err(ControlError::NotHello(frame.kind()));
+    };
+    if *version != PROTO_VERSION {
+        return Err(ControlError::Version(*version));
+    }
+    let pool = Arc::new(PoolMap::map(pool_fd, *pool_size)?);
+    let alloc = SlotAllocator::new(pool, *slot_size)?;
+    info!(pool_size, slot_size, slots = alloc.slot_count(), "rdma-proxy connected; shared pool mapped");
+    SERVICE_UP.store(true, Ordering::SeqCst);
+    loop {
+        let Some(Received { frame, fd }) = reader.recv(&control)? else {
+            info!("rdma-proxy control socket closed");
+            return Ok(());
+        };
+        match (frame, fd) {
+            (Frame::ChannelOffer(offer), Some(sock)) => {
+                let server = server.clone();
+                let alloc = alloc.clone();
+                let id = offer.channel_id;
+                let r = std::thread::Builder::new().name("smbd-conn".into()).stack_size(512 * 1024).spawn(move || {
+                    match smbd_transport(offer, sock, alloc, max_message) {
+                        Ok((src, sink)) => {
+                            let peer = crate::transport::MessageSink::peer(&sink);
+                            info!(%peer, "SMB Direct connection accepted");
+                            LIVE_CHANNELS.fetch_add(1, Ordering::SeqCst);
+                            crate::conn::serve(server, src, Arc::new(sink));
+                            LIVE_CHANNELS.fetch_sub(1, Ordering::SeqCst);
+                        }
+                        Err(e) => warn!(channel = id, "cannot set up SMB Direct channel: {e}"),
+                    }
+                });
+                if let Err(e) = r {
+                    warn!(channel = id, "cannot spawn a connection thread: {e}");
+                }
+            }
+            (Frame::StatsReply { req_id, channels }, None) => {
+                for c in channels {
+                    debug!(
+                        req_id,
+                        channel = c.channel_id,
+                        rdma_read = c.rdma_read,
+                        rdma_write = c.rdma_write,
+                        inline_sent = c.inline_sent,
+                        inline_recv = c.inline_recv,
+                        "rdma-proxy stats"
+                    );
+                }
+            }
+            (Frame::Listener(l), None) => log_listener(&l),
+            (Frame::Close { reason }, None) => {
+                info!(reason, "rdma-proxy closed the control socket");
+                return Ok(());
+            }
+            (other, _) => return Err(ControlError::Unexpected(other.kind())),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Starting and supervising the proxy.
+
+/// Whether `serve` runs SMB Direct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RdmaMode {
+    /// Start the proxy when an RDMA device exists (the default).
+    Auto,
+    /// Start the proxy even if no device is seen yet (it reports why it
+    /// cannot listen and is retried).
+    On,
+    Off,
+}
+
+/// SMB Direct settings: smb.conf `[global]` names (ksmbd's where one exists)
+/// and `serve` flags.
+///
+/// | smb.conf | flag | meaning |
+/// | --- | --- | --- |
+/// | `smbdirect:rdma = auto/yes/no` | `--rdma auto/on/off` | start the proxy |
+/// | `smbdirect:rdma proxy = PATH` | `--rdma-proxy PATH` | the proxy binary (default: next to `smbdirect`) |
+/// | `smbd max io size = 8M` (ksmbd) | `--smbd-max-io-size SIZE` | SMB Direct MaxReadWriteSize and the pool's slot size |
+/// | `smbdirect:rdma pool size = 64M` | | the shared pool (pinned memory) |
+/// | `smbdirect:rdma ports = 445 5445` | | rdma_cm ports |
+/// | `smbdirect:max send size`, `smbdirect:max receive size`, `smbdirect:max fragmented recv size`, `smbdirect:receive credit max`, `smbdirect:send credit target` | | SMB Direct negotiate limits (ksmbd's module parameters of those names) |
+#[derive(Debug, Clone)]
+pub struct RdmaConfig {
+    pub mode: RdmaMode,
+    pub proxy: Option<std::path::PathBuf>,
+    /// The limits passed to the proxy (`control_fd` is filled in at start).
+    pub args: smbdirect_rdma_proxy::launch::ProxyArgs,
+}
+
+impl Default for RdmaConfig {
+    fn default() -> Self {
+        RdmaConfig { mode: RdmaMode::Auto, proxy: None, args: Default::default() }
+    }
+}
+
+/// A size with an optional K/M/G suffix (binary, as ksmbd-tools' memparse),
+/// optionally followed by B: `8M`, `8MB`, `65536`.
+pub fn parse_size(v: &str) -> Option<u64> {
+    let t = v.trim().to_ascii_uppercase();
+    let t = t.strip_suffix('B').unwrap_or(&t);
+    let (digits, shift) = match t.chars().last()? {
+        'K' => (&t[..t.len() - 1], 10),
+        'M' => (&t[..t.len() - 1], 20),
+        'G' => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    let n: u64 = digits.trim().parse().ok()?;
+    n.checked_mul(1u64 << shift)
+}
+
+pub fn parse_mode(v: &str) -> Option<RdmaMode> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "auto" | "default" => Some(RdmaMode::Auto),
+        "on" | "yes" | "true" | "1" => Some(RdmaMode::On),
+        "off" | "no" | "false" | "0" => Some(RdmaMode::Off),
+        _ => None,
+    }
+}
+
+impl RdmaConfig {
+    /// Applies one normalised `[global]` key; `None` if the key is not ours.
+    pub fn apply_conf_key(&mut self, key: &str, v: &str) -> Option<Result<(), String>> {
+        let size32 = |v: &str| parse_size(v).and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0).ok_or_else(|| format!("bad size {v:?}"));
+        let count16 = |v: &str| v.trim().parse::<u16>().ok().filter(|n| *n > 0).ok_or_else(|| format!("bad count {v:?}"));
+        let a = &mut self.args;
+        let r = match key {
+            "smbdirect:rdma" => parse_mode(v).map(|m| self.mode = m).ok_or_else(|| format!("bad value {v:?} (auto, yes or no)")),
+            "smbdirect:rdmaproxy" => {
+                self.proxy = Some(v.trim().into());
+                Ok(())
+            }
+            "smbdmaxiosize" => size32(v).map(|n| a.max_io_size = n),
+            "smbdirect:rdmapoolsize" => parse_size(v).filter(|n| *n > 0).map(|n| a.pool_size = n).ok_or_else(|| format!("bad size {v:?}")),
+            "smbdirect:rdmaports" => v
+                .split([' ', ','])
+                .filter(|s| !s.is_empty())
+                .map(|p| p.parse::<u16>().map_err(|_| format!("bad port {p:?}")))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|p| a.ports = p),
+            "smbdirect:maxsendsize" => size32(v).map(|n| a.max_send_size = n),
+            "smbdirect:maxreceivesize" => size32(v).map(|n| a.max_receive_size = n),
+            "smbdirect:maxfragmentedrecvsize" => size32(v).map(|n| a.max_fragmented_recv_size = n),
+            "smbdirect:receivecreditmax" => count16(v).map(|n| a.receive_credit_max = n),
+            "smbdirect:sendcredittarget" => count16(v).map(|n| a.send_credit_target = n),
+            _ => return None,
+        };
+        Some(r)
+    }
+}
+
+/// Whether a proxy is connected and its pool mapped (RDMA service is up).
+pub static SERVICE_UP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// RDMA devices (names under `<sys>/class/infiniband`).
+pub fn rdma_devices(sys: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(sys.join("class/infiniband"))
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The proxy binary: configured, or `rdma-proxy` next to this executable.
+pub fn proxy_path(cfg: &RdmaConfig) -> Option<std::path::PathBuf> {
+    cfg.proxy.clone().or_else(|| std::env::current_exe().ok().map(|p| p.with_file_name("rdma-proxy")))
+}
+
+/// How [`supervise`] restarts the proxy.
+pub struct Supervision {
+    pub path: std::path::PathBuf,
+    pub args: smbdirect_rdma_proxy::launch::ProxyArgs,
+    pub backoff_start: std::time::Duration,
+    pub backoff_max: std::time::Duration,
+    /// Stop after this many runs (tests); `None` = forever.
+    pub max_runs: Option<usize>,
+}
+
+/// Starts the proxy once and serves its control socket until it ends; returns
+/// the proxy's exit status.
+pub fn run_proxy_once(server: &Arc<Server>, path: &std::path::Path, args: &smbdirect_rdma_proxy::launch::ProxyArgs) -> std::io::Result<std::process::ExitStatus> {
+    use std::os::fd::AsRawFd;
+    let (ours, theirs) = smbdirect_rdma_proxy::fdpass::seqpacket_pair()?;
+    // The child's end only loses close-on-exec; ours keeps it. (The server
+    // starts no other processes, so no other child can inherit it.)
+    rustix::io::fcntl_setfd(&theirs, rustix::io::FdFlags::empty())?;
+    let mut a = args.clone();
+    a.control_fd = theirs.as_raw_fd();
+    let mut child = std::process::Command::new(path).args(a.to_args()).stdin(std::process::Stdio::null()).spawn()?;
+    drop(theirs);
+    info!(pid = child.id(), path = %path.display(), "rdma-proxy started");
+    let r = serve_control(server.clone(), ours);
+    SERVICE_UP.store(false, Ordering::SeqCst);
+    if let Err(e) = &r {
+        warn!("rdma-proxy control socket: {e}; stopping the proxy");
+        let _ = child.kill();
+    }
+    child.wait()
+}
+
+/// Runs the proxy, restarting it with exponential backoff whenever it ends.
+/// TCP service is independent of it.
+pub fn supervise(server: Arc<Server>, s: Supervision) {
+    let mut delay = s.backoff_start;
+    let mut runs = 0usize;
+    loop {
+        let started = std::time::Instant::now();
+        match run_proxy_once(&server, &s.path, &s.args) {
+            Ok(st) => warn!(
+                "rdma-proxy {} ({st}); SMB Direct is down, TCP service goes on; restarting in {delay:?}",
+                smbdirect_rdma_proxy::launch::describe_exit(st.code())
+            ),
+            Err(e) => warn!("cannot run rdma-proxy {}: {e}; retrying in {delay:?}", s.path.display()),
+        }
+        runs += 1;
+        if s.max_runs.is_some_and(|m| runs >= m) {
+            return;
+        }
+        if started.elapsed() > s.backoff_max {
+            delay = s.backoff_start;
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(s.backoff_max);
+    }
+}
+
+/// What `serve` does about SMB Direct, per the configuration; logs the
+/// decision. Returns the supervisor thread when the proxy is started.
+pub fn start(server: Arc<Server>) -> Option<std::thread::JoinHandle<()>> {
+    let cfg = server.cfg.rdma.clone();
+    if cfg.mode == RdmaMode::Off {
+        info!("SMB Direct: off (smbdirect:rdma = no / --rdma off); serving TCP only");
+        return None;
+    }
+    let devices = rdma_devices(std::path::Path::new("/sys"));
+    if devices.is_empty() {
+        if cfg.mode == RdmaMode::Auto {
+            info!("SMB Direct: no RDMA device (/sys/class/infiniband is empty); serving TCP only");
+            return None;
+        }
+        warn!("SMB Direct: no RDMA device yet (/sys/class/infiniband is empty); starting the proxy anyway (--rdma on)");
+    } else {
+        info!(devices = %devices.join(","), "SMB Direct: RDMA devices found");
+    }
+    let Some(path) = proxy_path(&cfg).filter(|p| p.exists()) else {
+        warn!("SMB Direct: rdma-proxy binary not found (looked next to smbdirect; set --rdma-proxy); serving TCP only");
+        return None;
+    };
+    let sup = Supervision {
+        path,
+        args: cfg.args,
+        backoff_start: std::time::Duration::from_secs(1),
+        backoff_max: std::time::Duration::from_secs(60),
+        max_runs: None,
+    };
+    std::thread::Builder::new().name("rdma-proxy".into()).spawn(move || supervise(server, sup)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_names() {
+        assert_eq!(parse_size("8M"), Some(8 << 20));
+        assert_eq!(parse_size("8mb"), Some(8 << 20));
+        assert_eq!(parse_size(" 64k "), Some(65536));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("12345"), Some(12345));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_size(""), None);
+        let mut c = crate::config::ServerConfig::default();
+        c.apply_conf(
+            "[global]\nsmbd max io size = 1M\nsmbdirect:rdma = no\nsmbdirect:rdma pool size = 16M\nsmbdirect:rdma ports = 4445, 5445\nsmbdirect:receive credit max = 64\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.rdma.mode, RdmaMode::Off);
+        assert_eq!(c.rdma.args.max_io_size, 1 << 20);
+        assert_eq!(c.rdma.args.pool_size, 16 << 20);
+        assert_eq!(c.rdma.args.ports, vec![4445, 5445]);
+        assert_eq!(c.rdma.args.receive_credit_max, 64);
+        assert!(c.apply_conf("[global]\nsmbd max io size = lots\n", "t").is_err());
+        assert!(c.apply_conf("[global]\nsmbdirect:rdma = maybe\n", "t").is_err());
+    }
+
+    #[test]
+    fn devices_from_sysfs() {
+        let d = tempfile_dir();
+        assert!(rdma_devices(&d).is_empty());
+        std::fs::create_dir_all(d.join("class/infiniband/rxe0")).unwrap();
+        std::fs::create_dir_all(d.join("class/infiniband/mlx5_0")).unwrap();
+        assert_eq!(rdma_devices(&d), vec!["mlx5_0".to_string(), "rxe0".to_string()]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        tempfile::tempdir().unwrap().keep()
+    }
+
+    /// A proxy that dies is restarted with backoff; it gets the control
+    /// socket as an inherited fd and the limits on its command line.
+    #[test]
+    fn dead_proxy_is_restarted() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile_dir();
+        let log = d.join("runs");
+        let script = d.join("fake-proxy");
+        // Records its arguments and whether the control fd is open, then
+        // exits as a proxy without permission to pin memory would.
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nfd=$2\nif [ -e /proc/$$/fd/$fd ]; then ok=fd-open; else ok=fd-closed; fi\necho \"$ok $*\" >> {}\nexit 11\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cfg = crate::config::ServerConfig { shares: vec![crate::config::ShareConfig::new("s", &d)], ..Default::default() };
+        let server = Server::new(cfg).unwrap();
+        let args = smbdirect_rdma_proxy::launch::ProxyArgs { max_io_size: 1 << 20, ..Default::default() };
+        let t0 = std::time::Instant::now();
+        supervise(
+            server,
+            Supervision {
+                path: script,
+                args,
+                backoff_start: std::time::Duration::from_millis(20),
+                backoff_max: std::time::Duration::from_millis(80),
+                max_runs: Some(3),
+            },
+        );
+        // Backoff: 20 + 40 ms at least between the three runs.
+        assert!(t0.elapsed() >= std::time::Duration::from_millis(60));
+        let runs = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = runs.lines().collect();
+        assert_eq!(lines.len(), 3, "{runs}");
+        for l in lines {
+            assert!(l.starts_with("fd-open --control-fd "), "{l}");
+            assert!(l.contains("--max-io-size 1048576"), "{l}");
+        }
+        assert!(!SERVICE_UP.load(Ordering::SeqCst));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -1,0 +1,360 @@
+//! SMB Direct without verbs: a fake rdma-proxy plays the proxy's side of the
+//! protocol (RDMA-DESIGN.md) over real SEQPACKET socketpairs with a real
+//! sealed memfd pool. The server runs its real control-socket loop
+//! (`rdma::serve_control`) and serves the offered channel with the usual
+//! pipeline over `transport_smbd`. The fake proxy serves `Rdma` requests by
+//! copying between the pool and a fake "client memory" keyed by token, and
+//! records every `Rdma` request and every `Send`'s invalidate token.
+
+use crate::harness::*;
+use smbdirect_rdma_proxy::fdpass::{seqpacket_pair, send_frame, FrameReader, Received};
+use smbdirect_rdma_proxy::pool::PoolMap;
+use smbdirect_rdma_proxy::proto::{
+    rdma_status, ChannelOffer, Frame, Hello, Negotiated, RdmaDir, RdmaDone, RdmaRequest, PROTO_VERSION,
+};
+use smbdirect_server::conn::Disconnect;
+use smbdirect_server::rdma::serve_control;
+use smbdirect_transport::wire::BufferDescriptorV1;
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+const POOL_SIZE: u64 = 8 << 20;
+const SLOT_SIZE: u32 = 1 << 20;
+const MAX_RW: u32 = 1 << 20;
+
+/// Registered regions of the fake client: token -> (address of byte 0, bytes).
+#[derive(Default)]
+struct ClientMem {
+    regions: HashMap<u32, (u64, Vec<u8>)>,
+}
+
+impl ClientMem {
+    fn range(&mut self, d: &BufferDescriptorV1) -> Option<&mut [u8]> {
+        let (base, bytes) = self.regions.get_mut(&d.token)?;
+        let start = usize::try_from(d.offset.checked_sub(*base)?).ok()?;
+        let end = start.checked_add(d.length as usize)?;
+        bytes.get_mut(start..end)
+    }
+}
+
+#[derive(Default)]
+struct Log {
+    rdma: Vec<RdmaRequest>,
+    /// The invalidate token of every Send, in order.
+    sends: Vec<Option<u32>>,
+}
+
+struct FakeProxy {
+    control: OwnedFd,
+    chan: Option<OwnedFd>,
+    reader: FrameReader,
+    pool: PoolMap,
+    mem: Arc<Mutex<ClientMem>>,
+    log: Arc<Mutex<Log>>,
+}
+
+impl FakeProxy {
+    /// Serves one Rdma request the way the real proxy must: check, then copy.
+    fn serve_rdma(&mut self, r: &RdmaRequest) -> RdmaDone {
+        let bad = RdmaDone { req_id: r.req_id, status: rdma_status::BAD_REQUEST, bytes: 0 };
+        let sum: u64 = r.descriptors.iter().map(|d| u64::from(d.length)).sum();
+        if sum != u64::from(r.len) || self.pool.check_range(r.pool_offset, r.len.into()).is_err() {
+            return bad;
+        }
+        let mut mem = self.mem.lock().unwrap();
+        let mut at = r.pool_offset;
+        for d in &r.descriptors {
+            let Some(client) = mem.range(d) else {
+                return RdmaDone { req_id: r.req_id, status: rdma_status::REMOTE_ERROR, bytes: 0 };
+            };
+            match r.dir {
+                RdmaDir::WriteToClient => self.pool.read_at(at, client).unwrap(),
+                RdmaDir::ReadFromClient => self.pool.write_at(at, client).unwrap(),
+            }
+            at += u64::from(d.length);
+        }
+        RdmaDone { req_id: r.req_id, status: rdma_status::OK, bytes: sum }
+    }
+}
+
+impl Wire for FakeProxy {
+    fn exchange(&mut self, msg: Vec<u8>) -> Result<Vec<Vec<u8>>, Disconnect> {
+        match &self.chan {
+            None => {
+                // The first message reaches the server inside the ChannelOffer.
+                let (mine, theirs) = seqpacket_pair().unwrap();
+                let mut guid = [0u8; 16];
+                guid.copy_from_slice(&msg[64 + 12..64 + 28]);
+                let offer = ChannelOffer {
+                    channel_id: 1,
+                    client_guid: guid,
+                    peer: Some("10.9.0.2:40001".parse().unwrap()),
+                    local: Some("10.9.0.1:445".parse().unwrap()),
+                    negotiated: Negotiated {
+                        max_read_write_size: MAX_RW,
+                        max_send_size: 1364,
+                        max_fragmented_send: 1 << 20,
+                        max_fragmented_recv: 1 << 20,
+                    },
+                    first_message: msg,
+                };
+                send_frame(self.control.as_fd(), &Frame::ChannelOffer(offer), Some(theirs.as_fd())).unwrap();
+                self.chan = Some(mine);
+            }
+            Some(c) => send_frame(c.as_fd(), &Frame::Recv(msg), None).map_err(|e| Disconnect::Protocol(e.to_string()))?,
+        }
+        loop {
+            let chan = self.chan.as_ref().unwrap();
+            let got = self.reader.recv(chan).map_err(|e| Disconnect::Protocol(e.to_string()))?;
+            let Some(Received { frame, fd }) = got else { return Err(Disconnect::Closed) };
+            assert!(fd.is_none());
+            match frame {
+                Frame::Send { invalidate, msg } => {
+                    self.log.lock().unwrap().sends.push(invalidate);
+                    return Ok(vec![msg]);
+                }
+                Frame::Rdma(r) => {
+                    let done = self.serve_rdma(&r);
+                    self.log.lock().unwrap().rdma.push(r);
+                    let chan = self.chan.as_ref().unwrap();
+                    send_frame(chan.as_fd(), &Frame::RdmaDone(done), None).unwrap();
+                }
+                other => panic!("unexpected frame from the server: {other:?}"),
+            }
+        }
+    }
+}
+
+struct Rig {
+    client: Client,
+    mem: Arc<Mutex<ClientMem>>,
+    log: Arc<Mutex<Log>>,
+    ts: TestServer,
+    control_thread: std::thread::JoinHandle<Result<(), smbdirect_server::rdma::ControlError>>,
+}
+
+fn rig_with(opts: &NegOpts) -> Rig {
+    let ts = server();
+    let (proxy_end, server_end) = seqpacket_pair().unwrap();
+    let srv = ts.server.clone();
+    let control_thread = std::thread::spawn(move || serve_control(srv, server_end));
+    let pool = PoolMap::create(POOL_SIZE).unwrap();
+    let hello = Frame::Hello(Hello { version: PROTO_VERSION, pool_size: POOL_SIZE, slot_size: SLOT_SIZE });
+    send_frame(proxy_end.as_fd(), &hello, Some(pool.fd())).unwrap();
+    let mem = Arc::new(Mutex::new(ClientMem::default()));
+    let log = Arc::new(Mutex::new(Log::default()));
+    let fake = FakeProxy { control: proxy_end, chan: None, reader: FrameReader::new(16 << 20), pool, mem: mem.clone(), log: log.clone() };
+    let mut client = Client::new(&ts);
+    client.wire = Some(Box::new(fake));
+    client.negotiate_with(opts);
+    client.session_setup();
+    assert_eq!(client.tree_connect("share").status, SUCCESS);
+    Rig { client, mem, log, ts, control_thread }
+}
+
+fn rig() -> Rig {
+    rig_with(&NegOpts::default())
+}
+
+const CH_RDMA_V1: u32 = 1;
+const CH_RDMA_V1_INVALIDATE: u32 = 2;
+
+/// READ (MS-SMB2 2.2.19) with channel info after the fixed body.
+fn rdma_read_body(fid: &[u8; 16], offset: u64, len: u32, channel: u32, info_off: u16, info: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.u16_(49).u8_(0x50).u8_(0).u32_(len).u64_(offset).bytes(fid).u32_(0).u32_(channel).u32_(0).u16_(info_off).u16_(info.len() as u16).bytes(info);
+    if info.is_empty() {
+        b.u8_(0);
+    }
+    b
+}
+
+/// WRITE (MS-SMB2 2.2.21) with Length 0 and the payload's size in RemainingBytes.
+fn rdma_write_body(fid: &[u8; 16], offset: u64, remaining: u32, channel: u32, info_off: u16, info: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.u16_(49).u16_(64 + 48).u32_(0).u64_(offset).bytes(fid).u32_(channel).u32_(remaining).u16_(info_off).u16_(info.len() as u16).u32_(0).bytes(info);
+    b
+}
+
+fn descs(list: &[(u64, u32, u32)]) -> Vec<u8> {
+    list.iter().flat_map(|&(offset, token, length)| BufferDescriptorV1 { offset, token, length }.to_bytes()).collect()
+}
+
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8).collect()
+}
+
+fn charge(n: u32) -> u16 {
+    (u64::from(n).div_ceil(65536).max(1)) as u16
+}
+
+impl Rig {
+    fn region(&self, token: u32, base: u64, bytes: Vec<u8>) {
+        self.mem.lock().unwrap().regions.insert(token, (base, bytes));
+    }
+    fn region_bytes(&self, token: u32) -> Vec<u8> {
+        self.mem.lock().unwrap().regions[&token].1.clone()
+    }
+    fn rdma_count(&self) -> usize {
+        self.log.lock().unwrap().rdma.len()
+    }
+    fn last_send_invalidate(&self) -> Option<u32> {
+        *self.log.lock().unwrap().sends.last().unwrap()
+    }
+}
+
+/// WRITE by RDMA read from two client buffers, then READ back by RDMA write
+/// into another: the file and the client's memory hold the right bytes, the
+/// requests named the right direction and sizes, and RDMA_V1_INVALIDATE's
+/// response carried the client's token while RDMA_V1's carried none.
+#[test]
+fn smbd_rdma_write_then_read_moves_the_bytes() {
+    let mut r = rig();
+    let fid = r.client.open_file("rdma.bin");
+    let n: u32 = 300_000;
+    let data = pattern(n as usize, 7);
+    // The client registered one buffer; it names it with two descriptors.
+    r.region(0x1111, 0x7f00_0000, data.clone());
+    let info = descs(&[(0x7f00_0000, 0x1111, 100_000), (0x7f00_0000 + 100_000, 0x1111, n - 100_000)]);
+    let resp = r.client.call(WRITE, charge(n), &rdma_write_body(&fid, 4096, n, CH_RDMA_V1, 112, &info));
+    assert_eq!(resp.status, SUCCESS, "WRITE status {:#x}", resp.status);
+    assert_eq!(le32(resp.body(), 4), n, "WRITE Count");
+    assert_eq!(r.last_send_invalidate(), None);
+    {
+        let log = r.log.lock().unwrap();
+        assert_eq!(log.rdma.len(), 1);
+        assert_eq!(log.rdma[0].dir, RdmaDir::ReadFromClient);
+        assert_eq!(log.rdma[0].len, n);
+        assert_eq!(log.rdma[0].descriptors.len(), 2);
+    }
+    let on_disk = std::fs::read(r.ts.share_path().join("rdma.bin")).unwrap();
+    assert_eq!(on_disk.len(), 4096 + n as usize);
+    assert!(on_disk[..4096].iter().all(|b| *b == 0));
+    assert!(on_disk[4096..] == data[..], "file content differs from the client's buffer");
+
+    // READ with invalidate into a fresh, larger buffer.
+    r.region(0x2222, 0x1000, vec![0xEE; n as usize + 1000]);
+    let info = descs(&[(0x1000, 0x2222, n + 1000)]);
+    let resp = r.client.call(READ, charge(n), &rdma_read_body(&fid, 4096, n, CH_RDMA_V1_INVALIDATE, 112, &info));
+    assert_eq!(resp.status, SUCCESS, "READ status {:#x}", resp.status);
+    assert_eq!(le32(resp.body(), 4), 0, "DataLength: the data went by RDMA");
+    assert_eq!(le32(resp.body(), 8), n, "DataRemaining");
+    assert_eq!(r.last_send_invalidate(), Some(0x2222), "response sent with invalidate of the client's token");
+    let got = r.region_bytes(0x2222);
+    assert!(got[..n as usize] == data[..], "client memory differs from the file");
+    assert!(got[n as usize..].iter().all(|b| *b == 0xEE), "bytes past the read were touched");
+    {
+        let log = r.log.lock().unwrap();
+        assert_eq!(log.rdma.len(), 2);
+        assert_eq!(log.rdma[1].dir, RdmaDir::WriteToClient);
+        assert_eq!(log.rdma[1].len, n);
+        // Trimmed to what was read.
+        assert_eq!(log.rdma[1].descriptors, vec![BufferDescriptorV1 { offset: 0x1000, token: 0x2222, length: n }]);
+    }
+
+    // A READ past the end of data is short: only the bytes read move.
+    r.region(0x3333, 0, vec![0; 8192]);
+    let resp = r.client.call(READ, 1, &rdma_read_body(&fid, 4096 + u64::from(n) - 100, 8192, CH_RDMA_V1, 112, &descs(&[(0, 0x3333, 8192)])));
+    assert_eq!(resp.status, SUCCESS);
+    assert_eq!(le32(resp.body(), 8), 100);
+    assert_eq!(r.last_send_invalidate(), None);
+    assert_eq!(&r.region_bytes(0x3333)[..100], &data[n as usize - 100..]);
+
+    // WRITE with invalidate.
+    r.region(0x4444, 0x5000, pattern(5000, 99));
+    let resp = r.client.call(WRITE, 1, &rdma_write_body(&fid, 0, 5000, CH_RDMA_V1_INVALIDATE, 112, &descs(&[(0x5000, 0x4444, 5000)])));
+    assert_eq!(resp.status, SUCCESS);
+    assert_eq!(r.last_send_invalidate(), Some(0x4444));
+    let on_disk = std::fs::read(r.ts.share_path().join("rdma.bin")).unwrap();
+    assert_eq!(&on_disk[..5000], &pattern(5000, 99)[..]);
+
+    // Channel NONE still works inline over the same channel.
+    let resp = r.client.read(&fid, 0, 5000, 1);
+    assert_eq!(resp.status, SUCCESS);
+    assert_eq!(resp.read_data(), &pattern(5000, 99)[..]);
+    let resp = r.client.write(&fid, 0, b"inline");
+    assert_eq!(resp.status, SUCCESS);
+    assert_eq!(r.rdma_count(), 4);
+    drop(r.client);
+    // The control loop ends cleanly when the proxy's end closes.
+    assert!(r.control_thread.join().unwrap().is_ok());
+}
+
+/// Descriptors that lie about the request are refused with
+/// STATUS_INVALID_PARAMETER before any Rdma frame is sent.
+#[test]
+fn smbd_lying_descriptors_are_refused_without_rdma() {
+    let mut r = rig();
+    let fid = r.client.open_file("lies.bin");
+    assert_eq!(r.client.write(&fid, 0, &[1u8; 65536]).status, SUCCESS);
+    r.region(0x10, 0x1000, vec![0; 1 << 21]);
+    let d4k = descs(&[(0x1000, 0x10, 4096)]);
+    let cases: Vec<(&str, u16, Vec<u8>)> = vec![
+        ("READ longer than its buffers", READ, rdma_read_body(&fid, 0, 8192, CH_RDMA_V1, 112, &d4k)),
+        ("WRITE RemainingBytes past its buffers", WRITE, rdma_write_body(&fid, 0, 8192, CH_RDMA_V1, 112, &d4k)),
+        ("READ without channel info", READ, rdma_read_body(&fid, 0, 4096, CH_RDMA_V1, 0, &[])),
+        ("READ with a partial descriptor", READ, rdma_read_body(&fid, 0, 10, CH_RDMA_V1, 112, &d4k[..15])),
+        ("READ with channel info inside the header", READ, {
+            let mut b = rdma_read_body(&fid, 0, 16, CH_RDMA_V1, 112, &d4k);
+            b[44..46].copy_from_slice(&48u16.to_le_bytes());
+            b
+        }),
+        ("READ with a channel info offset past the message", READ, {
+            let mut b = rdma_read_body(&fid, 0, 16, CH_RDMA_V1, 112, &d4k);
+            b[44..46].copy_from_slice(&200u16.to_le_bytes());
+            b
+        }),
+        ("READ above MaxReadWriteSize", READ, rdma_read_body(&fid, 0, MAX_RW + 4096, CH_RDMA_V1, 112, &descs(&[(0x1000, 0x10, MAX_RW + 4096)]))),
+        ("WRITE above MaxReadWriteSize", WRITE, rdma_write_body(&fid, 0, MAX_RW + 4096, CH_RDMA_V1, 112, &descs(&[(0x1000, 0x10, MAX_RW + 4096)]))),
+        ("WRITE with inline data and an RDMA channel", WRITE, {
+            let mut b = rdma_write_body(&fid, 0, 16, CH_RDMA_V1, 112, &d4k);
+            b[4..8].copy_from_slice(&16u32.to_le_bytes());
+            b
+        }),
+        ("READ with a zero-length descriptor", READ, rdma_read_body(&fid, 0, 16, CH_RDMA_V1, 112, &descs(&[(0x1000, 0x10, 0), (0x1000, 0x10, 16)]))),
+        ("READ with an unknown channel", READ, rdma_read_body(&fid, 0, 16, 3, 112, &d4k)),
+    ];
+    for (what, cmd, body) in cases {
+        let resp = r.client.call(cmd, charge(MAX_RW + 4096), &body);
+        assert_eq!(resp.status, INVALID_PARAMETER, "{what}: status {:#x}", resp.status);
+        assert_eq!(r.rdma_count(), 0, "{what}: an Rdma frame was sent");
+        assert_eq!(r.last_send_invalidate(), None, "{what}: invalidated a token");
+    }
+    // The channel still works after all that.
+    let resp = r.client.call(READ, 1, &rdma_read_body(&fid, 0, 4096, CH_RDMA_V1, 112, &d4k));
+    assert_eq!(resp.status, SUCCESS);
+    assert_eq!(&r.region_bytes(0x10)[..4096], &[1u8; 4096][..]);
+    assert_eq!(r.rdma_count(), 1);
+}
+
+/// RDMA_V1_INVALIDATE exists from SMB 3.0.2 on: on a 3.0 connection it is
+/// refused; RDMA_V1 works.
+#[test]
+fn smbd_invalidate_needs_dialect_302() {
+    let mut r = rig_with(&NegOpts { dialects: vec![DIALECT_300], ..NegOpts::default() });
+    assert_eq!(r.client.dialect, DIALECT_300);
+    let fid = r.client.open_file("d300.bin");
+    assert_eq!(r.client.write(&fid, 0, &[5u8; 1000]).status, SUCCESS);
+    r.region(0x20, 0, vec![0; 1000]);
+    let d = descs(&[(0, 0x20, 1000)]);
+    let resp = r.client.call(READ, 1, &rdma_read_body(&fid, 0, 1000, CH_RDMA_V1_INVALIDATE, 112, &d));
+    assert_eq!(resp.status, INVALID_PARAMETER);
+    assert_eq!(r.rdma_count(), 0);
+    let resp = r.client.call(READ, 1, &rdma_read_body(&fid, 0, 1000, CH_RDMA_V1, 112, &d));
+    assert_eq!(resp.status, SUCCESS);
+    assert_eq!(r.region_bytes(0x20), vec![5u8; 1000]);
+}
+
+/// Over plain TCP (no RDMA transport) an RDMA channel is an invalid parameter.
+#[test]
+fn smbd_rdma_channel_refused_without_rdma_transport() {
+    let ts = server();
+    let mut c = Client::new(&ts);
+    c.logon();
+    c.tree_connect("share");
+    let fid = c.open_file("tcp.bin");
+    let d = descs(&[(0, 1, 100)]);
+    assert_eq!(c.call(READ, 1, &rdma_read_body(&fid, 0, 100, CH_RDMA_V1, 112, &d)).status, INVALID_PARAMETER);
+    assert_eq!(c.call(WRITE, 1, &rdma_write_body(&fid, 0, 100, CH_RDMA_V1, 112, &d)).status, INVALID_PARAMETER);
+}
