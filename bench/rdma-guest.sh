@@ -82,7 +82,7 @@ perftest() {
     timeout 300 "$tool" -d rxe0 -x 1 -F -s "$size" -n "$n" "${extra[@]}" -p "$port" > /tmp/srv.log 2>&1 &
     local srv=$!
     wait_tcp "$port"
-    local dir=write; [ "$tool" = ib_read_bw ] && dir=read
+    local dir="write"; [ "$tool" = ib_read_bw ] && dir="read"
     measure "perftest $tool" "$dir" $((MIB << 20)) "$((size >> 10)) KiB x $n, $depth in flight (polling)" \
         to_log /tmp/cli.log timeout 300 "$tool" -d rxe0 -x 1 -F -s "$size" -n "$n" "${extra[@]}" \
         -p "$port" "$RXE_ADDR"

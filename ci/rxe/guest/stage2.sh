@@ -14,7 +14,7 @@ mount -t tmpfs tmpfs /run
 mount -t configfs none /sys/kernel/config 2>/dev/null
 # the host's /tmp content is visible read-only underneath; the guest gets its own
 mount -t tmpfs -o size=1200m tmpfs /tmp
-out= shell=0
+out='' shell=0
 for a in $(cat /proc/cmdline); do
     case $a in
         rxe.out=*) out=${a#rxe.out=} ;;
