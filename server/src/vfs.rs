@@ -585,6 +585,21 @@ pub fn encode_full_ea_list(eas: &[Ea]) -> Vec<u8> {
     out
 }
 
+/// How many of `eas`, from the first, fit in `limit` bytes encoded as a
+/// FILE_FULL_EA_INFORMATION list (the size [`encode_full_ea_list`] gives
+/// them), counted in one pass.
+pub fn full_ea_list_fit(eas: &[Ea], limit: usize) -> usize {
+    let mut size = 0usize;
+    for (i, ea) in eas.iter().enumerate() {
+        let start = if i == 0 { 0 } else { size.next_multiple_of(4) };
+        size = start + 8 + ea.name.len().min(255) + 1 + ea.value.len().min(65535);
+        if size > limit {
+            return i;
+        }
+    }
+    eas.len()
+}
+
 /// EaSize as FileEaInformation and directory listings report it: the size
 /// of the file's EA list in FILE_FULL_EA_INFORMATION form (0 without EAs).
 pub fn ea_size<Fd: AsFd>(fd: &Fd) -> u32 {
@@ -840,6 +855,19 @@ mod tests {
             assert_eq!(list_eas(&fd), eas[1..]);
         }
         std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn ea_list_fit_is_the_encoded_size() {
+        let eas: Vec<Ea> = (0..40).map(|i| Ea { name: "N".repeat(1 + i % 7), flags: 0, value: vec![0; i * 3 % 11] }).collect();
+        for limit in 0..400 {
+            let fit = full_ea_list_fit(&eas, limit);
+            assert!(encode_full_ea_list(&eas[..fit]).len() <= limit || fit == 0, "{limit}");
+            if fit < eas.len() {
+                assert!(encode_full_ea_list(&eas[..fit + 1]).len() > limit, "{limit}");
+            }
+        }
+        assert_eq!(full_ea_list_fit(&eas, usize::MAX), eas.len());
     }
 
     #[test]
