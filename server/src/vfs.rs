@@ -223,47 +223,65 @@ impl ShareRoot {
     /// the result carries the names as stored. From the first component that
     /// matches nothing on, the rest stays as given (a name about to be created
     /// keeps the client's spelling). An exact hit costs a single open.
+    ///
+    /// On a miss the directory resolved so far is held open and each
+    /// component is looked up relative to it, so a path of n components costs
+    /// n lookups (walking each prefix from the share root again cost n²: a
+    /// second of CPU for one CREATE of a 2,000-level path). Only a symlink is
+    /// resolved from the root again, beneath it, like every other open.
     pub fn resolve_case(&self, rel: &str) -> String {
         if rel.is_empty() || self.exists(rel) {
             return rel.to_string();
         }
         let mut out = String::with_capacity(rel.len());
-        let mut parts = rel.split('/');
-        while let Some(comp) = parts.next() {
-            let dir = out.clone();
+        let comps: Vec<&str> = rel.split('/').collect();
+        let mut dir = self.open_beneath("", OFlags::RDONLY | OFlags::DIRECTORY).ok();
+        for (i, comp) in comps.iter().enumerate() {
+            // "." and ".." never name an entry (validate_name refuses them
+            // anyway); looked up relative to a directory they would lead out.
+            let named = !matches!(*comp, "" | "." | "..");
+            let found = dir.as_ref().filter(|_| named).and_then(|d| {
+                let exact = rustix::fs::statx(d, *comp, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::TYPE).is_ok();
+                if exact {
+                    Some(comp.to_string())
+                } else {
+                    names::find_ignoring_case(d.as_fd(), comp)
+                }
+            });
+            let Some(name) = found else {
+                // Nothing matches: this component and the rest as given.
+                for (j, rest) in comps[i..].iter().enumerate() {
+                    if j > 0 || !out.is_empty() {
+                        out.push('/');
+                    }
+                    out.push_str(rest);
+                }
+                break;
+            };
             if !out.is_empty() {
                 out.push('/');
             }
-            let exact = format!("{out}{comp}");
-            if self.exists(&exact) {
-                out = exact;
-                continue;
-            }
-            match self.find_ignoring_case(&dir, comp) {
-                Some(found) => out.push_str(&found),
-                None => {
-                    out.push_str(comp);
-                    for rest in parts {
-                        out.push('/');
-                        out.push_str(rest);
-                    }
-                    break;
-                }
+            out.push_str(&name);
+            if i + 1 < comps.len() {
+                dir = dir.as_ref().and_then(|d| self.child_dir(d, &out, &name));
             }
         }
         out
     }
 
-    fn exists(&self, rel: &str) -> bool {
-        self.open_beneath(rel, OFlags::PATH | OFlags::NOFOLLOW).is_ok()
+    /// The directory `name` in `parent` (whose share-relative path is
+    /// `rel`), opened for reading; a symlink is followed beneath the root.
+    fn child_dir(&self, parent: &OwnedFd, rel: &str, name: &str) -> Option<OwnedFd> {
+        match rustix::fs::openat(parent, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+            Ok(fd) => Some(fd),
+            // A symlink (ELOOP, or ENOTDIR as O_DIRECTORY sees it first).
+            Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => self.open_beneath(rel, OFlags::RDONLY | OFlags::DIRECTORY).ok(),
+            Err(_) => None,
+        }
     }
 
-    /// The stored name in directory `dir` that equals `name` ignoring case,
-    /// or whose short name is `name`; the first in sorted order when several
-    /// do. Large directories are read once, not for every lookup (see [`names`]).
-    fn find_ignoring_case(&self, dir: &str, name: &str) -> Option<String> {
-        let fd = self.open_beneath(dir, OFlags::RDONLY | OFlags::DIRECTORY).ok()?;
-        names::find_ignoring_case(fd.as_fd(), name)
+    fn exists(&self, rel: &str) -> bool {
+        self.open_beneath(rel, OFlags::PATH | OFlags::NOFOLLOW).is_ok()
     }
 }
 
@@ -590,6 +608,21 @@ pub fn encode_full_ea_list(eas: &[Ea]) -> Vec<u8> {
     out
 }
 
+/// How many of `eas`, from the first, fit in `limit` bytes encoded as a
+/// FILE_FULL_EA_INFORMATION list (the size [`encode_full_ea_list`] gives
+/// them), counted in one pass.
+pub fn full_ea_list_fit(eas: &[Ea], limit: usize) -> usize {
+    let mut size = 0usize;
+    for (i, ea) in eas.iter().enumerate() {
+        let start = if i == 0 { 0 } else { size.next_multiple_of(4) };
+        size = start + 8 + ea.name.len().min(255) + 1 + ea.value.len().min(65535);
+        if size > limit {
+            return i;
+        }
+    }
+    eas.len()
+}
+
 /// EaSize as FileEaInformation and directory listings report it: the size
 /// of the file's EA list in FILE_FULL_EA_INFORMATION form (0 without EAs).
 pub fn ea_size<Fd: AsFd>(fd: &Fd) -> u32 {
@@ -771,6 +804,36 @@ mod tests {
     }
 
     #[test]
+    fn case_resolution_through_symlinks_and_deep_paths() {
+        let tmp = tempfile::tempdir().unwrap();
+        let share = tmp.path().join("share");
+        std::fs::create_dir_all(share.join("Real/Sub")).unwrap();
+        std::fs::write(share.join("Real/Sub/Target.txt"), b"x").unwrap();
+        std::fs::write(tmp.path().join("Secret"), b"x").unwrap();
+        std::os::unix::fs::symlink("Real", share.join("Link")).unwrap();
+        std::os::unix::fs::symlink("..", share.join("Up")).unwrap();
+        std::os::unix::fs::symlink("Real/Sub/Target.txt", share.join("FileLink")).unwrap();
+        let root = ShareRoot::open(&share).unwrap();
+        assert_eq!(root.resolve_case("link/SUB/target.TXT"), "Link/Sub/Target.txt");
+        assert_eq!(root.resolve_case("LINK/sub"), "Link/Sub");
+        assert_eq!(root.resolve_case("filelink"), "FileLink");
+        // A symlink out of the share is named, never looked into.
+        assert_eq!(root.resolve_case("UP/secret"), "Up/secret");
+        // A file in the middle of a path ends the resolution.
+        assert_eq!(root.resolve_case("real/sub/target.txt/MORE"), "Real/Sub/Target.txt/MORE");
+        assert_eq!(root.resolve_case("real/NEW/deeper"), "Real/NEW/deeper");
+        // A 1,500-level path in the wrong case, one lookup per level.
+        let mut fd = rustix::fs::open(&share, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        for _ in 0..1500 {
+            rustix::fs::mkdirat(&fd, "d", Mode::from_raw_mode(0o755)).unwrap();
+            fd = rustix::fs::openat(&fd, "d", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        }
+        let upper = vec!["D"; 1500].join("/");
+        assert_eq!(root.resolve_case(&upper), vec!["d"; 1500].join("/"));
+        assert_eq!(root.resolve_case(&format!("{upper}/new")), format!("{}/new", vec!["d"; 1500].join("/")));
+    }
+
+    #[test]
     fn attributes_through_path_descriptors() {
         let tmp = std::env::temp_dir().join(format!("smbd-vfs-xattr-{}", std::process::id()));
         std::fs::create_dir_all(&tmp).unwrap();
@@ -845,6 +908,19 @@ mod tests {
             assert_eq!(list_eas(&fd), eas[1..]);
         }
         std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn ea_list_fit_is_the_encoded_size() {
+        let eas: Vec<Ea> = (0..40).map(|i| Ea { name: "N".repeat(1 + i % 7), flags: 0, value: vec![0; i * 3 % 11] }).collect();
+        for limit in 0..400 {
+            let fit = full_ea_list_fit(&eas, limit);
+            assert!(encode_full_ea_list(&eas[..fit]).len() <= limit || fit == 0, "{limit}");
+            if fit < eas.len() {
+                assert!(encode_full_ea_list(&eas[..fit + 1]).len() > limit, "{limit}");
+            }
+        }
+        assert_eq!(full_ea_list_fit(&eas, usize::MAX), eas.len());
     }
 
     #[test]

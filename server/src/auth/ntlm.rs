@@ -54,6 +54,8 @@ const MIC_OFFSET: usize = 72;
 const MIC_END: usize = MIC_OFFSET + 16;
 /// Fixed part of AUTHENTICATE up to and including NegotiateFlags.
 const AUTH_HEADER: usize = 64;
+/// Fixed part of NEGOTIATE up to and including the WorkstationFields.
+const NEGOTIATE_HEADER: usize = 32;
 
 /// The Version structure we send: Windows 10.0 build 20348, NTLMSSP_REVISION_W2K3.
 const OUR_VERSION: [u8; 8] = [10, 0, 0x4c, 0x4f, 0, 0, 0, 0x0f];
@@ -127,8 +129,13 @@ pub fn parse_negotiate(msg: &[u8]) -> Result<Negotiate, AuthError> {
     // Domain and workstation fields are optional (older clients send 16 bytes); when present
     // they must still point inside the message.
     if msg.len() >= 32 {
-        field_at(msg, 16)?;
-        field_at(msg, 24)?;
+        for at in [16, 24] {
+            let f = field_at(msg, at)?;
+            // A payload field starts after the fixed part it is named in.
+            if f.len > 0 && f.offset < NEGOTIATE_HEADER {
+                return Err(bad("NTLMSSP: NEGOTIATE field overlaps the header"));
+            }
+        }
     }
     Ok(Negotiate { flags })
 }

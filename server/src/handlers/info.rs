@@ -353,13 +353,10 @@ fn query_eas(ctx: &mut Ctx<'_>, open: &Open, req: &QueryInfoReq<'_>, out: &mut V
         }
         wanted
     };
-    let limit = req.output_len as usize;
-    let mut fit = eas.len();
-    let mut data = vfs::encode_full_ea_list(&eas);
-    while data.len() > limit && fit > 0 {
-        fit -= 1;
-        data = vfs::encode_full_ea_list(&eas[..fit]);
-    }
+    // As many as fit, counted once: re-encoding shorter and shorter lists
+    // would cost the square of the number asked for.
+    let fit = vfs::full_ea_list_fit(&eas, req.output_len as usize);
+    let data = vfs::encode_full_ea_list(&eas[..fit]);
     if fit == 0 {
         return Err(NtStatus::BUFFER_TOO_SMALL);
     }

@@ -833,6 +833,24 @@ mod tests {
         }
     }
 
+    /// LockCount elements must all be in the message (the StructureSize of 48
+    /// counts one), and there are 1 to 64 of them.
+    #[test]
+    fn lock_count_is_bounded_by_the_message() {
+        let mut b = Vec::new();
+        b.u16(48).u16(2).u32(0).zeros(16);
+        for i in 0..2u64 {
+            b.u64(i * 10).u64(5).u32(LOCKFLAG_EXCLUSIVE).u32(0);
+        }
+        assert_eq!(LockReq::parse(&msg_with(&b)).unwrap().locks.len(), 2);
+        b[2] = 3;
+        assert!(LockReq::parse(&msg_with(&b)).is_err());
+        b[2] = 0;
+        assert!(LockReq::parse(&msg_with(&b)).is_err());
+        b[2] = 65;
+        assert!(LockReq::parse(&msg_with(&b)).is_err());
+    }
+
     #[test]
     fn fixed_ends() {
         assert_eq!(fixed_end(49), 0x70);

@@ -297,3 +297,26 @@ proptest! {
         }
     }
 }
+
+/// NEGOTIATE_MESSAGE domain/workstation fields: one that points back into
+/// the 32-byte fixed part is refused like one that runs past the end; an
+/// empty one may carry any offset.
+#[test]
+fn negotiate_fields_must_follow_the_fixed_part() {
+    let mut m = b"NTLMSSP\0".to_vec();
+    m.extend_from_slice(&1u32.to_le_bytes());
+    m.extend_from_slice(&0xE208_8297u32.to_le_bytes());
+    // DomainNameFields: 4 bytes at 32; WorkstationFields: empty.
+    m.extend_from_slice(&[4, 0, 4, 0, 32, 0, 0, 0]);
+    m.extend_from_slice(&[0, 0, 0, 0, 0xFF, 0xFF, 0, 0]);
+    m.extend_from_slice(b"WORK");
+    assert!(matches!(acceptor().step(&m), Ok(Step::Continue(_))));
+    for (at, off) in [(20, 0u32), (20, 8), (20, 31), (20, 33), (28, 16)] {
+        let mut bad = m.clone();
+        bad[at..at + 4].copy_from_slice(&off.to_le_bytes());
+        if at == 28 {
+            bad[24..26].copy_from_slice(&2u16.to_le_bytes());
+        }
+        assert!(acceptor().step(&bad).is_err(), "field at {at} with offset {off}");
+    }
+}
