@@ -597,7 +597,7 @@ fn share_dir() -> PathBuf {
 /// disconnects), every session, open, file entry, byte-range lock and file descriptor
 /// the connection held must be gone.
 pub fn pipeline(data: &[u8]) {
-    let Some((&opts, mut rest)) = data.split_first() else { return };
+    let Some((&opts, rest)) = data.split_first() else { return };
     // One run at a time: each checks the shared server's tables are empty at its end.
     static RUN: Mutex<()> = Mutex::new(());
     let _one = lock(&RUN);
@@ -610,6 +610,37 @@ pub fn pipeline(data: &[u8]) {
         }
     }
     let fds = open_fds();
+    // On a thread with the stack of the server's connection threads (listener.rs), so
+    // input that recurses deep enough to overflow it in the server crashes here too.
+    std::thread::scope(|scope| {
+        let t = std::thread::Builder::new().name("smb-conn".into()).stack_size(CONN_STACK).spawn_scoped(scope, || drive(opts, rest));
+        match t.map(|t| t.join()) {
+            Ok(Ok(())) => {}
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("cannot spawn the connection thread: {e}"),
+        }
+    });
+    // Async operations end on their own threads after the connection is gone; give them
+    // a moment, then everything must have been released.
+    let released = || {
+        lock(&server.sessions).is_empty() && lock(&server.files).is_empty() && lock(&server.locks).values().all(|v| v.is_empty()) && open_fds() <= fds
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !released() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(lock(&server.sessions).is_empty(), "sessions left after the connection ended");
+    assert!(lock(&server.files).is_empty(), "open files left after the connection ended");
+    assert!(lock(&server.locks).values().all(|v| v.is_empty()), "byte-range locks left after the connection ended");
+    let now = open_fds();
+    assert!(now <= fds, "{} file descriptors leaked ({fds} before, {now} after)", now - fds);
+}
+
+/// Stack size of the server's connection threads (`smb-conn` in listener.rs).
+const CONN_STACK: usize = 512 * 1024;
+
+/// Logs on and sends the records of `rest` (see [`pipeline`]).
+fn drive(opts: u8, mut rest: &[u8]) {
     if let Some(mut c) = log_on(opts) {
         let sign = opts & 4 != 0;
         let seal = opts & 8 != 0 && c.sealer.is_some();
@@ -642,18 +673,4 @@ pub fn pipeline(data: &[u8]) {
         }
         drop(c);
     }
-    // Async operations end on their own threads after the connection is gone; give them
-    // a moment, then everything must have been released.
-    let released = || {
-        lock(&server.sessions).is_empty() && lock(&server.files).is_empty() && lock(&server.locks).values().all(|v| v.is_empty()) && open_fds() <= fds
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !released() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    assert!(lock(&server.sessions).is_empty(), "sessions left after the connection ended");
-    assert!(lock(&server.files).is_empty(), "open files left after the connection ended");
-    assert!(lock(&server.locks).values().all(|v| v.is_empty()), "byte-range locks left after the connection ended");
-    let now = open_fds();
-    assert!(now <= fds, "{} file descriptors leaked ({fds} before, {now} after)", now - fds);
 }

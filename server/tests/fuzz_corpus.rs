@@ -5,6 +5,7 @@
 //! the same allocation cap as the fuzz target.
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use smbdirect_server::fuzz;
 
@@ -22,10 +23,13 @@ fn corpus(t: &str) -> Vec<Vec<u8>> {
     v.iter().map(|p| std::fs::read(p).unwrap()).collect()
 }
 
+/// Held while the allocation cap is armed: one armed section at a time (other tests'
+/// allocations meanwhile are small).
+static CAP: Mutex<()> = Mutex::new(());
+
 fn run(t: &str, data: &[u8]) {
     if t == "pipeline" {
-        // Only one pipeline runs at a time (fuzz::pipeline serializes them), so the cap
-        // is armed around this run alone; other tests' allocations are small.
+        let _cap = CAP.lock().unwrap_or_else(|e| e.into_inner());
         capped_alloc::arm(fuzz::ALLOC_LIMIT);
         fuzz::pipeline(data);
         if let Some(size) = capped_alloc::disarm() {
@@ -79,4 +83,17 @@ fn mutated_seeds_through_every_target() {
             run(t, &d);
         }
     }
+}
+
+/// The cap itself: an allocation over the limit is reported, one under it is not.
+#[test]
+fn allocation_cap_reports_oversized_allocations() {
+    let _cap = CAP.lock().unwrap_or_else(|e| e.into_inner());
+    capped_alloc::arm(1 << 20);
+    let small: Vec<u8> = std::hint::black_box(Vec::with_capacity(1000));
+    assert_eq!(capped_alloc::disarm(), None);
+    capped_alloc::arm(1 << 20);
+    let big: Vec<u8> = std::hint::black_box(Vec::with_capacity((1 << 20) + 1));
+    assert_eq!(capped_alloc::disarm(), Some((1 << 20) + 1));
+    drop((small, big));
 }
