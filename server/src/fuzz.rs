@@ -114,6 +114,15 @@ pub fn requests(data: &[u8]) {
 fn test_server() -> &'static Arc<Server> {
     static S: OnceLock<Arc<Server>> = OnceLock::new();
     S.get_or_init(|| {
+        if let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) {
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let pid = name.to_str().and_then(|n| n.strip_prefix("smbdirect-fuzz-")).and_then(|p| p.parse::<u32>().ok());
+                if pid.is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
         let base = scratch();
         let cfg = ServerConfig {
             netbios_name: "FUZZSRV".into(),
@@ -574,11 +583,8 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
 }
 
-/// Removes the scratch directory holding the pipeline's share (call once, at the end).
-pub fn remove_scratch() {
-    let _ = std::fs::remove_dir_all(scratch());
-}
-
+/// The scratch directory holding the pipeline's share: one per process, under the temp
+/// directory. Those of processes that have ended are removed when the next one starts.
 fn scratch() -> PathBuf {
     std::env::temp_dir().join(format!("smbdirect-fuzz-{}", std::process::id()))
 }
