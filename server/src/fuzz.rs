@@ -326,7 +326,7 @@ fn check_response(msg: &[u8], opener: Option<&Opener>) -> Vec<Vec<u8>> {
             out.push(rest.to_vec());
             return out;
         }
-        assert!(n % 8 == 0 && n >= HEADER_LEN + 2 && n <= rest.len(), "bad NextCommand {n} in a response");
+        assert!(n.is_multiple_of(8) && n >= HEADER_LEN + 2 && n <= rest.len(), "bad NextCommand {n} in a response");
         out.push(rest[..n].to_vec());
         off += n;
     }
@@ -451,7 +451,7 @@ fn log_on(opts: u8) -> Option<Client> {
     body.extend_from_slice(&[0; 8]);
     body.extend_from_slice(&dialect.to_le_bytes());
     if dialect == 0x0311 {
-        while body.len() % 8 != 0 {
+        while !body.len().is_multiple_of(8) {
             body.push(0);
         }
         let off = (HEADER_LEN + body.len()) as u32;
@@ -459,7 +459,7 @@ fn log_on(opts: u8) -> Option<Client> {
         body[ctx_at + 4..ctx_at + 6].copy_from_slice(&2u16.to_le_bytes());
         body.extend_from_slice(&[1, 0, 38, 0, 0, 0, 0, 0, 1, 0, 32, 0, 1, 0]);
         body.extend_from_slice(&[0x11; 32]);
-        while body.len() % 8 != 0 {
+        while !body.len().is_multiple_of(8) {
             body.push(0);
         }
         body.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 1, 0, 2, 0]);
