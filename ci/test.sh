@@ -23,7 +23,7 @@ if [ "${SKIP_CARGO_TEST:-0}" != 1 ]; then
 fi
 
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
-    # Fuzz smoke run of the SMB Direct decoders (corpus replay without cargo-fuzz).
+    # Fuzz smoke run of the SMB Direct and SMB2 server targets (corpus replay without cargo-fuzz).
     echo "== ci/fuzz.sh (FUZZ_SECONDS=${FUZZ_SECONDS:=10})"
     FUZZ_SECONDS=$FUZZ_SECONDS "$root/ci/fuzz.sh"
 fi

@@ -114,6 +114,15 @@ pub fn requests(data: &[u8]) {
 fn test_server() -> &'static Arc<Server> {
     static S: OnceLock<Arc<Server>> = OnceLock::new();
     S.get_or_init(|| {
+        if let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) {
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let pid = name.to_str().and_then(|n| n.strip_prefix("smbdirect-fuzz-")).and_then(|p| p.parse::<u32>().ok());
+                if pid.is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
         let base = scratch();
         let cfg = ServerConfig {
             netbios_name: "FUZZSRV".into(),
@@ -317,7 +326,7 @@ fn check_response(msg: &[u8], opener: Option<&Opener>) -> Vec<Vec<u8>> {
             out.push(rest.to_vec());
             return out;
         }
-        assert!(n % 8 == 0 && n >= HEADER_LEN + 2 && n <= rest.len(), "bad NextCommand {n} in a response");
+        assert!(n.is_multiple_of(8) && n >= HEADER_LEN + 2 && n <= rest.len(), "bad NextCommand {n} in a response");
         out.push(rest[..n].to_vec());
         off += n;
     }
@@ -442,7 +451,7 @@ fn log_on(opts: u8) -> Option<Client> {
     body.extend_from_slice(&[0; 8]);
     body.extend_from_slice(&dialect.to_le_bytes());
     if dialect == 0x0311 {
-        while body.len() % 8 != 0 {
+        while !body.len().is_multiple_of(8) {
             body.push(0);
         }
         let off = (HEADER_LEN + body.len()) as u32;
@@ -450,7 +459,7 @@ fn log_on(opts: u8) -> Option<Client> {
         body[ctx_at + 4..ctx_at + 6].copy_from_slice(&2u16.to_le_bytes());
         body.extend_from_slice(&[1, 0, 38, 0, 0, 0, 0, 0, 1, 0, 32, 0, 1, 0]);
         body.extend_from_slice(&[0x11; 32]);
-        while body.len() % 8 != 0 {
+        while !body.len().is_multiple_of(8) {
             body.push(0);
         }
         body.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 1, 0, 2, 0]);
@@ -574,11 +583,8 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
 }
 
-/// Removes the scratch directory holding the pipeline's share (call once, at the end).
-pub fn remove_scratch() {
-    let _ = std::fs::remove_dir_all(scratch());
-}
-
+/// The scratch directory holding the pipeline's share: one per process, under the temp
+/// directory. Those of processes that have ended are removed when the next one starts.
 fn scratch() -> PathBuf {
     std::env::temp_dir().join(format!("smbdirect-fuzz-{}", std::process::id()))
 }
@@ -597,7 +603,7 @@ fn share_dir() -> PathBuf {
 /// disconnects), every session, open, file entry, byte-range lock and file descriptor
 /// the connection held must be gone.
 pub fn pipeline(data: &[u8]) {
-    let Some((&opts, mut rest)) = data.split_first() else { return };
+    let Some((&opts, rest)) = data.split_first() else { return };
     // One run at a time: each checks the shared server's tables are empty at its end.
     static RUN: Mutex<()> = Mutex::new(());
     let _one = lock(&RUN);
@@ -610,6 +616,37 @@ pub fn pipeline(data: &[u8]) {
         }
     }
     let fds = open_fds();
+    // On a thread with the stack of the server's connection threads (listener.rs), so
+    // input that recurses deep enough to overflow it in the server crashes here too.
+    std::thread::scope(|scope| {
+        let t = std::thread::Builder::new().name("smb-conn".into()).stack_size(CONN_STACK).spawn_scoped(scope, || drive(opts, rest));
+        match t.map(|t| t.join()) {
+            Ok(Ok(())) => {}
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("cannot spawn the connection thread: {e}"),
+        }
+    });
+    // Async operations end on their own threads after the connection is gone; give them
+    // a moment, then everything must have been released.
+    let released = || {
+        lock(&server.sessions).is_empty() && lock(&server.files).is_empty() && lock(&server.locks).values().all(|v| v.is_empty()) && open_fds() <= fds
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !released() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(lock(&server.sessions).is_empty(), "sessions left after the connection ended");
+    assert!(lock(&server.files).is_empty(), "open files left after the connection ended");
+    assert!(lock(&server.locks).values().all(|v| v.is_empty()), "byte-range locks left after the connection ended");
+    let now = open_fds();
+    assert!(now <= fds, "{} file descriptors leaked ({fds} before, {now} after)", now - fds);
+}
+
+/// Stack size of the server's connection threads (`smb-conn` in listener.rs).
+const CONN_STACK: usize = 512 * 1024;
+
+/// Logs on and sends the records of `rest` (see [`pipeline`]).
+fn drive(opts: u8, mut rest: &[u8]) {
     if let Some(mut c) = log_on(opts) {
         let sign = opts & 4 != 0;
         let seal = opts & 8 != 0 && c.sealer.is_some();
@@ -642,18 +679,4 @@ pub fn pipeline(data: &[u8]) {
         }
         drop(c);
     }
-    // Async operations end on their own threads after the connection is gone; give them
-    // a moment, then everything must have been released.
-    let released = || {
-        lock(&server.sessions).is_empty() && lock(&server.files).is_empty() && lock(&server.locks).values().all(|v| v.is_empty()) && open_fds() <= fds
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !released() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    assert!(lock(&server.sessions).is_empty(), "sessions left after the connection ended");
-    assert!(lock(&server.files).is_empty(), "open files left after the connection ended");
-    assert!(lock(&server.locks).values().all(|v| v.is_empty()), "byte-range locks left after the connection ended");
-    let now = open_fds();
-    assert!(now <= fds, "{} file descriptors leaked ({fds} before, {now} after)", now - fds);
 }

@@ -5,6 +5,7 @@
 //! the same allocation cap as the fuzz target.
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use smbdirect_server::fuzz;
 
@@ -22,10 +23,17 @@ fn corpus(t: &str) -> Vec<Vec<u8>> {
     v.iter().map(|p| std::fs::read(p).unwrap()).collect()
 }
 
+/// Held by each test for its whole run: the pipeline's checks count the process's open
+/// file descriptors and its allocations, which another test running meanwhile (reading
+/// the corpus, say) would disturb.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn run(t: &str, data: &[u8]) {
     if t == "pipeline" {
-        // Only one pipeline runs at a time (fuzz::pipeline serializes them), so the cap
-        // is armed around this run alone; other tests' allocations are small.
         capped_alloc::arm(fuzz::ALLOC_LIMIT);
         fuzz::pipeline(data);
         if let Some(size) = capped_alloc::disarm() {
@@ -38,6 +46,7 @@ fn run(t: &str, data: &[u8]) {
 
 #[test]
 fn replay_corpus() {
+    let _serial = serial();
     let mut n = 0;
     for t in fuzz::TARGETS {
         let seeds = corpus(t);
@@ -53,6 +62,7 @@ fn replay_corpus() {
 /// Mutated seeds through every target (the pipeline gets fewer: each input logs on).
 #[test]
 fn mutated_seeds_through_every_target() {
+    let _serial = serial();
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {
         x ^= x << 13;
@@ -79,4 +89,17 @@ fn mutated_seeds_through_every_target() {
             run(t, &d);
         }
     }
+}
+
+/// The cap itself: an allocation over the limit is reported, one under it is not.
+#[test]
+fn allocation_cap_reports_oversized_allocations() {
+    let _serial = serial();
+    capped_alloc::arm(1 << 20);
+    let small: Vec<u8> = std::hint::black_box(Vec::with_capacity(1000));
+    assert_eq!(capped_alloc::disarm(), None);
+    capped_alloc::arm(1 << 20);
+    let big: Vec<u8> = std::hint::black_box(Vec::with_capacity((1 << 20) + 1));
+    assert_eq!(capped_alloc::disarm(), Some((1 << 20) + 1));
+    drop((small, big));
 }
