@@ -9,6 +9,9 @@
 //!   server's slot allocator.
 //! - [`launch`]: the proxy's command line and exit statuses, shared by the
 //!   server that execs it and the proxy binary.
+//! - `driver` (feature `verbs`): the proxy's event loop (rdma_cm, one SMB Direct
+//!   core per queue pair, the channel sockets); the `rdma-proxy` binary runs it.
+//! - [`smb2peek`]: the ClientGUID of a channel's first NEGOTIATE.
 //!
 //! # Unsafe code
 //! `unsafe` is denied in this crate except in [`pool`] (mmap/munmap and the
@@ -19,8 +22,11 @@
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+#[cfg(feature = "verbs")]
+pub mod driver;
 pub mod fdpass;
 pub mod launch;
 #[allow(unsafe_code)]
 pub mod pool;
 pub mod proto;
+pub mod smb2peek;

@@ -159,6 +159,15 @@ impl Pending {
     }
 }
 
+/// An operation that ends without `finish` (its thread could not be started)
+/// still gives its place in the table back: the table's size is what
+/// `max async requests per connection` counts.
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.table.remove(self.async_id);
+    }
+}
+
 /// Runs `wait` on a thread of its own; it returns the final status and body.
 pub fn spawn<F>(p: Pending, open: Arc<Open>, wait: F)
 where

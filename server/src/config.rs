@@ -42,6 +42,9 @@ pub struct ShareConfig {
     pub valid_users: Vec<String>,
     pub encrypt: Setting,
     pub comment: String,
+    /// Samba's per-share `max connections`: tree connects to this share
+    /// across the server; 0 = no limit.
+    pub max_connections: usize,
 }
 
 impl ShareConfig {
@@ -54,6 +57,7 @@ impl ShareConfig {
             valid_users: Vec::new(),
             encrypt: Setting::Enabled,
             comment: String::new(),
+            max_connections: 0,
         }
     }
 
@@ -80,9 +84,7 @@ pub struct ServerConfig {
     pub max_read_size: u32,
     pub max_write_size: u32,
     pub max_transact_size: u32,
-    pub max_sessions_per_connection: usize,
-    pub max_opens_per_session: usize,
-    pub max_outstanding_requests: usize,
+    pub limits: Limits,
     /// Samba's `smbd:FSCTL_SMBTORTURE`: answer the test-only FSCTLs smbtorture
     /// uses to change server behaviour (off by default).
     pub smbtorture_fsctls: bool,
@@ -108,12 +110,88 @@ impl Default for ServerConfig {
             max_read_size: 8 * 1024 * 1024,
             max_write_size: 8 * 1024 * 1024,
             max_transact_size: 8 * 1024 * 1024,
-            max_sessions_per_connection: 64,
-            max_opens_per_session: 16384,
-            max_outstanding_requests: 8192,
+            limits: Limits::default(),
             smbtorture_fsctls: false,
             rdma: crate::rdma::RdmaConfig::default(),
         }
+    }
+}
+
+/// Resource caps and timeouts: what one client (or a flood of them) may hold.
+/// A count of 0 means no limit, a timeout of 0 means none (as in Samba).
+/// The README's options section lists each with its smb.conf name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// `max smbd processes`: TCP connections in all (Samba forks one smbd per
+    /// connection, so its process cap is our connection cap).
+    pub max_connections: usize,
+    /// `max connections per client address`: TCP connections from one IP address.
+    pub max_connections_per_address: usize,
+    /// `negotiate timeout` (seconds): a connection must have its NEGOTIATE
+    /// answered this long after it was accepted.
+    pub negotiate_timeout: std::time::Duration,
+    /// `session setup timeout` (seconds): a connection without an
+    /// authenticated session (from its start, or since its last session
+    /// ended) is closed after this long, and an unfinished SESSION_SETUP
+    /// exchange is dropped this long after it began.
+    pub session_setup_timeout: std::time::Duration,
+    /// `deadtime` (minutes in smb.conf): an authenticated connection with no
+    /// open files and no pending request that sends nothing for this long is closed.
+    pub deadtime: std::time::Duration,
+    /// `io timeout` (seconds): once the first byte of a message has arrived
+    /// the whole message must arrive within this, and one response must be
+    /// taken by the client within this (a slow reader or writer is closed).
+    pub io_timeout: std::time::Duration,
+    /// `max sessions per connection`, authenticated and in progress.
+    pub max_sessions_per_connection: usize,
+    /// `max session setups in progress per connection`.
+    pub max_pending_setups_per_connection: usize,
+    /// `max session setups in progress`: unfinished exchanges in all.
+    pub max_pending_setups: usize,
+    /// `max tree connects per session`.
+    pub max_trees_per_session: usize,
+    /// `max open files`: opens per session (Windows counts per session too,
+    /// SERVER_INFO_1501 sv1501_sessopens; Samba per smbd process).
+    pub max_open_files: usize,
+    /// `max locks per open`: byte-range locks one open holds.
+    pub max_locks_per_open: usize,
+    /// `max async requests per connection`: blocking locks and change
+    /// notifications waiting at once.
+    pub max_async_per_connection: usize,
+    /// `max send queue` (bytes): responses of one connection waiting to be sent.
+    pub max_send_queue: usize,
+    /// Largest message accepted before the connection has an authenticated
+    /// session (NEGOTIATE and SESSION_SETUP only: a security blob is at most 64 KiB).
+    pub max_unauthenticated_message: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        use std::time::Duration;
+        Limits {
+            max_connections: 1024,
+            max_connections_per_address: 64,
+            negotiate_timeout: Duration::from_secs(30),
+            session_setup_timeout: Duration::from_secs(60),
+            deadtime: Duration::ZERO,
+            io_timeout: Duration::from_secs(120),
+            max_sessions_per_connection: 64,
+            max_pending_setups_per_connection: 16,
+            max_pending_setups: 4096,
+            max_trees_per_session: 1024,
+            max_open_files: 16384,
+            max_locks_per_open: 1024,
+            max_async_per_connection: 256,
+            max_send_queue: 64 << 20,
+            max_unauthenticated_message: 128 << 10,
+        }
+    }
+}
+
+impl Limits {
+    /// `n` is within the cap `max` (0 = no cap)?
+    pub fn under(n: usize, max: usize) -> bool {
+        max == 0 || n < max
     }
 }
 
@@ -230,6 +308,7 @@ impl ServerConfig {
                         "smb2maxread" => self.max_read_size = v.parse().map_err(|_| bad(line, format!("bad number {v:?}")))?,
                         "smb2maxwrite" => self.max_write_size = v.parse().map_err(|_| bad(line, format!("bad number {v:?}")))?,
                         "smb2maxtrans" => self.max_transact_size = v.parse().map_err(|_| bad(line, format!("bad number {v:?}")))?,
+                        k if self.limits.set(k, &v).map_err(|m| bad(line, m))? => {}
                         "smbports" | "listen" => {
                             let mut l = Vec::new();
                             for part in v.split([' ', ',']).filter(|s| !s.is_empty()) {
@@ -263,6 +342,7 @@ impl ServerConfig {
                             share.encrypt = parse_setting(&v).ok_or_else(|| bad(line, format!("bad value {v:?}")))?
                         }
                         "comment" => share.comment = v,
+                        "maxconnections" => share.max_connections = parse_count(&v).map_err(|m| bad(line, m))?,
                         other => tracing::warn!("{file}:{line}: unknown share parameter {other:?} ignored"),
                     }
                 }
@@ -285,6 +365,40 @@ impl ServerConfig {
 
     pub fn dialect_allowed(&self, d: u16) -> bool {
         d >= self.min_protocol && d <= self.max_protocol
+    }
+}
+
+fn parse_count(v: &str) -> Result<usize, String> {
+    v.trim().parse().map_err(|_| format!("bad number {v:?}"))
+}
+
+fn parse_secs(v: &str, unit: u64) -> Result<std::time::Duration, String> {
+    let n: u64 = v.trim().parse().map_err(|_| format!("bad number {v:?}"))?;
+    Ok(std::time::Duration::from_secs(n.saturating_mul(unit)))
+}
+
+impl Limits {
+    /// Sets the `[global]` parameter `key` (normalised) if it is one of the
+    /// limits; `Ok(false)` when it is not.
+    fn set(&mut self, key: &str, v: &str) -> Result<bool, String> {
+        match key {
+            "maxsmbdprocesses" => self.max_connections = parse_count(v)?,
+            "maxconnectionsperclientaddress" => self.max_connections_per_address = parse_count(v)?,
+            "negotiatetimeout" => self.negotiate_timeout = parse_secs(v, 1)?,
+            "sessionsetuptimeout" => self.session_setup_timeout = parse_secs(v, 1)?,
+            "deadtime" => self.deadtime = parse_secs(v, 60)?,
+            "iotimeout" => self.io_timeout = parse_secs(v, 1)?,
+            "maxsessionsperconnection" => self.max_sessions_per_connection = parse_count(v)?,
+            "maxsessionsetupsinprogressperconnection" => self.max_pending_setups_per_connection = parse_count(v)?,
+            "maxsessionsetupsinprogress" => self.max_pending_setups = parse_count(v)?,
+            "maxtreeconnectspersession" => self.max_trees_per_session = parse_count(v)?,
+            "maxopenfiles" => self.max_open_files = parse_count(v)?,
+            "maxlocksperopen" => self.max_locks_per_open = parse_count(v)?,
+            "maxasyncrequestsperconnection" => self.max_async_per_connection = parse_count(v)?,
+            "maxsendqueue" => self.max_send_queue = parse_count(v)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 }
 
@@ -327,6 +441,27 @@ mod tests {
         assert!(d.read_only);
         assert!(d.user_allowed("A") && !d.user_allowed("c"));
         assert_eq!(c.share("pub").unwrap().path, PathBuf::from("/tmp /x"));
+    }
+
+    #[test]
+    fn parses_limits() {
+        let mut c = ServerConfig::default();
+        c.apply_conf(
+            "[global]\n max smbd processes = 10\n max connections per client address = 2\n negotiate timeout = 3\n session setup timeout = 4\n deadtime = 15\n io timeout = 5\n max sessions per connection = 6\n max session setups in progress per connection = 7\n max session setups in progress = 8\n max tree connects per session = 9\n max open files = 11\n max locks per open = 12\n max async requests per connection = 13\n max send queue = 14\n[s]\n path = /x\n max connections = 3\n",
+            "t",
+        )
+        .unwrap();
+        let l = &c.limits;
+        let s = std::time::Duration::from_secs;
+        assert_eq!((l.max_connections, l.max_connections_per_address), (10, 2));
+        assert_eq!((l.negotiate_timeout, l.session_setup_timeout, l.deadtime, l.io_timeout), (s(3), s(4), s(15 * 60), s(5)));
+        assert_eq!((l.max_sessions_per_connection, l.max_pending_setups_per_connection, l.max_pending_setups), (6, 7, 8));
+        assert_eq!((l.max_trees_per_session, l.max_open_files, l.max_locks_per_open), (9, 11, 12));
+        assert_eq!((l.max_async_per_connection, l.max_send_queue), (13, 14));
+        assert_eq!(c.share("s").unwrap().max_connections, 3);
+        let e = c.apply_conf("[global]\nmax open files = many\n", "f").unwrap_err();
+        assert!(e.to_string().contains("f:2"), "{e}");
+        assert!(Limits::under(5, 0) && Limits::under(1, 2) && !Limits::under(2, 2));
     }
 
     #[test]

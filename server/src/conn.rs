@@ -15,7 +15,9 @@ use crate::wire::messages::{error_body, FileId};
 use crate::wire::status::NtStatus;
 use crate::wire::Put;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 /// Why a connection ends.
@@ -24,12 +26,34 @@ pub enum Disconnect {
     Closed,
     Protocol(String),
     Io(std::io::Error),
+    /// A timer ran out (negotiate, session setup, deadtime, io timeout).
+    Timeout(String),
 }
 
 pub(crate) struct PendingAuth {
     pub acceptor: crate::auth::Acceptor,
     pub preauth: Option<crypto::PreauthHash>,
     pub session: Arc<Session>,
+    /// When the exchange began: it is dropped `session setup timeout` later.
+    pub started: Instant,
+    pub _slot: SetupSlot,
+}
+
+/// One unfinished SESSION_SETUP exchange in the server-wide count (`max
+/// session setups in progress`); given back when dropped.
+pub(crate) struct SetupSlot(Arc<AtomicUsize>);
+
+impl SetupSlot {
+    pub fn acquire(count: &Arc<AtomicUsize>, max: usize) -> Option<SetupSlot> {
+        count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (max == 0 || n < max).then_some(n + 1)).ok()?;
+        Some(SetupSlot(count.clone()))
+    }
+}
+
+impl Drop for SetupSlot {
+    fn drop(&mut self) {
+        let _ = self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
 }
 
 pub struct Connection {
@@ -57,6 +81,13 @@ pub struct Connection {
     pub invalidate_token: Option<u32>,
     /// The SessionId of the TRANSFORM header of the chain being handled.
     transform_session: Option<u64>,
+    /// The reader's clock and size limit (raised once a session is authenticated).
+    pub recv: Arc<crate::transport::RecvControl>,
+    /// Timers (as data, driven by [`Connection::on_timer`]).
+    created: Instant,
+    last_request: Instant,
+    /// Since when the connection has had no authenticated session.
+    unauthenticated_since: Option<Instant>,
 }
 
 /// What one request in a compound sees.
@@ -118,6 +149,7 @@ pub fn serve(server: Arc<Server>, mut source: impl MessageSource + 'static, sink
     let peer = sink.peer();
     let mut conn = Connection::new(server, sink.clone(), peer.clone());
     let limit = conn.max_message_size();
+    source.set_control(conn.recv.clone());
     // Two messages in flight at most: bounded memory per connection. Spent
     // buffers go back to the reader, so a stream of 8 MiB WRITEs reuses the
     // same memory instead of faulting in fresh pages for every message.
@@ -134,17 +166,28 @@ pub fn serve(server: Arc<Server>, mut source: impl MessageSource + 'static, sink
     let end = match reader {
         Err(e) => Disconnect::Io(e),
         Ok(_) => loop {
-            let mut msg = match rx.recv() {
+            // Wait for the next message or the next timer, whichever is first
+            // (at least once a second: a message that began is watched).
+            let now = Instant::now();
+            let next = match conn.on_timer(now) {
+                Ok(n) => n,
+                Err(d) => break d,
+            };
+            let wait = next.map_or(TIMER_TICK, |t| t.saturating_duration_since(now).min(TIMER_TICK));
+            let mut msg = match rx.recv_timeout(wait) {
                 Ok(Ok(Some(m))) => m,
-                Ok(Ok(None)) | Err(_) => break Disconnect::Closed,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                Ok(Ok(None)) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break Disconnect::Closed,
                 Ok(Err(e)) => break Disconnect::Io(e),
             };
+            conn.on_request(Instant::now());
             // A bug that panics ends this connection only, with a log line.
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conn.handle_buffer(&mut msg))) {
                 Ok(Ok(())) => {}
                 Ok(Err(d)) => break d,
                 Err(_) => break Disconnect::Protocol("internal error (panic) while handling a request".into()),
             }
+            conn.on_request(Instant::now());
             // Keep only buffers worth keeping (large ones), at most two.
             if msg.capacity() >= 1 << 20 {
                 let _ = back_tx.try_send(msg);
@@ -154,6 +197,7 @@ pub fn serve(server: Arc<Server>, mut source: impl MessageSource + 'static, sink
     match &end {
         Disconnect::Closed => debug!(%peer, "connection closed"),
         Disconnect::Protocol(why) => warn!(%peer, "disconnecting: {why}"),
+        Disconnect::Timeout(why) => warn!(%peer, "disconnecting: {why}"),
         Disconnect::Io(e) => info!(%peer, "connection ended: {e}"),
     }
     // Shutting the socket down also ends the reader thread.
@@ -161,6 +205,17 @@ pub fn serve(server: Arc<Server>, mut source: impl MessageSource + 'static, sink
     drop(rx);
     drop(conn);
 }
+
+/// `from + t`, or `None` when the timer is off (0) or too far to matter.
+fn after(from: Instant, t: Duration) -> Option<Instant> {
+    if t.is_zero() {
+        return None;
+    }
+    from.checked_add(t)
+}
+
+/// The longest the connection's thread waits before looking at its timers.
+const TIMER_TICK: Duration = Duration::from_secs(1);
 
 /// The largest message a connection accepts: the largest WRITE plus headers,
 /// a TRANSFORM header and compound slack.
@@ -187,7 +242,8 @@ impl Drop for Connection {
 impl Connection {
     pub fn new(server: Arc<Server>, sink: Arc<dyn MessageSink>, peer: String) -> Connection {
         let max = server.cfg.max_credits;
-        Connection {
+        let now = Instant::now();
+        let c = Connection {
             server,
             sink,
             peer,
@@ -207,7 +263,93 @@ impl Connection {
             transform_session: None,
             read_body_padding: 0,
             invalidate_token: None,
+            recv: Arc::new(crate::transport::RecvControl::new(0)),
+            created: now,
+            last_request: now,
+            unauthenticated_since: Some(now),
+        };
+        c.recv.set_limit(c.server.cfg.limits.max_unauthenticated_message.min(c.max_message_size()));
+        c
+    }
+
+    /// A session was authenticated: messages up to the negotiated sizes are
+    /// accepted from now on (set before the response goes out, so a client
+    /// that writes right after it is not refused).
+    pub(crate) fn on_authenticated(&mut self) {
+        self.recv.set_limit(self.max_message_size());
+        self.unauthenticated_since = None;
+    }
+
+    /// Notes a request (for `deadtime`) and whether the connection still has
+    /// an authenticated session (for `session setup timeout`).
+    pub fn on_request(&mut self, now: Instant) {
+        self.last_request = now;
+        if self.sessions.is_empty() {
+            self.unauthenticated_since.get_or_insert(now);
+        } else {
+            self.unauthenticated_since = None;
         }
+    }
+
+    /// Runs the connection's timers at `now`: drops unfinished SESSION_SETUP
+    /// exchanges older than `session setup timeout` and ends the connection
+    /// (an error to log) when it has gone `negotiate timeout` without a
+    /// NEGOTIATE, `session setup timeout` without an authenticated session,
+    /// or `deadtime` idle with nothing open. Returns when to run it next.
+    pub fn on_timer(&mut self, now: Instant) -> Result<Option<Instant>, Disconnect> {
+        let l = self.server.cfg.limits.clone();
+        let mut next: Option<Instant> = None;
+        let mut at = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        let expired: Vec<u64> = self.pending.iter().filter(|(_, p)| after(p.started, l.session_setup_timeout).is_some_and(|e| now >= e)).map(|(id, _)| *id).collect();
+        for id in expired {
+            if let Some(p) = self.pending.remove(&id) {
+                if !p.session.is_valid() {
+                    lock(&self.server.sessions).remove(&id);
+                }
+                info!(peer = %self.peer, session = id, "unfinished SESSION_SETUP dropped after {} s (session setup timeout)", l.session_setup_timeout.as_secs());
+            }
+        }
+        for p in self.pending.values() {
+            if let Some(e) = after(p.started, l.session_setup_timeout) {
+                at(e);
+            }
+        }
+        if self.dialect.is_none_or(|d| d == DIALECT_WILDCARD_INTERNAL) {
+            if let Some(end) = after(self.created, l.negotiate_timeout) {
+                if now >= end {
+                    return Err(Disconnect::Timeout(format!("no NEGOTIATE within {} s (negotiate timeout)", l.negotiate_timeout.as_secs())));
+                }
+                at(end);
+            }
+        }
+        if self.sessions.is_empty() {
+            let since = *self.unauthenticated_since.get_or_insert(now);
+            if let Some(end) = after(since, l.session_setup_timeout) {
+                if now >= end {
+                    return Err(Disconnect::Timeout(format!("no authenticated session for {} s (session setup timeout)", l.session_setup_timeout.as_secs())));
+                }
+                at(end);
+            }
+        } else if self.asyncs.is_empty() && !l.deadtime.is_zero() && !self.has_open_files() {
+            if let Some(end) = after(self.last_request, l.deadtime) {
+                if now >= end {
+                    return Err(Disconnect::Timeout(format!("idle for {} min with no open files (deadtime)", l.deadtime.as_secs() / 60)));
+                }
+                at(end);
+            }
+        }
+        // A message that has begun must be complete within the io timeout.
+        if let Some(end) = self.recv.started().and_then(|s| after(s, l.io_timeout)) {
+            if now >= end {
+                return Err(Disconnect::Timeout(format!("a message took longer than {} s to arrive (io timeout)", l.io_timeout.as_secs())));
+            }
+            at(end);
+        }
+        Ok(next)
+    }
+
+    fn has_open_files(&self) -> bool {
+        self.sessions.iter().filter_map(|id| self.server.session(*id)).any(|s| !lock(&s.opens).is_empty())
     }
 
     pub fn max_message_size(&self) -> usize {
@@ -284,10 +426,13 @@ impl Connection {
         let mut prev: Option<(u64, u32, Option<FileId>, NtStatus)> = None;
         let mut last_resp_start: Option<usize> = None;
         let mut sign_with: Vec<(usize, usize, Option<Arc<crate::objects::SessionKeys>>)> = Vec::new();
-        let mut count = 0usize;
+        // The whole chain is split and checked (every header, every
+        // NextCommand inside the message) before any of it is acted on, as
+        // Samba does: a malformed chain ends the connection without having
+        // half run (a WRITE before a NextCommand that leads nowhere).
+        let mut parts: Vec<(Header, &[u8])> = Vec::new();
         loop {
-            count += 1;
-            if count > 64 {
+            if parts.len() == 64 {
                 return Err(Disconnect::Protocol("compound chain longer than 64".into()));
             }
             let rest = chain.get(off..).unwrap_or(&[]);
@@ -301,7 +446,14 @@ impl Connection {
                 }
                 n
             };
-            let msg = &rest[..len];
+            let last = hdr.next_command == 0;
+            parts.push((hdr, &rest[..len]));
+            if last {
+                break;
+            }
+            off += len;
+        }
+        for (hdr, msg) in parts {
             // Each response in a chain starts 8-aligned relative to the first.
             if let Some(start) = last_resp_start {
                 let rel = out.buf.len() - out.start;
@@ -321,10 +473,6 @@ impl Connection {
                 sign_with.push((resp_start, out.buf.len() - resp_start, keys));
                 last_resp_start = Some(resp_start);
             }
-            if hdr.next_command == 0 {
-                break;
-            }
-            off += len;
         }
         // Sign each response over its own bytes (padding included, as chained).
         for (start, len, keys) in sign_with {
@@ -434,7 +582,7 @@ impl Connection {
             // session check) before it in the chain.
             if hdr.is_related() {
                 if let Some((_, _, _, st)) = prev {
-                    if st.is_error() {
+                    if *st != NtStatus::SUCCESS {
                         return Err(*st);
                     }
                 }
@@ -554,9 +702,11 @@ impl Connection {
             None
         } else {
             match &ctx.session {
-                // The final SESSION_SETUP response of an SMB3 session is always
-                // signed (MS-SMB2 3.3.5.5.3), so the client can trust the negotiation.
-                Some(s) if cmd == Command::SessionSetup && status == NtStatus::SUCCESS && (self.is_smb3() || *lock(&s.signing_required)) => s.keys(),
+                // The final SESSION_SETUP response is signed at every dialect
+                // unless the session is a guest or anonymous one (MS-SMB2
+                // 3.3.5.5.3 step 12, as Windows and Samba do on 2.0.2/2.1 too):
+                // the client proves with it that the server knew the password.
+                Some(s) if cmd == Command::SessionSetup && status == NtStatus::SUCCESS && !guest_or_null_session_setup(&out[resp_start..]) => s.keys(),
                 Some(s) if cmd != Command::SessionSetup && (hdr.is_signed() || *lock(&s.signing_required)) && s.is_valid() => s.keys(),
                 Some(s) if cmd == Command::Logoff && status == NtStatus::SUCCESS && hdr.is_signed() => s.keys(),
                 // A refused binding or a session setup naming another
@@ -687,7 +837,9 @@ fn chain_state(
         return (None, NtStatus::INVALID_PARAMETER);
     }
     if cmd == Command::Create {
-        if status.is_error() {
+        // A warning-class failure (STOPPED_ON_SYMLINK, EA_LIST_INCONSISTENT)
+        // opens nothing either.
+        if status != NtStatus::SUCCESS {
             return (None, status);
         }
         let id = resp.get(HEADER_LEN + 64..HEADER_LEN + 80).and_then(|b| b.try_into().ok());
@@ -704,6 +856,13 @@ pub const FSCTL_SMBTORTURE_GLOBAL_READ_RESPONSE_BODY_PADDING8: u32 = 0x8384_8023
 
 /// Internal marker for "SMB1 upgraded, waiting for the SMB2 NEGOTIATE".
 pub const DIALECT_WILDCARD_INTERNAL: u16 = crate::config::DIALECT_WILDCARD;
+
+/// Whether a SESSION_SETUP response (header + body) says SMB2_SESSION_FLAG_IS_GUEST
+/// or SMB2_SESSION_FLAG_IS_NULL; those sessions have no key to sign with.
+fn guest_or_null_session_setup(resp: &[u8]) -> bool {
+    let flags = resp.get(HEADER_LEN + 2..HEADER_LEN + 4).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
+    flags & 0x0003 != 0
+}
 
 /// Encrypts a finished response chain in place: the TRANSFORM header goes
 /// into the headroom just before the chain.
@@ -729,8 +888,12 @@ pub fn seal_out(keys: &crate::objects::SessionKeys, session_id: u64, out: &mut O
 /// `Err(NtStatus::PENDING)` and later calls `finish` on what this returns.
 pub fn go_async(conn: &Connection, ctx: &mut Ctx<'_>) -> Result<crate::asyncop::Pending, NtStatus> {
     // Requests are handled one at a time; what can be outstanding are the
-    // async ones, bounded per connection.
-    if conn.asyncs.len() >= conn.server.cfg.max_outstanding_requests {
+    // async ones, bounded per connection (`max async requests per
+    // connection`). Windows answers too many outstanding requests with
+    // INSUFFICIENT_RESOURCES too (clients retry on it).
+    let max = conn.server.cfg.limits.max_async_per_connection;
+    if !crate::config::Limits::under(conn.asyncs.len(), max) {
+        warn!(peer = %conn.peer, "request refused: max async requests per connection ({max}) reached");
         return Err(NtStatus::INSUFFICIENT_RESOURCES);
     }
     // Only the last request of a compound may go async; Windows answers one
@@ -761,6 +924,8 @@ mod tests {
         // A CREATE hands its FileId on; a failed one hands on its error.
         assert_eq!(chain_state(Command::Create, NtStatus::SUCCESS, false, false, &resp, &c, None), (Some([7; 16]), NtStatus::SUCCESS));
         assert_eq!(chain_state(Command::Create, NtStatus::ACCESS_DENIED, false, false, &resp, &c, None), (None, NtStatus::ACCESS_DENIED));
+        // So does one failed with a warning-class status (a bad ExtA list).
+        assert_eq!(chain_state(Command::Create, NtStatus::EA_LIST_INCONSISTENT, false, false, &resp, &c, None), (None, NtStatus::EA_LIST_INCONSISTENT));
         // A failed related WRITE does not fail the READ after it; a failed CREATE does.
         let c = ctx(&hdr, Some([7; 16]));
         assert_eq!(chain_state(Command::Write, NtStatus::ACCESS_DENIED, false, true, &resp, &c, Some(NtStatus::SUCCESS)), (Some([7; 16]), NtStatus::SUCCESS));

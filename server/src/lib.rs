@@ -19,3 +19,5 @@ pub mod rdma;
 pub mod vfs;
 pub mod wire;
 pub mod listener;
+/// Entry points of the fuzz targets (`server/fuzz`) and their corpus replay test.
+pub mod fuzz;

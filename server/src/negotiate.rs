@@ -2,7 +2,7 @@
 //! LOGOFF: everything that establishes a connection's dialect and a session's keys.
 
 use crate::config::*;
-use crate::conn::{Connection, Ctx, Disconnect, PendingAuth, DIALECT_WILDCARD_INTERNAL};
+use crate::conn::{Connection, Ctx, Disconnect, PendingAuth, SetupSlot, DIALECT_WILDCARD_INTERNAL};
 use crate::crypto::{self, Cipher, SigningAlgorithm};
 use crate::objects::{lock, Session, SessionKeys, SessionState};
 use crate::transport::OutBuf;
@@ -11,7 +11,8 @@ use crate::wire::messages::{NegotiateReq, SessionSetupReq, SESSION_FLAG_BINDING}
 use crate::wire::status::NtStatus;
 use crate::wire::{Put, Reader};
 use std::sync::Arc;
-use tracing::{debug, info};
+use std::time::Instant;
+use tracing::{debug, info, warn};
 
 pub const CAP_DFS: u32 = 0x01;
 pub const CAP_LEASING: u32 = 0x02;
@@ -130,7 +131,13 @@ impl Connection {
                     }
                     CTX_ENCRYPTION => {
                         let n = r.u16().map_err(|_| NtStatus::INVALID_PARAMETER)?;
-                        if n == 0 {
+                        // MS-SMB2 2.2.3.1.2 says CipherCount MUST be > 0, but a
+                        // client without SMB2_GLOBAL_CAP_ENCRYPTION that sends an
+                        // empty list just wants no encryption: Samba accepts that
+                        // and negotiates no cipher, and so do we. A client that
+                        // claims encryption and offers no cipher is refused. A
+                        // count that runs past the context fails in the loop below.
+                        if n == 0 && req.capabilities & CAP_ENCRYPTION != 0 {
                             return Err(NtStatus::INVALID_PARAMETER);
                         }
                         let mut chosen = None;
@@ -271,14 +278,17 @@ impl Connection {
         let sid = ctx.hdr.session_id;
         let dialect = self.dialect_or_202();
         let id = if sid == 0 {
-            if self.sessions.len() + self.pending.len() >= self.server.cfg.max_sessions_per_connection {
+            let max = self.server.cfg.limits.max_sessions_per_connection;
+            if !Limits::under(self.sessions.len() + self.pending.len(), max) {
+                warn!(peer = %self.peer, "SESSION_SETUP refused: max sessions per connection ({max}) reached");
                 return Err(NtStatus::INSUFFICIENT_RESOURCES);
             }
+            let slot = self.setup_slot()?;
             let id = self.server.new_id();
             let session = Arc::new(Session::new(id, dialect));
             lock(&self.server.sessions).insert(id, session.clone());
             let acceptor = crate::auth::Acceptor::new(self.server.users.clone(), self.acceptor_config());
-            self.pending.insert(id, PendingAuth { acceptor, preauth: self.preauth.clone(), session });
+            self.pending.insert(id, PendingAuth { acceptor, preauth: self.preauth.clone(), session, started: Instant::now(), _slot: slot });
             id
         } else {
             if !self.pending.contains_key(&sid) {
@@ -294,8 +304,9 @@ impl Connection {
                     return Err(NtStatus::USER_SESSION_DELETED);
                 }
                 verify_reauth_signature(&s, ctx)?;
+                let slot = self.setup_slot()?;
                 let acceptor = crate::auth::Acceptor::new(self.server.users.clone(), self.acceptor_config());
-                self.pending.insert(sid, PendingAuth { acceptor, preauth: self.preauth.clone(), session: s });
+                self.pending.insert(sid, PendingAuth { acceptor, preauth: self.preauth.clone(), session: s, started: Instant::now(), _slot: slot });
             } else if let Some(p) = self.pending.get(&sid) {
                 if p.session.is_valid() {
                     verify_reauth_signature(&p.session, ctx)?;
@@ -373,6 +384,7 @@ impl Connection {
                 *lock(&session.state) = SessionState::Valid;
                 if !reauth {
                     self.sessions.push(id);
+                    self.on_authenticated();
                     if req.previous_session_id != 0 && req.previous_session_id != id {
                         self.end_previous_session(req.previous_session_id, &identity);
                     }
@@ -397,6 +409,23 @@ impl Connection {
                 Err(st)
             }
         }
+    }
+
+    /// A place for one more unfinished SESSION_SETUP exchange: at most `max
+    /// session setups in progress per connection` here (INSUFFICIENT_RESOURCES
+    /// past it) and `max session setups in progress` in all. Past the
+    /// server-wide cap the answer is REQUEST_NOT_ACCEPTED, Windows's status
+    /// (error 71) for a server that accepts no more sessions.
+    fn setup_slot(&self) -> Result<SetupSlot, NtStatus> {
+        let l = &self.server.cfg.limits;
+        if !Limits::under(self.pending.len(), l.max_pending_setups_per_connection) {
+            warn!(peer = %self.peer, "SESSION_SETUP refused: max session setups in progress per connection ({}) reached", l.max_pending_setups_per_connection);
+            return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        }
+        SetupSlot::acquire(&self.server.pending_setups, l.max_pending_setups).ok_or_else(|| {
+            warn!(peer = %self.peer, "SESSION_SETUP refused: max session setups in progress ({}) reached", l.max_pending_setups);
+            NtStatus::REQUEST_NOT_ACCEPTED
+        })
     }
 
     /// The valid session a SESSION_SETUP names, if the request is signed with

@@ -10,7 +10,7 @@ use crate::vfs::{FileStat, ShareRoot};
 use crate::wire::status::NtStatus;
 use rustix::fd::OwnedFd;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Locks a mutex, recovering from poisoning: a panic in one connection's
@@ -22,11 +22,20 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Share {
     pub cfg: ShareConfig,
     pub root: Option<ShareRoot>,
+    /// Live tree connects to this share (for its `max connections`).
+    pub connections: AtomicUsize,
 }
 
 impl Share {
     pub fn is_ipc(&self) -> bool {
         self.root.is_none()
+    }
+
+    /// Counts one more tree connect unless the share's `max connections`
+    /// (0 = none) is reached; the `Tree` gives it back when dropped.
+    pub fn claim_connection(&self) -> bool {
+        let max = self.cfg.max_connections;
+        self.connections.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (max == 0 || n < max).then_some(n + 1)).is_ok()
     }
 }
 
@@ -51,6 +60,10 @@ pub struct Server {
     pub locks_changed: std::sync::Condvar,
     /// Keys the tags of server-side copy resume keys (see handlers/ioctl.rs).
     pub resume_secret: [u8; 32],
+    /// Live connections, in all and per client address (listener.rs).
+    pub conn_slots: Arc<crate::listener::ConnectionSlots>,
+    /// Unfinished SESSION_SETUP exchanges on all connections.
+    pub pending_setups: Arc<AtomicUsize>,
     next_id: AtomicU64,
 }
 
@@ -81,7 +94,7 @@ impl Server {
         for s in &cfg.shares {
             std::fs::create_dir_all(&s.path)?;
             let root = ShareRoot::open(&s.path).map_err(|e| std::io::Error::new(e.kind(), format!("share [{}] at {}: {e}", s.name, s.path.display())))?;
-            shares.push(Arc::new(Share { cfg: s.clone(), root: Some(root) }));
+            shares.push(Arc::new(Share { cfg: s.clone(), root: Some(root), connections: AtomicUsize::new(0) }));
         }
         let mut ipc_cfg = ShareConfig::new("IPC$", "");
         ipc_cfg.comment = "IPC Service".into();
@@ -97,12 +110,14 @@ impl Server {
             server_guid: guid,
             start_time: crate::vfs::now_nt(),
             shares,
-            ipc: Arc::new(Share { cfg: ipc_cfg, root: None }),
+            ipc: Arc::new(Share { cfg: ipc_cfg, root: None, connections: AtomicUsize::new(0) }),
             sessions: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
             locks_changed: std::sync::Condvar::new(),
             resume_secret,
+            conn_slots: Default::default(),
+            pending_setups: Default::default(),
             next_id: AtomicU64::new((u64::from_le_bytes(seed) & 0x0000_FFFF_0000_0000) | 1),
         }))
     }
@@ -267,12 +282,20 @@ impl Session {
     }
 }
 
+/// A tree connect. Made only after [`Share::claim_connection`] succeeded:
+/// dropping it gives the share's connection count back.
 pub struct Tree {
     pub id: u32,
     pub share: Arc<Share>,
     pub read_only: bool,
     pub encrypt: bool,
     pub maximal_access: u32,
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        let _ = self.share.connections.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
 }
 
 pub enum OpenKind {

@@ -9,6 +9,9 @@
 
 use smbdirect_transport::wire::BufferDescriptorV1;
 use std::io;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Room for a 4-byte transport header and the 52-byte TRANSFORM header.
 pub const FRAME_ROOM: usize = 4;
@@ -33,8 +36,59 @@ impl OutBuf {
     }
 }
 
+/// Shared between the thread that reads messages and the connection's
+/// thread: when the message being received began (the connection's thread
+/// closes a connection whose message takes longer than `io timeout` to
+/// arrive, so a client sending one byte every few seconds cannot hold a
+/// connection by that trickle), and the largest message accepted now (small
+/// until a session is authenticated).
+pub struct RecvControl {
+    epoch: Instant,
+    /// Milliseconds since `epoch` at the first byte of the message being
+    /// received; `IDLE` between messages.
+    started_ms: AtomicU64,
+    limit: AtomicUsize,
+}
+
+const IDLE: u64 = u64::MAX;
+
+impl RecvControl {
+    pub fn new(limit: usize) -> RecvControl {
+        RecvControl { epoch: Instant::now(), started_ms: AtomicU64::new(IDLE), limit: AtomicUsize::new(limit) }
+    }
+    /// The first byte of a message arrived.
+    pub fn start(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(IDLE - 1);
+        self.started_ms.store(ms, Ordering::Release);
+    }
+    /// The message is complete (or the transport gave up on it).
+    pub fn stop(&self) {
+        self.started_ms.store(IDLE, Ordering::Release);
+    }
+    /// When the message being received began, if one is.
+    pub fn started(&self) -> Option<Instant> {
+        match self.started_ms.load(Ordering::Acquire) {
+            IDLE => None,
+            ms => Some(self.epoch + Duration::from_millis(ms)),
+        }
+    }
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Acquire)
+    }
+    pub fn set_limit(&self, n: usize) {
+        self.limit.store(n, Ordering::Release);
+    }
+}
+
 /// Receives whole SMB2 messages. `limit` bounds what will be allocated for one.
 pub trait MessageSource: Send {
+    /// Tells the transport where to note when each message begins and what
+    /// its size limit is now (a transport that delivers whole messages at
+    /// once may ignore the clock; the limit still applies, as `limit` does).
+    fn set_control(&mut self, control: Arc<RecvControl>) {
+        let _ = control;
+    }
+
     fn recv(&mut self, limit: usize) -> io::Result<Option<Vec<u8>>>;
 
     /// Like `recv`, filling `spare` (a buffer handed back after use) when the

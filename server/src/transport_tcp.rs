@@ -2,21 +2,30 @@
 //! started from an already-accepted socket plus bytes already read from it
 //! (a front listener that hands connections over by fd replays what it read).
 
-use crate::transport::{MessageSink, MessageSource, OutBuf, FRAME_ROOM};
+use crate::transport::{MessageSink, MessageSource, OutBuf, RecvControl, FRAME_ROOM};
 use smbdirect_transport::tcp;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub struct TcpSource {
     stream: TcpStream,
     prefix: Vec<u8>,
     prefix_pos: usize,
+    control: Option<Arc<RecvControl>>,
 }
 
 pub struct TcpSink {
     stream: Mutex<TcpStream>,
+    /// The same socket, for shutdown without waiting for a writer.
+    ctl: TcpStream,
     peer: String,
+    /// Bytes of responses handed to `send` and not yet written.
+    queued: AtomicUsize,
+    max_queued: usize,
+    io_timeout: Option<Duration>,
 }
 
 /// Splits an accepted socket into its two halves; `already_read` is replayed
@@ -25,7 +34,44 @@ pub fn tcp_transport(stream: TcpStream, already_read: Vec<u8>) -> io::Result<(Tc
     stream.set_nodelay(true)?;
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let w = stream.try_clone()?;
-    Ok((TcpSource { stream, prefix: already_read, prefix_pos: 0 }, TcpSink { stream: Mutex::new(w), peer }))
+    let ctl = stream.try_clone()?;
+    Ok((
+        TcpSource { stream, prefix: already_read, prefix_pos: 0, control: None },
+        TcpSink { stream: Mutex::new(w), ctl, peer, queued: AtomicUsize::new(0), max_queued: 0, io_timeout: None },
+    ))
+}
+
+impl TcpSink {
+    /// `io timeout` (a response must be taken by the client within it) and
+    /// `max send queue` (bytes of responses waiting; 0 = no cap). Past either
+    /// the connection is closed: a client that does not read cannot make the
+    /// server hold its responses.
+    pub fn set_limits(&mut self, io_timeout: Duration, max_queued: usize) {
+        self.io_timeout = (!io_timeout.is_zero()).then_some(io_timeout);
+        self.max_queued = max_queued;
+    }
+
+    /// Writes all of `buf` within the io timeout.
+    fn write_bounded(&self, s: &mut TcpStream, mut buf: &[u8]) -> io::Result<()> {
+        let Some(deadline) = self.io_timeout.and_then(|t| Instant::now().checked_add(t)) else { return s.write_all(buf) };
+        while !buf.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "the client took no response within the io timeout"));
+            }
+            s.set_write_timeout(Some(left))?;
+            match s.write(buf) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => buf = &buf[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "the client took no response within the io timeout"));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 impl TcpSource {
@@ -43,20 +89,28 @@ impl TcpSource {
         }
         self.stream.read_exact(buf)
     }
-}
 
-impl MessageSource for TcpSource {
-    fn recv(&mut self, limit: usize) -> io::Result<Option<Vec<u8>>> {
-        self.recv_into(limit, Vec::new())
-    }
-
-    fn recv_into(&mut self, limit: usize, mut msg: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
+    fn recv_inner(&mut self, limit: usize, mut msg: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
+        // Waiting for a message has no deadline here (the connection's own
+        // timers decide how long it may stay idle); from its first byte on,
+        // the clock runs.
         let mut hdr = [0u8; tcp::HEADER_LEN];
-        match self.read_exact(&mut hdr) {
+        match self.read_exact(&mut hdr[..1]) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(e) => return Err(e),
         }
+        if let Some(c) = &self.control {
+            c.start();
+        }
+        self.read_exact(&mut hdr[1..]).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed inside a message")
+            } else {
+                e
+            }
+        })?;
+        let limit = self.control.as_ref().map_or(limit, |c| c.limit().min(limit));
         let len = tcp::parse_header(hdr, limit).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         msg.clear();
         msg.reserve(len);
@@ -78,6 +132,24 @@ impl MessageSource for TcpSource {
     }
 }
 
+impl MessageSource for TcpSource {
+    fn set_control(&mut self, control: Arc<RecvControl>) {
+        self.control = Some(control);
+    }
+
+    fn recv(&mut self, limit: usize) -> io::Result<Option<Vec<u8>>> {
+        self.recv_into(limit, Vec::new())
+    }
+
+    fn recv_into(&mut self, limit: usize, msg: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
+        let r = self.recv_inner(limit, msg);
+        if let Some(c) = &self.control {
+            c.stop();
+        }
+        r
+    }
+}
+
 impl MessageSink for TcpSink {
     fn send(&self, mut msg: OutBuf) -> io::Result<()> {
         let len = msg.buf.len() - msg.start;
@@ -87,12 +159,32 @@ impl MessageSink for TcpSink {
         }
         let at = msg.start - FRAME_ROOM;
         msg.buf[at..msg.start].copy_from_slice(&hdr);
-        let mut s = crate::objects::lock(&self.stream);
-        s.write_all(&msg.buf[at..])
+        let n = msg.buf.len() - at;
+        let before = self.queued.fetch_add(n, Ordering::AcqRel);
+        if self.max_queued != 0 && before.saturating_add(n) > self.max_queued {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            tracing::warn!(peer = %self.peer, "closing the connection: {} bytes of responses waiting, over the max send queue ({})", before.saturating_add(n), self.max_queued);
+            self.shutdown();
+            return Err(io::Error::other("max send queue reached"));
+        }
+        let r = {
+            let mut s = crate::objects::lock(&self.stream);
+            self.write_bounded(&mut s, &msg.buf[at..])
+        };
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+        if let Err(e) = &r {
+            // Part of a frame may be out: the stream cannot go on.
+            if e.kind() == io::ErrorKind::TimedOut {
+                tracing::warn!(peer = %self.peer, "closing the connection: {e}");
+            }
+            self.shutdown();
+        }
+        r
     }
 
     fn shutdown(&self) {
-        let _ = crate::objects::lock(&self.stream).shutdown(Shutdown::Both);
+        // Not through the mutex: a writer blocked in it must be woken, not waited for.
+        let _ = self.ctl.shutdown(Shutdown::Both);
     }
 
     fn peer(&self) -> String {
@@ -134,6 +226,47 @@ mod tests {
         client.write_all(&[0, 0xFF, 0xFF, 0xFF]).expect("write");
         assert!(src.recv(8 << 20).is_err());
         drop(client);
+    }
+
+    /// A client that takes no response within the io timeout is closed, and
+    /// so is one whose responses waiting to be sent pass the send queue cap.
+    #[test]
+    fn slow_reader_and_send_queue_cap_close_the_connection() {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (accepted, _) = l.accept().expect("accept");
+        let (_src, mut sink) = tcp_transport(accepted, Vec::new()).expect("transport");
+        sink.set_limits(Duration::from_millis(300), 4 << 20);
+        let msg = |n: usize| {
+            let mut o = OutBuf::new(n);
+            o.buf.resize(o.start + n, 7);
+            o
+        };
+        // Over the cap on its own: refused and the connection closed.
+        let e = sink.send(msg(5 << 20)).expect_err("over the send queue cap");
+        assert!(e.to_string().contains("send queue"), "{e}");
+        let mut b = [0u8; 1];
+        assert_eq!(client.read(&mut b).expect("read"), 0, "closed without a byte sent");
+
+        // A client that reads nothing: the kernel buffers fill, then the
+        // write gives up after the io timeout.
+        let mut client = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (accepted, _) = l.accept().expect("accept");
+        let (_src, mut sink) = tcp_transport(accepted, Vec::new()).expect("transport");
+        sink.set_limits(Duration::from_millis(300), 0);
+        let mut sent = 0usize;
+        let err = loop {
+            match sink.send(msg(1 << 20)) {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+            assert!(sent < 256, "256 MiB went into a socket nobody reads");
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        // The connection is shut down: what the client reads ends.
+        client.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut sink_all = Vec::new();
+        assert!(client.read_to_end(&mut sink_all).is_ok(), "the stream ends");
     }
 
     #[test]

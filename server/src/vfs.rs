@@ -6,6 +6,9 @@
 //! them into relative Unix paths and refuses anything that could mean
 //! something else on Unix.
 
+pub mod names;
+pub mod wildcard;
+
 use crate::wire::status::NtStatus;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags};
@@ -256,25 +259,11 @@ impl ShareRoot {
     }
 
     /// The stored name in directory `dir` that equals `name` ignoring case,
-    /// or whose short name is `name`; the first in sorted order when several do.
+    /// or whose short name is `name`; the first in sorted order when several
+    /// do. Large directories are read once, not for every lookup (see [`names`]).
     fn find_ignoring_case(&self, dir: &str, name: &str) -> Option<String> {
         let fd = self.open_beneath(dir, OFlags::RDONLY | OFlags::DIRECTORY).ok()?;
-        let want = fold_case(name);
-        let mangled = name.contains('~');
-        let same = |n: &str| {
-            if n.is_ascii() && name.is_ascii() {
-                n.eq_ignore_ascii_case(name)
-            } else {
-                fold_case(n) == want
-            }
-        };
-        let mut hits: Vec<String> = list_names(fd.as_fd())
-            .ok()?
-            .into_iter()
-            .filter(|n| same(n) || (mangled && short_name(n).eq_ignore_ascii_case(name)))
-            .collect();
-        hits.sort();
-        hits.into_iter().next()
+        names::find_ignoring_case(fd.as_fd(), name)
     }
 }
 
@@ -530,7 +519,12 @@ pub fn set_ea<Fd: AsFd>(fd: &Fd, ea: &Ea) -> Result<(), NtStatus> {
         v.extend_from_slice(&ea.value);
         set_xattr(fd, &key, &v)
     };
-    r.map_err(|e| if e == rustix::io::Errno::NOTSUP { NtStatus::EAS_NOT_SUPPORTED } else { NtStatus::from_errno(e) })
+    r.map_err(|e| match e {
+        rustix::io::Errno::NOTSUP => NtStatus::EAS_NOT_SUPPORTED,
+        // The value is larger than the file system takes for one xattr.
+        rustix::io::Errno::TOOBIG => NtStatus::EA_TOO_LARGE,
+        e => NtStatus::from_errno(e),
+    })
 }
 
 /// Whether a name may be an EA name (MS-FSCC 2.4.15: ASCII, no control
@@ -716,44 +710,6 @@ pub fn list_dir(root: &ShareRoot, dir_rel: &str, dirfd: BorrowedFd<'_>) -> Resul
         .collect())
 }
 
-/// Windows wildcard matching (MS-FSA 2.1.4.4): `*`, `?`, and the DOS forms
-/// `<` (DOS_STAR), `>` (DOS_QM), `"` (DOS_DOT); case-insensitive.
-pub fn wildcard_match(pattern: &str, name: &str) -> bool {
-    if pattern == "*" || pattern.is_empty() {
-        return true;
-    }
-    let p: Vec<char> = pattern.chars().flat_map(char::to_lowercase).collect();
-    let n: Vec<char> = name.chars().flat_map(char::to_lowercase).collect();
-    fn go(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len()).any(|i| go(&p[1..], &n[i..])),
-            Some('<') => {
-                // Any run of characters that does not swallow the name's last dot.
-                let limit = n.iter().rposition(|c| *c == '.').unwrap_or(n.len());
-                (0..=limit).any(|i| go(&p[1..], &n[i..]))
-            }
-            Some('?') => !n.is_empty() && go(&p[1..], &n[1..]),
-            Some('>') => {
-                if n.is_empty() || n[0] == '.' {
-                    go(&p[1..], n)
-                } else {
-                    go(&p[1..], &n[1..])
-                }
-            }
-            Some('"') => {
-                if n.is_empty() {
-                    go(&p[1..], n)
-                } else {
-                    n[0] == '.' && go(&p[1..], &n[1..])
-                }
-            }
-            Some(c) => n.first() == Some(c) && go(&p[1..], &n[1..]),
-        }
-    }
-    go(&p, &n)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -771,17 +727,6 @@ mod tests {
         assert!(validate_name("a\\\\b").is_err());
         assert!(validate_name("f.txt:stream").is_err());
         assert!(validate_name("x\u{1}").is_err());
-    }
-
-    #[test]
-    fn wildcards() {
-        assert!(wildcard_match("*", "anything"));
-        assert!(wildcard_match("*.txt", "A.TXT"));
-        assert!(!wildcard_match("*.txt", "a.txt.bak"));
-        assert!(wildcard_match("a?c", "abc"));
-        assert!(!wildcard_match("a?c", "ac"));
-        assert!(wildcard_match("exact", "Exact"));
-        assert!(wildcard_match("<.txt", "a.b.txt"));
     }
 
     #[test]

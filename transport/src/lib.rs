@@ -39,11 +39,16 @@
 //! assert!(conn.poll_event().is_none());
 //! ```
 
+#![deny(unsafe_code)]
+
 pub mod fabric;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod smbd;
 pub mod tcp;
 pub mod wire;
+#[cfg(feature = "verbs")]
+#[allow(unsafe_code)]
+pub mod verbs;
 
 pub use smbd::{Action, Config, Connection, Event, Role};

@@ -243,4 +243,36 @@ mod tests {
         app.extend(tlv(ctx(0), &tlv(TAG_SEQUENCE, &[])));
         assert!(parse(&tlv(TAG_APPLICATION_0, &app)).is_err());
     }
+
+    /// DER nested 100,000 levels deep, each header with a four-byte length:
+    /// the lengths are computed from the inside out, then the headers written
+    /// from the outside in (building it by wrapping would copy quadratically).
+    pub(crate) fn deeply_nested(depth: usize, tags: &[u8]) -> Vec<u8> {
+        let mut token = Vec::with_capacity(6 * depth);
+        for i in (0..depth).rev() {
+            token.push(tags[i % tags.len()]);
+            token.push(0x84);
+            token.extend_from_slice(&((6 * i) as u32).to_be_bytes());
+        }
+        token
+    }
+
+    /// The parser follows the fixed shape of a SPNEGO token and never recurses
+    /// over what it reads: 100,000 levels of nesting are an error, found on a
+    /// thread with a 64 KiB stack.
+    #[test]
+    fn deep_nesting_is_an_error_without_recursion() {
+        let r = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(|| {
+                for tags in [&[TAG_APPLICATION_0][..], &[ctx(1)], &[ctx(1), TAG_SEQUENCE], &[TAG_APPLICATION_0, ctx(0), TAG_SEQUENCE]] {
+                    let token = deeply_nested(100_000, tags);
+                    assert_eq!(token.len(), 600_000);
+                    assert!(parse(&token).is_err(), "{tags:?}");
+                }
+            })
+            .unwrap()
+            .join();
+        assert!(r.is_ok());
+    }
 }

@@ -87,8 +87,11 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
     if req.oplock_level > 0x09 && req.oplock_level != 0xFF {
         return Err(NtStatus::INVALID_PARAMETER);
     }
-    if lock(&session.opens).len() >= conn.server.cfg.max_opens_per_session {
-        return Err(NtStatus::INSUFFICIENT_RESOURCES);
+    // `max open files`: Samba answers its own cap with TOO_MANY_OPENED_FILES.
+    let max_open = conn.server.cfg.limits.max_open_files;
+    if !crate::config::Limits::under(lock(&session.opens).len(), max_open) {
+        tracing::warn!(session = session.id, "CREATE refused: max open files ({max_open}) of the session reached");
+        return Err(NtStatus::TOO_MANY_OPENED_FILES);
     }
     let contexts = parse_create_contexts(req.contexts).map_err(|e| {
         debug!("bad create contexts: {e}");

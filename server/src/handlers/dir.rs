@@ -3,6 +3,7 @@
 use super::FILE_READ_DATA;
 use crate::conn::Ctx;
 use crate::objects::{lock, OpenKind};
+use crate::vfs::wildcard::Pattern;
 use crate::vfs::{self, DirEntry, FileStat};
 use crate::wire::header::HEADER_LEN;
 use crate::wire::messages::{QueryDirReq, QD_REOPEN, QD_RESTART_SCANS, QD_RETURN_SINGLE_ENTRY};
@@ -75,9 +76,8 @@ pub fn query_directory(ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtSta
     encode_entry(req.class, "", &FileStat::default(), &mut Vec::new())?;
     let pattern = utf16_to_string(req.pattern).map_err(|_| NtStatus::OBJECT_NAME_INVALID)?;
     let pattern = if pattern.is_empty() { "*".to_string() } else { pattern };
-    if pattern.contains('\\') {
-        return Err(NtStatus::OBJECT_NAME_INVALID);
-    }
+    // Checked (length, separators) before it is stored or used.
+    Pattern::new(&pattern)?;
     let root = open.share.root.as_ref().ok_or(NtStatus::INVALID_DEVICE_REQUEST)?;
     let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
     let mut cur = lock(cursor);
@@ -103,6 +103,11 @@ pub fn query_directory(ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtSta
     let first_call = cur.pos == 0;
     let dir_path = lock(&open.path).clone();
     let pat = if restart || cur.pattern.is_none() { pattern } else { cur.pattern.clone().unwrap_or(pattern) };
+    let matcher = Pattern::new(&pat)?;
+    // Windows matches a pattern against the 8.3 name too; only a pattern
+    // with a '~' can match a generated short name that is not the name itself.
+    let try_short = pat.contains('~');
+    let mut folded = Vec::new();
     let hdr_start = out.len() - HEADER_LEN;
     out.u16(9).u16((HEADER_LEN + 8) as u16).u32(0);
     let buf_start = out.len();
@@ -113,9 +118,8 @@ pub fn query_directory(ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtSta
     let mut pos = cur.pos;
     while pos < entries.len() {
         let e = &entries[pos];
-        // Windows matches a pattern against the 8.3 name too.
-        let short_hit = || pos >= 2 && pat.contains('~') && vfs::wildcard_match(&pat, &vfs::short_name(&e.name));
-        if !vfs::wildcard_match(&pat, &e.name) && !short_hit() {
+        let short_hit = |folded: &mut Vec<u16>| pos >= 2 && try_short && matcher.matches_with(&vfs::short_name(&e.name), folded);
+        if !matcher.matches_with(&e.name, &mut folded) && !short_hit(&mut folded) {
             pos += 1;
             continue;
         }

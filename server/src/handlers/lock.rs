@@ -11,10 +11,20 @@ use crate::wire::Put;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Tries to take all of `locks` for `owner` at once (all or nothing).
+/// Tries to take all of `locks` for `owner` at once (all or nothing). An
+/// open holds at most `max locks per open` (0 = no cap): past it the request
+/// fails with INSUFFICIENT_RESOURCES, as a Windows server out of lock memory.
 fn try_lock(server: &Server, key: (u64, u64), owner: u64, locks: &[LockElement]) -> Result<(), NtStatus> {
+    let max = server.cfg.limits.max_locks_per_open;
     let mut table = lock(&server.locks);
     let held = table.entry(key).or_default();
+    if max != 0 && held.iter().filter(|x| x.owner == owner).count().saturating_add(locks.len()) > max {
+        if held.is_empty() {
+            table.remove(&key);
+        }
+        tracing::warn!(owner, "LOCK refused: max locks per open ({max}) reached");
+        return Err(NtStatus::INSUFFICIENT_RESOURCES);
+    }
     let mut added: Vec<ByteLock> = Vec::new();
     for l in locks {
         let new = ByteLock { owner, offset: l.offset, length: l.length, exclusive: l.flags & LOCKFLAG_EXCLUSIVE != 0 };
@@ -97,8 +107,7 @@ pub fn lock_cmd(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
             out.u16(4).u16(0);
             Ok(())
         }
-        Err(e) if req.locks.len() == 1 && req.locks[0].flags & LOCKFLAG_FAIL_IMMEDIATELY == 0 => {
-            let _ = e;
+        Err(NtStatus::LOCK_NOT_GRANTED) if req.locks.len() == 1 && req.locks[0].flags & LOCKFLAG_FAIL_IMMEDIATELY == 0 => {
             let pending = go_async(conn, ctx)?;
             let server = conn.server.clone();
             let locks = req.locks.clone();
@@ -117,13 +126,17 @@ fn wait_for_lock(server: &Arc<Server>, p: &crate::asyncop::Pending, open: &crate
         if open.is_closed() {
             return (NtStatus::RANGE_NOT_LOCKED, None);
         }
-        if try_lock(server, key, owner, locks).is_ok() {
-            if open.is_closed() {
-                // Closed while we took it: give it back.
-                let _ = unlock(server, key, owner, locks);
-                return (NtStatus::RANGE_NOT_LOCKED, None);
+        match try_lock(server, key, owner, locks) {
+            Ok(()) => {
+                if open.is_closed() {
+                    // Closed while we took it: give it back.
+                    let _ = unlock(server, key, owner, locks);
+                    return (NtStatus::RANGE_NOT_LOCKED, None);
+                }
+                return (NtStatus::SUCCESS, Some(vec![4, 0, 0, 0]));
             }
-            return (NtStatus::SUCCESS, Some(vec![4, 0, 0, 0]));
+            Err(NtStatus::LOCK_NOT_GRANTED) => {}
+            Err(e) => return (e, None),
         }
         let g = lock(&server.locks);
         let _ = server.locks_changed.wait_timeout(g, Duration::from_millis(100));

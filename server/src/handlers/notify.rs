@@ -81,21 +81,28 @@ impl Watch {
         Ok(())
     }
 
-    /// Adds watches below `base` (share-relative), each directory opened beneath the share root.
+    /// Adds watches below `base` (share-relative), each directory opened
+    /// beneath the share root. Iterative, with the pending directories on a
+    /// list: how deep a tree goes is the client's to choose (renames can nest
+    /// trees deeper than any path the client could name), so recursing over
+    /// it could overflow the thread's stack. At most MAX_WATCHES directories.
     fn add_subtree(&self, open: &Open, base: &str, rel: String) {
         let Some(root) = open.share.root.as_ref() else { return };
-        let dir_rel = if rel.is_empty() { base.to_string() } else if base.is_empty() { rel.clone() } else { format!("{base}/{rel}") };
-        let Ok(fd) = root.open_beneath(&dir_rel, OFlags::RDONLY | OFlags::DIRECTORY) else { return };
-        let Ok(entries) = crate::vfs::list_dir(root, &dir_rel, fd.as_fd()) else { return };
-        for e in entries.into_iter().filter(|e| e.stat.is_dir) {
-            if lock(&self.dirs).len() >= MAX_WATCHES {
-                return;
-            }
-            let child = if rel.is_empty() { e.name.clone() } else { format!("{rel}/{}", e.name) };
-            let child_abs = if base.is_empty() { child.clone() } else { format!("{base}/{child}") };
-            if let Ok(cfd) = root.open_beneath(&child_abs, OFlags::RDONLY | OFlags::DIRECTORY) {
-                if self.add(cfd.as_fd(), child.clone()).is_ok() {
-                    self.add_subtree(open, base, child);
+        let mut todo = vec![rel];
+        while let Some(rel) = todo.pop() {
+            let dir_rel = if rel.is_empty() { base.to_string() } else if base.is_empty() { rel.clone() } else { format!("{base}/{rel}") };
+            let Ok(fd) = root.open_beneath(&dir_rel, OFlags::RDONLY | OFlags::DIRECTORY) else { continue };
+            let Ok(entries) = crate::vfs::list_dir(root, &dir_rel, fd.as_fd()) else { continue };
+            for e in entries.into_iter().filter(|e| e.stat.is_dir) {
+                if lock(&self.dirs).len() >= MAX_WATCHES {
+                    return;
+                }
+                let child = if rel.is_empty() { e.name.clone() } else { format!("{rel}/{}", e.name) };
+                let child_abs = if base.is_empty() { child.clone() } else { format!("{base}/{child}") };
+                if let Ok(cfd) = root.open_beneath(&child_abs, OFlags::RDONLY | OFlags::DIRECTORY) {
+                    if self.add(cfd.as_fd(), child.clone()).is_ok() {
+                        todo.push(child);
+                    }
                 }
             }
         }

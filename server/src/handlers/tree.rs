@@ -2,12 +2,13 @@
 
 use super::{FILE_ALL_ACCESS, READ_ONLY_ACCESS};
 use crate::conn::{Connection, Ctx};
+use crate::config::Limits;
 use crate::objects::{lock, Tree};
 use crate::wire::messages::{parse_small, TreeConnectReq};
 use crate::wire::status::NtStatus;
 use crate::wire::{utf16_to_string, Put};
 use std::sync::Arc;
-use tracing::info;
+use tracing::{info, warn};
 
 const SHARE_TYPE_DISK: u8 = 1;
 const SHARE_TYPE_PIPE: u8 = 2;
@@ -40,15 +41,24 @@ pub fn tree_connect(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>)
     }
     let read_only = share.cfg.read_only;
     let maximal = if read_only { READ_ONLY_ACCESS } else { FILE_ALL_ACCESS };
-    let id = session.new_tree_id();
-    let t = Arc::new(Tree { id, share: share.clone(), read_only, encrypt, maximal_access: maximal });
-    {
+    let limits = &conn.server.cfg.limits;
+    let t = {
         let mut trees = lock(&session.trees);
-        if trees.len() >= 1024 {
+        if !Limits::under(trees.len(), limits.max_trees_per_session) {
+            warn!(session = session.id, "TREE_CONNECT refused: max tree connects per session ({}) reached", limits.max_trees_per_session);
             return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }
+        // Samba's per-share `max connections`, answered as Samba does.
+        if !share.claim_connection() {
+            warn!(session = session.id, share = %share.cfg.name, "TREE_CONNECT refused: max connections ({}) of the share reached", share.cfg.max_connections);
+            return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        }
+        let id = session.new_tree_id();
+        let t = Arc::new(Tree { id, share: share.clone(), read_only, encrypt, maximal_access: maximal });
         trees.insert(id, t.clone());
-    }
+        t
+    };
+    let id = t.id;
     info!(session = session.id, tree = id, share = %share.cfg.name, "tree connect");
     let mut flags = 0u32;
     if encrypt {

@@ -8,6 +8,26 @@ use super::{slice_at, Put, Reader, WireError};
 
 pub type FileId = [u8; 16];
 
+/// The end of a request's fixed part: the header plus the body its
+/// StructureSize defines, less the one byte of variable buffer an odd size counts.
+pub const fn fixed_end(structure_size: u16) -> usize {
+    HEADER_LEN + (structure_size & !1) as usize
+}
+
+/// A variable field a request names by offset (from the start of the SMB2
+/// header) and length. A non-empty one must start at or after the end of the
+/// fixed part, `fixed` (not point back into the header or the fixed fields),
+/// and end inside the message; an empty one is empty whatever its offset.
+pub fn var_field<'a>(msg: &'a [u8], fixed: usize, off: usize, len: usize, what: &'static str) -> Result<&'a [u8], WireError> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if off < fixed {
+        return Err(WireError::IntoFixedPart(what));
+    }
+    slice_at(msg, off, len)
+}
+
 fn body(msg: &[u8], expected: u16) -> Result<Reader<'_>, WireError> {
     let mut r = Reader::new(msg);
     r.skip(HEADER_LEN)?;
@@ -55,6 +75,10 @@ impl<'a> NegotiateReq<'a> {
     pub fn contexts(&self) -> Result<Vec<(u16, &'a [u8])>, WireError> {
         let mut out = Vec::new();
         let mut off = self.context_offset as usize;
+        // The first context comes after the fixed part and the dialects.
+        if self.context_count > 0 && off < fixed_end(36) + 2 * self.dialects.len() {
+            return Err(WireError::IntoFixedPart("negotiate context offset"));
+        }
         for i in 0..self.context_count {
             if i > 0 {
                 off = off.checked_add(7).ok_or(WireError::Range("context offset"))? & !7;
@@ -92,7 +116,7 @@ impl<'a> SessionSetupReq<'a> {
         let off = r.u16()? as usize;
         let len = r.u16()? as usize;
         let previous_session_id = r.u64()?;
-        let token = slice_at(msg, off, len)?;
+        let token = var_field(msg, fixed_end(25), off, len, "security buffer")?;
         Ok(SessionSetupReq { flags, security_mode, capabilities, previous_session_id, token })
     }
 }
@@ -109,7 +133,7 @@ impl<'a> TreeConnectReq<'a> {
         let flags = r.u16()?;
         let off = r.u16()? as usize;
         let len = r.u16()? as usize;
-        Ok(TreeConnectReq { flags, path: slice_at(msg, off, len)? })
+        Ok(TreeConnectReq { flags, path: var_field(msg, fixed_end(9), off, len, "tree connect path")? })
     }
 }
 
@@ -150,13 +174,16 @@ impl<'a> CreateReq<'a> {
             share_access,
             disposition,
             options,
-            name: slice_at(msg, name_off, name_len)?,
-            contexts: slice_at(msg, ctx_off, ctx_len)?,
+            name: var_field(msg, fixed_end(57), name_off, name_len, "create name")?,
+            contexts: var_field(msg, fixed_end(57), ctx_off, ctx_len, "create contexts")?,
         })
     }
 }
 
-/// Create contexts (MS-SMB2 2.2.13.2): `(name, data)` pairs.
+/// Create contexts (MS-SMB2 2.2.13.2): `(name, data)` pairs. Each context
+/// spans from its start to the next one (Next), the last one to the end of
+/// the buffer; its name and data must lie inside that span, after its
+/// 16-byte fixed part, and not overlap each other.
 pub fn parse_create_contexts(buf: &[u8]) -> Result<Vec<(&[u8], &[u8])>, WireError> {
     let mut out = Vec::new();
     let mut off = 0usize;
@@ -164,19 +191,27 @@ pub fn parse_create_contexts(buf: &[u8]) -> Result<Vec<(&[u8], &[u8])>, WireErro
         return Ok(out);
     }
     loop {
-        let mut r = Reader::new(slice_at(buf, off, 16)?);
+        let rest = buf.get(off..).ok_or(WireError::Range("create context"))?;
+        let mut r = Reader::new(slice_at(rest, 0, 16)?);
         let next = r.u32()? as usize;
         let name_off = r.u16()? as usize;
         let name_len = r.u16()? as usize;
         r.skip(2)?;
         let data_off = r.u16()? as usize;
         let data_len = r.u32()? as usize;
+        if next != 0 && (next < 16 || next % 8 != 0 || next > rest.len()) {
+            return Err(WireError::Range("create context next"));
+        }
+        let this = if next == 0 { rest } else { &rest[..next] };
         // Every defined tag is at least 4 bytes; Windows refuses shorter ones.
         if name_len < 4 {
             return Err(WireError::Range("create context name shorter than 4 bytes"));
         }
-        let name = slice_at(buf, off.checked_add(name_off).ok_or(WireError::Range("ctx"))?, name_len)?;
-        let data = slice_at(buf, off.checked_add(data_off).ok_or(WireError::Range("ctx"))?, data_len)?;
+        let name = var_field(this, 16, name_off, name_len, "create context name")?;
+        let data = var_field(this, 16, data_off, data_len, "create context data")?;
+        if !data.is_empty() && data_off < name_off + name_len && name_off < data_off + data_len {
+            return Err(WireError::Range("create context data overlaps its name"));
+        }
         out.push((name, data));
         if out.len() > 64 {
             return Err(WireError::Range("too many create contexts"));
@@ -184,10 +219,7 @@ pub fn parse_create_contexts(buf: &[u8]) -> Result<Vec<(&[u8], &[u8])>, WireErro
         if next == 0 {
             break;
         }
-        if next < 16 || next % 8 != 0 {
-            return Err(WireError::Range("create context next"));
-        }
-        off = off.checked_add(next).ok_or(WireError::Range("ctx"))?;
+        off += next;
     }
     Ok(out)
 }
@@ -258,7 +290,8 @@ impl<'a> ReadReq<'a> {
         let _remaining = r.u32()?;
         let ci_off = r.u16()? as usize;
         let ci_len = r.u16()? as usize;
-        Ok(ReadReq { flags, length, offset, file_id, minimum, channel, channel_info: slice_at(msg, ci_off, ci_len)? })
+        let channel_info = var_field(msg, fixed_end(49), ci_off, ci_len, "read channel info")?;
+        Ok(ReadReq { flags, length, offset, file_id, minimum, channel, channel_info })
     }
 }
 
@@ -285,8 +318,9 @@ impl<'a> WriteReq<'a> {
         let ci_len = r.u16()? as usize;
         let flags = r.u32()?;
         // With an RDMA channel the data comes by RDMA read and Length is 0 here.
-        let data = slice_at(msg, data_off, length)?;
-        Ok(WriteReq { offset, file_id, channel, flags, data, channel_info: slice_at(msg, ci_off, ci_len)? })
+        let data = var_field(msg, fixed_end(49), data_off, length, "write data")?;
+        let channel_info = var_field(msg, fixed_end(49), ci_off, ci_len, "write channel info")?;
+        Ok(WriteReq { offset, file_id, channel, flags, data, channel_info })
     }
 }
 
@@ -314,7 +348,8 @@ impl<'a> QueryDirReq<'a> {
         let off = r.u16()? as usize;
         let len = r.u16()? as usize;
         let output_len = r.u32()?;
-        Ok(QueryDirReq { class, flags, file_index, file_id, pattern: slice_at(msg, off, len)?, output_len })
+        let pattern = var_field(msg, fixed_end(33), off, len, "query directory name")?;
+        Ok(QueryDirReq { class, flags, file_index, file_id, pattern, output_len })
     }
 }
 
@@ -345,7 +380,8 @@ impl<'a> QueryInfoReq<'a> {
         let additional = r.u32()?;
         let flags = r.u32()?;
         let file_id = file_id(&mut r)?;
-        Ok(QueryInfoReq { info_type, class, output_len, input: slice_at(msg, in_off, in_len)?, additional, flags, file_id })
+        let input = var_field(msg, fixed_end(41), in_off, in_len, "query info input")?;
+        Ok(QueryInfoReq { info_type, class, output_len, input, additional, flags, file_id })
     }
 }
 
@@ -368,7 +404,8 @@ impl<'a> SetInfoReq<'a> {
         r.skip(2)?;
         let additional = r.u32()?;
         let file_id = file_id(&mut r)?;
-        Ok(SetInfoReq { info_type, class, buffer: slice_at(msg, off, len)?, additional, file_id })
+        let buffer = var_field(msg, fixed_end(33), off, len, "set info buffer")?;
+        Ok(SetInfoReq { info_type, class, buffer, additional, file_id })
     }
 }
 
@@ -391,11 +428,15 @@ impl<'a> IoctlReq<'a> {
         let in_off = r.u32()? as usize;
         let in_len = r.u32()? as usize;
         let _max_in = r.u32()?;
-        let _out_off = r.u32()?;
-        let _out_len = r.u32()?;
+        let out_off = r.u32()? as usize;
+        let out_len = r.u32()? as usize;
         let max_output = r.u32()?;
         let flags = r.u32()?;
-        Ok(IoctlReq { ctl_code, file_id, input: slice_at(msg, in_off, in_len)?, max_output, flags })
+        let input = var_field(msg, fixed_end(57), in_off, in_len, "ioctl input")?;
+        // No FSCTL we serve takes data in a request's output buffer, but one
+        // sent must still lie inside the request.
+        var_field(msg, fixed_end(57), out_off, out_len, "ioctl output")?;
+        Ok(IoctlReq { ctl_code, file_id, input, max_output, flags })
     }
 }
 
@@ -620,6 +661,7 @@ impl SecurityDescriptor {
 mod tests {
     use super::*;
     use crate::wire::header::Header;
+    use crate::wire::{u16_at, u32_at};
 
     fn msg_with(body_bytes: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
@@ -708,6 +750,104 @@ mod tests {
         bad_ace[dacl_at + 10] = 0xFF; // ACE size beyond the ACL
         assert!(SecurityDescriptor::parse(&bad_ace).is_err());
     }
+    /// One request of each kind with a variable field, as (what, message,
+    /// position of the offset field in the message, offset field width,
+    /// position of the length field, length field width, parser).
+    type Parse = fn(&[u8]) -> Result<(), WireError>;
+
+    fn offset_cases() -> Vec<(&'static str, Vec<u8>, usize, usize, Parse)> {
+        let body = |b: &mut Vec<u8>| msg_with(b);
+        let mut v: Vec<(&'static str, Vec<u8>, usize, usize, Parse)> = Vec::new();
+        // SESSION_SETUP: SecurityBufferOffset u16 at body 12.
+        let mut b = Vec::new();
+        b.u16(25).u8(0).u8(1).u32(0).u32(0).u16(88).u16(8).u64(0).put(b"NTLMSSP\0");
+        v.push(("session setup security buffer", body(&mut b), 64 + 12, 2, |m| SessionSetupReq::parse(m).map(|_| ())));
+        // TREE_CONNECT: PathOffset u16 at body 4.
+        let mut b = Vec::new();
+        b.u16(9).u16(0).u16(72).u16(8).put(&[b'x', 0, b'y', 0, b'z', 0, b'w', 0]);
+        v.push(("tree connect path", body(&mut b), 64 + 4, 2, |m| TreeConnectReq::parse(m).map(|_| ())));
+        // CREATE: NameOffset u16 at body 44, CreateContextsOffset u32 at body 48.
+        let mut b = Vec::new();
+        b.u16(57).u8(0).u8(0).u32(2).zeros(16).u32(0).u32(0).u32(7).u32(1).u32(0).u16(120).u16(4).u32(128).u32(24).put(&[b'a', 0, b'b', 0]).zeros(4);
+        put_create_context(&mut b, b"MxAc", &[]);
+        b.zeros(4);
+        v.push(("create name", body(&mut b), 64 + 44, 2, |m| CreateReq::parse(m).map(|_| ())));
+        v.push(("create contexts", body(&mut b), 64 + 48, 4, |m| CreateReq::parse(m).map(|_| ())));
+        // READ: ReadChannelInfoOffset u16 at body 44.
+        let mut b = Vec::new();
+        b.u16(49).u8(0).u8(0).u32(1).u64(0).zeros(16).u32(0).u32(0).u32(0).u16(112).u16(16).zeros(16);
+        v.push(("read channel info", body(&mut b), 64 + 44, 2, |m| ReadReq::parse(m).map(|_| ())));
+        // WRITE: DataOffset u16 at body 2, WriteChannelInfoOffset u16 at body 40.
+        let mut b = Vec::new();
+        b.u16(49).u16(112).u32(4).u64(0).zeros(16).u32(0).u32(0).u16(116).u16(16).u32(0).put(b"data").zeros(16);
+        v.push(("write data", body(&mut b), 64 + 2, 2, |m| WriteReq::parse(m).map(|_| ())));
+        v.push(("write channel info", body(&mut b), 64 + 40, 2, |m| WriteReq::parse(m).map(|_| ())));
+        // QUERY_DIRECTORY: FileNameOffset u16 at body 24.
+        let mut b = Vec::new();
+        b.u16(33).u8(1).u8(0).u32(0).zeros(16).u16(96).u16(2).u32(4096).put(&[b'*', 0]);
+        v.push(("query directory name", body(&mut b), 64 + 24, 2, |m| QueryDirReq::parse(m).map(|_| ())));
+        // QUERY_INFO: InputBufferOffset u16 at body 8.
+        let mut b = Vec::new();
+        b.u16(41).u8(1).u8(15).u32(4096).u16(104).u16(0).u32(8).u32(0).u32(0).zeros(16).zeros(8);
+        v.push(("query info input", body(&mut b), 64 + 8, 2, |m| QueryInfoReq::parse(m).map(|_| ())));
+        // SET_INFO: BufferOffset u16 at body 8.
+        let mut b = Vec::new();
+        b.u16(33).u8(1).u8(4).u32(40).u16(96).u16(0).u32(0).zeros(16).zeros(40);
+        v.push(("set info buffer", body(&mut b), 64 + 8, 2, |m| SetInfoReq::parse(m).map(|_| ())));
+        // IOCTL: InputOffset u32 at body 24, OutputOffset u32 at body 36.
+        let mut b = Vec::new();
+        b.u16(57).u16(0).u32(0x0009_00C4).zeros(16).u32(120).u32(8).u32(0).u32(128).u32(4).u32(0).u32(1).u32(0).zeros(12);
+        v.push(("ioctl input", body(&mut b), 64 + 24, 4, |m| IoctlReq::parse(m).map(|_| ())));
+        v.push(("ioctl output", body(&mut b), 64 + 36, 4, |m| IoctlReq::parse(m).map(|_| ())));
+        // NEGOTIATE: NegotiateContextOffset u32 at body 28; 2 dialects end at 104.
+        let mut b = Vec::new();
+        b.u16(36).u16(2).u16(1).u16(0).u32(0).zeros(16).u32(104).u16(1).u16(0).u16(0x0300).u16(0x0311);
+        b.u16(1).u16(4).u32(0).put(&[1, 0, 0, 0]);
+        v.push(("negotiate contexts", body(&mut b), 64 + 28, 4, |m| NegotiateReq::parse(m).and_then(|n| n.contexts()).map(|_| ())));
+        v
+    }
+
+    fn set_off(m: &mut [u8], at: usize, width: usize, v: usize) {
+        if width == 2 {
+            m[at..at + 2].copy_from_slice(&(v as u16).to_le_bytes());
+        } else {
+            m[at..at + 4].copy_from_slice(&(v as u32).to_le_bytes());
+        }
+    }
+
+    /// Every offset field: the well-formed request parses; an offset into the
+    /// header or the fixed part (the ksmbd CVE class), or one that puts the
+    /// field past the end of the message, is refused.
+    #[test]
+    fn offsets_must_lie_after_the_fixed_part_and_inside_the_message() {
+        for (what, m, at, width, parse) in offset_cases() {
+            parse(&m).unwrap_or_else(|e| panic!("{what}: well-formed request refused: {e}"));
+            let good = if width == 2 { u16_at(&m, at).unwrap() as usize } else { u32_at(&m, at).unwrap() as usize };
+            // The first byte after the fixed part (after the dialects for NEGOTIATE).
+            let first = if what.starts_with("negotiate") { 104 } else { fixed_end(u16_at(&m, HEADER_LEN).unwrap()) };
+            for off in [0usize, 8, HEADER_LEN, first - 1, m.len() - 1, m.len(), 0xFFFF] {
+                let mut bad = m.clone();
+                set_off(&mut bad, at, width, off);
+                assert!(parse(&bad).is_err(), "{what}: offset {off:#x} accepted (good one {good:#x}, message {} bytes)", m.len());
+            }
+        }
+    }
+
+    #[test]
+    fn fixed_ends() {
+        assert_eq!(fixed_end(49), 0x70);
+        assert_eq!(fixed_end(57), 0x78);
+        assert_eq!(fixed_end(33), 0x60);
+        assert_eq!(fixed_end(41), 0x68);
+        assert_eq!(fixed_end(25), 0x58);
+        assert_eq!(fixed_end(9), 0x48);
+        assert_eq!(fixed_end(36), 100);
+        assert_eq!(var_field(&[0; 200], 0x70, 0x10, 0, "x"), Ok(&[][..]));
+        assert_eq!(var_field(&[0; 200], 0x70, 0x6F, 1, "x"), Err(WireError::IntoFixedPart("x")));
+        assert!(var_field(&[0; 200], 0x70, 0x70, 89, "x").is_err());
+        assert_eq!(var_field(&[0; 200], 0x70, 0x70, 88, "x").map(<[u8]>::len), Ok(88));
+    }
+
     proptest::proptest! {
         #[test]
         fn parsers_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {

@@ -17,6 +17,8 @@ pub enum WireError {
     StructureSize { got: u16, expected: u16 },
     #[error("field {0} out of range")]
     Range(&'static str),
+    #[error("field {0} points into the header or the fixed part of the request")]
+    IntoFixedPart(&'static str),
     #[error("invalid UTF-16 name")]
     BadName,
 }

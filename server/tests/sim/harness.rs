@@ -421,8 +421,6 @@ pub struct Client {
     pub credit_request: u16,
     /// Responses that arrived with another request's (async final responses).
     pub stash: Vec<Resp>,
-    /// Verify the final SESSION_SETUP response's signature (on by default).
-    pub check_final_signature: bool,
     /// The GSS session key and the session's preauth hash of the last logon.
     pub session_key: Vec<u8>,
     pub session_preauth: Option<[u8; 64]>,
@@ -446,11 +444,22 @@ pub struct NegOpts {
     pub ciphers: Vec<u16>,
     pub signing: Vec<u16>,
     pub security_mode: u16,
+    /// The client's Capabilities (0x7F: all of 3.x, encryption included).
+    pub capabilities: u32,
+    /// The ENCRYPTION_CAPABILITIES context's data as sent, instead of one built from `ciphers`.
+    pub raw_cipher_ctx: Option<Vec<u8>>,
 }
 
 impl Default for NegOpts {
     fn default() -> Self {
-        NegOpts { dialects: vec![DIALECT_202, DIALECT_210, DIALECT_300, DIALECT_302, DIALECT_311], ciphers: vec![2, 1], signing: vec![1, 0], security_mode: 1 }
+        NegOpts {
+            dialects: vec![DIALECT_202, DIALECT_210, DIALECT_300, DIALECT_302, DIALECT_311],
+            ciphers: vec![2, 1],
+            signing: vec![1, 0],
+            security_mode: 1,
+            capabilities: 0x7F,
+            raw_cipher_ctx: None,
+        }
     }
 }
 
@@ -478,7 +487,6 @@ impl Client {
             max_read: 0,
             credit_request: 64,
             stash: Vec::new(),
-            check_final_signature: true,
             session_key: Vec::new(),
             session_preauth: None,
         }
@@ -599,7 +607,7 @@ impl Client {
         guid[0] = 0x5A;
         guid[15] = 0xA5;
         let with_ctx = opts.dialects.contains(&DIALECT_311);
-        b.u16_(36).u16_(opts.dialects.len() as u16).u16_(opts.security_mode).u16_(0).u32_(0x7F).bytes(&guid);
+        b.u16_(36).u16_(opts.dialects.len() as u16).u16_(opts.security_mode).u16_(0).u32_(opts.capabilities).bytes(&guid);
         let ctx_off_at = b.len();
         b.u32_(0).u16_(0).u16_(0);
         for d in &opts.dialects {
@@ -614,7 +622,9 @@ impl Client {
             let mut pre = Vec::new();
             pre.u16_(1).u16_(32).u16_(1).bytes(&[0x11; 32]);
             ctxs.push((1, pre));
-            if !opts.ciphers.is_empty() {
+            if let Some(raw) = &opts.raw_cipher_ctx {
+                ctxs.push((2, raw.clone()));
+            } else if !opts.ciphers.is_empty() {
                 let mut c = Vec::new();
                 c.u16_(opts.ciphers.len() as u16);
                 for x in &opts.ciphers {
@@ -762,8 +772,9 @@ impl Client {
                         self.session_preauth = h;
                         self.keys = Some(derive_client_keys(self.dialect, &key, h.as_ref(), self.cipher, self.signing_alg));
                     }
-                    // MS-SMB2 3.3.5.5.3: the final response of an SMB3 session is signed.
-                    if self.dialect >= DIALECT_300 && !r.encrypted && self.check_final_signature {
+                    // MS-SMB2 3.3.5.5.3: the final response is signed at every
+                    // dialect unless the session is a guest or anonymous one.
+                    if self.session_flags & 3 == 0 && !r.encrypted {
                         assert!(r.is_signed(), "final SESSION_SETUP response is not signed");
                         let mut raw = r.raw.clone();
                         assert!(self.keys.as_ref().unwrap().signer.verify(&mut raw), "final SESSION_SETUP signature does not verify");
@@ -875,7 +886,7 @@ pub fn derive_client_keys(dialect: u16, session_key: &[u8], preauth: Option<&[u8
     ClientKeys { signer, sealer, opener }
 }
 
-fn sec_buffer(r: &Resp) -> Vec<u8> {
+pub fn sec_buffer(r: &Resp) -> Vec<u8> {
     let off = le16(&r.raw, 64 + 4) as usize;
     let len = le16(&r.raw, 64 + 6) as usize;
     if len == 0 {

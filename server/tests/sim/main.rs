@@ -25,4 +25,7 @@ mod garbage;
 mod ioctl;
 mod sessions;
 mod negotiate;
+mod hostile;
+mod caps;
 mod smbd;
+mod eas;

@@ -75,3 +75,34 @@ fn second_negotiate_does_not_renegotiate() {
         assert_eq!(c.tree_connect("share").status, SUCCESS);
     }
 }
+
+#[test]
+fn empty_cipher_list_without_encryption_capability_negotiates_no_cipher() {
+    // MS-SMB2 2.2.3.1.2 wants CipherCount > 0; Samba accepts 0 from a client that
+    // does not claim SMB2_GLOBAL_CAP_ENCRYPTION and negotiates no cipher.
+    let ts = server();
+    let no_enc = NegOpts { dialects: vec![DIALECT_311], capabilities: 0x3F, raw_cipher_ctx: Some(vec![0, 0]), ..NegOpts::default() };
+    let mut c = Client::new(&ts);
+    let r = c.negotiate_with(&no_enc);
+    assert_eq!(c.dialect, DIALECT_311);
+    assert_eq!(c.cipher, None, "no cipher negotiated");
+    assert_eq!(le32(&r.raw, 64 + 24) & 0x40, 0, "server does not claim encryption for this connection");
+    // The connection works: logon (final response signed), tree, file.
+    c.session_setup();
+    assert_eq!(c.session_flags & 4, 0, "session not encrypted");
+    assert_eq!(c.tree_connect("share").status, SUCCESS);
+    let fid = c.open_file("plain.txt");
+    assert_eq!(c.write(&fid, 0, b"no cipher").status, SUCCESS);
+    assert_eq!(c.close(&fid).status, SUCCESS);
+
+    // A client that claims encryption and offers no cipher is refused.
+    let body = Client::negotiate_body(&NegOpts { capabilities: 0x7F, ..no_enc.clone() });
+    assert_eq!(negotiate_status(&ts, &body, 0), Ok(INVALID_PARAMETER));
+    // A count that runs past the context is malformed whatever the capabilities.
+    for caps in [0x3F, 0x7F] {
+        for raw in [vec![2, 0, 1, 0], vec![1, 0], vec![0xFF, 0xFF, 1, 0, 2, 0]] {
+            let body = Client::negotiate_body(&NegOpts { capabilities: caps, raw_cipher_ctx: Some(raw.clone()), ..no_enc.clone() });
+            assert_eq!(negotiate_status(&ts, &body, 0), Ok(INVALID_PARAMETER), "caps {caps:#x} context {raw:?}");
+        }
+    }
+}

@@ -62,7 +62,6 @@ fn reauth_keeps_opens_on_unsigned_session() {
     let sid = c.session_id;
     let fid = c.open_file("kept.txt");
     assert_eq!(c.write(&fid, 0, b"before").status, SUCCESS);
-    c.check_final_signature = false;
     let r = c.session_setup_as(USER, PASSWORD).expect("re-authentication failed");
     assert_eq!(r.session_id, sid);
     assert_eq!(c.conn.sessions, vec![sid]);

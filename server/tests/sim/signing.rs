@@ -157,3 +157,48 @@ fn gmac_and_hmac_signing() {
     c.sign = false;
     assert_eq!(c.create("y", GENERIC_ALL, FILE_OPEN_IF, 0).status, ACCESS_DENIED);
 }
+
+#[test]
+fn final_session_setup_is_signed_at_every_dialect() {
+    // MS-SMB2 3.3.5.5.3: the final SESSION_SETUP response of a session with a key
+    // is signed even when neither side requires signing, 2.0.2 and 2.1 included
+    // (session_setup_as checks the signature against the client's own key).
+    let ts = server();
+    for d in [DIALECT_202, DIALECT_210, DIALECT_300, DIALECT_302, DIALECT_311] {
+        let mut c = Client::new(&ts);
+        c.negotiate_with(&NegOpts { dialects: vec![d], ..NegOpts::default() });
+        assert_eq!(c.server_security_mode & 3, 1, "signing enabled, not required");
+        let r = c.session_setup();
+        assert!(r.is_signed(), "dialect {d:#x}: final SESSION_SETUP response not signed");
+        assert!(!c.sign, "dialect {d:#x}: signing became required");
+        // The session does not require signing: unsigned requests still work.
+        assert_eq!(c.tree_connect("share").status, SUCCESS, "dialect {d:#x}");
+    }
+}
+
+#[test]
+fn guest_final_session_setup_is_not_signed() {
+    // A guest session has no key the client could check a signature with.
+    let ts = server_with(|c| c.map_to_guest = true);
+    for d in [DIALECT_210, DIALECT_311] {
+        let mut c = Client::new(&ts);
+        c.negotiate_with(&NegOpts { dialects: vec![d], ..NegOpts::default() });
+        // NTLM rounds by hand: the guest's final token has no mechListMIC for
+        // sspi to check, so session_setup_as cannot drive this logon.
+        let mut gss = Gss::new("nosuchuser", "whatever");
+        let mut input: Option<Vec<u8>> = None;
+        let last = loop {
+            let (_, token) = gss.step(input.as_deref());
+            let msg = c.build(SESSION_SETUP, 1, &Client::session_setup_body(&token, 1));
+            let r = c.raw(msg).expect("SESSION_SETUP ended the connection").pop().expect("one response");
+            c.session_id = r.session_id;
+            if r.status != MORE_PROCESSING_REQUIRED {
+                break r;
+            }
+            input = Some(sec_buffer(&r));
+        };
+        assert_eq!(last.status, SUCCESS, "dialect {d:#x}: guest logon");
+        assert_eq!(le16(&last.raw, 66) & 3, 1, "dialect {d:#x}: IS_GUEST");
+        assert!(!last.is_signed(), "dialect {d:#x}: guest SESSION_SETUP response signed");
+    }
+}
