@@ -53,6 +53,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        // Plain text into files and pipes (logs are grepped by tests).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let Cmd::Serve { listen, share, user, config, rdma, rdma_proxy, smbd_max_io_size } = cli.cmd;
