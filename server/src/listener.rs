@@ -96,7 +96,7 @@ impl ConnectionSlots {
 
     /// Logs a refusal; during a flood at most one line a second, with the
     /// number of refusals it stands for.
-    fn log_refusal(&self, peer: &SocketAddr, why: Refused) {
+    pub fn log_refusal(&self, peer: &dyn std::fmt::Display, why: Refused) {
         let mut c = lock(&self.inner);
         c.refused_unlogged += 1;
         let now = Instant::now();
@@ -106,7 +106,7 @@ impl ConnectionSlots {
         let n = std::mem::take(&mut c.refused_unlogged);
         c.last_refusal_log = Some(now);
         drop(c);
-        warn!(%peer, refused_since_last_line = n, "connection refused and closed: already {why}");
+        warn!(peer = %peer, refused_since_last_line = n, "connection refused and closed: already {why}");
     }
 }
 

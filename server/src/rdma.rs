@@ -74,10 +74,24 @@ pub fn serve_control(server: Arc<Server>, control: OwnedFd) -> Result<(), Contro
         };
         match (frame, fd) {
             (Frame::ChannelOffer(offer), Some(sock)) => {
+                // An SMB Direct channel is a connection like a TCP one: it
+                // counts against `max smbd processes` and `max connections
+                // per client address`. Over a cap its socket is closed at once.
+                let ip = offer.peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+                let l = &server.cfg.limits;
+                let slot = match server.conn_slots.acquire(ip, l.max_connections, l.max_connections_per_address) {
+                    Ok(s) => s,
+                    Err(why) => {
+                        server.conn_slots.log_refusal(&ip, why);
+                        drop(sock);
+                        continue;
+                    }
+                };
                 let server = server.clone();
                 let alloc = alloc.clone();
                 let id = offer.channel_id;
                 let r = std::thread::Builder::new().name("smbd-conn".into()).stack_size(512 * 1024).spawn(move || {
+                    let _slot = slot;
                     match smbd_transport(offer, sock, alloc, max_message) {
                         Ok((src, sink)) => {
                             let peer = crate::transport::MessageSink::peer(&sink);

@@ -7,6 +7,7 @@ place where a strict reading of MS-SMB2 would lock out a real client.
 - A NEGOTIATE with an empty ENCRYPTION_CAPABILITIES list from a client without
   SMB2_GLOBAL_CAP_ENCRYPTION is accepted with no cipher; from a client that
   claims encryption, or with a count running past the context, it is refused.
+- A TREE_CONNECT whose path is the bare share name (no "\\\\server\\") connects.
 Every test runs against Samba too (SMB_TARGET=samba), which proves the
 expectation is Samba's behaviour."""
 
@@ -19,6 +20,7 @@ import uuid
 
 import pytest
 from smbprotocol.connection import Connection, Dialects, SecurityMode
+from smbprotocol.exceptions import SMBResponseException
 from smbprotocol.open import CreateDisposition, CreateOptions, FilePipePrinterAccessMask, ImpersonationLevel, Open, ShareAccess
 from smbprotocol.session import Session
 from smbprotocol.tree import TreeConnect
@@ -174,5 +176,34 @@ def test_empty_cipher_list_client_can_work(server, remote_dir):
         tree = TreeConnect(session, unc(server))
         tree.connect()
         tree.disconnect()
+    finally:
+        conn.disconnect()
+
+
+# ----- TREE_CONNECT path forms -----
+
+@pytest.mark.parametrize("form", ["unc", "bare"])
+def test_tree_connect_bare_share_name(server, form):
+    """MS-SMB2 2.2.9 asks for "\\\\server\\share"; Samba also takes the bare
+    share name, and so do we."""
+    conn = Connection(uuid.uuid4(), server.host, server.port, require_signing=True)
+    conn.connect(dialect=Dialects.SMB_3_1_1, timeout=30)
+    try:
+        session = Session(conn, server.user, server.password, require_encryption=False)
+        session.connect()
+        path = unc(server) if form == "unc" else server.share
+        tree = TreeConnect(session, path)
+        tree.connect()
+        assert tree.tree_connect_id
+        f = Open(tree, "")
+        f.create(ImpersonationLevel.Impersonation, FilePipePrinterAccessMask.FILE_READ_ATTRIBUTES, 0,
+                 ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE, CreateDisposition.FILE_OPEN,
+                 CreateOptions.FILE_DIRECTORY_FILE)
+        f.close()
+        tree.disconnect()
+        # a server part without a share is still no share
+        with pytest.raises(SMBResponseException) as e:
+            TreeConnect(session, rf"\\{server.host}").connect()
+        assert e.value.status == 0xC00000CC, f"status {e.value.status:#x}, expected BAD_NETWORK_NAME"
     finally:
         conn.disconnect()

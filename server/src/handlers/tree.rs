@@ -18,8 +18,12 @@ const SHAREFLAG_NO_CACHING: u32 = 0x0030;
 pub fn tree_connect(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
     let req = TreeConnectReq::parse(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
     let path = utf16_to_string(req.path).map_err(|_| NtStatus::BAD_NETWORK_NAME)?;
-    // "\\server\share": the share is the last component.
-    let name = path.trim_start_matches('\\').split_once('\\').map(|(_, s)| s).ok_or(NtStatus::BAD_NETWORK_NAME)?;
+    // "\\server\share": the share is what follows the server. A path without
+    // a server part is the share name itself, as Samba takes it (MS-SMB2
+    // 2.2.9 asks for "\\server\share", but refusing a bare name would lock
+    // out a client that Samba serves).
+    let trimmed = path.trim_start_matches('\\');
+    let name = trimmed.split_once('\\').map_or(trimmed, |(_, s)| s);
     if name.is_empty() || name.contains('\\') {
         return Err(NtStatus::BAD_NETWORK_NAME);
     }

@@ -391,3 +391,43 @@ fn smbd_rdma_channel_refused_on_encrypted_requests() {
     // Inline I/O works, encrypted.
     assert_eq!(r.client.write(&fid, 0, b"secret").status, SUCCESS);
 }
+
+/// An SMB Direct channel counts against the connection caps as a TCP
+/// connection does: over `max connections per client address` the offered
+/// channel's socket is closed at once; with the place free it is served.
+#[test]
+fn smbd_channels_count_against_the_connection_caps() {
+    let ts = server_with(|c| c.limits.max_connections_per_address = 1);
+    let (proxy_end, server_end) = seqpacket_pair().unwrap();
+    let srv = ts.server.clone();
+    let control_thread = std::thread::spawn(move || serve_control(srv, server_end));
+    let pool = PoolMap::create(POOL_SIZE).unwrap();
+    let hello = Frame::Hello(Hello { version: PROTO_VERSION, pool_size: POOL_SIZE, slot_size: SLOT_SIZE });
+    send_frame(proxy_end.as_fd(), &hello, Some(pool.fd())).unwrap();
+    let peer: std::net::SocketAddr = "10.9.0.7:40001".parse().unwrap();
+    // Another connection from that address holds its one place.
+    let held = ts.server.conn_slots.acquire(peer.ip(), 0, 1).unwrap();
+    let offer = |id: u64| {
+        let msg = build_header(NEGOTIATE, 0, 1, 0, 0, 0, 0, &Client::negotiate_body(&NegOpts::default()));
+        let (mine, theirs) = seqpacket_pair().unwrap();
+        let o = ChannelOffer {
+            channel_id: id,
+            client_guid: [0; 16],
+            peer: Some(peer),
+            local: Some("10.9.0.1:445".parse().unwrap()),
+            negotiated: Negotiated { max_read_write_size: MAX_RW, max_send_size: 1364, max_fragmented_send: 1 << 20, max_fragmented_recv: 1 << 20 },
+            first_message: msg,
+        };
+        send_frame(proxy_end.as_fd(), &Frame::ChannelOffer(o), Some(theirs.as_fd())).unwrap();
+        drop(theirs);
+        let got = FrameReader::new(16 << 20).recv(&mine).unwrap();
+        (mine, got.map(|r| r.frame))
+    };
+    let (_closed, got) = offer(1);
+    assert!(got.is_none(), "a channel over the per-address cap is closed without an answer");
+    drop(held);
+    let (_served, got) = offer(2);
+    assert!(matches!(got, Some(Frame::Send { .. })), "with the place free the NEGOTIATE is answered: {got:?}");
+    drop(proxy_end);
+    let _ = control_thread.join();
+}
