@@ -196,6 +196,16 @@ def start_ours(workdir: Path, user: str, password: str, share_path: Path | None 
     cmd = [str(binary), "serve", "--listen", "127.0.0.1:0",
            "--share", f"{SHARE}={share_path}", "--user", f"{user}:{password}"]
     cmd += extra_args or []
+    # SMB_VIA_PROXY=1: clients reach the server through the stand-in proxy
+    # (smbd-tcp-front), i.e. over the channel path an SMB Direct connection takes.
+    via_proxy = os.environ.get("SMB_VIA_PROXY") == "1" and "--config" not in cmd
+    if via_proxy:
+        front = Path(os.environ.get("SMBD_TCP_FRONT_BIN", REPO / "target/release/smbd-tcp-front"))
+        front_port = free_port()
+        conf = workdir / "via-proxy.conf"
+        conf.write_text(f"[global]\n smbdirect:rdma = yes\n smbdirect:rdma proxy = {front}\n"
+                        f" smbdirect:rdma listen = 127.0.0.1:{front_port}\n")
+        cmd += ["--config", str(conf)]
     env = dict(os.environ)
     env.setdefault("RUST_LOG", "info")
     log = open(log_path, "wb")
@@ -222,6 +232,9 @@ def start_ours(workdir: Path, user: str, password: str, share_path: Path | None 
             if m:
                 port = int(m.group(1))
     sel.close()
+    if port is not None and via_proxy:
+        wait_port(front_port, timeout=15)
+        port = front_port
     server = SmbServer("ours", port or 0, user, password, share_path, workdir, log_path,
                        proc=proc, main_pid=proc.pid)
     if port is None:

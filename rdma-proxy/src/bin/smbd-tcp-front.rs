@@ -25,8 +25,14 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Largest SMB2 message relayed (Direct TCP's 24-bit length).
+/// Largest SMB2 message relayed (Direct TCP's 24-bit length); the server
+/// bounds what it accepts on each channel itself.
 const MAX_MESSAGE: usize = tcp::MAX_FRAME_LEN;
+/// Largest first message offered with a channel: as the real proxy, whose
+/// first message is bounded by SMB Direct's max fragmented receive size. A
+/// larger one closes the connection instead of being offered (an oversized
+/// offer is a protocol error on the control socket).
+const MAX_FIRST_MESSAGE: usize = 1 << 20;
 
 /// Takes ownership of the control socket inherited across exec.
 #[allow(unsafe_code)]
@@ -132,14 +138,14 @@ fn report(addr: Option<std::net::SocketAddr>, status: u32, message: &str) -> Fra
     Frame::Listener(ListenerReport { device: "tcp".into(), port_num: 0, addr, status, message: message.into() })
 }
 
-fn read_message(s: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+fn read_message(s: &mut TcpStream, limit: usize) -> std::io::Result<Option<Vec<u8>>> {
     let mut hdr = [0u8; tcp::HEADER_LEN];
     match s.read_exact(&mut hdr) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    let len = tcp::parse_header(hdr, MAX_MESSAGE).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    let len = tcp::parse_header(hdr, limit).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
     let mut msg = vec![0u8; len];
     s.read_exact(&mut msg)?;
     Ok(Some(msg))
@@ -147,7 +153,7 @@ fn read_message(s: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
 
 /// One TCP connection as one channel.
 fn relay(mut tcp_in: TcpStream, id: u64, max_io: u32, control: &OwnedFd, control_lock: &Mutex<()>) -> Result<(), String> {
-    let Some(first) = read_message(&mut tcp_in).map_err(|e| e.to_string())? else { return Ok(()) };
+    let Some(first) = read_message(&mut tcp_in, MAX_FIRST_MESSAGE).map_err(|e| e.to_string())? else { return Ok(()) };
     let mut client_guid = [0u8; 16];
     // An SMB2 NEGOTIATE carries the ClientGUID at body offset 12.
     if first.get(0..4) == Some(&b"\xfeSMB"[..]) && first.get(12..14) == Some(&[0, 0][..]) {
@@ -180,7 +186,7 @@ fn relay(mut tcp_in: TcpStream, id: u64, max_io: u32, control: &OwnedFd, control
     // TCP -> channel.
     let (c2, l2) = (chan.clone(), chan_lock.clone());
     let up = std::thread::spawn(move || {
-        while let Ok(Some(m)) = read_message(&mut tcp_in) {
+        while let Ok(Some(m)) = read_message(&mut tcp_in, MAX_MESSAGE) {
             let _g = l2.lock().unwrap_or_else(|p| p.into_inner());
             if send_parts(c2.as_fd(), kind::RECV, &[&m]).is_err() {
                 break;
