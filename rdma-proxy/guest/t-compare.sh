@@ -1,6 +1,6 @@
 # Ours (smbdirect serve + rdma-proxy) then ksmbd, same guest, same cifs: mount time,
 # dd read/write MB/s of MB MiB with 4 MiB blocks, cache=none. A probe, not a bench.
-. ${D:-/tmp/rxevm}/verbs-guest/common.sh
+. "$(dirname "$0")/common.sh"
 export PATH=${D:-/tmp/rxevm}/kbin:$PATH
 MB=${MB:-64}
 dd if=/dev/urandom of=/srv/share/src bs=1M count=$MB status=none

@@ -1,6 +1,6 @@
 # Part 7: malformed SMB Direct input from a raw client (smbd-fault) ends that
 # connection cleanly; the proxy keeps serving (a mount works afterwards).
-. ${D:-/tmp/rxevm}/verbs-guest/common.sh
+. "$(dirname "$0")/common.sh"
 $R/smbdirect serve --listen 127.0.0.1:10445 --share share=/srv/share --user tuser:tpass > /tmp/srv.log 2>&1 &
 wait_for sh -c 'ss -Hltn | grep -q 10445' || { echo "server did not listen"; exit 1; }
 RUST_LOG=${PROXY_LOG:-info} $R/smbd-tcp-bridge --proxy $R/rdma-proxy --backend 127.0.0.1:10445 > /tmp/proxy.log 2>&1 &

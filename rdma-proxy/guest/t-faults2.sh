@@ -1,7 +1,7 @@
 # Part 7 (process and client faults): a client killed mid-transfer leaves no QP or MR
 # behind and the next mount works; a killed proxy is restarted by `smbdirect serve`
 # while TCP service goes on. Also times a TCP mount of the same server.
-. ${D:-/tmp/rxevm}/verbs-guest/common.sh
+. "$(dirname "$0")/common.sh"
 MB=${MB:-32}
 dd if=/dev/urandom of=/srv/share/src bs=1M count=$MB status=none
 RUST_LOG=info $R/smbdirect serve --listen 0.0.0.0:445 --share share=/srv/share --user tuser:tpass > /tmp/srv.log 2>&1 &

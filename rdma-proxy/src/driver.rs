@@ -864,6 +864,7 @@ fn on_event(c: &mut Conn, ev: Event, control: BorrowedFd<'_>, now: Instant) {
                     (rdma_status::REMOTE_ERROR, 0)
                 }
             };
+            debug!(channel = c.id, req_id, status, bytes, "RDMA done");
             if c.sock.is_some() {
                 queue(c, &Frame::RdmaDone(RdmaDone { req_id, status, bytes }));
             }
@@ -918,9 +919,14 @@ fn on_frame(c: &mut Conn, f: Frame, now: Instant, pool_len: u64) {
                 Some(t) => c.core.send_with_invalidate(now, &msg, t),
                 None => c.core.send(now, &msg),
             };
-            if let Err(e) = r {
-                warn!(channel = c.id, "worker's message cannot be sent: {e}; closing");
-                c.core.close(now);
+            match r {
+                Ok(()) => {}
+                // The connection already ended: the worker learns it from Close.
+                Err(_) if c.core_done => {}
+                Err(e) => {
+                    warn!(channel = c.id, "worker's message cannot be sent: {e}; closing");
+                    c.core.close(now);
+                }
             }
         }
         Frame::Rdma(req) => {
@@ -938,6 +944,7 @@ fn on_frame(c: &mut Conn, f: Frame, now: Instant, pool_len: u64) {
             };
             match r {
                 Ok(op) => {
+                    debug!(channel = c.id, req_id = req.req_id, dir = ?req.dir, len = req.len, "RDMA started");
                     c.rdma_ops.insert(op, (req.req_id, req.dir));
                 }
                 Err(e) => {
