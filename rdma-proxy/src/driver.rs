@@ -420,6 +420,13 @@ impl Proxy {
                     c.core.handle_timeout(now);
                 }
                 self.pump(id);
+                // The core reports a timer only when it changes: after a firing, ask it
+                // which deadline is next rather than rely on a SetTimer action.
+                if let Some(c) = self.conns.get_mut(&id) {
+                    if c.timer.is_none() {
+                        c.timer = c.core.poll_timeout();
+                    }
+                }
             }
             self.reap(Instant::now());
         }
