@@ -485,6 +485,11 @@ impl Proxy {
                             if let Some(c) = self.conns.get_mut(&cid) {
                                 c.established = true;
                                 debug!(channel = cid, ?param, "established");
+                                // Ended before the CM got here: rdma_disconnect may have
+                                // been refused then; now it is not.
+                                if c.core_done {
+                                    let _ = c.cm.disconnect();
+                                }
                             }
                         }
                         CmEventKind::TimewaitExit | CmEventKind::Other(_) => {}
@@ -730,7 +735,7 @@ impl Proxy {
             .filter(|c| {
                 c.core_done
                     && (c.out.is_empty() || c.sock.is_none())
-                    && (c.cm_gone || !c.established || c.closing_since.is_some_and(|t| now >= t + CLOSE_GRACE))
+                    && (c.cm_gone || c.closing_since.is_some_and(|t| now >= t + CLOSE_GRACE))
             })
             .map(|c| c.id)
             .collect();
@@ -823,7 +828,10 @@ fn execute(c: &mut Conn, a: Action, now: Instant) -> io::Result<()> {
             info!(channel = c.id, peer = ?c.peer, "SMB Direct connection ends: {reason}");
             c.core_done = true;
             c.closing_since = Some(now);
-            if c.established && !c.cm_gone {
+            // Also before the CM reported ESTABLISHED: the peer's first message can be
+            // completed before that event is read, and an id destroyed without a
+            // disconnect was seen to leave the peer connected.
+            if !c.cm_gone {
                 if let Err(e) = c.cm.disconnect() {
                     debug!(channel = c.id, "rdma_disconnect: {e}");
                 }
