@@ -17,8 +17,8 @@ echo "resources mounted: $(res)"
 # 1. the client goes away mid-transfer: the reader is killed, then the share is
 # unmounted. (umount -f with the killed reader's I/O in flight crashed cifs 6.1
 # itself: "Busy inodes after unmount", kernel BUG at fs/super.c:503.)
-dd if=/mnt/x/src of=/dev/null bs=4M 2>/dev/null & DD=$!
-sleep 3; kill -9 $DD; wait $DD 2>/dev/null
+sh -c 'while :; do dd if=/mnt/x/src of=/dev/null bs=4M 2>/dev/null; done' & L=$!
+sleep 3; kill -STOP $L; pkill -9 -x dd && echo "reader killed mid-transfer"; kill -9 $L; sleep 1
 umount /mnt/x; echo "unmount after the killed reader rc=$?"
 for i in $(seq 30); do [ "$(rdma res show qp | grep -c rdma-proxy)" = 0 ] && break; sleep 0.5; done
 echo "resources after the client went away: $(res)"
