@@ -2,7 +2,7 @@
 # dd read/write MB/s of MB MiB with 4 MiB blocks, cache=none. A probe, not a bench.
 . "$(dirname "$0")/common.sh"
 export PATH=${D:-/tmp/rxevm}/kbin:$PATH
-MB=${MB:-64}
+MB=${MB:-128}
 dd if=/dev/urandom of=/srv/share/src bs=1M count=$MB status=none
 run() { # $1 label
   t=$(up); timeout 120 mount -t cifs //10.9.0.1/share /mnt/x -o rdma,vers=3.1.1,username=tuser,password=tpass,cache=none || { echo "[$1] MOUNT FAILED"; return 1; }
