@@ -1,6 +1,11 @@
 # Sourced by the guest scripts: rxe on a dummy netdev at 10.9.0.1, cifs loaded.
-# R = directory of the host-built release binaries (the guest sees the host's /).
-R=${R:-/tmp/rxevm/bin}
+# Run a script in the reference lab (/work/shared/lab, see its setup.sh) with
+#   cargo build --release -p smbdirect-server --bin smbdirect
+#   cargo build --release -p smbdirect-rdma-proxy --features verbs
+#   D=/tmp/rxevm sh /tmp/rxevm/run-vm.sh $PWD/rdma-proxy/guest/t-serve-rdma.sh
+# R = directory of the host-built release binaries (the guest sees the host's /):
+# this checkout's target/release unless set.
+R=${R:-$(cd "$(dirname "$0")/../.." && pwd)/target/release}
 OUT=${D:-/tmp/rxevm}/share
 up() { cut -d' ' -f1 /proc/uptime; }
 modprobe rdma_rxe && modprobe rdma_ucm || exit 1

@@ -1,8 +1,8 @@
 # First light: cifs mounts over SMB Direct through rdma-proxy; a stand-in worker
 # (smbd-tcp-bridge) carries the SMB2 messages to our server over loopback TCP.
-. ${D:-/tmp/rxevm}/verbs-guest/common.sh
+. "$(dirname "$0")/common.sh"
 echo hello-over-rdma > /srv/share/hello.txt
-$R/smbdirect serve --listen 127.0.0.1:10445 --share share=/srv/share --user tuser:tpass > /tmp/srv.log 2>&1 &
+$R/smbdirect serve --rdma off --listen 127.0.0.1:10445 --share share=/srv/share --user tuser:tpass > /tmp/srv.log 2>&1 &
 wait_for sh -c 'ss -Hltn | grep -q 10445' || { echo "server did not listen"; cat /tmp/srv.log; exit 1; }
 RUST_LOG=${PROXY_LOG:-info} $R/smbd-tcp-bridge --proxy $R/rdma-proxy --backend 127.0.0.1:10445 > /tmp/proxy.log 2>&1 &
 BR=$!

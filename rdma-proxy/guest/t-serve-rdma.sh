@@ -1,7 +1,7 @@
 # Second milestone: `smbdirect serve` starts rdma-proxy itself; cifs mounts over SMB
 # Direct; READ/WRITE payloads go by RDMA (the proxy's close line counts them).
 # MB=size of each transfer (default 64).
-. ${D:-/tmp/rxevm}/verbs-guest/common.sh
+. "$(dirname "$0")/common.sh"
 MB=${MB:-64}
 dd if=/dev/urandom of=/srv/share/src bs=1M count=$MB status=none
 RUST_LOG=${SRV_LOG:-info} $R/smbdirect serve --listen 0.0.0.0:445 --share share=/srv/share --user tuser:tpass > /tmp/srv.log 2>&1 &

@@ -420,6 +420,13 @@ impl Proxy {
                     c.core.handle_timeout(now);
                 }
                 self.pump(id);
+                // The core reports a timer only when it changes: after a firing, ask it
+                // which deadline is next rather than rely on a SetTimer action.
+                if let Some(c) = self.conns.get_mut(&id) {
+                    if c.timer.is_none() {
+                        c.timer = c.core.poll_timeout();
+                    }
+                }
             }
             self.reap(Instant::now());
         }
@@ -478,6 +485,11 @@ impl Proxy {
                             if let Some(c) = self.conns.get_mut(&cid) {
                                 c.established = true;
                                 debug!(channel = cid, ?param, "established");
+                                // Ended before the CM got here: rdma_disconnect may have
+                                // been refused then; now it is not.
+                                if c.core_done {
+                                    let _ = c.cm.disconnect();
+                                }
                             }
                         }
                         CmEventKind::TimewaitExit | CmEventKind::Other(_) => {}
@@ -723,7 +735,7 @@ impl Proxy {
             .filter(|c| {
                 c.core_done
                     && (c.out.is_empty() || c.sock.is_none())
-                    && (c.cm_gone || !c.established || c.closing_since.is_some_and(|t| now >= t + CLOSE_GRACE))
+                    && (c.cm_gone || c.closing_since.is_some_and(|t| now >= t + CLOSE_GRACE))
             })
             .map(|c| c.id)
             .collect();
@@ -816,7 +828,10 @@ fn execute(c: &mut Conn, a: Action, now: Instant) -> io::Result<()> {
             info!(channel = c.id, peer = ?c.peer, "SMB Direct connection ends: {reason}");
             c.core_done = true;
             c.closing_since = Some(now);
-            if c.established && !c.cm_gone {
+            // Also before the CM reported ESTABLISHED: the peer's first message can be
+            // completed before that event is read, and an id destroyed without a
+            // disconnect was seen to leave the peer connected.
+            if !c.cm_gone {
                 if let Err(e) = c.cm.disconnect() {
                     debug!(channel = c.id, "rdma_disconnect: {e}");
                 }
@@ -864,6 +879,7 @@ fn on_event(c: &mut Conn, ev: Event, control: BorrowedFd<'_>, now: Instant) {
                     (rdma_status::REMOTE_ERROR, 0)
                 }
             };
+            debug!(channel = c.id, req_id, status, bytes, "RDMA done");
             if c.sock.is_some() {
                 queue(c, &Frame::RdmaDone(RdmaDone { req_id, status, bytes }));
             }
@@ -918,9 +934,14 @@ fn on_frame(c: &mut Conn, f: Frame, now: Instant, pool_len: u64) {
                 Some(t) => c.core.send_with_invalidate(now, &msg, t),
                 None => c.core.send(now, &msg),
             };
-            if let Err(e) = r {
-                warn!(channel = c.id, "worker's message cannot be sent: {e}; closing");
-                c.core.close(now);
+            match r {
+                Ok(()) => {}
+                // The connection already ended: the worker learns it from Close.
+                Err(_) if c.core_done => {}
+                Err(e) => {
+                    warn!(channel = c.id, "worker's message cannot be sent: {e}; closing");
+                    c.core.close(now);
+                }
             }
         }
         Frame::Rdma(req) => {
@@ -938,6 +959,7 @@ fn on_frame(c: &mut Conn, f: Frame, now: Instant, pool_len: u64) {
             };
             match r {
                 Ok(op) => {
+                    debug!(channel = c.id, req_id = req.req_id, dir = ?req.dir, len = req.len, "RDMA started");
                     c.rdma_ops.insert(op, (req.req_id, req.dir));
                 }
                 Err(e) => {
