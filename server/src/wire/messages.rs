@@ -851,6 +851,29 @@ mod tests {
         assert!(LockReq::parse(&msg_with(&b)).is_err());
     }
 
+    /// SMB 3.1.1 TREE_CONNECT with SMB2_TREE_CONNECT_FLAG_EXTENSION_PRESENT
+    /// (MS-SMB2 2.2.9.1): Buffer starts with the 16-byte extension header and
+    /// PathOffset names PathName inside it (0x58), so the path is found
+    /// through PathOffset as in the plain form, never in the extension header.
+    #[test]
+    fn tree_connect_with_extension_reads_the_path_after_the_extension_header() {
+        let path: Vec<u8> = "\\\\srv\\share".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let mut b = Vec::new();
+        b.put(&9u16.to_le_bytes());
+        b.put(&0x0004u16.to_le_bytes()); // EXTENSION_PRESENT
+        b.put(&0x58u16.to_le_bytes()); // PathOffset: PathName in the extension
+        b.put(&(path.len() as u16).to_le_bytes());
+        let ctx_off = 0x58 + path.len() as u32;
+        b.put(&ctx_off.to_le_bytes()); // TreeConnectContextOffset
+        b.put(&0u16.to_le_bytes()); // TreeConnectContextCount
+        b.put(&[0u8; 10]); // Reserved
+        b.put(&path);
+        let m = msg_with(&b);
+        let req = TreeConnectReq::parse(&m).unwrap();
+        assert_eq!(req.flags, 0x0004);
+        assert_eq!(req.path, &path[..]);
+    }
+
     #[test]
     fn fixed_ends() {
         assert_eq!(fixed_end(49), 0x70);
