@@ -315,7 +315,7 @@ pub fn start(server: Arc<Server>) -> Option<std::thread::JoinHandle<()>> {
         info!(devices = %devices.join(","), "SMB Direct: RDMA devices found");
     }
     let Some(path) = proxy_path(&cfg).filter(|p| p.exists()) else {
-        warn!("SMB Direct: rdma-proxy binary not found (looked next to smbdirect; set --rdma-proxy); serving TCP only");
+        warn!("SMB Direct: an RDMA device exists but the rdma-proxy binary was not found next to smbdirect (build it with `cargo build --release -p smbdirect-rdma-proxy --features verbs`, or set --rdma-proxy); serving TCP only");
         return None;
     };
     let sup = Supervision {
