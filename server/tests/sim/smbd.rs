@@ -356,6 +356,23 @@ fn smbd_lying_descriptors_are_refused_without_rdma() {
     assert_eq!(r.rdma_count(), 1);
 }
 
+/// A READ whose RDMA write fails (the fake proxy knows no such client
+/// token): the response, which would say the data arrived, is never sent and
+/// the channel is dropped (an RDMA error leaves the client's queue pair
+/// unusable anyway).
+#[test]
+fn smbd_failed_rdma_write_drops_the_channel() {
+    let mut r = rig();
+    let fid = r.client.open_file("fail.bin");
+    assert_eq!(r.client.write(&fid, 0, &[1u8; 4096]).status, SUCCESS);
+    let sent = r.log.lock().unwrap().sends.len();
+    let msg = r.client.build(READ, 1, &rdma_read_body(&fid, 0, 4096, CH_RDMA_V1, 112, &descs(&[(0, 0x99, 4096)])));
+    let got = r.client.send(msg);
+    assert!(matches!(got, Err(Disconnect::Closed)), "READ answered: {:?}", got.map(|v| v.iter().map(|r| r.status).collect::<Vec<_>>()));
+    assert_eq!(r.rdma_count(), 1);
+    assert_eq!(r.log.lock().unwrap().sends.len(), sent, "no response to the READ");
+}
+
 /// RDMA_V1_INVALIDATE exists from SMB 3.0.2 on: on a 3.0 connection it is
 /// refused; RDMA_V1 works.
 #[test]
@@ -458,8 +475,10 @@ struct ReadTimes {
 
 impl Rig {
     /// Sends `reqs` (already built) on the channel all at once, then plays
-    /// the proxy until every one is answered: each Rdma frame is served after
-    /// `rdma_delay` (an RDMA write on rxe takes milliseconds).
+    /// the proxy until every one is answered: each Rdma frame is served
+    /// `rdma_delay` after it arrived (an RDMA write on rxe takes
+    /// milliseconds), by a second thread, so transfers the server starts
+    /// together are in flight together, as on a queue pair.
     fn drive(&mut self, reqs: Vec<Vec<u8>>, rdma_delay: std::time::Duration) -> (ReadTimes, Vec<Resp>) {
         let chan = self.chan.lock().unwrap().as_ref().unwrap().try_clone().unwrap();
         let mut reader = FrameReader::new(16 << 20);
@@ -473,26 +492,41 @@ impl Rig {
         }
         let mut times = ReadTimes::default();
         let mut resps = Vec::new();
-        while times.sends.len() < n {
-            let Some(Received { frame, .. }) = reader.recv(&chan).unwrap() else { panic!("channel closed") };
-            match frame {
-                Frame::Rdma(r) => {
-                    times.rdma.push(t0.elapsed());
-                    std::thread::sleep(rdma_delay);
-                    let done = serve_rdma(&self.pool, &self.mem, &r);
-                    send_frame(chan.as_fd(), &Frame::RdmaDone(done), None).unwrap();
-                    times.done.push(t0.elapsed());
+        let (pool, mem) = (self.pool.clone(), self.mem.clone());
+        let done_times = std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::channel::<(std::time::Instant, RdmaRequest)>();
+            let chan2 = chan.try_clone().unwrap();
+            let completer = s.spawn(move || {
+                let mut done_times = Vec::new();
+                for (due, r) in rx {
+                    std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+                    let done = serve_rdma(&pool, &mem, &r);
+                    send_frame(chan2.as_fd(), &Frame::RdmaDone(done), None).unwrap();
+                    done_times.push(t0.elapsed());
                 }
-                Frame::Send { msg, .. } => {
-                    times.sends.push(t0.elapsed());
-                    for resp in self.client.decode(msg) {
-                        self.client.held += i64::from(resp.credits);
-                        resps.push(resp);
+                done_times
+            });
+            while times.sends.len() < n {
+                let Some(Received { frame, .. }) = reader.recv(&chan).unwrap() else { panic!("channel closed") };
+                match frame {
+                    Frame::Rdma(r) => {
+                        times.rdma.push(t0.elapsed());
+                        tx.send((std::time::Instant::now() + rdma_delay, r)).unwrap();
                     }
+                    Frame::Send { msg, .. } => {
+                        times.sends.push(t0.elapsed());
+                        for resp in self.client.decode(msg) {
+                            self.client.held += i64::from(resp.credits);
+                            resps.push(resp);
+                        }
+                    }
+                    other => panic!("unexpected frame from the server: {other:?}"),
                 }
-                other => panic!("unexpected frame from the server: {other:?}"),
             }
-        }
+            drop(tx);
+            completer.join().unwrap()
+        });
+        times.done = done_times;
         (times, resps)
     }
 }
@@ -500,11 +534,12 @@ impl Rig {
 /// A measurement, not a timed assertion (run with --nocapture to see it):
 /// 32 READs of 64 KiB by RDMA_V1, first one at a time, then all sent at once
 /// as cifs.ko keeps them outstanding at rsize 64 KiB. The fake proxy answers
-/// each Rdma after 2 ms (SMBD_FAKE_RDMA_MS sets another delay). Printed:
-/// per-request latency; from RdmaDone to the response; and for the pipelined
-/// run the server's turn-around (from one response to the next Rdma frame),
-/// which should be nothing but the request's own work. Checked: every READ is
-/// answered and the client's buffers hold the file's bytes.
+/// each Rdma 2 ms after it came (SMBD_FAKE_RDMA_MS sets another delay;
+/// transfers started together are in flight together). Printed: per-request
+/// latency, from RdmaDone to the response, and for the pipelined run the gap
+/// between the server's Rdma frames: with READs' RDMA writes in flight
+/// together it is the request's own work, not the RDMA delay. Checked: every
+/// READ is answered and the client's buffers hold the file's bytes.
 #[test]
 fn smbd_rdma_pipelined_reads_measurement() {
     const N: usize = 32;
@@ -563,7 +598,7 @@ fn smbd_rdma_pipelined_reads_measurement() {
     check(&r, &resps, 0x2000);
     let pipe_total = ms(*t.sends.last().unwrap());
     // Turn-around: from a response to the next Rdma frame.
-    let turn: Vec<f64> = t.rdma.iter().skip(1).zip(&t.sends).map(|(next, prev)| ms(next.saturating_sub(*prev))).collect();
+    let gaps: Vec<f64> = t.rdma.windows(2).map(|w| ms(w[1].saturating_sub(w[0]))).collect();
     let pipe_answer: Vec<f64> = t.sends.iter().zip(&t.done).map(|(s, d)| ms(s.saturating_sub(*d))).collect();
     let mb = (N * LEN as usize) as f64 / 1e6;
     let stat = |v: &[f64]| {
@@ -575,6 +610,6 @@ fn smbd_rdma_pipelined_reads_measurement() {
     eprintln!("sequential: per request {}; total {seq_total:.1} ms ({:.1} MB/s)", stat(&lat), mb / seq_total * 1000.0);
     eprintln!("sequential: RdmaDone -> response {}", stat(&answer));
     eprintln!("pipelined: RdmaDone -> response {}", stat(&pipe_answer));
-    eprintln!("pipelined: response -> next Rdma {}; total {pipe_total:.1} ms ({:.1} MB/s)", stat(&turn), mb / pipe_total * 1000.0);
+    eprintln!("pipelined: between Rdma frames {}; total {pipe_total:.1} ms ({:.1} MB/s)", stat(&gaps), mb / pipe_total * 1000.0);
     eprintln!("pipelined: Rdma frames at {:?} ms", t.rdma.iter().map(|d| (ms(*d) * 10.0).round() / 10.0).collect::<Vec<_>>());
 }
