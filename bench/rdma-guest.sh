@@ -14,7 +14,7 @@
 # rxe-timeout: 1200
 . "$RXE_REPO/ci/rxe/guest/lib.sh"
 MIB=${BENCH_MIB:-256}
-SERVERS=${BENCH_SERVERS:-ksmbd}
+SERVERS=${BENCH_SERVERS:-ours ksmbd}
 INFLIGHT_KIB=${BENCH_PERF_INFLIGHT_KIB:-1024}
 M=/mnt/bench
 TABLE="$RXE_OUT/$RXE_TEST/table.md"
@@ -24,6 +24,10 @@ PERF_PORT=18515
 
 server_ksmbd_start() { ksmbd_start; }
 server_ksmbd_stop() { ksmbd_stop; }
+# ours: `smbdirect serve` with its defaults (RDMA auto-detected, rdma-proxy's default bytes in
+# flight per QP); ours_start/ours_stop in lib.sh
+server_ours_start() { ours_start; }
+server_ours_stop() { ours_stop; }
 
 # measure LABEL DIRECTION BYTES NOTE CMD...: run CMD, add a table row
 measure() {

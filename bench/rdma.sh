@@ -3,13 +3,13 @@
 # rxe lab guest (same kernel client, same rxe, only the server differs), plus perftest's
 # ib_write_bw/ib_read_bw at the same sizes. A benchmark, not a test: it fails only when
 # something breaks, never on a figure. Prints a Markdown table.
-# SERVER: ksmbd (default); a server is a pair of functions in bench/rdma-guest.sh.
+# SERVER: ours and ksmbd (default: both, ours first); a server is a pair of functions in bench/rdma-guest.sh.
 # Env: BENCH_MIB (256, at most 256) MiB per transfer; BENCH_PERF_INFLIGHT_KIB (1024) perftest's bytes in
 # flight; RXE_* of ci/rxe/run-vm.sh. Results: target/bench-rdma/<date>/. Runs as root; the lab
 # is set up (and cached) by ci/rxe/setup.sh. Takes about 2 to 4 minutes; uses both cores.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-servers=${*:-ksmbd}
+servers=${*:-ours ksmbd}
 for s in $servers; do
     grep -q "^server_${s}_start()" "$repo/bench/rdma-guest.sh" \
         || { echo "bench/rdma.sh: unknown server '$s' (no server_${s}_start in bench/rdma-guest.sh)" >&2; exit 2; }

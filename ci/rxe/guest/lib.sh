@@ -159,3 +159,68 @@ cifs_rdma_case() {
     log "[$label] ok in $(elapsed "$v0") s"
 }
 
+
+# ---- our server: `smbdirect serve` as a user starts it (RDMA auto-detected: it starts the
+# rdma-proxy next to it, which listens with RDMA CM on port 445 of rxe0), share [share] at
+# SMB_SHARE_DIR (a tmpfs at /srv/share, as for ksmbd), user tuser/tpass. The host builds the
+# binaries before ci/rxe-test (.ci/run): cargo build --release, and
+# cargo build --release -p smbdirect-rdma-proxy --features verbs.
+OURS_BIN=$RXE_REPO/target/release
+OURS_LOG=/tmp/ours.log
+OURS_PID=
+ours_start() {
+    need_bin "$OURS_BIN/smbdirect"
+    need_bin "$OURS_BIN/rdma-proxy"
+    mkdir -p /srv/share
+    mountpoint -q /srv/share || mount -t tmpfs -o size=700m tmpfs /srv/share
+    SMB_SHARE_DIR=/srv/share SMB_USER=tuser SMB_PASS=tpass
+    RUST_LOG=${OURS_RUST_LOG:-info} "$OURS_BIN/smbdirect" serve --share "share=$SMB_SHARE_DIR" \
+        --user "$SMB_USER:$SMB_PASS" >> "$OURS_LOG" 2>&1 &
+    OURS_PID=$!
+    wait_tcp 445 || true
+    wait_cm 445
+}
+# stops the server (SIGTERM), waits for it and its proxy to exit; copies the log to the artifacts
+ours_stop() {
+    if [ -n "$OURS_PID" ]; then
+        kill "$OURS_PID" 2>/dev/null || true
+        wait_for 20 "smbdirect serve to exit" sh -c "! kill -0 $OURS_PID"
+        OURS_PID=
+    fi
+    wait_for 20 "rdma-proxy to exit" sh -c '! pgrep -x rdma-proxy'
+    mkdir -p "$RXE_OUT/$RXE_TEST"
+    cp "$OURS_LOG" "$RXE_OUT/$RXE_TEST/server.log" 2>/dev/null || true
+}
+ours_closed_lines() { grep -c 'closed: rdma_read=' "$OURS_LOG" || true; }
+# proxy's log has a panic? (never allowed)
+ours_no_panic() { ! grep -qE 'panicked at|RUST_BACKTRACE' "$OURS_LOG" || fail "a panic in the server or proxy log"; }
+
+# ours_rdma_case LABEL MOUNT-OPTIONS MIB MIN-SHARE-PERCENT [SEND-BOUND-MIN]: cifs_rdma_case
+# against our server (with SEND-BOUND-MIN, default MIN-SHARE-PERCENT, for its crude rxe SEND
+# counter bound: 90 fits 64 KiB I/O, where that bound counts every SEND at its maximum size),
+# then the proxy's own count: each channel logs at close
+#   channel N closed: rdma_read=B rdma_write=B inline_sent=B inline_recv=B
+# Over the channels this mount opened, RDMA must have moved at least 99% of the payload
+# (MIB MiB written + MIB MiB read: rdma_read + rdma_write >= 0.99 * payload, and no more than the
+# payload plus 1 MiB) and RDMA bytes / (RDMA + inline bytes) must reach MIN-SHARE-PERCENT.
+ours_rdma_case() {
+    local label=$1 opts=$2 mib=$3 min=$4 send_min=${5:-$4}
+    local n0; n0=$(ours_closed_lines)
+    cifs_rdma_case "$label" "$opts" "$mib" "$send_min"
+    wait_for 20 "the proxy's channel close line" sh -c "[ \$(grep -c 'closed: rdma_read=' $OURS_LOG) -gt $n0 ]"
+    local sums
+    sums=$(grep 'closed: rdma_read=' "$OURS_LOG" | tail -n +$((n0 + 1)) | sed 's/.*closed: //' | awk '
+        { for (i = 1; i <= NF; i++) { split($i, kv, "="); s[kv[1]] += kv[2] } n++ }
+        END { printf "%d %d %d %d %d", n, s["rdma_read"], s["rdma_write"], s["inline_sent"], s["inline_recv"] }')
+    local n rr rw is ir; read -r n rr rw is ir <<< "$sums"
+    local payload=$(( 2 * (mib << 20) ))
+    local of_payload share
+    of_payload=$(awk -v r=$((rr + rw)) -v p="$payload" 'BEGIN { printf "%.2f", 100 * r / p }')
+    share=$(awk -v r=$((rr + rw)) -v i=$((is + ir)) 'BEGIN { printf "%.3f", 100 * r / (r + i) }')
+    log "[$label] proxy, $n channel(s): rdma_read=$rr rdma_write=$rw inline_sent=$is inline_recv=$ir: RDMA moved $of_payload% of the $((payload >> 20)) MiB payload; RDMA share of all bytes $share%"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$rr" "$rw" "$is" "$ir" "$of_payload" "$share" >> "$RXE_OUT/$RXE_TEST/rdma-share.tsv"
+    [ "$n" -ge 1 ] || fail "[$label] no channel close line"
+    [ $((100 * (rr + rw))) -ge $((99 * payload)) ] || fail "[$label] RDMA moved only $of_payload% of the payload"
+    [ $((rr + rw)) -le $((payload + (1 << 20))) ] || fail "[$label] RDMA moved more than the payload: $((rr + rw))"
+    awk -v s="$share" -v m="$min" 'BEGIN { exit !(s >= m) }' || fail "[$label] RDMA share $share% below $min%"
+}

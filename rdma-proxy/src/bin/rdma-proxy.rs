@@ -1,9 +1,9 @@
 //! `rdma-proxy --control-fd N [options]`: the only process that opens verbs. Started
 //! by the SMB server (`smbdirect serve`) with exec and the proxy's end of a
 //! SOCK_SEQPACKET control socket inherited as fd N; see RDMA-DESIGN.md. The command
-//! line is [`smbdirect_rdma_proxy::launch::ProxyArgs`], plus two tuning options of the
-//! proxy's own: `--max-rdma-in-flight BYTES` (RDMA READ/WRITE bytes in flight per queue
-//! pair; soft-RoCE collapses above a few hundred KiB) and `--rnr-retry N` (0..7).
+//! line is [`smbdirect_rdma_proxy::launch::ProxyArgs`], with its tuning options
+//! `--max-rdma-in-flight BYTES` (RDMA READ/WRITE bytes in flight per queue pair;
+//! soft-RoCE collapses above a few hundred KiB) and `--rnr-retry N` (0..7).
 //! Exit statuses: [`smbdirect_rdma_proxy::launch::exit`].
 
 #![deny(unsafe_code)]
@@ -40,19 +40,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .init();
-    // The proxy's own options first; the rest is the launch contract.
-    let mut rest = Vec::new();
-    let mut in_flight = None;
-    let mut rnr_retry = None;
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--max-rdma-in-flight" => in_flight = it.next().and_then(|v| v.parse::<u64>().ok()).or(Some(0)),
-            "--rnr-retry" => rnr_retry = it.next().and_then(|v| v.parse::<u8>().ok()).or(Some(u8::MAX)),
-            _ => rest.push(a),
-        }
-    }
-    let args = match ProxyArgs::from_args(rest) {
+    let args = match ProxyArgs::from_args(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("rdma-proxy: {e}");
@@ -66,21 +54,23 @@ fn main() -> ExitCode {
             return code(exit::USAGE);
         }
     };
-    let mut opts = Options {
-        listen: args.listen.clone(),
-        ports: args.ports.clone(),
-        pool_size: args.pool_size,
-        slot_size: args.max_io_size,
-        ..Options::default()
-    };
+    // The driver listens on every (address, port) pair of its lists: the launch
+    // contract's ADDR:PORT list maps onto them (the server gives one port per address
+    // or the same ports for every address; empty = the wildcard on 445, +5445 iWARP).
+    let mut listen = Vec::new();
+    let mut ports = Vec::new();
+    for a in &args.listen {
+        if !listen.contains(&a.ip()) {
+            listen.push(a.ip());
+        }
+        if !ports.contains(&a.port()) {
+            ports.push(a.port());
+        }
+    }
+    let mut opts = Options { listen, ports, pool_size: args.pool_size, slot_size: args.max_io_size, ..Options::default() };
     let c = &mut opts.config;
     c.max_read_write_size = args.max_io_size;
-    c.max_send_size = args.max_send_size;
-    c.max_receive_size = args.max_receive_size;
-    c.max_fragmented_recv_size = args.max_fragmented_recv_size;
-    c.receive_credit_max = args.receive_credit_max;
-    c.send_credit_target = args.send_credit_target;
-    match in_flight {
+    match args.max_rdma_in_flight {
         Some(0) => {
             eprintln!("rdma-proxy: --max-rdma-in-flight needs a positive byte count");
             return code(exit::USAGE);
@@ -88,7 +78,7 @@ fn main() -> ExitCode {
         Some(b) => c.rdma.max_bytes_in_flight = b,
         None => {}
     }
-    match rnr_retry {
+    match args.rnr_retry {
         Some(r) if r > 7 => {
             eprintln!("rdma-proxy: --rnr-retry takes 0 to 7");
             return code(exit::USAGE);
