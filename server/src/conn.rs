@@ -79,6 +79,13 @@ pub struct Connection {
     /// Set by a READ or WRITE with Channel RDMA_V1_INVALIDATE: the response
     /// goes out with SMB Direct send-with-invalidate of this token.
     pub invalidate_token: Option<u32>,
+    /// Set while a chain of one plaintext request is handled: an RDMA READ
+    /// may then leave its RDMA write to go with the response (`deferred_read`).
+    pub(crate) may_defer_rdma: bool,
+    /// An RDMA READ's filled buffer and the client's descriptors: the RDMA
+    /// write is started when the response is ready, and the response is sent
+    /// by the transport once the write is done, while this thread goes on.
+    pub(crate) deferred_read: Option<(crate::transport::RdmaBuffer, Vec<smbdirect_transport::wire::BufferDescriptorV1>)>,
     /// The SessionId of the TRANSFORM header of the chain being handled.
     transform_session: Option<u64>,
     /// The reader's clock and size limit (raised once a session is authenticated).
@@ -263,6 +270,8 @@ impl Connection {
             transform_session: None,
             read_body_padding: 0,
             invalidate_token: None,
+            may_defer_rdma: false,
+            deferred_read: None,
             recv: Arc::new(crate::transport::RecvControl::new(0)),
             created: now,
             last_request: now,
@@ -375,14 +384,25 @@ impl Connection {
         if pid != PROTOCOL_ID {
             return Err(Disconnect::Protocol(format!("unknown protocol id {pid:02x?}")));
         }
+        self.deferred_read = None;
         let out = self.process_chain(msg, false)?;
         self.send(out)
     }
 
     fn send(&mut self, out: OutBuf) -> Result<(), Disconnect> {
         let invalidate = self.invalidate_token.take();
+        let deferred = self.deferred_read.take();
         if out.buf.len() <= out.start {
             return Ok(());
+        }
+        // A READ whose RDMA write was left for now: started here, and the
+        // response goes out when it is done. Only a successful response has
+        // its data moved (anything else drops the buffer unsent).
+        let status = out.buf.get(out.start + 8..out.start + 12).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        if let (Some((buf, remote)), Some(0)) = (deferred, status) {
+            if let Some(r) = self.sink.rdma() {
+                return r.write_to_peer_then_send(buf, remote, out, invalidate).map_err(Disconnect::Io);
+            }
         }
         match invalidate {
             Some(token) => self.sink.send_invalidate(out, token),
@@ -453,6 +473,8 @@ impl Connection {
             }
             off += len;
         }
+        // (An error below ends the connection: the flag is not reset then.)
+        self.may_defer_rdma = parts.len() == 1 && !encrypted;
         for (hdr, msg) in parts {
             // Each response in a chain starts 8-aligned relative to the first.
             if let Some(start) = last_resp_start {
@@ -474,6 +496,7 @@ impl Connection {
                 last_resp_start = Some(resp_start);
             }
         }
+        self.may_defer_rdma = false;
         // Sign each response over its own bytes (padding included, as chained).
         for (start, len, keys) in sign_with {
             if let (Some(k), Some(m)) = (keys, out.buf.get_mut(start..start + len)) {

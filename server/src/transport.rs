@@ -141,4 +141,12 @@ pub trait RdmaOps: Send + Sync {
     fn write_to_peer(&self, buf: &RdmaBuffer, remote: &[BufferDescriptorV1]) -> io::Result<()>;
     /// RDMA-reads the peer's buffers into `buf` (SMB2 WRITE).
     fn read_from_peer(&self, buf: &mut RdmaBuffer, remote: &[BufferDescriptorV1]) -> io::Result<()>;
+    /// RDMA-writes `buf` into the peer's buffers and sends `reply` (with
+    /// send-with-invalidate of `invalidate`) once the write is done, without
+    /// waiting for it: the connection goes on with its next request meanwhile,
+    /// so several READs of one channel are in flight at once. `buf` is held
+    /// until the transfer ended. If the transfer fails the reply is not sent
+    /// and the connection is dropped (an RDMA error leaves the peer's queue
+    /// pair unusable anyway). An error here means nothing was started.
+    fn write_to_peer_then_send(&self, buf: RdmaBuffer, remote: Vec<BufferDescriptorV1>, reply: OutBuf, invalidate: Option<u32>) -> io::Result<()>;
 }

@@ -10,7 +10,10 @@
 //!
 //! One thread per channel reads the socket all the time: SMB2 messages go to
 //! the connection's [`MessageSource`], `RdmaDone` answers wake the request
-//! that waits for them. (The connection's own reader may be blocked handing
+//! that waits for them (WRITE) or, for a READ, free its slot and send its
+//! response, already built, while the connection handles its next requests:
+//! the RDMA writes of pipelined READs are in flight together, bounded by the
+//! pool's slots. (The connection's own reader may be blocked handing
 //! over a message while its handler waits for an `RdmaDone`, so the two
 //! cannot share one reader.) Queued messages are bounded in bytes; a client
 //! that outruns its credits that far loses the channel.
@@ -32,11 +35,19 @@ use tracing::{debug, info, warn};
 /// How long a READ/WRITE waits for a free pool slot before it fails.
 const SLOT_WAIT: Duration = Duration::from_secs(30);
 
+/// Who waits for an `RdmaDone`: a request blocked in [`Channel::rdma`], or
+/// work to run on the channel's reader thread when the answer comes
+/// ([`RdmaOps::write_to_peer_then_send`]).
+enum Waiter {
+    Blocked(SyncSender<RdmaDone>),
+    Then(Box<dyn FnOnce(RdmaDone) + Send>),
+}
+
 struct Channel {
     id: u64,
     sock: OwnedFd,
     send_lock: Mutex<()>,
-    pending: Mutex<HashMap<u64, SyncSender<RdmaDone>>>,
+    pending: Mutex<HashMap<u64, Waiter>>,
     next_req: AtomicU64,
     alloc: Arc<SlotAllocator>,
     negotiated: Negotiated,
@@ -59,28 +70,51 @@ impl Channel {
     /// the channel to end). The proxy touches the slot only until it answers
     /// or closes the channel.
     fn rdma(&self, dir: RdmaDir, buf: &RdmaBuffer, remote: &[BufferDescriptorV1]) -> io::Result<()> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let len = self.start_rdma(dir, buf.offset(), buf.len(), remote, Waiter::Blocked(tx))?;
+        let done = rx.recv().map_err(|_| io::Error::new(io::ErrorKind::ConnectionAborted, "channel ended during RDMA"))?;
+        check_done(&done, len)
+    }
+
+    /// Registers `waiter` and sends the Rdma frame; returns the length asked.
+    fn start_rdma(&self, dir: RdmaDir, pool_offset: u64, len: usize, remote: &[BufferDescriptorV1], waiter: Waiter) -> io::Result<u32> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "channel closed"));
         }
         let sum: u64 = remote.iter().map(|d| u64::from(d.length)).sum();
-        let len = u32::try_from(buf.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "buffer too large"))?;
+        let len = u32::try_from(len).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "buffer too large"))?;
         if sum != u64::from(len) {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "descriptors do not cover the buffer"));
         }
         let req_id = self.next_req.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::sync_channel(1);
-        crate::objects::lock(&self.pending).insert(req_id, tx);
-        let req = RdmaRequest { req_id, dir, pool_offset: buf.offset(), len, descriptors: remote.to_vec() };
+        crate::objects::lock(&self.pending).insert(req_id, waiter);
+        let req = RdmaRequest { req_id, dir, pool_offset, len, descriptors: remote.to_vec() };
         if let Err(e) = self.send(&Frame::Rdma(req)) {
-            crate::objects::lock(&self.pending).remove(&req_id);
+            let w = crate::objects::lock(&self.pending).remove(&req_id);
+            drop(w);
             return Err(e);
         }
-        let done = rx.recv().map_err(|_| io::Error::new(io::ErrorKind::ConnectionAborted, "channel ended during RDMA"))?;
-        match done.status {
-            rdma_status::OK if done.bytes == u64::from(len) => Ok(()),
-            rdma_status::OK => Err(io::Error::other(format!("RDMA moved {} of {len} bytes", done.bytes))),
-            s => Err(io::Error::other(format!("RDMA failed with status {s}"))),
-        }
+        Ok(len)
+    }
+
+    /// Sends an SMB2 message (`Send` frame), gathered from the OutBuf.
+    fn send_message(&self, msg: &OutBuf, invalidate: Option<u32>) -> io::Result<()> {
+        // Send's body: invalidate_token u32, has_invalidate u8, the message;
+        // gathered from the OutBuf without a copy.
+        let payload = msg.buf.get(msg.start..).unwrap_or(&[]);
+        let mut prefix = [0u8; 5];
+        prefix[..4].copy_from_slice(&invalidate.unwrap_or(0).to_le_bytes());
+        prefix[4] = u8::from(invalidate.is_some());
+        let _g = crate::objects::lock(&self.send_lock);
+        fdpass::send_parts(self.sock.as_fd(), kind::SEND, &[&prefix, payload]).map_err(to_io)
+    }
+}
+
+fn check_done(done: &RdmaDone, len: u32) -> io::Result<()> {
+    match done.status {
+        rdma_status::OK if done.bytes == u64::from(len) => Ok(()),
+        rdma_status::OK => Err(io::Error::other(format!("RDMA moved {} of {len} bytes", done.bytes))),
+        s => Err(io::Error::other(format!("RDMA failed with status {s}"))),
     }
 }
 
@@ -162,10 +196,15 @@ fn channel_reader(ch: Arc<Channel>, tx: mpsc::Sender<Vec<u8>>, queued: Arc<Atomi
                     break;
                 }
             }
-            Frame::RdmaDone(done) => match crate::objects::lock(&ch.pending).remove(&done.req_id) {
-                Some(w) => {
+            Frame::RdmaDone(done) => match {
+                // (Taken out first: a waiter's work sends, without this lock.)
+                let w = crate::objects::lock(&ch.pending).remove(&done.req_id);
+                w
+            } {
+                Some(Waiter::Blocked(w)) => {
                     let _ = w.send(done);
                 }
+                Some(Waiter::Then(f)) => f(done),
                 None => {
                     warn!(peer = %ch.peer, req_id = done.req_id, "RdmaDone for no request; dropping the channel");
                     break;
@@ -208,14 +247,7 @@ impl MessageSource for SmbdSource {
 
 impl SmbdSink {
     fn send_frame(&self, msg: OutBuf, invalidate: Option<u32>) -> io::Result<()> {
-        // Send's body: invalidate_token u32, has_invalidate u8, the message;
-        // gathered from the OutBuf without a copy.
-        let payload = msg.buf.get(msg.start..).unwrap_or(&[]);
-        let mut prefix = [0u8; 5];
-        prefix[..4].copy_from_slice(&invalidate.unwrap_or(0).to_le_bytes());
-        prefix[4] = u8::from(invalidate.is_some());
-        let _g = crate::objects::lock(&self.ch.send_lock);
-        fdpass::send_parts(self.ch.sock.as_fd(), kind::SEND, &[&prefix, payload]).map_err(to_io)
+        self.ch.send_message(&msg, invalidate)
     }
 
     pub fn channel_id(&self) -> u64 {
@@ -268,5 +300,23 @@ impl RdmaOps for SmbdSink {
 
     fn read_from_peer(&self, buf: &mut RdmaBuffer, remote: &[BufferDescriptorV1]) -> io::Result<()> {
         self.ch.rdma(RdmaDir::ReadFromClient, buf, remote)
+    }
+
+    fn write_to_peer_then_send(&self, buf: RdmaBuffer, remote: Vec<BufferDescriptorV1>, reply: OutBuf, invalidate: Option<u32>) -> io::Result<()> {
+        let (offset, len) = (buf.offset(), buf.len());
+        // Runs on the reader thread when the proxy answers. It owns the slot
+        // (freed only once the proxy is done with it, or with the waiter when
+        // the channel ends) and the channel (a cycle broken when the reader
+        // clears `pending` at its end).
+        let ch = self.ch.clone();
+        let then = Waiter::Then(Box::new(move |done: RdmaDone| {
+            drop(buf);
+            let r = u32::try_from(len).map_err(io::Error::other).and_then(|n| check_done(&done, n)).and_then(|()| ch.send_message(&reply, invalidate));
+            if let Err(e) = r {
+                warn!(peer = %ch.peer, "RDMA write for a READ: {e}; dropping the channel");
+                ch.shutdown();
+            }
+        }));
+        self.ch.start_rdma(RdmaDir::WriteToClient, offset, len, &remote, then).map(|_| ())
     }
 }

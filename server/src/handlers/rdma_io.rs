@@ -158,10 +158,17 @@ pub fn read(conn: &mut Connection, ctx: &mut Ctx<'_>, req: &ReadReq<'_>, open: A
     slot.truncate(got);
     if got > 0 {
         let remote = first_bytes(&descs, got as u64);
-        rdma.write_to_peer(&slot, &remote)
-            .map_err(|e| rdma_error(conn, "write", e))?;
+        if conn.may_defer_rdma && conn.deferred_read.is_none() {
+            // The RDMA write starts when the response is ready and the
+            // response goes out when it is done: meanwhile this connection
+            // handles its next request (cifs.ko keeps many READs in flight).
+            conn.deferred_read = Some((slot, remote));
+        } else {
+            rdma.write_to_peer(&slot, &remote)
+                .map_err(|e| rdma_error(conn, "write", e))?;
+            drop(slot);
+        }
     }
-    drop(slot);
     // MS-SMB2 3.3.5.12: the data went by RDMA: DataLength 0, DataRemaining
     // the bytes written to the client's buffers.
     out.u16(17).u8((HEADER_LEN + 16) as u8).u8(0).u32(0).u32(got as u32).u32(0);

@@ -48,34 +48,35 @@ struct Log {
 struct FakeProxy {
     control: OwnedFd,
     chan: Option<OwnedFd>,
+    /// A second handle on the channel socket, for tests that drive it
+    /// themselves (pipelined requests).
+    chan_share: Arc<Mutex<Option<OwnedFd>>>,
     reader: FrameReader,
-    pool: PoolMap,
+    pool: Arc<PoolMap>,
     mem: Arc<Mutex<ClientMem>>,
     log: Arc<Mutex<Log>>,
 }
 
-impl FakeProxy {
-    /// Serves one Rdma request the way the real proxy must: check, then copy.
-    fn serve_rdma(&mut self, r: &RdmaRequest) -> RdmaDone {
-        let bad = RdmaDone { req_id: r.req_id, status: rdma_status::BAD_REQUEST, bytes: 0 };
-        let sum: u64 = r.descriptors.iter().map(|d| u64::from(d.length)).sum();
-        if sum != u64::from(r.len) || self.pool.check_range(r.pool_offset, r.len.into()).is_err() {
-            return bad;
-        }
-        let mut mem = self.mem.lock().unwrap();
-        let mut at = r.pool_offset;
-        for d in &r.descriptors {
-            let Some(client) = mem.range(d) else {
-                return RdmaDone { req_id: r.req_id, status: rdma_status::REMOTE_ERROR, bytes: 0 };
-            };
-            match r.dir {
-                RdmaDir::WriteToClient => self.pool.read_at(at, client).unwrap(),
-                RdmaDir::ReadFromClient => self.pool.write_at(at, client).unwrap(),
-            }
-            at += u64::from(d.length);
-        }
-        RdmaDone { req_id: r.req_id, status: rdma_status::OK, bytes: sum }
+/// Serves one Rdma request the way the real proxy must: check, then copy.
+fn serve_rdma(pool: &PoolMap, mem: &Mutex<ClientMem>, r: &RdmaRequest) -> RdmaDone {
+    let bad = RdmaDone { req_id: r.req_id, status: rdma_status::BAD_REQUEST, bytes: 0 };
+    let sum: u64 = r.descriptors.iter().map(|d| u64::from(d.length)).sum();
+    if sum != u64::from(r.len) || pool.check_range(r.pool_offset, r.len.into()).is_err() {
+        return bad;
     }
+    let mut mem = mem.lock().unwrap();
+    let mut at = r.pool_offset;
+    for d in &r.descriptors {
+        let Some(client) = mem.range(d) else {
+            return RdmaDone { req_id: r.req_id, status: rdma_status::REMOTE_ERROR, bytes: 0 };
+        };
+        match r.dir {
+            RdmaDir::WriteToClient => pool.read_at(at, client).unwrap(),
+            RdmaDir::ReadFromClient => pool.write_at(at, client).unwrap(),
+        }
+        at += u64::from(d.length);
+    }
+    RdmaDone { req_id: r.req_id, status: rdma_status::OK, bytes: sum }
 }
 
 impl Wire for FakeProxy {
@@ -100,6 +101,7 @@ impl Wire for FakeProxy {
                     first_message: msg,
                 };
                 send_frame(self.control.as_fd(), &Frame::ChannelOffer(offer), Some(theirs.as_fd())).unwrap();
+                *self.chan_share.lock().unwrap() = Some(mine.try_clone().unwrap());
                 self.chan = Some(mine);
             }
             Some(c) => send_frame(c.as_fd(), &Frame::Recv(msg), None).map_err(|e| Disconnect::Protocol(e.to_string()))?,
@@ -115,7 +117,7 @@ impl Wire for FakeProxy {
                     return Ok(vec![msg]);
                 }
                 Frame::Rdma(r) => {
-                    let done = self.serve_rdma(&r);
+                    let done = serve_rdma(&self.pool, &self.mem, &r);
                     self.log.lock().unwrap().rdma.push(r);
                     let chan = self.chan.as_ref().unwrap();
                     send_frame(chan.as_fd(), &Frame::RdmaDone(done), None).unwrap();
@@ -128,6 +130,8 @@ impl Wire for FakeProxy {
 
 struct Rig {
     client: Client,
+    chan: Arc<Mutex<Option<OwnedFd>>>,
+    pool: Arc<PoolMap>,
     mem: Arc<Mutex<ClientMem>>,
     log: Arc<Mutex<Log>>,
     ts: TestServer,
@@ -143,18 +147,27 @@ fn rig_cfg(opts: &NegOpts, f: impl FnOnce(&mut smbdirect_server::config::ServerC
     let (proxy_end, server_end) = seqpacket_pair().unwrap();
     let srv = ts.server.clone();
     let control_thread = std::thread::spawn(move || serve_control(srv, server_end));
-    let pool = PoolMap::create(POOL_SIZE).unwrap();
+    let pool = Arc::new(PoolMap::create(POOL_SIZE).unwrap());
     let hello = Frame::Hello(Hello { version: PROTO_VERSION, pool_size: POOL_SIZE, slot_size: SLOT_SIZE });
     send_frame(proxy_end.as_fd(), &hello, Some(pool.fd())).unwrap();
     let mem = Arc::new(Mutex::new(ClientMem::default()));
     let log = Arc::new(Mutex::new(Log::default()));
-    let fake = FakeProxy { control: proxy_end, chan: None, reader: FrameReader::new(16 << 20), pool, mem: mem.clone(), log: log.clone() };
+    let chan = Arc::new(Mutex::new(None));
+    let fake = FakeProxy {
+        control: proxy_end,
+        chan: None,
+        chan_share: chan.clone(),
+        reader: FrameReader::new(16 << 20),
+        pool: pool.clone(),
+        mem: mem.clone(),
+        log: log.clone(),
+    };
     let mut client = Client::new(&ts);
     client.wire = Some(Box::new(fake));
     client.negotiate_with(opts);
     client.session_setup();
     assert_eq!(client.tree_connect("share").status, SUCCESS);
-    Rig { client, mem, log, ts, control_thread }
+    Rig { client, chan, pool, mem, log, ts, control_thread }
 }
 
 fn rig() -> Rig {
@@ -343,6 +356,23 @@ fn smbd_lying_descriptors_are_refused_without_rdma() {
     assert_eq!(r.rdma_count(), 1);
 }
 
+/// A READ whose RDMA write fails (the fake proxy knows no such client
+/// token): the response, which would say the data arrived, is never sent and
+/// the channel is dropped (an RDMA error leaves the client's queue pair
+/// unusable anyway).
+#[test]
+fn smbd_failed_rdma_write_drops_the_channel() {
+    let mut r = rig();
+    let fid = r.client.open_file("fail.bin");
+    assert_eq!(r.client.write(&fid, 0, &[1u8; 4096]).status, SUCCESS);
+    let sent = r.log.lock().unwrap().sends.len();
+    let msg = r.client.build(READ, 1, &rdma_read_body(&fid, 0, 4096, CH_RDMA_V1, 112, &descs(&[(0, 0x99, 4096)])));
+    let got = r.client.send(msg);
+    assert!(matches!(got, Err(Disconnect::Closed)), "READ answered: {:?}", got.map(|v| v.iter().map(|r| r.status).collect::<Vec<_>>()));
+    assert_eq!(r.rdma_count(), 1);
+    assert_eq!(r.log.lock().unwrap().sends.len(), sent, "no response to the READ");
+}
+
 /// RDMA_V1_INVALIDATE exists from SMB 3.0.2 on: on a 3.0 connection it is
 /// refused; RDMA_V1 works.
 #[test]
@@ -430,4 +460,156 @@ fn smbd_channels_count_against_the_connection_caps() {
     assert!(matches!(got, Some(Frame::Send { .. })), "with the place free the NEGOTIATE is answered: {got:?}");
     drop(proxy_end);
     let _ = control_thread.join();
+}
+
+/// What the fake proxy saw while serving READs it drove itself.
+#[derive(Default)]
+struct ReadTimes {
+    /// When each Rdma frame arrived and when each response (Send) arrived,
+    /// in order, measured from the moment the first request was sent.
+    rdma: Vec<std::time::Duration>,
+    /// When each RdmaDone was sent back.
+    done: Vec<std::time::Duration>,
+    sends: Vec<std::time::Duration>,
+}
+
+impl Rig {
+    /// Sends `reqs` (already built) on the channel all at once, then plays
+    /// the proxy until every one is answered: each Rdma frame is served
+    /// `rdma_delay` after it arrived (an RDMA write on rxe takes
+    /// milliseconds), by a second thread, so transfers the server starts
+    /// together are in flight together, as on a queue pair.
+    fn drive(&mut self, reqs: Vec<Vec<u8>>, rdma_delay: std::time::Duration) -> (ReadTimes, Vec<Resp>) {
+        let chan = self.chan.lock().unwrap().as_ref().unwrap().try_clone().unwrap();
+        let mut reader = FrameReader::new(16 << 20);
+        let n = reqs.len();
+        let t0 = std::time::Instant::now();
+        for mut m in reqs {
+            if self.client.sign {
+                sign_chain(self.client.keys.as_ref().unwrap(), &mut m);
+            }
+            send_frame(chan.as_fd(), &Frame::Recv(m), None).unwrap();
+        }
+        let mut times = ReadTimes::default();
+        let mut resps = Vec::new();
+        let (pool, mem) = (self.pool.clone(), self.mem.clone());
+        let done_times = std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::channel::<(std::time::Instant, RdmaRequest)>();
+            let chan2 = chan.try_clone().unwrap();
+            let completer = s.spawn(move || {
+                let mut done_times = Vec::new();
+                for (due, r) in rx {
+                    std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+                    let done = serve_rdma(&pool, &mem, &r);
+                    send_frame(chan2.as_fd(), &Frame::RdmaDone(done), None).unwrap();
+                    done_times.push(t0.elapsed());
+                }
+                done_times
+            });
+            while times.sends.len() < n {
+                let Some(Received { frame, .. }) = reader.recv(&chan).unwrap() else { panic!("channel closed") };
+                match frame {
+                    Frame::Rdma(r) => {
+                        times.rdma.push(t0.elapsed());
+                        tx.send((std::time::Instant::now() + rdma_delay, r)).unwrap();
+                    }
+                    Frame::Send { msg, .. } => {
+                        times.sends.push(t0.elapsed());
+                        for resp in self.client.decode(msg) {
+                            self.client.held += i64::from(resp.credits);
+                            resps.push(resp);
+                        }
+                    }
+                    other => panic!("unexpected frame from the server: {other:?}"),
+                }
+            }
+            drop(tx);
+            completer.join().unwrap()
+        });
+        times.done = done_times;
+        (times, resps)
+    }
+}
+
+/// A measurement, not a timed assertion (run with --nocapture to see it):
+/// 32 READs of 64 KiB by RDMA_V1, first one at a time, then all sent at once
+/// as cifs.ko keeps them outstanding at rsize 64 KiB. The fake proxy answers
+/// each Rdma 2 ms after it came (SMBD_FAKE_RDMA_MS sets another delay;
+/// transfers started together are in flight together). Printed: per-request
+/// latency, from RdmaDone to the response, and for the pipelined run the gap
+/// between the server's Rdma frames: with READs' RDMA writes in flight
+/// together it is the request's own work, not the RDMA delay. Checked: every
+/// READ is answered and the client's buffers hold the file's bytes.
+#[test]
+fn smbd_rdma_pipelined_reads_measurement() {
+    const N: usize = 32;
+    const LEN: u32 = 64 << 10;
+    let delay_ms = std::env::var("SMBD_FAKE_RDMA_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let delay = std::time::Duration::from_millis(delay_ms);
+    let mut r = rig();
+    r.client.credit_request = 64;
+    let fid = r.client.open_file("pipe.bin");
+    let data = pattern(N * LEN as usize, 11);
+    for (i, chunk) in data.chunks(LEN as usize).enumerate() {
+        assert_eq!(r.client.write(&fid, (i * LEN as usize) as u64, chunk).status, SUCCESS);
+    }
+    assert!(r.client.held >= N as i64, "credits held: {}", r.client.held);
+    let base = 0x10_0000_0000u64;
+    let reads = |r: &mut Rig, token0: u32| -> Vec<Vec<u8>> {
+        (0..N)
+            .map(|i| {
+                let token = token0 + i as u32;
+                r.region(token, base, vec![0; LEN as usize]);
+                let info = descs(&[(base, token, LEN)]);
+                r.client.build(READ, 1, &rdma_read_body(&fid, (i * LEN as usize) as u64, LEN, CH_RDMA_V1, 112, &info))
+            })
+            .collect()
+    };
+    let check = |r: &Rig, resps: &[Resp], token0: u32| {
+        assert_eq!(resps.len(), N);
+        for resp in resps {
+            assert_eq!(resp.status, SUCCESS, "READ status {:#x}", resp.status);
+            assert_eq!(le32(resp.body(), 8), LEN, "DataRemaining");
+        }
+        for i in 0..N {
+            let want = &data[i * LEN as usize..(i + 1) * LEN as usize];
+            assert!(r.region_bytes(token0 + i as u32) == want, "READ {i}: client memory differs from the file");
+        }
+    };
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+
+    // One at a time.
+    let mut lat = Vec::new();
+    let mut answer = Vec::new();
+    let mut resps = Vec::new();
+    let t0 = std::time::Instant::now();
+    for m in reads(&mut r, 0x1000) {
+        let (t, rs) = r.drive(vec![m], delay);
+        lat.push(ms(t.sends[0]));
+        answer.push(ms(t.sends[0].saturating_sub(t.done[0])));
+        resps.extend(rs);
+    }
+    let seq_total = ms(t0.elapsed());
+    check(&r, &resps, 0x1000);
+
+    // All at once.
+    let msgs = reads(&mut r, 0x2000);
+    let (t, resps) = r.drive(msgs, delay);
+    check(&r, &resps, 0x2000);
+    let pipe_total = ms(*t.sends.last().unwrap());
+    // Turn-around: from a response to the next Rdma frame.
+    let gaps: Vec<f64> = t.rdma.windows(2).map(|w| ms(w[1].saturating_sub(w[0]))).collect();
+    let pipe_answer: Vec<f64> = t.sends.iter().zip(&t.done).map(|(s, d)| ms(s.saturating_sub(*d))).collect();
+    let mb = (N * LEN as usize) as f64 / 1e6;
+    let stat = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        format!("min {:.2} median {:.2} max {:.2} ms", s[0], s[s.len() / 2], s[s.len() - 1])
+    };
+    eprintln!("fake RDMA delay {} ms, {N} READs of {} KiB", ms(delay), LEN >> 10);
+    eprintln!("sequential: per request {}; total {seq_total:.1} ms ({:.1} MB/s)", stat(&lat), mb / seq_total * 1000.0);
+    eprintln!("sequential: RdmaDone -> response {}", stat(&answer));
+    eprintln!("pipelined: RdmaDone -> response {}", stat(&pipe_answer));
+    eprintln!("pipelined: between Rdma frames {}; total {pipe_total:.1} ms ({:.1} MB/s)", stat(&gaps), mb / pipe_total * 1000.0);
+    eprintln!("pipelined: Rdma frames at {:?} ms", t.rdma.iter().map(|d| (ms(*d) * 10.0).round() / 10.0).collect::<Vec<_>>());
 }
