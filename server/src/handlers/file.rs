@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::conn::{Connection, Ctx};
-use crate::objects::{lock, OpenKind};
+use crate::objects::{lock, Open, OpenKind};
 use crate::wire::header::HEADER_LEN;
 use crate::wire::messages::{parse_flush, CloseReq, ReadReq, WriteReq, CLOSE_FLAG_POSTQUERY_ATTRIB};
 use crate::wire::status::NtStatus;
@@ -132,36 +132,53 @@ pub fn write(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Res
     if open.is_dir() {
         return Err(NtStatus::INVALID_DEVICE_REQUEST);
     }
+    let offset = write_target(conn, &open, req.offset, req.data.len())?;
+    write_at(&open, offset, req.data, req.flags, out)
+}
+
+/// The checks every WRITE of `len` bytes makes before any data is touched
+/// (inline, or pulled by RDMA): write or append access, a valid range, the
+/// end of file for an append-only open, and byte-range lock conflicts.
+/// Returns the offset to write at.
+pub(super) fn write_target(conn: &Connection, open: &Open, req_offset: u64, len: usize) -> Result<u64, NtStatus> {
     let append_only = open.access & FILE_WRITE_DATA == 0;
     if open.access & (FILE_WRITE_DATA | FILE_APPEND_DATA) == 0 {
         return Err(NtStatus::ACCESS_DENIED);
     }
     let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
-    if !write_range_valid(req.offset, req.data.len()) {
+    if !write_range_valid(req_offset, len) {
         return Err(NtStatus::INVALID_PARAMETER);
     }
-    let mut offset = req.offset;
+    let mut offset = req_offset;
     if append_only {
         offset = crate::vfs::stat_fd(fd)?.size;
-        if !write_range_valid(offset, req.data.len()) {
+        if !write_range_valid(offset, len) {
             return Err(NtStatus::DISK_FULL);
         }
     }
     if let Some(k) = open.file_key {
-        if conn.server.io_lock_conflict(k, open.volatile_id, offset, req.data.len() as u64, true) {
+        if conn.server.io_lock_conflict(k, open.volatile_id, offset, len as u64, true) {
             return Err(NtStatus::FILE_LOCK_CONFLICT);
         }
     }
+    Ok(offset)
+}
+
+/// Writes `data` at `offset` (checked by [`write_target`]), flushes it for a
+/// write-through open or request, moves the file position and builds the
+/// WRITE response body.
+pub(super) fn write_at(open: &Open, offset: u64, data: &[u8], flags: u32, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+    let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
     let mut done = 0usize;
-    while done < req.data.len() {
-        match rustix::io::pwrite(fd, &req.data[done..], offset + done as u64) {
+    while done < data.len() {
+        match rustix::io::pwrite(fd, &data[done..], offset + done as u64) {
             Ok(0) => return Err(NtStatus::DISK_FULL),
             Ok(n) => done += n,
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(NtStatus::from_errno(e)),
         }
     }
-    if open.create_options & 0x2 != 0 || req.flags & 0x1 != 0 {
+    if open.create_options & 0x2 != 0 || flags & 0x1 != 0 {
         rustix::fs::fdatasync(fd).map_err(NtStatus::from_errno)?;
     }
     *lock(&open.position) = offset + done as u64;

@@ -195,49 +195,15 @@ pub fn write(conn: &mut Connection, ctx: &mut Ctx<'_>, req: &WriteReq<'_>, open:
     if matches!(open.kind, OpenKind::Pipe(_)) || open.is_dir() {
         return Err(NtStatus::INVALID_DEVICE_REQUEST);
     }
-    let append_only = open.access & FILE_WRITE_DATA == 0;
-    if open.access & (FILE_WRITE_DATA | FILE_APPEND_DATA) == 0 {
-        return Err(NtStatus::ACCESS_DENIED);
-    }
-    let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
     let len = remaining as usize;
-    if !super::file::write_range_valid(req.offset, len) {
-        return Err(NtStatus::INVALID_PARAMETER);
-    }
-    let mut offset = req.offset;
-    if append_only {
-        offset = crate::vfs::stat_fd(fd)?.size;
-        if !super::file::write_range_valid(offset, len) {
-            return Err(NtStatus::DISK_FULL);
-        }
-    }
-    if let Some(k) = open.file_key {
-        if conn.server.io_lock_conflict(k, open.volatile_id, offset, len as u64, true) {
-            return Err(NtStatus::FILE_LOCK_CONFLICT);
-        }
-    }
+    let offset = super::file::write_target(conn, &open, req.offset, len)?;
     let mut slot = rdma.buffer(len).map_err(|e| rdma_error(conn, "buffer", e))?;
     if len > 0 {
         rdma.read_from_peer(&mut slot, &descs)
             .map_err(|e| rdma_error(conn, "read", e))?;
     }
-    let data = slot.as_slice();
-    let mut done = 0usize;
-    while done < data.len() {
-        match rustix::io::pwrite(fd, &data[done..], offset + done as u64) {
-            Ok(0) => return Err(NtStatus::DISK_FULL),
-            Ok(n) => done += n,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(NtStatus::from_errno(e)),
-        }
-    }
-    drop(slot);
-    if open.create_options & 0x2 != 0 || req.flags & 0x1 != 0 {
-        rustix::fs::fdatasync(fd).map_err(NtStatus::from_errno)?;
-    }
-    *lock(&open.position) = offset + done as u64;
-    out.u16(17).u16(0).u32(done as u32).u32(0).u16(0).u16(0);
-    Ok(())
+    // The slot goes back to the pool when this returns.
+    super::file::write_at(&open, offset, slot.as_slice(), req.flags, out)
 }
 
 #[cfg(test)]
