@@ -12,8 +12,8 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 mount -t tmpfs tmpfs /run
 mount -t configfs none /sys/kernel/config 2>/dev/null
-# the host's /tmp content is visible read-only underneath; the guest gets its own
-mount -t tmpfs -o size=1200m tmpfs /tmp
+# /tmp stays the overlay's view of the host's /tmp (guest writes land in the overlay's tmpfs):
+# a checkout under /tmp (CI clones anywhere) must stay visible, binaries and results share alike.
 out='' shell=0
 for a in $(cat /proc/cmdline); do
     case $a in
