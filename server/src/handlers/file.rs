@@ -10,6 +10,7 @@ use crate::wire::header::HEADER_LEN;
 use crate::wire::messages::{parse_flush, CloseReq, ReadReq, WriteReq, CLOSE_FLAG_POSTQUERY_ATTRIB};
 use crate::wire::status::NtStatus;
 use crate::wire::Put;
+use std::os::fd::OwnedFd;
 
 const CHANNEL_NONE: u32 = 0;
 
@@ -82,34 +83,11 @@ pub fn read(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Resu
     if open.is_dir() {
         return Err(NtStatus::INVALID_DEVICE_REQUEST);
     }
-    if open.access & (FILE_READ_DATA | FILE_EXECUTE) == 0 {
-        return Err(NtStatus::ACCESS_DENIED);
-    }
-    if !read_range_valid(req.offset, req.length) {
-        return Err(NtStatus::INVALID_PARAMETER);
-    }
-    let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
+    let fd = read_source(conn, &open, req.offset, req.length)?;
     let len = req.length as usize;
-    if let Some(k) = open.file_key {
-        if conn.server.io_lock_conflict(k, open.volatile_id, req.offset, len as u64, false) {
-            return Err(NtStatus::FILE_LOCK_CONFLICT);
-        }
-    }
     out.resize(data_start + len, 0);
-    let mut got = 0usize;
-    while got < len {
-        let off = req.offset.checked_add(got as u64).ok_or(NtStatus::INVALID_PARAMETER)?;
-        match rustix::io::pread(fd, &mut out[data_start + got..], off) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(NtStatus::from_errno(e)),
-        }
-    }
+    let got = read_at(fd, &mut out[data_start..], req.offset, req.minimum)?;
     out.truncate(data_start + got);
-    if (got == 0 && len > 0) || got < req.minimum as usize {
-        return Err(NtStatus::END_OF_FILE);
-    }
     out.set_u32(len_at, got as u32);
     // Samba (the reference smbtorture targets) keeps FilePositionInformation
     // at the end of the last READ or WRITE; Windows leaves it unless the open
@@ -134,6 +112,45 @@ pub fn write(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Res
     }
     let offset = write_target(conn, &open, req.offset, req.data.len())?;
     write_at(&open, offset, req.data, req.flags, out)
+}
+
+/// The checks every READ makes before any data is read (into the response,
+/// or into a pool slot for RDMA): read or execute access, a valid range and
+/// byte-range lock conflicts. Returns the file to read.
+pub(super) fn read_source<'a>(conn: &Connection, open: &'a Open, offset: u64, length: u32) -> Result<&'a OwnedFd, NtStatus> {
+    if open.access & (FILE_READ_DATA | FILE_EXECUTE) == 0 {
+        return Err(NtStatus::ACCESS_DENIED);
+    }
+    if !read_range_valid(offset, length) {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
+    if let Some(k) = open.file_key {
+        if conn.server.io_lock_conflict(k, open.volatile_id, offset, u64::from(length), false) {
+            return Err(NtStatus::FILE_LOCK_CONFLICT);
+        }
+    }
+    Ok(fd)
+}
+
+/// Fills `buf` from `offset` until it is full or the file ends; returns the
+/// bytes read. Fewer than `minimum`, or none of a non-empty read, is
+/// END_OF_FILE.
+pub(super) fn read_at(fd: &OwnedFd, buf: &mut [u8], offset: u64, minimum: u32) -> Result<usize, NtStatus> {
+    let mut got = 0usize;
+    while got < buf.len() {
+        let off = offset.checked_add(got as u64).ok_or(NtStatus::INVALID_PARAMETER)?;
+        match rustix::io::pread(fd, &mut buf[got..], off) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(NtStatus::from_errno(e)),
+        }
+    }
+    if (got == 0 && !buf.is_empty()) || got < minimum as usize {
+        return Err(NtStatus::END_OF_FILE);
+    }
+    Ok(got)
 }
 
 /// The checks every WRITE of `len` bytes makes before any data is touched

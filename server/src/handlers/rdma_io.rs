@@ -6,7 +6,6 @@
 //! it. The descriptors are checked against the request before any RDMA is
 //! asked for; a lying request gets STATUS_INVALID_PARAMETER.
 
-use super::*;
 use crate::config::DIALECT_302;
 use crate::conn::{Connection, Ctx};
 use crate::objects::{lock, Open, OpenKind};
@@ -127,34 +126,10 @@ pub fn read(conn: &mut Connection, ctx: &mut Ctx<'_>, req: &ReadReq<'_>, open: A
     if matches!(open.kind, OpenKind::Pipe(_)) || open.is_dir() {
         return Err(NtStatus::INVALID_DEVICE_REQUEST);
     }
-    if open.access & (FILE_READ_DATA | FILE_EXECUTE) == 0 {
-        return Err(NtStatus::ACCESS_DENIED);
-    }
-    if !super::file::read_range_valid(req.offset, req.length) {
-        return Err(NtStatus::INVALID_PARAMETER);
-    }
-    let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
+    let fd = super::file::read_source(conn, &open, req.offset, req.length)?;
     let len = req.length as usize;
-    if let Some(k) = open.file_key {
-        if conn.server.io_lock_conflict(k, open.volatile_id, req.offset, len as u64, false) {
-            return Err(NtStatus::FILE_LOCK_CONFLICT);
-        }
-    }
     let mut slot = rdma.buffer(len).map_err(|e| rdma_error(conn, "buffer", e))?;
-    let buf = slot.as_mut_slice();
-    let mut got = 0usize;
-    while got < len {
-        let off = req.offset.checked_add(got as u64).ok_or(NtStatus::INVALID_PARAMETER)?;
-        match rustix::io::pread(fd, &mut buf[got..], off) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(NtStatus::from_errno(e)),
-        }
-    }
-    if (got == 0 && len > 0) || got < req.minimum as usize {
-        return Err(NtStatus::END_OF_FILE);
-    }
+    let got = super::file::read_at(fd, slot.as_mut_slice(), req.offset, req.minimum)?;
     slot.truncate(got);
     if got > 0 {
         let remote = first_bytes(&descs, got as u64);
