@@ -84,6 +84,29 @@ impl Server {
         })
     }
 
+    /// Whether the delete of the file `key` is pending.
+    pub fn delete_pending(&self, key: (u64, u64)) -> bool {
+        lock(&self.files).get(&key).is_some_and(|e| e.delete_pending)
+    }
+
+    /// FileDispositionInformation: the file's delete becomes pending (or not).
+    pub fn set_delete_pending(&self, key: (u64, u64), _open: u64, pending: bool) -> Result<(), NtStatus> {
+        if let Some(e) = lock(&self.files).get_mut(&key) {
+            e.delete_pending = pending;
+        }
+        Ok(())
+    }
+
+    /// Whether anyone has the file `key` open.
+    pub fn has_opens(&self, key: (u64, u64)) -> bool {
+        lock(&self.files).get(&key).is_some_and(|e| !e.opens.is_empty())
+    }
+
+    /// Whether no open and no byte-range lock is recorded (tests, fuzzing).
+    pub fn no_open_state(&self) -> bool {
+        lock(&self.files).is_empty() && lock(&self.locks).values().all(|v| v.is_empty())
+    }
+
     pub fn new(cfg: ServerConfig) -> std::io::Result<Arc<Server>> {
         let mut users = crate::auth::UserDb::new();
         for (u, p) in &cfg.users {
