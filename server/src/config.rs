@@ -90,6 +90,10 @@ pub struct ServerConfig {
     pub smbtorture_fsctls: bool,
     /// SMB Direct: whether and how `serve` starts the rdma-proxy.
     pub rdma: crate::rdma::RdmaConfig,
+    /// `state directory`: where the state shared between worker processes
+    /// lives (the LMDB store, the workers' wake-up sockets). None: the
+    /// server keeps that state in its own memory (one process).
+    pub state_directory: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -113,6 +117,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             smbtorture_fsctls: false,
             rdma: crate::rdma::RdmaConfig::default(),
+            state_directory: None,
         }
     }
 }
@@ -301,6 +306,7 @@ impl ServerConfig {
                             self.max_protocol = parse_protocol(&v).ok_or_else(|| bad(line, format!("unknown protocol {v:?}")))?
                         }
                         "netbiosname" => self.netbios_name = v.to_uppercase(),
+                        "statedirectory" => self.state_directory = Some(PathBuf::from(v)),
                         "workgroup" => self.workgroup = v.to_uppercase(),
                         "maptoguest" => self.map_to_guest = v.eq_ignore_ascii_case("bad user"),
                         "smbd:fsctlsmbtorture" => self.smbtorture_fsctls = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,

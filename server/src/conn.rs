@@ -233,6 +233,7 @@ pub fn max_message_size(c: &crate::config::ServerConfig) -> usize {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.asyncs.disconnect_all();
+        self.server.lock_waits.stopped(&self.server);
         // Sessions do not outlive their only connection (no multichannel
         // binding or durable reconnect yet).
         for id in std::mem::take(&mut self.sessions) {
@@ -539,6 +540,8 @@ impl Connection {
             if !self.asyncs.cancel(hdr) {
                 debug!(peer = %self.peer, mid = hdr.message_id, "CANCEL of nothing pending");
             }
+            // A blocked LOCK has no thread watching its stop flag: end it now.
+            self.server.lock_waits.stopped(&self.server);
             return Ok(None);
         }
         let dialect = self.dialect;

@@ -629,15 +629,14 @@ pub fn pipeline(data: &[u8]) {
     // Async operations end on their own threads after the connection is gone; give them
     // a moment, then everything must have been released.
     let released = || {
-        lock(&server.sessions).is_empty() && lock(&server.files).is_empty() && lock(&server.locks).values().all(|v| v.is_empty()) && open_fds() <= fds
+        lock(&server.sessions).is_empty() && server.no_open_state() && open_fds() <= fds
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while !released() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     assert!(lock(&server.sessions).is_empty(), "sessions left after the connection ended");
-    assert!(lock(&server.files).is_empty(), "open files left after the connection ended");
-    assert!(lock(&server.locks).values().all(|v| v.is_empty()), "byte-range locks left after the connection ended");
+    assert!(server.no_open_state(), "open files or byte-range locks left after the connection ended");
     let now = open_fds();
     assert!(now <= fds, "{} file descriptors leaked ({fds} before, {now} after)", now - fds);
 }

@@ -12,6 +12,7 @@ pub mod ipc;
 pub mod negotiate;
 pub mod netif;
 pub mod objects;
+pub mod store;
 pub mod transport;
 pub mod transport_tcp;
 pub mod transport_smbd;

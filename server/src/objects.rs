@@ -5,11 +5,13 @@
 //! `conn.rs`; they hold references to sessions, never the other way round.
 
 use crate::config::{ServerConfig, Setting, ShareConfig};
+use crate::store::{FileKey, GlobalOpenId, SocketWaker, StateStore, WakeListener, Waker};
 use crate::crypto;
 use crate::vfs::{FileStat, ShareRoot};
 use crate::wire::status::NtStatus;
 use rustix::fd::OwnedFd;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -39,13 +41,6 @@ impl Share {
     }
 }
 
-/// Who has a file open, for share-mode checks across all sessions (MS-FSA 2.1.5.1.2).
-#[derive(Default)]
-pub struct FileEntry {
-    pub opens: Vec<(u64, u32, u32)>, // (open key, granted access, share access)
-    pub delete_pending: bool,
-}
-
 pub struct Server {
     pub cfg: ServerConfig,
     pub users: Arc<crate::auth::UserDb>,
@@ -54,10 +49,20 @@ pub struct Server {
     pub shares: Vec<Arc<Share>>,
     pub ipc: Arc<Share>,
     pub sessions: Mutex<HashMap<u64, Arc<Session>>>,
-    pub files: Mutex<HashMap<(u64, u64), FileEntry>>,
-    pub locks: Mutex<HashMap<(u64, u64), Vec<ByteLock>>>,
-    /// Signalled whenever a byte-range lock goes away, for blocked LOCK requests.
-    pub locks_changed: std::sync::Condvar,
+    /// Share modes, delete-pending and byte-range locks, as every worker
+    /// process sees them (store/mod.rs).
+    pub store: Arc<dyn StateStore>,
+    /// This process's worker id in the store's records (0 for a single process).
+    pub worker_id: u32,
+    /// The state directory when the store is shared between processes (its
+    /// workers' wake-up sockets live there).
+    pub state_dir: Option<PathBuf>,
+    /// Blocked LOCK requests of this process, retried when woken.
+    pub lock_waits: crate::handlers::lock::LockWaits,
+    /// Sends wake-ups to other workers (with a state directory).
+    remote_waker: Option<SocketWaker>,
+    /// This worker's wake-up socket and its thread.
+    wake_listener: Mutex<Option<WakeListener>>,
     /// Keys the tags of server-side copy resume keys (see handlers/ioctl.rs).
     pub resume_secret: [u8; 32],
     /// Live connections, in all and per client address (listener.rs).
@@ -68,23 +73,76 @@ pub struct Server {
 }
 
 impl Server {
+    /// This process's open `open` as the store names it.
+    pub fn open_id(&self, open: u64) -> GlobalOpenId {
+        GlobalOpenId { worker: self.worker_id, open }
+    }
+
     /// Whether READ/WRITE of `[offset, offset+len)` by `owner` runs into a
     /// byte-range lock (MS-FSA 2.1.4.10): reads are stopped by others'
-    /// exclusive locks, writes by others' exclusive locks and any shared lock.
+    /// exclusive locks, writes by others' exclusive locks and any shared
+    /// lock. A store that cannot answer counts as a conflict.
     pub fn io_lock_conflict(&self, key: (u64, u64), owner: u64, offset: u64, len: u64, write: bool) -> bool {
-        if len == 0 {
-            return false;
-        }
-        let locks = lock(&self.locks);
-        let Some(l) = locks.get(&key) else { return false };
-        let end = offset.saturating_add(len - 1);
-        l.iter().any(|b| {
-            let overlap = b.length != 0 && b.offset <= end && offset <= b.offset.saturating_add(b.length - 1);
-            overlap && ((b.exclusive && b.owner != owner) || (write && !b.exclusive))
+        self.store.io_conflict(key.into(), self.open_id(owner), offset, len, write).unwrap_or_else(|e| {
+            tracing::warn!("lock check failed: {e}");
+            true
         })
     }
 
+    /// Whether the delete of the file `key` is pending.
+    pub fn delete_pending(&self, key: (u64, u64)) -> bool {
+        self.store.delete_pending(key.into()).unwrap_or_else(|e| {
+            tracing::warn!("delete-pending check failed: {e}");
+            false
+        })
+    }
+
+    /// FileDispositionInformation: the file's delete becomes pending (or not).
+    pub fn set_delete_pending(&self, key: (u64, u64), open: u64, pending: bool) -> Result<(), NtStatus> {
+        self.store.set_delete_pending(key.into(), self.open_id(open), pending).map_err(store_status)
+    }
+
+    /// Whether anyone (in any worker) has the file `key` open.
+    pub fn has_opens(&self, key: (u64, u64)) -> bool {
+        self.store.has_opens(key.into()).unwrap_or_else(|e| {
+            tracing::warn!("open-file check failed: {e}");
+            true
+        })
+    }
+
+    /// Whether no open and no byte-range lock is recorded (tests, fuzzing).
+    pub fn no_open_state(&self) -> bool {
+        self.store.snapshot().is_ok_and(|v| v.is_empty())
+    }
+
+    /// Tells `worker` that the locks of `key` changed: this process's
+    /// waiters directly, another worker's through its wake-up socket.
+    pub fn wake(&self, worker: u32, key: FileKey) {
+        if worker == self.worker_id {
+            self.lock_waits.wake(self, key);
+        } else if let Some(w) = &self.remote_waker {
+            w.wake(worker, key);
+        } else {
+            tracing::warn!(worker, "no way to wake worker {worker}: no state directory");
+        }
+    }
+
+    /// A server with the store `cfg.state_directory` names (LMDB there,
+    /// cleared: this process owns it), else the in-process store.
     pub fn new(cfg: ServerConfig) -> std::io::Result<Arc<Server>> {
+        match cfg.state_directory.clone() {
+            Some(dir) => {
+                let store = crate::store::create(&dir).map_err(|e| std::io::Error::other(format!("state directory {}: {e}", dir.display())))?;
+                Server::with_store(cfg, store, 0, Some(dir))
+            }
+            None => Server::with_store(cfg, crate::store::memory(), 0, None),
+        }
+    }
+
+    /// A server (one worker process) on a given store. With `state_dir`, it
+    /// binds its wake-up socket `worker-<worker_id>.sock` there and wakes
+    /// other workers through theirs.
+    pub fn with_store(cfg: ServerConfig, store: Arc<dyn StateStore>, worker_id: u32, state_dir: Option<PathBuf>) -> std::io::Result<Arc<Server>> {
         let mut users = crate::auth::UserDb::new();
         for (u, p) in &cfg.users {
             users.add_password(u, p);
@@ -104,7 +162,11 @@ impl Server {
         getrandom::fill(&mut seed).map_err(|e| std::io::Error::other(e.to_string()))?;
         let mut resume_secret = [0u8; 32];
         getrandom::fill(&mut resume_secret).map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(Arc::new(Server {
+        let remote_waker = match &state_dir {
+            Some(d) => Some(SocketWaker::new(d, worker_id)?),
+            None => None,
+        };
+        let server = Arc::new(Server {
             cfg,
             users,
             server_guid: guid,
@@ -112,14 +174,27 @@ impl Server {
             shares,
             ipc: Arc::new(Share { cfg: ipc_cfg, root: None, connections: AtomicUsize::new(0) }),
             sessions: Mutex::new(HashMap::new()),
-            files: Mutex::new(HashMap::new()),
-            locks: Mutex::new(HashMap::new()),
-            locks_changed: std::sync::Condvar::new(),
+            store,
+            worker_id,
+            state_dir: state_dir.clone(),
+            lock_waits: Default::default(),
+            remote_waker,
+            wake_listener: Mutex::new(None),
             resume_secret,
             conn_slots: Default::default(),
             pending_setups: Default::default(),
             next_id: AtomicU64::new((u64::from_le_bytes(seed) & 0x0000_FFFF_0000_0000) | 1),
-        }))
+        });
+        if let Some(dir) = &state_dir {
+            let weak = Arc::downgrade(&server);
+            let l = WakeListener::start(dir, worker_id, move |key| {
+                if let Some(s) = weak.upgrade() {
+                    s.lock_waits.wake(&s, key);
+                }
+            })?;
+            *lock(&server.wake_listener) = Some(l);
+        }
+        Ok(server)
     }
 
     pub fn new_id(&self) -> u64 {
@@ -142,64 +217,10 @@ impl Server {
     }
 }
 
-/// A byte-range lock (MS-FSA 2.1.5.7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteLock {
-    pub owner: u64,
-    pub offset: u64,
-    pub length: u64,
-    pub exclusive: bool,
-}
-
-impl ByteLock {
-    fn overlaps(&self, o: &ByteLock) -> bool {
-        if self.length == 0 || o.length == 0 {
-            // Zero-length locks conflict only when inside another range.
-            let (z, r) = if self.length == 0 { (self, o) } else { (o, self) };
-            return r.length != 0 && z.offset > r.offset && z.offset - r.offset < r.length;
-        }
-        let a_end = self.offset.saturating_add(self.length - 1);
-        let b_end = o.offset.saturating_add(o.length - 1);
-        self.offset <= b_end && o.offset <= a_end
-    }
-
-    /// Whether an existing lock (`self`) stops `new` (MS-FSA 2.1.5.7): an
-    /// exclusive request conflicts with every overlapping lock, the
-    /// requester's own included; a shared request only with another open's
-    /// exclusive lock (so an open may stack shared locks over its own
-    /// exclusive one).
-    pub fn conflicts(&self, new: &ByteLock) -> bool {
-        if !self.overlaps(new) {
-            return false;
-        }
-        new.exclusive || (self.exclusive && self.owner != new.owner)
-    }
-}
-
-#[cfg(test)]
-mod lock_tests {
-    use super::ByteLock;
-
-    fn l(owner: u64, offset: u64, length: u64, exclusive: bool) -> ByteLock {
-        ByteLock { owner, offset, length, exclusive }
-    }
-
-    #[test]
-    fn conflicts() {
-        // Stacking: shared over one's own exclusive is fine, exclusive over it is not.
-        assert!(!l(1, 10, 10, true).conflicts(&l(1, 10, 10, false)));
-        assert!(l(1, 10, 10, true).conflicts(&l(1, 10, 10, true)));
-        assert!(l(1, 10, 10, true).conflicts(&l(2, 15, 1, false)));
-        assert!(!l(1, 10, 10, false).conflicts(&l(2, 15, 1, false)));
-        assert!(l(1, 10, 10, false).conflicts(&l(2, 15, 1, true)));
-        // No overlap, and zero-length locks at an edge.
-        assert!(!l(1, 10, 10, true).conflicts(&l(2, 20, 5, true)));
-        assert!(!l(1, 0, 0, true).conflicts(&l(2, 0, 0, true)));
-        assert!(!l(1, 10, 10, true).conflicts(&l(2, 10, 0, true)));
-        assert!(l(1, 10, 10, true).conflicts(&l(2, 11, 0, true)));
-        // Ranges reaching the end of the 64-bit space do not overflow.
-        assert!(l(1, u64::MAX - 1, 2, true).conflicts(&l(2, u64::MAX, 1, true)));
-    }
+/// The NT status for a store that failed (logged here).
+pub fn store_status(e: crate::store::StoreError) -> NtStatus {
+    tracing::warn!("{e}");
+    NtStatus::INSUFFICIENT_RESOURCES
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -397,32 +418,19 @@ impl Open {
             *c = true;
         }
         let Some(key) = self.file_key else { return };
-        {
-            let mut locks = lock(&server.locks);
-            if let Some(l) = locks.get_mut(&key) {
-                l.retain(|b| b.owner != self.volatile_id);
-                if l.is_empty() {
-                    locks.remove(&key);
-                }
+        // A LOCK of this handle still waiting ends now.
+        server.lock_waits.open_closed(server, key.into(), self.volatile_id);
+        let closed = match server.store.close_file(key.into(), server.open_id(self.volatile_id)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("close of {:?}: {e}", lock(&self.path));
+                return;
             }
-        }
-        server.locks_changed.notify_all();
-        let mut delete = *lock(&self.delete_on_close);
-        let last = {
-            let mut files = lock(&server.files);
-            let Some(entry) = files.get_mut(&key) else { return };
-            entry.opens.retain(|(k, _, _)| *k != self.volatile_id);
-            if delete {
-                entry.delete_pending = true;
-            }
-            delete = entry.delete_pending;
-            let last = entry.opens.is_empty();
-            if last {
-                files.remove(&key);
-            }
-            last
         };
-        if last && delete {
+        for w in closed.wake {
+            server.wake(w, key.into());
+        }
+        if closed.delete {
             if let Some(root) = &self.share.root {
                 let path = lock(&self.path).clone();
                 // Only remove what is still the same file.

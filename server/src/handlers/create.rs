@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::conn::{Connection, Ctx};
-use crate::objects::{lock, DirCursor, FileEntry, Open, OpenKind};
+use crate::objects::{lock, store_status, DirCursor, Open, OpenKind};
+use crate::store::{OpenError, ShareModeEntry};
 use crate::vfs::{self, FileStat};
 use crate::wire::header::HEADER_LEN;
 use crate::wire::messages::{parse_create_contexts, put_create_context, CreateReq, SecurityDescriptor};
@@ -52,22 +53,10 @@ pub const SHARE_READ: u32 = 1;
 pub const SHARE_WRITE: u32 = 2;
 pub const SHARE_DELETE: u32 = 4;
 
-/// MS-FSA 2.1.5.1.2.1: does a new open (access, share) conflict with an existing one?
+/// MS-FSA 2.1.5.1.2.1: does a new open (access, share) conflict with an
+/// existing one? (The store applies this rule to every open of the file.)
 pub fn share_conflict(existing: (u32, u32), new_access: u32, new_share: u32) -> bool {
-    let (ea, es) = existing;
-    let data = |a: u32| a & (FILE_READ_DATA | FILE_WRITE_DATA | FILE_APPEND_DATA | FILE_EXECUTE | DELETE) != 0;
-    if !data(ea) && !data(new_access) {
-        return false;
-    }
-    let reads = |a: u32| a & (FILE_READ_DATA | FILE_EXECUTE) != 0;
-    let writes = |a: u32| a & (FILE_WRITE_DATA | FILE_APPEND_DATA) != 0;
-    let deletes = |a: u32| a & DELETE != 0;
-    (reads(new_access) && es & SHARE_READ == 0)
-        || (writes(new_access) && es & SHARE_WRITE == 0)
-        || (deletes(new_access) && es & SHARE_DELETE == 0)
-        || (reads(ea) && new_share & SHARE_READ == 0)
-        || (writes(ea) && new_share & SHARE_WRITE == 0)
-        || (deletes(ea) && new_share & SHARE_DELETE == 0)
+    crate::store::records::share_conflict(existing, new_access, new_share)
 }
 
 pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
@@ -167,7 +156,7 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
             return Err(NtStatus::ACCESS_DENIED);
         }
         if let Some(st) = &existing {
-            if lock(&conn.server.files).get(&(st.dev, st.ino)).is_some_and(|e| e.delete_pending) {
+            if conn.server.delete_pending((st.dev, st.ino)) {
                 return Err(NtStatus::DELETE_PENDING);
             }
             if st.is_dir && req.options & OPT_NON_DIRECTORY_FILE != 0 {
@@ -287,19 +276,13 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
     }
     let key = (st.dev, st.ino);
     let id = conn.server.new_id();
-    {
-        let mut files = lock(&conn.server.files);
-        let entry = files.entry(key).or_insert_with(FileEntry::default);
-        if entry.delete_pending {
-            return Err(NtStatus::DELETE_PENDING);
-        }
-        if entry.opens.iter().any(|(_, a, s)| share_conflict((*a, *s), desired, req.share_access)) {
-            if entry.opens.is_empty() {
-                files.remove(&key);
-            }
-            return Err(NtStatus::SHARING_VIOLATION);
-        }
-        entry.opens.push((id, desired, req.share_access));
+    // The share-mode check and the new entry, in one step for all workers.
+    let entry = ShareModeEntry { open: conn.server.open_id(id), access: desired, share_access: req.share_access, delete_on_close: req.options & OPT_DELETE_ON_CLOSE != 0 };
+    match conn.server.store.open_file(key.into(), entry) {
+        Ok(()) => {}
+        Err(OpenError::DeletePending) => return Err(NtStatus::DELETE_PENDING),
+        Err(OpenError::SharingViolation) => return Err(NtStatus::SHARING_VIOLATION),
+        Err(OpenError::Store(e)) => return Err(store_status(e)),
     }
     if matches!(action, ACTION_OVERWRITTEN | ACTION_SUPERSEDED) {
         let r = rustix::fs::ftruncate(&fd, 0).map_err(NtStatus::from_errno);
@@ -310,7 +293,7 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
         let attrs = req.file_attributes & vfs::SETTABLE_ATTRS;
         let _ = vfs::set_dos_attrs(&fd, attrs | vfs::ATTR_ARCHIVE);
         reserve(&fd, alloc_size);
-        st = vfs::stat_fd(&fd)?;
+        st = vfs::stat_fd(&fd).inspect_err(|_| release(conn, key, id))?;
     }
     let kind = if st.is_dir { OpenKind::Dir(Mutex::new(DirCursor::default())) } else { OpenKind::File };
     let open = Arc::new(Open::new(id, tree.id, tree.share.clone(), Some(fd), rel.clone(), kind, desired, req.share_access, req.options, Some(key)));
@@ -538,13 +521,10 @@ fn reserve(fd: &rustix::fd::OwnedFd, alloc_size: Option<u64>) {
     }
 }
 
+/// Takes back the share-mode entry of an open that failed after it was made.
 fn release(conn: &Connection, key: (u64, u64), id: u64) {
-    let mut files = lock(&conn.server.files);
-    if let Some(e) = files.get_mut(&key) {
-        e.opens.retain(|(k, _, _)| *k != id);
-        if e.opens.is_empty() {
-            files.remove(&key);
-        }
+    if let Err(e) = conn.server.store.close_file(key.into(), conn.server.open_id(id)) {
+        tracing::warn!("share-mode entry of a failed open not removed: {e}");
     }
 }
 

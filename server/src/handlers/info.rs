@@ -122,7 +122,7 @@ fn smb_name(open: &Open) -> String {
 }
 
 fn delete_pending(conn: &Connection, open: &Open) -> bool {
-    open.file_key.is_some_and(|k| lock(&conn.server.files).get(&k).is_some_and(|e| e.delete_pending)) || *lock(&open.delete_on_close)
+    open.file_key.is_some_and(|k| conn.server.delete_pending(k)) || *lock(&open.delete_on_close)
 }
 
 fn file_info(conn: &Connection, open: &Open, class: u8, o: &mut Vec<u8>) -> Result<(), NtStatus> {
@@ -437,9 +437,7 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
             }
             *lock(&open.delete_on_close) = del;
             if let Some(k) = open.file_key {
-                if let Some(e) = lock(&conn.server.files).get_mut(&k) {
-                    e.delete_pending = del;
-                }
+                conn.server.set_delete_pending(k, open.volatile_id, del)?;
             }
         }
         RENAME => {
@@ -479,7 +477,7 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
                     if st.is_dir {
                         return Err(NtStatus::ACCESS_DENIED);
                     }
-                    if lock(&conn.server.files).get(&(st.dev, st.ino)).is_some_and(|e| !e.opens.is_empty()) {
+                    if conn.server.has_opens((st.dev, st.ino)) {
                         return Err(NtStatus::ACCESS_DENIED);
                     }
                     if existing != target {

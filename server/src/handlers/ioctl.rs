@@ -235,16 +235,7 @@ fn copychunk_response(chunks: u32, chunk_bytes: u32, total: u32) -> Vec<u8> {
 /// Whether a byte-range lock held through another open (or a shared lock
 /// through this one, for writes) covers part of the range (MS-FSA 2.1.4.10).
 fn lock_conflict(conn: &Connection, open: &Open, offset: u64, length: u64, write: bool) -> bool {
-    let (Some(key), true) = (open.file_key, length > 0) else { return false };
-    let end = offset.saturating_add(length);
-    let table = lock(&conn.server.locks);
-    let Some(locks) = table.get(&key) else { return false };
-    locks.iter().any(|l| {
-        let l_end = l.offset.saturating_add(l.length);
-        let overlap = l.length > 0 && l.offset < end && offset < l_end;
-        let mine = l.owner == open.volatile_id;
-        overlap && if write { !mine || !l.exclusive } else { !mine && l.exclusive }
-    })
+    open.file_key.is_some_and(|key| conn.server.io_lock_conflict(key, open.volatile_id, offset, length, write))
 }
 
 /// FSCTL_SRV_COPYCHUNK and FSCTL_SRV_COPYCHUNK_WRITE (MS-SMB2 3.3.5.15.6).

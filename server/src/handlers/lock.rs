@@ -1,81 +1,74 @@
-//! LOCK: byte-range locks (MS-SMB2 3.3.5.14, MS-FSA 2.1.5.7). A lock that
-//! conflicts and may wait (no FAIL_IMMEDIATELY) goes async: an interim
-//! STATUS_PENDING now, the final answer when the range frees up, the request
-//! is cancelled, or the handle is closed.
+//! LOCK: byte-range locks (MS-SMB2 3.3.5.14, MS-FSA 2.1.5.7), kept in the
+//! state store so every worker process sees them.
+//!
+//! A lock that conflicts and may wait (no FAIL_IMMEDIATELY) goes async: an
+//! interim STATUS_PENDING now, and the request joins this process's
+//! [`LockWaits`]. No thread waits for it and nothing polls: the store
+//! records this worker as a waiter on the file in the same step that found
+//! the conflict, and whatever frees a range of that file (an unlock, a
+//! close, the purge of a dead worker, in any process) wakes the worker,
+//! which retries its waiters on the file. CANCEL, the close of the handle
+//! and the end of the connection finish the wait at once.
 
+use crate::asyncop::Pending;
 use crate::conn::{go_async, Connection, Ctx};
-use crate::objects::{lock, ByteLock, Server};
+use crate::objects::{lock, store_status, Open, Server};
+use crate::store::{ByteRangeLock, FileKey, GlobalOpenId, LockError};
 use crate::wire::messages::{LockElement, LockReq, LOCKFLAG_EXCLUSIVE, LOCKFLAG_FAIL_IMMEDIATELY, LOCKFLAG_SHARED, LOCKFLAG_UNLOCK};
 use crate::wire::status::NtStatus;
 use crate::wire::Put;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-/// Tries to take all of `locks` for `owner` at once (all or nothing). An
-/// open holds at most `max locks per open` (0 = no cap): past it the request
-/// fails with INSUFFICIENT_RESOURCES, as a Windows server out of lock memory.
-fn try_lock(server: &Server, key: (u64, u64), owner: u64, locks: &[LockElement]) -> Result<(), NtStatus> {
+/// The LOCK response body.
+const LOCK_RESPONSE: [u8; 4] = [4, 0, 0, 0];
+
+fn to_store(owner: GlobalOpenId, locks: &[LockElement]) -> Vec<ByteRangeLock> {
+    locks.iter().map(|l| ByteRangeLock { owner, offset: l.offset, length: l.length, exclusive: l.flags & LOCKFLAG_EXCLUSIVE != 0 }).collect()
+}
+
+/// Tries to take all of `locks` at once (all or nothing); with `wait`, a
+/// conflict records this worker as waiting for the file. An open holds at
+/// most `max locks per open` (0 = no cap): past it the request fails with
+/// INSUFFICIENT_RESOURCES, as a Windows server out of lock memory.
+fn try_lock(server: &Server, key: FileKey, owner: GlobalOpenId, locks: &[ByteRangeLock], wait: bool) -> Result<(), NtStatus> {
     let max = server.cfg.limits.max_locks_per_open;
-    let mut table = lock(&server.locks);
-    let held = table.entry(key).or_default();
-    if max != 0 && held.iter().filter(|x| x.owner == owner).count().saturating_add(locks.len()) > max {
-        if held.is_empty() {
-            table.remove(&key);
+    match server.store.lock(key, owner, locks, max, wait.then_some(server.worker_id)) {
+        Ok(()) => Ok(()),
+        Err(LockError::NotGranted) => Err(NtStatus::LOCK_NOT_GRANTED),
+        Err(LockError::TooMany) => {
+            tracing::warn!(open = owner.open, "LOCK refused: max locks per open ({max}) reached");
+            Err(NtStatus::INSUFFICIENT_RESOURCES)
         }
-        tracing::warn!(owner, "LOCK refused: max locks per open ({max}) reached");
-        return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        Err(LockError::Store(e)) => Err(store_status(e)),
     }
-    let mut added: Vec<ByteLock> = Vec::new();
-    for l in locks {
-        let new = ByteLock { owner, offset: l.offset, length: l.length, exclusive: l.flags & LOCKFLAG_EXCLUSIVE != 0 };
-        if held.iter().chain(added.iter()).any(|x| x.conflicts(&new)) {
-            if held.is_empty() {
-                table.remove(&key);
-            }
-            return Err(NtStatus::LOCK_NOT_GRANTED);
-        }
-        added.push(new);
-    }
-    held.extend(added);
-    Ok(())
 }
 
 /// Releases the ranges one by one, as Windows does: the first one not held
 /// stops the request with RANGE_NOT_LOCKED (the ones before stay released),
-/// and an element that is not a plain unlock is INVALID_PARAMETER when reached.
-fn unlock(server: &Server, key: (u64, u64), owner: u64, locks: &[LockElement]) -> Result<(), NtStatus> {
-    let mut result = Ok(());
-    {
-        let mut table = lock(&server.locks);
-        for l in locks {
-            if l.flags != LOCKFLAG_UNLOCK {
-                result = Err(NtStatus::INVALID_PARAMETER);
-                break;
-            }
-            let held = table.get_mut(&key);
-            let pos = held.as_ref().and_then(|h| h.iter().position(|x| x.owner == owner && x.offset == l.offset && x.length == l.length));
-            match (held, pos) {
-                (Some(h), Some(p)) => {
-                    h.remove(p);
-                }
-                _ => {
-                    result = Err(NtStatus::RANGE_NOT_LOCKED);
-                    break;
-                }
-            }
-        }
-        if table.get(&key).is_some_and(|h| h.is_empty()) {
-            table.remove(&key);
-        }
+/// and an element that is not a plain unlock is INVALID_PARAMETER when
+/// reached. Workers waiting for the file are woken.
+fn unlock(server: &Server, key: FileKey, owner: GlobalOpenId, locks: &[LockElement]) -> Result<(), NtStatus> {
+    let plain = locks.iter().take_while(|l| l.flags == LOCKFLAG_UNLOCK).count();
+    let ranges: Vec<(u64, u64)> = locks[..plain].iter().map(|l| (l.offset, l.length)).collect();
+    let u = server.store.unlock(key, owner, &ranges).map_err(store_status)?;
+    for w in u.wake {
+        server.wake(w, key);
     }
-    server.locks_changed.notify_all();
-    result
+    if u.released < plain {
+        Err(NtStatus::RANGE_NOT_LOCKED)
+    } else if plain < locks.len() {
+        Err(NtStatus::INVALID_PARAMETER)
+    } else {
+        Ok(())
+    }
 }
 
 pub fn lock_cmd(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
     let req = LockReq::parse(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
     let open = ctx.open(&req.file_id)?;
-    let key = open.file_key.ok_or(NtStatus::INVALID_DEVICE_REQUEST)?;
+    let key: FileKey = open.file_key.ok_or(NtStatus::INVALID_DEVICE_REQUEST)?.into();
     if open.is_dir() {
         return Err(NtStatus::INVALID_PARAMETER);
     }
@@ -96,49 +89,157 @@ pub fn lock_cmd(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
             return Err(NtStatus::INVALID_LOCK_RANGE);
         }
     }
-    let owner = open.volatile_id;
+    let server = conn.server.clone();
+    let owner = server.open_id(open.volatile_id);
     if is_unlock {
-        unlock(&conn.server, key, owner, &req.locks)?;
+        unlock(&server, key, owner, &req.locks)?;
         out.u16(4).u16(0);
         return Ok(());
     }
-    match try_lock(&conn.server, key, owner, &req.locks) {
+    let locks = to_store(owner, &req.locks);
+    let may_wait = req.locks.len() == 1 && req.locks[0].flags & LOCKFLAG_FAIL_IMMEDIATELY == 0;
+    if !may_wait {
+        try_lock(&server, key, owner, &locks, false)?;
+        out.u16(4).u16(0);
+        return Ok(());
+    }
+    // The first try and, on a conflict, joining the waiters happen under the
+    // waiters' lock, so a wake-up cannot slip between them.
+    let mut waits = lock(&server.lock_waits.files);
+    match try_lock(&server, key, owner, &locks, true) {
         Ok(()) => {
             out.u16(4).u16(0);
             Ok(())
         }
-        Err(NtStatus::LOCK_NOT_GRANTED) if req.locks.len() == 1 && req.locks[0].flags & LOCKFLAG_FAIL_IMMEDIATELY == 0 => {
-            let pending = go_async(conn, ctx)?;
-            let server = conn.server.clone();
-            let locks = req.locks.clone();
-            crate::asyncop::spawn(pending, open, move |p, open| wait_for_lock(&server, p, open, key, owner, &locks));
+        Err(NtStatus::LOCK_NOT_GRANTED) => {
+            let pending = match go_async(conn, ctx) {
+                Ok(p) => p,
+                Err(e) => {
+                    if !waits.contains_key(&key) {
+                        let _ = server.store.unwait(key, server.worker_id);
+                    }
+                    return Err(e);
+                }
+            };
+            tracing::debug!(open = owner.open, async_id = pending.async_id, "LOCK waits");
+            waits.entry(key).or_default().push(Waiter { pending, open, owner, locks, since: Instant::now() });
             Err(NtStatus::PENDING)
         }
         Err(e) => Err(e),
     }
 }
 
-fn wait_for_lock(server: &Arc<Server>, p: &crate::asyncop::Pending, open: &crate::objects::Open, key: (u64, u64), owner: u64, locks: &[LockElement]) -> (NtStatus, Option<Vec<u8>>) {
-    loop {
-        if p.stop.get().is_some() {
-            return (NtStatus::CANCELLED, None);
-        }
-        if open.is_closed() {
-            return (NtStatus::RANGE_NOT_LOCKED, None);
-        }
-        match try_lock(server, key, owner, locks) {
-            Ok(()) => {
-                if open.is_closed() {
-                    // Closed while we took it: give it back.
-                    let _ = unlock(server, key, owner, locks);
-                    return (NtStatus::RANGE_NOT_LOCKED, None);
+/// A blocked LOCK request.
+struct Waiter {
+    pending: Pending,
+    open: Arc<Open>,
+    owner: GlobalOpenId,
+    locks: Vec<ByteRangeLock>,
+    since: Instant,
+}
+
+/// This process's blocked LOCK requests, by file.
+#[derive(Default)]
+pub struct LockWaits {
+    files: Mutex<HashMap<FileKey, Vec<Waiter>>>,
+}
+
+/// A wait that ended, answered once the waiters' lock is released (sending
+/// may block on a slow client).
+type Done = (Pending, NtStatus, Option<&'static [u8]>);
+
+fn finish(done: Vec<Done>) {
+    for (p, status, body) in done {
+        p.finish(status, body);
+    }
+}
+
+impl LockWaits {
+    /// The locks of `key` changed: retry this process's waiters on it, in
+    /// the order they came. One that still conflicts is recorded as waiting
+    /// again by the same store step.
+    pub fn wake(&self, server: &Server, key: FileKey) {
+        let mut done = Vec::new();
+        {
+            let mut files = lock(&self.files);
+            let Some(list) = files.remove(&key) else { return };
+            let mut still = Vec::new();
+            for w in list {
+                if w.pending.stop.get().is_some() {
+                    done.push((w.pending, NtStatus::CANCELLED, None));
+                } else if w.open.is_closed() {
+                    done.push((w.pending, NtStatus::RANGE_NOT_LOCKED, None));
+                } else {
+                    match try_lock(server, key, w.owner, &w.locks, true) {
+                        Ok(()) => {
+                            tracing::debug!(open = w.owner.open, waited_us = w.since.elapsed().as_micros() as u64, "blocked LOCK granted");
+                            done.push((w.pending, NtStatus::SUCCESS, Some(&LOCK_RESPONSE[..])));
+                        }
+                        Err(NtStatus::LOCK_NOT_GRANTED) => still.push(w),
+                        Err(e) => done.push((w.pending, e, None)),
+                    }
                 }
-                return (NtStatus::SUCCESS, Some(vec![4, 0, 0, 0]));
             }
-            Err(NtStatus::LOCK_NOT_GRANTED) => {}
-            Err(e) => return (e, None),
+            if !still.is_empty() {
+                files.insert(key, still);
+            }
         }
-        let g = lock(&server.locks);
-        let _ = server.locks_changed.wait_timeout(g, Duration::from_millis(100));
+        finish(done);
+    }
+
+    /// A CANCEL arrived or a connection ended: the waits whose operation
+    /// was stopped end (CANCELLED; nothing is sent on a connection that is gone).
+    pub fn stopped(&self, server: &Server) {
+        let mut done = Vec::new();
+        {
+            let mut files = lock(&self.files);
+            let mut emptied = Vec::new();
+            for (key, list) in files.iter_mut() {
+                let (stop, keep): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(list).into_iter().partition(|w| w.pending.stop.get().is_some());
+                *list = keep;
+                done.extend(stop.into_iter().map(|w| (w.pending, NtStatus::CANCELLED, None)));
+                if list.is_empty() {
+                    emptied.push(*key);
+                }
+            }
+            for key in emptied {
+                files.remove(&key);
+                Self::forget(server, key);
+            }
+        }
+        finish(done);
+    }
+
+    /// The handle `open` is being closed: its waits end with RANGE_NOT_LOCKED.
+    pub fn open_closed(&self, server: &Server, key: FileKey, open: u64) {
+        let mut done = Vec::new();
+        {
+            let mut files = lock(&self.files);
+            let Some(list) = files.get_mut(&key) else { return };
+            let (gone, keep): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(list).into_iter().partition(|w| w.open.volatile_id == open);
+            *list = keep;
+            done.extend(gone.into_iter().map(|w| (w.pending, NtStatus::RANGE_NOT_LOCKED, None)));
+            if list.is_empty() {
+                files.remove(&key);
+                Self::forget(server, key);
+            }
+        }
+        finish(done);
+    }
+
+    /// How many LOCK requests of this process wait.
+    pub fn len(&self) -> usize {
+        lock(&self.files).values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// No waiter of this worker is left on `key`: take it off the file's waiters.
+    fn forget(server: &Server, key: FileKey) {
+        if let Err(e) = server.store.unwait(key, server.worker_id) {
+            tracing::warn!("lock waiter not removed: {e}");
+        }
     }
 }

@@ -1,0 +1,268 @@
+//! The multi-process backend: an LMDB environment (`heed`) in the state
+//! directory. Two databases, `share` and `brl`, each keyed by the file's
+//! (dev, ino); each operation is one write transaction (LMDB lets one
+//! writer in at a time across all processes, with a robust mutex that a
+//! dead process does not leave held) or one read transaction (no lock).
+//!
+//! The environment holds nothing that must outlive the server: it is cleared
+//! at every start ([`super::create`]), so it is opened without syncing to
+//! disk (NO_SYNC / NO_META_SYNC); changes are still seen at once by every
+//! process through the shared page cache. Read transactions are not tied to
+//! threads (NO_TLS), so connection threads do not each pin a reader slot.
+//!
+//! This is the one module of the store with `unsafe`: opening the memory
+//! map (see the SAFETY comment).
+
+use super::records::{decode_key, encode_key, LockRecord, ShareRecord};
+use super::{ByteRangeLock, Closed, FileKey, GlobalOpenId, LockError, OpenError, ShareModeEntry, StateStore, StoreError, Unlocked};
+use heed::types::Bytes;
+use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, RwTxn, WithoutTls};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+
+/// Size of the memory map: an upper bound on the records, not memory used
+/// (the file grows as records are written). A record of a file with one
+/// open is 27 bytes, so this holds millions of opens.
+const MAP_SIZE: usize = 256 << 20;
+/// Concurrent read transactions over all processes.
+const MAX_READERS: u32 = 4096;
+/// The environment's subdirectory in the state directory.
+const SUBDIR: &str = "locking.lmdb";
+
+type Db = Database<'static, Bytes, Bytes>;
+
+pub struct LmdbStore {
+    env: Env<WithoutTls>,
+    share: Db,
+    brl: Db,
+    path: PathBuf,
+}
+
+/// LMDB must not open one environment twice in a process (closing one
+/// would drop the other's file locks): each path is opened once and shared.
+static OPENED: Mutex<Vec<(PathBuf, Weak<LmdbStore>)>> = Mutex::new(Vec::new());
+
+trait Record: Default {
+    fn encode(&self) -> Vec<u8>;
+    fn decode(b: &[u8]) -> Result<Self, StoreError>;
+    fn is_empty(&self) -> bool;
+}
+
+impl Record for ShareRecord {
+    fn encode(&self) -> Vec<u8> {
+        ShareRecord::encode(self)
+    }
+    fn decode(b: &[u8]) -> Result<Self, StoreError> {
+        ShareRecord::decode(b)
+    }
+    fn is_empty(&self) -> bool {
+        ShareRecord::is_empty(self)
+    }
+}
+
+impl Record for LockRecord {
+    fn encode(&self) -> Vec<u8> {
+        LockRecord::encode(self)
+    }
+    fn decode(b: &[u8]) -> Result<Self, StoreError> {
+        LockRecord::decode(b)
+    }
+    fn is_empty(&self) -> bool {
+        LockRecord::is_empty(self)
+    }
+}
+
+/// Loads a record, applies `f`, writes it back if it changed (an empty
+/// record is deleted).
+fn modify<T: Record, R>(db: Db, txn: &mut RwTxn<'_>, key: FileKey, f: impl FnOnce(&mut T) -> R) -> Result<R, StoreError> {
+    let k = encode_key(key);
+    let old = db.get(txn, &k)?.map(<[u8]>::to_vec);
+    let mut rec = match &old {
+        Some(b) => T::decode(b)?,
+        None => T::default(),
+    };
+    let r = f(&mut rec);
+    if rec.is_empty() {
+        if old.is_some() {
+            db.delete(txn, &k)?;
+        }
+    } else {
+        let new = rec.encode();
+        if old.as_deref() != Some(&new[..]) {
+            db.put(txn, &k, &new)?;
+        }
+    }
+    Ok(r)
+}
+
+impl LmdbStore {
+    /// Opens (creates) the environment under `dir`, or returns the one this
+    /// process already has open there.
+    pub fn open(dir: &Path) -> Result<Arc<LmdbStore>, StoreError> {
+        let path = dir.join(SUBDIR);
+        std::fs::create_dir_all(&path)?;
+        let path = path.canonicalize()?;
+        let mut opened = OPENED.lock().unwrap_or_else(|p| p.into_inner());
+        opened.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(s) = opened.iter().find(|(p, _)| *p == path).and_then(|(_, w)| w.upgrade()) {
+            return Ok(s);
+        }
+        let mut opts = EnvOpenOptions::new().read_txn_without_tls();
+        opts.map_size(MAP_SIZE).max_readers(MAX_READERS).max_dbs(4);
+        // SAFETY: `flags`: NO_SYNC and NO_META_SYNC only give up durability
+        // after a system crash, and the store is cleared at every start.
+        // `open`: the map's file is only ever changed through LMDB (by this
+        // and other smbdirect processes, each opening it once per process,
+        // which OPENED ensures here), it lives on a local file system (the
+        // state directory), and LMDB's lock file coordinates all of them.
+        let env = unsafe {
+            opts.flags(EnvFlags::NO_SYNC | EnvFlags::NO_META_SYNC);
+            opts.open(&path)?
+        };
+        // Reader slots of processes that died are free again.
+        let _ = env.clear_stale_readers();
+        let wtxn = env.write_txn()?;
+        let (share, brl) = env
+            .create_databases_and_commit(wtxn, |dbo, wtxn| -> Result<_, heed::Error> {
+                let share: Database<Bytes, Bytes> = dbo.create_database(wtxn, Some("share"))?;
+                let brl: Database<Bytes, Bytes> = dbo.create_database(wtxn, Some("brl"))?;
+                Ok(CommitOrAbort::<_, ()>::Commit((share, brl)))
+            })?
+            .unwrap_commit();
+        let s = Arc::new(LmdbStore { env, share, brl, path: path.clone() });
+        opened.push((path, Arc::downgrade(&s)));
+        Ok(s)
+    }
+
+    /// Where the environment lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Drops every record.
+    pub fn clear(&self) -> Result<(), StoreError> {
+        let mut txn = self.env.write_txn()?;
+        self.share.clear(&mut txn)?;
+        self.brl.clear(&mut txn)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn write<R, E: From<StoreError>>(&self, f: impl FnOnce(&mut RwTxn<'_>) -> Result<R, E>) -> Result<R, E> {
+        let mut txn = self.env.write_txn().map_err(StoreError::from)?;
+        let r = f(&mut txn)?;
+        txn.commit().map_err(StoreError::from)?;
+        Ok(r)
+    }
+
+    fn read<T: Record>(&self, db: Db, key: FileKey) -> Result<Option<T>, StoreError> {
+        let txn = self.env.read_txn()?;
+        let v = db.get(&txn, &encode_key(key))?;
+        v.map(T::decode).transpose()
+    }
+
+    fn all<T: Record>(&self, db: Db, txn: &heed::RoTxn<'_>) -> Result<Vec<(FileKey, T)>, StoreError> {
+        let mut v = Vec::new();
+        for item in db.iter(txn)? {
+            let (k, b) = item?;
+            v.push((decode_key(k)?, T::decode(b)?));
+        }
+        Ok(v)
+    }
+}
+
+impl StateStore for LmdbStore {
+    fn open_file(&self, key: FileKey, entry: ShareModeEntry) -> Result<(), OpenError> {
+        // A refused open changes nothing, so its transaction may commit too.
+        self.write(|t| modify(self.share, t, key, |r: &mut ShareRecord| r.open(entry)))?
+    }
+
+    fn close_file(&self, key: FileKey, open: GlobalOpenId) -> Result<Closed, StoreError> {
+        self.write(|t| {
+            let mut c = Closed { delete: modify(self.share, t, key, |r: &mut ShareRecord| r.close(open))?.unwrap_or(false), wake: Vec::new() };
+            modify(self.brl, t, key, |r: &mut LockRecord| r.remove_owner(open, &mut c.wake))?;
+            Ok(c)
+        })
+    }
+
+    fn delete_pending(&self, key: FileKey) -> Result<bool, StoreError> {
+        Ok(self.read::<ShareRecord>(self.share, key)?.is_some_and(|r| r.delete_pending))
+    }
+
+    fn set_delete_pending(&self, key: FileKey, open: GlobalOpenId, pending: bool) -> Result<(), StoreError> {
+        self.write(|t| {
+            modify(self.share, t, key, |r: &mut ShareRecord| {
+                if r.entries.is_empty() {
+                    return;
+                }
+                r.delete_pending = pending;
+                for e in r.entries.iter_mut().filter(|e| e.open == open) {
+                    e.delete_on_close = pending;
+                }
+            })
+        })
+    }
+
+    fn has_opens(&self, key: FileKey) -> Result<bool, StoreError> {
+        Ok(self.read::<ShareRecord>(self.share, key)?.is_some_and(|r| !r.entries.is_empty()))
+    }
+
+    fn lock(&self, key: FileKey, owner: GlobalOpenId, locks: &[ByteRangeLock], max_per_open: usize, waiter: Option<u32>) -> Result<(), LockError> {
+        // A refusal may have recorded a waiter: commit either way.
+        self.write(|t| modify(self.brl, t, key, |r: &mut LockRecord| r.lock(owner, locks, max_per_open, waiter)))?
+    }
+
+    fn unlock(&self, key: FileKey, owner: GlobalOpenId, ranges: &[(u64, u64)]) -> Result<Unlocked, StoreError> {
+        self.write(|t| {
+            let mut wake = Vec::new();
+            let released = modify(self.brl, t, key, |r: &mut LockRecord| r.unlock(owner, ranges, &mut wake))?;
+            Ok(Unlocked { released, wake })
+        })
+    }
+
+    fn unwait(&self, key: FileKey, worker: u32) -> Result<(), StoreError> {
+        self.write(|t| modify(self.brl, t, key, |r: &mut LockRecord| r.waiters.retain(|w| *w != worker)))
+    }
+
+    fn io_conflict(&self, key: FileKey, owner: GlobalOpenId, offset: u64, len: u64, write: bool) -> Result<bool, StoreError> {
+        if len == 0 {
+            return Ok(false);
+        }
+        Ok(self.read::<LockRecord>(self.brl, key)?.is_some_and(|r| r.io_conflict(owner, offset, len, write)))
+    }
+
+    fn purge_worker(&self, worker: u32) -> Result<Vec<(u32, FileKey)>, StoreError> {
+        let _ = self.env.clear_stale_readers();
+        self.write(|t| {
+            let mut wake = Vec::new();
+            for (k, mut r) in self.all::<ShareRecord>(self.share, t)? {
+                if r.purge(worker) {
+                    modify(self.share, t, k, |x: &mut ShareRecord| *x = std::mem::take(&mut r))?;
+                }
+            }
+            for (k, mut r) in self.all::<LockRecord>(self.brl, t)? {
+                let mut w = Vec::new();
+                if r.purge(worker, &mut w) {
+                    modify(self.brl, t, k, |x: &mut LockRecord| *x = std::mem::take(&mut r))?;
+                }
+                wake.extend(w.into_iter().map(|w| (w, k)));
+            }
+            Ok(wake)
+        })
+    }
+
+    fn snapshot(&self) -> Result<Vec<(FileKey, ShareRecord, LockRecord)>, StoreError> {
+        let txn = self.env.read_txn()?;
+        let mut m: HashMap<FileKey, (ShareRecord, LockRecord)> = HashMap::new();
+        for (k, r) in self.all::<ShareRecord>(self.share, &txn)? {
+            m.entry(k).or_default().0 = r;
+        }
+        for (k, r) in self.all::<LockRecord>(self.brl, &txn)? {
+            m.entry(k).or_default().1 = r;
+        }
+        let mut v: Vec<_> = m.into_iter().map(|(k, (s, l))| (k, s, l)).collect();
+        v.sort_by_key(|x| x.0);
+        Ok(v)
+    }
+}

@@ -1,0 +1,117 @@
+//! The in-process backend: both record tables behind one lock.
+
+use super::records::{LockRecord, ShareRecord};
+use super::{ByteRangeLock, Closed, FileKey, GlobalOpenId, LockError, OpenError, ShareModeEntry, StateStore, StoreError, Unlocked};
+use std::collections::HashMap;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+#[derive(Default)]
+struct Tables {
+    share: HashMap<FileKey, ShareRecord>,
+    brl: HashMap<FileKey, LockRecord>,
+}
+
+#[derive(Default)]
+pub struct MemStore {
+    t: RwLock<Tables>,
+}
+
+impl MemStore {
+    fn read(&self) -> RwLockReadGuard<'_, Tables> {
+        self.t.read().unwrap_or_else(|p| p.into_inner())
+    }
+    fn write(&self) -> RwLockWriteGuard<'_, Tables> {
+        self.t.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Applies `f` to a record, dropping the record once empty.
+fn with<R, T: Default>(map: &mut HashMap<FileKey, T>, key: FileKey, empty: impl Fn(&T) -> bool, f: impl FnOnce(&mut T) -> R) -> R {
+    let rec = map.entry(key).or_default();
+    let r = f(rec);
+    if empty(rec) {
+        map.remove(&key);
+    }
+    r
+}
+
+impl StateStore for MemStore {
+    fn open_file(&self, key: FileKey, entry: ShareModeEntry) -> Result<(), OpenError> {
+        with(&mut self.write().share, key, ShareRecord::is_empty, |r| r.open(entry))
+    }
+
+    fn close_file(&self, key: FileKey, open: GlobalOpenId) -> Result<Closed, StoreError> {
+        let mut t = self.write();
+        let mut closed = Closed { delete: with(&mut t.share, key, ShareRecord::is_empty, |r| r.close(open)).unwrap_or(false), wake: Vec::new() };
+        with(&mut t.brl, key, LockRecord::is_empty, |r| r.remove_owner(open, &mut closed.wake));
+        Ok(closed)
+    }
+
+    fn delete_pending(&self, key: FileKey) -> Result<bool, StoreError> {
+        Ok(self.read().share.get(&key).is_some_and(|r| r.delete_pending))
+    }
+
+    fn set_delete_pending(&self, key: FileKey, open: GlobalOpenId, pending: bool) -> Result<(), StoreError> {
+        let mut t = self.write();
+        if let Some(r) = t.share.get_mut(&key) {
+            r.delete_pending = pending;
+            for e in r.entries.iter_mut().filter(|e| e.open == open) {
+                e.delete_on_close = pending;
+            }
+        }
+        Ok(())
+    }
+
+    fn has_opens(&self, key: FileKey) -> Result<bool, StoreError> {
+        Ok(self.read().share.get(&key).is_some_and(|r| !r.entries.is_empty()))
+    }
+
+    fn lock(&self, key: FileKey, owner: GlobalOpenId, locks: &[ByteRangeLock], max_per_open: usize, waiter: Option<u32>) -> Result<(), LockError> {
+        with(&mut self.write().brl, key, LockRecord::is_empty, |r| r.lock(owner, locks, max_per_open, waiter))
+    }
+
+    fn unlock(&self, key: FileKey, owner: GlobalOpenId, ranges: &[(u64, u64)]) -> Result<Unlocked, StoreError> {
+        let mut wake = Vec::new();
+        let released = with(&mut self.write().brl, key, LockRecord::is_empty, |r| r.unlock(owner, ranges, &mut wake));
+        Ok(Unlocked { released, wake })
+    }
+
+    fn unwait(&self, key: FileKey, worker: u32) -> Result<(), StoreError> {
+        let mut t = self.write();
+        if let Some(r) = t.brl.get_mut(&key) {
+            r.waiters.retain(|w| *w != worker);
+            if r.is_empty() {
+                t.brl.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    fn io_conflict(&self, key: FileKey, owner: GlobalOpenId, offset: u64, len: u64, write: bool) -> Result<bool, StoreError> {
+        Ok(self.read().brl.get(&key).is_some_and(|r| r.io_conflict(owner, offset, len, write)))
+    }
+
+    fn purge_worker(&self, worker: u32) -> Result<Vec<(u32, FileKey)>, StoreError> {
+        let mut t = self.write();
+        t.share.retain(|_, r| {
+            r.purge(worker);
+            !r.is_empty()
+        });
+        let mut wake = Vec::new();
+        t.brl.retain(|k, r| {
+            let mut w = Vec::new();
+            r.purge(worker, &mut w);
+            wake.extend(w.into_iter().map(|w| (w, *k)));
+            !r.is_empty()
+        });
+        Ok(wake)
+    }
+
+    fn snapshot(&self) -> Result<Vec<(FileKey, ShareRecord, LockRecord)>, StoreError> {
+        let t = self.read();
+        let mut keys: Vec<FileKey> = t.share.keys().chain(t.brl.keys()).copied().collect();
+        keys.sort();
+        keys.dedup();
+        Ok(keys.into_iter().map(|k| (k, t.share.get(&k).cloned().unwrap_or_default(), t.brl.get(&k).cloned().unwrap_or_default())).collect())
+    }
+}

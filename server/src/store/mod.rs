@@ -1,0 +1,178 @@
+//! The state every worker process must see: share modes, delete-pending,
+//! byte-range locks and who waits for them, keyed by the file's
+//! `(dev, ino)`. These are the *global* records (Samba's `locking.tdb` and
+//! `brlock.tdb`); the local `Open` objects of a worker point at them by
+//! [`GlobalOpenId`].
+//!
+//! Each operation of [`StateStore`] is one atomic read-check-write. Two
+//! backends hold the same records: [`MemStore`] for a single process (the
+//! sim tests), and [`LmdbStore`], an LMDB environment in the state
+//! directory shared by all worker processes (one write transaction per
+//! operation; readers take no lock). A cluster backend could hold the same
+//! records later.
+//!
+//! Wake-ups: a blocked LOCK records its worker as a waiter in the same step
+//! that found the conflict; the operation that frees a range hands those
+//! workers back, and the caller wakes each with [`Waker::wake`] (a direct
+//! call within a process, a datagram to `worker-<id>.sock` in the state
+//! directory across processes: see [`wake`]).
+
+mod lmdb;
+mod mem;
+pub mod records;
+pub mod wake;
+
+pub use lmdb::LmdbStore;
+pub use mem::MemStore;
+pub use records::{LockRecord, ShareRecord};
+pub use wake::{SocketWaker, WakeListener, Waker};
+
+use std::path::Path;
+use std::sync::Arc;
+
+/// A file, as the file system names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileKey {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl From<(u64, u64)> for FileKey {
+    fn from((dev, ino): (u64, u64)) -> FileKey {
+        FileKey { dev, ino }
+    }
+}
+
+/// An open, server-wide: the worker that holds it and its id there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GlobalOpenId {
+    pub worker: u32,
+    pub open: u64,
+}
+
+/// One open of a file as other opens see it (MS-FSA 2.1.5.1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShareModeEntry {
+    pub open: GlobalOpenId,
+    /// Granted access.
+    pub access: u32,
+    pub share_access: u32,
+    /// The open was made with FILE_DELETE_ON_CLOSE: its close makes the
+    /// file's delete pending.
+    pub delete_on_close: bool,
+}
+
+/// A byte-range lock (MS-FSA 2.1.5.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRangeLock {
+    pub owner: GlobalOpenId,
+    pub offset: u64,
+    pub length: u64,
+    pub exclusive: bool,
+}
+
+/// The store itself failed (its file, its map size): callers answer with an
+/// NT status such as INSUFFICIENT_RESOURCES and log this.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store: {0}")]
+    Lmdb(#[from] heed::Error),
+    #[error("state store: damaged record: {0}")]
+    Corrupt(&'static str),
+    #[error("state store: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("delete pending")]
+    DeletePending,
+    #[error("sharing violation")]
+    SharingViolation,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("lock not granted")]
+    NotGranted,
+    #[error("too many locks on this open")]
+    TooMany,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a CLOSE did to the file's records.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Closed {
+    /// This was the last open and the file's delete is pending: remove it.
+    pub delete: bool,
+    /// Workers waiting for a lock the closed open held.
+    pub wake: Vec<u32>,
+}
+
+/// What an unlock did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Unlocked {
+    /// How many of the ranges were released (fewer than asked: the next one
+    /// was not held).
+    pub released: usize,
+    pub wake: Vec<u32>,
+}
+
+/// The shared records. Every method is atomic with respect to every other,
+/// in this process and in all processes sharing the backend.
+pub trait StateStore: Send + Sync {
+    /// Records a new open unless the file's delete is pending or a share
+    /// mode conflicts.
+    fn open_file(&self, key: FileKey, entry: ShareModeEntry) -> Result<(), OpenError>;
+    /// Removes an open with its byte-range locks.
+    fn close_file(&self, key: FileKey, open: GlobalOpenId) -> Result<Closed, StoreError>;
+    /// Whether the file's delete is pending.
+    fn delete_pending(&self, key: FileKey) -> Result<bool, StoreError>;
+    /// FileDispositionInformation: sets (or clears) the file's delete-pending
+    /// flag and the open's delete-on-close at once.
+    fn set_delete_pending(&self, key: FileKey, open: GlobalOpenId, pending: bool) -> Result<(), StoreError>;
+    /// Whether anyone has the file open.
+    fn has_opens(&self, key: FileKey) -> Result<bool, StoreError>;
+    /// Takes all of `locks` for `owner` or none (`max_per_open` 0 = no cap).
+    /// On a conflict with `waiter` given, that worker is recorded as waiting
+    /// for the file in the same step.
+    fn lock(&self, key: FileKey, owner: GlobalOpenId, locks: &[ByteRangeLock], max_per_open: usize, waiter: Option<u32>) -> Result<(), LockError>;
+    /// Releases `(offset, length)` ranges of `owner` in order, up to the first not held.
+    fn unlock(&self, key: FileKey, owner: GlobalOpenId, ranges: &[(u64, u64)]) -> Result<Unlocked, StoreError>;
+    /// `worker` no longer waits for this file.
+    fn unwait(&self, key: FileKey, worker: u32) -> Result<(), StoreError>;
+    /// Whether READ (or WRITE) of the range through `owner` hits a lock (MS-FSA 2.1.4.10).
+    fn io_conflict(&self, key: FileKey, owner: GlobalOpenId, offset: u64, len: u64, write: bool) -> Result<bool, StoreError>;
+    /// Removes every record of a dead worker; returns the (worker, file)
+    /// pairs to wake because one of its locks went.
+    fn purge_worker(&self, worker: u32) -> Result<Vec<(u32, FileKey)>, StoreError>;
+    /// All non-empty records (for `smbdirect status` and tests).
+    fn snapshot(&self) -> Result<Vec<(FileKey, ShareRecord, LockRecord)>, StoreError>;
+}
+
+/// A store for one process.
+pub fn memory() -> Arc<dyn StateStore> {
+    Arc::new(MemStore::default())
+}
+
+/// Opens (creating if need be) the LMDB store in the state directory `dir`,
+/// keeping the records in it: what a worker process does. Within one
+/// process, opening the same directory again returns the same environment.
+pub fn open(dir: &Path) -> Result<Arc<dyn StateStore>, StoreError> {
+    Ok(LmdbStore::open(dir)?)
+}
+
+/// Opens the LMDB store in `dir` and drops every record in it: what the
+/// supervisor (or a single-process server) does at start, when no record
+/// left by an earlier run can be live.
+pub fn create(dir: &Path) -> Result<Arc<dyn StateStore>, StoreError> {
+    let s = LmdbStore::open(dir)?;
+    s.clear()?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,238 @@
+//! One suite, run against both backends; then LMDB across two processes.
+
+use super::*;
+
+const READ: u32 = 0x1;
+const WRITE: u32 = 0x2;
+const DELETE: u32 = 0x0001_0000;
+const ATTRS: u32 = 0x80;
+const SHARE_ALL: u32 = 7;
+
+fn id(worker: u32, open: u64) -> GlobalOpenId {
+    GlobalOpenId { worker, open }
+}
+
+fn entry(open: GlobalOpenId, access: u32, share_access: u32) -> ShareModeEntry {
+    ShareModeEntry { open, access, share_access, delete_on_close: false }
+}
+
+fn brl(offset: u64, length: u64, exclusive: bool) -> ByteRangeLock {
+    // The owner is filled in by `lock`.
+    ByteRangeLock { owner: id(0, 0), offset, length, exclusive }
+}
+
+const F: FileKey = FileKey { dev: 1, ino: 100 };
+const G: FileKey = FileKey { dev: 1, ino: 200 };
+
+fn share_modes(s: &dyn StateStore) {
+    let (a, b, c) = (id(1, 10), id(2, 10), id(2, 11));
+    s.open_file(F, entry(a, READ, 1)).unwrap();
+    // A writer cannot join a reader that shares only reading, from any worker.
+    assert!(matches!(s.open_file(F, entry(b, WRITE, SHARE_ALL)), Err(OpenError::SharingViolation)));
+    s.open_file(F, entry(b, READ, SHARE_ALL)).unwrap();
+    // An open for attributes only asks for no data access.
+    s.open_file(F, entry(c, ATTRS, SHARE_ALL)).unwrap();
+    assert!(s.has_opens(F).unwrap());
+    assert!(!s.has_opens(G).unwrap());
+    // A refused open left nothing behind.
+    let snap = s.snapshot().unwrap();
+    assert_eq!(snap.len(), 1);
+    assert_eq!(snap[0].1.entries.len(), 3);
+    for o in [a, b, c] {
+        assert_eq!(s.close_file(F, o).unwrap(), Closed::default());
+    }
+    assert!(!s.has_opens(F).unwrap());
+    // Now the writer may come in; closing an unknown open changes nothing.
+    s.open_file(F, entry(b, WRITE, 0)).unwrap();
+    assert_eq!(s.close_file(F, id(9, 9)).unwrap(), Closed::default());
+    s.close_file(F, b).unwrap();
+    assert!(s.snapshot().unwrap().is_empty(), "all records gone");
+}
+
+fn delete_pending(s: &dyn StateStore) {
+    let (a, b) = (id(1, 1), id(2, 1));
+    // Delete-on-close: pending once that open closes, the file goes with the last.
+    s.open_file(F, ShareModeEntry { delete_on_close: true, ..entry(a, DELETE, SHARE_ALL) }).unwrap();
+    s.open_file(F, entry(b, READ, SHARE_ALL)).unwrap();
+    assert!(!s.delete_pending(F).unwrap());
+    assert!(!s.close_file(F, a).unwrap().delete);
+    assert!(s.delete_pending(F).unwrap());
+    assert!(matches!(s.open_file(F, entry(id(3, 1), READ, SHARE_ALL)), Err(OpenError::DeletePending)));
+    assert!(s.close_file(F, b).unwrap().delete);
+    assert!(!s.delete_pending(F).unwrap());
+    assert!(s.snapshot().unwrap().is_empty());
+    // Disposition set and cleared again through another open.
+    s.open_file(F, entry(a, DELETE, SHARE_ALL)).unwrap();
+    s.open_file(F, entry(b, READ, SHARE_ALL)).unwrap();
+    s.set_delete_pending(F, a, true).unwrap();
+    assert!(s.delete_pending(F).unwrap());
+    s.set_delete_pending(F, a, false).unwrap();
+    assert!(!s.delete_pending(F).unwrap());
+    assert!(!s.close_file(F, a).unwrap().delete);
+    s.set_delete_pending(F, b, true).unwrap();
+    assert!(s.close_file(F, b).unwrap().delete);
+    // Setting it on a file nobody has open leaves no record.
+    s.set_delete_pending(G, a, true).unwrap();
+    assert!(s.snapshot().unwrap().is_empty());
+}
+
+fn lock_conflicts(s: &dyn StateStore) {
+    let (a, b) = (id(1, 5), id(2, 5));
+    s.lock(F, a, &[brl(0, 100, true)], 0, None).unwrap();
+    // The same open number in another worker is another open.
+    assert!(matches!(s.lock(F, b, &[brl(50, 10, false)], 0, None), Err(LockError::NotGranted)));
+    // Shared over one's own exclusive stacks; exclusive over it does not.
+    s.lock(F, a, &[brl(10, 10, false)], 0, None).unwrap();
+    assert!(matches!(s.lock(F, a, &[brl(10, 10, true)], 0, None), Err(LockError::NotGranted)));
+    // All or nothing: the first element would fit, the second does not.
+    assert!(matches!(s.lock(F, b, &[brl(200, 10, true), brl(90, 20, true)], 0, None), Err(LockError::NotGranted)));
+    assert!(!s.io_conflict(F, b, 200, 10, true).unwrap(), "the refused request left no lock");
+    // Zero-length locks at the edge of a range do not conflict.
+    s.lock(F, b, &[brl(100, 0, true)], 0, None).unwrap();
+    // I/O: reads stop at others' exclusive locks, writes also at any shared lock.
+    assert!(s.io_conflict(F, b, 99, 1, false).unwrap());
+    assert!(!s.io_conflict(F, a, 0, 100, false).unwrap());
+    assert!(s.io_conflict(F, a, 15, 1, true).unwrap(), "own shared lock stops own write");
+    assert!(!s.io_conflict(F, a, 0, 10, true).unwrap());
+    assert!(!s.io_conflict(F, b, 100, 50, true).unwrap());
+    assert!(!s.io_conflict(F, b, 0, 0, true).unwrap());
+    // The per-open cap.
+    assert!(matches!(s.lock(F, b, &[brl(300, 1, false), brl(301, 1, false)], 2, None), Err(LockError::TooMany)));
+    s.lock(F, b, &[brl(300, 1, false)], 2, None).unwrap();
+    // Unlocks: in order, up to the first range not held.
+    let u = s.unlock(F, a, &[(10, 10), (0, 100), (0, 100)]).unwrap();
+    assert_eq!(u.released, 2);
+    assert!(u.wake.is_empty());
+    assert_eq!(s.unlock(F, b, &[(5, 5)]).unwrap().released, 0);
+    assert_eq!(s.unlock(F, b, &[(100, 0), (300, 1)]).unwrap().released, 2);
+    assert!(s.snapshot().unwrap().is_empty());
+    // Ranges at the end of the 64-bit space.
+    s.lock(F, a, &[brl(u64::MAX - 1, 2, true)], 0, None).unwrap();
+    assert!(matches!(s.lock(F, b, &[brl(u64::MAX, 1, false)], 0, None), Err(LockError::NotGranted)));
+    assert!(s.io_conflict(F, b, u64::MAX, 1, false).unwrap());
+    s.close_file(F, a).unwrap();
+    assert!(s.snapshot().unwrap().is_empty(), "close dropped the open's locks");
+}
+
+fn waiters_are_woken(s: &dyn StateStore) {
+    let (a, b, c) = (id(1, 1), id(2, 1), id(3, 1));
+    s.lock(F, a, &[brl(0, 10, true)], 0, None).unwrap();
+    assert!(matches!(s.lock(F, b, &[brl(0, 10, true)], 0, Some(2)), Err(LockError::NotGranted)));
+    assert!(matches!(s.lock(F, c, &[brl(5, 1, false)], 0, Some(3)), Err(LockError::NotGranted)));
+    assert!(matches!(s.lock(F, c, &[brl(5, 2, false)], 0, Some(3)), Err(LockError::NotGranted)));
+    assert_eq!(s.snapshot().unwrap()[0].2.waiters, vec![2, 3], "each worker waits once");
+    // An unlock that releases nothing wakes nobody.
+    assert!(s.unlock(F, a, &[(1, 1)]).unwrap().wake.is_empty());
+    let mut u = s.unlock(F, a, &[(0, 10)]).unwrap();
+    u.wake.sort();
+    assert_eq!(u.wake, vec![2, 3]);
+    // Woken workers retry; the loser waits again.
+    s.lock(F, b, &[brl(0, 10, true)], 0, Some(2)).unwrap();
+    assert!(matches!(s.lock(F, c, &[brl(5, 1, false)], 0, Some(3)), Err(LockError::NotGranted)));
+    // A close that drops a lock wakes too.
+    assert_eq!(s.close_file(F, b).unwrap().wake, vec![3]);
+    s.lock(F, c, &[brl(5, 1, false)], 0, Some(3)).unwrap();
+    // A waiter that gives up is forgotten.
+    assert!(matches!(s.lock(F, a, &[brl(0, 10, true)], 0, Some(1)), Err(LockError::NotGranted)));
+    s.unwait(F, 1).unwrap();
+    assert!(s.unlock(F, c, &[(5, 1)]).unwrap().wake.is_empty());
+    assert!(s.snapshot().unwrap().is_empty());
+}
+
+fn purge(s: &dyn StateStore) {
+    let (dead, live) = (id(7, 1), id(8, 1));
+    s.open_file(F, entry(dead, WRITE, 0)).unwrap();
+    s.lock(F, dead, &[brl(0, 10, true)], 0, None).unwrap();
+    s.open_file(G, entry(dead, READ, SHARE_ALL)).unwrap();
+    s.open_file(G, entry(live, READ, SHARE_ALL)).unwrap();
+    s.lock(G, dead, &[brl(0, 1, false)], 0, Some(7)).unwrap();
+    assert!(matches!(s.lock(F, live, &[brl(0, 10, true)], 0, Some(8)), Err(LockError::NotGranted)));
+    assert!(matches!(s.lock(G, live, &[brl(0, 1, true)], 0, Some(8)), Err(LockError::NotGranted)));
+    s.set_delete_pending(G, dead, true).unwrap();
+    let mut w = s.purge_worker(7).unwrap();
+    w.sort();
+    assert_eq!(w, vec![(8, F), (8, G)]);
+    // The dead worker's opens and locks are gone; the delete it set stays
+    // pending, and the last open left deletes the file.
+    s.open_file(F, entry(live, WRITE, 0)).unwrap();
+    assert!(s.delete_pending(G).unwrap());
+    s.lock(F, live, &[brl(0, 10, true)], 0, None).unwrap();
+    s.close_file(F, live).unwrap();
+    assert!(s.close_file(G, live).unwrap().delete);
+    assert!(s.snapshot().unwrap().is_empty());
+    assert!(s.purge_worker(7).unwrap().is_empty());
+}
+
+fn suite(make: impl Fn() -> Arc<dyn StateStore>) {
+    share_modes(&*make());
+    delete_pending(&*make());
+    lock_conflicts(&*make());
+    waiters_are_woken(&*make());
+    purge(&*make());
+}
+
+#[test]
+fn memory_store() {
+    suite(memory);
+}
+
+#[test]
+fn lmdb_store() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each case starts from a cleared store in the same directory.
+    suite(|| create(dir.path()).unwrap());
+}
+
+#[test]
+fn lmdb_is_opened_once_per_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(dir.path()).unwrap();
+    let b = open(dir.path()).unwrap();
+    a.open_file(F, entry(id(1, 1), READ, 0)).unwrap();
+    assert!(b.has_opens(F).unwrap());
+    // Records survive a reopen (a worker restarting) but not `create` (a new supervisor).
+    drop((a, b));
+    assert!(open(dir.path()).unwrap().has_opens(F).unwrap());
+    assert!(!create(dir.path()).unwrap().has_opens(F).unwrap());
+}
+
+/// The child side of `lmdb_across_processes`: run by re-executing this test
+/// binary with SMBDIRECT_STORE_CHILD set to the state directory.
+#[test]
+fn lmdb_child() {
+    let Some(dir) = std::env::var_os("SMBDIRECT_STORE_CHILD") else { return };
+    let s = open(std::path::Path::new(&dir)).unwrap();
+    let me = id(2, 1);
+    // The parent's open and lock are visible here.
+    let shared = matches!(s.open_file(F, entry(me, WRITE, SHARE_ALL)), Err(OpenError::SharingViolation));
+    let locked = matches!(s.lock(F, me, &[brl(0, 10, true)], 0, Some(2)), Err(LockError::NotGranted));
+    // Records of its own that the parent must see.
+    s.open_file(G, entry(me, READ, 0)).unwrap();
+    s.lock(G, me, &[brl(5, 5, true)], 0, None).unwrap();
+    println!("CHILD-RESULT shared={shared} locked={locked}");
+}
+
+#[test]
+fn lmdb_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = create(dir.path()).unwrap();
+    let me = id(1, 1);
+    s.open_file(F, entry(me, READ, 1)).unwrap();
+    s.lock(F, me, &[brl(0, 10, true)], 0, None).unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "store::tests::lmdb_child", "--nocapture", "--test-threads=1"])
+        .env("SMBDIRECT_STORE_CHILD", dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child failed: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("CHILD-RESULT shared=true locked=true"), "child did not see our records: {text}");
+    // The child's records, and its wait, are visible here after it exited.
+    assert!(matches!(s.open_file(G, entry(me, WRITE, SHARE_ALL)), Err(OpenError::SharingViolation)));
+    assert!(s.io_conflict(G, me, 5, 1, false).unwrap());
+    assert_eq!(s.unlock(F, me, &[(0, 10)]).unwrap().wake, vec![2]);
+    // The supervisor's clean-up of the dead child.
+    s.purge_worker(2).unwrap();
+    s.close_file(F, me).unwrap();
+    assert!(s.snapshot().unwrap().is_empty());
+}
