@@ -350,3 +350,98 @@ fn stale_channel_sequence_refuses_modifying_requests() {
     let msg = with_sequence(b.build(WRITE, 1, &write_body(&fid, 0, b"wr3")), 0x8001, false);
     assert_eq!(b.send(msg).unwrap()[0].status, SUCCESS);
 }
+
+const IOCTL: u16 = 11;
+const FSCTL_QUERY_NETWORK_INTERFACE_INFO: u32 = 0x0014_01FC;
+
+fn query_interfaces(c: &mut Client) -> Resp {
+    let mut b = Vec::new();
+    b.u16_(57).u16_(0).u32_(FSCTL_QUERY_NETWORK_INTERFACE_INFO).bytes(&[0xFF; 16]);
+    b.u32_(0).u32_(0).u32_(0).u32_(0).u32_(0).u32_(65536).u32_(1).u32_(0).u8_(0);
+    c.call(IOCTL, 1, &b)
+}
+
+/// (ifindex, capability, link speed, address) of each NETWORK_INTERFACE_INFO.
+fn parse_interfaces(r: &Resp) -> Vec<(u32, u32, u64, std::net::IpAddr)> {
+    assert_eq!(r.status, SUCCESS, "FSCTL_QUERY_NETWORK_INTERFACE_INFO {:#x}", r.status);
+    let off = le32(r.body(), 32) as usize;
+    let len = le32(r.body(), 36) as usize;
+    let out = &r.raw[off..off + len];
+    let mut v = Vec::new();
+    let mut at = 0;
+    loop {
+        let e = &out[at..];
+        let addr: std::net::IpAddr = match le16(e, 24) {
+            0x0002 => std::net::Ipv4Addr::new(e[28], e[29], e[30], e[31]).into(),
+            0x0017 => std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&e[32..48]).unwrap()).into(),
+            f => panic!("address family {f:#x}"),
+        };
+        v.push((le32(e, 4), le32(e, 8), le64(e, 16), addr));
+        let next = le32(e, 0) as usize;
+        if next == 0 {
+            break;
+        }
+        at += next;
+    }
+    v
+}
+
+/// The host's (interface name, address) pairs of up interfaces, from `ip -o addr`.
+fn host_addresses() -> Vec<(String, std::net::IpAddr)> {
+    let out = std::process::Command::new("ip").args(["-o", "addr", "show", "up"]).output().expect("ip");
+    let mut v = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if let Some(pos) = f.iter().position(|x| *x == "inet" || *x == "inet6") {
+            if let Some(a) = f.get(pos + 1).and_then(|s| s.split('/').next()).and_then(|s| s.parse().ok()) {
+                v.push((f[1].trim_end_matches(':').to_string(), a));
+            }
+        }
+    }
+    v
+}
+
+fn sysfs(name: &str, file: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/{file}")).ok().map(|s| s.trim().to_string())
+}
+
+#[test]
+fn interface_info_lists_ipv4_and_ipv6_with_speed_and_rss_as_sysfs_says() {
+    let ts = server();
+    let mut c = connected(&ts);
+    let got = parse_interfaces(&query_interfaces(&mut c));
+    let mut want: Vec<(String, std::net::IpAddr)> = host_addresses().into_iter().filter(|(n, _)| n != "lo").collect();
+    if want.is_empty() {
+        want = host_addresses();
+    }
+    let mut got_addrs: Vec<std::net::IpAddr> = got.iter().map(|e| e.3).collect();
+    let mut want_addrs: Vec<std::net::IpAddr> = want.iter().map(|e| e.1).collect();
+    got_addrs.sort();
+    want_addrs.sort();
+    assert_eq!(got_addrs, want_addrs, "addresses listed vs `ip addr`");
+    for (name, addr) in &want {
+        let e = got.iter().find(|e| e.3 == *addr).unwrap();
+        let index: u32 = sysfs(name, "ifindex").unwrap().parse().unwrap();
+        assert_eq!(e.0, index, "{name}: IfIndex");
+        let speed = sysfs(name, "speed").and_then(|s| s.parse::<i64>().ok()).filter(|s| *s > 0).map_or(1_000_000_000, |s| s as u64 * 1_000_000);
+        assert_eq!(e.2, speed, "{name}: LinkSpeed");
+        let rx = std::fs::read_dir(format!("/sys/class/net/{name}/queues")).unwrap().flatten().filter(|d| d.file_name().to_string_lossy().starts_with("rx-")).count();
+        assert_eq!(e.1 & 1 != 0, rx > 1, "{name}: RSS_CAPABLE with {rx} receive queues");
+        assert_eq!(e.1 & 2, 0, "{name}: RDMA_CAPABLE without SMB Direct served");
+    }
+}
+
+#[test]
+fn interfaces_setting_restricts_the_list_and_multichannel_off_lists_nothing() {
+    let ts = server_with(|cfg| cfg.interfaces = vec!["lo".into()]);
+    let mut c = connected(&ts);
+    let mut got: Vec<std::net::IpAddr> = parse_interfaces(&query_interfaces(&mut c)).into_iter().map(|e| e.3).collect();
+    got.sort();
+    let mut want: Vec<std::net::IpAddr> = host_addresses().into_iter().filter(|(n, _)| n == "lo").map(|e| e.1).collect();
+    want.sort();
+    assert_eq!(got, want, "interfaces = lo");
+
+    let ts = server_with(|cfg| cfg.multi_channel = false);
+    let mut c = connected(&ts);
+    assert_eq!(query_interfaces(&mut c).status, NOT_SUPPORTED);
+}
