@@ -94,6 +94,13 @@ pub struct ServerConfig {
     /// lives (the LMDB store, the workers' wake-up sockets). None: the
     /// server keeps that state in its own memory (one process).
     pub state_directory: Option<PathBuf>,
+    /// Multichannel. `server multi channel support` (default yes): session
+    /// binding and FSCTL_QUERY_NETWORK_INTERFACE_INFO.
+    pub multi_channel: bool,
+    /// `interfaces`: the network interfaces (names, shell-style patterns
+    /// with `*`, or addresses with an optional /prefix) that
+    /// FSCTL_QUERY_NETWORK_INTERFACE_INFO lists; empty = all.
+    pub interfaces: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -118,6 +125,8 @@ impl Default for ServerConfig {
             smbtorture_fsctls: false,
             rdma: crate::rdma::RdmaConfig::default(),
             state_directory: None,
+            multi_channel: true,
+            interfaces: Vec::new(),
         }
     }
 }
@@ -309,6 +318,8 @@ impl ServerConfig {
                         "statedirectory" => self.state_directory = Some(PathBuf::from(v)),
                         "workgroup" => self.workgroup = v.to_uppercase(),
                         "maptoguest" => self.map_to_guest = v.eq_ignore_ascii_case("bad user"),
+                        "servermultichannelsupport" => self.multi_channel = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
+                        "interfaces" => self.interfaces = v.split([' ', ',', '\t']).filter(|s| !s.is_empty()).map(String::from).collect(),
                         "smbd:fsctlsmbtorture" => self.smbtorture_fsctls = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
                         "smb2maxcredits" => self.max_credits = v.parse().map_err(|_| bad(line, format!("bad number {v:?}")))?,
                         "smb2maxread" => self.max_read_size = v.parse().map_err(|_| bad(line, format!("bad number {v:?}")))?,
@@ -468,6 +479,16 @@ mod tests {
         let e = c.apply_conf("[global]\nmax open files = many\n", "f").unwrap_err();
         assert!(e.to_string().contains("f:2"), "{e}");
         assert!(Limits::under(5, 0) && Limits::under(1, 2) && !Limits::under(2, 2));
+    }
+
+    #[test]
+    fn parses_multichannel_settings() {
+        let mut c = ServerConfig::default();
+        assert!(c.multi_channel && c.interfaces.is_empty());
+        c.apply_conf("[global]\n server multi channel support = no\n interfaces = eth0, 10.0.0.0/8 lo\n", "t").unwrap();
+        assert!(!c.multi_channel);
+        assert_eq!(c.interfaces, vec!["eth0", "10.0.0.0/8", "lo"]);
+        assert!(c.apply_conf("[global]\nserver multi channel support = perhaps\n", "t").is_err());
     }
 
     #[test]

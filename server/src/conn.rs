@@ -8,7 +8,7 @@
 use crate::config::{Setting, DIALECT_202, DIALECT_210, DIALECT_300, DIALECT_311};
 use crate::credits::CreditWindow;
 use crate::crypto::{self, Cipher, SigningAlgorithm};
-use crate::objects::{lock, Server, Session, SessionState, Tree};
+use crate::objects::{lock, Server, Session, SessionState, SigningKey, Tree};
 use crate::transport::{MessageSink, MessageSource, OutBuf, TRANSFORM_ROOM};
 use crate::wire::header::*;
 use crate::wire::messages::{error_body, FileId};
@@ -32,6 +32,9 @@ pub enum Disconnect {
 
 pub(crate) struct PendingAuth {
     pub acceptor: crate::auth::Acceptor,
+    /// A session binding (SMB2_SESSION_FLAG_BINDING): this connection
+    /// becomes a new channel of `session` when it succeeds.
+    pub binding: bool,
     pub preauth: Option<crypto::PreauthHash>,
     pub session: Arc<Session>,
     /// When the exchange began: it is dropped `session setup timeout` later.
@@ -57,6 +60,8 @@ impl Drop for SetupSlot {
 }
 
 pub struct Connection {
+    /// Identifies this connection among a session's channels.
+    pub conn_id: u64,
     pub server: Arc<Server>,
     pub sink: Arc<dyn MessageSink>,
     pub peer: String,
@@ -88,6 +93,10 @@ pub struct Connection {
     pub(crate) deferred_read: Option<(crate::transport::RdmaBuffer, Vec<smbdirect_transport::wire::BufferDescriptorV1>)>,
     /// The SessionId of the TRANSFORM header of the chain being handled.
     transform_session: Option<u64>,
+    /// Set by SESSION_SETUP for a binding request that carried a good
+    /// signature of the session it names: its answer, if not the final
+    /// success, is signed with that session's key (MS-SMB2 3.3.4.1.1).
+    pub(crate) bind_reply_signed: bool,
     /// The reader's clock and size limit (raised once a session is authenticated).
     pub recv: Arc<crate::transport::RecvControl>,
     /// Timers (as data, driven by [`Connection::on_timer`]).
@@ -234,15 +243,24 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.asyncs.disconnect_all();
         self.server.lock_waits.stopped(&self.server);
-        // Sessions do not outlive their only connection (no multichannel
-        // binding or durable reconnect yet).
+        // A session ends with its last channel (no durable reconnect yet);
+        // while another connection is bound to it, it lives on there.
         for id in std::mem::take(&mut self.sessions) {
-            if let Some(s) = lock(&self.server.sessions).remove(&id) {
-                s.teardown(&self.server);
+            let Some(s) = self.server.session(id) else { continue };
+            if s.drop_channel(self.conn_id) {
+                if let Some(s) = lock(&self.server.sessions).remove(&id) {
+                    s.teardown(&self.server);
+                }
+            } else {
+                info!(peer = %self.peer, session = id, "channel closed; the session goes on on its other channels");
             }
         }
+        // Sessions still being set up here die with the connection; an
+        // unfinished binding or re-authentication leaves its session alone.
         for (_, p) in self.pending.drain() {
-            lock(&self.server.sessions).remove(&p.session.id);
+            if !p.session.is_valid() {
+                lock(&self.server.sessions).remove(&p.session.id);
+            }
         }
     }
 }
@@ -252,6 +270,7 @@ impl Connection {
         let max = server.cfg.max_credits;
         let now = Instant::now();
         let c = Connection {
+            conn_id: server.new_id(),
             server,
             sink,
             peer,
@@ -269,6 +288,7 @@ impl Connection {
             rdma_transforms: Vec::new(),
             asyncs: crate::asyncop::AsyncTable::new(),
             transform_session: None,
+            bind_reply_signed: false,
             read_body_padding: 0,
             invalidate_token: None,
             may_defer_rdma: false,
@@ -446,7 +466,7 @@ impl Connection {
         let mut off = 0usize;
         let mut prev: Option<(u64, u32, Option<FileId>, NtStatus)> = None;
         let mut last_resp_start: Option<usize> = None;
-        let mut sign_with: Vec<(usize, usize, Option<Arc<crate::objects::SessionKeys>>)> = Vec::new();
+        let mut sign_with: Vec<(usize, usize, Option<SigningKey>)> = Vec::new();
         // The whole chain is split and checked (every header, every
         // NextCommand inside the message) before any of it is acted on, as
         // Samba does: a malformed chain ends the connection without having
@@ -499,9 +519,16 @@ impl Connection {
         }
         self.may_defer_rdma = false;
         // Sign each response over its own bytes (padding included, as chained).
-        for (start, len, keys) in sign_with {
-            if let (Some(k), Some(m)) = (keys, out.buf.get_mut(start..start + len)) {
-                sign_out(&k, m);
+        for (start, len, keys) in &sign_with {
+            if let (Some(k), Some(m)) = (keys, out.buf.get_mut(*start..*start + *len)) {
+                sign_with_key(k, m);
+            }
+        }
+        // SESSION_SETUP responses that are not the final success go into the
+        // session's preauth hash as sent (signed, for a binding).
+        for (start, len, _) in &sign_with {
+            if let Some(m) = out.buf.get(*start..*start + *len) {
+                self.session_setup_response_hash(m);
             }
         }
         Ok(out)
@@ -516,7 +543,7 @@ impl Connection {
         encrypted: bool,
         prev: &mut Option<(u64, u32, Option<FileId>, NtStatus)>,
         out: &mut Vec<u8>,
-    ) -> Result<Option<Arc<crate::objects::SessionKeys>>, Disconnect> {
+    ) -> Result<Option<SigningKey>, Disconnect> {
         let known = Command::from_u16(hdr.command);
         if hdr.flags & FLAG_SERVER_TO_REDIR != 0 {
             return Err(Disconnect::Protocol("a response sent to the server".into()));
@@ -570,7 +597,7 @@ impl Connection {
             *prev = Some((hdr.session_id, hdr.tree_id(), None, NtStatus::INVALID_PARAMETER));
             let keys = self.server.session(hdr.session_id).filter(|s| self.sessions.contains(&s.id) && s.is_valid()).and_then(|s| {
                 if !encrypted && (hdr.is_signed() || *lock(&s.signing_required)) {
-                    s.keys()
+                    s.signer_on(self.conn_id)
                 } else {
                     None
                 }
@@ -602,6 +629,8 @@ impl Connection {
         let resp_start = out.len();
         out.zeros(HEADER_LEN);
         let mut session_failed = false;
+        self.bind_reply_signed = false;
+        let mut sequence: Option<(Arc<Session>, u64, u16)> = None;
 
         let result: Result<(), NtStatus> = (|| {
             // A related request inherits the failure of the CREATE (or of the
@@ -659,6 +688,23 @@ impl Connection {
                 }
                 ctx.tree = Some(t);
             }
+            // Channel sequence of the open the request names (MS-SMB2 3.3.5.2.10).
+            if self.is_smb3() {
+                if let Some(off) = file_id_offset(cmd) {
+                    if let (Some(s), Some(vol)) = (ctx.session.clone(), request_open(&ctx, off)) {
+                        let seq = (hdr.status & 0xFFFF) as u16; // ChannelSequence (3.x requests)
+                        let ok = {
+                            let mut ch = lock(&s.channels);
+                            ch.sequences.get_mut(&vol).is_none_or(|cs| cs.admit(seq, hdr.flags & FLAG_REPLAY != 0))
+                        };
+                        if ok {
+                            sequence = Some((s, vol, seq));
+                        } else if matches!(cmd, Command::Write | Command::SetInfo | Command::Ioctl) {
+                            return Err(NtStatus::FILE_NOT_AVAILABLE);
+                        }
+                    }
+                }
+            }
             // Multi-credit: the charge must cover the payload (MS-SMB2 3.3.5.2.5).
             if multi_credit {
                 let payload = crate::handlers::payload_size(cmd, msg);
@@ -669,6 +715,14 @@ impl Connection {
             }
             self.dispatch(cmd, &mut ctx, out)
         })();
+        if let Some((s, vol, seq)) = sequence {
+            if let Some(cs) = lock(&s.channels).sequences.get_mut(&vol) {
+                cs.done(seq);
+            }
+        }
+        if self.is_smb3() {
+            self.track_open_sequence(cmd, &hdr, &result, &ctx, &out[resp_start..]);
+        }
 
         let status = match result {
             Ok(()) => NtStatus::SUCCESS,
@@ -714,10 +768,6 @@ impl Connection {
         let (file, sticky) = chain_state(cmd, status, session_failed, hdr.is_related(), &out[resp_start..], &ctx, prev.as_ref().map(|p| p.3));
         *prev = Some((rh.session_id, rh.tree_id(), file, sticky));
 
-        // Preauth hash of SESSION_SETUP responses (all but the final success).
-        if cmd == Command::SessionSetup {
-            self.session_setup_response_hash(&ctx, status, &out[resp_start..]);
-        }
         if cmd == Command::Negotiate && status == NtStatus::SUCCESS {
             if let Some(h) = self.preauth.as_mut() {
                 h.update(&out[resp_start..]);
@@ -732,9 +782,13 @@ impl Connection {
                 // unless the session is a guest or anonymous one (MS-SMB2
                 // 3.3.5.5.3 step 12, as Windows and Samba do on 2.0.2/2.1 too):
                 // the client proves with it that the server knew the password.
-                Some(s) if cmd == Command::SessionSetup && status == NtStatus::SUCCESS && !guest_or_null_session_setup(&out[resp_start..]) => s.keys(),
-                Some(s) if cmd != Command::SessionSetup && (hdr.is_signed() || *lock(&s.signing_required)) && s.is_valid() => s.keys(),
-                Some(s) if cmd == Command::Logoff && status == NtStatus::SUCCESS && hdr.is_signed() => s.keys(),
+                Some(s) if cmd == Command::SessionSetup && status == NtStatus::SUCCESS && !guest_or_null_session_setup(&out[resp_start..]) => s.signer_on(self.conn_id),
+                Some(s) if cmd != Command::SessionSetup && (hdr.is_signed() || *lock(&s.signing_required)) && s.is_valid() => s.signer_on(self.conn_id),
+                Some(s) if cmd == Command::Logoff && status == NtStatus::SUCCESS && hdr.is_signed() => s.signer_on(self.conn_id),
+                // The answers to a binding signed with the session's key, but
+                // the final success, are signed with the session's key
+                // (MS-SMB2 3.3.4.1.1): the new channel has none yet.
+                Some(s) if cmd == Command::SessionSetup && self.bind_reply_signed => s.keys().map(SigningKey::Session),
                 // A refused binding or a session setup naming another
                 // connection's session, whose request carried that session's
                 // signature (checked by session_setup), is answered signed.
@@ -744,7 +798,7 @@ impl Connection {
                         && hdr.is_signed()
                         && s.is_valid() =>
                 {
-                    s.keys()
+                    s.keys().map(SigningKey::Session)
                 }
                 _ => None,
             }
@@ -753,13 +807,53 @@ impl Connection {
         Ok(keys)
     }
 
+    /// Keeps the channel sequence table of the session in step with its
+    /// opens: a new open starts at its CREATE's ChannelSequence (MS-SMB2
+    /// 3.3.5.9), a closed one is forgotten.
+    fn track_open_sequence(&self, cmd: Command, hdr: &Header, result: &Result<(), NtStatus>, ctx: &Ctx<'_>, resp: &[u8]) {
+        let Some(s) = &ctx.session else { return };
+        if result.is_err() {
+            return;
+        }
+        let vol_at = |b: &[u8], at: usize| b.get(at..at + 8).and_then(|v| v.try_into().ok()).map(u64::from_le_bytes);
+        match cmd {
+            Command::Create => {
+                // The new FileId is at 64 + 72 of the response (2.2.14).
+                let Some(vol) = vol_at(resp, HEADER_LEN + 72) else { return };
+                let mut ch = lock(&s.channels);
+                let seq = (hdr.status & 0xFFFF) as u16;
+                ch.sequences.insert(vol, crate::objects::ChannelSequence { sequence: seq, outstanding: 0, outstanding_pre: 0 });
+                // Forget opens that went away by other paths (tree
+                // disconnect, delete) once the table has grown.
+                if ch.sequences.len() > 64 {
+                    let opens = lock(&s.opens);
+                    if ch.sequences.len() > 2 * opens.len() {
+                        ch.sequences.retain(|v, _| opens.contains_key(v));
+                    }
+                }
+            }
+            Command::Close => {
+                let raw = ctx.msg.get(HEADER_LEN + 8..HEADER_LEN + 24);
+                let id = match raw {
+                    Some(r) if r == [0xFF; 16] => ctx.compound_file.map(|f| f.to_vec()),
+                    Some(r) => Some(r.to_vec()),
+                    None => None,
+                };
+                if let Some(vol) = id.as_deref().and_then(|i| vol_at(i, 8)) {
+                    lock(&s.channels).sequences.remove(&vol);
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn check_signature(&self, s: &Session, hdr: &Header, msg: &[u8], encrypted: bool) -> Result<(), NtStatus> {
         if encrypted {
             return Ok(());
         }
-        let keys = s.keys();
+        let key = s.signer_on(self.conn_id);
         if hdr.is_signed() {
-            let Some(signer) = keys.as_ref().and_then(|k| k.signer.as_ref()) else {
+            let Some(signer) = key.as_ref().and_then(|k| k.signer()) else {
                 return Ok(()); // guest/anonymous: nothing to verify against
             };
             // The signer zeroes the Signature field while it computes; the
@@ -888,6 +982,34 @@ pub const DIALECT_WILDCARD_INTERNAL: u16 = crate::config::DIALECT_WILDCARD;
 fn guest_or_null_session_setup(resp: &[u8]) -> bool {
     let flags = resp.get(HEADER_LEN + 2..HEADER_LEN + 4).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
     flags & 0x0003 != 0
+}
+
+/// Signs one response in place with a session's or a channel's key.
+pub fn sign_with_key(key: &SigningKey, msg: &mut [u8]) {
+    if let Some(signer) = key.signer() {
+        if let Err(e) = signer.sign(msg) {
+            warn!("cannot sign a response: {e}");
+        }
+    }
+}
+
+/// Where the FileId is in the body of requests that name an open (MS-SMB2 2.2).
+fn file_id_offset(cmd: Command) -> Option<usize> {
+    Some(match cmd {
+        Command::Close | Command::Flush | Command::Lock | Command::Ioctl | Command::QueryDirectory | Command::ChangeNotify | Command::OplockBreak => 8,
+        Command::Read | Command::Write | Command::SetInfo => 16,
+        Command::QueryInfo => 24,
+        _ => return None,
+    })
+}
+
+/// The volatile id of the open a request names at body offset `off` (the
+/// related-compound FileId resolved), if the session has it.
+fn request_open(ctx: &Ctx<'_>, off: usize) -> Option<u64> {
+    let raw: [u8; 16] = ctx.msg.get(HEADER_LEN + off..HEADER_LEN + off + 16)?.try_into().ok()?;
+    let id = if raw == [0xFF; 16] && ctx.hdr.is_related() { ctx.compound_file? } else { raw };
+    let vol = u64::from_le_bytes(id[8..16].try_into().ok()?);
+    ctx.session.as_ref()?.open(vol).map(|o| o.volatile_id)
 }
 
 /// Encrypts a finished response chain in place: the TRANSFORM header goes

@@ -4,7 +4,7 @@
 use crate::config::*;
 use crate::conn::{Connection, Ctx, Disconnect, PendingAuth, SetupSlot, DIALECT_WILDCARD_INTERNAL};
 use crate::crypto::{self, Cipher, SigningAlgorithm};
-use crate::objects::{lock, Session, SessionKeys, SessionState};
+use crate::objects::{lock, Channel, Session, SessionKeys, SessionState};
 use crate::transport::OutBuf;
 use crate::wire::header::*;
 use crate::wire::messages::{NegotiateReq, SessionSetupReq, SESSION_FLAG_BINDING};
@@ -224,6 +224,10 @@ impl Connection {
         if (dialect == DIALECT_300 || dialect == DIALECT_302) && self.cipher.is_some() {
             caps |= CAP_ENCRYPTION;
         }
+        // Multichannel for a 3.x client that asks for it (as Samba does).
+        if dialect >= DIALECT_300 && dialect != DIALECT_WILDCARD && cfg.multi_channel && self.client_caps & CAP_MULTI_CHANNEL != 0 {
+            caps |= CAP_MULTI_CHANNEL;
+        }
         self.server_caps = caps;
         let big = dialect >= DIALECT_210;
         let (mt, mr, mw) = if big { (cfg.max_transact_size, cfg.max_read_size, cfg.max_write_size) } else { (65536, 65536, 65536) };
@@ -268,14 +272,10 @@ impl Connection {
 
     pub fn session_setup(&mut self, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
         let req = SessionSetupReq::parse(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
-        if req.flags & SESSION_FLAG_BINDING != 0 {
-            // We are not multichannel-capable, so a binding is refused (MS-SMB2
-            // 3.3.5.5). When the request is signed with the named session's
-            // key, the refusal is signed too, so the client can trust it.
-            ctx.session = self.session_signed_for(ctx);
-            return Err(NtStatus::REQUEST_NOT_ACCEPTED);
-        }
         let sid = ctx.hdr.session_id;
+        if req.flags & SESSION_FLAG_BINDING != 0 && !self.pending.get(&sid).is_some_and(|p| p.binding) {
+            self.begin_binding(ctx)?;
+        }
         let dialect = self.dialect_or_202();
         let id = if sid == 0 {
             let max = self.server.cfg.limits.max_sessions_per_connection;
@@ -288,7 +288,7 @@ impl Connection {
             let session = Arc::new(Session::new(id, dialect));
             lock(&self.server.sessions).insert(id, session.clone());
             let acceptor = crate::auth::Acceptor::new(self.server.users.clone(), self.acceptor_config());
-            self.pending.insert(id, PendingAuth { acceptor, preauth: self.preauth.clone(), session, started: Instant::now(), _slot: slot });
+            self.pending.insert(id, PendingAuth { acceptor, binding: false, preauth: self.preauth.clone(), session, started: Instant::now(), _slot: slot });
             id
         } else {
             if !self.pending.contains_key(&sid) {
@@ -306,9 +306,17 @@ impl Connection {
                 verify_reauth_signature(&s, ctx)?;
                 let slot = self.setup_slot()?;
                 let acceptor = crate::auth::Acceptor::new(self.server.users.clone(), self.acceptor_config());
-                self.pending.insert(sid, PendingAuth { acceptor, preauth: self.preauth.clone(), session: s, started: Instant::now(), _slot: slot });
+                self.pending.insert(sid, PendingAuth { acceptor, binding: false, preauth: self.preauth.clone(), session: s, started: Instant::now(), _slot: slot });
             } else if let Some(p) = self.pending.get(&sid) {
-                if p.session.is_valid() {
+                if p.binding {
+                    // The next leg of a binding: signed with the session's key.
+                    let s = p.session.clone();
+                    if !ctx.hdr.is_signed() {
+                        return Err(NtStatus::INVALID_PARAMETER);
+                    }
+                    verify_binding_signature(&s, ctx)?;
+                    self.bind_reply_signed = true;
+                } else if p.session.is_valid() {
                     verify_reauth_signature(&p.session, ctx)?;
                 }
             }
@@ -319,7 +327,11 @@ impl Connection {
         if let Some(h) = pending.preauth.as_mut() {
             h.update(ctx.msg);
         }
+        let binding = pending.binding;
         let step = pending.acceptor.step(req.token);
+        if binding {
+            return self.finish_binding_step(id, step, ctx, out);
+        }
         match step {
             Ok(crate::auth::Step::Continue(token)) => {
                 ctx.warning = Some(NtStatus::MORE_PROCESSING_REQUIRED);
@@ -383,6 +395,8 @@ impl Connection {
                 *lock(&session.identity) = Some(identity.clone());
                 *lock(&session.state) = SessionState::Valid;
                 if !reauth {
+                    // The first channel signs with the session's own key.
+                    lock(&session.channels).list.push(Channel { conn_id: self.conn_id, client_guid: self.client_guid, signer: None, rdma: self.sink.is_rdma() });
                     self.sessions.push(id);
                     self.on_authenticated();
                     if req.previous_session_id != 0 && req.previous_session_id != id {
@@ -463,16 +477,142 @@ impl Connection {
     }
 
     /// SESSION_SETUP responses that are not the final success go into the
-    /// session's preauth hash (MS-SMB2 3.3.5.5.3).
-    pub fn session_setup_response_hash(&mut self, ctx: &Ctx<'_>, status: NtStatus, resp: &[u8]) {
-        if status != NtStatus::MORE_PROCESSING_REQUIRED {
+    /// session's preauth hash (MS-SMB2 3.3.5.5.3). `resp` is one response as
+    /// sent (header included, signed if it is); others are ignored.
+    pub fn session_setup_response_hash(&mut self, resp: &[u8]) {
+        let u32_at = |at: usize| resp.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
+        let is_setup = resp.get(12..14) == Some(&(Command::SessionSetup as u16).to_le_bytes()[..]);
+        if !is_setup || u32_at(8) != Some(NtStatus::MORE_PROCESSING_REQUIRED.0) {
             return;
         }
-        if let Some(s) = &ctx.session {
-            if let Some(p) = self.pending.get_mut(&s.id) {
-                if let Some(h) = p.preauth.as_mut() {
-                    h.update(resp);
+        let Some(sid) = resp.get(40..48).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes) else { return };
+        if let Some(h) = self.pending.get_mut(&sid).and_then(|p| p.preauth.as_mut()) {
+            h.update(resp);
+        }
+    }
+
+    /// The checks of a SESSION_SETUP with SMB2_SESSION_FLAG_BINDING before
+    /// its authentication begins (MS-SMB2 3.3.5.5, 3.3.5.2.4): on success the
+    /// binding is pending on this connection under the session's id, with a
+    /// preauth hash that starts from this connection's NEGOTIATE.
+    fn begin_binding(&mut self, ctx: &mut Ctx<'_>) -> Result<(), NtStatus> {
+        let sid = ctx.hdr.session_id;
+        // A 2.x connection, or a server without multichannel: refused as
+        // Samba does. A refusal signed with the named session's key is signed
+        // too, so a client that requires signing believes it.
+        if !self.is_smb3() || !self.server.cfg.multi_channel {
+            ctx.session = self.session_signed_for(ctx);
+            return Err(NtStatus::REQUEST_NOT_ACCEPTED);
+        }
+        if sid == 0 {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        let Some(s) = self.server.session(sid) else {
+            return Err(NtStatus::USER_SESSION_DELETED);
+        };
+        // A binding is checked against the session's own key (3.3.5.2.4);
+        // a bad signature is ACCESS_DENIED before anything else.
+        if ctx.hdr.is_signed() && !ctx.encrypted {
+            verify_binding_signature(&s, ctx)?;
+            self.bind_reply_signed = true;
+            ctx.session = Some(s.clone());
+        }
+        // Dialects: a 2.x session cannot be bound to (Samba: ACCESS_DENIED),
+        // and a 3.x one only over the dialect it was set up with.
+        if s.dialect < DIALECT_300 {
+            return Err(NtStatus::ACCESS_DENIED);
+        }
+        if Some(s.dialect) != self.dialect {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        if !ctx.hdr.is_signed() {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        // Another client's session is none of this client's business.
+        let (same_client, bound_here) = {
+            let ch = lock(&s.channels);
+            (ch.list.first().is_some_and(|c| c.client_guid == self.client_guid), ch.list.iter().any(|c| c.conn_id == self.conn_id))
+        };
+        if !same_client {
+            ctx.session = None;
+            return Err(NtStatus::USER_SESSION_DELETED);
+        }
+        match *lock(&s.state) {
+            SessionState::InProgress => return Err(NtStatus::REQUEST_NOT_ACCEPTED),
+            SessionState::Expired => return Err(NtStatus::NETWORK_SESSION_EXPIRED),
+            SessionState::Valid => {}
+        }
+        let kind = lock(&s.identity).as_ref().map(|i| i.kind);
+        if kind != Some(crate::auth::IdentityKind::User) || s.keys().is_none_or(|k| k.signer.is_none()) {
+            return Err(NtStatus::NOT_SUPPORTED);
+        }
+        if bound_here || self.sessions.contains(&sid) {
+            return Err(NtStatus::REQUEST_NOT_ACCEPTED);
+        }
+        let max = self.server.cfg.limits.max_sessions_per_connection;
+        if !Limits::under(self.sessions.len() + self.pending.len(), max) {
+            warn!(peer = %self.peer, "binding refused: max sessions per connection ({max}) reached");
+            return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        }
+        let slot = self.setup_slot()?;
+        let acceptor = crate::auth::Acceptor::new(self.server.users.clone(), self.acceptor_config());
+        self.pending.insert(sid, PendingAuth { acceptor, binding: true, preauth: self.preauth.clone(), session: s, started: Instant::now(), _slot: slot });
+        Ok(())
+    }
+
+    /// One authentication leg of a binding. On success this connection
+    /// becomes a channel of the session, with its own signing key for 3.x:
+    /// derived from this authentication's session key and, for 3.1.1, this
+    /// connection's preauth hash (MS-SMB2 3.3.5.5.3). A failure ends the
+    /// binding, never the session.
+    fn finish_binding_step(
+        &mut self,
+        id: u64,
+        step: Result<crate::auth::Step, crate::auth::AuthError>,
+        ctx: &mut Ctx<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), NtStatus> {
+        let Some(session) = self.pending.get(&id).map(|p| p.session.clone()) else { return Err(NtStatus::USER_SESSION_DELETED) };
+        ctx.session = Some(session.clone());
+        match step {
+            Ok(crate::auth::Step::Continue(token)) => {
+                ctx.warning = Some(NtStatus::MORE_PROCESSING_REQUIRED);
+                out.u16(9).u16(0).u16((HEADER_LEN + 8) as u16).u16(token.len() as u16).put(&token);
+                Ok(())
+            }
+            Ok(crate::auth::Step::Done { output, identity, session_key }) => {
+                let Some(p) = self.pending.remove(&id) else { return Err(NtStatus::USER_SESSION_DELETED) };
+                // The same user as the session's, with a key (Samba: NOT_SUPPORTED otherwise).
+                let same_user = lock(&session.identity).as_ref().is_some_and(|o| {
+                    identity.kind == crate::auth::IdentityKind::User
+                        && o.kind == identity.kind
+                        && o.user.eq_ignore_ascii_case(&identity.user)
+                        && o.domain.eq_ignore_ascii_case(&identity.domain)
+                });
+                if !same_user || session_key.is_empty() {
+                    info!(peer = %self.peer, session = id, user = %identity.user, "binding refused: not the session's user");
+                    return Err(NtStatus::NOT_SUPPORTED);
                 }
+                if !session.is_valid() {
+                    return Err(NtStatus::USER_SESSION_DELETED);
+                }
+                let alg = session.keys().and_then(|k| k.signer.as_ref().map(|s| s.algorithm())).ok_or(NtStatus::NOT_SUPPORTED)?;
+                let preauth = p.preauth.as_ref().map(|h| h.value());
+                let dk = crypto::derive_session_keys(crypto::Dialect(session.dialect), &session_key, preauth.as_ref(), None)
+                    .map_err(|e| internal("channel key derivation", e))?;
+                let signer = crypto::Signer::new(alg, dk.signing.as_bytes()).map_err(|e| internal("channel signing key", e))?;
+                lock(&session.channels).list.push(Channel { conn_id: self.conn_id, client_guid: self.client_guid, signer: Some(Arc::new(signer)), rdma: self.sink.is_rdma() });
+                self.sessions.push(id);
+                self.on_authenticated();
+                let n = lock(&session.channels).list.len();
+                info!(peer = %self.peer, session = id, user = %identity.user, channels = n, rdma = self.sink.is_rdma(), "channel bound to session");
+                out.u16(9).u16(0).u16((HEADER_LEN + 8) as u16).u16(output.len() as u16).put(&output);
+                Ok(())
+            }
+            Err(e) => {
+                self.pending.remove(&id);
+                info!(peer = %self.peer, session = id, "binding authentication failed: {e}");
+                Err(NtStatus(e.nt_status()))
             }
         }
     }
@@ -506,6 +646,19 @@ fn verify_reauth_signature(s: &Session, ctx: &Ctx<'_>) -> Result<(), NtStatus> {
             }
         }
     } else if *lock(&s.signing_required) {
+        return Err(NtStatus::ACCESS_DENIED);
+    }
+    Ok(())
+}
+
+/// A binding request is signed with the key of the session it names
+/// (Session.SigningKey, MS-SMB2 3.3.5.2.4); a bad signature is ACCESS_DENIED.
+fn verify_binding_signature(s: &Session, ctx: &Ctx<'_>) -> Result<(), NtStatus> {
+    let keys = s.keys();
+    let signer = keys.as_ref().and_then(|k| k.signer.as_ref()).ok_or(NtStatus::NOT_SUPPORTED)?;
+    let mut copy = ctx.msg.to_vec();
+    if !signer.verify(&mut copy) {
+        tracing::warn!(session = s.id, "bad signature on a session binding");
         return Err(NtStatus::ACCESS_DENIED);
     }
     Ok(())

@@ -249,6 +249,9 @@ pub struct Session {
     pub encrypt_data: Mutex<bool>,
     pub trees: Mutex<HashMap<u32, Arc<Tree>>>,
     pub opens: Mutex<HashMap<u64, Arc<Open>>>,
+    /// The connections bound to this session (MS-SMB2 Session.ChannelList)
+    /// and the channel sequence of its opens (see [`Channels`]).
+    pub channels: Mutex<Channels>,
     next_tree: AtomicU32,
 }
 
@@ -264,8 +267,27 @@ impl Session {
             encrypt_data: Mutex::new(false),
             trees: Mutex::new(HashMap::new()),
             opens: Mutex::new(HashMap::new()),
+            channels: Mutex::new(Channels::default()),
             next_tree: AtomicU32::new(1),
         }
+    }
+
+    /// The key that signs and verifies messages of this session on the
+    /// connection `conn_id` (MS-SMB2 3.3.5.2.4, 3.3.4.1.1): a bound channel's
+    /// own key, else the session's.
+    pub fn signer_on(&self, conn_id: u64) -> Option<SigningKey> {
+        if let Some(s) = lock(&self.channels).list.iter().find(|c| c.conn_id == conn_id).and_then(|c| c.signer.clone()) {
+            return Some(SigningKey::Channel(s));
+        }
+        self.keys().filter(|k| k.signer.is_some()).map(SigningKey::Session)
+    }
+
+    /// Removes the channel of connection `conn_id`; true when it was the
+    /// session's last one (the session then ends).
+    pub fn drop_channel(&self, conn_id: u64) -> bool {
+        let mut c = lock(&self.channels);
+        c.list.retain(|ch| ch.conn_id != conn_id);
+        c.list.is_empty()
     }
 
     pub fn keys(&self) -> Option<Arc<SessionKeys>> {
@@ -300,6 +322,93 @@ impl Session {
             o.close(server);
         }
         lock(&self.trees).clear();
+    }
+}
+
+/// One connection bound to a session (MS-SMB2 3.3.1.14 Channel).
+pub struct Channel {
+    /// [`crate::conn::Connection::conn_id`] of the connection.
+    pub conn_id: u64,
+    /// The ClientGuid that connection negotiated (every channel of a session
+    /// has the same, MS-SMB2 3.3.5.5).
+    pub client_guid: [u8; 16],
+    /// Channel.SigningKey when it differs from the session's: a bound channel
+    /// of a 3.x session signs with a key derived from its own authentication
+    /// (MS-SMB2 3.3.5.5.3). `None` for the channel that set the session up.
+    pub signer: Option<Arc<crypto::Signer>>,
+    /// An SMB Direct channel (for status and logs).
+    pub rdma: bool,
+}
+
+/// The channel state of a session: its channels, and the channel sequence
+/// of each open (MS-SMB2 3.3.1.10 Open.ChannelSequence,
+/// OutstandingRequestCount, OutstandingPreRequestCount), kept here by the
+/// open's volatile id so that replays after a channel failure are told
+/// from stale requests (3.3.5.2.10).
+#[derive(Default)]
+pub struct Channels {
+    pub list: Vec<Channel>,
+    pub sequences: HashMap<u64, ChannelSequence>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelSequence {
+    pub sequence: u16,
+    pub outstanding: u32,
+    pub outstanding_pre: u32,
+}
+
+impl ChannelSequence {
+    /// Checks and counts a request with `seq` on this open (MS-SMB2
+    /// 3.3.5.2.10): a sequence equal to the open's is counted; a newer one
+    /// (16-bit difference at most 0x7FFF) becomes the open's, the requests
+    /// still outstanding under the old one turning into "pre" requests. A
+    /// replayed request (SMB2_FLAGS_REPLAY_OPERATION) is admitted only when no
+    /// request of an older sequence is outstanding. `false`: the request is
+    /// stale (or an unsafe replay); a modifying one (WRITE, SET_INFO, IOCTL)
+    /// fails with FILE_NOT_AVAILABLE, others go on uncounted.
+    pub fn admit(&mut self, seq: u16, replay: bool) -> bool {
+        let newer = seq != self.sequence && seq.wrapping_sub(self.sequence) <= 0x7FFF;
+        if replay && self.outstanding_pre != 0 {
+            return false;
+        }
+        if seq == self.sequence {
+            self.outstanding = self.outstanding.saturating_add(1);
+            true
+        } else if newer {
+            self.outstanding_pre = self.outstanding_pre.saturating_add(self.outstanding);
+            self.outstanding = 1;
+            self.sequence = seq;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A request admitted with `seq` has been answered.
+    pub fn done(&mut self, seq: u16) {
+        if seq == self.sequence && self.outstanding > 0 {
+            self.outstanding -= 1;
+        } else {
+            self.outstanding_pre = self.outstanding_pre.saturating_sub(1);
+        }
+    }
+}
+
+/// The key one message is signed with: the session's (Session.SigningKey)
+/// or a bound channel's own (Channel.SigningKey).
+#[derive(Clone)]
+pub enum SigningKey {
+    Session(Arc<SessionKeys>),
+    Channel(Arc<crypto::Signer>),
+}
+
+impl SigningKey {
+    pub fn signer(&self) -> Option<&crypto::Signer> {
+        match self {
+            SigningKey::Session(k) => k.signer.as_ref(),
+            SigningKey::Channel(s) => Some(s),
+        }
     }
 }
 

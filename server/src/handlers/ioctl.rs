@@ -70,7 +70,7 @@ pub fn ioctl(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Res
     let max_out = (req.max_output as usize).min(conn.server.cfg.max_transact_size as usize);
     let output: Output = match req.ctl_code {
         FSCTL_VALIDATE_NEGOTIATE_INFO => validate_negotiate(conn, req.input)?.into(),
-        FSCTL_QUERY_NETWORK_INTERFACE_INFO => network_interfaces(conn).into(),
+        FSCTL_QUERY_NETWORK_INTERFACE_INFO => network_interfaces(conn)?.into(),
         FSCTL_PIPE_TRANSCEIVE => {
             let open = ctx.open(&req.file_id)?;
             let OpenKind::Pipe(p) = &open.kind else { return Err(NtStatus::INVALID_DEVICE_REQUEST) };
@@ -530,11 +530,37 @@ fn validate_negotiate(conn: &mut Connection, input: &[u8]) -> Result<Vec<u8>, Nt
     Ok(o)
 }
 
-/// The host's real interfaces, as NETWORK_INTERFACE_INFO entries (MS-SMB2 2.2.32.5).
-fn network_interfaces(conn: &Connection) -> Vec<u8> {
-    // (index, speed, sockaddr, loopback, RDMA device bound)
-    let mut entries: Vec<(u32, u64, Vec<u8>, bool, bool)> = Vec::new();
-    for ifa in crate::netif::interfaces() {
+/// FSCTL_QUERY_NETWORK_INTERFACE_INFO (MS-SMB2 3.3.5.15.11): the host's
+/// interfaces that smb.conf `interfaces` selects, one NETWORK_INTERFACE_INFO
+/// entry (2.2.32.5) per address, IPv4 and IPv6, with the link speed and
+/// RSS_CAPABLE / RDMA_CAPABLE. Without multichannel (`server multi channel
+/// support = no`, or a 2.x connection) there is nothing to list: NOT_SUPPORTED.
+fn network_interfaces(conn: &Connection) -> Result<Vec<u8>, NtStatus> {
+    if !conn.server.cfg.multi_channel || !conn.is_smb3() {
+        return Err(NtStatus::NOT_SUPPORTED);
+    }
+    let mut list = crate::netif::interfaces(&conn.server.cfg.interfaces);
+    // Loopback only when nothing else is there (a client on another host
+    // cannot reach it).
+    if list.iter().any(|i| !i.loopback) {
+        list.retain(|i| !i.loopback);
+    }
+    // RDMA_CAPABLE on exactly the interfaces with an RDMA device bound, and
+    // only while SMB Direct is served (the rdma-proxy is up): otherwise a
+    // client would try RDMA where nothing listens.
+    let rdma_up = crate::rdma::SERVICE_UP.load(std::sync::atomic::Ordering::SeqCst) || conn.sink.is_rdma();
+    let mut o = Vec::new();
+    let n = list.len();
+    for (i, ifa) in list.iter().enumerate() {
+        let next = if i + 1 < n { 152 } else { 0 };
+        let mut caps = 0u32;
+        if ifa.rss_capable {
+            caps |= 0x1;
+        }
+        if rdma_up && ifa.rdma_capable {
+            caps |= 0x2;
+        }
+        o.u32(next).u32(ifa.index).u32(caps).u32(0).u64(ifa.speed_bps);
         let mut sa = Vec::with_capacity(128);
         match ifa.addr {
             std::net::IpAddr::V4(a) => {
@@ -545,23 +571,9 @@ fn network_interfaces(conn: &Connection) -> Vec<u8> {
             }
         }
         sa.resize(128, 0);
-        entries.push((ifa.index, ifa.speed_bps, sa, ifa.loopback, ifa.rdma_capable));
+        o.put(&sa);
     }
-    if entries.iter().any(|e| !e.3) {
-        entries.retain(|e| !e.3);
-    }
-    // RDMA_CAPABLE on exactly the interfaces with an RDMA device bound, and
-    // only while SMB Direct is served (the rdma-proxy is up): otherwise a
-    // client would try RDMA where nothing listens.
-    let rdma_up = crate::rdma::SERVICE_UP.load(std::sync::atomic::Ordering::SeqCst) || conn.sink.is_rdma();
-    let mut o = Vec::new();
-    let n = entries.len();
-    for (i, (index, speed, sa, _, rdma_capable)) in entries.into_iter().enumerate() {
-        let next = if i + 1 < n { 152 } else { 0 };
-        let caps = if rdma_up && rdma_capable { 0x2 } else { 0 };
-        o.u32(next).u32(index).u32(caps).u32(0).u64(speed).put(&sa);
-    }
-    o
+    Ok(o)
 }
 
 #[cfg(test)]
