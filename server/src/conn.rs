@@ -7,6 +7,7 @@
 
 use crate::config::{Setting, DIALECT_202, DIALECT_210, DIALECT_300, DIALECT_311};
 use crate::credits::CreditWindow;
+use crate::handlers::rdma_io::Deferred;
 use crate::crypto::{self, Cipher, SigningAlgorithm};
 use crate::objects::{lock, Server, Session, SessionState, SigningKey, Tree};
 use crate::transport::{MessageSink, MessageSource, OutBuf, TRANSFORM_ROOM};
@@ -85,12 +86,15 @@ pub struct Connection {
     /// goes out with SMB Direct send-with-invalidate of this token.
     pub invalidate_token: Option<u32>,
     /// Set while a chain of one plaintext request is handled: an RDMA READ
-    /// may then leave its RDMA write to go with the response (`deferred_read`).
+    /// or WRITE may then leave its RDMA transfer to go with the response
+    /// (`deferred`).
     pub(crate) may_defer_rdma: bool,
-    /// An RDMA READ's filled buffer and the client's descriptors: the RDMA
-    /// write is started when the response is ready, and the response is sent
-    /// by the transport once the write is done, while this thread goes on.
-    pub(crate) deferred_read: Option<(crate::transport::RdmaBuffer, Vec<smbdirect_transport::wire::BufferDescriptorV1>)>,
+    /// An RDMA transfer started once the response is ready; the response is
+    /// finished and sent by the transport's thread when it is done, while
+    /// this thread goes on (handlers/rdma_io.rs).
+    pub(crate) deferred: Option<crate::handlers::rdma_io::Deferred>,
+    /// RDMA WRITEs whose data is not in the file yet.
+    pub(crate) pending_writes: Arc<crate::handlers::rdma_io::PendingWrites>,
     /// The SessionId of the TRANSFORM header of the chain being handled.
     transform_session: Option<u64>,
     /// Set by SESSION_SETUP for a binding request that carried a good
@@ -292,7 +296,8 @@ impl Connection {
             read_body_padding: 0,
             invalidate_token: None,
             may_defer_rdma: false,
-            deferred_read: None,
+            deferred: None,
+            pending_writes: Default::default(),
             recv: Arc::new(crate::transport::RecvControl::new(0)),
             created: now,
             last_request: now,
@@ -405,25 +410,31 @@ impl Connection {
         if pid != PROTOCOL_ID {
             return Err(Disconnect::Protocol(format!("unknown protocol id {pid:02x?}")));
         }
-        self.deferred_read = None;
+        self.deferred = None;
         let out = self.process_chain(msg, false)?;
         self.send(out)
     }
 
     fn send(&mut self, out: OutBuf) -> Result<(), Disconnect> {
         let invalidate = self.invalidate_token.take();
-        let deferred = self.deferred_read.take();
+        let deferred = self.deferred.take();
         if out.buf.len() <= out.start {
             return Ok(());
         }
-        // A READ whose RDMA write was left for now: started here, and the
-        // response goes out when it is done. Only a successful response has
-        // its data moved (anything else drops the buffer unsent).
+        // A READ or WRITE whose RDMA transfer was left for now: started here,
+        // and the response goes out when it is done. Only a successful
+        // response has its data moved (anything else drops the slot unused).
         let status = out.buf.get(out.start + 8..out.start + 12).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-        if let (Some((buf, remote)), Some(0)) = (deferred, status) {
-            if let Some(r) = self.sink.rdma() {
-                return r.write_to_peer_then_send(buf, remote, out, invalidate).map_err(Disconnect::Io);
+        match (deferred, status) {
+            (Some(Deferred::Read(buf, remote)), Some(0)) => {
+                if let Some(r) = self.sink.rdma() {
+                    return r.write_to_peer_then_send(buf, remote, out, invalidate).map_err(Disconnect::Io);
+                }
             }
+            (Some(Deferred::Write(w)), Some(0)) => {
+                return crate::handlers::rdma_io::start_deferred_write(self, w, out, invalidate).map_err(Disconnect::Io);
+            }
+            _ => {}
         }
         match invalidate {
             Some(token) => self.sink.send_invalidate(out, token),
@@ -518,6 +529,10 @@ impl Connection {
             }
         }
         self.may_defer_rdma = false;
+        // A deferred WRITE's response is finished later: it is signed then.
+        if let Some(Deferred::Write(w)) = self.deferred.as_mut() {
+            w.keys = sign_with.pop().and_then(|(_, _, k)| k);
+        }
         // Sign each response over its own bytes (padding included, as chained).
         for (start, len, keys) in &sign_with {
             if let (Some(k), Some(m)) = (keys, out.buf.get_mut(*start..*start + *len)) {
@@ -712,6 +727,11 @@ impl Connection {
                 if u64::from(hdr.credit_charge.max(1)) < needed {
                     return Err(NtStatus::INVALID_PARAMETER);
                 }
+            }
+            // A request other than READ/WRITE (which wait per open) sees the
+            // data of the connection's RDMA WRITEs still in flight.
+            if !matches!(cmd, Command::Read | Command::Write) && !self.pending_writes.is_empty() {
+                crate::handlers::rdma_io::wait_writes(self, None)?;
             }
             self.dispatch(cmd, &mut ctx, out)
         })();

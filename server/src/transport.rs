@@ -126,6 +126,9 @@ pub trait MessageSink: Send + Sync {
 /// through on an SMB Direct channel (a slot of the proxy's shared pool).
 pub type RdmaBuffer = smbdirect_rdma_proxy::pool::Slot;
 
+/// Work to run when an RDMA transfer ended: the buffer back, or the error.
+pub type RdmaThen = Box<dyn FnOnce(io::Result<RdmaBuffer>) + Send>;
+
 /// What an SMB Direct channel adds to a transport (ksmbd's transport ops
 /// `rdma_read`/`rdma_write`): moving a READ's or WRITE's payload between a
 /// registered buffer and the peer's buffer descriptors. The caller has checked
@@ -137,10 +140,19 @@ pub trait RdmaOps: Send + Sync {
     fn max_read_write_size(&self) -> u32;
     /// A registered buffer of `len` bytes (waits a little for one to free up).
     fn buffer(&self, len: usize) -> io::Result<RdmaBuffer>;
-    /// RDMA-writes `buf` into the peer's buffers (SMB2 READ).
-    fn write_to_peer(&self, buf: &RdmaBuffer, remote: &[BufferDescriptorV1]) -> io::Result<()>;
-    /// RDMA-reads the peer's buffers into `buf` (SMB2 WRITE).
-    fn read_from_peer(&self, buf: &mut RdmaBuffer, remote: &[BufferDescriptorV1]) -> io::Result<()>;
+    /// RDMA-writes `buf` into the peer's buffers (SMB2 READ) and waits.
+    fn write_to_peer(&self, buf: RdmaBuffer, remote: &[BufferDescriptorV1]) -> io::Result<()>;
+    /// RDMA-reads the peer's buffers into `buf` (SMB2 WRITE), waits, and
+    /// gives the filled buffer back.
+    fn read_from_peer(&self, buf: RdmaBuffer, remote: &[BufferDescriptorV1]) -> io::Result<RdmaBuffer>;
+    /// Starts an RDMA read of the peer's buffers into `buf` without waiting:
+    /// `then` runs on the transport's own thread with the filled buffer once
+    /// the transfer ended (or with its error), while the connection goes on
+    /// with its next requests. If the channel ends first, `then` is dropped
+    /// without being called, and the buffer is kept back from reuse until the
+    /// proxy can no longer write into it. An error here means nothing was
+    /// started (`then` is dropped).
+    fn read_from_peer_then(&self, buf: RdmaBuffer, remote: Vec<BufferDescriptorV1>, then: RdmaThen) -> io::Result<()>;
     /// RDMA-writes `buf` into the peer's buffers and sends `reply` (with
     /// send-with-invalidate of `invalidate`) once the write is done, without
     /// waiting for it: the connection goes on with its next request meanwhile,

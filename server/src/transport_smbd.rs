@@ -9,50 +9,65 @@
 //! proxy already received) is replayed before anything is read.
 //!
 //! One thread per channel reads the socket all the time: SMB2 messages go to
-//! the connection's [`MessageSource`], `RdmaDone` answers wake the request
-//! that waits for them (WRITE) or, for a READ, free its slot and send its
-//! response, already built, while the connection handles its next requests:
-//! the RDMA writes of pipelined READs are in flight together, bounded by the
-//! pool's slots. (The connection's own reader may be blocked handing
-//! over a message while its handler waits for an `RdmaDone`, so the two
-//! cannot share one reader.) Queued messages are bounded in bytes; a client
-//! that outruns its credits that far loses the channel.
+//! the connection's [`MessageSource`], and each `RdmaDone` runs the work left
+//! for it: wake a request that waits, or finish a READ (free its slot, send
+//! its response, already built) or a WRITE (write the slot to the file, send
+//! its response) while the connection handles its next requests: the RDMA
+//! transfers of pipelined READs and WRITEs are in flight together, bounded
+//! by the pool's slots and the client's credits. (The connection's own
+//! reader may be blocked handing over a message while its handler waits for
+//! an `RdmaDone`, so the two cannot share one reader.) Queued messages are
+//! bounded in bytes; a client that outruns its credits that far loses the
+//! channel. A slot the proxy was asked to fill or send and has not answered
+//! for is never reused before the proxy is done with it, also when the
+//! channel ends ([`SLOT_QUARANTINE_MS`]).
 
-use crate::transport::{MessageSink, MessageSource, OutBuf, RdmaBuffer, RdmaOps};
-use smbdirect_rdma_proxy::fdpass::{self, FrameReader, Received};
+use crate::transport::{MessageSink, MessageSource, OutBuf, RdmaBuffer, RdmaOps, RdmaThen, RecvControl};
+use smbdirect_rdma_proxy::fdpass::{self, recv_datagram};
 use smbdirect_rdma_proxy::pool::{PoolError, SlotAllocator};
-use smbdirect_rdma_proxy::proto::{kind, rdma_status, ChannelOffer, Frame, Negotiated, RdmaDir, RdmaDone, RdmaRequest, MAX_FRAME_OVERHEAD};
+use smbdirect_rdma_proxy::proto::{kind, rdma_status, ChannelOffer, Frame, Negotiated, RdmaDir, RdmaDone, RdmaRequest, Reassembler, MAX_DATAGRAM, MAX_FRAME_OVERHEAD};
 use smbdirect_transport::wire::BufferDescriptorV1;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tracing::{debug, info, warn};
 
 /// How long a READ/WRITE waits for a free pool slot before it fails.
 const SLOT_WAIT: Duration = Duration::from_secs(30);
 
-/// Who waits for an `RdmaDone`: a request blocked in [`Channel::rdma`], or
-/// work to run on the channel's reader thread when the answer comes
-/// ([`RdmaOps::write_to_peer_then_send`]).
-enum Waiter {
-    Blocked(SyncSender<RdmaDone>),
-    Then(Box<dyn FnOnce(RdmaDone) + Send>),
+/// How long the pool slots of RDMA transfers still outstanding when a
+/// channel ends are kept out of use, in milliseconds. The proxy may still be
+/// moving data into (or out of) them: when it sees the channel socket close
+/// it disconnects the queue pair, which flushes outstanding work requests,
+/// and destroys it at the latest 3 s later (`CLOSE_GRACE` in its driver);
+/// this is that bound with a wide margin. (Tests shorten it.)
+pub static SLOT_QUARANTINE_MS: AtomicU64 = AtomicU64::new(10_000);
+
+/// An RDMA transfer the proxy has been asked for and has not answered: the
+/// slot it moves data through (the proxy may touch it until it answers) and
+/// what to do with the answer.
+struct PendingRdma {
+    slot: RdmaBuffer,
+    len: u32,
+    then: RdmaThen,
 }
 
 struct Channel {
     id: u64,
     sock: OwnedFd,
     send_lock: Mutex<()>,
-    pending: Mutex<HashMap<u64, Waiter>>,
+    pending: Mutex<HashMap<u64, PendingRdma>>,
     next_req: AtomicU64,
     alloc: Arc<SlotAllocator>,
     negotiated: Negotiated,
     closed: AtomicBool,
     peer: String,
+    /// The connection's receive clock and size limit (`set_control`).
+    control: OnceLock<Arc<RecvControl>>,
 }
 
 impl Channel {
@@ -67,34 +82,41 @@ impl Channel {
     }
 
     /// Asks the proxy for one RDMA transfer and waits for its answer (or for
-    /// the channel to end). The proxy touches the slot only until it answers
-    /// or closes the channel.
-    fn rdma(&self, dir: RdmaDir, buf: &RdmaBuffer, remote: &[BufferDescriptorV1]) -> io::Result<()> {
+    /// the channel to end); gives the slot back when the transfer is done.
+    fn rdma_wait(&self, dir: RdmaDir, buf: RdmaBuffer, remote: &[BufferDescriptorV1]) -> io::Result<RdmaBuffer> {
         let (tx, rx) = mpsc::sync_channel(1);
-        let len = self.start_rdma(dir, buf.offset(), buf.len(), remote, Waiter::Blocked(tx))?;
-        let done = rx.recv().map_err(|_| io::Error::new(io::ErrorKind::ConnectionAborted, "channel ended during RDMA"))?;
-        check_done(&done, len)
+        self.start_rdma(dir, buf, remote, Box::new(move |r| {
+            let _ = tx.send(r);
+        }))?;
+        rx.recv().map_err(|_| io::Error::new(io::ErrorKind::ConnectionAborted, "channel ended during RDMA"))?
     }
 
-    /// Registers `waiter` and sends the Rdma frame; returns the length asked.
-    fn start_rdma(&self, dir: RdmaDir, pool_offset: u64, len: usize, remote: &[BufferDescriptorV1], waiter: Waiter) -> io::Result<u32> {
-        if self.closed.load(Ordering::SeqCst) {
-            return Err(io::Error::new(io::ErrorKind::NotConnected, "channel closed"));
-        }
+    /// Sends the Rdma frame for `buf`; the slot and `then` wait in `pending`
+    /// for the answer. On error nothing was posted (and the slot is free).
+    fn start_rdma(&self, dir: RdmaDir, buf: RdmaBuffer, remote: &[BufferDescriptorV1], then: RdmaThen) -> io::Result<()> {
         let sum: u64 = remote.iter().map(|d| u64::from(d.length)).sum();
-        let len = u32::try_from(len).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "buffer too large"))?;
+        let len = u32::try_from(buf.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "buffer too large"))?;
         if sum != u64::from(len) {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "descriptors do not cover the buffer"));
         }
         let req_id = self.next_req.fetch_add(1, Ordering::Relaxed);
-        crate::objects::lock(&self.pending).insert(req_id, waiter);
-        let req = RdmaRequest { req_id, dir, pool_offset, len, descriptors: remote.to_vec() };
+        let req = RdmaRequest { req_id, dir, pool_offset: buf.offset(), len, descriptors: remote.to_vec() };
+        {
+            // `closed` is looked at under the lock the reader's final drain
+            // takes: nothing is added to `pending` after that drain.
+            let mut p = crate::objects::lock(&self.pending);
+            if self.closed.load(Ordering::SeqCst) {
+                return Err(io::Error::new(io::ErrorKind::NotConnected, "channel closed"));
+            }
+            p.insert(req_id, PendingRdma { slot: buf, len, then });
+        }
         if let Err(e) = self.send(&Frame::Rdma(req)) {
-            let w = crate::objects::lock(&self.pending).remove(&req_id);
-            drop(w);
+            // (A SEQPACKET datagram is sent whole or not at all.)
+            let p = crate::objects::lock(&self.pending).remove(&req_id);
+            drop(p);
             return Err(e);
         }
-        Ok(len)
+        Ok(())
     }
 
     /// Sends an SMB2 message (`Send` frame), gathered from the OutBuf.
@@ -107,6 +129,11 @@ impl Channel {
         prefix[4] = u8::from(invalidate.is_some());
         let _g = crate::objects::lock(&self.send_lock);
         fdpass::send_parts(self.sock.as_fd(), kind::SEND, &[&prefix, payload]).map_err(to_io)
+    }
+
+    /// The largest SMB2 message accepted now (small before authentication).
+    fn limit(&self, max_message: usize) -> usize {
+        self.control.get().map_or(max_message, |c| c.limit().min(max_message))
     }
 }
 
@@ -129,6 +156,7 @@ pub struct SmbdSource {
     first: Option<Vec<u8>>,
     rx: Receiver<Vec<u8>>,
     queued: Arc<AtomicUsize>,
+    ch: Arc<Channel>,
 }
 
 pub struct SmbdSink {
@@ -136,7 +164,9 @@ pub struct SmbdSink {
 }
 
 /// Makes a channel offered by the proxy into a connection's transport.
-/// `max_message` bounds one SMB2 message (reassembly and queueing).
+/// `max_message` bounds one SMB2 message (reassembly and queueing); once the
+/// connection has set its [`RecvControl`], that control's limit (small until
+/// a session is authenticated) bounds it too.
 pub fn smbd_transport(offer: ChannelOffer, sock: OwnedFd, alloc: Arc<SlotAllocator>, max_message: usize) -> io::Result<(SmbdSource, SmbdSink)> {
     let peer = match offer.peer {
         Some(a) => format!("{a} (rdma channel {})", offer.channel_id),
@@ -155,25 +185,47 @@ pub fn smbd_transport(offer: ChannelOffer, sock: OwnedFd, alloc: Arc<SlotAllocat
         negotiated: offer.negotiated,
         closed: AtomicBool::new(false),
         peer,
+        control: OnceLock::new(),
     });
     let (tx, rx) = mpsc::channel();
     let queued = Arc::new(AtomicUsize::new(0));
-    // Room for a few large messages, never less than 64 MiB.
-    let queue_limit = max_message.saturating_mul(4).max(64 << 20);
     let ch2 = ch.clone();
     let q2 = queued.clone();
     std::thread::Builder::new()
         .name("smbd-chan".into())
         .stack_size(128 * 1024)
-        .spawn(move || channel_reader(ch2, tx, q2, max_message, queue_limit))?;
-    Ok((SmbdSource { first: Some(offer.first_message), rx, queued }, SmbdSink { ch }))
+        .spawn(move || channel_reader(ch2, tx, q2, max_message))?;
+    Ok((SmbdSource { first: Some(offer.first_message), rx, queued, ch: ch.clone() }, SmbdSink { ch }))
 }
 
-fn channel_reader(ch: Arc<Channel>, tx: mpsc::Sender<Vec<u8>>, queued: Arc<AtomicUsize>, max_message: usize, queue_limit: usize) {
-    let mut reader = FrameReader::new(max_message + MAX_FRAME_OVERHEAD);
+/// Bytes of requests that may wait for the connection: room for a few
+/// messages of the size accepted now; before authentication (a limit below
+/// `max_message`) at least 1 MiB, after it at least 64 MiB.
+fn queue_limit(limit: usize, max_message: usize) -> usize {
+    let floor = if limit < max_message { 1 << 20 } else { 64 << 20 };
+    limit.saturating_mul(4).max(floor)
+}
+
+fn channel_reader(ch: Arc<Channel>, tx: mpsc::Sender<Vec<u8>>, queued: Arc<AtomicUsize>, max_message: usize) {
+    // Frames are reassembled here (not with fdpass::FrameReader) so that the
+    // size limit in force when a message begins bounds its reassembly, and
+    // the connection's clock sees a message that arrives in several datagrams.
+    let mut limit = max_message;
+    let mut reasm = Reassembler::new(limit + MAX_FRAME_OVERHEAD);
+    let mut dg = vec![0u8; MAX_DATAGRAM];
+    // Slots the proxy may still be moving data through.
+    let mut held: Vec<RdmaBuffer> = Vec::new();
     loop {
-        let frame = match reader.recv(&ch.sock) {
-            Ok(Some(Received { frame, .. })) => frame,
+        let n = match recv_datagram(ch.sock.as_fd(), &mut dg) {
+            Ok(Some((n, None))) => n,
+            Ok(Some((_, Some(_)))) => {
+                warn!(peer = %ch.peer, "a file descriptor on a channel socket; dropping the channel");
+                break;
+            }
+            Ok(None) if reasm.in_progress() => {
+                warn!(peer = %ch.peer, "channel socket closed inside a split frame");
+                break;
+            }
             Ok(None) => {
                 debug!(peer = %ch.peer, "channel socket closed");
                 break;
@@ -185,31 +237,72 @@ fn channel_reader(ch: Arc<Channel>, tx: mpsc::Sender<Vec<u8>>, queued: Arc<Atomi
                 break;
             }
         };
+        let first = !reasm.in_progress();
+        if first {
+            // The limit in force when a message's first datagram arrives (it
+            // is raised once a session is authenticated, maybe while this
+            // thread waited).
+            let now = ch.limit(max_message);
+            if now != limit {
+                limit = now;
+                reasm = Reassembler::new(limit + MAX_FRAME_OVERHEAD);
+            }
+        }
+        let frame = match reasm.push(&dg[..n]) {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                // A message split over several datagrams began: the
+                // connection's io timeout runs until its last one.
+                if first {
+                    if let Some(c) = ch.control.get() {
+                        c.start();
+                    }
+                }
+                continue;
+            }
+            Err(e) => {
+                warn!(peer = %ch.peer, "channel socket: {e} (at most {limit} bytes accepted now); dropping the channel");
+                break;
+            }
+        };
+        if !first {
+            if let Some(c) = ch.control.get() {
+                c.stop();
+            }
+        }
         match frame {
             Frame::Recv(msg) => {
                 let n = msg.len();
-                if queued.fetch_add(n, Ordering::SeqCst) + n > queue_limit {
-                    warn!(peer = %ch.peer, "more than {queue_limit} bytes of requests queued; dropping the channel");
+                if n > limit {
+                    warn!(peer = %ch.peer, "message of {n} bytes over the limit of {limit}; dropping the channel");
+                    break;
+                }
+                let ql = queue_limit(limit, max_message);
+                if queued.fetch_add(n, Ordering::SeqCst) + n > ql {
+                    warn!(peer = %ch.peer, "more than {ql} bytes of requests queued; dropping the channel");
                     break;
                 }
                 if tx.send(msg).is_err() {
                     break;
                 }
             }
-            Frame::RdmaDone(done) => match {
-                // (Taken out first: a waiter's work sends, without this lock.)
-                let w = crate::objects::lock(&ch.pending).remove(&done.req_id);
-                w
-            } {
-                Some(Waiter::Blocked(w)) => {
-                    let _ = w.send(done);
+            Frame::RdmaDone(done) => {
+                // (Taken out first: the waiter's work sends, without this lock.)
+                let p = crate::objects::lock(&ch.pending).remove(&done.req_id);
+                match p {
+                    // "Result unknown": the slot may still be in use.
+                    Some(p) if done.status == rdma_status::CHANNEL_CLOSING => {
+                        held.push(p.slot);
+                        (p.then)(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "the proxy is closing the channel")));
+                    }
+                    // The proxy answered: it is done with the slot.
+                    Some(p) => (p.then)(check_done(&done, p.len).map(|()| p.slot)),
+                    None => {
+                        warn!(peer = %ch.peer, req_id = done.req_id, "RdmaDone for no request; dropping the channel");
+                        break;
+                    }
                 }
-                Some(Waiter::Then(f)) => f(done),
-                None => {
-                    warn!(peer = %ch.peer, req_id = done.req_id, "RdmaDone for no request; dropping the channel");
-                    break;
-                }
-            },
+            }
             Frame::Close { reason } => {
                 info!(peer = %ch.peer, reason, "proxy closed the channel");
                 break;
@@ -220,13 +313,33 @@ fn channel_reader(ch: Arc<Channel>, tx: mpsc::Sender<Vec<u8>>, queued: Arc<Atomi
             }
         }
     }
-    // Waiting RDMA requests fail (their senders drop); the source sees the end.
+    if let Some(c) = ch.control.get() {
+        c.stop();
+    }
+    // Work waiting for an answer is dropped unrun (a blocked request sees
+    // the channel end); the source sees the end of the stream.
     ch.shutdown();
-    crate::objects::lock(&ch.pending).clear();
+    let left: Vec<PendingRdma> = crate::objects::lock(&ch.pending).drain().map(|(_, p)| p).collect();
+    for p in left {
+        drop(p.then);
+        held.push(p.slot);
+    }
     drop(tx);
+    // Slots of unanswered transfers are not reused while the proxy may still
+    // be moving data through them.
+    if !held.is_empty() {
+        let q = Duration::from_millis(SLOT_QUARANTINE_MS.load(Ordering::Relaxed));
+        info!(peer = %ch.peer, "channel ended with {} RDMA transfers unanswered; their pool slots stay out of use for {} ms", held.len(), q.as_millis());
+        std::thread::sleep(q);
+    }
+    drop(held);
 }
 
 impl MessageSource for SmbdSource {
+    fn set_control(&mut self, control: Arc<RecvControl>) {
+        let _ = self.ch.control.set(control);
+    }
+
     fn recv(&mut self, limit: usize) -> io::Result<Option<Vec<u8>>> {
         let msg = match self.first.take() {
             Some(m) => m,
@@ -238,6 +351,7 @@ impl MessageSource for SmbdSource {
                 Err(_) => return Ok(None),
             },
         };
+        let limit = self.ch.limit(limit);
         if msg.len() > limit {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("message of {} bytes over the limit of {limit}", msg.len())));
         }
@@ -294,29 +408,185 @@ impl RdmaOps for SmbdSink {
         })
     }
 
-    fn write_to_peer(&self, buf: &RdmaBuffer, remote: &[BufferDescriptorV1]) -> io::Result<()> {
-        self.ch.rdma(RdmaDir::WriteToClient, buf, remote)
+    fn write_to_peer(&self, buf: RdmaBuffer, remote: &[BufferDescriptorV1]) -> io::Result<()> {
+        self.ch.rdma_wait(RdmaDir::WriteToClient, buf, remote).map(drop)
     }
 
-    fn read_from_peer(&self, buf: &mut RdmaBuffer, remote: &[BufferDescriptorV1]) -> io::Result<()> {
-        self.ch.rdma(RdmaDir::ReadFromClient, buf, remote)
+    fn read_from_peer(&self, buf: RdmaBuffer, remote: &[BufferDescriptorV1]) -> io::Result<RdmaBuffer> {
+        self.ch.rdma_wait(RdmaDir::ReadFromClient, buf, remote)
+    }
+
+    fn read_from_peer_then(&self, buf: RdmaBuffer, remote: Vec<BufferDescriptorV1>, then: RdmaThen) -> io::Result<()> {
+        self.ch.start_rdma(RdmaDir::ReadFromClient, buf, &remote, then)
     }
 
     fn write_to_peer_then_send(&self, buf: RdmaBuffer, remote: Vec<BufferDescriptorV1>, reply: OutBuf, invalidate: Option<u32>) -> io::Result<()> {
-        let (offset, len) = (buf.offset(), buf.len());
-        // Runs on the reader thread when the proxy answers. It owns the slot
-        // (freed only once the proxy is done with it, or with the waiter when
-        // the channel ends) and the channel (a cycle broken when the reader
-        // clears `pending` at its end).
+        // Runs on the reader thread when the proxy answers (the slot is
+        // freed then). It holds the channel: a cycle broken when the reader
+        // empties `pending` at its end.
         let ch = self.ch.clone();
-        let then = Waiter::Then(Box::new(move |done: RdmaDone| {
-            drop(buf);
-            let r = u32::try_from(len).map_err(io::Error::other).and_then(|n| check_done(&done, n)).and_then(|()| ch.send_message(&reply, invalidate));
+        let then: RdmaThen = Box::new(move |r: io::Result<RdmaBuffer>| {
+            let r = r.map(drop).and_then(|()| ch.send_message(&reply, invalidate));
             if let Err(e) = r {
                 warn!(peer = %ch.peer, "RDMA write for a READ: {e}; dropping the channel");
                 ch.shutdown();
             }
-        }));
-        self.ch.start_rdma(RdmaDir::WriteToClient, offset, len, &remote, then).map(|_| ())
+        });
+        self.ch.start_rdma(RdmaDir::WriteToClient, buf, &remote, then)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smbdirect_rdma_proxy::fdpass::{seqpacket_pair, send_datagram, send_frame, FrameReader};
+    use smbdirect_rdma_proxy::pool::PoolMap;
+    use std::time::Instant;
+
+    const SLOT: u32 = 64 << 10;
+
+    /// A channel over a socketpair whose other end the test plays as the proxy.
+    fn channel(slots: u64) -> (SmbdSource, SmbdSink, OwnedFd, Arc<SlotAllocator>) {
+        let pool = Arc::new(PoolMap::create(slots * u64::from(SLOT)).unwrap());
+        let alloc = SlotAllocator::new(pool, SLOT).unwrap();
+        let (proxy, server) = seqpacket_pair().unwrap();
+        let offer = ChannelOffer {
+            channel_id: 9,
+            client_guid: [0; 16],
+            peer: None,
+            local: None,
+            negotiated: Negotiated { max_read_write_size: SLOT, max_send_size: 1364, max_fragmented_send: 1 << 20, max_fragmented_recv: 1 << 20 },
+            first_message: vec![0xFE; 64],
+        };
+        let (src, sink) = smbd_transport(offer, server, alloc.clone(), 8 << 20).unwrap();
+        (src, sink, proxy, alloc)
+    }
+
+    fn next_rdma(reader: &mut FrameReader, proxy: &OwnedFd) -> RdmaRequest {
+        match reader.recv(proxy).unwrap().map(|r| r.frame) {
+            Some(Frame::Rdma(r)) => r,
+            other => panic!("expected an Rdma frame, got {other:?}"),
+        }
+    }
+
+    fn desc(len: u32) -> Vec<BufferDescriptorV1> {
+        vec![BufferDescriptorV1 { offset: 0x1000, token: 7, length: len }]
+    }
+
+    /// The slot of an RDMA read goes back to the pool when the proxy has
+    /// answered (with the data, or with an error), and is kept out of use
+    /// while a transfer is unanswered when the channel ends, until the
+    /// quarantine is over; the work left for the answer is then dropped
+    /// without running, and a request blocked on a transfer sees an error.
+    #[test]
+    fn slots_come_back_only_when_the_proxy_is_done() {
+        SLOT_QUARANTINE_MS.store(300, Ordering::Relaxed);
+        let (mut src, sink, proxy, alloc) = channel(4);
+        assert_eq!(src.recv(1 << 20).unwrap().map(|m| m.len()), Some(64), "first message replayed");
+        let mut reader = FrameReader::new(1 << 20);
+        let (tx, rx) = mpsc::channel::<io::Result<Vec<u8>>>();
+
+        // Answered OK: the work runs with the filled slot.
+        let t = tx.clone();
+        sink.read_from_peer_then(sink.buffer(1000).unwrap(), desc(1000), Box::new(move |r| {
+            let _ = t.send(r.map(|s| s.as_slice().to_vec()));
+        }))
+        .unwrap();
+        assert_eq!(alloc.in_use(), 1);
+        let r = next_rdma(&mut reader, &proxy);
+        assert_eq!((r.dir, r.len), (RdmaDir::ReadFromClient, 1000));
+        alloc.pool().write_at(r.pool_offset, &[0xAB; 1000]).unwrap();
+        send_frame(proxy.as_fd(), &Frame::RdmaDone(RdmaDone { req_id: r.req_id, status: rdma_status::OK, bytes: 1000 }), None).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap().unwrap(), vec![0xAB; 1000]);
+        assert_eq!(alloc.in_use(), 0, "slot back once the work is done");
+
+        // Answered with an error: the work sees it, the slot is free.
+        let t = tx.clone();
+        sink.read_from_peer_then(sink.buffer(10).unwrap(), desc(10), Box::new(move |r| {
+            let _ = t.send(r.map(|s| s.as_slice().to_vec()));
+        }))
+        .unwrap();
+        let r = next_rdma(&mut reader, &proxy);
+        send_frame(proxy.as_fd(), &Frame::RdmaDone(RdmaDone { req_id: r.req_id, status: rdma_status::REMOTE_ERROR, bytes: 0 }), None).unwrap();
+        assert!(rx.recv_timeout(Duration::from_secs(5)).unwrap().is_err());
+        let t0 = Instant::now();
+        while alloc.in_use() != 0 && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(alloc.in_use(), 0, "slot back after a failed transfer");
+
+        // Unanswered when the channel ends: one deferred, one blocked.
+        struct Dropped(mpsc::Sender<&'static str>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                let _ = self.0.send("dropped");
+            }
+        }
+        let (dtx, drx) = mpsc::channel();
+        let d = Dropped(dtx);
+        let t = tx.clone();
+        sink.read_from_peer_then(sink.buffer(100).unwrap(), desc(100), Box::new(move |r| {
+            let _d = d;
+            let _ = t.send(r.map(|s| s.as_slice().to_vec()));
+        }))
+        .unwrap();
+        let _ = next_rdma(&mut reader, &proxy);
+        let sink = Arc::new(sink);
+        let s2 = sink.clone();
+        let blocked = std::thread::spawn(move || s2.read_from_peer(s2.buffer(100).unwrap(), &desc(100)).map(drop));
+        let _ = next_rdma(&mut reader, &proxy);
+        assert_eq!(alloc.in_use(), 2);
+        send_frame(proxy.as_fd(), &Frame::Close { reason: 0 }, None).unwrap();
+        assert!(src.recv(1 << 20).unwrap().is_none(), "the source sees the end");
+        assert_eq!(drx.recv_timeout(Duration::from_secs(5)).unwrap(), "dropped");
+        assert!(rx.try_recv().is_err(), "the work did not run");
+        assert!(blocked.join().unwrap().is_err(), "the blocked transfer failed");
+        assert_eq!(alloc.in_use(), 2, "slots kept while the proxy may still use them");
+        let t0 = Instant::now();
+        while alloc.in_use() != 0 && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(alloc.in_use(), 0, "slots back after the quarantine");
+        assert!(t0.elapsed() >= Duration::from_millis(100), "not freed at once");
+        // Nothing more starts on an ended channel.
+        assert!(sink.read_from_peer_then(sink.buffer(1).unwrap(), desc(1), Box::new(|_| ())).is_err());
+        assert_eq!(alloc.in_use(), 0);
+    }
+
+    /// Before authentication the connection's small limit bounds a message
+    /// as it is reassembled (the channel is dropped past it), a message in
+    /// several datagrams runs the connection's io clock from its first one
+    /// to its last, and a raised limit applies to the next message.
+    #[test]
+    fn receive_limit_and_clock_apply() {
+        let (mut src, _sink, proxy, _alloc) = channel(1);
+        let control = Arc::new(RecvControl::new(128 << 10));
+        src.set_control(control.clone());
+        assert!(src.recv(1 << 20).unwrap().is_some());
+        // Under the limit, in two datagrams: the clock runs in between.
+        let dgs = Frame::Recv(vec![1; 100 << 10]).to_datagrams().unwrap();
+        assert_eq!(dgs.len(), 2);
+        send_datagram(proxy.as_fd(), &dgs[0], None).unwrap();
+        let t0 = Instant::now();
+        while control.started().is_none() && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(control.started().is_some(), "a message has begun");
+        send_datagram(proxy.as_fd(), &dgs[1], None).unwrap();
+        assert_eq!(src.recv(1 << 20).unwrap().map(|m| m.len()), Some(100 << 10));
+        assert!(control.started().is_none(), "the clock stops at its end");
+        // The limit raised (a session authenticated): 200 KiB passes.
+        control.set_limit(1 << 20);
+        send_frame(proxy.as_fd(), &Frame::Recv(vec![2; 200 << 10]), None).unwrap();
+        assert_eq!(src.recv(1 << 20).unwrap().map(|m| m.len()), Some(200 << 10));
+        // Lowered again: 200 KiB ends the channel.
+        control.set_limit(128 << 10);
+        std::thread::spawn({
+            let p = proxy.try_clone().unwrap();
+            move || {
+                let _ = send_frame(p.as_fd(), &Frame::Recv(vec![3; 200 << 10]), None);
+            }
+        });
+        assert!(src.recv(1 << 20).unwrap().is_none(), "channel dropped over the limit");
     }
 }

@@ -84,6 +84,7 @@ pub fn read(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Resu
         return Err(NtStatus::INVALID_DEVICE_REQUEST);
     }
     let fd = read_source(conn, &open, req.offset, req.length)?;
+    super::rdma_io::wait_writes(conn, Some(open.volatile_id))?;
     let len = req.length as usize;
     out.resize(data_start + len, 0);
     let got = read_at(fd, &mut out[data_start..], req.offset, req.minimum)?;
@@ -110,6 +111,8 @@ pub fn write(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Res
     if open.is_dir() {
         return Err(NtStatus::INVALID_DEVICE_REQUEST);
     }
+    // (First: an append-only open's offset is the end of file after them.)
+    super::rdma_io::wait_writes(conn, Some(open.volatile_id))?;
     let offset = write_target(conn, &open, req.offset, req.data.len())?;
     write_at(&open, offset, req.data, req.flags, out)
 }

@@ -5,17 +5,29 @@
 //! it; WRITE has the channel RDMA-read into the slot and writes the file from
 //! it. The descriptors are checked against the request before any RDMA is
 //! asked for; a lying request gets STATUS_INVALID_PARAMETER.
+//!
+//! Both are pipelined when a message holds one plaintext request: a READ's
+//! RDMA write starts once its response is ready and the response goes out
+//! when it is done ([`Deferred::Read`]); a WRITE's RDMA read starts once its
+//! response header is ready, and when it is done the slot is written to the
+//! file and the response, finished then, goes out ([`Deferred::Write`]).
+//! Meanwhile the connection handles its next requests. A request that must
+//! see a pending WRITE's data waits for it ([`PendingWrites`]): a READ or
+//! inline WRITE of the same open, and any other command (CLOSE, FLUSH,
+//! QUERY_INFO, LOCK, ...) for all of the connection's pending WRITEs.
 
 use crate::config::DIALECT_302;
 use crate::conn::{Connection, Ctx};
 use crate::objects::{lock, Open, OpenKind};
-use crate::transport::{MessageSink, RdmaOps};
+use crate::transport::{MessageSink, OutBuf, RdmaBuffer, RdmaOps, RdmaThen};
 use crate::wire::header::HEADER_LEN;
-use crate::wire::messages::{ReadReq, WriteReq};
+use crate::wire::messages::{error_body, ReadReq, WriteReq};
 use crate::wire::status::NtStatus;
 use crate::wire::{u16_at, u32_at, Put};
 use smbdirect_transport::wire::{BufferDescriptorV1, BUFFER_DESCRIPTOR_V1_LEN};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 use tracing::warn;
 
 pub const CHANNEL_RDMA_V1: u32 = 1;
@@ -25,6 +37,160 @@ pub const CHANNEL_RDMA_V1_INVALIDATE: u32 = 2;
 /// (cifs.ko sends one per I/O, Windows a few); within the protocol's frame
 /// bound (`proto::MAX_RDMA_DESCRIPTORS`).
 pub const MAX_DESCRIPTORS: usize = 64;
+
+/// WRITEs of one connection whose data is still on its way by RDMA, counted
+/// per open (volatile id).
+#[derive(Default)]
+pub struct PendingWrites {
+    count: Mutex<HashMap<u64, usize>>,
+    cv: Condvar,
+}
+
+/// One pending WRITE in [`PendingWrites`]; counted out when dropped (its data
+/// is in the file and its response sent, or it failed, or the channel ended).
+pub struct WriteGuard {
+    writes: Arc<PendingWrites>,
+    open: u64,
+}
+
+impl Drop for WriteGuard {
+    fn drop(&mut self) {
+        let mut c = lock(&self.writes.count);
+        if let Some(n) = c.get_mut(&self.open) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&self.open);
+            }
+        }
+        drop(c);
+        self.writes.cv.notify_all();
+    }
+}
+
+impl PendingWrites {
+    fn add(self: &Arc<Self>, open: u64) -> WriteGuard {
+        *lock(&self.count).entry(open).or_insert(0) += 1;
+        WriteGuard { writes: self.clone(), open }
+    }
+
+    /// Waits until no WRITE of `open` (all opens: `None`) is pending; false
+    /// if some still are after `timeout`.
+    pub fn wait(&self, open: Option<u64>, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut c = lock(&self.count);
+        loop {
+            let busy = match open {
+                Some(o) => c.contains_key(&o),
+                None => !c.is_empty(),
+            };
+            if !busy {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            c = self.cv.wait_timeout(c, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
+    /// WRITEs pending on all opens.
+    pub fn len(&self) -> usize {
+        lock(&self.count).values().sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        lock(&self.count).is_empty()
+    }
+}
+
+/// Waits for the connection's pending RDMA WRITEs of `open` (of every open:
+/// `None`), at most the io timeout: a request after them sees their data.
+pub fn wait_writes(conn: &Connection, open: Option<u64>) -> Result<(), NtStatus> {
+    let t = conn.server.cfg.limits.io_timeout;
+    let t = if t.is_zero() { Duration::from_secs(120) } else { t };
+    if conn.pending_writes.wait(open, t) {
+        return Ok(());
+    }
+    warn!(peer = %conn.peer, "RDMA WRITEs still pending after {} s; request refused", t.as_secs());
+    Err(NtStatus::UNEXPECTED_NETWORK_ERROR)
+}
+
+/// An RDMA transfer left for after the response is built.
+pub(crate) enum Deferred {
+    /// A READ's filled slot and the client's descriptors: the RDMA write
+    /// starts when the response is ready; the response goes when it is done.
+    Read(RdmaBuffer, Vec<BufferDescriptorV1>),
+    /// A WRITE whose RDMA read starts when the response header is ready.
+    Write(DeferredWrite),
+}
+
+pub(crate) struct DeferredWrite {
+    slot: RdmaBuffer,
+    descs: Vec<BufferDescriptorV1>,
+    open: Arc<Open>,
+    /// Where to write (checked by `write_target`) and the request's flags.
+    offset: u64,
+    flags: u32,
+    guard: WriteGuard,
+    /// The keys that sign the response (filled in when the chain is done).
+    pub keys: Option<Arc<crate::objects::SessionKeys>>,
+}
+
+/// Starts a deferred WRITE's RDMA read; when it is done the slot is written
+/// to the file on the channel's thread and `reply` (header ready, body a
+/// placeholder) gets the WRITE's body or its error, is signed and is sent.
+pub(crate) fn start_deferred_write(conn: &Connection, w: DeferredWrite, reply: OutBuf, invalidate: Option<u32>) -> std::io::Result<()> {
+    let sink = conn.sink.clone();
+    let rdma = sink.rdma().ok_or_else(|| std::io::Error::other("RDMA WRITE without an RDMA transport"))?;
+    let DeferredWrite { slot, descs, open, offset, flags, guard, keys } = w;
+    let (to, peer) = (conn.sink.clone(), conn.peer.clone());
+    let then: RdmaThen = Box::new(move |r: std::io::Result<RdmaBuffer>| {
+        let result = match r {
+            Ok(slot) => {
+                let mut body = Vec::with_capacity(16);
+                super::file::write_at(&open, offset, slot.as_slice(), flags, &mut body).map(|()| body)
+            }
+            Err(e) => {
+                warn!(%peer, "RDMA read for a WRITE failed: {e}");
+                Err(NtStatus::UNEXPECTED_NETWORK_ERROR)
+            }
+        };
+        let mut reply = reply;
+        finish_reply(&mut reply, result);
+        if let Some(k) = &keys {
+            if let Some(m) = reply.buf.get_mut(reply.start..) {
+                crate::conn::sign_out(k, m);
+            }
+        }
+        let sent = match invalidate {
+            Some(token) => to.send_invalidate(reply, token),
+            None => to.send(reply),
+        };
+        if let Err(e) = sent {
+            warn!(%peer, "cannot send a WRITE response: {e}; dropping the channel");
+            to.shutdown();
+        }
+        // Counted out only now: a request waiting for this WRITE is answered after it.
+        drop(guard);
+    });
+    rdma.read_from_peer_then(slot, descs, then)
+}
+
+/// Puts the WRITE's real body (or its error) after the response header.
+fn finish_reply(reply: &mut OutBuf, result: Result<Vec<u8>, NtStatus>) {
+    let hdr_end = reply.start + HEADER_LEN;
+    reply.buf.truncate(hdr_end);
+    match result {
+        Ok(body) => reply.buf.extend_from_slice(&body),
+        Err(st) => {
+            if let Some(s) = reply.buf.get_mut(reply.start + 8..reply.start + 12) {
+                s.copy_from_slice(&st.0.to_le_bytes());
+            }
+            error_body(&mut reply.buf, &[]);
+        }
+    }
+}
 
 /// Both READ and WRITE requests have a 48-byte fixed body before Buffer.
 const FIXED_END: usize = HEADER_LEN + 48;
@@ -127,21 +293,20 @@ pub fn read(conn: &mut Connection, ctx: &mut Ctx<'_>, req: &ReadReq<'_>, open: A
         return Err(NtStatus::INVALID_DEVICE_REQUEST);
     }
     let fd = super::file::read_source(conn, &open, req.offset, req.length)?;
+    wait_writes(conn, Some(open.volatile_id))?;
     let len = req.length as usize;
     let mut slot = rdma.buffer(len).map_err(|e| rdma_error(conn, "buffer", e))?;
     let got = super::file::read_at(fd, slot.as_mut_slice(), req.offset, req.minimum)?;
     slot.truncate(got);
     if got > 0 {
         let remote = first_bytes(&descs, got as u64);
-        if conn.may_defer_rdma && conn.deferred_read.is_none() {
+        if conn.may_defer_rdma && conn.deferred.is_none() {
             // The RDMA write starts when the response is ready and the
             // response goes out when it is done: meanwhile this connection
             // handles its next request (cifs.ko keeps many READs in flight).
-            conn.deferred_read = Some((slot, remote));
+            conn.deferred = Some(Deferred::Read(slot, remote));
         } else {
-            rdma.write_to_peer(&slot, &remote)
-                .map_err(|e| rdma_error(conn, "write", e))?;
-            drop(slot);
+            rdma.write_to_peer(slot, &remote).map_err(|e| rdma_error(conn, "write", e))?;
         }
     }
     // MS-SMB2 3.3.5.12: the data went by RDMA: DataLength 0, DataRemaining
@@ -171,12 +336,26 @@ pub fn write(conn: &mut Connection, ctx: &mut Ctx<'_>, req: &WriteReq<'_>, open:
         return Err(NtStatus::INVALID_DEVICE_REQUEST);
     }
     let len = remaining as usize;
-    let offset = super::file::write_target(conn, &open, req.offset, len)?;
-    let mut slot = rdma.buffer(len).map_err(|e| rdma_error(conn, "buffer", e))?;
-    if len > 0 {
-        rdma.read_from_peer(&mut slot, &descs)
-            .map_err(|e| rdma_error(conn, "read", e))?;
+    // An append-only open writes at the end of file, which pending WRITEs
+    // move: it waits for them and is not deferred itself.
+    let append_only = open.access & super::FILE_WRITE_DATA == 0;
+    if append_only {
+        wait_writes(conn, Some(open.volatile_id))?;
     }
+    let offset = super::file::write_target(conn, &open, req.offset, len)?;
+    let slot = rdma.buffer(len).map_err(|e| rdma_error(conn, "buffer", e))?;
+    if len > 0 && !append_only && conn.may_defer_rdma && conn.deferred.is_none() {
+        // The RDMA read starts when the response header is ready; the data
+        // is written and the response sent when it is done, while this
+        // connection handles its next requests (cifs.ko keeps many WRITEs in
+        // flight). The body here is a placeholder: `write_at` makes the real one.
+        let guard = conn.pending_writes.add(open.volatile_id);
+        conn.deferred = Some(Deferred::Write(DeferredWrite { slot, descs, open, offset, flags: req.flags, guard, keys: None }));
+        out.u16(17).u16(0).u32(0).u32(0).u16(0).u16(0);
+        return Ok(());
+    }
+    let slot = if len > 0 { rdma.read_from_peer(slot, &descs).map_err(|e| rdma_error(conn, "read", e))? } else { slot };
+    wait_writes(conn, Some(open.volatile_id))?;
     // The slot goes back to the pool when this returns.
     super::file::write_at(&open, offset, slot.as_slice(), req.flags, out)
 }

@@ -7,7 +7,7 @@
 //! records every `Rdma` request and every `Send`'s invalidate token.
 
 use crate::harness::*;
-use smbdirect_rdma_proxy::fdpass::{seqpacket_pair, send_frame, FrameReader, Received};
+use smbdirect_rdma_proxy::fdpass::{send_datagram, seqpacket_pair, send_frame, FrameReader, Received};
 use smbdirect_rdma_proxy::pool::PoolMap;
 use smbdirect_rdma_proxy::proto::{
     rdma_status, ChannelOffer, Frame, Hello, Negotiated, RdmaDir, RdmaDone, RdmaRequest, PROTO_VERSION,
@@ -142,7 +142,8 @@ fn rig_with(opts: &NegOpts) -> Rig {
     rig_cfg(opts, |_| {})
 }
 
-fn rig_cfg(opts: &NegOpts, f: impl FnOnce(&mut smbdirect_server::config::ServerConfig)) -> Rig {
+/// A channel whose NEGOTIATE is done, nothing more.
+fn rig_negotiated(opts: &NegOpts, f: impl FnOnce(&mut smbdirect_server::config::ServerConfig)) -> Rig {
     let ts = server_with(f);
     let (proxy_end, server_end) = seqpacket_pair().unwrap();
     let srv = ts.server.clone();
@@ -165,9 +166,14 @@ fn rig_cfg(opts: &NegOpts, f: impl FnOnce(&mut smbdirect_server::config::ServerC
     let mut client = Client::new(&ts);
     client.wire = Some(Box::new(fake));
     client.negotiate_with(opts);
-    client.session_setup();
-    assert_eq!(client.tree_connect("share").status, SUCCESS);
     Rig { client, chan, pool, mem, log, ts, control_thread }
+}
+
+fn rig_cfg(opts: &NegOpts, f: impl FnOnce(&mut smbdirect_server::config::ServerConfig)) -> Rig {
+    let mut r = rig_negotiated(opts, f);
+    r.client.session_setup();
+    assert_eq!(r.client.tree_connect("share").status, SUCCESS);
+    r
 }
 
 fn rig() -> Rig {
@@ -612,4 +618,226 @@ fn smbd_rdma_pipelined_reads_measurement() {
     eprintln!("pipelined: RdmaDone -> response {}", stat(&pipe_answer));
     eprintln!("pipelined: between Rdma frames {}; total {pipe_total:.1} ms ({:.1} MB/s)", stat(&gaps), mb / pipe_total * 1000.0);
     eprintln!("pipelined: Rdma frames at {:?} ms", t.rdma.iter().map(|d| (ms(*d) * 10.0).round() / 10.0).collect::<Vec<_>>());
+}
+
+const FLUSH: u16 = 7;
+const UNEXPECTED_NETWORK_ERROR: u32 = 0xC000_00C4;
+
+fn flush_body(fid: &[u8; 16]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.u16_(24).u16_(0).u32_(0).bytes(fid);
+    b
+}
+
+impl Rig {
+    /// WRITEs by RDMA_V1 of `data` at 0 in `len`-byte pieces, each from a
+    /// client buffer of its own (tokens from `token0`), built, not sent.
+    fn rdma_writes(&mut self, fid: &[u8; 16], data: &[u8], len: usize, token0: u32) -> Vec<Vec<u8>> {
+        let base = 0x20_0000_0000u64;
+        let mut out = Vec::new();
+        for (i, c) in data.chunks(len).enumerate() {
+            let token = token0 + i as u32;
+            self.region(token, base, c.to_vec());
+            let info = descs(&[(base, token, c.len() as u32)]);
+            out.push(self.client.build(WRITE, charge(c.len() as u32), &rdma_write_body(fid, (i * len) as u64, c.len() as u32, CH_RDMA_V1, 112, &info)));
+        }
+        out
+    }
+
+    /// Asks for credits (ECHOs) until the client holds at least `n`.
+    fn credits(&mut self, n: i64) {
+        self.client.credit_request = 128;
+        while self.client.held < n {
+            assert_eq!(self.client.call(ECHO, 1, &[4, 0, 0, 0]).status, SUCCESS);
+        }
+    }
+
+    /// A second handle on the channel socket and a reader for it.
+    fn raw_chan(&self) -> OwnedFd {
+        self.chan.lock().unwrap().as_ref().unwrap().try_clone().unwrap()
+    }
+}
+
+/// 16 WRITEs of 256 KiB by RDMA read, sent at once (as cifs.ko keeps WRITEs
+/// outstanding), the fake proxy answering each Rdma 100 ms after it came: the
+/// server asks for the next RDMA read before the first is answered (they are
+/// in flight together), needs more transfers than the pool has slots (8),
+/// answers every WRITE with its Count, signed when the session signs, and
+/// the file holds every byte.
+fn pipelined_writes(mut r: Rig) {
+    const N: usize = 16;
+    const LEN: usize = 256 << 10;
+    let fid = r.client.open_file("wpipe.bin");
+    r.credits((N * 4) as i64);
+    let data = pattern(N * LEN, 21);
+    let msgs = r.rdma_writes(&fid, &data, LEN, 0x100);
+    let (t, resps) = r.drive(msgs, std::time::Duration::from_millis(100));
+    assert_eq!(resps.len(), N);
+    for resp in &resps {
+        assert_eq!((resp.command, resp.status), (WRITE, SUCCESS), "WRITE status {:#x}", resp.status);
+        assert_eq!(le32(resp.body(), 4), LEN as u32, "WRITE Count");
+        r.client.check_resp(resp);
+    }
+    assert_eq!(t.rdma.len(), N);
+    let in_flight = t.rdma.iter().filter(|at| **at < t.done[0]).count();
+    assert!(in_flight >= 2, "only {in_flight} RDMA read(s) asked for before the first was answered: {:?} / {:?}", t.rdma, t.done);
+    let on_disk = std::fs::read(r.ts.share_path().join("wpipe.bin")).unwrap();
+    assert!(on_disk == data, "file content differs from the client's buffers");
+    // Responses came in request order here (the proxy answers in order).
+    assert!(resps.windows(2).all(|w| w[0].message_id < w[1].message_id));
+    eprintln!("pipelined WRITEs: {in_flight} RDMA reads asked for before the first answer; all {N} answered in {:.0} ms", t.sends.last().unwrap().as_secs_f64() * 1000.0);
+}
+
+#[test]
+fn smbd_rdma_pipelined_writes() {
+    pipelined_writes(rig());
+}
+
+/// The same with signing required: each deferred WRITE response is signed
+/// when it is finished, and the signature verifies.
+#[test]
+fn smbd_rdma_pipelined_writes_signed() {
+    let r = rig_cfg(&NegOpts::default(), |c| required(c, true, false));
+    assert!(r.client.sign, "the session signs");
+    pipelined_writes(r);
+}
+
+/// A WRITE whose RDMA read fails (the fake proxy knows no such client
+/// token) is answered UNEXPECTED_NETWORK_ERROR and writes nothing; the
+/// channel goes on.
+#[test]
+fn smbd_failed_rdma_read_fails_the_write() {
+    let mut r = rig_cfg(&NegOpts::default(), |c| required(c, true, false));
+    let fid = r.client.open_file("wfail.bin");
+    assert_eq!(r.client.write(&fid, 0, &[1u8; 4096]).status, SUCCESS);
+    let resp = r.client.call(WRITE, 1, &rdma_write_body(&fid, 0, 4096, CH_RDMA_V1, 112, &descs(&[(0, 0x99, 4096)])));
+    assert_eq!(resp.status, UNEXPECTED_NETWORK_ERROR, "status {:#x}", resp.status);
+    assert_eq!(r.rdma_count(), 1);
+    assert_eq!(std::fs::read(r.ts.share_path().join("wfail.bin")).unwrap(), vec![1u8; 4096], "nothing written");
+    r.region(0x42, 0, vec![2; 4096]);
+    let resp = r.client.call(WRITE, 1, &rdma_write_body(&fid, 0, 4096, CH_RDMA_V1_INVALIDATE, 112, &descs(&[(0, 0x42, 4096)])));
+    assert_eq!(resp.status, SUCCESS);
+    assert_eq!(r.last_send_invalidate(), Some(0x42));
+    assert_eq!(std::fs::read(r.ts.share_path().join("wfail.bin")).unwrap(), vec![2u8; 4096]);
+}
+
+/// The proxy closes the channel while a WRITE's RDMA read is unanswered:
+/// the WRITE is never answered, nothing is written, and the server ends the
+/// channel (its socket reaches end of stream) instead of hanging or
+/// panicking. (That its slot stays out of use meanwhile is a unit test of
+/// transport_smbd.)
+#[test]
+fn smbd_channel_end_during_a_write() {
+    let mut r = rig();
+    let fid = r.client.open_file("wend.bin");
+    assert_eq!(r.client.write(&fid, 0, &[1u8; 4096]).status, SUCCESS);
+    r.region(0x51, 0, vec![9; 4096]);
+    let m = r.client.build(WRITE, 1, &rdma_write_body(&fid, 0, 4096, CH_RDMA_V1, 112, &descs(&[(0, 0x51, 4096)])));
+    let chan = r.raw_chan();
+    send_frame(chan.as_fd(), &Frame::Recv(m), None).unwrap();
+    let mut reader = FrameReader::new(16 << 20);
+    let Some(Received { frame: Frame::Rdma(req), .. }) = reader.recv(&chan).unwrap() else { panic!("expected the WRITE's Rdma") };
+    assert_eq!(req.dir, RdmaDir::ReadFromClient);
+    send_frame(chan.as_fd(), &Frame::Close { reason: 0 }, None).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(reader.recv(&chan).map(|o| o.map(|r| r.frame)));
+    });
+    let got = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("the server did not end the channel");
+    assert!(!matches!(got, Ok(Some(_))), "a frame after the channel's end: {got:?}");
+    assert_eq!(std::fs::read(r.ts.share_path().join("wend.bin")).unwrap(), vec![1u8; 4096], "nothing written");
+}
+
+/// WRITE by RDMA, then READ (inline), FLUSH, another RDMA WRITE, an RDMA
+/// READ of what it wrote and CLOSE, all sent at once while the fake proxy
+/// answers each Rdma 100 ms late: each request after a pending WRITE sees its
+/// data (the READs return it, the file holds it at CLOSE) and is answered
+/// after it (the server waits for the WRITE to be in the file: without that
+/// the inline READ would be answered first, with other bytes).
+#[test]
+fn smbd_requests_after_pending_writes_see_their_data() {
+    const LEN: u32 = 64 << 10;
+    let mut r = rig();
+    let fid = r.client.open_file("order.bin");
+    r.credits(8);
+    let (a, b) = (pattern(LEN as usize, 1), pattern(LEN as usize, 2));
+    r.region(0x61, 0x1000, a.clone());
+    r.region(0x62, 0x1000, b.clone());
+    r.region(0x63, 0x1000, vec![0; LEN as usize]);
+    let msgs = vec![
+        r.client.build(WRITE, 1, &rdma_write_body(&fid, 0, LEN, CH_RDMA_V1, 112, &descs(&[(0x1000, 0x61, LEN)]))),
+        r.client.build(READ, 1, &read_body(&fid, 0, LEN)),
+        r.client.build(FLUSH, 1, &flush_body(&fid)),
+        r.client.build(WRITE, 1, &rdma_write_body(&fid, u64::from(LEN), LEN, CH_RDMA_V1, 112, &descs(&[(0x1000, 0x62, LEN)]))),
+        r.client.build(READ, 1, &rdma_read_body(&fid, u64::from(LEN), LEN, CH_RDMA_V1, 112, &descs(&[(0x1000, 0x63, LEN)]))),
+        r.client.build(CLOSE, 1, &close_body(&fid)),
+    ];
+    let mids: Vec<u64> = msgs.iter().map(|m| le64(m, 24)).collect();
+    let (_, resps) = r.drive(msgs, std::time::Duration::from_millis(100));
+    // Where each request's response came, in request order.
+    let at: Vec<usize> = mids.iter().map(|mid| resps.iter().position(|r| r.message_id == *mid).expect("a request was not answered")).collect();
+    let cmds: Vec<u16> = mids.iter().zip(&at).map(|(_, i)| resps[*i].command).collect();
+    assert_eq!(cmds, vec![WRITE, READ, FLUSH, WRITE, READ, CLOSE]);
+    // (The RDMA READ's response may follow the CLOSE's: its data was read
+    // before the CLOSE ran.)
+    for (write, after) in [(0, 1), (0, 2), (0, 5), (3, 4), (3, 5)] {
+        assert!(at[write] < at[after], "request {after} answered before the WRITE {write} it follows: {cmds:?} at {at:?}");
+    }
+    for resp in &resps {
+        assert_eq!(resp.status, SUCCESS, "{} status {:#x}", resp.command, resp.status);
+        r.client.check_resp(resp);
+    }
+    assert!(resps[1].read_data() == &a[..], "the READ did not see the pending WRITE's data");
+    assert!(r.region_bytes(0x63) == b, "the RDMA READ did not see the pending WRITE's data");
+    let on_disk = std::fs::read(r.ts.share_path().join("order.bin")).unwrap();
+    assert!(on_disk.len() == 2 * LEN as usize && on_disk[..LEN as usize] == a[..] && on_disk[LEN as usize..] == b[..]);
+}
+
+/// Waits (at most 20 s) for the server to end the channel; true if it did.
+fn channel_ends(chan: OwnedFd) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = FrameReader::new(16 << 20);
+        loop {
+            match reader.recv(&chan) {
+                Ok(Some(_)) => continue,
+                _ => break,
+            }
+        }
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(20)).is_ok()
+}
+
+/// Before a session is authenticated an SMB Direct channel accepts messages
+/// of 128 KiB at most, as TCP does: a 200 KiB one ends the channel. (After
+/// logon a 200 KiB WRITE passes: smbd_rdma_write_then_read_moves_the_bytes.)
+#[test]
+fn smbd_pre_auth_message_limit() {
+    let r = rig_negotiated(&NegOpts::default(), |_| {});
+    let chan = r.raw_chan();
+    let mut m = build_header(ECHO, 0, 1, 0, 1, 0, 0, &[4, 0, 0, 0]);
+    m.resize(200 << 10, 0);
+    let c2 = chan.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let _ = send_frame(c2.as_fd(), &Frame::Recv(m), None);
+    });
+    assert!(channel_ends(chan), "a 200 KiB message before authentication was not refused");
+}
+
+/// A message begun and not finished within `io timeout` ends the channel
+/// (the first of its datagrams came, the rest never does).
+#[test]
+fn smbd_io_timeout_bounds_a_message() {
+    let r = rig_negotiated(&NegOpts::default(), |c| c.limits.io_timeout = std::time::Duration::from_secs(1));
+    let chan = r.raw_chan();
+    let mut m = build_header(ECHO, 0, 1, 0, 1, 0, 0, &[4, 0, 0, 0]);
+    m.resize(100 << 10, 0);
+    let dgs = Frame::Recv(m).to_datagrams().unwrap();
+    assert!(dgs.len() > 1);
+    send_datagram(chan.as_fd(), &dgs[0], None).unwrap();
+    let t0 = std::time::Instant::now();
+    assert!(channel_ends(chan), "a message left unfinished did not end the channel");
+    let took = t0.elapsed();
+    assert!(took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(10), "ended after {took:?}");
 }
