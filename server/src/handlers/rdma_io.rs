@@ -134,7 +134,7 @@ pub(crate) struct DeferredWrite {
     flags: u32,
     guard: WriteGuard,
     /// The keys that sign the response (filled in when the chain is done).
-    pub keys: Option<Arc<crate::objects::SessionKeys>>,
+    pub keys: Option<crate::objects::SigningKey>,
 }
 
 /// Starts a deferred WRITE's RDMA read; when it is done the slot is written
@@ -160,7 +160,7 @@ pub(crate) fn start_deferred_write(conn: &Connection, w: DeferredWrite, reply: O
         finish_reply(&mut reply, result);
         if let Some(k) = &keys {
             if let Some(m) = reply.buf.get_mut(reply.start..) {
-                crate::conn::sign_out(k, m);
+                crate::conn::sign_with_key(k, m);
             }
         }
         let sent = match invalidate {
