@@ -203,7 +203,7 @@ fn a_channel_that_drops_leaves_the_session_to_the_others() {
     // The last channel going away ends the session and closes its opens.
     drop(b);
     assert!(ts.server.session(sid).is_none(), "session outlived its last channel");
-    assert!(ts.server.files.lock().unwrap().is_empty(), "opens of the ended session still in the file table");
+    assert!(ts.server.no_open_state(), "opens of the ended session still in the shared state");
 }
 
 #[test]
