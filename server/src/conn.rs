@@ -800,6 +800,17 @@ impl Connection {
                 _ => None,
             }
         };
+        // A signed request naming a session this connection has no key for
+        // (another connection's session, one not bound here): the
+        // USER_SESSION_DELETED answer cannot be signed, but says SIGNED, as
+        // Samba and ksmbd do. A client that requires signing skips the check
+        // for this status but wants the flag before it believes the status.
+        if keys.is_none() && status == NtStatus::USER_SESSION_DELETED && hdr.is_signed() && !encrypted {
+            if let Some(f) = out.get_mut(resp_start + 16..resp_start + 20) {
+                let flags = u32::from_le_bytes([f[0], f[1], f[2], f[3]]) | FLAG_SIGNED;
+                f.copy_from_slice(&flags.to_le_bytes());
+            }
+        }
         // A session that requires encryption encrypts everything it sends.
         Ok(keys)
     }

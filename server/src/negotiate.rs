@@ -33,6 +33,10 @@ pub const CTX_SIGNING: u16 = 8;
 pub const HASH_SHA512: u16 = 1;
 pub const RDMA_TRANSFORM_NONE: u16 = 0;
 
+/// Channels one session may have: Windows Server's limit (2012 R2 on),
+/// which smbtorture's smb2.multichannel.generic.num_channels expects.
+pub const MAX_CHANNELS_PER_SESSION: usize = 32;
+
 const SESSION_FLAG_IS_GUEST: u16 = 1;
 const SESSION_FLAG_IS_NULL: u16 = 2;
 const SESSION_FLAG_ENCRYPT_DATA: u16 = 4;
@@ -548,6 +552,10 @@ impl Connection {
         }
         if bound_here || self.sessions.contains(&sid) {
             return Err(NtStatus::REQUEST_NOT_ACCEPTED);
+        }
+        if lock(&s.channels).list.len() >= MAX_CHANNELS_PER_SESSION {
+            warn!(peer = %self.peer, session = sid, "binding refused: the session has {MAX_CHANNELS_PER_SESSION} channels");
+            return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }
         let max = self.server.cfg.limits.max_sessions_per_connection;
         if !Limits::under(self.sessions.len() + self.pending.len(), max) {

@@ -94,8 +94,9 @@ fn bind(a: &Client, b: &mut Client, user: &str, sign: Sign<'_>) -> Result<Resp, 
                 return Ok(r);
             }
             st => {
-                // A refusal of a request signed with the session key is signed with it.
-                if matches!(sign, Sign::With(_)) && r.is_signed() {
+                // A refusal of a request signed with the session key is signed
+                // with it (USER_SESSION_DELETED only says SIGNED: 3.2.5.1.3).
+                if matches!(sign, Sign::With(_)) && r.is_signed() && st != USER_SESSION_DELETED {
                     let mut raw = r.raw.clone();
                     assert!(a.keys.as_ref().unwrap().signer.verify(&mut raw), "binding refusal signed with a wrong key");
                 }
@@ -444,4 +445,43 @@ fn interfaces_setting_restricts_the_list_and_multichannel_off_lists_nothing() {
     let ts = server_with(|cfg| cfg.multi_channel = false);
     let mut c = connected(&ts);
     assert_eq!(query_interfaces(&mut c).status, NOT_SUPPORTED);
+}
+
+#[test]
+fn a_session_has_at_most_32_channels() {
+    let ts = server();
+    let a = connected(&ts);
+    let key = session_signer(&a);
+    let mut channels = Vec::new();
+    for _ in 1..32 {
+        channels.push(bound(&ts, &a));
+    }
+    let mut c = Client::new(&ts);
+    negotiate_as(&mut c, vec![DIALECT_311], None);
+    assert_eq!(bind(&a, &mut c, USER, Sign::With(&key)).unwrap_err(), 0xC000_009A, "33rd channel: INSUFFICIENT_RESOURCES");
+    // One goes away: there is room again.
+    channels.pop();
+    bind(&a, &mut c, USER, Sign::With(&key)).expect("binding after a channel left");
+}
+
+#[test]
+fn signed_request_for_a_session_not_bound_here_is_deleted_and_says_signed() {
+    let ts = server();
+    let a = connected(&ts);
+    let mut c = Client::new(&ts);
+    negotiate_as(&mut c, vec![DIALECT_311], None);
+    // The session exists (on another connection of this client) but this
+    // connection is no channel of it.
+    c.session_id = a.session_id;
+    c.tree_id = a.tree_id;
+    let mut msg = c.build(CREATE, 1, &create_body("x", GENERIC_ALL, SHARE_ALL, FILE_OPEN_IF, 0));
+    session_signer(&a).sign(&mut msg).unwrap();
+    let r = c.raw(msg).unwrap().pop().unwrap();
+    assert_eq!(r.status, USER_SESSION_DELETED);
+    assert!(r.is_signed(), "SMB2_FLAGS_SIGNED missing: a client that requires signing would take ACCESS_DENIED");
+    // Unsigned, the answer is unsigned.
+    let msg = c.build(CREATE, 1, &create_body("x", GENERIC_ALL, SHARE_ALL, FILE_OPEN_IF, 0));
+    let r = c.raw(msg).unwrap().pop().unwrap();
+    assert_eq!(r.status, USER_SESSION_DELETED);
+    assert!(!r.is_signed());
 }
