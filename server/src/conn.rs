@@ -298,6 +298,7 @@ impl Connection {
             unauthenticated_since: Some(now),
         };
         c.recv.set_limit(c.server.cfg.limits.max_unauthenticated_message.min(c.max_message_size()));
+        c.asyncs.set_conn_id(c.conn_id);
         c
     }
 

@@ -485,3 +485,20 @@ fn signed_request_for_a_session_not_bound_here_is_deleted_and_says_signed() {
     assert_eq!(r.status, USER_SESSION_DELETED);
     assert!(!r.is_signed());
 }
+
+#[test]
+fn async_final_response_on_a_bound_channel_is_signed_with_its_key() {
+    let ts = server_with(|cfg| required(cfg, true, false));
+    let mut a = connected(&ts);
+    let dir = a.create("", FILE_LIST_DIRECTORY, FILE_OPEN, FILE_DIRECTORY_FILE).file_id();
+    let mut b = bound(&ts, &a);
+    // CHANGE_NOTIFY on channel two; the change comes from channel one.
+    let r = b.call(CHANGE_NOTIFY, 1, &notify_body(&dir, 0x1, 4096));
+    assert_eq!(r.status, PENDING);
+    assert_eq!(a.create("n.txt", GENERIC_ALL, FILE_CREATE, FILE_NON_DIRECTORY_FILE).status, SUCCESS);
+    let fin = b.next_async(std::time::Duration::from_secs(5)).expect("no final CHANGE_NOTIFY response");
+    assert_eq!((fin.command, fin.status), (CHANGE_NOTIFY, SUCCESS));
+    assert!(fin.is_signed());
+    // check_resp verifies with channel two's key (not the session's).
+    b.check_resp(&fin);
+}
