@@ -330,6 +330,10 @@ impl Connection {
         let l = self.server.cfg.limits.clone();
         let mut next: Option<Instant> = None;
         let mut at = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        // Sessions ended on another channel (LOGOFF there) are no longer this
+        // connection's either.
+        let server = self.server.clone();
+        self.sessions.retain(|id| server.session(*id).is_some());
         let expired: Vec<u64> = self.pending.iter().filter(|(_, p)| after(p.started, l.session_setup_timeout).is_some_and(|e| now >= e)).map(|(id, _)| *id).collect();
         for id in expired {
             if let Some(p) = self.pending.remove(&id) {

@@ -590,15 +590,20 @@ impl Connection {
             }
             Ok(crate::auth::Step::Done { output, identity, session_key }) => {
                 let Some(p) = self.pending.remove(&id) else { return Err(NtStatus::USER_SESSION_DELETED) };
-                // The same user as the session's, with a key (Samba: NOT_SUPPORTED otherwise).
+                // The same user as the session's (another user, a guest or
+                // anonymous logon: ACCESS_DENIED, what smbtorture's
+                // bind_different_user / bind_invalid_auth expect), with a key.
                 let same_user = lock(&session.identity).as_ref().is_some_and(|o| {
                     identity.kind == crate::auth::IdentityKind::User
                         && o.kind == identity.kind
                         && o.user.eq_ignore_ascii_case(&identity.user)
                         && o.domain.eq_ignore_ascii_case(&identity.domain)
                 });
-                if !same_user || session_key.is_empty() {
+                if !same_user {
                     info!(peer = %self.peer, session = id, user = %identity.user, "binding refused: not the session's user");
+                    return Err(NtStatus::ACCESS_DENIED);
+                }
+                if session_key.is_empty() {
                     return Err(NtStatus::NOT_SUPPORTED);
                 }
                 if !session.is_valid() {

@@ -46,7 +46,16 @@ enum Sign<'a> {
 /// keys, and the final response has been checked with the channel key.
 /// Returns the failing status otherwise.
 fn bind(a: &Client, b: &mut Client, user: &str, sign: Sign<'_>) -> Result<Resp, u32> {
-    let mut gss = Gss::new(user, PASSWORD);
+    bind_as(a, b, user, PASSWORD, sign)
+}
+
+fn bind_with_password(a: &Client, b: &mut Client, user: &str, password: &str) -> Result<Resp, u32> {
+    let s = session_signer(a);
+    bind_as(a, b, user, password, Sign::With(&s))
+}
+
+fn bind_as(a: &Client, b: &mut Client, user: &str, password: &str, sign: Sign<'_>) -> Result<Resp, u32> {
+    let mut gss = Gss::new(user, password);
     let mut input: Option<Vec<u8>> = None;
     let mut preauth = b.preauth.clone();
     b.session_id = a.session_id;
@@ -242,6 +251,15 @@ fn bindings_that_must_be_refused() {
     let wrong = Signer::new(SigningAlgorithm::AesCmac, &[9; 16]).unwrap();
     assert_eq!(bind(&a, &mut c, USER, Sign::With(&wrong)).unwrap_err(), ACCESS_DENIED, "bad signature");
 
+    // A 2.1 session cannot be bound to, from a 3.x connection either (Samba:
+    // ACCESS_DENIED), and the refusal is signed with the session's HMAC key.
+    let mut a21 = Client::new(&ts);
+    negotiate_as(&mut a21, vec![DIALECT_210], None);
+    a21.session_setup();
+    let mut c = Client::new(&ts);
+    negotiate_as(&mut c, vec![DIALECT_311], None);
+    assert_eq!(bind(&a21, &mut c, USER, Sign::With(&session_signer(&a21))).unwrap_err(), ACCESS_DENIED, "2.1 session");
+
     // 2.1: no binding at all.
     let mut c = Client::new(&ts);
     negotiate_as(&mut c, vec![DIALECT_210], None);
@@ -273,7 +291,14 @@ fn bindings_that_must_be_refused() {
     let a2 = connected(&ts2);
     let mut c = Client::new(&ts2);
     negotiate_as(&mut c, vec![DIALECT_311], None);
-    assert_eq!(bind(&a2, &mut c, "bob", Sign::With(&session_signer(&a2))).unwrap_err(), NOT_SUPPORTED, "other user");
+    assert_eq!(bind(&a2, &mut c, "bob", Sign::With(&session_signer(&a2))).unwrap_err(), ACCESS_DENIED, "other user");
+    assert!(ts2.server.session(a2.session_id).is_some_and(|s| s.is_valid()), "a failed binding ended the session");
+    // The right user then binds on the same connection.
+    bind(&a2, &mut c, USER, Sign::With(&session_signer(&a2))).expect("binding after a refused one");
+    // A wrong password: the authentication's own failure.
+    let mut c = Client::new(&ts2);
+    negotiate_as(&mut c, vec![DIALECT_311], None);
+    assert_eq!(bind_with_password(&a2, &mut c, USER, "wrong").unwrap_err(), 0xC000_006D, "bad password: LOGON_FAILURE");
     assert!(ts2.server.session(a2.session_id).is_some_and(|s| s.is_valid()), "a failed binding ended the session");
 
     // `server multi channel support = no`: not offered, and refused.
