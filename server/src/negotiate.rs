@@ -521,13 +521,18 @@ impl Connection {
             self.bind_reply_signed = true;
             ctx.session = Some(s.clone());
         }
-        // Dialects: a 2.x session cannot be bound to (Samba: ACCESS_DENIED),
-        // and a 3.x one only over the dialect it was set up with.
-        if s.dialect < DIALECT_300 {
-            return Err(NtStatus::ACCESS_DENIED);
-        }
+        // Only over the dialect the session was set up with (a 2.x session
+        // from a 3.x connection too), and for an encrypting session only
+        // with its cipher: INVALID_PARAMETER, what smbtorture's
+        // bind_negative_smb2to3 / smb3to3 / smb3encGtoC expect. Another
+        // signing algorithm is fine: every channel signs with the session's.
         if Some(s.dialect) != self.dialect {
             return Err(NtStatus::INVALID_PARAMETER);
+        }
+        if let Some(sealer_cipher) = s.keys().and_then(|k| k.sealer.as_ref().map(|x| x.cipher())) {
+            if self.cipher != Some(sealer_cipher) {
+                return Err(NtStatus::INVALID_PARAMETER);
+            }
         }
         if !ctx.hdr.is_signed() {
             return Err(NtStatus::INVALID_PARAMETER);

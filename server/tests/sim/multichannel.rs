@@ -199,6 +199,24 @@ fn encrypted_session_is_used_encrypted_on_a_bound_channel() {
 }
 
 #[test]
+fn an_encrypting_session_binds_only_with_its_cipher_but_any_signing_algorithm() {
+    let ts = server_with(|cfg| required(cfg, false, true));
+    let mut a = Client::new(&ts);
+    a.negotiate_with(&NegOpts { ciphers: vec![2], signing: vec![1], ..NegOpts::default() }); // AES-128-GCM, AES-CMAC
+    a.session_setup();
+    let key = session_signer(&a);
+    // Same dialect, AES-128-CCM: refused.
+    let mut c = Client::new(&ts);
+    c.negotiate_with(&NegOpts { ciphers: vec![1], signing: vec![1], ..NegOpts::default() });
+    assert_eq!(bind(&a, &mut c, USER, Sign::With(&key)).unwrap_err(), INVALID_PARAMETER, "other cipher");
+    // Same cipher, HMAC-SHA256 signing negotiated: bound, and the channel
+    // signs with the session's algorithm (AES-CMAC).
+    let mut c = Client::new(&ts);
+    c.negotiate_with(&NegOpts { ciphers: vec![2], signing: vec![0], ..NegOpts::default() });
+    bind(&a, &mut c, USER, Sign::With(&key)).expect("binding with another signing algorithm");
+}
+
+#[test]
 fn a_channel_that_drops_leaves_the_session_to_the_others() {
     let ts = server();
     let mut a = connected(&ts);
@@ -251,14 +269,14 @@ fn bindings_that_must_be_refused() {
     let wrong = Signer::new(SigningAlgorithm::AesCmac, &[9; 16]).unwrap();
     assert_eq!(bind(&a, &mut c, USER, Sign::With(&wrong)).unwrap_err(), ACCESS_DENIED, "bad signature");
 
-    // A 2.1 session cannot be bound to, from a 3.x connection either (Samba:
-    // ACCESS_DENIED), and the refusal is signed with the session's HMAC key.
+    // A 2.1 session cannot be bound to from a 3.x connection (another
+    // dialect), and the refusal is signed with the session's HMAC key.
     let mut a21 = Client::new(&ts);
     negotiate_as(&mut a21, vec![DIALECT_210], None);
     a21.session_setup();
     let mut c = Client::new(&ts);
     negotiate_as(&mut c, vec![DIALECT_311], None);
-    assert_eq!(bind(&a21, &mut c, USER, Sign::With(&session_signer(&a21))).unwrap_err(), ACCESS_DENIED, "2.1 session");
+    assert_eq!(bind(&a21, &mut c, USER, Sign::With(&session_signer(&a21))).unwrap_err(), INVALID_PARAMETER, "2.1 session");
 
     // 2.1: no binding at all.
     let mut c = Client::new(&ts);
