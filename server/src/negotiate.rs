@@ -525,9 +525,24 @@ impl Connection {
         // from a 3.x connection too), and for an encrypting session only
         // with its cipher: INVALID_PARAMETER, what smbtorture's
         // bind_negative_smb2to3 / smb3to3 / smb3encGtoC expect. Another
-        // signing algorithm is fine: every channel signs with the session's.
+        // signing algorithm is fine but for GMAC (below): every channel signs
+        // with the session's.
         if Some(s.dialect) != self.dialect {
             return Err(NtStatus::INVALID_PARAMETER);
+        }
+        // AES-GMAC on either side must be on both (what Windows answers and
+        // smbtorture's bind_negative_smb3signGtoC / CtoG expect): a GMAC
+        // session over another algorithm is REQUEST_OUT_OF_SEQUENCE, another
+        // session over a GMAC connection NOT_SUPPORTED.
+        if let Some(sess_alg) = s.keys().and_then(|k| k.signer.as_ref().map(|x| x.algorithm())) {
+            if sess_alg != self.signing_alg {
+                if sess_alg == SigningAlgorithm::AesGmac {
+                    return Err(NtStatus::REQUEST_OUT_OF_SEQUENCE);
+                }
+                if self.signing_alg == SigningAlgorithm::AesGmac {
+                    return Err(NtStatus::NOT_SUPPORTED);
+                }
+            }
         }
         if let Some(sealer_cipher) = s.keys().and_then(|k| k.sealer.as_ref().map(|x| x.cipher())) {
             if self.cipher != Some(sealer_cipher) {

@@ -217,6 +217,26 @@ fn an_encrypting_session_binds_only_with_its_cipher_but_any_signing_algorithm() 
 }
 
 #[test]
+fn gmac_signing_must_be_on_both_sides_of_a_binding() {
+    let ts = server();
+    for (sess, conn, want) in [(2u16, 1u16, 0xC000_042Au32), (1, 2, NOT_SUPPORTED)] {
+        let mut a = Client::new(&ts);
+        a.negotiate_with(&NegOpts { signing: vec![sess], ..NegOpts::default() });
+        a.session_setup();
+        let mut c = Client::new(&ts);
+        c.negotiate_with(&NegOpts { signing: vec![conn], ..NegOpts::default() });
+        assert_eq!(bind(&a, &mut c, USER, Sign::With(&session_signer(&a))).unwrap_err(), want, "session {sess}, connection {conn}");
+    }
+    // GMAC on both: bound.
+    let mut a = Client::new(&ts);
+    a.negotiate_with(&NegOpts { signing: vec![2], ..NegOpts::default() });
+    a.session_setup();
+    let mut c = Client::new(&ts);
+    c.negotiate_with(&NegOpts { signing: vec![2], ..NegOpts::default() });
+    bind(&a, &mut c, USER, Sign::With(&session_signer(&a))).expect("GMAC to GMAC");
+}
+
+#[test]
 fn a_channel_that_drops_leaves_the_session_to_the_others() {
     let ts = server();
     let mut a = connected(&ts);
