@@ -121,6 +121,13 @@ fn session_signer(a: &Client) -> Signer {
     k.signer
 }
 
+/// Binds the negotiated connection of `b` (TCP or SMB Direct) to `a`'s
+/// session, signed with the session's key; panics if refused.
+pub(crate) fn bind_to(a: &Client, b: &mut Client) {
+    let s = session_signer(a);
+    bind(a, b, USER, Sign::With(&s)).expect("binding failed");
+}
+
 /// A second channel of `a`'s session.
 fn bound(ts: &TestServer, a: &Client) -> Client {
     let mut b = Client::new(ts);
