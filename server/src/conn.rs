@@ -825,7 +825,8 @@ impl Connection {
     /// 3.3.5.9), a closed one is forgotten.
     fn track_open_sequence(&self, cmd: Command, hdr: &Header, result: &Result<(), NtStatus>, ctx: &Ctx<'_>, resp: &[u8]) {
         let Some(s) = &ctx.session else { return };
-        if result.is_err() {
+        // A warning-class status (STOPPED_ON_SYMLINK) opens nothing either.
+        if result.is_err() || ctx.warning.is_some() {
             return;
         }
         let vol_at = |b: &[u8], at: usize| b.get(at..at + 8).and_then(|v| v.try_into().ok()).map(u64::from_le_bytes);
