@@ -49,7 +49,7 @@ fi
 
 if [ "$SMB_TARGET" = ours ] && [ "${SKIP_SMBTORTURE:-0}" != 1 ]; then
     # Every subtest that passes today must keep passing; known failures are
-    # listed with their reason (about 30 s for the twelve suites).
+    # listed with their reason (about 35 s for the fifteen suites).
     echo "== ci/smbtorture.sh --check ours"
     t_torture=$(date +%s)
     set +e

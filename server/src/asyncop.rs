@@ -51,11 +51,19 @@ struct Entry {
 pub struct AsyncTable {
     ops: Mutex<HashMap<u64, Entry>>,
     next: AtomicU64,
+    /// The connection's id: a final response is signed with the key of the
+    /// session's channel on this connection (multichannel).
+    conn_id: AtomicU64,
 }
 
 impl AsyncTable {
     pub fn new() -> Arc<AsyncTable> {
-        Arc::new(AsyncTable { ops: Mutex::new(HashMap::new()), next: AtomicU64::new(1) })
+        Arc::new(AsyncTable { ops: Mutex::new(HashMap::new()), next: AtomicU64::new(1), conn_id: AtomicU64::new(0) })
+    }
+
+    /// Names the connection this table belongs to (see `conn_id`).
+    pub fn set_conn_id(&self, id: u64) {
+        self.conn_id.store(id, Ordering::Relaxed);
     }
 
     pub fn len(&self) -> usize {
@@ -148,8 +156,9 @@ impl Pending {
                     return;
                 }
             } else if self.sign {
-                if let Some(m) = out.buf.get_mut(start..) {
-                    crate::conn::sign_out(k, m);
+                let key = self.session.signer_on(self.table.conn_id.load(Ordering::Relaxed));
+                if let (Some(key), Some(m)) = (key, out.buf.get_mut(start..)) {
+                    crate::conn::sign_with_key(&key, m);
                 }
             }
         }

@@ -304,6 +304,7 @@ impl Connection {
             unauthenticated_since: Some(now),
         };
         c.recv.set_limit(c.server.cfg.limits.max_unauthenticated_message.min(c.max_message_size()));
+        c.asyncs.set_conn_id(c.conn_id);
         c
     }
 
@@ -335,6 +336,10 @@ impl Connection {
         let l = self.server.cfg.limits.clone();
         let mut next: Option<Instant> = None;
         let mut at = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        // Sessions ended on another channel (LOGOFF there) are no longer this
+        // connection's either.
+        let server = self.server.clone();
+        self.sessions.retain(|id| server.session(*id).is_some());
         let expired: Vec<u64> = self.pending.iter().filter(|(_, p)| after(p.started, l.session_setup_timeout).is_some_and(|e| now >= e)).map(|(id, _)| *id).collect();
         for id in expired {
             if let Some(p) = self.pending.remove(&id) {
@@ -823,6 +828,17 @@ impl Connection {
                 _ => None,
             }
         };
+        // A signed request naming a session this connection has no key for
+        // (another connection's session, one not bound here): the
+        // USER_SESSION_DELETED answer cannot be signed, but says SIGNED, as
+        // Samba and ksmbd do. A client that requires signing skips the check
+        // for this status but wants the flag before it believes the status.
+        if keys.is_none() && status == NtStatus::USER_SESSION_DELETED && hdr.is_signed() && !encrypted {
+            if let Some(f) = out.get_mut(resp_start + 16..resp_start + 20) {
+                let flags = u32::from_le_bytes([f[0], f[1], f[2], f[3]]) | FLAG_SIGNED;
+                f.copy_from_slice(&flags.to_le_bytes());
+            }
+        }
         // A session that requires encryption encrypts everything it sends.
         Ok(keys)
     }
@@ -832,7 +848,8 @@ impl Connection {
     /// 3.3.5.9), a closed one is forgotten.
     fn track_open_sequence(&self, cmd: Command, hdr: &Header, result: &Result<(), NtStatus>, ctx: &Ctx<'_>, resp: &[u8]) {
         let Some(s) = &ctx.session else { return };
-        if result.is_err() {
+        // A warning-class status (STOPPED_ON_SYMLINK) opens nothing either.
+        if result.is_err() || ctx.warning.is_some() {
             return;
         }
         let vol_at = |b: &[u8], at: usize| b.get(at..at + 8).and_then(|v| v.try_into().ok()).map(u64::from_le_bytes);

@@ -33,6 +33,10 @@ pub const CTX_SIGNING: u16 = 8;
 pub const HASH_SHA512: u16 = 1;
 pub const RDMA_TRANSFORM_NONE: u16 = 0;
 
+/// Channels one session may have: Windows Server's limit (2012 R2 on),
+/// which smbtorture's smb2.multichannel.generic.num_channels expects.
+pub const MAX_CHANNELS_PER_SESSION: usize = 32;
+
 const SESSION_FLAG_IS_GUEST: u16 = 1;
 const SESSION_FLAG_IS_NULL: u16 = 2;
 const SESSION_FLAG_ENCRYPT_DATA: u16 = 4;
@@ -517,13 +521,33 @@ impl Connection {
             self.bind_reply_signed = true;
             ctx.session = Some(s.clone());
         }
-        // Dialects: a 2.x session cannot be bound to (Samba: ACCESS_DENIED),
-        // and a 3.x one only over the dialect it was set up with.
-        if s.dialect < DIALECT_300 {
-            return Err(NtStatus::ACCESS_DENIED);
-        }
+        // Only over the dialect the session was set up with (a 2.x session
+        // from a 3.x connection too), and for an encrypting session only
+        // with its cipher: INVALID_PARAMETER, what smbtorture's
+        // bind_negative_smb2to3 / smb3to3 / smb3encGtoC expect. Another
+        // signing algorithm is fine but for GMAC (below): every channel signs
+        // with the session's.
         if Some(s.dialect) != self.dialect {
             return Err(NtStatus::INVALID_PARAMETER);
+        }
+        // AES-GMAC on either side must be on both (what Windows answers and
+        // smbtorture's bind_negative_smb3signGtoC / CtoG expect): a GMAC
+        // session over another algorithm is REQUEST_OUT_OF_SEQUENCE, another
+        // session over a GMAC connection NOT_SUPPORTED.
+        if let Some(sess_alg) = s.keys().and_then(|k| k.signer.as_ref().map(|x| x.algorithm())) {
+            if sess_alg != self.signing_alg {
+                if sess_alg == SigningAlgorithm::AesGmac {
+                    return Err(NtStatus::REQUEST_OUT_OF_SEQUENCE);
+                }
+                if self.signing_alg == SigningAlgorithm::AesGmac {
+                    return Err(NtStatus::NOT_SUPPORTED);
+                }
+            }
+        }
+        if let Some(sealer_cipher) = s.keys().and_then(|k| k.sealer.as_ref().map(|x| x.cipher())) {
+            if self.cipher != Some(sealer_cipher) {
+                return Err(NtStatus::INVALID_PARAMETER);
+            }
         }
         if !ctx.hdr.is_signed() {
             return Err(NtStatus::INVALID_PARAMETER);
@@ -548,6 +572,10 @@ impl Connection {
         }
         if bound_here || self.sessions.contains(&sid) {
             return Err(NtStatus::REQUEST_NOT_ACCEPTED);
+        }
+        if lock(&s.channels).list.len() >= MAX_CHANNELS_PER_SESSION {
+            warn!(peer = %self.peer, session = sid, "binding refused: the session has {MAX_CHANNELS_PER_SESSION} channels");
+            return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }
         let max = self.server.cfg.limits.max_sessions_per_connection;
         if !Limits::under(self.sessions.len() + self.pending.len(), max) {
@@ -582,15 +610,20 @@ impl Connection {
             }
             Ok(crate::auth::Step::Done { output, identity, session_key }) => {
                 let Some(p) = self.pending.remove(&id) else { return Err(NtStatus::USER_SESSION_DELETED) };
-                // The same user as the session's, with a key (Samba: NOT_SUPPORTED otherwise).
+                // The same user as the session's (another user, a guest or
+                // anonymous logon: ACCESS_DENIED, what smbtorture's
+                // bind_different_user / bind_invalid_auth expect), with a key.
                 let same_user = lock(&session.identity).as_ref().is_some_and(|o| {
                     identity.kind == crate::auth::IdentityKind::User
                         && o.kind == identity.kind
                         && o.user.eq_ignore_ascii_case(&identity.user)
                         && o.domain.eq_ignore_ascii_case(&identity.domain)
                 });
-                if !same_user || session_key.is_empty() {
+                if !same_user {
                     info!(peer = %self.peer, session = id, user = %identity.user, "binding refused: not the session's user");
+                    return Err(NtStatus::ACCESS_DENIED);
+                }
+                if session_key.is_empty() {
                     return Err(NtStatus::NOT_SUPPORTED);
                 }
                 if !session.is_valid() {

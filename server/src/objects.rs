@@ -223,6 +223,39 @@ pub fn store_status(e: crate::store::StoreError) -> NtStatus {
     NtStatus::INSUFFICIENT_RESOURCES
 }
 
+#[cfg(test)]
+mod channel_sequence_tests {
+    use super::ChannelSequence;
+
+    #[test]
+    fn outstanding_requests_of_an_older_sequence_hold_back_replays() {
+        let mut cs = ChannelSequence::default();
+        // Two requests in flight on sequence 0; the client moves to 1.
+        assert!(cs.admit(0, false) && cs.admit(0, false));
+        assert!(cs.admit(1, false));
+        assert_eq!((cs.sequence, cs.outstanding, cs.outstanding_pre), (1, 1, 2));
+        // A replay (even of the current sequence) waits until the old ones are answered.
+        assert!(!cs.admit(1, true));
+        // A request of the old sequence is stale now.
+        assert!(!cs.admit(0, false));
+        cs.done(0);
+        cs.done(0);
+        assert_eq!(cs.outstanding_pre, 0);
+        assert!(cs.admit(1, true));
+        assert_eq!(cs.outstanding, 2);
+        cs.done(1);
+        cs.done(1);
+        assert_eq!((cs.outstanding, cs.outstanding_pre), (0, 0));
+        // 16-bit arithmetic: 0x7FFF ahead is newer, 0x8000 ahead is older.
+        let mut cs = ChannelSequence::default();
+        assert!(!cs.admit(0x8000, false));
+        assert!(cs.admit(0x7FFF, false));
+        assert!(cs.admit(0xFFFE, false), "0x7FFF after 0x7FFF");
+        assert!(cs.admit(3, false), "wraps past 0xFFFF");
+        assert!(!cs.admit(0xFFFE, false));
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionState {
     InProgress,

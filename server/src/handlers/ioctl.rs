@@ -28,6 +28,7 @@ pub const FSCTL_SET_SPARSE: u32 = 0x0009_00C4;
 pub const FSCTL_SET_ZERO_DATA: u32 = 0x0009_80C8;
 pub const FSCTL_QUERY_ALLOCATED_RANGES: u32 = 0x0009_40CF;
 pub const FSCTL_GET_REPARSE_POINT: u32 = 0x0009_00A8;
+pub const FSCTL_CREATE_OR_GET_OBJECT_ID: u32 = 0x0009_00C0;
 
 /// Server-side copy limits (the values Windows Server uses, MS-SMB2 3.3.3).
 pub const COPYCHUNK_MAX_CHUNKS: u32 = 256;
@@ -84,6 +85,7 @@ pub fn ioctl(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Res
         FSCTL_SRV_REQUEST_RESUME_KEY => request_resume_key(conn, ctx, &req, max_out)?.into(),
         FSCTL_SRV_COPYCHUNK | FSCTL_SRV_COPYCHUNK_WRITE => copychunk(conn, ctx, &req, max_out)?,
         FSCTL_GET_COMPRESSION => get_compression(&*file_open(ctx, &req)?, max_out)?.into(),
+        FSCTL_CREATE_OR_GET_OBJECT_ID => object_id(&*file_open(ctx, &req)?)?.into(),
         FSCTL_SET_COMPRESSION => set_compression(&*file_open(ctx, &req)?, req.input)?.into(),
         FSCTL_SET_SPARSE => set_sparse(&*file_open(ctx, &req)?, req.input)?.into(),
         FSCTL_SET_ZERO_DATA => set_zero_data(conn, &*file_open(ctx, &req)?, req.input)?.into(),
@@ -326,6 +328,26 @@ fn copychunk(conn: &Connection, ctx: &Ctx<'_>, req: &IoctlReq<'_>, max_out: usiz
         written_total += c.length;
     }
     Ok(copychunk_response(written_chunks, 0, written_total).into())
+}
+
+/// FSCTL_CREATE_OR_GET_OBJECT_ID (MS-FSCC 2.3.7, 2.1.3): a FILE_OBJECTID_BUFFER.
+/// Linux file systems keep no object ids, so the id is the file's own
+/// identity, its device and inode (as Samba does), stable for the file's life;
+/// the birth ids repeat it (the volume's is the device), no domain id.
+fn object_id(open: &Open) -> Result<Vec<u8>, NtStatus> {
+    let (dev, ino) = match open.file_key {
+        Some(k) => k,
+        None => {
+            let st = open.stat()?;
+            (st.dev, st.ino)
+        }
+    };
+    let mut o = Vec::with_capacity(64);
+    o.u64(dev).u64(ino); // ObjectId
+    o.u64(dev).u64(0); // BirthVolumeId
+    o.u64(dev).u64(ino); // BirthObjectId
+    o.zeros(16); // DomainId
+    Ok(o)
 }
 
 /// FSCTL_GET_COMPRESSION (MS-FSA 2.1.5.9.7): the file system compresses nothing.

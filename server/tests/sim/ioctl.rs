@@ -95,3 +95,32 @@ fn network_interface_info_lists_the_hosts_interfaces() {
     let r = c.call(IOCTL, 1, &ioctl_body(FSCTL_QUERY_NETWORK_INTERFACE_INFO, &[], 8));
     assert_ne!(r.status, SUCCESS);
 }
+
+#[test]
+fn create_or_get_object_id_is_the_files_device_and_inode() {
+    use std::os::unix::fs::MetadataExt;
+    const FSCTL_CREATE_OR_GET_OBJECT_ID: u32 = 0x0009_00C0;
+    let ts = server();
+    let mut c = connected(&ts);
+    let fid = c.open_file("oid.txt");
+    let mut body = ioctl_body(FSCTL_CREATE_OR_GET_OBJECT_ID, &[], 64);
+    body[8..24].copy_from_slice(&fid);
+    let r = c.call(IOCTL, 1, &body);
+    assert_eq!(r.status, SUCCESS);
+    let off = le32(r.body(), 32) as usize;
+    let out = r.raw[off..off + le32(r.body(), 36) as usize].to_vec();
+    assert_eq!(out.len(), 64, "FILE_OBJECTID_BUFFER");
+    let md = std::fs::metadata(ts.share_path().join("oid.txt")).unwrap();
+    // (The device number is the server's encoding of it; the inode is plain.)
+    assert_eq!(le64(&out, 8), md.ino(), "ObjectId: the inode");
+    assert_ne!(le64(&out, 0), 0, "ObjectId: the device");
+    assert_eq!(le64(&out, 16), le64(&out, 0), "BirthVolumeId: the device");
+    assert_eq!(&out[32..48], &out[0..16], "BirthObjectId");
+    // Stable: asked again, the same id.
+    let r2 = c.call(IOCTL, 1, &body);
+    assert_eq!(r2.raw[off..off + 64], out[..]);
+    // Too small an output buffer is an error.
+    let mut small = ioctl_body(FSCTL_CREATE_OR_GET_OBJECT_ID, &[], 16);
+    small[8..24].copy_from_slice(&fid);
+    assert_ne!(c.call(IOCTL, 1, &small).status, SUCCESS);
+}

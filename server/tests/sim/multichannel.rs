@@ -46,7 +46,16 @@ enum Sign<'a> {
 /// keys, and the final response has been checked with the channel key.
 /// Returns the failing status otherwise.
 fn bind(a: &Client, b: &mut Client, user: &str, sign: Sign<'_>) -> Result<Resp, u32> {
-    let mut gss = Gss::new(user, PASSWORD);
+    bind_as(a, b, user, PASSWORD, sign)
+}
+
+fn bind_with_password(a: &Client, b: &mut Client, user: &str, password: &str) -> Result<Resp, u32> {
+    let s = session_signer(a);
+    bind_as(a, b, user, password, Sign::With(&s))
+}
+
+fn bind_as(a: &Client, b: &mut Client, user: &str, password: &str, sign: Sign<'_>) -> Result<Resp, u32> {
+    let mut gss = Gss::new(user, password);
     let mut input: Option<Vec<u8>> = None;
     let mut preauth = b.preauth.clone();
     b.session_id = a.session_id;
@@ -94,8 +103,9 @@ fn bind(a: &Client, b: &mut Client, user: &str, sign: Sign<'_>) -> Result<Resp, 
                 return Ok(r);
             }
             st => {
-                // A refusal of a request signed with the session key is signed with it.
-                if matches!(sign, Sign::With(_)) && r.is_signed() {
+                // A refusal of a request signed with the session key is signed
+                // with it (USER_SESSION_DELETED only says SIGNED: 3.2.5.1.3).
+                if matches!(sign, Sign::With(_)) && r.is_signed() && st != USER_SESSION_DELETED {
                     let mut raw = r.raw.clone();
                     assert!(a.keys.as_ref().unwrap().signer.verify(&mut raw), "binding refusal signed with a wrong key");
                 }
@@ -109,6 +119,13 @@ fn bind(a: &Client, b: &mut Client, user: &str, sign: Sign<'_>) -> Result<Resp, 
 fn session_signer(a: &Client) -> Signer {
     let k = derive_client_keys(a.dialect, &a.session_key, a.session_preauth.as_ref(), None, a.signing_alg);
     k.signer
+}
+
+/// Binds the negotiated connection of `b` (TCP or SMB Direct) to `a`'s
+/// session, signed with the session's key; panics if refused.
+pub(crate) fn bind_to(a: &Client, b: &mut Client) {
+    let s = session_signer(a);
+    bind(a, b, USER, Sign::With(&s)).expect("binding failed");
 }
 
 /// A second channel of `a`'s session.
@@ -189,6 +206,44 @@ fn encrypted_session_is_used_encrypted_on_a_bound_channel() {
 }
 
 #[test]
+fn an_encrypting_session_binds_only_with_its_cipher_but_any_signing_algorithm() {
+    let ts = server_with(|cfg| required(cfg, false, true));
+    let mut a = Client::new(&ts);
+    a.negotiate_with(&NegOpts { ciphers: vec![2], signing: vec![1], ..NegOpts::default() }); // AES-128-GCM, AES-CMAC
+    a.session_setup();
+    let key = session_signer(&a);
+    // Same dialect, AES-128-CCM: refused.
+    let mut c = Client::new(&ts);
+    c.negotiate_with(&NegOpts { ciphers: vec![1], signing: vec![1], ..NegOpts::default() });
+    assert_eq!(bind(&a, &mut c, USER, Sign::With(&key)).unwrap_err(), INVALID_PARAMETER, "other cipher");
+    // Same cipher, HMAC-SHA256 signing negotiated: bound, and the channel
+    // signs with the session's algorithm (AES-CMAC).
+    let mut c = Client::new(&ts);
+    c.negotiate_with(&NegOpts { ciphers: vec![2], signing: vec![0], ..NegOpts::default() });
+    bind(&a, &mut c, USER, Sign::With(&key)).expect("binding with another signing algorithm");
+}
+
+#[test]
+fn gmac_signing_must_be_on_both_sides_of_a_binding() {
+    let ts = server();
+    for (sess, conn, want) in [(2u16, 1u16, 0xC000_042Au32), (1, 2, NOT_SUPPORTED)] {
+        let mut a = Client::new(&ts);
+        a.negotiate_with(&NegOpts { signing: vec![sess], ..NegOpts::default() });
+        a.session_setup();
+        let mut c = Client::new(&ts);
+        c.negotiate_with(&NegOpts { signing: vec![conn], ..NegOpts::default() });
+        assert_eq!(bind(&a, &mut c, USER, Sign::With(&session_signer(&a))).unwrap_err(), want, "session {sess}, connection {conn}");
+    }
+    // GMAC on both: bound.
+    let mut a = Client::new(&ts);
+    a.negotiate_with(&NegOpts { signing: vec![2], ..NegOpts::default() });
+    a.session_setup();
+    let mut c = Client::new(&ts);
+    c.negotiate_with(&NegOpts { signing: vec![2], ..NegOpts::default() });
+    bind(&a, &mut c, USER, Sign::With(&session_signer(&a))).expect("GMAC to GMAC");
+}
+
+#[test]
 fn a_channel_that_drops_leaves_the_session_to_the_others() {
     let ts = server();
     let mut a = connected(&ts);
@@ -241,6 +296,15 @@ fn bindings_that_must_be_refused() {
     let wrong = Signer::new(SigningAlgorithm::AesCmac, &[9; 16]).unwrap();
     assert_eq!(bind(&a, &mut c, USER, Sign::With(&wrong)).unwrap_err(), ACCESS_DENIED, "bad signature");
 
+    // A 2.1 session cannot be bound to from a 3.x connection (another
+    // dialect), and the refusal is signed with the session's HMAC key.
+    let mut a21 = Client::new(&ts);
+    negotiate_as(&mut a21, vec![DIALECT_210], None);
+    a21.session_setup();
+    let mut c = Client::new(&ts);
+    negotiate_as(&mut c, vec![DIALECT_311], None);
+    assert_eq!(bind(&a21, &mut c, USER, Sign::With(&session_signer(&a21))).unwrap_err(), INVALID_PARAMETER, "2.1 session");
+
     // 2.1: no binding at all.
     let mut c = Client::new(&ts);
     negotiate_as(&mut c, vec![DIALECT_210], None);
@@ -272,7 +336,14 @@ fn bindings_that_must_be_refused() {
     let a2 = connected(&ts2);
     let mut c = Client::new(&ts2);
     negotiate_as(&mut c, vec![DIALECT_311], None);
-    assert_eq!(bind(&a2, &mut c, "bob", Sign::With(&session_signer(&a2))).unwrap_err(), NOT_SUPPORTED, "other user");
+    assert_eq!(bind(&a2, &mut c, "bob", Sign::With(&session_signer(&a2))).unwrap_err(), ACCESS_DENIED, "other user");
+    assert!(ts2.server.session(a2.session_id).is_some_and(|s| s.is_valid()), "a failed binding ended the session");
+    // The right user then binds on the same connection.
+    bind(&a2, &mut c, USER, Sign::With(&session_signer(&a2))).expect("binding after a refused one");
+    // A wrong password: the authentication's own failure.
+    let mut c = Client::new(&ts2);
+    negotiate_as(&mut c, vec![DIALECT_311], None);
+    assert_eq!(bind_with_password(&a2, &mut c, USER, "wrong").unwrap_err(), 0xC000_006D, "bad password: LOGON_FAILURE");
     assert!(ts2.server.session(a2.session_id).is_some_and(|s| s.is_valid()), "a failed binding ended the session");
 
     // `server multi channel support = no`: not offered, and refused.
@@ -444,4 +515,60 @@ fn interfaces_setting_restricts_the_list_and_multichannel_off_lists_nothing() {
     let ts = server_with(|cfg| cfg.multi_channel = false);
     let mut c = connected(&ts);
     assert_eq!(query_interfaces(&mut c).status, NOT_SUPPORTED);
+}
+
+#[test]
+fn a_session_has_at_most_32_channels() {
+    let ts = server();
+    let a = connected(&ts);
+    let key = session_signer(&a);
+    let mut channels = Vec::new();
+    for _ in 1..32 {
+        channels.push(bound(&ts, &a));
+    }
+    let mut c = Client::new(&ts);
+    negotiate_as(&mut c, vec![DIALECT_311], None);
+    assert_eq!(bind(&a, &mut c, USER, Sign::With(&key)).unwrap_err(), 0xC000_009A, "33rd channel: INSUFFICIENT_RESOURCES");
+    // One goes away: there is room again.
+    channels.pop();
+    bind(&a, &mut c, USER, Sign::With(&key)).expect("binding after a channel left");
+}
+
+#[test]
+fn signed_request_for_a_session_not_bound_here_is_deleted_and_says_signed() {
+    let ts = server();
+    let a = connected(&ts);
+    let mut c = Client::new(&ts);
+    negotiate_as(&mut c, vec![DIALECT_311], None);
+    // The session exists (on another connection of this client) but this
+    // connection is no channel of it.
+    c.session_id = a.session_id;
+    c.tree_id = a.tree_id;
+    let mut msg = c.build(CREATE, 1, &create_body("x", GENERIC_ALL, SHARE_ALL, FILE_OPEN_IF, 0));
+    session_signer(&a).sign(&mut msg).unwrap();
+    let r = c.raw(msg).unwrap().pop().unwrap();
+    assert_eq!(r.status, USER_SESSION_DELETED);
+    assert!(r.is_signed(), "SMB2_FLAGS_SIGNED missing: a client that requires signing would take ACCESS_DENIED");
+    // Unsigned, the answer is unsigned.
+    let msg = c.build(CREATE, 1, &create_body("x", GENERIC_ALL, SHARE_ALL, FILE_OPEN_IF, 0));
+    let r = c.raw(msg).unwrap().pop().unwrap();
+    assert_eq!(r.status, USER_SESSION_DELETED);
+    assert!(!r.is_signed());
+}
+
+#[test]
+fn async_final_response_on_a_bound_channel_is_signed_with_its_key() {
+    let ts = server_with(|cfg| required(cfg, true, false));
+    let mut a = connected(&ts);
+    let dir = a.create("", FILE_LIST_DIRECTORY, FILE_OPEN, FILE_DIRECTORY_FILE).file_id();
+    let mut b = bound(&ts, &a);
+    // CHANGE_NOTIFY on channel two; the change comes from channel one.
+    let r = b.call(CHANGE_NOTIFY, 1, &notify_body(&dir, 0x1, 4096));
+    assert_eq!(r.status, PENDING);
+    assert_eq!(a.create("n.txt", GENERIC_ALL, FILE_CREATE, FILE_NON_DIRECTORY_FILE).status, SUCCESS);
+    let fin = b.next_async(std::time::Duration::from_secs(5)).expect("no final CHANGE_NOTIFY response");
+    assert_eq!((fin.command, fin.status), (CHANGE_NOTIFY, SUCCESS));
+    assert!(fin.is_signed());
+    // check_resp verifies with channel two's key (not the session's).
+    b.check_resp(&fin);
 }

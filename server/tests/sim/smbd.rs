@@ -841,3 +841,28 @@ fn smbd_io_timeout_bounds_a_message() {
     let took = t0.elapsed();
     assert!(took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(10), "ended after {took:?}");
 }
+
+/// Multichannel: an SMB Direct channel bound to a session set up over TCP
+/// (MS-SMB2 3.3.5.5, how Windows reaches SMB Direct) reads, by RDMA, an open
+/// made on the TCP channel; its responses carry its own channel signature.
+#[test]
+fn smbd_channel_bound_to_a_tcp_session_reads_its_open_by_rdma() {
+    let mut r = rig();
+    let mut tcp = connected(&r.ts);
+    let fid = tcp.open_file("from-tcp.bin");
+    let data = pattern(100_000, 5);
+    assert_eq!(tcp.write(&fid, 0, &data).status, SUCCESS);
+    // The SMB Direct connection (with a session of its own) binds to the TCP one's.
+    crate::multichannel::bind_to(&tcp, &mut r.client);
+    let channels: Vec<bool> = r.ts.server.session(tcp.session_id).unwrap().channels.lock().unwrap().list.iter().map(|c| c.rdma).collect();
+    assert_eq!(channels, vec![false, true], "a TCP channel and an SMB Direct one");
+    r.region(0x5555, 0x9000, vec![0; 100_000]);
+    let resp = r.client.call(READ, charge(100_000), &rdma_read_body(&fid, 0, 100_000, CH_RDMA_V1, 112, &descs(&[(0x9000, 0x5555, 100_000)])));
+    assert_eq!(resp.status, SUCCESS, "READ on the bound SMB Direct channel {:#x}", resp.status);
+    assert_eq!(le32(resp.body(), 8), 100_000, "DataRemaining: the data went by RDMA");
+    assert!(r.region_bytes(0x5555) == data, "client memory differs from what the TCP channel wrote");
+    // The TCP channel goes away; the session lives on over SMB Direct.
+    drop(tcp);
+    let resp = r.client.read(&fid, 0, 10, 1);
+    assert_eq!(resp.read_data(), &data[..10]);
+}
