@@ -29,3 +29,4 @@ mod hostile;
 mod caps;
 mod smbd;
 mod eas;
+mod workers;
