@@ -112,7 +112,8 @@ def main() -> None:
     ap.add_argument("kinds", nargs="*", default=["memory", "lmdb"])
     a = ap.parse_args()
     totals: dict[tuple[str, str], list[float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    # On tmpfs, as the default state directories (/run, $XDG_RUNTIME_DIR) are.
+    with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as tmp:
         servers = {k: start(k, Path(tmp) / k) for k in a.kinds}
         trees = {}
         try:
