@@ -174,5 +174,17 @@ pub fn create(dir: &Path) -> Result<Arc<dyn StateStore>, StoreError> {
     Ok(s)
 }
 
+/// What the supervisor does when worker `dead` is gone: drop its records
+/// and wake, through their sockets in the state directory `dir`, the
+/// workers that waited for a lock it held. Returns how many were woken.
+pub fn purge_and_wake(store: &dyn StateStore, dir: &Path, dead: u32) -> Result<usize, StoreError> {
+    let wake = store.purge_worker(dead)?;
+    let waker = SocketWaker::new(dir, dead)?;
+    for (worker, key) in &wake {
+        waker.wake(*worker, *key);
+    }
+    Ok(wake.len())
+}
+
 #[cfg(test)]
 mod tests;

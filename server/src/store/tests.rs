@@ -236,3 +236,37 @@ fn lmdb_across_processes() {
     s.close_file(F, me).unwrap();
     assert!(s.snapshot().unwrap().is_empty());
 }
+
+/// Cost of each operation per backend (not a check: run with
+/// `cargo test --release -p smbdirect-server --lib store_op_cost -- --ignored --nocapture`).
+#[test]
+#[ignore = "measurement"]
+fn store_op_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 20_000u64;
+    for (name, s) in [("memory", memory()), ("lmdb", create(dir.path()).unwrap())] {
+        // Other files' records, so lookups are not in an empty table.
+        for i in 0..1000 {
+            s.open_file(FileKey { dev: 2, ino: i }, entry(id(1, i), READ, SHARE_ALL)).unwrap();
+        }
+        let t = std::time::Instant::now();
+        for i in 0..n {
+            s.open_file(F, entry(id(1, i), READ, SHARE_ALL)).unwrap();
+            s.close_file(F, id(1, i)).unwrap();
+        }
+        let oc = t.elapsed().as_nanos() as u64 / n;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            s.lock(F, id(1, 1), &[brl(0, 10, true)], 0, None).unwrap();
+            s.unlock(F, id(1, 1), &[(0, 10)]).unwrap();
+        }
+        let lu = t.elapsed().as_nanos() as u64 / n;
+        s.lock(F, id(1, 1), &[brl(1 << 20, 10, true)], 0, None).unwrap();
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            assert!(!s.io_conflict(F, id(1, 2), 0, 4096, false).unwrap());
+        }
+        let io = t.elapsed().as_nanos() as u64 / n;
+        println!("{name:7} open+close {oc:6} ns  lock+unlock {lu:6} ns  io_conflict {io:6} ns");
+    }
+}

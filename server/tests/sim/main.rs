@@ -30,3 +30,4 @@ mod caps;
 mod smbd;
 mod eas;
 mod multichannel;
+mod workers;
