@@ -64,6 +64,8 @@ pub struct Server {
     pub conn_slots: Arc<crate::listener::ConnectionSlots>,
     /// Unfinished SESSION_SETUP exchanges on all connections.
     pub pending_setups: Arc<AtomicUsize>,
+    /// Pending async operations and CHANGE_NOTIFY watches of all connections.
+    pub asyncs: Arc<crate::asyncop::Shared>,
     next_id: AtomicU64,
 }
 
@@ -118,6 +120,7 @@ impl Server {
             resume_secret,
             conn_slots: Default::default(),
             pending_setups: Default::default(),
+            asyncs: Default::default(),
             next_id: AtomicU64::new((u64::from_le_bytes(seed) & 0x0000_FFFF_0000_0000) | 1),
         }))
     }
@@ -395,6 +398,11 @@ impl Open {
                 return;
             }
             *c = true;
+        }
+        // Pending CHANGE_NOTIFYs on the handle end (NOTIFY_CLEANUP) and its watch goes.
+        let watch = lock(&self.notify).take();
+        if let Some(w) = watch {
+            w.cleanup();
         }
         let Some(key) = self.file_key else { return };
         {
