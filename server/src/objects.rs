@@ -307,10 +307,19 @@ pub enum OpenKind {
     Pipe(Mutex<crate::ipc::Pipe>),
 }
 
+/// Where a QUERY_DIRECTORY search on a directory handle stands (handlers/dir.rs):
+/// "." and ".." come first, then the directory stream from a seek cookie, so
+/// each query reads only as far as it answers.
 #[derive(Default)]
 pub struct DirCursor {
-    pub entries: Option<Vec<crate::vfs::DirEntry>>,
-    pub pos: usize,
+    /// A search has begun (the first query, or the last RESTART_SCANS/REOPEN).
+    pub started: bool,
+    /// How many of "." and ".." have been passed.
+    pub dots: u8,
+    /// Seek cookie of the next entry of the directory stream (0: its start).
+    pub cookie: u64,
+    /// Something has been passed (returned or skipped) since the search began.
+    pub moved: bool,
     pub pattern: Option<String>,
 }
 
