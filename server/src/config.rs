@@ -177,6 +177,13 @@ pub struct Limits {
     /// Largest message accepted before the connection has an authenticated
     /// session (NEGOTIATE and SESSION_SETUP only: a security blob is at most 64 KiB).
     pub max_unauthenticated_message: usize,
+    /// `max async requests`: blocking locks and change notifications waiting
+    /// at once on all connections (over it: INSUFFICIENT_RESOURCES).
+    pub max_async: usize,
+    /// `max change notify watches per session`: handles of one session
+    /// watched by CHANGE_NOTIFY, each an inotify instance, of which the
+    /// kernel allows each user few (fs.inotify.max_user_instances).
+    pub max_notify_watches_per_session: usize,
 }
 
 impl Default for Limits {
@@ -198,6 +205,8 @@ impl Default for Limits {
             max_async_per_connection: 256,
             max_send_queue: 64 << 20,
             max_unauthenticated_message: 128 << 10,
+            max_async: 8192,
+            max_notify_watches_per_session: 16,
         }
     }
 }
@@ -413,6 +422,8 @@ impl Limits {
             "maxlocksperopen" => self.max_locks_per_open = parse_count(v)?,
             "maxasyncrequestsperconnection" => self.max_async_per_connection = parse_count(v)?,
             "maxsendqueue" => self.max_send_queue = parse_count(v)?,
+            "maxasyncrequests" => self.max_async = parse_count(v)?,
+            "maxchangenotifywatchespersession" => self.max_notify_watches_per_session = parse_count(v)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -464,7 +475,7 @@ mod tests {
     fn parses_limits() {
         let mut c = ServerConfig::default();
         c.apply_conf(
-            "[global]\n max smbd processes = 10\n max connections per client address = 2\n negotiate timeout = 3\n session setup timeout = 4\n deadtime = 15\n io timeout = 5\n max sessions per connection = 6\n max session setups in progress per connection = 7\n max session setups in progress = 8\n max tree connects per session = 9\n max open files = 11\n max locks per open = 12\n max async requests per connection = 13\n max send queue = 14\n[s]\n path = /x\n max connections = 3\n",
+            "[global]\n max smbd processes = 10\n max connections per client address = 2\n negotiate timeout = 3\n session setup timeout = 4\n deadtime = 15\n io timeout = 5\n max sessions per connection = 6\n max session setups in progress per connection = 7\n max session setups in progress = 8\n max tree connects per session = 9\n max open files = 11\n max locks per open = 12\n max async requests per connection = 13\n max send queue = 14\n max async requests = 15\n max change notify watches per session = 16\n[s]\n path = /x\n max connections = 3\n",
             "t",
         )
         .unwrap();
@@ -475,6 +486,7 @@ mod tests {
         assert_eq!((l.max_sessions_per_connection, l.max_pending_setups_per_connection, l.max_pending_setups), (6, 7, 8));
         assert_eq!((l.max_trees_per_session, l.max_open_files, l.max_locks_per_open), (9, 11, 12));
         assert_eq!((l.max_async_per_connection, l.max_send_queue), (13, 14));
+        assert_eq!((l.max_async, l.max_notify_watches_per_session), (15, 16));
         assert_eq!(c.share("s").unwrap().max_connections, 3);
         let e = c.apply_conf("[global]\nmax open files = many\n", "f").unwrap_err();
         assert!(e.to_string().contains("f:2"), "{e}");

@@ -273,6 +273,7 @@ impl Connection {
     pub fn new(server: Arc<Server>, sink: Arc<dyn MessageSink>, peer: String) -> Connection {
         let max = server.cfg.max_credits;
         let now = Instant::now();
+        let asyncs = crate::asyncop::AsyncTable::for_server(server.asyncs.clone());
         let c = Connection {
             conn_id: server.new_id(),
             server,
@@ -290,7 +291,7 @@ impl Connection {
             sessions: Vec::new(),
             credits: CreditWindow::new(max),
             rdma_transforms: Vec::new(),
-            asyncs: crate::asyncop::AsyncTable::new(),
+            asyncs,
             transform_session: None,
             bind_reply_signed: false,
             read_body_padding: 0,
@@ -1076,9 +1077,10 @@ pub fn go_async(conn: &Connection, ctx: &mut Ctx<'_>) -> Result<crate::asyncop::
     // async ones, bounded per connection (`max async requests per
     // connection`). Windows answers too many outstanding requests with
     // INSUFFICIENT_RESOURCES too (clients retry on it).
-    let max = conn.server.cfg.limits.max_async_per_connection;
-    if !crate::config::Limits::under(conn.asyncs.len(), max) {
-        warn!(peer = %conn.peer, "request refused: max async requests per connection ({max}) reached");
+    // The same for all connections together (`max async requests`).
+    let l = &conn.server.cfg.limits;
+    if let Err(cap) = conn.asyncs.admit(l.max_async_per_connection, l.max_async) {
+        warn!(peer = %conn.peer, "request refused: {cap} reached");
         return Err(NtStatus::INSUFFICIENT_RESOURCES);
     }
     // Only the last request of a compound may go async; Windows answers one

@@ -615,6 +615,8 @@ pub fn pipeline(data: &[u8]) {
             let _ = if p.is_dir() && !p.is_symlink() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
         }
     }
+    // The process's async reactor holds an epoll descriptor for good: start it first.
+    let _ = crate::asyncop::reactor();
     let fds = open_fds();
     // On a thread with the stack of the server's connection threads (listener.rs), so
     // input that recurses deep enough to overflow it in the server crashes here too.
@@ -626,17 +628,12 @@ pub fn pipeline(data: &[u8]) {
             Err(e) => panic!("cannot spawn the connection thread: {e}"),
         }
     });
-    // Async operations end on their own threads after the connection is gone; give them
-    // a moment, then everything must have been released.
-    let released = || {
-        lock(&server.sessions).is_empty() && server.no_open_state() && open_fds() <= fds
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !released() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    // The connection's teardown ends every async operation and releases what it held
+    // before it returns: nothing may be left now, not even for a moment.
     assert!(lock(&server.sessions).is_empty(), "sessions left after the connection ended");
     assert!(server.no_open_state(), "open files or byte-range locks left after the connection ended");
+    assert_eq!(server.asyncs.pending(), 0, "async operations left after the connection ended");
+    assert_eq!(server.asyncs.watches_total(), 0, "change notify watches left after the connection ended");
     let now = open_fds();
     assert!(now <= fds, "{} file descriptors leaked ({fds} before, {now} after)", now - fds);
 }

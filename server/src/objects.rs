@@ -69,6 +69,8 @@ pub struct Server {
     pub conn_slots: Arc<crate::listener::ConnectionSlots>,
     /// Unfinished SESSION_SETUP exchanges on all connections.
     pub pending_setups: Arc<AtomicUsize>,
+    /// Pending async operations and CHANGE_NOTIFY watches of all connections.
+    pub asyncs: Arc<crate::asyncop::Shared>,
     next_id: AtomicU64,
 }
 
@@ -183,6 +185,7 @@ impl Server {
             resume_secret,
             conn_slots: Default::default(),
             pending_setups: Default::default(),
+            asyncs: Default::default(),
             next_id: AtomicU64::new((u64::from_le_bytes(seed) & 0x0000_FFFF_0000_0000) | 1),
         });
         if let Some(dir) = &state_dir {
@@ -467,10 +470,19 @@ pub enum OpenKind {
     Pipe(Mutex<crate::ipc::Pipe>),
 }
 
+/// Where a QUERY_DIRECTORY search on a directory handle stands (handlers/dir.rs):
+/// "." and ".." come first, then the directory stream from a seek cookie, so
+/// each query reads only as far as it answers.
 #[derive(Default)]
 pub struct DirCursor {
-    pub entries: Option<Vec<crate::vfs::DirEntry>>,
-    pub pos: usize,
+    /// A search has begun (the first query, or the last RESTART_SCANS/REOPEN).
+    pub started: bool,
+    /// How many of "." and ".." have been passed.
+    pub dots: u8,
+    /// Seek cookie of the next entry of the directory stream (0: its start).
+    pub cookie: u64,
+    /// Something has been passed (returned or skipped) since the search began.
+    pub moved: bool,
     pub pattern: Option<String>,
 }
 
@@ -558,6 +570,11 @@ impl Open {
                 return;
             }
             *c = true;
+        }
+        // Pending CHANGE_NOTIFYs on the handle end (NOTIFY_CLEANUP) and its watch goes.
+        let watch = lock(&self.notify).take();
+        if let Some(w) = watch {
+            w.cleanup();
         }
         let Some(key) = self.file_key else { return };
         // A LOCK of this handle still waiting ends now.

@@ -6,6 +6,7 @@ served. No test here measures speed: the time bounds only say that a cap bit."""
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import subprocess
@@ -37,6 +38,7 @@ def capped_server(tmp_path_factory):
         "  max connections per client address = 100\n"
         "  max session setups in progress = 10\n"
         "  max session setups in progress per connection = 2\n"
+        "  max change notify watches per session = 3\n"
     )
     srv = start_server("ours", work / "srv", user="tester", password="pw-tester-1",
                        extra_args=["--config", str(conf)])
@@ -186,3 +188,68 @@ def test_silent_connections_are_closed(capped_server, tmp_path):
         assert closed_by_server(s, left), "a connection that never negotiated was kept"
         s.close()
     assert "negotiate timeout" in srv.log_path.read_text(errors="replace")
+
+
+def test_change_notify_watches_per_session(capped_server):
+    """One session watches 3 directories (its cap); a 4th CHANGE_NOTIFY is
+    refused with INSUFFICIENT_RESOURCES while the 3 keep waiting, hold no
+    thread of the server each, and one reports a change at once; closing a
+    watched handle gives its watch back."""
+    import uuid
+    from smbprotocol.change_notify import CompletionFilter, FileSystemWatcher
+    from smbprotocol.connection import Connection
+    from smbprotocol.exceptions import SMBResponseException
+    from smbprotocol.open import (CreateDisposition, CreateOptions, DirectoryAccessMask, FileAttributes,
+                                  ImpersonationLevel, Open, ShareAccess)
+    from smbprotocol.session import Session
+    from smbprotocol.tree import TreeConnect
+
+    srv = capped_server
+    def threads() -> int:
+        return len(os.listdir(f"/proc/{srv.main_pid}/task"))
+
+    conn = Connection(uuid.uuid4(), srv.host, srv.port)
+    conn.connect(timeout=10)
+    try:
+        session = Session(conn, srv.user, srv.password)
+        session.connect()
+        tree = TreeConnect(session, rf"\\{srv.host}\{srv.share}")
+        tree.connect()
+        opens = []
+        for i in range(4):
+            (srv.share_path / f"watched{i}").mkdir(exist_ok=True)
+            o = Open(tree, f"watched{i}")
+            o.create(ImpersonationLevel.Impersonation, DirectoryAccessMask.FILE_LIST_DIRECTORY,
+                     FileAttributes.FILE_ATTRIBUTE_DIRECTORY, ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE,
+                     CreateDisposition.FILE_OPEN, CreateOptions.FILE_DIRECTORY_FILE)
+            opens.append(o)
+        watchers = []
+        for o in opens[:3]:
+            w = FileSystemWatcher(o)
+            w.start(CompletionFilter.FILE_NOTIFY_CHANGE_FILE_NAME)
+            watchers.append(w)
+            time.sleep(0.2)
+            if len(watchers) == 1:
+                # The first starts the server's reactor thread (one for all).
+                before = threads()
+        time.sleep(0.3)
+        assert not any(w.response_event.is_set() for w in watchers), "a CHANGE_NOTIFY ended with nothing to report"
+        assert threads() <= before, f"{threads() - before} more server threads for 2 more waiting requests"
+        refused = FileSystemWatcher(opens[3])
+        refused.start(CompletionFilter.FILE_NOTIFY_CHANGE_FILE_NAME)
+        with pytest.raises(SMBResponseException) as e:
+            refused.wait()
+        assert e.value.status == STATUS_INSUFFICIENT_RESOURCES
+        # A change in the first directory is reported (no poll interval to wait out).
+        (srv.share_path / "watched0" / "new.txt").write_text("x")
+        got = watchers[0].wait()
+        assert [r["file_name"].get_value() for r in got] == ["new.txt"]
+        # Closing a watched handle gives its watch back to the session.
+        opens[1].close()
+        again = FileSystemWatcher(opens[3])
+        again.start(CompletionFilter.FILE_NOTIFY_CHANGE_FILE_NAME)
+        time.sleep(0.5)
+        assert not again.response_event.is_set(), "the CHANGE_NOTIFY after a CLOSE was refused"
+        assert "max change notify watches per session" in srv.log_path.read_text(errors="replace")
+    finally:
+        conn.disconnect(True)

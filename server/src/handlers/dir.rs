@@ -2,9 +2,9 @@
 
 use super::FILE_READ_DATA;
 use crate::conn::Ctx;
-use crate::objects::{lock, OpenKind};
+use crate::objects::{lock, DirCursor, OpenKind};
 use crate::vfs::wildcard::Pattern;
-use crate::vfs::{self, DirEntry, FileStat};
+use crate::vfs::{self, FileStat};
 use crate::wire::header::HEADER_LEN;
 use crate::wire::messages::{QueryDirReq, QD_REOPEN, QD_RESTART_SCANS, QD_RETURN_SINGLE_ENTRY};
 use crate::wire::status::NtStatus;
@@ -65,6 +65,16 @@ fn put_short_name(out: &mut Vec<u8>, name: &str) {
     out.zeros(24 - len);
 }
 
+/// Bytes of directory entries read from the kernel at a time.
+const GETDENTS_BUF: usize = 16 * 1024;
+
+/// One QUERY_DIRECTORY (MS-SMB2 3.3.5.18). The search reads the directory
+/// incrementally: the handle's cursor keeps the seek cookie of the next entry,
+/// each query reads from there only as far as its buffer fills, and only the
+/// entries it returns are statted. RESTART_SCANS (or REOPEN) starts again from
+/// ".", "..", then the first entry. A search continues where it stands even
+/// when an entry has been removed since (the cookie is the file system's own
+/// position, as telldir/seekdir use).
 pub fn query_directory(ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
     let req = QueryDirReq::parse(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
     let open = ctx.open(&req.file_id)?;
@@ -85,64 +95,30 @@ pub fn query_directory(ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtSta
     // SMB2_INDEX_SPECIFIED asks to resume at a FileIndex; like NTFS we give
     // every entry FileIndex 0 (MS-FSCC 2.4), so the index carries no position
     // and the search simply continues where it stands.
-    if restart || cur.entries.is_none() {
-        let path = lock(&open.path).clone();
-        let mut entries = Vec::new();
-        let me = vfs::stat_fd(fd)?;
-        entries.push(DirEntry { name: ".".into(), stat: me });
-        let parent = match vfs::split_parent(&path) {
-            Some((p, _)) => root.lookup(p).ok().flatten().unwrap_or(me),
-            None => me,
-        };
-        entries.push(DirEntry { name: "..".into(), stat: parent });
-        entries.extend(vfs::list_names(rustix::fd::AsFd::as_fd(fd))?.into_iter().map(|name| DirEntry { name, stat: FileStat::default() }));
-        cur.entries = Some(entries);
-        cur.pos = 0;
-        cur.pattern = Some(pattern.clone());
+    if restart || !cur.started {
+        *cur = DirCursor { started: true, dots: 0, cookie: 0, moved: false, pattern: Some(pattern.clone()) };
     }
-    let first_call = cur.pos == 0;
+    let first_call = !cur.moved;
     let dir_path = lock(&open.path).clone();
-    let pat = if restart || cur.pattern.is_none() { pattern } else { cur.pattern.clone().unwrap_or(pattern) };
+    let pat = cur.pattern.clone().unwrap_or(pattern);
     let matcher = Pattern::new(&pat)?;
     // Windows matches a pattern against the 8.3 name too; only a pattern
     // with a '~' can match a generated short name that is not the name itself.
     let try_short = pat.contains('~');
     let mut folded = Vec::new();
-    let hdr_start = out.len() - HEADER_LEN;
     out.u16(9).u16((HEADER_LEN + 8) as u16).u32(0);
     let buf_start = out.len();
     let limit = req.output_len as usize;
+    let single = req.flags & QD_RETURN_SINGLE_ENTRY != 0;
     let mut last_entry: Option<usize> = None;
     let mut count = 0usize;
-    let entries = cur.entries.take().unwrap_or_default();
-    let mut pos = cur.pos;
-    while pos < entries.len() {
-        let e = &entries[pos];
-        let short_hit = |folded: &mut Vec<u16>| pos >= 2 && try_short && matcher.matches_with(&vfs::short_name(&e.name), folded);
-        if !matcher.matches_with(&e.name, &mut folded) && !short_hit(&mut folded) {
-            pos += 1;
-            continue;
-        }
-        // The listing is a snapshot of names; the attributes are read now, and
-        // a name deleted since the listing is skipped (as NTFS would not return it).
-        let stat = if pos < 2 {
-            Some(e.stat)
-        } else {
-            vfs::stat_child(root, &dir_path, rustix::fd::AsFd::as_fd(fd), &e.name)
-        };
-        let Some(stat) = stat else {
-            pos += 1;
-            continue;
-        };
+    // Adds one entry if it fits; Ok(false) when the buffer is full.
+    let mut put = |name: &str, stat: &FileStat, out: &mut Vec<u8>| -> Result<bool, NtStatus> {
         let mut one = Vec::new();
-        encode_entry(req.class, &e.name, &stat, &mut one)?;
+        encode_entry(req.class, name, stat, &mut one)?;
         let aligned = out.len() + (8 - (out.len() - buf_start) % 8) % 8;
         if aligned - buf_start + one.len() > limit {
-            if count == 0 {
-                cur.entries = Some(entries);
-                return Err(NtStatus::INFO_LENGTH_MISMATCH);
-            }
-            break;
+            return if count == 0 { Err(NtStatus::INFO_LENGTH_MISMATCH) } else { Ok(false) };
         }
         out.resize(aligned, 0);
         if let Some(l) = last_entry {
@@ -152,14 +128,75 @@ pub fn query_directory(ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtSta
         last_entry = Some(out.len());
         out.put(&one);
         count += 1;
-        pos += 1;
-        if req.flags & QD_RETURN_SINGLE_ENTRY != 0 {
-            break;
+        Ok(true)
+    };
+    let result = (|| -> Result<(), NtStatus> {
+        // "." and "..": no short name, matched by the name only.
+        while cur.dots < 2 {
+            let name = if cur.dots == 0 { "." } else { ".." };
+            if matcher.matches_with(name, &mut folded) {
+                let me = vfs::stat_fd(fd)?;
+                let stat = if cur.dots == 0 {
+                    me
+                } else {
+                    match vfs::split_parent(&dir_path) {
+                        Some((p, _)) => root.lookup(p).ok().flatten().unwrap_or(me),
+                        None => me,
+                    }
+                };
+                if !put(name, &stat, out)? {
+                    return Ok(());
+                }
+                cur.dots += 1;
+                cur.moved = true;
+                if single {
+                    return Ok(());
+                }
+            } else {
+                cur.dots += 1;
+                cur.moved = true;
+            }
         }
+        rustix::fs::seek(fd, rustix::fs::SeekFrom::Start(cur.cookie)).map_err(NtStatus::from_errno)?;
+        // About as many entries as the answer can hold are read at a time.
+        let mut buf = Vec::with_capacity(if single { 1024 } else { limit.clamp(1024, GETDENTS_BUF) });
+        let mut dir = rustix::fs::RawDir::new(fd, buf.spare_capacity_mut());
+        while let Some(ent) = dir.next() {
+            let ent = ent.map_err(NtStatus::from_errno)?;
+            let next = ent.next_entry_cookie();
+            let name = match ent.file_name().to_str() {
+                Ok(n) if n != "." && n != ".." && !n.contains('\\') && !n.contains(':') => n,
+                _ => {
+                    cur.cookie = next;
+                    continue;
+                }
+            };
+            if !matcher.matches_with(name, &mut folded) && !(try_short && matcher.matches_with(&vfs::short_name(name), &mut folded)) {
+                cur.cookie = next;
+                cur.moved = true;
+                continue;
+            }
+            // The attributes are read now; a name deleted since the kernel
+            // listed it is skipped (as NTFS would not return it).
+            let Some(stat) = vfs::stat_child(root, &dir_path, rustix::fd::AsFd::as_fd(fd), name) else {
+                cur.cookie = next;
+                continue;
+            };
+            if !put(name, &stat, out)? {
+                return Ok(());
+            }
+            cur.cookie = next;
+            cur.moved = true;
+            if single {
+                return Ok(());
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        out.truncate(buf_start - 8);
+        return Err(e);
     }
-    cur.pos = pos;
-    cur.entries = Some(entries);
-    let _ = hdr_start;
     if count == 0 {
         out.truncate(buf_start - 8);
         return Err(if first_call { NtStatus::NO_SUCH_FILE } else { NtStatus::NO_MORE_FILES });

@@ -3,7 +3,10 @@
 //! The inotify instance lives on the open, created by its first
 //! CHANGE_NOTIFY, so changes between two requests queue in the kernel and are
 //! reported by the next one. A request with nothing to report goes async and
-//! a thread waits on the inotify descriptor.
+//! waits in the open's queue; the process's reactor (asyncop.rs) runs the
+//! queue when the inotify descriptor becomes readable, so no thread waits per
+//! request. CANCEL and the end of the connection end a waiting request on the
+//! thread that asks, a CLOSE of the handle ends all of them (NOTIFY_CLEANUP).
 
 use super::FILE_READ_DATA;
 use crate::conn::{go_async, Connection, Ctx};
@@ -12,12 +15,12 @@ use crate::wire::header::HEADER_LEN;
 use crate::wire::messages::{ChangeNotifyReq, WATCH_TREE};
 use crate::wire::status::NtStatus;
 use crate::wire::{utf16_len, Put};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use crate::asyncop::{Pending, Ready, WatchSlot};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent, WatchDescriptor};
 use rustix::fd::AsFd;
 use rustix::fs::OFlags;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
 
 const NOTIFY_FILE_NAME: u32 = 0x001;
 const NOTIFY_DIR_NAME: u32 = 0x002;
@@ -48,6 +51,28 @@ pub struct Watch {
     /// The buffer size of the first request: like Windows, the open keeps a
     /// change buffer of that size, so later requests never get more.
     buffer: usize,
+    /// Requests waiting for a change, oldest first.
+    waiting: Mutex<Waiting>,
+    /// The inotify descriptor's registration with the reactor.
+    token: u64,
+    /// This watch in its session's count (`max change notify watches per session`).
+    _slot: WatchSlot,
+}
+
+#[derive(Default)]
+struct Waiting {
+    queue: VecDeque<Waiter>,
+    /// The handle was closed: no request waits any more.
+    closed: bool,
+}
+
+/// One CHANGE_NOTIFY waiting. The open is held weakly: the open holds the
+/// watch, and the watch must not keep the open alive.
+struct Waiter {
+    pending: Pending,
+    open: Weak<Open>,
+    filter: u32,
+    limit: usize,
 }
 
 fn mask() -> AddWatchFlags {
@@ -61,10 +86,18 @@ fn mask() -> AddWatchFlags {
 }
 
 impl Watch {
-    fn new(open: &Open, tree: bool, buffer: usize) -> Result<Watch, NtStatus> {
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(|e| NtStatus::from_errno(rustix::io::Errno::from_raw_os_error(e as i32)))?;
-        let w = Watch { inotify, dirs: Mutex::new(HashMap::new()), tree, backlog: Mutex::new(Vec::new()), buffer };
+    fn new(open: &Open, tree: bool, buffer: usize, slot: WatchSlot) -> Result<Arc<Watch>, NtStatus> {
         let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
+        let reactor = crate::asyncop::reactor()?;
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(|e| NtStatus::from_errno(rustix::io::Errno::from_raw_os_error(e as i32)))?;
+        let mut added = Ok(0);
+        let w = Arc::new_cyclic(|me: &Weak<Watch>| {
+            let target: Weak<dyn Ready> = me.clone();
+            added = reactor.add(inotify.as_fd(), target);
+            let token = *added.as_ref().unwrap_or(&0);
+            Watch { inotify, dirs: Mutex::new(HashMap::new()), tree, backlog: Mutex::new(Vec::new()), buffer, waiting: Mutex::new(Waiting::default()), token, _slot: slot }
+        });
+        added?;
         w.add(fd.as_fd(), String::new())?;
         if tree {
             let base = lock(&open.path).clone();
@@ -163,6 +196,82 @@ impl Watch {
     }
 }
 
+impl Watch {
+    /// Ends the waiting request `async_id` (cancelled, or its connection
+    /// ended: `finish` sends nothing then).
+    fn stop_one(&self, async_id: u64) {
+        let w = {
+            let mut st = lock(&self.waiting);
+            let Some(i) = st.queue.iter().position(|w| w.pending.async_id == async_id) else { return };
+            st.queue.remove(i)
+        };
+        if let Some(w) = w {
+            w.pending.finish(NtStatus::CANCELLED, None);
+        }
+    }
+
+    /// The handle is closed: every waiting request ends with NOTIFY_CLEANUP,
+    /// and the reactor lets go of the watch (waiting out a run in progress).
+    pub fn cleanup(&self) {
+        let queue = {
+            let mut st = lock(&self.waiting);
+            st.closed = true;
+            std::mem::take(&mut st.queue)
+        };
+        if let Ok(r) = crate::asyncop::reactor() {
+            r.forget(Some(self.inotify.as_fd()), self.token);
+        }
+        for w in queue {
+            w.pending.finish(NtStatus::NOTIFY_CLEANUP, Some(&body(&[])));
+        }
+    }
+
+    fn arm(&self) {
+        if let Ok(r) = crate::asyncop::reactor() {
+            r.arm(self.inotify.as_fd(), self.token);
+        }
+    }
+}
+
+/// A change arrived: the oldest waiting request gets what there is to
+/// report (or goes on waiting when its filter leaves nothing).
+impl Ready for Watch {
+    fn ready(&self) {
+        let mut st = lock(&self.waiting);
+        let Some(first) = st.queue.front() else { return };
+        let Some(open) = first.open.upgrade() else {
+            // The open is gone without a close: nothing will report to it.
+            let queue = std::mem::take(&mut st.queue);
+            drop(st);
+            for w in queue {
+                w.pending.finish(NtStatus::NOTIFY_CLEANUP, Some(&body(&[])));
+            }
+            return;
+        };
+        let Some((status, b)) = respond(self.drain(&open, first.filter), first.limit) else {
+            self.arm();
+            return;
+        };
+        let w = st.queue.pop_front();
+        if !st.queue.is_empty() {
+            self.arm();
+        }
+        drop(st);
+        drop(open);
+        if let Some(w) = w {
+            w.pending.finish(status, Some(&b));
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Ok(r) = crate::asyncop::reactor() {
+            r.remove(self.token);
+        }
+    }
+}
+
 /// FILE_NOTIFY_INFORMATION entries, or None when they do not fit in `limit`.
 fn encode(changes: &[(u32, String)], limit: usize) -> Option<Vec<u8>> {
     let mut o: Vec<u8> = Vec::new();
@@ -217,42 +326,54 @@ pub fn change_notify(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>
         return Err(NtStatus::INVALID_PARAMETER);
     }
     let tree = req.flags & WATCH_TREE != 0;
+    let session = ctx.session()?.clone();
     let watch = {
         let mut slot = lock(&open.notify);
         match slot.as_ref() {
             Some(w) => w.clone(),
             None => {
-                let w = Arc::new(Watch::new(&open, tree, req.output_len as usize)?);
+                let max = conn.server.cfg.limits.max_notify_watches_per_session;
+                let Some(taken) = conn.asyncs.shared().take_watch(session.id, max) else {
+                    tracing::warn!(peer = %conn.peer, "CHANGE_NOTIFY refused: max change notify watches per session ({max}) reached");
+                    return Err(NtStatus::INSUFFICIENT_RESOURCES);
+                };
+                let w = Watch::new(&open, tree, req.output_len as usize, taken)?;
                 *slot = Some(w.clone());
                 w
             }
         }
     };
     let limit = (req.output_len as usize).min(watch.buffer);
-    if let Some((st, b)) = respond(watch.drain(&open, req.filter), limit) {
-        if st.is_error() {
-            return Err(st);
+    let mut st = lock(&watch.waiting);
+    if st.closed {
+        return Err(NtStatus::FILE_CLOSED);
+    }
+    // Requests are answered in order: with one already waiting, this one waits too.
+    if st.queue.is_empty() {
+        if let Some((status, b)) = respond(watch.drain(&open, req.filter), limit) {
+            if status.is_error() {
+                return Err(status);
+            }
+            if status != NtStatus::SUCCESS {
+                ctx.warning = Some(status);
+            }
+            out.put(&b);
+            return Ok(());
         }
-        if st != NtStatus::SUCCESS {
-            ctx.warning = Some(st);
-        }
-        out.put(&b);
-        return Ok(());
     }
     let pending = go_async(conn, ctx)?;
-    let filter = req.filter;
-    crate::asyncop::spawn(pending, open, move |p, open| loop {
-        if p.stop.get().is_some() {
-            return (NtStatus::CANCELLED, None);
-        }
-        if open.is_closed() {
-            return (NtStatus::NOTIFY_CLEANUP, Some(body(&[])));
-        }
-        let fds = &mut [PollFd::new(watch.inotify.as_fd(), PollFlags::POLLIN)];
-        let _ = poll(fds, PollTimeout::from(100u16));
-        if let Some((st, b)) = respond(watch.drain(open, filter), limit) {
-            return (st, Some(b));
-        }
-    });
+    let id = pending.async_id;
+    st.queue.push_back(Waiter { pending, open: Arc::downgrade(&open), filter: req.filter, limit });
+    watch.arm();
+    drop(st);
+    let me = Arc::downgrade(&watch);
+    conn.asyncs.on_stop(
+        id,
+        Arc::new(move |_| {
+            if let Some(w) = me.upgrade() {
+                w.stop_one(id);
+            }
+        }),
+    );
     Err(NtStatus::PENDING)
 }

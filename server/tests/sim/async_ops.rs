@@ -245,3 +245,97 @@ fn badly_signed_cancel_does_not_cancel() {
     let _ = c.conn.handle_message(m);
     assert!(c.sink.wait(Duration::from_millis(500)).is_none(), "a forged CANCEL cancelled the lock");
 }
+
+/// A pending CHANGE_NOTIFY and what ends it: each ends it before the request
+/// that ends it is answered (no poll interval), on the thread that asks.
+fn pending_notify(c: &mut Client, dir: &[u8; 16]) -> Resp {
+    let r = c.call(CHANGE_NOTIFY, 1, &notify_body(dir, 0x1, 4096));
+    assert_eq!(r.status, PENDING);
+    r
+}
+
+#[test]
+fn close_ends_a_pending_change_notify_at_once() {
+    let ts = server();
+    let mut c = connected(&ts);
+    let dir = c.create("", FILE_LIST_DIRECTORY, FILE_OPEN, FILE_DIRECTORY_FILE).file_id();
+    let r = pending_notify(&mut c, &dir);
+    assert_eq!(ts.server.asyncs.watches_total(), 1);
+    // The CLOSE's own response comes after the NOTIFY_CLEANUP, in the same call.
+    let msg = c.build(CLOSE, 1, &close_body(&dir));
+    let v = c.send(msg).unwrap();
+    assert_eq!(v.len(), 2, "NOTIFY_CLEANUP and the CLOSE response");
+    let fin = &v[0];
+    assert_eq!(fin.command, CHANGE_NOTIFY);
+    assert_eq!((v[1].command, v[1].status), (CLOSE, SUCCESS));
+    assert_eq!(fin.status, 0x0000_010B, "STATUS_NOTIFY_CLEANUP");
+    assert_eq!(fin.async_id, r.async_id);
+    assert!(c.conn.asyncs.is_empty());
+    assert_eq!(ts.server.asyncs.watches_total(), 0, "the watch goes with the handle");
+}
+
+#[test]
+fn cancel_ends_a_pending_change_notify_at_once() {
+    let ts = server();
+    let mut c = connected(&ts);
+    let dir = c.create("", FILE_LIST_DIRECTORY, FILE_OPEN, FILE_DIRECTORY_FILE).file_id();
+    let r = pending_notify(&mut c, &dir);
+    cancel_async(&mut c, &r);
+    let fin = c.next_async(Duration::ZERO).expect("CANCELLED sent before the CANCEL returned");
+    assert_eq!(fin.status, CANCELLED);
+    assert!(c.conn.asyncs.is_empty());
+    // The watch stays with the handle: a change made now is reported by the next request.
+    let f = c.create("while-idle.txt", GENERIC_ALL, FILE_CREATE, FILE_NON_DIRECTORY_FILE);
+    assert_eq!(f.status, SUCCESS);
+    let r = c.call(CHANGE_NOTIFY, 1, &notify_body(&dir, 0x1, 4096));
+    assert_eq!(r.status, SUCCESS);
+    assert!(notify_result(&r).contains(&(1, "while-idle.txt".to_string())));
+}
+
+/// The connection's teardown ends its pending operations and releases their
+/// watches (inotify descriptors) before it returns.
+#[test]
+fn disconnect_releases_pending_change_notifies_before_it_returns() {
+    let ts = server();
+    let mut c = connected(&ts);
+    for i in 0..4 {
+        let name = format!("d{i}");
+        let dir = c.create(&name, FILE_LIST_DIRECTORY, FILE_OPEN_IF, FILE_DIRECTORY_FILE).file_id();
+        pending_notify(&mut c, &dir);
+    }
+    assert_eq!(ts.server.asyncs.pending(), 4);
+    assert_eq!(ts.server.asyncs.watches_total(), 4);
+    let sink = c.sink.clone();
+    drop(c);
+    assert_eq!(ts.server.asyncs.pending(), 0);
+    assert_eq!(ts.server.asyncs.watches_total(), 0);
+    assert!(sink.wait(Duration::from_millis(200)).is_none(), "nothing is sent after the end");
+}
+
+/// Pending CHANGE_NOTIFYs hold no thread each: 50 of them add no threads
+/// to the process (the reactor is one thread for all).
+#[test]
+fn pending_change_notifies_hold_no_thread() {
+    let ts = server_with(|c| c.limits.max_notify_watches_per_session = 0);
+    let mut c = connected(&ts);
+    let threads = || std::fs::read_dir("/proc/self/task").unwrap().count();
+    let dir = c.create("", FILE_LIST_DIRECTORY, FILE_OPEN, FILE_DIRECTORY_FILE).file_id();
+    pending_notify(&mut c, &dir);
+    let before = threads();
+    let mut last = None;
+    for i in 0..50 {
+        let d = c.create(&format!("w{i}"), FILE_LIST_DIRECTORY, FILE_OPEN_IF, FILE_DIRECTORY_FILE).file_id();
+        last = Some((d, pending_notify(&mut c, &d)));
+    }
+    // Other tests run in parallel threads of this process: allow for a few.
+    let after = threads();
+    assert!(after < before + 20, "{before} threads before, {after} with 50 more pending");
+    // A change is reported at once to the one it concerns.
+    let (d, r) = last.unwrap();
+    let f = c.create("w49\\new.txt", GENERIC_ALL, FILE_CREATE, FILE_NON_DIRECTORY_FILE);
+    assert_eq!(f.status, SUCCESS);
+    let fin = final_response(&mut c);
+    assert_eq!(fin.async_id, r.async_id);
+    assert!(notify_result(&fin).contains(&(1, "new.txt".to_string())));
+    let _ = d;
+}

@@ -227,3 +227,58 @@ fn tree_connects_per_session_and_per_share() {
     drop(c);
     let _e = connected(&ts);
 }
+
+/// A directory handle of `c` with a CHANGE_NOTIFY sent on it; returns the handle
+/// and the status of the CHANGE_NOTIFY.
+fn watch_dir(c: &mut Client, name: &str) -> ([u8; 16], u32) {
+    let dir = c.create(name, FILE_LIST_DIRECTORY, FILE_OPEN_IF, FILE_DIRECTORY_FILE).file_id();
+    let r = c.call(CHANGE_NOTIFY, 1, &notify_body(&dir, 0x1, 4096));
+    (dir, r.status)
+}
+
+#[test]
+fn async_requests_in_all() {
+    let ts = server_with(|c| {
+        c.limits.max_async = 2;
+        c.limits.max_async_per_connection = 0;
+    });
+    let mut c = connected(&ts);
+    let mut d = connected(&ts);
+    let (c1, st) = watch_dir(&mut c, "c1");
+    assert_eq!(st, PENDING);
+    assert_eq!(watch_dir(&mut d, "d1").1, PENDING);
+    // A third, on either connection or a new one, is refused.
+    assert_eq!(watch_dir(&mut c, "c2").1, INSUFFICIENT_RESOURCES);
+    let mut e = connected(&ts);
+    let (e1, st) = watch_dir(&mut e, "e1");
+    assert_eq!(st, INSUFFICIENT_RESOURCES);
+    // Closing c's handle ends its request and gives the place back.
+    assert_eq!(c.close(&c1).status, SUCCESS);
+    assert_eq!(ts.server.asyncs.pending(), 1);
+    assert_eq!(e.call(CHANGE_NOTIFY, 1, &notify_body(&e1, 0x1, 4096)).status, PENDING);
+    // A connection that ends gives its places back.
+    drop(d);
+    assert_eq!(ts.server.asyncs.pending(), 1);
+    assert_eq!(watch_dir(&mut c, "c3").1, PENDING);
+}
+
+#[test]
+fn change_notify_watches_per_session() {
+    let ts = server_with(|c| c.limits.max_notify_watches_per_session = 2);
+    let mut c = connected(&ts);
+    let (a, st) = watch_dir(&mut c, "a");
+    assert_eq!(st, PENDING);
+    assert_eq!(watch_dir(&mut c, "b").1, PENDING);
+    // A second request on a watched handle needs no new watch.
+    assert_eq!(c.call(CHANGE_NOTIFY, 1, &notify_body(&a, 0x1, 4096)).status, PENDING);
+    // A third handle is refused...
+    let (x, st) = watch_dir(&mut c, "x");
+    assert_eq!(st, INSUFFICIENT_RESOURCES);
+    // ...while another session is served.
+    let mut d = connected(&ts);
+    assert_eq!(watch_dir(&mut d, "y").1, PENDING);
+    // Closing a watched handle gives its watch back.
+    assert_eq!(c.close(&a).status, SUCCESS);
+    assert_eq!(c.call(CHANGE_NOTIFY, 1, &notify_body(&x, 0x1, 4096)).status, PENDING);
+    assert_eq!(ts.server.asyncs.watches(c.session_id), 2);
+}

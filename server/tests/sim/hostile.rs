@@ -608,3 +608,115 @@ fn ea_query_with_a_long_get_list_is_linear() {
     assert_eq!(r.status, 0x8000_0005, "BUFFER_OVERFLOW");
     assert_eq!(le32(&r.raw, 64 + 4), 8 * 12 - 2);
 }
+
+const NO_MORE_FILES: u32 = 0x8000_0006;
+const NO_SUCH_FILE: u32 = 0xC000_000F;
+const QD_RESTART: u8 = 0x01;
+const QD_SINGLE: u8 = 0x02;
+
+/// QUERY_DIRECTORY in FILE_NAMES_INFORMATION: the status and the names returned.
+fn query_names(c: &mut Client, fid: &[u8; 16], pattern: &str, flags: u8, out_len: u32) -> (u32, Vec<String>) {
+    let p = utf16(pattern);
+    let mut b = Vec::new();
+    b.u16_(33).u8_(12).u8_(flags).u32_(0).bytes(fid).u16_(64 + 32).u16_(p.len() as u16).u32_(out_len).bytes(&p);
+    if p.is_empty() {
+        b.u8_(0);
+    }
+    let r = c.call(14, 1, &b);
+    let mut names = Vec::new();
+    if r.status == SUCCESS {
+        let off = le16(&r.raw, 66) as usize;
+        let len = le32(&r.raw, 68) as usize;
+        let buf = &r.raw[off..off + len];
+        let mut at = 0;
+        loop {
+            let next = le32(buf, at) as usize;
+            let n = le32(buf, at + 8) as usize;
+            let u: Vec<u16> = buf[at + 12..at + 12 + n].chunks(2).map(|x| u16::from_le_bytes([x[0], x[1]])).collect();
+            names.push(String::from_utf16(&u).unwrap());
+            if next == 0 {
+                break;
+            }
+            at += next;
+        }
+    }
+    (r.status, names)
+}
+
+/// A search read incrementally (issue 7: a query's work follows what it
+/// returns): "." and ".." first, every name once across small buffers, a
+/// name removed before it is reached is not returned, RESTART_SCANS starts
+/// again, RETURN_SINGLE_ENTRY returns one, and a pattern matching nothing
+/// answers NO_SUCH_FILE, then NO_MORE_FILES.
+#[test]
+fn query_directory_resumes_across_small_buffers() {
+    let ts = server();
+    let dir = ts.share_path().join("many");
+    std::fs::create_dir(&dir).unwrap();
+    for i in 0..300 {
+        std::fs::write(dir.join(format!("f{i:03}")), b"").unwrap();
+    }
+    let mut c = connected(&ts);
+    let fid = c.create("many", FILE_LIST_DIRECTORY, FILE_OPEN, FILE_DIRECTORY_FILE).file_id();
+    let (st, first) = query_names(&mut c, &fid, "*", 0, 512);
+    assert_eq!(st, SUCCESS);
+    assert_eq!(&first[..2], &[".".to_string(), "..".to_string()]);
+    assert!(first.len() < 40, "a 512-byte buffer holds {} names", first.len());
+    // Remove the files not returned yet with an odd number; they must not come back.
+    let mut removed = std::collections::HashSet::new();
+    for i in (1..300).step_by(2) {
+        let n = format!("f{i:03}");
+        if !first.contains(&n) {
+            std::fs::remove_file(dir.join(&n)).unwrap();
+            removed.insert(n);
+        }
+    }
+    let mut all = first.clone();
+    loop {
+        let (st, names) = query_names(&mut c, &fid, "*", 0, 512);
+        if st == NO_MORE_FILES {
+            break;
+        }
+        assert_eq!(st, SUCCESS);
+        all.extend(names);
+    }
+    let mut want: Vec<String> = (0..300).map(|i| format!("f{i:03}")).filter(|n| !removed.contains(n)).collect();
+    want.extend([".".to_string(), "..".to_string()]);
+    want.sort();
+    let mut got = all.clone();
+    got.sort();
+    assert_eq!(got, want, "every remaining name exactly once");
+    // Restart: "." again, alone when one entry is asked.
+    assert_eq!(query_names(&mut c, &fid, "*", QD_RESTART | QD_SINGLE, 4096), (SUCCESS, vec![".".to_string()]));
+    assert_eq!(query_names(&mut c, &fid, "*", QD_SINGLE, 4096), (SUCCESS, vec!["..".to_string()]));
+    // A restart with a new pattern.
+    let (st, names) = query_names(&mut c, &fid, "f29?", QD_RESTART, 4096);
+    assert_eq!(st, SUCCESS);
+    let mut names = names;
+    names.sort();
+    assert_eq!(names, ["f290", "f292", "f294", "f296", "f298"].iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(query_names(&mut c, &fid, "nothing*", QD_RESTART, 4096).0, NO_SUCH_FILE);
+    assert_eq!(query_names(&mut c, &fid, "nothing*", 0, 4096).0, NO_MORE_FILES);
+}
+
+/// RESTART_SCANS with RETURN_SINGLE_ENTRY on a directory of 10,000 entries,
+/// 2,000 times: each query reads only as far as its one entry (the whole
+/// directory was read for each before: 67 s here, now 0.6 s).
+#[test]
+fn restart_scans_reads_only_what_it_returns() {
+    let ts = server();
+    let dir = ts.share_path().join("big");
+    std::fs::create_dir(&dir).unwrap();
+    for i in 0..10_000 {
+        std::fs::File::create(dir.join(format!("entry-{i:05}"))).unwrap();
+    }
+    let mut c = connected(&ts);
+    let fid = c.create("big", FILE_LIST_DIRECTORY, FILE_OPEN, FILE_DIRECTORY_FILE).file_id();
+    let start = std::time::Instant::now();
+    for _ in 0..2000 {
+        let (st, names) = query_names(&mut c, &fid, "entry-*", QD_RESTART | QD_SINGLE, 4096);
+        assert_eq!(st, SUCCESS);
+        assert_eq!(names.len(), 1);
+    }
+    assert!(start.elapsed() < std::time::Duration::from_secs(8), "took {:?}", start.elapsed());
+}
