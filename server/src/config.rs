@@ -90,6 +90,8 @@ pub struct ServerConfig {
     pub smbtorture_fsctls: bool,
     /// SMB Direct: whether and how `serve` starts the rdma-proxy.
     pub rdma: crate::rdma::RdmaConfig,
+    /// Worker processes and the state directory (`supervisor.rs`).
+    pub procs: crate::supervisor::ProcessConfig,
 }
 
 impl Default for ServerConfig {
@@ -113,6 +115,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             smbtorture_fsctls: false,
             rdma: crate::rdma::RdmaConfig::default(),
+            procs: crate::supervisor::ProcessConfig::default(),
         }
     }
 }
@@ -321,7 +324,7 @@ impl ServerConfig {
                             }
                             self.listen = l;
                         }
-                        other => match self.rdma.apply_conf_key(other, &v) {
+                        other => match self.rdma.apply_conf_key(other, &v).or_else(|| self.procs.apply_conf_key(other, &v)) {
                             Some(r) => r.map_err(|m| bad(line, m))?,
                             None => tracing::warn!("{file}:{line}: unknown global parameter {other:?} ignored"),
                         },

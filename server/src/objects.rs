@@ -100,6 +100,10 @@ impl Server {
         ipc_cfg.comment = "IPC Service".into();
         let mut guid = [0u8; 16];
         getrandom::fill(&mut guid).map_err(|e| std::io::Error::other(e.to_string()))?;
+        // Every worker answers with the supervisor's GUID.
+        if let Some(g) = cfg.procs.server_guid {
+            guid = g;
+        }
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).map_err(|e| std::io::Error::other(e.to_string()))?;
         let mut resume_secret = [0u8; 32];
