@@ -130,6 +130,7 @@ pub fn serve_control_with(server: Arc<Server>, control: OwnedFd, admission: Admi
                 let guid = offer.client_guid;
                 let r = std::thread::Builder::new().name("smbd-conn".into()).stack_size(512 * 1024).spawn(move || {
                     let _slot = slot;
+                    let _c = tracing::info_span!("channel", id, client = %crate::status::guid_string(&guid)).entered();
                     let peer_addr = offer.peer;
                     match smbd_transport(offer, sock, alloc, max_message) {
                         Ok((src, sink)) => {
@@ -420,6 +421,58 @@ mod tests {
         std::fs::create_dir_all(d.join("class/infiniband/rxe0")).unwrap();
         std::fs::create_dir_all(d.join("class/infiniband/mlx5_0")).unwrap();
         assert_eq!(rdma_devices(&d), vec!["mlx5_0".to_string(), "rxe0".to_string()]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// The worker side under a supervisor: a Hello with a slot range (and a
+    /// second Hello, as after a proxy restart) is taken, a channel routed
+    /// here is served without a local cap slot, and its end is reported
+    /// with its channel id.
+    #[test]
+    fn worker_mode_takes_repeated_hellos_and_reports_channel_ends() {
+        use smbdirect_rdma_proxy::fdpass::{send_frame, seqpacket_pair};
+        use smbdirect_rdma_proxy::proto::{ChannelOffer, Negotiated};
+        use std::os::fd::AsFd;
+        let d = tempfile_dir();
+        let cfg = crate::config::ServerConfig { shares: vec![crate::config::ShareConfig::new("s", &d)], ..Default::default() };
+        let server = Server::new(cfg).unwrap();
+        let (sup, worker) = seqpacket_pair().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        let ended: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |id| {
+            let _ = crate::objects::lock(&tx).send(id);
+        });
+        let srv = server.clone();
+        let t = std::thread::spawn(move || serve_control_with(srv, worker, Admission::Supervisor(ended)));
+        let pool = PoolMap::create(4 << 20).unwrap();
+        let hello = Hello::whole_pool(4 << 20, 1 << 20).with_range(2, 2);
+        send_frame(sup.as_fd(), &Frame::Hello(hello), Some(pool.fd())).unwrap();
+        send_frame(sup.as_fd(), &Frame::Hello(hello), Some(pool.fd())).unwrap();
+        let (ours, theirs) = seqpacket_pair().unwrap();
+        let offer = ChannelOffer {
+            channel_id: 41,
+            client_guid: [9; 16],
+            peer: Some("10.0.0.9:5000".parse().unwrap()),
+            local: None,
+            negotiated: Negotiated { max_read_write_size: 1 << 20, max_send_size: 1364, max_fragmented_send: 1 << 20, max_fragmented_recv: 1 << 20 },
+            first_message: Vec::new(),
+        };
+        send_frame(sup.as_fd(), &Frame::ChannelOffer(offer), Some(theirs.as_fd())).unwrap();
+        drop(theirs);
+        // Not counted here: the supervisor did.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(server.conn_slots.total(), 0);
+        // The channel's peer (the proxy) goes away: the end is reported.
+        drop(ours);
+        assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(10)), Ok(41));
+        drop(sup);
+        assert!(t.join().unwrap().is_ok());
+        // A Hello whose range lies outside the pool is refused.
+        let (sup, worker) = seqpacket_pair().unwrap();
+        let srv = server.clone();
+        let t = std::thread::spawn(move || serve_control(srv, worker));
+        send_frame(sup.as_fd(), &Frame::Hello(hello.with_range(3, 2)), Some(pool.fd())).unwrap();
+        assert!(matches!(t.join().unwrap(), Err(ControlError::Pool(_))));
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -112,6 +112,7 @@ pub fn run(mut cfg: ServerConfig, args: WorkerArgs) -> ExitCode {
                 let span = span.clone();
                 let r = std::thread::Builder::new().name("smb-conn".into()).stack_size(512 * 1024).spawn(move || {
                     let _e = span.enter();
+                    let _c = tracing::info_span!("conn", id = conn_id, client = %crate::status::guid_string(&client_guid)).entered();
                     let stream = std::net::TcpStream::from(fd);
                     let peer = stream.peer_addr().ok();
                     {

@@ -13,13 +13,21 @@
 #  3. a new mount -o rdma works and lands on the restarted worker (which got the pool again).
 # rxe-timeout: 420
 . "$(dirname "$0")/lib.sh"
-MIB=${WORKERS_MIB:-32}
+MIB=${WORKERS_MIB:-64}
 rxe_up
 modprobe cifs
 make_source "$MIB"
 want=$(source_sha "$MIB")
 OURS_EXTRA_ARGS="--max-workers 2" ours_start
-trap 'for m in /mnt/a /mnt/b /mnt/c; do timeout 60 umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done; ours_stop' EXIT
+cleanup() {
+    local rc=$?
+    [ "$rc" = 0 ] || { echo "server log tail:"; tail -40 "$OURS_LOG" | cut -c1-240; }
+    for m in /mnt/a /mnt/b /mnt/c; do
+        mountpoint -q "$m" && { timeout 60 umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; }
+    done
+    ours_stop || true
+}
+trap cleanup EXIT
 p0=$(pgrep -x rdma-proxy) || fail "no rdma-proxy"
 log "serve with 2 workers up; proxy pid $p0"
 
