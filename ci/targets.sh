@@ -60,7 +60,7 @@ target_start() {
     smbd:FSCTL_SMBTORTURE = yes
 CONF
         RUST_LOG=${RUST_LOG:-info} "$bin" serve --listen 127.0.0.1:0 --share "share=$TARGET_SHARE_PATH" \
-            --user "$user:$pass" --config "$dir/smbdirect.conf" >"$dir/smbdirect.stdout" 2>"$dir/smbdirect.log" </dev/null &
+            --user "$user:$pass" --config "$dir/smbdirect.conf" --state-dir "$dir/state" >"$dir/smbdirect.stdout" 2>"$dir/smbdirect.log" </dev/null &
         TARGET_MAIN_PID=$!
         TARGET_PORT=""
         local i

@@ -34,7 +34,7 @@ use crate::pool::PoolMap;
 use crate::launch::exit;
 use crate::proto::{
     close_reason, listener_status, rdma_status, ChannelOffer, ChannelStats, Frame, Hello, ListenerReport, Negotiated,
-    RdmaDir, RdmaDone, RdmaRequest, MAX_FRAME_OVERHEAD, PROTO_VERSION,
+    RdmaDir, RdmaDone, RdmaRequest, MAX_FRAME_OVERHEAD,
 };
 
 /// SMB Direct ports: 445 (InfiniBand, RoCE), 5445 (iWARP).
@@ -279,7 +279,7 @@ impl Proxy {
     /// and listens, reporting each device and port to the server (`Listener`).
     pub fn new(opts: Options, control: OwnedFd) -> Result<Proxy, StartError> {
         let pool = Arc::new(PoolMap::create(opts.pool_size).map_err(|e| StartError::Other(io::Error::other(e)))?);
-        let hello = Frame::Hello(Hello { version: PROTO_VERSION, pool_size: opts.pool_size, slot_size: opts.slot_size });
+        let hello = Frame::Hello(Hello::whole_pool(opts.pool_size, opts.slot_size));
         fdpass::send_frame(control.as_fd(), &hello, Some(pool.fd())).map_err(|e| StartError::Other(io::Error::other(e)))?;
         let cm = EventChannel::new().map_err(|e| {
             if e.raw_os_error() == Some(libc_errno::ENODEV) || e.kind() == io::ErrorKind::NotFound {

@@ -117,6 +117,25 @@ impl ProxyArgs {
     }
 }
 
+/// Takes ownership of descriptor `n`, inherited across exec from the process
+/// that started this one (the proxy's and the workers' control sockets).
+/// Refuses stdin/stdout/stderr and a descriptor that is not open.
+#[allow(unsafe_code)]
+pub fn inherited_fd(n: i32) -> Result<std::os::fd::OwnedFd, String> {
+    use std::os::fd::FromRawFd;
+    if n < 3 {
+        return Err(format!("fd {n}: not an inherited descriptor"));
+    }
+    if std::fs::symlink_metadata(format!("/proc/self/fd/{n}")).is_err() {
+        return Err(format!("fd {n}: not open"));
+    }
+    // SAFETY: the parent passed descriptor `n` to this process at exec for
+    // this use alone; nothing else in the process owns or closes it (it was
+    // checked open above, and the caller takes it once, at startup), so an
+    // OwnedFd may take it over.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(n) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,8 @@
 //! - [`smb2peek`]: the ClientGUID of a channel's first NEGOTIATE.
 //!
 //! # Unsafe code
-//! `unsafe` is denied in this crate except in [`pool`] (mmap/munmap and the
+//! `unsafe` is denied in this crate except in [`launch::inherited_fd`] (taking
+//! over a descriptor inherited across exec) and in [`pool`] (mmap/munmap and the
 //! slot views of the shared mapping), where every block carries a
 //! `// SAFETY:` comment. fd passing goes through rustix's safe
 //! sendmsg/recvmsg and needs none.

@@ -185,8 +185,19 @@ impl SlotAllocator {
             return Err(PoolError::BadSlotSize { slot_size: slot_size.into(), size: pool.len() as u64 });
         }
         let count = (pool.len() / ss).min(u32::MAX as usize);
-        let free = (0..count as u32).rev().collect();
-        Ok(Arc::new(SlotAllocator { pool, slot_size: ss, count, free: Mutex::new(free), cv: Condvar::new() }))
+        Self::with_range(pool, slot_size, 0, count as u32)
+    }
+
+    /// An allocator of slots `base..base + count` only (one worker's share
+    /// of a pool that several processes allocate from).
+    pub fn with_range(pool: Arc<PoolMap>, slot_size: u32, base: u32, count: u32) -> Result<Arc<SlotAllocator>, PoolError> {
+        let ss = slot_size as usize;
+        let end = u64::from(base) + u64::from(count);
+        if ss == 0 || end * ss as u64 > pool.len() as u64 {
+            return Err(PoolError::BadSlotSize { slot_size: slot_size.into(), size: pool.len() as u64 });
+        }
+        let free = (base..base + count).rev().collect();
+        Ok(Arc::new(SlotAllocator { pool, slot_size: ss, count: count as usize, free: Mutex::new(free), cv: Condvar::new() }))
     }
 
     pub fn pool(&self) -> &Arc<PoolMap> {
@@ -346,5 +357,20 @@ mod tests {
         drop(slots);
         assert!(waiter.join().unwrap().is_ok());
         assert_eq!(alloc.in_use(), 0);
+    }
+
+    #[test]
+    fn a_range_allocates_only_its_slots() {
+        let pool = Arc::new(PoolMap::create(8 * 4096).unwrap());
+        let alloc = SlotAllocator::with_range(Arc::clone(&pool), 4096, 5, 2).unwrap();
+        assert_eq!(alloc.slot_count(), 2);
+        let a = alloc.try_alloc(1).unwrap();
+        let b = alloc.try_alloc(1).unwrap();
+        let mut offs = [a.offset(), b.offset()];
+        offs.sort_unstable();
+        assert_eq!(offs, [5 * 4096, 6 * 4096]);
+        assert!(matches!(alloc.try_alloc(1), Err(PoolError::Exhausted)));
+        assert!(SlotAllocator::with_range(Arc::clone(&pool), 4096, 7, 2).is_err(), "past the pool");
+        assert!(SlotAllocator::with_range(pool, 4096, 8, 0).is_ok(), "an empty range at the end");
     }
 }

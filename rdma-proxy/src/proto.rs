@@ -14,7 +14,8 @@ use smbdirect_transport::wire::{BufferDescriptorV1, BUFFER_DESCRIPTOR_V1_LEN};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 /// Protocol version carried in [`Hello`]; a server refuses any other.
-pub const PROTO_VERSION: u32 = 1;
+/// Version 2 added the slot range to `Hello`.
+pub const PROTO_VERSION: u32 = 2;
 /// Largest datagram on either socket (header included).
 pub const MAX_DATAGRAM: usize = 64 * 1024;
 pub const HEADER_LEN: usize = 8;
@@ -113,11 +114,33 @@ pub struct ListenerReport {
 }
 
 /// `Hello` (proxy -> server, with the pool memfd).
+///
+/// The proxy announces the whole pool (`slot_base` 0, `slot_count` every
+/// slot); the supervisor forwards it to each worker with a range of its own,
+/// and a worker allocates only slots `slot_base..slot_base + slot_count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hello {
     pub version: u32,
     pub pool_size: u64,
     pub slot_size: u32,
+    /// First slot (index, in `slot_size` units) the receiver may allocate.
+    pub slot_base: u32,
+    /// Number of slots the receiver may allocate.
+    pub slot_count: u32,
+}
+
+impl Hello {
+    /// The proxy's Hello: this protocol version, every slot of the pool.
+    pub fn whole_pool(pool_size: u64, slot_size: u32) -> Hello {
+        let count = if slot_size == 0 { 0 } else { (pool_size / u64::from(slot_size)).min(u64::from(u32::MAX)) as u32 };
+        Hello { version: PROTO_VERSION, pool_size, slot_size, slot_base: 0, slot_count: count }
+    }
+
+    /// The same pool narrowed to `count` slots from `base` (the supervisor's
+    /// share for one worker).
+    pub fn with_range(self, base: u32, count: u32) -> Hello {
+        Hello { slot_base: base, slot_count: count, ..self }
+    }
 }
 
 /// Limits negotiated by the SMB Direct layer for one channel.
@@ -293,6 +316,8 @@ impl Frame {
                 out.extend_from_slice(&h.version.to_le_bytes());
                 out.extend_from_slice(&h.pool_size.to_le_bytes());
                 out.extend_from_slice(&h.slot_size.to_le_bytes());
+                out.extend_from_slice(&h.slot_base.to_le_bytes());
+                out.extend_from_slice(&h.slot_count.to_le_bytes());
             }
             Frame::ChannelOffer(o) => {
                 out.extend_from_slice(&o.channel_id.to_le_bytes());
@@ -359,7 +384,13 @@ impl Frame {
         let f = match k {
             kind::HELLO => {
                 let mut r = Rd::new(body, "Hello");
-                let f = Frame::Hello(Hello { version: r.u32()?, pool_size: r.u64()?, slot_size: r.u32()? });
+                let f = Frame::Hello(Hello {
+                    version: r.u32()?,
+                    pool_size: r.u64()?,
+                    slot_size: r.u32()?,
+                    slot_base: r.u32()?,
+                    slot_count: r.u32()?,
+                });
                 r.end()?;
                 f
             }
@@ -676,7 +707,8 @@ pub(crate) mod tests {
 
     pub(crate) fn samples() -> Vec<Frame> {
         vec![
-            Frame::Hello(Hello { version: PROTO_VERSION, pool_size: 64 << 20, slot_size: 1 << 20 }),
+            Frame::Hello(Hello::whole_pool(64 << 20, 1 << 20)),
+            Frame::Hello(Hello::whole_pool(64 << 20, 1 << 20).with_range(32, 16)),
             Frame::ChannelOffer(ChannelOffer {
                 channel_id: 7,
                 client_guid: [0xAB; 16],

@@ -90,10 +90,6 @@ pub struct ServerConfig {
     pub smbtorture_fsctls: bool,
     /// SMB Direct: whether and how `serve` starts the rdma-proxy.
     pub rdma: crate::rdma::RdmaConfig,
-    /// `state directory`: where the state shared between worker processes
-    /// lives (the LMDB store, the workers' wake-up sockets). None: the
-    /// server keeps that state in its own memory (one process).
-    pub state_directory: Option<PathBuf>,
     /// Multichannel. `server multi channel support` (default yes): session
     /// binding and FSCTL_QUERY_NETWORK_INTERFACE_INFO.
     pub multi_channel: bool,
@@ -101,6 +97,9 @@ pub struct ServerConfig {
     /// with `*`, or addresses with an optional /prefix) that
     /// FSCTL_QUERY_NETWORK_INTERFACE_INFO lists; empty = all.
     pub interfaces: Vec<String>,
+
+    /// Worker processes and the state directory (`supervisor.rs`).
+    pub procs: crate::supervisor::ProcessConfig,
 }
 
 impl Default for ServerConfig {
@@ -124,9 +123,10 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             smbtorture_fsctls: false,
             rdma: crate::rdma::RdmaConfig::default(),
-            state_directory: None,
             multi_channel: true,
             interfaces: Vec::new(),
+
+            procs: crate::supervisor::ProcessConfig::default(),
         }
     }
 }
@@ -324,7 +324,6 @@ impl ServerConfig {
                             self.max_protocol = parse_protocol(&v).ok_or_else(|| bad(line, format!("unknown protocol {v:?}")))?
                         }
                         "netbiosname" => self.netbios_name = v.to_uppercase(),
-                        "statedirectory" => self.state_directory = Some(PathBuf::from(v)),
                         "workgroup" => self.workgroup = v.to_uppercase(),
                         "maptoguest" => self.map_to_guest = v.eq_ignore_ascii_case("bad user"),
                         "servermultichannelsupport" => self.multi_channel = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
@@ -347,7 +346,7 @@ impl ServerConfig {
                             }
                             self.listen = l;
                         }
-                        other => match self.rdma.apply_conf_key(other, &v) {
+                        other => match self.rdma.apply_conf_key(other, &v).or_else(|| self.procs.apply_conf_key(other, &v)) {
                             Some(r) => r.map_err(|m| bad(line, m))?,
                             None => tracing::warn!("{file}:{line}: unknown global parameter {other:?} ignored"),
                         },

@@ -208,6 +208,7 @@ pub fn serve(server: Arc<Server>, mut source: impl MessageSource + 'static, sink
                 Err(_) => break Disconnect::Protocol("internal error (panic) while handling a request".into()),
             }
             conn.on_request(Instant::now());
+            crate::status::update_current(&conn);
             // Keep only buffers worth keeping (large ones), at most two.
             if msg.capacity() >= 1 << 20 {
                 let _ = back_tx.try_send(msg);

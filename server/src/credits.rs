@@ -24,6 +24,11 @@ impl CreditWindow {
         self.used.iter().filter(|u| !**u).count()
     }
 
+    /// Credits granted since the connection began (message ids opened to the client).
+    pub fn granted_total(&self) -> u64 {
+        self.low + self.used.len() as u64
+    }
+
     /// Consumes ids `mid .. mid + charge` (a charge of 0 counts as 1).
     pub fn consume(&mut self, mid: u64, charge: u16) -> Result<(), NtStatus> {
         let n = u64::from(charge.max(1));

@@ -20,5 +20,9 @@ pub mod rdma;
 pub mod vfs;
 pub mod wire;
 pub mod listener;
+pub mod status;
+pub mod supervisor;
+pub mod worker;
+pub mod workerproto;
 /// Entry points of the fuzz targets (`server/fuzz`) and their corpus replay test.
 pub mod fuzz;

@@ -1,4 +1,8 @@
-//! The TCP listener: accepts connections and serves each on its own thread.
+//! The TCP listener: accepts connections within the connection caps and reads
+//! each one's first message (negotiate timeout, io timeout, pre-authentication
+//! size limit) before it is served: in this process (`run`, one process
+//! serving everything) or handed to a worker by the supervisor
+//! (`supervisor.rs`, which uses `accept_loop` and `read_first_message`).
 //!
 //! Connections are counted in all and per client address (`max smbd
 //! processes`, `max connections per client address`): one over either cap is
@@ -8,7 +12,7 @@
 use crate::objects::{lock, Server};
 use crate::transport_tcp::tcp_transport;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
@@ -110,10 +114,87 @@ impl ConnectionSlots {
     }
 }
 
-/// Accepts forever. Each connection runs on a thread of its own; a panic in
-/// it ends that connection only.
-pub fn run(server: Arc<Server>, l: Listener) {
-    let limits = server.cfg.limits.clone();
+/// Why a connection was closed before its first message was read.
+#[derive(Debug, thiserror::Error)]
+pub enum FirstMessageError {
+    #[error("no message within {0} s (negotiate timeout)")]
+    Silent(u64),
+    #[error("closed before its first message")]
+    Closed,
+    #[error("first message not complete within the io timeout")]
+    Trickle,
+    #[error("first message: {0}")]
+    Frame(#[from] smbdirect_transport::tcp::FrameError),
+    #[error("{0}")]
+    Io(std::io::Error),
+}
+
+/// Reads a new connection's first message (framed: the 4-byte Direct TCP
+/// header and the message) as the front listener does before it picks the
+/// process that serves the connection. The first byte must come within the
+/// negotiate timeout, the rest within the io timeout after it (and the
+/// negotiate timeout still); the message may not exceed `limit` (the
+/// pre-authentication size limit). The socket's read timeout is cleared on
+/// success.
+pub fn read_first_message(stream: &TcpStream, limits: &crate::config::Limits, limit: usize) -> Result<Vec<u8>, FirstMessageError> {
+    use smbdirect_transport::tcp;
+    use std::io::Read;
+    let start = Instant::now();
+    let nego = (!limits.negotiate_timeout.is_zero()).then(|| start + limits.negotiate_timeout);
+    let mut s = stream;
+    // `deadline` bounds every read; `silent` says which limit a timeout hit.
+    let read_to = |s: &mut &TcpStream, buf: &mut [u8], deadline: Option<Instant>, first: bool| -> Result<(), FirstMessageError> {
+        let mut got = 0;
+        while got < buf.len() {
+            let left = match deadline {
+                Some(d) => {
+                    let l = d.saturating_duration_since(Instant::now());
+                    if l.is_zero() {
+                        return Err(if first { FirstMessageError::Silent(limits.negotiate_timeout.as_secs()) } else { FirstMessageError::Trickle });
+                    }
+                    Some(l)
+                }
+                None => None,
+            };
+            s.set_read_timeout(left).map_err(FirstMessageError::Io)?;
+            match s.read(&mut buf[got..]) {
+                Ok(0) => return Err(FirstMessageError::Closed),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) => return Err(FirstMessageError::Io(e)),
+            }
+        }
+        Ok(())
+    };
+    let mut hdr = [0u8; tcp::HEADER_LEN];
+    read_to(&mut s, &mut hdr[..1], nego, true)?;
+    let io = (!limits.io_timeout.is_zero()).then(|| Instant::now() + limits.io_timeout);
+    let rest = match (nego, io) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let trickle = |e| match e {
+        FirstMessageError::Silent(_) => FirstMessageError::Trickle,
+        e => e,
+    };
+    read_to(&mut s, &mut hdr[1..], rest, false).map_err(trickle)?;
+    let len = tcp::parse_header(hdr, limit)?;
+    let mut msg = vec![0u8; tcp::HEADER_LEN + len];
+    msg[..tcp::HEADER_LEN].copy_from_slice(&hdr);
+    read_to(&mut s, &mut msg[tcp::HEADER_LEN..], rest, false).map_err(trickle)?;
+    stream.set_read_timeout(None).map_err(FirstMessageError::Io)?;
+    Ok(msg)
+}
+
+/// The pre-authentication bound on a first message.
+pub fn first_message_limit(cfg: &crate::config::ServerConfig) -> usize {
+    cfg.limits.max_unauthenticated_message.min(crate::conn::max_message_size(cfg))
+}
+
+/// Accepts forever; each connection within the caps goes to `on_conn` with
+/// its place in the counts (one over a cap is closed at once, unread).
+pub fn accept_loop(l: Listener, slots: Arc<ConnectionSlots>, limits: crate::config::Limits, mut on_conn: impl FnMut(TcpStream, SocketAddr, Slot)) {
     for stream in l.listener.incoming() {
         let stream = match stream {
             Ok(s) => s,
@@ -130,33 +211,52 @@ pub fn run(server: Arc<Server>, l: Listener) {
                 continue;
             }
         };
-        let slot = match server.conn_slots.acquire(peer.ip(), limits.max_connections, limits.max_connections_per_address) {
-            Ok(s) => s,
-            Err(why) => {
-                // Dropping the stream closes it: nothing is read or sent.
-                server.conn_slots.log_refusal(&peer, why);
-                continue;
-            }
-        };
+        match slots.acquire(peer.ip(), limits.max_connections, limits.max_connections_per_address) {
+            Ok(slot) => on_conn(stream, peer, slot),
+            // Dropping the stream closes it: nothing is read or sent.
+            Err(why) => slots.log_refusal(&peer, why),
+        }
+    }
+}
+
+/// Serves one accepted TCP connection in this process, `first` (the bytes
+/// already read from it) replayed first.
+pub fn serve_tcp(server: Arc<Server>, stream: TcpStream, first: Vec<u8>) {
+    let limits = &server.cfg.limits;
+    match tcp_transport(stream, first) {
+        Ok((src, mut sink)) => {
+            sink.set_limits(limits.io_timeout, limits.max_send_queue);
+            let peer = crate::transport::MessageSink::peer(&sink);
+            let sink: Arc<dyn crate::transport::MessageSink> = Arc::new(sink);
+            info!(%peer, "connection accepted");
+            crate::conn::serve(server, src, sink);
+        }
+        Err(e) => warn!("cannot set up connection: {e}"),
+    }
+}
+
+/// Accepts forever and serves every connection in this process (one process
+/// serving everything; `smbdirect serve` hands connections to workers
+/// instead, see `supervisor.rs`). Each connection runs on a thread of its
+/// own; a panic in it ends that connection only.
+pub fn run(server: Arc<Server>, l: Listener) {
+    let limits = server.cfg.limits.clone();
+    let limit = first_message_limit(&server.cfg);
+    let slots = server.conn_slots.clone();
+    accept_loop(l, slots, limits.clone(), |stream, peer, slot| {
         let server = server.clone();
         let limits = limits.clone();
         let r = std::thread::Builder::new().name("smb-conn".into()).stack_size(512 * 1024).spawn(move || {
             let _slot = slot;
-            match tcp_transport(stream, Vec::new()) {
-                Ok((src, mut sink)) => {
-                    sink.set_limits(limits.io_timeout, limits.max_send_queue);
-                    let peer = crate::transport::MessageSink::peer(&sink);
-                    let sink: Arc<dyn crate::transport::MessageSink> = Arc::new(sink);
-                    info!(%peer, "connection accepted");
-                    crate::conn::serve(server, src, sink);
-                }
-                Err(e) => warn!("cannot set up connection: {e}"),
+            match read_first_message(&stream, &limits, limit) {
+                Ok(first) => serve_tcp(server, stream, first),
+                Err(e) => warn!(%peer, "closing the connection: {e}"),
             }
         });
         if let Err(e) = r {
             warn!("cannot spawn a connection thread: {e}");
         }
-    }
+    });
 }
 
 #[cfg(test)]
@@ -164,7 +264,6 @@ mod tests {
     use super::*;
     use crate::config::ServerConfig;
     use std::io::{Read, Write};
-    use std::net::TcpStream;
 
     /// A server on an ephemeral loopback port, accepting on a thread of its own.
     fn start(f: impl FnOnce(&mut ServerConfig)) -> (Arc<Server>, SocketAddr) {

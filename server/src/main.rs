@@ -1,8 +1,11 @@
-//! `smbdirect serve`: the file server.
+//! `smbdirect serve` (the file server: a supervisor and its worker
+//! processes), `smbdirect worker` (one worker, started by serve) and
+//! `smbdirect status`.
 
 use clap::{Parser, Subcommand};
 use smbdirect_server::config::{self, ServerConfig, ShareConfig};
-use smbdirect_server::{listener, objects::Server};
+use smbdirect_server::{listener, objects::Server, supervisor};
+use std::sync::Arc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -16,30 +19,64 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve shares. With no flags: share `share` at ./share, one generated user, port 445.
-    Serve {
-        /// Address to listen on (repeatable), e.g. 0.0.0.0:445 or 127.0.0.1:0 for an ephemeral port.
-        #[arg(long = "listen", value_name = "ADDR:PORT")]
-        listen: Vec<String>,
-        /// A share (repeatable).
-        #[arg(long = "share", value_name = "NAME=PATH")]
-        share: Vec<String>,
-        /// A user (repeatable).
-        #[arg(long = "user", value_name = "NAME:PASSWORD")]
-        user: Vec<String>,
-        /// smb.conf-style configuration file.
+    Serve(ServeArgs),
+    /// One worker process (started by `serve`, not by hand).
+    #[command(hide = true)]
+    Worker {
+        #[arg(long = "worker-id")]
+        worker_id: u32,
+        #[arg(long = "control-fd")]
+        control_fd: i32,
+        #[arg(long = "rdma-fd")]
+        rdma_fd: i32,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// What a running server is doing: workers, clients, channels, sessions,
+    /// tree connects, open files and locks (asks `serve` on its status socket).
+    Status {
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// The server's state directory (default as `serve`'s).
+        #[arg(long = "state-dir", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// The server's smb.conf, to find its `state directory`.
         #[arg(long = "config", value_name = "FILE")]
         config: Option<PathBuf>,
-        /// SMB Direct: auto (start the RDMA proxy when an RDMA device exists), on, or off
-        /// (smb.conf: smbdirect:rdma).
-        #[arg(long = "rdma", value_name = "auto|on|off")]
-        rdma: Option<String>,
-        /// The rdma-proxy binary (default: next to smbdirect; smb.conf: smbdirect:rdma proxy).
-        #[arg(long = "rdma-proxy", value_name = "PATH")]
-        rdma_proxy: Option<PathBuf>,
-        /// SMB Direct MaxReadWriteSize, e.g. 1M or 8M (smb.conf: smbd max io size).
-        #[arg(long = "smbd-max-io-size", value_name = "SIZE")]
-        smbd_max_io_size: Option<String>,
     },
+}
+
+#[derive(clap::Args, Clone)]
+struct ServeArgs {
+    /// Address to listen on (repeatable), e.g. 0.0.0.0:445 or 127.0.0.1:0 for an ephemeral port.
+    #[arg(long = "listen", value_name = "ADDR:PORT")]
+    listen: Vec<String>,
+    /// A share (repeatable).
+    #[arg(long = "share", value_name = "NAME=PATH")]
+    share: Vec<String>,
+    /// A user (repeatable).
+    #[arg(long = "user", value_name = "NAME:PASSWORD")]
+    user: Vec<String>,
+    /// smb.conf-style configuration file.
+    #[arg(long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// SMB Direct: auto (start the RDMA proxy when an RDMA device exists), on, or off
+    /// (smb.conf: smbdirect:rdma).
+    #[arg(long = "rdma", value_name = "auto|on|off")]
+    rdma: Option<String>,
+    /// The rdma-proxy binary (default: next to smbdirect; smb.conf: smbdirect:rdma proxy).
+    #[arg(long = "rdma-proxy", value_name = "PATH")]
+    rdma_proxy: Option<PathBuf>,
+    /// SMB Direct MaxReadWriteSize, e.g. 1M or 8M (smb.conf: smbd max io size).
+    #[arg(long = "smbd-max-io-size", value_name = "SIZE")]
+    smbd_max_io_size: Option<String>,
+    /// Worker processes (smb.conf: max workers).
+    #[arg(long = "max-workers", value_name = "N")]
+    max_workers: Option<String>,
+    /// State directory: status socket, shared state (smb.conf: state directory).
+    #[arg(long = "state-dir", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 fn random_password() -> String {
@@ -57,7 +94,17 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let Cmd::Serve { listen, share, user, config, rdma, rdma_proxy, smbd_max_io_size } = cli.cmd;
+    match cli.cmd {
+        Cmd::Serve(a) => serve(a),
+        Cmd::Worker { worker_id, control_fd, rdma_fd, serve } => match build_config(&serve) {
+            Ok(cfg) => smbdirect_server::worker::run(cfg, smbdirect_server::worker::WorkerArgs { worker_id, control_fd, rdma_fd }),
+            Err(code) => code,
+        },
+        Cmd::Status { json, state_dir, config } => status(json, state_dir, config),
+    }
+}
+
+fn status(json: bool, state_dir: Option<PathBuf>, config: Option<PathBuf>) -> ExitCode {
     let mut cfg = ServerConfig::default();
     if let Some(f) = &config {
         if let Err(e) = cfg.load_file(f) {
@@ -65,80 +112,107 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    if let Some(m) = &rdma {
-        match smbdirect_server::rdma::parse_mode(m) {
-            Some(m) => cfg.rdma.mode = m,
-            None => {
-                eprintln!("smbdirect: bad --rdma {m:?} (want auto, on or off)");
-                return ExitCode::from(2);
+    let dir = state_dir.or(cfg.procs.state_dir).unwrap_or_else(supervisor::default_state_dir);
+    match smbdirect_server::status::query(&dir) {
+        Ok(v) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", smbdirect_server::status::render(&v));
             }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("smbdirect status: {e}");
+            ExitCode::from(1)
         }
     }
-    if let Some(p) = rdma_proxy {
-        cfg.rdma.proxy = Some(p);
+}
+
+/// The configuration from `serve`'s flags and smb.conf (users as given: a
+/// generated one is added by `serve`).
+fn build_config(a: &ServeArgs) -> Result<ServerConfig, ExitCode> {
+    let fail = |msg: String| {
+        eprintln!("smbdirect: {msg}");
+        ExitCode::from(2)
+    };
+    let mut cfg = ServerConfig::default();
+    if let Some(f) = &a.config {
+        cfg.load_file(f).map_err(|e| fail(e.to_string()))?;
     }
-    if let Some(v) = &smbd_max_io_size {
-        match smbdirect_server::rdma::parse_size(v).and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0) {
-            Some(n) => cfg.rdma.args.max_io_size = n,
-            None => {
-                eprintln!("smbdirect: bad --smbd-max-io-size {v:?}");
-                return ExitCode::from(2);
-            }
-        }
+    if let Some(m) = &a.rdma {
+        cfg.rdma.mode = smbdirect_server::rdma::parse_mode(m).ok_or_else(|| fail(format!("bad --rdma {m:?} (want auto, on or off)")))?;
+    }
+    if let Some(p) = &a.rdma_proxy {
+        cfg.rdma.proxy = Some(p.clone());
+    }
+    if let Some(v) = &a.smbd_max_io_size {
+        cfg.rdma.args.max_io_size = smbdirect_server::rdma::parse_size(v)
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| fail(format!("bad --smbd-max-io-size {v:?}")))?;
     }
     if u64::from(cfg.rdma.args.max_io_size) > cfg.rdma.args.pool_size {
-        eprintln!("smbdirect: smbd max io size {} exceeds the RDMA pool size {}", cfg.rdma.args.max_io_size, cfg.rdma.args.pool_size);
-        return ExitCode::from(2);
+        return Err(fail(format!("smbd max io size {} exceeds the RDMA pool size {}", cfg.rdma.args.max_io_size, cfg.rdma.args.pool_size)));
     }
-    if !listen.is_empty() {
+    if let Some(v) = &a.max_workers {
+        cfg.procs.max_workers = supervisor::parse_workers(v).map_err(fail)?;
+    }
+    if let Some(d) = &a.state_dir {
+        cfg.procs.state_dir = Some(d.clone());
+    }
+    if !a.listen.is_empty() {
         cfg.listen.clear();
-        for l in &listen {
-            match l.parse() {
-                Ok(a) => cfg.listen.push(a),
-                Err(_) => {
-                    eprintln!("smbdirect: bad --listen {l:?} (want ADDR:PORT)");
-                    return ExitCode::from(2);
-                }
-            }
+        for l in &a.listen {
+            cfg.listen.push(l.parse().map_err(|_| fail(format!("bad --listen {l:?} (want ADDR:PORT)")))?);
         }
     }
-    for s in &share {
-        match config::parse_share_flag(s) {
-            Ok(sh) => {
-                cfg.shares.retain(|x| !x.name.eq_ignore_ascii_case(&sh.name));
-                cfg.shares.push(sh);
-            }
-            Err(e) => {
-                eprintln!("smbdirect: {e}");
-                return ExitCode::from(2);
-            }
-        }
+    for s in &a.share {
+        let sh = config::parse_share_flag(s).map_err(|e| fail(e.to_string()))?;
+        cfg.shares.retain(|x| !x.name.eq_ignore_ascii_case(&sh.name));
+        cfg.shares.push(sh);
     }
-    for u in &user {
-        match config::parse_user_flag(u) {
-            Ok(u) => cfg.users.push(u),
-            Err(e) => {
-                eprintln!("smbdirect: {e}");
-                return ExitCode::from(2);
-            }
-        }
+    for u in &a.user {
+        cfg.users.push(config::parse_user_flag(u).map_err(|e| fail(e.to_string()))?);
     }
     if cfg.shares.is_empty() {
         cfg.shares.push(ShareConfig::new("share", "./share"));
     }
-    let generated = cfg.users.is_empty();
-    if generated {
+    Ok(cfg)
+}
+
+/// `smbdirect serve`: the supervisor (supervisor.rs).
+fn serve(a: ServeArgs) -> ExitCode {
+    let mut cfg = match build_config(&a) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let generated = cfg.users.is_empty().then(|| {
         let name = std::env::var("USER").ok().filter(|u| !u.is_empty() && u != "root").unwrap_or_else(|| "smbuser".into());
-        cfg.users.push((name, random_password()));
+        (name, random_password())
+    });
+    // The shares are checked (and created) here, before anything listens;
+    // the workers serve them.
+    {
+        let mut check = cfg.clone();
+        check.users.extend(generated.clone());
+        // (on its own memory store: the supervisor creates the shared one)
+        check.procs.state_dir = None;
+        if let Err(e) = Server::new(check) {
+            eprintln!("smbdirect: {e}");
+            return ExitCode::from(1);
+        }
     }
-    let server = match Server::new(cfg.clone()) {
+    let dir = cfg.procs.state_dir.clone().unwrap_or_else(supervisor::default_state_dir);
+    let state = match supervisor::StateDir::open(&dir) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("smbdirect: {e}");
             return ExitCode::from(1);
         }
     };
-    let mut handles = Vec::new();
+    cfg.procs.state_dir = Some(state.path.clone());
+    let mut listeners = Vec::new();
     let mut first_port = 445;
     for (i, addr) in cfg.listen.iter().enumerate() {
         let l = match listener::bind(*addr) {
@@ -152,19 +226,51 @@ fn main() -> ExitCode {
             first_port = l.addr.port();
         }
         println!("smbdirect: listening on {}", l.addr);
-        let s = server.clone();
-        handles.push(std::thread::spawn(move || listener::run(s, l)));
+        listeners.push(l);
     }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("smbdirect: cannot find this executable to start workers: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let launch = supervisor::WorkerLaunch {
+        exe,
+        // Workers get serve's own arguments and rebuild the same configuration.
+        serve_args: std::env::args().skip(2).collect(),
+        backoff_start: std::time::Duration::from_millis(100),
+        backoff_max: std::time::Duration::from_secs(10),
+    };
+    let sup = match supervisor::Supervisor::new(cfg.clone(), launch, state.path.clone(), generated.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("smbdirect: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    sup.start();
+    let mut handles = Vec::new();
+    for l in listeners {
+        let s = sup.clone();
+        handles.push(std::thread::spawn(move || s.front(l)));
+    }
+    match sup.status_server(&state.status_socket()) {
+        Ok(h) => handles.push(h),
+        Err(e) => eprintln!("smbdirect: no status socket at {}: {e}", state.status_socket().display()),
+    }
+    println!("smbdirect: {} worker process(es) at most (max workers); state directory {}", sup.max_workers(), state.path.display());
     for sh in &cfg.shares {
         println!("smbdirect: share [{}] at {}", sh.name, sh.path.display());
     }
-    if generated {
-        let (u, p) = &cfg.users[0];
+    if let Some((u, p)) = &generated {
         let port = if first_port == 445 { String::new() } else { format!(" -p {first_port}") };
         println!("smbdirect: user {u} with password {p}");
         println!("smbdirect: try: smbclient //127.0.0.1/{}{port} -U '{u}%{p}' -c ls", cfg.shares[0].name);
     }
-    match smbdirect_server::rdma::start(server.clone()) {
+    let s = sup.clone();
+    let handler: smbdirect_server::rdma::ControlHandler = Arc::new(move |fd| s.proxy_control(fd));
+    match smbdirect_server::rdma::start(&cfg.rdma, handler) {
         Some(h) => {
             println!("smbdirect: SMB Direct: rdma-proxy started (see the log for each device and port)");
             handles.push(h);
@@ -176,5 +282,6 @@ fn main() -> ExitCode {
     for h in handles {
         let _ = h.join();
     }
+    drop(state);
     ExitCode::SUCCESS
 }

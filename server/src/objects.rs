@@ -129,13 +129,16 @@ impl Server {
         }
     }
 
-    /// A server with the store `cfg.state_directory` names (LMDB there,
-    /// cleared: this process owns it), else the in-process store.
+    /// A server on the store of `state directory` (`cfg.procs.state_dir`:
+    /// the LMDB environment there, which the supervisor created and cleared
+    /// at start; this process is worker `cfg.procs.worker_id`), else on the
+    /// in-process store (one process: tests, tools).
     pub fn new(cfg: ServerConfig) -> std::io::Result<Arc<Server>> {
-        match cfg.state_directory.clone() {
+        match cfg.procs.state_dir.clone() {
             Some(dir) => {
-                let store = crate::store::create(&dir).map_err(|e| std::io::Error::other(format!("state directory {}: {e}", dir.display())))?;
-                Server::with_store(cfg, store, 0, Some(dir))
+                let store = crate::store::open(&dir).map_err(|e| std::io::Error::other(format!("state directory {}: {e}", dir.display())))?;
+                let id = cfg.procs.worker_id;
+                Server::with_store(cfg, store, id, Some(dir))
             }
             None => Server::with_store(cfg, crate::store::memory(), 0, None),
         }
@@ -160,6 +163,10 @@ impl Server {
         ipc_cfg.comment = "IPC Service".into();
         let mut guid = [0u8; 16];
         getrandom::fill(&mut guid).map_err(|e| std::io::Error::other(e.to_string()))?;
+        // Every worker answers with the supervisor's GUID.
+        if let Some(g) = cfg.procs.server_guid {
+            guid = g;
+        }
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).map_err(|e| std::io::Error::other(e.to_string()))?;
         let mut resume_secret = [0u8; 32];

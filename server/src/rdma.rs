@@ -1,6 +1,9 @@
 //! The server's side of the rdma-proxy's control socket: the pool arrives in
 //! `Hello`, then each `ChannelOffer` becomes a connection served by the usual
-//! pipeline over [`crate::transport_smbd`].
+//! pipeline over [`crate::transport_smbd`]. Under `smbdirect serve` the proxy's
+//! control socket ends in the supervisor (`supervisor.rs`), which relays
+//! `Hello` (with this worker's slot range) and the channels routed to this
+//! worker; `serve_control` reads them the same way.
 
 use crate::objects::Server;
 use crate::transport_smbd::smbd_transport;
@@ -29,7 +32,7 @@ pub enum ControlError {
 }
 
 /// One line per device/port: listening, or why not.
-fn log_listener(l: &ListenerReport) {
+pub fn log_listener(l: &ListenerReport) {
     let dev = if l.device.is_empty() { "-" } else { l.device.as_str() };
     let addr = l.addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
     let why = match l.status {
@@ -48,24 +51,48 @@ fn log_listener(l: &ListenerReport) {
 /// Live SMB Direct connections (all proxies together).
 pub static LIVE_CHANNELS: AtomicUsize = AtomicUsize::new(0);
 
+/// Who counts an SMB Direct channel against the connection caps.
+#[derive(Clone)]
+pub enum Admission {
+    /// This process counts it in `Server::conn_slots` (one process serving
+    /// everything; tests).
+    Local,
+    /// The supervisor counted it when it routed the channel; this is called
+    /// with the channel id when the channel ends.
+    Supervisor(Arc<dyn Fn(u64) + Send + Sync>),
+}
+
 /// Serves one proxy's control socket until it closes: `Ok` at a clean end of
 /// stream. Channels already handed over keep running after it returns (until
 /// their own sockets close).
 pub fn serve_control(server: Arc<Server>, control: OwnedFd) -> Result<(), ControlError> {
+    serve_control_with(server, control, Admission::Local)
+}
+
+/// Maps the pool of a `Hello` and makes the allocator of its slot range.
+fn take_hello(h: &Hello, pool_fd: OwnedFd) -> Result<Arc<SlotAllocator>, ControlError> {
+    if h.version != PROTO_VERSION {
+        return Err(ControlError::Version(h.version));
+    }
+    let pool = Arc::new(PoolMap::map(pool_fd, h.pool_size)?);
+    let alloc = SlotAllocator::with_range(pool, h.slot_size, h.slot_base, h.slot_count)?;
+    info!(pool_size = h.pool_size, slot_size = h.slot_size, slot_base = h.slot_base, slots = alloc.slot_count(), "rdma-proxy connected; shared pool mapped");
+    Ok(alloc)
+}
+
+/// [`serve_control`] with the channels counted as `admission` says. A new
+/// `Hello` (the proxy was restarted) replaces the pool for new channels;
+/// channels of the old pool keep it until they end.
+pub fn serve_control_with(server: Arc<Server>, control: OwnedFd, admission: Admission) -> Result<(), ControlError> {
     let max_message = crate::conn::max_message_size(&server.cfg);
     let mut reader = FrameReader::new(max_message + MAX_FRAME_OVERHEAD);
     let Some(Received { frame, fd }) = reader.recv(&control)? else {
         return Err(ControlError::NoHello);
     };
-    let (Frame::Hello(Hello { version, pool_size, slot_size }), Some(pool_fd)) = (&frame, fd) else {
+    let (Frame::Hello(h), Some(pool_fd)) = (&frame, fd) else {
         return Err(ControlError::NotHello(frame.kind()));
     };
-    if *version != PROTO_VERSION {
-        return Err(ControlError::Version(*version));
-    }
-    let pool = Arc::new(PoolMap::map(pool_fd, *pool_size)?);
-    let alloc = SlotAllocator::new(pool, *slot_size)?;
-    info!(pool_size, slot_size, slots = alloc.slot_count(), "rdma-proxy connected; shared pool mapped");
+    let mut alloc = take_hello(h, pool_fd)?;
     SERVICE_UP.store(true, Ordering::SeqCst);
     loop {
         let Some(Received { frame, fd }) = reader.recv(&control)? else {
@@ -73,34 +100,51 @@ pub fn serve_control(server: Arc<Server>, control: OwnedFd) -> Result<(), Contro
             return Ok(());
         };
         match (frame, fd) {
+            (Frame::Hello(h), Some(pool_fd)) => alloc = take_hello(&h, pool_fd)?,
             (Frame::ChannelOffer(offer), Some(sock)) => {
                 // An SMB Direct channel is a connection like a TCP one: it
                 // counts against `max smbd processes` and `max connections
                 // per client address`. Over a cap its socket is closed at once.
-                let ip = offer.peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-                let l = &server.cfg.limits;
-                let slot = match server.conn_slots.acquire(ip, l.max_connections, l.max_connections_per_address) {
-                    Ok(s) => s,
-                    Err(why) => {
-                        server.conn_slots.log_refusal(&ip, why);
-                        drop(sock);
-                        continue;
+                let slot = match &admission {
+                    Admission::Local => {
+                        let ip = offer.peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+                        let l = &server.cfg.limits;
+                        match server.conn_slots.acquire(ip, l.max_connections, l.max_connections_per_address) {
+                            Ok(s) => Some(s),
+                            Err(why) => {
+                                server.conn_slots.log_refusal(&ip, why);
+                                drop(sock);
+                                continue;
+                            }
+                        }
                     }
+                    Admission::Supervisor(_) => None,
+                };
+                let ended = match &admission {
+                    Admission::Supervisor(f) => Some(f.clone()),
+                    Admission::Local => None,
                 };
                 let server = server.clone();
                 let alloc = alloc.clone();
                 let id = offer.channel_id;
+                let guid = offer.client_guid;
                 let r = std::thread::Builder::new().name("smbd-conn".into()).stack_size(512 * 1024).spawn(move || {
                     let _slot = slot;
+                    let _c = tracing::info_span!("channel", id, client = %crate::status::guid_string(&guid)).entered();
+                    let peer_addr = offer.peer;
                     match smbd_transport(offer, sock, alloc, max_message) {
                         Ok((src, sink)) => {
                             let peer = crate::transport::MessageSink::peer(&sink);
                             info!(%peer, "SMB Direct connection accepted");
                             LIVE_CHANNELS.fetch_add(1, Ordering::SeqCst);
+                            let _entry = crate::status::register(crate::status::Transport::Rdma, id, guid, peer_addr);
                             crate::conn::serve(server, src, Arc::new(sink));
                             LIVE_CHANNELS.fetch_sub(1, Ordering::SeqCst);
                         }
                         Err(e) => warn!(channel = id, "cannot set up SMB Direct channel: {e}"),
+                    }
+                    if let Some(f) = ended {
+                        f(id);
                     }
                 });
                 if let Err(e) = r {
@@ -248,20 +292,30 @@ pub struct Supervision {
     pub max_runs: Option<usize>,
 }
 
+/// What serves a started proxy's control socket: `serve_control` in one
+/// process, the supervisor's relay under `smbdirect serve`.
+pub type ControlHandler = Arc<dyn Fn(OwnedFd) -> Result<(), ControlError> + Send + Sync>;
+
+/// In-process handling of the control socket ([`serve_control`]).
+pub fn local_handler(server: Arc<Server>) -> ControlHandler {
+    Arc::new(move |fd| serve_control(server.clone(), fd))
+}
+
 /// Starts the proxy once and serves its control socket until it ends; returns
 /// the proxy's exit status.
-pub fn run_proxy_once(server: &Arc<Server>, path: &std::path::Path, args: &smbdirect_rdma_proxy::launch::ProxyArgs) -> std::io::Result<std::process::ExitStatus> {
+pub fn run_proxy_once(handler: &ControlHandler, path: &std::path::Path, args: &smbdirect_rdma_proxy::launch::ProxyArgs) -> std::io::Result<std::process::ExitStatus> {
     use std::os::fd::AsRawFd;
     let (ours, theirs) = smbdirect_rdma_proxy::fdpass::seqpacket_pair()?;
-    // The child's end only loses close-on-exec; ours keeps it. (The server
-    // starts no other processes, so no other child can inherit it.)
-    rustix::io::fcntl_setfd(&theirs, rustix::io::FdFlags::empty())?;
     let mut a = args.clone();
     a.control_fd = theirs.as_raw_fd();
-    let mut child = std::process::Command::new(path).args(a.to_args()).stdin(std::process::Stdio::null()).spawn()?;
+    // The child's end loses close-on-exec for this spawn only, so no other
+    // child (a worker started at the same time) inherits it.
+    let mut cmd = std::process::Command::new(path);
+    cmd.args(a.to_args()).stdin(std::process::Stdio::null());
+    let mut child = crate::supervisor::spawn_inheriting(&mut cmd, &[&theirs])?;
     drop(theirs);
     info!(pid = child.id(), path = %path.display(), "rdma-proxy started");
-    let r = serve_control(server.clone(), ours);
+    let r = handler(ours);
     SERVICE_UP.store(false, Ordering::SeqCst);
     if let Err(e) = &r {
         warn!("rdma-proxy control socket: {e}; stopping the proxy");
@@ -272,12 +326,12 @@ pub fn run_proxy_once(server: &Arc<Server>, path: &std::path::Path, args: &smbdi
 
 /// Runs the proxy, restarting it with exponential backoff whenever it ends.
 /// TCP service is independent of it.
-pub fn supervise(server: Arc<Server>, s: Supervision) {
+pub fn supervise(handler: ControlHandler, s: Supervision) {
     let mut delay = s.backoff_start;
     let mut runs = 0usize;
     loop {
         let started = std::time::Instant::now();
-        match run_proxy_once(&server, &s.path, &s.args) {
+        match run_proxy_once(&handler, &s.path, &s.args) {
             Ok(st) => warn!(
                 "rdma-proxy {} ({st}); SMB Direct is down, TCP service goes on; restarting in {delay:?}",
                 smbdirect_rdma_proxy::launch::describe_exit(st.code())
@@ -297,9 +351,10 @@ pub fn supervise(server: Arc<Server>, s: Supervision) {
 }
 
 /// What `serve` does about SMB Direct, per the configuration; logs the
-/// decision. Returns the supervisor thread when the proxy is started.
-pub fn start(server: Arc<Server>) -> Option<std::thread::JoinHandle<()>> {
-    let cfg = server.cfg.rdma.clone();
+/// decision. Returns the supervisor thread when the proxy is started; its
+/// control socket goes to `handler`.
+pub fn start(cfg: &RdmaConfig, handler: ControlHandler) -> Option<std::thread::JoinHandle<()>> {
+    let cfg = cfg.clone();
     if cfg.mode == RdmaMode::Off {
         info!("SMB Direct: off (smbdirect:rdma = no / --rdma off); serving TCP only");
         return None;
@@ -325,7 +380,7 @@ pub fn start(server: Arc<Server>) -> Option<std::thread::JoinHandle<()>> {
         backoff_max: std::time::Duration::from_secs(60),
         max_runs: None,
     };
-    std::thread::Builder::new().name("rdma-proxy".into()).spawn(move || supervise(server, sup)).ok()
+    std::thread::Builder::new().name("rdma-proxy".into()).spawn(move || supervise(handler, sup)).ok()
 }
 
 #[cfg(test)]
@@ -369,6 +424,58 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
     }
 
+    /// The worker side under a supervisor: a Hello with a slot range (and a
+    /// second Hello, as after a proxy restart) is taken, a channel routed
+    /// here is served without a local cap slot, and its end is reported
+    /// with its channel id.
+    #[test]
+    fn worker_mode_takes_repeated_hellos_and_reports_channel_ends() {
+        use smbdirect_rdma_proxy::fdpass::{send_frame, seqpacket_pair};
+        use smbdirect_rdma_proxy::proto::{ChannelOffer, Negotiated};
+        use std::os::fd::AsFd;
+        let d = tempfile_dir();
+        let cfg = crate::config::ServerConfig { shares: vec![crate::config::ShareConfig::new("s", &d)], ..Default::default() };
+        let server = Server::new(cfg).unwrap();
+        let (sup, worker) = seqpacket_pair().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        let ended: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |id| {
+            let _ = crate::objects::lock(&tx).send(id);
+        });
+        let srv = server.clone();
+        let t = std::thread::spawn(move || serve_control_with(srv, worker, Admission::Supervisor(ended)));
+        let pool = PoolMap::create(4 << 20).unwrap();
+        let hello = Hello::whole_pool(4 << 20, 1 << 20).with_range(2, 2);
+        send_frame(sup.as_fd(), &Frame::Hello(hello), Some(pool.fd())).unwrap();
+        send_frame(sup.as_fd(), &Frame::Hello(hello), Some(pool.fd())).unwrap();
+        let (ours, theirs) = seqpacket_pair().unwrap();
+        let offer = ChannelOffer {
+            channel_id: 41,
+            client_guid: [9; 16],
+            peer: Some("10.0.0.9:5000".parse().unwrap()),
+            local: None,
+            negotiated: Negotiated { max_read_write_size: 1 << 20, max_send_size: 1364, max_fragmented_send: 1 << 20, max_fragmented_recv: 1 << 20 },
+            first_message: Vec::new(),
+        };
+        send_frame(sup.as_fd(), &Frame::ChannelOffer(offer), Some(theirs.as_fd())).unwrap();
+        drop(theirs);
+        // Not counted here: the supervisor did.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(server.conn_slots.total(), 0);
+        // The channel's peer (the proxy) goes away: the end is reported.
+        drop(ours);
+        assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(10)), Ok(41));
+        drop(sup);
+        assert!(t.join().unwrap().is_ok());
+        // A Hello whose range lies outside the pool is refused.
+        let (sup, worker) = seqpacket_pair().unwrap();
+        let srv = server.clone();
+        let t = std::thread::spawn(move || serve_control(srv, worker));
+        send_frame(sup.as_fd(), &Frame::Hello(hello.with_range(3, 2)), Some(pool.fd())).unwrap();
+        assert!(matches!(t.join().unwrap(), Err(ControlError::Pool(_))));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
     fn tempfile_dir() -> std::path::PathBuf {
         tempfile::tempdir().unwrap().keep()
     }
@@ -397,7 +504,7 @@ mod tests {
         let args = smbdirect_rdma_proxy::launch::ProxyArgs { max_io_size: 1 << 20, ..Default::default() };
         let t0 = std::time::Instant::now();
         supervise(
-            server,
+            local_handler(server),
             Supervision {
                 path: script,
                 args,

@@ -193,8 +193,10 @@ def start_ours(workdir: Path, user: str, password: str, share_path: Path | None 
     share_path = share_path or workdir / "share"
     share_path.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "smbdirect.log"
+    # A state directory of its own: two servers may not share one.
     cmd = [str(binary), "serve", "--listen", "127.0.0.1:0",
-           "--share", f"{SHARE}={share_path}", "--user", f"{user}:{password}"]
+           "--share", f"{SHARE}={share_path}", "--user", f"{user}:{password}",
+           "--state-dir", str(workdir / "state")]
     cmd += extra_args or []
     # SMB_VIA_PROXY=1: clients reach the server through the stand-in proxy
     # (smbd-tcp-front), i.e. over the channel path an SMB Direct connection takes.

@@ -31,7 +31,16 @@ def out(r: subprocess.CompletedProcess) -> str:
 
 
 def front_pids(server_pid: int) -> list[int]:
-    return [p for p in processes_with_arg("--control-fd") if _parent(p) == server_pid]
+    """The server's proxy processes (its workers take --control-fd too)."""
+    return [p for p in processes_with_arg("--control-fd") if _parent(p) == server_pid and not _is_worker(p)]
+
+
+def _is_worker(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[1:2] == [b"worker"]
+    except OSError:
+        return False
 
 
 def _parent(pid: int) -> int:

@@ -175,7 +175,7 @@ ours_start() {
     mountpoint -q /srv/share || mount -t tmpfs -o size=700m tmpfs /srv/share
     SMB_SHARE_DIR=/srv/share SMB_USER=tuser SMB_PASS=tpass
     RUST_LOG=${OURS_RUST_LOG:-info} "$OURS_BIN/smbdirect" serve --share "share=$SMB_SHARE_DIR" \
-        --user "$SMB_USER:$SMB_PASS" >> "$OURS_LOG" 2>&1 &
+        --user "$SMB_USER:$SMB_PASS" ${OURS_EXTRA_ARGS:-} >> "$OURS_LOG" 2>&1 &
     OURS_PID=$!
     wait_tcp 445 || true
     wait_cm 445

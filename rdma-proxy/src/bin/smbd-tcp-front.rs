@@ -15,7 +15,7 @@ use smbdirect_rdma_proxy::launch::{exit, ProxyArgs};
 use smbdirect_rdma_proxy::pool::PoolMap;
 use smbdirect_rdma_proxy::proto::{
     kind, listener_status, rdma_status, ChannelOffer, Frame, Hello, ListenerReport, Negotiated, RdmaDone,
-    MAX_FRAME_OVERHEAD, PROTO_VERSION,
+    MAX_FRAME_OVERHEAD,
 };
 use smbdirect_transport::tcp;
 use std::io::{Read, Write};
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
         let _g = control_lock.lock().unwrap_or_else(|p| p.into_inner());
         send_frame(control.as_fd(), f, fd)
     };
-    let hello = Frame::Hello(Hello { version: PROTO_VERSION, pool_size: args.pool_size, slot_size: args.max_io_size });
+    let hello = Frame::Hello(Hello::whole_pool(args.pool_size, args.max_io_size));
     if let Err(e) = say(&hello, Some(pool.fd())) {
         eprintln!("smbd-tcp-front: control socket: {e}");
         return ExitCode::from(exit::USAGE as u8);

@@ -10,7 +10,7 @@ use crate::harness::*;
 use smbdirect_rdma_proxy::fdpass::{send_datagram, seqpacket_pair, send_frame, FrameReader, Received};
 use smbdirect_rdma_proxy::pool::PoolMap;
 use smbdirect_rdma_proxy::proto::{
-    rdma_status, ChannelOffer, Frame, Hello, Negotiated, RdmaDir, RdmaDone, RdmaRequest, PROTO_VERSION,
+    rdma_status, ChannelOffer, Frame, Hello, Negotiated, RdmaDir, RdmaDone, RdmaRequest,
 };
 use smbdirect_server::conn::Disconnect;
 use smbdirect_server::rdma::serve_control;
@@ -149,7 +149,7 @@ fn rig_negotiated(opts: &NegOpts, f: impl FnOnce(&mut smbdirect_server::config::
     let srv = ts.server.clone();
     let control_thread = std::thread::spawn(move || serve_control(srv, server_end));
     let pool = Arc::new(PoolMap::create(POOL_SIZE).unwrap());
-    let hello = Frame::Hello(Hello { version: PROTO_VERSION, pool_size: POOL_SIZE, slot_size: SLOT_SIZE });
+    let hello = Frame::Hello(Hello::whole_pool(POOL_SIZE, SLOT_SIZE));
     send_frame(proxy_end.as_fd(), &hello, Some(pool.fd())).unwrap();
     let mem = Arc::new(Mutex::new(ClientMem::default()));
     let log = Arc::new(Mutex::new(Log::default()));
@@ -438,7 +438,7 @@ fn smbd_channels_count_against_the_connection_caps() {
     let srv = ts.server.clone();
     let control_thread = std::thread::spawn(move || serve_control(srv, server_end));
     let pool = PoolMap::create(POOL_SIZE).unwrap();
-    let hello = Frame::Hello(Hello { version: PROTO_VERSION, pool_size: POOL_SIZE, slot_size: SLOT_SIZE });
+    let hello = Frame::Hello(Hello::whole_pool(POOL_SIZE, SLOT_SIZE));
     send_frame(proxy_end.as_fd(), &hello, Some(pool.fd())).unwrap();
     let peer: std::net::SocketAddr = "10.9.0.7:40001".parse().unwrap();
     // Another connection from that address holds its one place.

@@ -1,0 +1,499 @@
+//! The supervisor <-> worker protocol on a worker's control socket
+//! (AF_UNIX SOCK_SEQPACKET; ISSUE10-DESIGN.md "Process model").
+//!
+//! Same framing as the proxy protocol (`smbdirect_rdma_proxy::proto`), with
+//! kinds of its own: every datagram starts with `kind u8, flags u8 (bit 0
+//! MORE), reserved u16 (zero), len u32`, little endian, then `len` body bytes.
+//! Only a status reply may span datagrams (MORE on all but the last); the
+//! receiver bounds the reassembled size. `Handoff` carries the connection's
+//! socket by SCM_RIGHTS on its (single) datagram.
+//!
+//! Supervisor -> worker: `Setup` (first, once), `Handoff`, `StatusRequest`.
+//! Worker -> supervisor: `ConnClosed`, `StatusReply`.
+//!
+//! The proxy's frames (Hello, ChannelOffer) travel on a second socket per
+//! worker, unchanged, so that `rdma::serve_control` reads them as it reads a
+//! proxy's.
+
+use smbdirect_rdma_proxy::fdpass::{recv_datagram, send_datagram, FdPassError};
+use smbdirect_rdma_proxy::proto::MAX_DATAGRAM;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+pub const HEADER_LEN: usize = 8;
+const FLAG_MORE: u8 = 1;
+const MAX_BODY: usize = MAX_DATAGRAM - HEADER_LEN;
+/// Largest first message a `Handoff` carries (it must fit one datagram).
+pub const MAX_HANDOFF_MESSAGE: usize = MAX_BODY - 64;
+/// Longest text field.
+const MAX_TEXT: usize = 4096;
+/// Bound on a reassembled status reply.
+pub const MAX_STATUS_REPLY: usize = 64 << 20;
+
+pub mod kind {
+    pub const SETUP: u8 = 1;
+    pub const HANDOFF: u8 = 2;
+    pub const STATUS_REQUEST: u8 = 3;
+    pub const CONN_CLOSED: u8 = 16;
+    pub const STATUS_REPLY: u8 = 17;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("{0}: truncated")]
+    Truncated(&'static str),
+    #[error("{0}: trailing bytes")]
+    Trailing(&'static str),
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    #[error("bad header (flags {flags:#x}, reserved {reserved:#x}, len {len} for {body} bytes)")]
+    BadHeader { flags: u8, reserved: u16, len: u32, body: usize },
+    #[error("frame kind {0} may not be split")]
+    NotSplittable(u8),
+    #[error("continuation of kind {got} inside a frame of kind {expected}")]
+    Interleaved { expected: u8, got: u8 },
+    #[error("frame of {0} bytes is over the bound")]
+    TooLarge(usize),
+    #[error("bad value {1} in {0}")]
+    BadValue(&'static str, u64),
+    #[error("text is not UTF-8 or too long")]
+    BadText,
+    #[error("frame kind {0}: fd missing or unexpected")]
+    FdRule(u8),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("{0}")]
+    Socket(#[from] FdPassError),
+    #[error("{0}")]
+    Wire(#[from] WireError),
+}
+
+/// A connection a worker serves, as the supervisor counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConnRef {
+    /// A TCP connection handed over by the front listener (its id).
+    Tcp(u64),
+    /// An SMB Direct channel offered by the proxy (its channel id).
+    Rdma(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setup {
+    pub worker_id: u32,
+    /// The server's GUID: the same in every worker (clients compare it
+    /// across channels).
+    pub server_guid: [u8; 16],
+    /// The state directory (store, wake-up sockets).
+    pub state_dir: String,
+    /// The user `serve` generated when none was configured (name, password):
+    /// secret, so it goes here rather than on the worker's command line.
+    pub generated_user: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Setup(Setup),
+    /// A TCP connection (its fd rides along) and the bytes already read from
+    /// it (the whole first message, framed), to be replayed.
+    Handoff { conn_id: u64, client_guid: [u8; 16], first: Vec<u8> },
+    StatusRequest { req_id: u64 },
+    ConnClosed(ConnRef),
+    /// The worker's part of `smbdirect status`, as JSON.
+    StatusReply { req_id: u64, json: Vec<u8> },
+}
+
+impl Frame {
+    pub fn kind(&self) -> u8 {
+        match self {
+            Frame::Setup(_) => kind::SETUP,
+            Frame::Handoff { .. } => kind::HANDOFF,
+            Frame::StatusRequest { .. } => kind::STATUS_REQUEST,
+            Frame::ConnClosed(_) => kind::CONN_CLOSED,
+            Frame::StatusReply { .. } => kind::STATUS_REPLY,
+        }
+    }
+
+    pub fn encode_body(&self) -> Result<Vec<u8>, WireError> {
+        let mut o = Vec::new();
+        match self {
+            Frame::Setup(s) => {
+                o.extend_from_slice(&s.worker_id.to_le_bytes());
+                o.extend_from_slice(&s.server_guid);
+                put_text(&mut o, &s.state_dir)?;
+                match &s.generated_user {
+                    None => o.push(0),
+                    Some((u, p)) => {
+                        o.push(1);
+                        put_text(&mut o, u)?;
+                        put_text(&mut o, p)?;
+                    }
+                }
+            }
+            Frame::Handoff { conn_id, client_guid, first } => {
+                if first.len() > MAX_HANDOFF_MESSAGE {
+                    return Err(WireError::TooLarge(first.len()));
+                }
+                o.extend_from_slice(&conn_id.to_le_bytes());
+                o.extend_from_slice(client_guid);
+                o.extend_from_slice(first);
+            }
+            Frame::StatusRequest { req_id } => o.extend_from_slice(&req_id.to_le_bytes()),
+            Frame::ConnClosed(c) => {
+                let (t, id) = match c {
+                    ConnRef::Tcp(id) => (0u8, id),
+                    ConnRef::Rdma(id) => (1u8, id),
+                };
+                o.push(t);
+                o.extend_from_slice(&id.to_le_bytes());
+            }
+            Frame::StatusReply { req_id, json } => {
+                o.extend_from_slice(&req_id.to_le_bytes());
+                o.extend_from_slice(json);
+            }
+        }
+        Ok(o)
+    }
+
+    pub fn decode_body(k: u8, body: &[u8]) -> Result<Frame, WireError> {
+        let f = match k {
+            kind::SETUP => {
+                let mut r = Rd { b: body, what: "Setup" };
+                let worker_id = r.u32()?;
+                let server_guid = r.array()?;
+                let state_dir = r.text()?;
+                let generated_user = match r.u8()? {
+                    0 => None,
+                    1 => Some((r.text()?, r.text()?)),
+                    v => return Err(WireError::BadValue("Setup user flag", v.into())),
+                };
+                r.end()?;
+                Frame::Setup(Setup { worker_id, server_guid, state_dir, generated_user })
+            }
+            kind::HANDOFF => {
+                let mut r = Rd { b: body, what: "Handoff" };
+                let conn_id = r.u64()?;
+                let client_guid = r.array()?;
+                Frame::Handoff { conn_id, client_guid, first: r.b.to_vec() }
+            }
+            kind::STATUS_REQUEST => {
+                let mut r = Rd { b: body, what: "StatusRequest" };
+                let req_id = r.u64()?;
+                r.end()?;
+                Frame::StatusRequest { req_id }
+            }
+            kind::CONN_CLOSED => {
+                let mut r = Rd { b: body, what: "ConnClosed" };
+                let t = r.u8()?;
+                let id = r.u64()?;
+                r.end()?;
+                Frame::ConnClosed(match t {
+                    0 => ConnRef::Tcp(id),
+                    1 => ConnRef::Rdma(id),
+                    v => return Err(WireError::BadValue("ConnClosed transport", v.into())),
+                })
+            }
+            kind::STATUS_REPLY => {
+                let mut r = Rd { b: body, what: "StatusReply" };
+                let req_id = r.u64()?;
+                Frame::StatusReply { req_id, json: r.b.to_vec() }
+            }
+            k => return Err(WireError::UnknownKind(k)),
+        };
+        Ok(f)
+    }
+
+    /// The frame as datagrams (header included); only a status reply is
+    /// split.
+    pub fn to_datagrams(&self) -> Result<Vec<Vec<u8>>, WireError> {
+        let body = self.encode_body()?;
+        let k = self.kind();
+        if body.len() > MAX_BODY && k != kind::STATUS_REPLY {
+            return Err(WireError::NotSplittable(k));
+        }
+        let mut out = Vec::new();
+        let mut chunks = body.chunks(MAX_BODY).peekable();
+        if chunks.peek().is_none() {
+            out.push(header(k, false, 0).to_vec());
+        }
+        while let Some(c) = chunks.next() {
+            let mut d = header(k, chunks.peek().is_some(), c.len()).to_vec();
+            d.extend_from_slice(c);
+            out.push(d);
+        }
+        Ok(out)
+    }
+}
+
+fn header(k: u8, more: bool, len: usize) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0] = k;
+    h[1] = if more { FLAG_MORE } else { 0 };
+    h[4..8].copy_from_slice(&(len as u32).to_le_bytes());
+    h
+}
+
+fn carries_fd(k: u8) -> bool {
+    k == kind::HANDOFF
+}
+
+/// Reassembles datagrams into frames (bounded).
+#[derive(Debug)]
+pub struct Reassembler {
+    limit: usize,
+    pending: Option<(u8, Vec<u8>)>,
+}
+
+impl Reassembler {
+    pub fn new(limit: usize) -> Self {
+        Reassembler { limit, pending: None }
+    }
+
+    pub fn in_progress(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Feeds one datagram; a frame when one is complete.
+    pub fn push(&mut self, d: &[u8]) -> Result<Option<Frame>, WireError> {
+        let r = self.push_inner(d);
+        if r.is_err() {
+            self.pending = None;
+        }
+        r
+    }
+
+    fn push_inner(&mut self, d: &[u8]) -> Result<Option<Frame>, WireError> {
+        let (Some(&k), Some(&flags)) = (d.first(), d.get(1)) else { return Err(WireError::Truncated("header")) };
+        let h = d.get(..HEADER_LEN).ok_or(WireError::Truncated("header"))?;
+        let reserved = u16::from_le_bytes([h[2], h[3]]);
+        let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+        let body = &d[HEADER_LEN..];
+        if flags & !FLAG_MORE != 0 || reserved != 0 || len as usize != body.len() {
+            return Err(WireError::BadHeader { flags, reserved, len, body: body.len() });
+        }
+        if !matches!(k, kind::SETUP | kind::HANDOFF | kind::STATUS_REQUEST | kind::CONN_CLOSED | kind::STATUS_REPLY) {
+            return Err(WireError::UnknownKind(k));
+        }
+        let more = flags & FLAG_MORE != 0;
+        let mut acc = match self.pending.take() {
+            None => {
+                if more && k != kind::STATUS_REPLY {
+                    return Err(WireError::NotSplittable(k));
+                }
+                Vec::new()
+            }
+            Some((pk, acc)) if pk == k => acc,
+            Some((pk, _)) => return Err(WireError::Interleaved { expected: pk, got: k }),
+        };
+        if acc.len().saturating_add(body.len()) > self.limit {
+            return Err(WireError::TooLarge(acc.len().saturating_add(body.len())));
+        }
+        acc.extend_from_slice(body);
+        if more {
+            self.pending = Some((k, acc));
+            return Ok(None);
+        }
+        Frame::decode_body(k, &acc).map(Some)
+    }
+}
+
+/// Sends a frame; `fd` (a `Handoff`'s connection) rides on its datagram.
+/// Callers sharing a socket between threads hold a lock around this (a split
+/// status reply must not interleave with other frames).
+pub fn send(sock: BorrowedFd<'_>, f: &Frame, fd: Option<BorrowedFd<'_>>) -> Result<(), ChannelError> {
+    if carries_fd(f.kind()) != fd.is_some() {
+        return Err(WireError::FdRule(f.kind()).into());
+    }
+    let mut fd = fd;
+    for d in f.to_datagrams()? {
+        send_datagram(sock, &d, fd.take())?;
+    }
+    Ok(())
+}
+
+/// Reads frames from one socket.
+pub struct Reader {
+    reasm: Reassembler,
+    buf: Vec<u8>,
+}
+
+impl Reader {
+    pub fn new(limit: usize) -> Self {
+        Reader { reasm: Reassembler::new(limit), buf: vec![0; MAX_DATAGRAM] }
+    }
+
+    /// The next frame and its fd; `None` at end of stream. Any error means
+    /// the socket must be dropped.
+    pub fn recv(&mut self, sock: impl AsFd) -> Result<Option<(Frame, Option<OwnedFd>)>, ChannelError> {
+        let sock = sock.as_fd();
+        let mut got_fd = None;
+        loop {
+            let Some((n, fd)) = recv_datagram(sock, &mut self.buf)? else {
+                if self.reasm.in_progress() {
+                    return Err(WireError::Truncated("end of stream inside a frame").into());
+                }
+                return Ok(None);
+            };
+            let k = self.buf.first().copied().unwrap_or(0);
+            if fd.is_some() != carries_fd(k) {
+                return Err(WireError::FdRule(k).into());
+            }
+            if fd.is_some() {
+                got_fd = fd;
+            }
+            if let Some(f) = self.reasm.push(&self.buf[..n])? {
+                return Ok(Some((f, got_fd)));
+            }
+        }
+    }
+}
+
+fn put_text(o: &mut Vec<u8>, s: &str) -> Result<(), WireError> {
+    if s.len() > MAX_TEXT {
+        return Err(WireError::BadText);
+    }
+    o.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    o.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+struct Rd<'a> {
+    b: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Rd<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        if n > self.b.len() {
+            return Err(WireError::Truncated(self.what));
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.array::<1>()?[0])
+    }
+    fn u32(&mut self) -> Result<u32, WireError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, WireError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    fn text(&mut self) -> Result<String, WireError> {
+        let n = u16::from_le_bytes(self.array()?) as usize;
+        if n > MAX_TEXT {
+            return Err(WireError::BadText);
+        }
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| WireError::BadText)
+    }
+    fn end(&self) -> Result<(), WireError> {
+        if self.b.is_empty() {
+            Ok(())
+        } else {
+            Err(WireError::Trailing(self.what))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smbdirect_rdma_proxy::fdpass::seqpacket_pair;
+
+    fn samples() -> Vec<Frame> {
+        vec![
+            Frame::Setup(Setup { worker_id: 3, server_guid: [7; 16], state_dir: "/run/smbdirect".into(), generated_user: None }),
+            Frame::Setup(Setup {
+                worker_id: 0,
+                server_guid: [0; 16],
+                state_dir: String::new(),
+                generated_user: Some(("smbuser".into(), "pässword".into())),
+            }),
+            Frame::Handoff { conn_id: 42, client_guid: [0xAB; 16], first: b"\0\0\0\x04\xfeSMB".to_vec() },
+            Frame::Handoff { conn_id: 0, client_guid: [0; 16], first: Vec::new() },
+            Frame::StatusRequest { req_id: u64::MAX },
+            Frame::ConnClosed(ConnRef::Tcp(9)),
+            Frame::ConnClosed(ConnRef::Rdma(u64::MAX)),
+            Frame::StatusReply { req_id: 1, json: b"{}".to_vec() },
+            Frame::StatusReply { req_id: 2, json: vec![b'x'; 200_000] },
+        ]
+    }
+
+    fn decode_all(dgs: &[Vec<u8>]) -> Frame {
+        let mut r = Reassembler::new(MAX_STATUS_REPLY);
+        for (i, d) in dgs.iter().enumerate() {
+            match r.push(d).unwrap() {
+                Some(f) => {
+                    assert_eq!(i, dgs.len() - 1);
+                    return f;
+                }
+                None => assert!(i < dgs.len() - 1),
+            }
+        }
+        panic!("no frame");
+    }
+
+    #[test]
+    fn every_frame_round_trips() {
+        for f in samples() {
+            let dgs = f.to_datagrams().unwrap();
+            assert!(dgs.iter().all(|d| d.len() <= MAX_DATAGRAM));
+            assert_eq!(decode_all(&dgs), f);
+        }
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        let mut r = Reassembler::new(1 << 20);
+        assert!(r.push(&[]).is_err());
+        assert!(r.push(&[kind::SETUP, 0, 0, 0, 9, 0, 0, 0]).is_err(), "length mismatch");
+        assert!(r.push(&[99, 0, 0, 0, 0, 0, 0, 0]).is_err(), "unknown kind");
+        assert!(r.push(&[kind::CONN_CLOSED, 1, 0, 0, 0, 0, 0, 0]).is_err(), "split ConnClosed");
+        assert!(r.push(&[kind::CONN_CLOSED, 0, 0, 0, 9, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0]).is_err(), "bad transport");
+        // Every truncation of every sample fails cleanly.
+        for f in samples() {
+            let body = f.encode_body().unwrap();
+            for n in 0..body.len().min(64) {
+                let _ = Frame::decode_body(f.kind(), &body[..n]);
+            }
+        }
+        // A reply over the bound.
+        let mut small = Reassembler::new(100);
+        let dgs = Frame::StatusReply { req_id: 1, json: vec![0; 200_000] }.to_datagrams().unwrap();
+        assert!(small.push(&dgs[0]).is_err());
+        // A handoff too big for one datagram is refused by the encoder.
+        assert!(Frame::Handoff { conn_id: 1, client_guid: [0; 16], first: vec![0; MAX_DATAGRAM] }.to_datagrams().is_err());
+    }
+
+    #[test]
+    fn handoff_brings_its_socket() {
+        let (a, b) = seqpacket_pair().unwrap();
+        let (x, _y) = seqpacket_pair().unwrap();
+        let f = Frame::Handoff { conn_id: 5, client_guid: [1; 16], first: vec![1, 2, 3] };
+        send(a.as_fd(), &f, Some(x.as_fd())).unwrap();
+        assert!(send(a.as_fd(), &f, None).is_err(), "a handoff needs its fd");
+        assert!(send(a.as_fd(), &Frame::StatusRequest { req_id: 1 }, Some(x.as_fd())).is_err());
+        let big = Frame::StatusReply { req_id: 3, json: vec![b'y'; 150_000] };
+        std::thread::scope(|s| {
+            let a = &a;
+            let big2 = big.clone();
+            let h = s.spawn(move || send(a.as_fd(), &big2, None).unwrap());
+            let mut r = Reader::new(MAX_STATUS_REPLY);
+            let (got, fd) = r.recv(&b).unwrap().unwrap();
+            assert_eq!(got, f);
+            assert!(fd.is_some());
+            let (got, fd) = r.recv(&b).unwrap().unwrap();
+            assert_eq!(got, big);
+            assert!(fd.is_none());
+            h.join().unwrap();
+        });
+        drop(a);
+        assert!(Reader::new(1 << 20).recv(&b).unwrap().is_none());
+    }
+}
