@@ -12,7 +12,8 @@
 //! fresh SEQPACKET socket; later ones go as `Recv` frames. `Send`, `Rdma` and `Close`
 //! frames from the worker are executed on the connection; RDMA requests are checked
 //! (descriptor count, sum of lengths, MaxReadWriteSize, pool range) before anything is
-//! posted. When the connection ends, one line logs its counters.
+//! posted. When the connection ends, one line logs its counters (RDMA and inline bytes,
+//! SMB Direct keepalives sent and answered).
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -743,9 +744,10 @@ impl Proxy {
             if let Some(c) = self.conns.remove(&id) {
                 self.keys.remove(&c.cm.key());
                 let s = c.stats;
+                let k = c.core.stats();
                 info!(
-                    "channel {} closed: rdma_read={} rdma_write={} inline_sent={} inline_recv={}",
-                    s.channel_id, s.rdma_read, s.rdma_write, s.inline_sent, s.inline_recv
+                    "channel {} closed: rdma_read={} rdma_write={} inline_sent={} inline_recv={} keepalives_sent={} keepalives_answered={}",
+                    s.channel_id, s.rdma_read, s.rdma_write, s.inline_sent, s.inline_recv, k.keepalives_sent, k.keepalives_answered
                 );
             }
         }

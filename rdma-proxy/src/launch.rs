@@ -3,7 +3,8 @@
 //! proxy can say why it could not serve.
 //!
 //! `rdma-proxy --control-fd N [--listen ADDR:PORT]... [--pool-size B]
-//! [--slot-size B] [--max-io-size B] [--max-rdma-in-flight B] [--rnr-retry N]`
+//! [--slot-size B] [--max-io-size B] [--max-rdma-in-flight B] [--rnr-retry N]
+//! [--keepalive-interval SECS] [--keepalive-timeout SECS]`
 //!
 //! Sizes are plain byte counts. No `--listen` means every RDMA device on port
 //! 445, and 5445 too when an iWARP device exists.
@@ -51,11 +52,15 @@ pub struct ProxyArgs {
     pub max_rdma_in_flight: Option<u64>,
     /// RNR retry count given to the CM (0..=7; proxy default if None).
     pub rnr_retry: Option<u8>,
+    /// SMB Direct keepalive: seconds idle before one is sent, and seconds its
+    /// answer may take (MS-SMBD KeepaliveInterval; proxy defaults if None).
+    pub keepalive_interval: Option<u32>,
+    pub keepalive_timeout: Option<u32>,
 }
 
 impl Default for ProxyArgs {
     fn default() -> Self {
-        ProxyArgs { control_fd: -1, listen: Vec::new(), pool_size: 64 << 20, max_io_size: 8 << 20, max_rdma_in_flight: None, rnr_retry: None }
+        ProxyArgs { control_fd: -1, listen: Vec::new(), pool_size: 64 << 20, max_io_size: 8 << 20, max_rdma_in_flight: None, rnr_retry: None, keepalive_interval: None, keepalive_timeout: None }
     }
 }
 
@@ -78,6 +83,12 @@ impl ProxyArgs {
         }
         if let Some(r) = self.rnr_retry {
             kv("--rnr-retry", r.to_string());
+        }
+        if let Some(s) = self.keepalive_interval {
+            kv("--keepalive-interval", s.to_string());
+        }
+        if let Some(s) = self.keepalive_timeout {
+            kv("--keepalive-timeout", s.to_string());
         }
         a
     }
@@ -104,8 +115,13 @@ impl ProxyArgs {
                 "--max-io-size" => p.max_io_size = num(&k, &v)?,
                 "--max-rdma-in-flight" => p.max_rdma_in_flight = Some(num(&k, &v)?),
                 "--rnr-retry" => p.rnr_retry = Some(num(&k, &v)?),
+                "--keepalive-interval" => p.keepalive_interval = Some(num(&k, &v)?),
+                "--keepalive-timeout" => p.keepalive_timeout = Some(num(&k, &v)?),
                 other => return Err(format!("unknown option {other}")),
             }
+        }
+        if p.keepalive_interval == Some(0) || p.keepalive_timeout == Some(0) {
+            return Err("--keepalive-interval and --keepalive-timeout take a positive number of seconds".into());
         }
         if !have_fd || p.control_fd < 0 {
             return Err("--control-fd is required".into());
@@ -148,6 +164,8 @@ mod tests {
             listen: vec!["10.9.0.1:445".parse().unwrap(), "[fe80::1]:5445".parse().unwrap()],
             max_rdma_in_flight: Some(256 << 10),
             rnr_retry: Some(7),
+            keepalive_interval: Some(3),
+            keepalive_timeout: Some(2),
             ..ProxyArgs::default()
         };
         let args = a.to_args();
@@ -169,6 +187,8 @@ mod tests {
         assert!(ProxyArgs::from_args(s(&["--control-fd", "3", "--max-io-size", "100000000"])).is_err());
         assert!(ProxyArgs::from_args(s(&["--control-fd", "3", "--slot-size", "4096", "--max-io-size", "8192"])).is_err());
         assert!(ProxyArgs::from_args(s(&["--control-fd", "3", "--listen", "10.0.0.1"])).is_err(), "ADDR:PORT");
+        assert!(ProxyArgs::from_args(s(&["--control-fd", "3", "--keepalive-interval", "0"])).is_err());
+        assert!(ProxyArgs::from_args(s(&["--control-fd", "3", "--keepalive-timeout", "-1"])).is_err());
         assert!(ProxyArgs::from_args(s(&["--control-fd", "3"])).is_ok());
     }
 }

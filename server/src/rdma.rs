@@ -200,6 +200,8 @@ pub enum RdmaMode {
 /// | `smbdirect:rdma listen = ADDR:PORT ...` | | rdma_cm listen addresses (default: every RDMA device, 445 and 5445 for iWARP) |
 /// | `smbdirect:rdma max in flight = 256K` | | RDMA READ/WRITE bytes in flight per queue pair |
 /// | `smbdirect:rdma rnr retry = 0..7` | | RNR retry count of the connections |
+/// | `smbdirect:rdma keepalive interval = 120` | | seconds idle before an SMB Direct keepalive (MS-SMBD KeepaliveInterval) |
+/// | `smbdirect:rdma keepalive timeout = 5` | | seconds the peer has to answer it before the connection is dropped |
 #[derive(Debug, Clone)]
 pub struct RdmaConfig {
     pub mode: RdmaMode,
@@ -258,6 +260,8 @@ impl RdmaConfig {
                 .collect::<Result<Vec<_>, _>>()
                 .map(|l| a.listen = l),
             "smbdirect:rdmamaxinflight" => parse_size(v).filter(|n| *n > 0).map(|n| a.max_rdma_in_flight = Some(n)).ok_or_else(|| format!("bad size {v:?}")),
+            "smbdirect:rdmakeepaliveinterval" => v.trim().parse::<u32>().ok().filter(|n| *n > 0).map(|n| a.keepalive_interval = Some(n)).ok_or_else(|| format!("bad number of seconds {v:?}")),
+            "smbdirect:rdmakeepalivetimeout" => v.trim().parse::<u32>().ok().filter(|n| *n > 0).map(|n| a.keepalive_timeout = Some(n)).ok_or_else(|| format!("bad number of seconds {v:?}")),
             "smbdirect:rdmarnrretry" => v.trim().parse::<u8>().ok().filter(|n| *n <= 7).map(|n| a.rnr_retry = Some(n)).ok_or_else(|| format!("bad RNR retry count {v:?} (0 to 7)")),
             _ => return None,
         };
@@ -398,7 +402,7 @@ mod tests {
         assert_eq!(parse_size(""), None);
         let mut c = crate::config::ServerConfig::default();
         c.apply_conf(
-            "[global]\nsmbd max io size = 1M\nsmbdirect:rdma = no\nsmbdirect:rdma pool size = 16M\nsmbdirect:rdma listen = 10.9.0.1:445, 10.9.0.1:5445\nsmbdirect:rdma max in flight = 256K\nsmbdirect:rdma rnr retry = 7\n",
+            "[global]\nsmbd max io size = 1M\nsmbdirect:rdma = no\nsmbdirect:rdma pool size = 16M\nsmbdirect:rdma listen = 10.9.0.1:445, 10.9.0.1:5445\nsmbdirect:rdma max in flight = 256K\nsmbdirect:rdma rnr retry = 7\nsmbdirect:rdma keepalive interval = 3\nsmbdirect:rdma keepalive timeout = 2\n",
             "t",
         )
         .unwrap();
@@ -408,6 +412,9 @@ mod tests {
         assert_eq!(c.rdma.args.listen, vec!["10.9.0.1:445".parse().unwrap(), "10.9.0.1:5445".parse().unwrap()]);
         assert_eq!(c.rdma.args.max_rdma_in_flight, Some(256 << 10));
         assert_eq!(c.rdma.args.rnr_retry, Some(7));
+        assert_eq!(c.rdma.args.keepalive_interval, Some(3));
+        assert_eq!(c.rdma.args.keepalive_timeout, Some(2));
+        assert!(c.apply_conf("[global]\nsmbdirect:rdma keepalive interval = 0\n", "t").is_err());
         assert!(c.apply_conf("[global]\nsmbdirect:rdma rnr retry = 8\n", "t").is_err());
         assert!(c.apply_conf("[global]\nsmbdirect:rdma listen = 10.9.0.1\n", "t").is_err());
         assert!(c.apply_conf("[global]\nsmbd max io size = lots\n", "t").is_err());

@@ -137,6 +137,24 @@ impl Channel {
     }
 }
 
+/// SMB Direct channels not yet released (see `Drop for Channel`).
+static OPEN_CHANNELS: AtomicUsize = AtomicUsize::new(0);
+
+impl Drop for Channel {
+    /// The channel's last reference goes once its reader, its connection and
+    /// every RDMA waiter are gone, so every pool slot it held is back: one line
+    /// with the pool's slots still in use (all channels of this pool), which is
+    /// 0 once the last channel is released (the guest tests check it).
+    fn drop(&mut self) {
+        let left = OPEN_CHANNELS.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
+        let (used, total) = (self.alloc.in_use(), self.alloc.slot_count());
+        info!("channel {} released: slots_in_use={used} slots={total} channels_left={left}", self.id);
+        if left == 0 && used != 0 {
+            warn!("no SMB Direct channel left but {used} pool slot(s) still in use");
+        }
+    }
+}
+
 fn check_done(done: &RdmaDone, len: u32) -> io::Result<()> {
     match done.status {
         rdma_status::OK if done.bytes == u64::from(len) => Ok(()),
@@ -175,6 +193,7 @@ pub fn smbd_transport(offer: ChannelOffer, sock: OwnedFd, alloc: Arc<SlotAllocat
     if offer.first_message.len() > max_message {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "first message over the limit"));
     }
+    OPEN_CHANNELS.fetch_add(1, Ordering::SeqCst);
     let ch = Arc::new(Channel {
         id: offer.channel_id,
         sock,

@@ -28,6 +28,9 @@ fn keepalive_is_sent_and_answered() {
     // (an answer resets the other side's idle timer).
     assert!(ck + sk >= 4, "client {ck} server {sk}");
     assert!(ck + sk <= 10, "client {ck} server {sk}");
+    // Every keepalive was answered (the fabric delivers each one).
+    assert_eq!(f.end(Side::Client).conn.stats().keepalives_answered, ck);
+    assert_eq!(f.end(Side::Server).conn.stats().keepalives_answered, sk);
     assert_eq!(f.stats.credit_violations, 0);
 }
 
@@ -40,9 +43,31 @@ fn unanswered_keepalive_disconnects() {
     assert!(disconnected(&f, Side::Server));
     let evs: Vec<_> = std::iter::from_fn(|| f.poll_event(Side::Server)).collect();
     assert_eq!(evs, vec![Event::Disconnected(DisconnectReason::KeepaliveTimeout)]);
+    assert_eq!(f.end(Side::Server).conn.stats().keepalives_sent, 1);
+    assert_eq!(f.end(Side::Server).conn.stats().keepalives_answered, 0);
     // 120 s idle, then 5 s for the answer.
     let t = f.now - start;
     assert!(t >= Duration::from_secs(125) && t < Duration::from_secs(126), "{t:?}");
+}
+
+/// An interval shorter than the timeout (2 s / 5 s): the unanswered keepalive still ends
+/// the connection after the timeout; later idle periods do not push its deadline back.
+#[test]
+fn unanswered_keepalive_disconnects_with_a_short_interval() {
+    let mut server = Config::ksmbd();
+    server.keepalive_interval = Duration::from_secs(2);
+    server.keepalive_timeout = Duration::from_secs(5);
+    let (mut f, _, _) = connect(Config::cifs(), server);
+    let start = f.now;
+    f.faults(Side::Client).frozen = true;
+    f.run_until(start + Duration::from_secs(60));
+    assert!(disconnected(&f, Side::Server));
+    let evs: Vec<_> = std::iter::from_fn(|| f.poll_event(Side::Server)).collect();
+    assert_eq!(evs, vec![Event::Disconnected(DisconnectReason::KeepaliveTimeout)]);
+    assert_eq!(f.end(Side::Server).conn.stats().keepalives_sent, 1);
+    // 2 s idle, then 5 s for the answer.
+    let t = f.now - start;
+    assert!(t >= Duration::from_secs(7) && t < Duration::from_secs(8), "{t:?}");
 }
 
 #[test]

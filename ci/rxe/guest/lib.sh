@@ -168,6 +168,7 @@ cifs_rdma_case() {
 OURS_BIN=$RXE_REPO/target/release
 OURS_LOG=/tmp/ours.log
 OURS_PID=
+# ours_start [SERVE-ARGS...]: extra arguments go to `smbdirect serve` (e.g. --config FILE)
 ours_start() {
     need_bin "$OURS_BIN/smbdirect"
     need_bin "$OURS_BIN/rdma-proxy"
@@ -175,7 +176,7 @@ ours_start() {
     mountpoint -q /srv/share || mount -t tmpfs -o size=700m tmpfs /srv/share
     SMB_SHARE_DIR=/srv/share SMB_USER=tuser SMB_PASS=tpass
     RUST_LOG=${OURS_RUST_LOG:-info} "$OURS_BIN/smbdirect" serve --share "share=$SMB_SHARE_DIR" \
-        --user "$SMB_USER:$SMB_PASS" ${OURS_EXTRA_ARGS:-} >> "$OURS_LOG" 2>&1 &
+        --user "$SMB_USER:$SMB_PASS" ${OURS_EXTRA_ARGS:-} "$@" >> "$OURS_LOG" 2>&1 &
     OURS_PID=$!
     wait_tcp 445 || true
     wait_cm 445
@@ -192,6 +193,17 @@ ours_stop() {
     cp "$OURS_LOG" "$RXE_OUT/$RXE_TEST/server.log" 2>/dev/null || true
 }
 ours_closed_lines() { grep -c 'closed: rdma_read=' "$OURS_LOG" || true; }
+# The server logs "channel N released: slots_in_use=U slots=S channels_left=L" when a channel's
+# last reference goes (its pool slots are back). ours_slots_idle N0: waits until a release line
+# after the first N0 says no channel is left, and fails unless it also says no slot is in use.
+ours_released_lines() { grep -c 'released: slots_in_use=' "$OURS_LOG" || true; }
+ours_slots_idle() {
+    wait_for 30 "the server to release its last SMB Direct channel" sh -c \
+        "grep 'released: slots_in_use=' $OURS_LOG | tail -n +$(($1 + 1)) | tail -1 | grep -q 'channels_left=0\$'"
+    local l; l=$(grep 'released: slots_in_use=' "$OURS_LOG" | tail -1 | sed 's/.*released: //')
+    [[ $l == "slots_in_use=0 "* ]] || fail "pool slots still in use with no channel left: $l"
+    echo "$l"
+}
 # proxy's log has a panic? (never allowed)
 ours_no_panic() { ! grep -qE 'panicked at|RUST_BACKTRACE' "$OURS_LOG" || fail "a panic in the server or proxy log"; }
 

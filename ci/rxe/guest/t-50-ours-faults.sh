@@ -10,6 +10,8 @@
 #    flight, then the share is unmounted (plain umount: -f with the killed reader's I/O in flight
 #    BUGs cifs 6.1); the proxy's QPs, MRs and CM ids go back to the idle count (rdma res show)
 #    and the next mount reads the file back intact.
+#    Pool slots: after the mount that follows the malformed input and after the killed reader,
+#    the server's last channel release line says no channel is left and no pool slot is in use.
 # 3. the proxy is SIGKILLed: TCP service goes on (a TCP mount works meanwhile), `smbdirect serve`
 #    restarts the proxy, and a mount -o rdma reads the file back intact.
 # rxe-timeout: 420
@@ -46,14 +48,19 @@ wait_for 30 "the proxy's resources to go back to idle ($idle)" sh -c "[ \"\$(rdm
 log "after the 11 scenarios: resources $(res)"
 
 head -c $((MB << 20)) "$RXE_DATA/random-256m.bin" > "$SMB_SHARE_DIR/src"
+r0=$(ours_released_lines)
 timeout 120 mount -t cifs "//$RXE_ADDR/share" "$SMB_MNT" -o "$RDMA_OPTS" || fail "mount -o rdma after the malformed input (rc $?)"
 cmp "$SMB_SHARE_DIR/src" "$SMB_MNT/src" || fail "read back after the malformed input differs"
 log "mount -o rdma after the malformed input: ok, $MB MiB read back intact; resources mounted: $(res)"
+timeout 60 umount "$SMB_MNT" || fail "umount"
+slots=$(ours_slots_idle "$r0")
+log "after that mount: $slots"
+timeout 120 mount -t cifs "//$RXE_ADDR/share" "$SMB_MNT" -o "$RDMA_OPTS" || fail "mount -o rdma for the reader (rc $?)"
 
 # ---- 2. the reader is killed mid-transfer
 sh -c "while :; do dd if=$SMB_MNT/src of=/dev/null bs=4M 2>/dev/null; done" &
 loop=$!
-n0=$(ours_closed_lines)
+n0=$(ours_closed_lines); r0=$(ours_released_lines)
 sleep 3
 kill -STOP "$loop"
 pkill -9 -x dd && log "reader (dd) SIGKILLed mid-transfer" || fail "no dd was running"
@@ -63,6 +70,8 @@ wait_for 30 "the proxy's QPs to go back to 0" sh -c "[ \"\$(rdma res show qp | g
 wait_for 20 "the channel close line" sh -c "[ \$(grep -c 'closed: rdma_read=' $OURS_LOG) -gt $n0 ]"
 [ "$(res)" = "$idle" ] || fail "resources after the client went away: $(res), idle was $idle"
 log "resources after the client went away: $(res) (idle: $idle); $(grep 'closed: rdma_read=' "$OURS_LOG" | tail -1 | sed 's/.*\(channel [0-9]* closed\)/\1/')"
+slots=$(ours_slots_idle "$r0")
+log "pool after the client went away: $slots"
 timeout 120 mount -t cifs "//$RXE_ADDR/share" "$SMB_MNT" -o "$RDMA_OPTS" || fail "mount -o rdma after the killed reader (rc $?)"
 cmp "$SMB_SHARE_DIR/src" "$SMB_MNT/src" || fail "read back after the killed reader differs"
 timeout 60 umount "$SMB_MNT" || fail "umount"

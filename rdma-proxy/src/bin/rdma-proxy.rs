@@ -3,7 +3,9 @@
 //! SOCK_SEQPACKET control socket inherited as fd N; see RDMA-DESIGN.md. The command
 //! line is [`smbdirect_rdma_proxy::launch::ProxyArgs`], with its tuning options
 //! `--max-rdma-in-flight BYTES` (RDMA READ/WRITE bytes in flight per queue pair;
-//! soft-RoCE collapses above a few hundred KiB) and `--rnr-retry N` (0..7).
+//! soft-RoCE collapses above a few hundred KiB), `--rnr-retry N` (0..7) and
+//! `--keepalive-interval SECS` / `--keepalive-timeout SECS` (SMB Direct keepalive:
+//! 120 s idle, 5 s to answer by default).
 //! Exit statuses: [`smbdirect_rdma_proxy::launch::exit`].
 
 #![deny(unsafe_code)]
@@ -85,6 +87,12 @@ fn main() -> ExitCode {
         }
         Some(r) => opts.rnr_retry = r,
         None => {}
+    }
+    if let Some(s) = args.keepalive_interval {
+        opts.config.keepalive_interval = std::time::Duration::from_secs(u64::from(s));
+    }
+    if let Some(s) = args.keepalive_timeout {
+        opts.config.keepalive_timeout = std::time::Duration::from_secs(u64::from(s));
     }
     let mut proxy = match Proxy::new(opts, control) {
         Ok(p) => p,

@@ -203,6 +203,8 @@ pub struct Stats {
     pub receives_completed: u64,
     pub empty_sent: u64,
     pub keepalives_sent: u64,
+    /// Keepalives sent whose answer (anything received) came before the timeout.
+    pub keepalives_answered: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub rdma_bytes: u64,
@@ -478,6 +480,10 @@ impl Connection {
         }
         self.stats.receives_completed += 1;
         self.last_recv = now;
+        // A keepalive that went out is answered by anything the peer sends.
+        if self.timers.get(Timer::KeepaliveResponse).is_some() && !self.keepalive_due {
+            self.stats.keepalives_answered += 1;
+        }
         self.timers.stop(Timer::KeepaliveResponse);
         let r = match self.state {
             State::Negotiating => match self.role {
@@ -562,7 +568,12 @@ impl Connection {
                 Timer::Idle => {
                     if self.state == State::Established {
                         let due = self.last_recv + self.config.keepalive_interval;
-                        if now >= due {
+                        if self.timers.get(Timer::KeepaliveResponse).is_some() {
+                            // One keepalive at a time: its answer or its timeout decides.
+                            // (Re-arming the response timer here would push the deadline
+                            // back forever when the interval is shorter than the timeout.)
+                            self.timers.set(Timer::Idle, now + self.config.keepalive_interval);
+                        } else if now >= due {
                             debug!(role = ?self.role, "smbd: idle, sending keepalive");
                             self.keepalive_due = true;
                             self.timers.set(Timer::KeepaliveResponse, now + self.config.keepalive_timeout);

@@ -404,6 +404,15 @@ impl RegisteredBuffer {
     pub fn lkey(&self) -> u32 {
         self.mr.as_ref().map(Mr::lkey).unwrap_or(0)
     }
+    /// The remote key: what a client puts in a buffer descriptor (its registration must
+    /// allow remote access for the peer to use it).
+    pub fn rkey(&self) -> u32 {
+        self.mr.as_ref().map(Mr::rkey).unwrap_or(0)
+    }
+    /// The address of the first byte, as the device sees it (a buffer descriptor's base).
+    pub fn addr(&self) -> u64 {
+        self.mr.as_ref().map(Mr::addr).unwrap_or(0)
+    }
     /// The entry for `len` bytes at `offset`, or None outside the buffer.
     pub fn sge(&self, offset: usize, len: u32) -> Option<Sge> {
         self.mr.as_ref()?.sge(offset, len)

@@ -1,15 +1,29 @@
-//! `smbd-fault ADDR:PORT SCENARIO`: a raw SMB Direct client over the verbs layer for
-//! fault tests (issue 9 part 7). It connects with rdma_cm, then sends hand-made
-//! SMB Direct messages, valid or malformed, and reports what the server did: its
-//! negotiate response and whether (and when) it disconnected. Exit 0 when the server
-//! behaved as the scenario expects (malformed input: a clean disconnect within 10 s;
-//! `ok`: a successful negotiate and no disconnect).
+//! `smbd-fault ADDR:PORT SCENARIO[,SCENARIO...] [--share NAME] [--wait SECS]`: a raw SMB Direct
+//! client over the verbs layer for fault tests (issue 9 part 7). Exit 0 when the server
+//! behaved as the scenario expects; each scenario prints what happened.
 //!
-//! Scenarios: ok, bad-version, zero-credits, small-receive, small-fragmented,
-//! short-negotiate, data-offset-past, remaining-lies, fragmented-too-large,
-//! zero-credits-data, oversize.
+//! Hand-driven scenarios (SMB Direct messages built byte by byte, valid or malformed;
+//! pass: malformed input gets a clean disconnect within 10 s, `ok` a successful
+//! negotiate and no disconnect): ok, bad-version, zero-credits, small-receive,
+//! small-fragmented, short-negotiate, data-offset-past, remaining-lies,
+//! fragmented-too-large, zero-credits-data, oversize.
+//!
+//! Session scenarios ([`session::SCENARIOS`]): the transport's core in the client role
+//! over verbs carries an anonymous SMB2 session on the `guest ok` share `--share`
+//! (default `guest`), then READs and WRITEs with RDMA channels whose buffer
+//! descriptors lie (`desc-*`: each must get an error status while the connection
+//! keeps serving; `desc-long`, descriptors larger than asked, is accepted and moves
+//! exactly what was asked), descriptors the client's HCA refuses (`token-*`: an error
+//! status or a clean close, never success or a hang), the control case `rdma-ok`,
+//! and keepalives: `keepalive-idle` idles `--wait` seconds answering them and is still
+//! served, `keepalive-mute` stops processing anything and must be dropped within
+//! `--wait` seconds.
 
 #![deny(unsafe_code)]
+
+mod client;
+mod session;
+mod smb2;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -160,13 +174,45 @@ fn data(credits_req: u16, remaining: u32, offset: u32, len: u32, payload: &[u8])
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(addr), Some(scenario)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: smbd-fault ADDR:PORT SCENARIO");
+        eprintln!("usage: smbd-fault ADDR:PORT SCENARIO [--share NAME] [--wait SECS]");
         return ExitCode::from(2);
     };
     let Ok(addr) = addr.parse::<SocketAddr>() else {
         eprintln!("smbd-fault: bad address {addr}");
         return ExitCode::from(2);
     };
+    let list: Vec<&str> = scenario.split(',').collect();
+    if list.iter().all(|s| session::SCENARIOS.contains(s)) {
+        let mut o = session::Opts { addr, share: "guest".into(), wait: Duration::from_secs(20) };
+        let mut rest = args[2..].iter();
+        while let Some(k) = rest.next() {
+            match (k.as_str(), rest.next()) {
+                ("--share", Some(v)) => o.share = v.clone(),
+                ("--wait", Some(v)) if v.parse::<u64>().is_ok() => o.wait = Duration::from_secs(v.parse().unwrap_or(20)),
+                _ => {
+                    eprintln!("smbd-fault: bad option {k}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        // Several scenarios (comma-separated) run one after another, one connection each.
+        let mut failed = false;
+        for scenario in list {
+            let t0 = Instant::now();
+            match session::run(scenario, &o) {
+                Ok(summary) => {
+                    println!("{scenario}: {summary} ({} ms)", t0.elapsed().as_millis());
+                    println!("{scenario}: PASS");
+                }
+                Err(e) => {
+                    println!("{scenario}: {e} ({} ms)", t0.elapsed().as_millis());
+                    println!("{scenario}: FAIL");
+                    failed = true;
+                }
+            }
+        }
+        return if failed { ExitCode::from(1) } else { ExitCode::SUCCESS };
+    }
     let mut c = match connect(addr) {
         Ok(c) => c,
         Err(e) => {
