@@ -236,6 +236,10 @@ pub fn max_message_size(c: &crate::config::ServerConfig) -> usize {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        let (writes, peak) = self.pending_writes.stats();
+        if writes > 0 {
+            info!(peer = %self.peer, "pipelined RDMA WRITEs: {writes}, at most {peak} in flight at once");
+        }
         self.asyncs.disconnect_all();
         // Sessions do not outlive their only connection (no multichannel
         // binding or durable reconnect yet).
