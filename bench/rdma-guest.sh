@@ -28,6 +28,24 @@ server_ksmbd_stop() { ksmbd_stop; }
 # flight per QP); ours_start/ours_stop in lib.sh
 server_ours_start() { ours_start; }
 server_ours_stop() { ours_stop; }
+# ours_conf: ours with one more smb.conf [global] line, BENCH_OURS_CONF (e.g. `smbdirect:rdma max
+# in flight = 1M`): RXE_GUEST_ENV="BENCH_OURS_CONF='...'" bench/rdma.sh ours_conf
+server_ours_conf_start() {
+    need_bin "$OURS_BIN/smbdirect"
+    need_bin "$OURS_BIN/rdma-proxy"
+    local conf=/tmp/bench-ours.conf
+    printf '[global]\n%s\n' "${BENCH_OURS_CONF:-}" > "$conf"
+    log "ours_conf: $(tr '\n' ' ' < "$conf")"
+    mkdir -p /srv/share
+    mountpoint -q /srv/share || mount -t tmpfs -o size=700m tmpfs /srv/share
+    SMB_SHARE_DIR=/srv/share SMB_USER=tuser SMB_PASS=tpass
+    RUST_LOG=${OURS_RUST_LOG:-info} "$OURS_BIN/smbdirect" serve --config "$conf" --share "share=$SMB_SHARE_DIR" \
+        --user "$SMB_USER:$SMB_PASS" >> "$OURS_LOG" 2>&1 &
+    OURS_PID=$!
+    wait_tcp 445 || true
+    wait_cm 445
+}
+server_ours_conf_stop() { ours_stop; }
 
 # measure LABEL DIRECTION BYTES NOTE CMD...: run CMD, add a table row
 measure() {

@@ -246,6 +246,10 @@ pub fn max_message_size(c: &crate::config::ServerConfig) -> usize {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        let (writes, peak) = self.pending_writes.stats();
+        if writes > 0 {
+            info!(peer = %self.peer, "pipelined RDMA WRITEs: {writes}, at most {peak} in flight at once");
+        }
         self.asyncs.disconnect_all();
         self.server.lock_waits.stopped(&self.server);
         // A session ends with its last channel (no durable reconnect yet);

@@ -44,6 +44,10 @@ pub const MAX_DESCRIPTORS: usize = 64;
 pub struct PendingWrites {
     count: Mutex<HashMap<u64, usize>>,
     cv: Condvar,
+    /// The most WRITEs pending at once, and how many were deferred (for the
+    /// connection's closing log line).
+    peak: std::sync::atomic::AtomicUsize,
+    total: std::sync::atomic::AtomicU64,
 }
 
 /// One pending WRITE in [`PendingWrites`]; counted out when dropped (its data
@@ -69,8 +73,18 @@ impl Drop for WriteGuard {
 
 impl PendingWrites {
     fn add(self: &Arc<Self>, open: u64) -> WriteGuard {
-        *lock(&self.count).entry(open).or_insert(0) += 1;
+        let mut c = lock(&self.count);
+        *c.entry(open).or_insert(0) += 1;
+        let n: usize = c.values().sum();
+        drop(c);
+        self.peak.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
+        self.total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         WriteGuard { writes: self.clone(), open }
+    }
+
+    /// (WRITEs deferred in all, the most pending at once.)
+    pub fn stats(&self) -> (u64, usize) {
+        (self.total.load(std::sync::atomic::Ordering::Relaxed), self.peak.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Waits until no WRITE of `open` (all opens: `None`) is pending; false
@@ -92,11 +106,6 @@ impl PendingWrites {
             }
             c = self.cv.wait_timeout(c, left).unwrap_or_else(|p| p.into_inner()).0;
         }
-    }
-
-    /// WRITEs pending on all opens.
-    pub fn len(&self) -> usize {
-        lock(&self.count).values().sum()
     }
 
     pub fn is_empty(&self) -> bool {
