@@ -431,6 +431,7 @@ impl Open {
             server.wake(w, key.into());
         }
         if closed.delete {
+            // New opens of the file get DELETE_PENDING until `deleted`.
             if let Some(root) = &self.share.root {
                 let path = lock(&self.path).clone();
                 // Only remove what is still the same file.
@@ -441,6 +442,9 @@ impl Open {
                         }
                     }
                 }
+            }
+            if let Err(e) = server.store.deleted(key.into()) {
+                tracing::warn!("record of a deleted file kept: {e}");
             }
         }
     }
