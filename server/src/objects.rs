@@ -597,6 +597,7 @@ impl Open {
             server.wake(w, key.into());
         }
         if closed.delete {
+            // New opens of the file get DELETE_PENDING until `deleted`.
             if let Some(root) = &self.share.root {
                 let path = lock(&self.path).clone();
                 // Only remove what is still the same file.
@@ -607,6 +608,9 @@ impl Open {
                         }
                     }
                 }
+            }
+            if let Err(e) = server.store.deleted(key.into()) {
+                tracing::warn!("record of a deleted file kept: {e}");
             }
         }
     }

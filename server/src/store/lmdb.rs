@@ -190,6 +190,10 @@ impl StateStore for LmdbStore {
         })
     }
 
+    fn deleted(&self, key: FileKey) -> Result<(), StoreError> {
+        self.write(|t| modify(self.share, t, key, |r: &mut ShareRecord| r.deleted()))
+    }
+
     fn delete_pending(&self, key: FileKey) -> Result<bool, StoreError> {
         Ok(self.read::<ShareRecord>(self.share, key)?.is_some_and(|r| r.delete_pending))
     }

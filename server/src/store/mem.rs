@@ -47,6 +47,17 @@ impl StateStore for MemStore {
         Ok(closed)
     }
 
+    fn deleted(&self, key: FileKey) -> Result<(), StoreError> {
+        let mut t = self.write();
+        if let Some(r) = t.share.get_mut(&key) {
+            r.deleted();
+            if r.is_empty() {
+                t.share.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
     fn delete_pending(&self, key: FileKey) -> Result<bool, StoreError> {
         Ok(self.read().share.get(&key).is_some_and(|r| r.delete_pending))
     }

@@ -106,7 +106,9 @@ pub enum LockError {
 /// What a CLOSE did to the file's records.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Closed {
-    /// This was the last open and the file's delete is pending: remove it.
+    /// This was the last open and the file's delete is pending: remove it,
+    /// then call [`StateStore::deleted`] (until then new opens of the file
+    /// get DELETE_PENDING).
     pub delete: bool,
     /// Workers waiting for a lock the closed open held.
     pub wake: Vec<u32>,
@@ -129,6 +131,9 @@ pub trait StateStore: Send + Sync {
     fn open_file(&self, key: FileKey, entry: ShareModeEntry) -> Result<(), OpenError>;
     /// Removes an open with its byte-range locks.
     fn close_file(&self, key: FileKey, open: GlobalOpenId) -> Result<Closed, StoreError>;
+    /// The file a `close_file` answered `delete` for is gone (or its removal
+    /// failed): its record, which kept new opens out meanwhile, goes.
+    fn deleted(&self, key: FileKey) -> Result<(), StoreError>;
     /// Whether the file's delete is pending.
     fn delete_pending(&self, key: FileKey) -> Result<bool, StoreError>;
     /// FileDispositionInformation: sets (or clears) the file's delete-pending

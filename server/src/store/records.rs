@@ -14,6 +14,10 @@ use super::{ByteRangeLock, FileKey, GlobalOpenId, LockError, OpenError, ShareMod
 pub struct ShareRecord {
     pub delete_pending: bool,
     pub entries: Vec<ShareModeEntry>,
+    /// The worker removing the file after its last close: the record (with
+    /// delete pending, so new opens get DELETE_PENDING) stays until it says
+    /// the file is gone, or until it is purged.
+    pub deleting: Option<u32>,
 }
 
 /// Byte-range locks on one file (MS-FSA 2.1.5.7) and the workers with a
@@ -52,10 +56,19 @@ impl ShareRecord {
             self.delete_pending = true;
         }
         let delete = self.entries.is_empty() && self.delete_pending;
+        if delete {
+            self.deleting = Some(open.worker);
+        }
+        Some(delete)
+    }
+
+    /// The file a close asked to delete is gone (or could not be removed):
+    /// its record goes.
+    pub fn deleted(&mut self) {
         if self.entries.is_empty() {
             self.delete_pending = false;
         }
-        Some(delete)
+        self.deleting = None;
     }
 
     /// Drops every open of `worker` as if closed (a delete-on-close among
@@ -68,10 +81,14 @@ impl ShareRecord {
             self.delete_pending = true;
         }
         self.entries.retain(|e| e.open.worker != worker);
-        if self.entries.is_empty() {
+        let was_deleting = self.deleting == Some(worker);
+        if was_deleting {
+            self.deleting = None;
+        }
+        if self.entries.is_empty() && self.deleting.is_none() {
             self.delete_pending = false;
         }
-        before != self.entries.len()
+        before != self.entries.len() || was_deleting
     }
 }
 
@@ -298,9 +315,11 @@ const LOCK_LEN: usize = 4 + 8 + 8 + 8 + 1;
 
 impl ShareRecord {
     pub fn encode(&self) -> Vec<u8> {
-        let mut o = Vec::with_capacity(6 + self.entries.len() * SHARE_ENTRY_LEN);
+        let mut o = Vec::with_capacity(10 + self.entries.len() * SHARE_ENTRY_LEN);
         o.push(RECORD_VERSION);
         o.push(u8::from(self.delete_pending));
+        // The deleting worker, u32::MAX for none.
+        o.extend_from_slice(&self.deleting.unwrap_or(u32::MAX).to_le_bytes());
         o.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
         for e in &self.entries {
             put_open(&mut o, e.open);
@@ -315,6 +334,7 @@ impl ShareRecord {
         let mut r = Reader(b);
         r.version()?;
         let delete_pending = r.u8()? != 0;
+        let deleting = Some(r.u32()?).filter(|w| *w != u32::MAX);
         let n = r.count(SHARE_ENTRY_LEN)?;
         let mut entries = Vec::with_capacity(n);
         for _ in 0..n {
@@ -322,7 +342,7 @@ impl ShareRecord {
             entries.push(ShareModeEntry { open, access: r.u32()?, share_access: r.u32()?, delete_on_close: r.u8()? != 0 });
         }
         r.end()?;
-        Ok(ShareRecord { delete_pending, entries })
+        Ok(ShareRecord { delete_pending, entries, deleting })
     }
 }
 
@@ -395,6 +415,7 @@ mod tests {
     fn records_round_trip() {
         let s = ShareRecord {
             delete_pending: true,
+            deleting: Some(4),
             entries: vec![ShareModeEntry { open: GlobalOpenId { worker: 3, open: u64::MAX }, access: 0x12_0089, share_access: 7, delete_on_close: true }],
         };
         assert_eq!(ShareRecord::decode(&s.encode()).unwrap(), s);

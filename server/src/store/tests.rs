@@ -59,6 +59,10 @@ fn delete_pending(s: &dyn StateStore) {
     assert!(s.delete_pending(F).unwrap());
     assert!(matches!(s.open_file(F, entry(id(3, 1), READ, SHARE_ALL)), Err(OpenError::DeletePending)));
     assert!(s.close_file(F, b).unwrap().delete);
+    // While the closing worker removes the file, new opens are kept out.
+    assert!(s.delete_pending(F).unwrap());
+    assert!(matches!(s.open_file(F, entry(id(3, 1), READ, SHARE_ALL)), Err(OpenError::DeletePending)));
+    s.deleted(F).unwrap();
     assert!(!s.delete_pending(F).unwrap());
     assert!(s.snapshot().unwrap().is_empty());
     // Disposition set and cleared again through another open.
@@ -71,6 +75,7 @@ fn delete_pending(s: &dyn StateStore) {
     assert!(!s.close_file(F, a).unwrap().delete);
     s.set_delete_pending(F, b, true).unwrap();
     assert!(s.close_file(F, b).unwrap().delete);
+    s.deleted(F).unwrap();
     // Setting it on a file nobody has open leaves no record.
     s.set_delete_pending(G, a, true).unwrap();
     assert!(s.snapshot().unwrap().is_empty());
@@ -159,6 +164,8 @@ fn purge(s: &dyn StateStore) {
     s.lock(F, live, &[brl(0, 10, true)], 0, None).unwrap();
     s.close_file(F, live).unwrap();
     assert!(s.close_file(G, live).unwrap().delete);
+    // A worker that dies while deleting leaves no record behind once purged.
+    s.purge_worker(8).unwrap();
     assert!(s.snapshot().unwrap().is_empty());
     assert!(s.purge_worker(7).unwrap().is_empty());
 }
