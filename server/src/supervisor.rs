@@ -38,18 +38,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tracing::{error, info, warn};
 
-/// `max workers` when smb.conf does not say. The design's default is
-/// `available_parallelism()` clamped to 2..=16 ([`parallel_default_workers`]);
-/// it stays 1 until the shared state store is in (two workers would not see
-/// each other's share modes and locks yet).
-/// `max workers` by default: one per CPU, at least 2 (so one crashed
-/// worker never takes every client) and at most 16.
+/// `max workers` when smb.conf does not say: one per CPU, at least 2 (so
+/// one crashed worker never takes every client) and at most 16.
 pub fn default_max_workers() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 16)
-}
-
-/// The design's default number of workers: one per core, 2 to 16.
-pub fn parallel_default_workers() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 16)
 }
 
@@ -803,7 +794,7 @@ mod tests {
         assert_eq!(p.apply_conf_key("statedirectory", "/x"), Some(Ok(())));
         assert_eq!(p.state_dir, Some(PathBuf::from("/x")));
         assert_eq!(p.apply_conf_key("other", "1"), None);
-        assert!((2..=16).contains(&parallel_default_workers()));
+        assert!((2..=16).contains(&default_max_workers()));
     }
 
     #[test]
