@@ -251,7 +251,6 @@ impl Drop for Connection {
             info!(peer = %self.peer, "pipelined RDMA WRITEs: {writes}, at most {peak} in flight at once");
         }
         self.asyncs.disconnect_all();
-        self.server.lock_waits.stopped(&self.server);
         // A session ends with its last channel (no durable reconnect yet);
         // while another connection is bound to it, it lives on there.
         for id in std::mem::take(&mut self.sessions) {
@@ -593,8 +592,6 @@ impl Connection {
             if !self.asyncs.cancel(hdr) {
                 debug!(peer = %self.peer, mid = hdr.message_id, "CANCEL of nothing pending");
             }
-            // A blocked LOCK has no thread watching its stop flag: end it now.
-            self.server.lock_waits.stopped(&self.server);
             return Ok(None);
         }
         let dialect = self.dialect;

@@ -1,8 +1,9 @@
-"""The shared state store in the real binary: with `state directory` set,
-share modes and byte-range locks go through LMDB in that directory, the
-server binds its wake-up socket there, and a blocking LOCK of one client is
-granted as soon as another client's unlock frees the range (smbprotocol,
-two connections)."""
+"""The shared state store in the real binary: share modes and byte-range
+locks go through LMDB in the state directory, each worker binds its wake-up
+socket there, and a blocking LOCK of one client is granted as soon as
+another client's unlock frees the range. The two clients (smbprotocol, two
+ClientGUIDs) land on two worker processes, so the conflicts and the wake-up
+cross processes."""
 
 from __future__ import annotations
 
@@ -27,11 +28,9 @@ RW = FilePipePrinterAccessMask.FILE_READ_DATA | FilePipePrinterAccessMask.FILE_W
 
 @pytest.fixture
 def lmdb_server(tmp_path):
-    state = tmp_path / "state"
-    conf = tmp_path / "store.conf"
-    conf.write_text(f"[global]\n state directory = {state}\n")
     srv = smbpeer.start_ours(tmp_path / "srv", "storeuser", smbpeer.random_password(),
-                             extra_args=["--config", str(conf)])
+                             extra_args=["--max-workers", "2"])
+    state = tmp_path / "srv" / "state"
     yield srv, state
     alive = srv.alive()
     srv.stop()
@@ -65,9 +64,10 @@ def elem(offset: int, length: int, flags: int) -> SMB2LockElement:
 
 def test_lmdb_share_modes_and_blocking_lock(lmdb_server):
     srv, state = lmdb_server
-    assert (state / "locking.lmdb" / "data.mdb").is_file(), "no LMDB environment in the state directory"
-    assert (state / "worker-0.sock").exists(), "no wake-up socket in the state directory"
     ta, tb = tree(srv), tree(srv)
+    assert (state / "locking.lmdb" / "data.mdb").is_file(), "no LMDB environment in the state directory"
+    for w in (0, 1):
+        assert (state / f"worker-{w}.sock").exists(), f"no wake-up socket of worker {w} in the state directory"
     a = create(ta, RW, ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE)
     a.write(b"x" * 200, 0)
     # a does not share delete: b asking for DELETE is refused.

@@ -121,8 +121,21 @@ pub fn lock_cmd(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
                     return Err(e);
                 }
             };
-            tracing::debug!(open = owner.open, async_id = pending.async_id, "LOCK waits");
+            let async_id = pending.async_id;
+            tracing::debug!(open = owner.open, async_id, "LOCK waits");
             waits.entry(key).or_default().push(Waiter { pending, open, owner, locks, since: Instant::now() });
+            drop(waits);
+            // CANCEL or the connection's end stops the wait at once (the
+            // hook runs now if that happened already).
+            let weak = Arc::downgrade(&server);
+            conn.asyncs.on_stop(
+                async_id,
+                Arc::new(move |_| {
+                    if let Some(s) = weak.upgrade() {
+                        s.lock_waits.stopped(&s);
+                    }
+                }),
+            );
             Err(NtStatus::PENDING)
         }
         Err(e) => Err(e),
