@@ -353,9 +353,7 @@ impl PendingInner {
                 }
             }
         }
-        if let Err(e) = self.sink.send(out) {
-            debug!("async response not sent: {e}");
-        }
+        self.sink.clone().send_detached(out);
     }
 }
 

@@ -103,6 +103,15 @@ pub trait MessageSource: Send {
 /// finishes later (async responses), so it takes `&self`.
 pub trait MessageSink: Send + Sync {
     fn send(&self, msg: OutBuf) -> io::Result<()>;
+    /// Sends the final response of an async operation from a thread that
+    /// serves other connections too (the CHANGE_NOTIFY reactor, another
+    /// connection's unlock): it must not wait for this peer to read. The
+    /// default sends at once (a transport whose `send` never waits on the peer).
+    fn send_detached(self: Arc<Self>, msg: OutBuf) {
+        if let Err(e) = self.send(msg) {
+            tracing::debug!("async response not sent: {e}");
+        }
+    }
     /// Closes the connection (both directions).
     fn shutdown(&self);
     /// Whether the transport moves bulk data by RDMA (SMB Direct).

@@ -26,6 +26,19 @@ pub struct TcpSink {
     queued: AtomicUsize,
     max_queued: usize,
     io_timeout: Option<Duration>,
+    /// Final responses of async operations waiting for this connection's
+    /// sender thread (see [`MessageSink::send_detached`]).
+    outbox: Mutex<Outbox>,
+}
+
+/// Responses queued by `send_detached`, in order, and whether a thread is
+/// sending them. At most one such thread per connection, only while the
+/// queue is not empty; the queue is bounded by the connection's pending
+/// async operations (`max async requests per connection`).
+#[derive(Default)]
+struct Outbox {
+    queue: std::collections::VecDeque<OutBuf>,
+    sending: bool,
 }
 
 /// Splits an accepted socket into its two halves; `already_read` is replayed
@@ -37,7 +50,7 @@ pub fn tcp_transport(stream: TcpStream, already_read: Vec<u8>) -> io::Result<(Tc
     let ctl = stream.try_clone()?;
     Ok((
         TcpSource { stream, prefix: already_read, prefix_pos: 0, control: None },
-        TcpSink { stream: Mutex::new(w), ctl, peer, queued: AtomicUsize::new(0), max_queued: 0, io_timeout: None },
+        TcpSink { stream: Mutex::new(w), ctl, peer, queued: AtomicUsize::new(0), max_queued: 0, io_timeout: None, outbox: Mutex::default() },
     ))
 }
 
@@ -150,7 +163,48 @@ impl MessageSource for TcpSource {
     }
 }
 
+impl TcpSink {
+    /// The sender thread's loop: sends queued responses until none is left.
+    fn drain_outbox(&self) {
+        loop {
+            let next = {
+                let mut o = crate::objects::lock(&self.outbox);
+                match o.queue.pop_front() {
+                    Some(m) => m,
+                    None => {
+                        o.sending = false;
+                        return;
+                    }
+                }
+            };
+            if let Err(e) = self.send(next) {
+                tracing::debug!(peer = %self.peer, "async response not sent: {e}");
+            }
+        }
+    }
+}
+
 impl MessageSink for TcpSink {
+    /// Queues the response for a thread of this connection's own, so a client
+    /// that does not read blocks only that thread (until the io timeout
+    /// closes it), never the reactor or another client's request.
+    fn send_detached(self: Arc<Self>, msg: OutBuf) {
+        let start = {
+            let mut o = crate::objects::lock(&self.outbox);
+            o.queue.push_back(msg);
+            !std::mem::replace(&mut o.sending, true)
+        };
+        if !start {
+            return;
+        }
+        let me = self.clone();
+        let spawned = std::thread::Builder::new().name("smb-async-send".into()).stack_size(128 * 1024).spawn(move || me.drain_outbox());
+        if let Err(e) = spawned {
+            tracing::warn!(peer = %self.peer, "cannot start a sender thread ({e}); sending on this thread");
+            self.drain_outbox();
+        }
+    }
+
     fn send(&self, mut msg: OutBuf) -> io::Result<()> {
         let len = msg.buf.len() - msg.start;
         let hdr = tcp::encode_header(len).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -226,6 +280,36 @@ mod tests {
         client.write_all(&[0, 0xFF, 0xFF, 0xFF]).expect("write");
         assert!(src.recv(8 << 20).is_err());
         drop(client);
+    }
+
+    /// Final responses of async operations queued with `send_detached` go
+    /// out in order from a thread of the connection's own: the caller (the
+    /// notify reactor, another client's unlock) never waits for a client
+    /// that does not read.
+    #[test]
+    fn detached_sends_do_not_wait_for_a_client_that_does_not_read() {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (accepted, _) = l.accept().expect("accept");
+        let (_src, sink) = tcp_transport(accepted, Vec::new()).expect("transport");
+        let sink = Arc::new(sink);
+        const BIG: usize = 8 << 20;
+        let t0 = Instant::now();
+        for i in 0..3u8 {
+            let mut out = OutBuf::new(BIG);
+            out.buf.resize(out.buf.len() + BIG, i);
+            sink.clone().send_detached(out);
+        }
+        let took = t0.elapsed();
+        assert!(took < Duration::from_secs(2), "send_detached waited {took:?} for a client that does not read");
+        for i in 0..3u8 {
+            let mut hdr = [0u8; 4];
+            client.read_exact(&mut hdr).expect("read");
+            assert_eq!(u32::from_be_bytes(hdr) as usize, BIG);
+            let mut body = vec![0u8; BIG];
+            client.read_exact(&mut body).expect("read");
+            assert!(body.iter().all(|b| *b == i), "response {i} out of order or damaged");
+        }
     }
 
     /// A client that takes no response within the io timeout is closed, and
