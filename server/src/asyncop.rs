@@ -138,6 +138,11 @@ pub struct AsyncTable {
     shared: Arc<Shared>,
     /// Threads of operations started with [`spawn`], joined at disconnect.
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Operations whose interim STATUS_PENDING has not gone out yet, with
+    /// the final response when it is ready before that: it is held back
+    /// until [`AsyncTable::interims_sent`], so a client never sees the final
+    /// response of a request before its interim one.
+    interims: Mutex<HashMap<u64, Option<(OutBuf, Arc<dyn MessageSink>)>>>,
 }
 
 impl AsyncTable {
@@ -148,7 +153,7 @@ impl AsyncTable {
 
     /// A connection's table, counted in its server's `shared` state.
     pub fn for_server(shared: Arc<Shared>) -> Arc<AsyncTable> {
-        Arc::new(AsyncTable { ops: Mutex::new(HashMap::new()), gone: Condvar::new(), next: AtomicU64::new(1), conn_id: AtomicU64::new(0), shared, threads: Mutex::new(Vec::new()) })
+        Arc::new(AsyncTable { ops: Mutex::new(HashMap::new()), gone: Condvar::new(), next: AtomicU64::new(1), conn_id: AtomicU64::new(0), shared, threads: Mutex::new(Vec::new()), interims: Mutex::new(HashMap::new()) })
     }
 
     /// Names the connection this table belongs to (see `conn_id`).
@@ -188,8 +193,35 @@ impl AsyncTable {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let stop = Arc::new(StopFlag::default());
         lock(&self.ops).insert(id, Entry { message_id, session_id, stop: stop.clone(), hook: None });
+        lock(&self.interims).insert(id, None);
         self.shared.pending.fetch_add(1, Ordering::AcqRel);
         (id, stop)
+    }
+
+    /// The connection has handed the responses of its last chain, with the
+    /// interim responses of `ids`, to its transport: final responses held
+    /// back for them go out now.
+    pub fn interims_sent(&self, ids: &[u64]) {
+        let ready: Vec<_> = {
+            let mut m = lock(&self.interims);
+            ids.iter().filter_map(|id| m.remove(id).flatten()).collect()
+        };
+        for (out, sink) in ready {
+            sink.send_detached(out);
+        }
+    }
+
+    /// Sends a final response, or holds it back while its interim one has
+    /// not gone out.
+    fn send_final(&self, id: u64, out: OutBuf, sink: &Arc<dyn MessageSink>) {
+        {
+            let mut m = lock(&self.interims);
+            if let Some(slot) = m.get_mut(&id) {
+                *slot = Some((out, sink.clone()));
+                return;
+            }
+        }
+        sink.clone().send_detached(out);
     }
 
     fn remove(&self, id: u64) {
@@ -353,7 +385,7 @@ impl PendingInner {
                 }
             }
         }
-        self.sink.clone().send_detached(out);
+        self.table.send_final(async_id, out, &self.sink);
     }
 }
 
@@ -518,5 +550,49 @@ impl Reactor {
     /// Registrations (for tests).
     pub fn registrations(&self) -> usize {
         lock(&self.regs).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::status::NtStatus;
+
+    /// Records what is sent (the message's status field).
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<u32>>);
+
+    impl MessageSink for Recorder {
+        fn send(&self, msg: OutBuf) -> std::io::Result<()> {
+            let st = msg.buf.get(msg.start + 8..msg.start + 12).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            lock(&self.0).push(st);
+            Ok(())
+        }
+        fn shutdown(&self) {}
+        fn peer(&self) -> String {
+            "test".into()
+        }
+    }
+
+    /// A final response ready before its interim STATUS_PENDING has been
+    /// sent is held back until the connection says the interim is out.
+    #[test]
+    fn final_response_waits_for_its_interim() {
+        let table = AsyncTable::new();
+        let rec = Arc::new(Recorder::default());
+        let sink: Arc<dyn MessageSink> = rec.clone();
+        let session = Arc::new(Session::new(7, 0x0311));
+        let hdr = Header::default();
+        let p = Pending::new(&table, sink, session, &hdr, false);
+        let id = p.async_id;
+        p.finish(NtStatus::SUCCESS, Some(&[0u8; 8]));
+        assert!(lock(&rec.0).is_empty(), "the final response went out before its interim");
+        table.interims_sent(&[id]);
+        assert_eq!(*lock(&rec.0), vec![0], "the held-back final response was not sent");
+        // An operation finished after its interim went out is sent at once.
+        let p = Pending::new(&table, rec.clone(), Arc::new(Session::new(8, 0x0311)), &hdr, false);
+        table.interims_sent(&[p.async_id]);
+        p.finish(NtStatus::CANCELLED, None);
+        assert_eq!(lock(&rec.0).len(), 2);
     }
 }

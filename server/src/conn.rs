@@ -93,6 +93,9 @@ pub struct Connection {
     /// finished and sent by the transport's thread when it is done, while
     /// this thread goes on (handlers/rdma_io.rs).
     pub(crate) deferred: Option<crate::handlers::rdma_io::Deferred>,
+    /// Async operations started by the chain being handled: their final
+    /// responses wait until the chain's interim responses are sent.
+    pub(crate) interims: Vec<u64>,
     /// RDMA WRITEs whose data is not in the file yet.
     pub(crate) pending_writes: Arc<crate::handlers::rdma_io::PendingWrites>,
     /// The SessionId of the TRANSFORM header of the chain being handled.
@@ -302,6 +305,7 @@ impl Connection {
             invalidate_token: None,
             may_defer_rdma: false,
             deferred: None,
+            interims: Vec::new(),
             pending_writes: Default::default(),
             recv: Arc::new(crate::transport::RecvControl::new(0)),
             created: now,
@@ -426,6 +430,17 @@ impl Connection {
     }
 
     fn send(&mut self, out: OutBuf) -> Result<(), Disconnect> {
+        let r = self.send_chain(out);
+        // The interim responses of this chain are out (or never will be):
+        // final responses held back for them may follow.
+        let ids = std::mem::take(&mut self.interims);
+        if !ids.is_empty() {
+            self.asyncs.interims_sent(&ids);
+        }
+        r
+    }
+
+    fn send_chain(&mut self, out: OutBuf) -> Result<(), Disconnect> {
         let invalidate = self.invalidate_token.take();
         let deferred = self.deferred.take();
         if out.buf.len() <= out.start {
@@ -1074,7 +1089,7 @@ pub fn seal_out(keys: &crate::objects::SessionKeys, session_id: u64, out: &mut O
 
 /// Turns the current request into an async operation: the caller returns
 /// `Err(NtStatus::PENDING)` and later calls `finish` on what this returns.
-pub fn go_async(conn: &Connection, ctx: &mut Ctx<'_>) -> Result<crate::asyncop::Pending, NtStatus> {
+pub fn go_async(conn: &mut Connection, ctx: &mut Ctx<'_>) -> Result<crate::asyncop::Pending, NtStatus> {
     // Requests are handled one at a time; what can be outstanding are the
     // async ones, bounded per connection (`max async requests per
     // connection`). Windows answers too many outstanding requests with
@@ -1093,6 +1108,7 @@ pub fn go_async(conn: &Connection, ctx: &mut Ctx<'_>) -> Result<crate::asyncop::
     let session = ctx.session()?.clone();
     let p = crate::asyncop::Pending::new(&conn.asyncs, conn.sink.clone(), session, ctx.hdr, ctx.encrypted);
     ctx.async_id = Some(p.async_id);
+    conn.interims.push(p.async_id);
     Ok(p)
 }
 
