@@ -45,6 +45,10 @@ pub struct ShareConfig {
     /// Samba's per-share `max connections`: tree connects to this share
     /// across the server; 0 = no limit.
     pub max_connections: usize,
+    /// `oplocks`: grant oplocks on this share.
+    pub oplocks: bool,
+    /// `level2 oplocks`: grant (and break to) level II oplocks.
+    pub level2_oplocks: bool,
 }
 
 impl ShareConfig {
@@ -58,6 +62,8 @@ impl ShareConfig {
             encrypt: Setting::Enabled,
             comment: String::new(),
             max_connections: 0,
+            oplocks: true,
+            level2_oplocks: true,
         }
     }
 
@@ -177,6 +183,10 @@ pub struct Limits {
     /// Largest message accepted before the connection has an authenticated
     /// session (NEGOTIATE and SESSION_SETUP only: a security blob is at most 64 KiB).
     pub max_unauthenticated_message: usize,
+    /// `oplock break timeout` (seconds): how long a CREATE waits for the
+    /// holder to acknowledge an oplock break before the break is taken as
+    /// done (35 s in Windows).
+    pub oplock_break_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -198,6 +208,7 @@ impl Default for Limits {
             max_async_per_connection: 256,
             max_send_queue: 64 << 20,
             max_unauthenticated_message: 128 << 10,
+            oplock_break_timeout: Duration::from_secs(35),
         }
     }
 }
@@ -360,6 +371,8 @@ impl ServerConfig {
                         }
                         "comment" => share.comment = v,
                         "maxconnections" => share.max_connections = parse_count(&v).map_err(|m| bad(line, m))?,
+                        "oplocks" => share.oplocks = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
+                        "level2oplocks" => share.level2_oplocks = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
                         other => tracing::warn!("{file}:{line}: unknown share parameter {other:?} ignored"),
                     }
                 }
@@ -413,6 +426,7 @@ impl Limits {
             "maxlocksperopen" => self.max_locks_per_open = parse_count(v)?,
             "maxasyncrequestsperconnection" => self.max_async_per_connection = parse_count(v)?,
             "maxsendqueue" => self.max_send_queue = parse_count(v)?,
+            "oplockbreaktimeout" => self.oplock_break_timeout = parse_secs(v, 1)?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -28,5 +28,6 @@ mod negotiate;
 mod hostile;
 mod caps;
 mod smbd;
+mod leases;
 mod eas;
 mod multichannel;
