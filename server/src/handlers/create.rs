@@ -706,6 +706,9 @@ mod tests {
         assert!(share_conflict((FILE_WRITE_DATA, 7), FILE_READ_DATA, SHARE_READ));
         // Attribute-only opens never conflict.
         assert!(!share_conflict((FILE_READ_ATTRIBUTES, 0), FILE_READ_ATTRIBUTES, 0));
+        // ...on either side: a stat open next to an open sharing nothing.
+        assert!(!share_conflict((FILE_READ_ATTRIBUTES, 0), FILE_READ_DATA, 0));
+        assert!(!share_conflict((FILE_READ_DATA | FILE_WRITE_DATA, 0), FILE_READ_ATTRIBUTES | SYNCHRONIZE, 0));
         assert!(share_conflict((DELETE, SHARE_READ), FILE_READ_DATA, SHARE_READ));
     }
 

@@ -296,13 +296,13 @@ impl StateStore for LmdbStore {
         })
     }
 
-    fn oplock_break_level2(&self, key: FileKey, by: GlobalOpenId, now_ms: u64) -> Result<Vec<u32>, StoreError> {
+    fn oplock_break_level2(&self, key: FileKey, now_ms: u64) -> Result<Vec<u32>, StoreError> {
         if !self.read::<OplockRecord>(self.oplock, key)?.is_some_and(|r| r.has_level2()) {
             return Ok(Vec::new());
         }
         self.write(|t| {
             let mut notify = Vec::new();
-            modify(self.oplock, t, key, |r: &mut OplockRecord| r.break_level2(by, now_ms, &mut notify))?;
+            modify(self.oplock, t, key, |r: &mut OplockRecord| r.break_level2(now_ms, &mut notify))?;
             Ok(notify)
         })
     }

@@ -137,12 +137,12 @@ impl StateStore for MemStore {
         Ok(with(oplock, key, OplockRecord::is_empty, |r| r.grant(s, open, requested, level2)))
     }
 
-    fn oplock_break_level2(&self, key: FileKey, by: GlobalOpenId, now_ms: u64) -> Result<Vec<u32>, StoreError> {
+    fn oplock_break_level2(&self, key: FileKey, now_ms: u64) -> Result<Vec<u32>, StoreError> {
         if !self.read().oplock.get(&key).is_some_and(OplockRecord::has_level2) {
             return Ok(Vec::new());
         }
         let mut notify = Vec::new();
-        with(&mut self.write().oplock, key, OplockRecord::is_empty, |r| r.break_level2(by, now_ms, &mut notify));
+        with(&mut self.write().oplock, key, OplockRecord::is_empty, |r| r.break_level2(now_ms, &mut notify));
         Ok(notify)
     }
 

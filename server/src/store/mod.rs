@@ -157,8 +157,9 @@ pub trait StateStore: Send + Sync {
     fn oplock_open(&self, key: FileKey, new: &ShareModeEntry, overwrite: bool, level2: bool, now_ms: u64, timeout_ms: u64, waiter: u32) -> Result<(OpenCheck, Vec<u32>), StoreError>;
     /// Grants `open` (whose share-mode entry is in) the oplock it may have.
     fn oplock_grant(&self, key: FileKey, open: GlobalOpenId, requested: u8, level2: bool) -> Result<u8, StoreError>;
-    /// Breaks the level II oplocks of opens other than `by`; workers to wake.
-    fn oplock_break_level2(&self, key: FileKey, by: GlobalOpenId, now_ms: u64) -> Result<Vec<u32>, StoreError>;
+    /// Breaks every level II oplock of the file (a write, a size change, a
+    /// byte-range lock); workers to wake.
+    fn oplock_break_level2(&self, key: FileKey, now_ms: u64) -> Result<Vec<u32>, StoreError>;
     /// The breaks `worker` must announce now: (open, level broken to).
     fn oplock_notices(&self, key: FileKey, worker: u32) -> Result<Vec<(u64, u8)>, StoreError>;
     /// An OPLOCK_BREAK acknowledgment; the workers to wake.

@@ -110,11 +110,13 @@ impl OplockRecord {
         waiter: u32,
         notify: &mut Vec<u32>,
     ) -> OpenCheck {
-        const DATA: u32 = 0x1 | 0x2 | 0x4 | 0x20 | 0x0001_0000;
+        // A "stat open" (MS-FSA 2.1.5.1.2: only SYNCHRONIZE and the
+        // attribute rights) breaks nothing; every other access does.
+        const STAT: u32 = 0x0010_0000 | 0x80 | 0x100;
         if self.expire(now, timeout_ms) {
             notify.append(&mut self.waiters);
         }
-        if new.access & DATA == 0 && !overwrite {
+        if new.access & !STAT == 0 && !overwrite {
             return OpenCheck::Proceed;
         }
         let mut until: Option<u64> = None;
@@ -177,12 +179,13 @@ impl OplockRecord {
         level
     }
 
-    /// A write, a size change or a byte-range lock through `by` (MS-FSA
-    /// 2.1.4.12): every other open's level II oplock is broken to none (no
-    /// acknowledgment: MS-SMB2 2.2.24.1). Workers to wake go to `notify`.
-    pub fn break_level2(&mut self, by: GlobalOpenId, now: u64, notify: &mut Vec<u32>) {
+    /// A write, a size change or a byte-range lock (MS-FSA 2.1.4.12): every
+    /// level II oplock of the file, the writer's own included, is
+    /// broken to none (no acknowledgment: MS-SMB2 2.2.24.1). Workers to wake
+    /// go to `notify`.
+    pub fn break_level2(&mut self, now: u64, notify: &mut Vec<u32>) {
         for h in &mut self.holders {
-            if h.open != by && h.level == LEVEL_II && h.breaking_to.is_none() {
+            if h.level == LEVEL_II && h.breaking_to.is_none() {
                 h.breaking_to = Some(LEVEL_NONE);
                 h.notified = false;
                 h.break_started = now;
@@ -370,12 +373,13 @@ mod tests {
         assert_eq!(r.ack(a, LEVEL_II, &mut wake), Err(AckError::NotBreaking));
         share.open(e(b, 1, 7)).unwrap();
         assert_eq!(r.grant(&share, b, LEVEL_BATCH, true), LEVEL_II, "not alone: level II");
-        // A write through b breaks a's level II to none, with no ack.
+        // A write through b breaks both level II oplocks to none, with no ack.
         let mut notify = Vec::new();
-        r.break_level2(b, 2000, &mut notify);
-        assert_eq!(notify, vec![1]);
+        r.break_level2(2000, &mut notify);
+        assert_eq!(notify, vec![1, 2]);
         assert_eq!(r.take_notices(1), vec![(1, LEVEL_NONE)]);
         assert_eq!(r.holders.len(), 1);
+        assert_eq!(r.take_notices(2), vec![(1, LEVEL_NONE)]);
         r.remove(b, &mut wake);
         assert!(r.is_empty());
     }

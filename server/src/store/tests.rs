@@ -179,11 +179,14 @@ fn oplocks(s: &dyn StateStore) {
     assert_eq!(s.oplock_open(F, &entry(b, READ, SHARE_ALL), false, true, 2_000, 35_000, 2).unwrap(), (OpenCheck::Proceed, vec![]));
     s.open_file(F, entry(b, READ, SHARE_ALL)).unwrap();
     assert_eq!(s.oplock_grant(F, b, LEVEL_BATCH, true).unwrap(), LEVEL_II);
-    // A write through b breaks a's level II (no ack); a's close drops nothing else.
-    assert_eq!(s.oplock_break_level2(F, b, 3_000).unwrap(), vec![1]);
+    // A write breaks every level II oplock, the writer's too (no ack).
+    assert_eq!(s.oplock_break_level2(F, 3_000).unwrap(), vec![1, 2]);
     assert_eq!(s.oplock_notices(F, 1).unwrap(), vec![(1, LEVEL_NONE)]);
     assert_eq!(s.oplock_ack(F, a, LEVEL_NONE).unwrap().0, Err(AckError::NotBreaking));
     assert_eq!(s.oplocks(F).unwrap().holders.len(), 1);
+    assert_eq!(s.oplock_notices(F, 2).unwrap(), vec![(1, LEVEL_NONE)]);
+    assert!(s.oplocks(F).unwrap().holders.is_empty());
+    assert_eq!(s.oplock_break_level2(F, 3_000).unwrap(), Vec::<u32>::new());
     // A waiter on a break is woken by the holder's close; a dead worker's oplocks go.
     s.open_file(G, entry(c, READ | WRITE, SHARE_ALL)).unwrap();
     assert_eq!(s.oplock_grant(G, c, LEVEL_BATCH, true).unwrap(), LEVEL_BATCH);

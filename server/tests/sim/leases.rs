@@ -67,13 +67,16 @@ fn batch_break_waits_for_the_ack() {
     // A second ack has no break to answer.
     assert_eq!(ack(&mut a, &fa, LEVEL_II).status, INVALID_DEVICE_STATE);
 
-    // Both hold level II now: a WRITE through b breaks a's to none, no ack wanted.
+    // Both hold level II now: a WRITE breaks both (the writer's own too) to
+    // none, no ack wanted.
     let w = b.call(WRITE, 1, &write_body(&done.file_id(), 0, b"x"));
     assert_eq!(w.status, ACCESS_DENIED, "b opened read-only");
     let w = a.write(&fa, 0, b"data");
     assert_eq!(w.status, SUCCESS);
     let (level, fid) = next_break(&mut b, Duration::from_secs(5)).expect("level II break");
     assert_eq!((level, fid), (LEVEL_NONE, done.file_id()));
+    assert_eq!(next_break(&mut a, Duration::from_secs(5)), Some((LEVEL_NONE, fa)), "self break");
+    assert!(a.write(&fa, 0, b"more").status == SUCCESS && a.next_async(Duration::from_millis(100)).is_none(), "broken once");
     assert_eq!(ack(&mut b, &fid, LEVEL_NONE).status, INVALID_DEVICE_STATE);
     a.close(&fa);
     b.close(&done.file_id());
