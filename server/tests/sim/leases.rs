@@ -3,7 +3,6 @@
 //! answered when the break ends or times out, level II breaks on WRITE.
 
 use crate::harness::*;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const OPLOCK_BREAK: u16 = 18;
@@ -150,5 +149,63 @@ fn break_across_workers() {
     assert_eq!(ack(&mut a, &fid, LEVEL_II).status, SUCCESS);
     let done = b.next_async(Duration::from_secs(5)).expect("worker 2's CREATE woken");
     assert_eq!((done.status, granted(&done)), (SUCCESS, LEVEL_II));
-    drop(Arc::clone(&t1.server));
+}
+
+/// The holder and the blocked CREATE on one connection (smbtorture's usual
+/// case): the break arrives there, the ack goes in while the CREATE waits.
+#[test]
+fn holder_on_the_same_connection() {
+    let ts = server();
+    let mut a = connected(&ts);
+    let r1 = create_oplock(&mut a, "s.txt", GENERIC_ALL, LEVEL_BATCH);
+    assert_eq!(granted(&r1), LEVEL_BATCH);
+    let r2 = create_oplock(&mut a, "s.txt", GENERIC_READ, LEVEL_BATCH);
+    assert_eq!(r2.status, PENDING);
+    let (level, fid) = next_break(&mut a, Duration::from_secs(5)).expect("break on the same connection");
+    assert_eq!((level, fid), (LEVEL_II, r1.file_id()));
+    assert_eq!(ack(&mut a, &fid, LEVEL_II).status, SUCCESS);
+    let done = a.next_async(Duration::from_secs(5)).expect("CREATE answered");
+    assert_eq!((done.command, done.message_id, done.status, granted(&done)), (CREATE, r2.message_id, SUCCESS, LEVEL_II));
+}
+
+/// CANCEL ends a CREATE waiting for a break; the holder keeps its oplock
+/// until it answers.
+#[test]
+fn cancel_a_waiting_create() {
+    let ts = server();
+    let mut a = connected(&ts);
+    let mut b = connected(&ts);
+    let r1 = create_oplock(&mut a, "c.txt", GENERIC_ALL, LEVEL_BATCH);
+    assert_eq!(granted(&r1), LEVEL_BATCH);
+    let interim = create_oplock(&mut b, "c.txt", GENERIC_READ, 0);
+    assert_eq!(interim.status, PENDING);
+    assert!(next_break(&mut a, Duration::from_secs(5)).is_some());
+    let mut m = build_header(CANCEL, 0, 0, F_ASYNC, interim.message_id, 0, b.session_id, &[4, 0, 0, 0]);
+    m[32..40].copy_from_slice(&interim.async_id.to_le_bytes());
+    b.conn.handle_message(m).unwrap();
+    let t0 = Instant::now();
+    let f = b.next_async(Duration::from_secs(5)).expect("final response after CANCEL");
+    assert_eq!((f.command, f.status), (CREATE, CANCELLED));
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    // The break goes on: the holder's ack is still wanted and accepted.
+    assert_eq!(ack(&mut a, &r1.file_id(), LEVEL_II).status, SUCCESS);
+}
+
+/// `oplocks = no` grants none; `level2 oplocks = no` grants no level II
+/// and breaks a batch oplock to none.
+#[test]
+fn share_options() {
+    let ts = server_with(|c| c.shares[0].oplocks = false);
+    let mut a = connected(&ts);
+    assert_eq!(granted(&create_oplock(&mut a, "o.txt", GENERIC_ALL, LEVEL_BATCH)), LEVEL_NONE);
+    let ts = server_with(|c| c.shares[0].level2_oplocks = false);
+    let mut a = connected(&ts);
+    let mut b = connected(&ts);
+    let r1 = create_oplock(&mut a, "o.txt", GENERIC_ALL, LEVEL_BATCH);
+    assert_eq!(granted(&r1), LEVEL_BATCH);
+    assert_eq!(create_oplock(&mut b, "o.txt", GENERIC_READ, LEVEL_II).status, PENDING);
+    assert_eq!(next_break(&mut a, Duration::from_secs(5)).map(|x| x.0), Some(LEVEL_NONE));
+    assert_eq!(ack(&mut a, &r1.file_id(), LEVEL_NONE).status, SUCCESS);
+    let done = b.next_async(Duration::from_secs(5)).expect("answered");
+    assert_eq!((done.status, granted(&done)), (SUCCESS, LEVEL_NONE));
 }
