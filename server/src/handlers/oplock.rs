@@ -73,7 +73,10 @@ pub fn oplock_break(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>)
             body(out, level, &open.file_id());
             Ok(())
         }
-        Err(AckError::NotBreaking) => Err(INVALID_DEVICE_STATE),
+        // MS-SMB2 3.3.5.22.1 says INVALID_DEVICE_STATE; Windows (and
+        // smbtorture's levelii500, which acks a level II break to none that
+        // wants no ack) answer INVALID_OPLOCK_PROTOCOL.
+        Err(AckError::NotBreaking) => Err(INVALID_OPLOCK_PROTOCOL),
         Err(AckError::BadLevel) => {
             *lock(&open.oplock_level) = 0;
             lock(&server.oplock_opens).remove(&open.volatile_id);

@@ -9,7 +9,7 @@ const OPLOCK_BREAK: u16 = 18;
 const LEVEL_NONE: u8 = 0;
 const LEVEL_II: u8 = 1;
 const LEVEL_BATCH: u8 = 9;
-const INVALID_DEVICE_STATE: u32 = 0xC000_0184;
+const INVALID_OPLOCK_PROTOCOL: u32 = 0xC000_00E3;
 const GENERIC_READ: u32 = 0x8000_0000;
 
 fn create_oplock(c: &mut Client, name: &str, access: u32, level: u8) -> Resp {
@@ -64,7 +64,7 @@ fn batch_break_waits_for_the_ack() {
     let done = b.next_async(Duration::from_secs(5)).expect("the CREATE finishes after the ack");
     assert_eq!((done.command, done.status, granted(&done)), (CREATE, SUCCESS, LEVEL_II));
     // A second ack has no break to answer.
-    assert_eq!(ack(&mut a, &fa, LEVEL_II).status, INVALID_DEVICE_STATE);
+    assert_eq!(ack(&mut a, &fa, LEVEL_II).status, INVALID_OPLOCK_PROTOCOL);
 
     // Both hold level II now: a WRITE breaks both (the writer's own too) to
     // none, no ack wanted.
@@ -76,7 +76,7 @@ fn batch_break_waits_for_the_ack() {
     assert_eq!((level, fid), (LEVEL_NONE, done.file_id()));
     assert_eq!(next_break(&mut a, Duration::from_secs(5)), Some((LEVEL_NONE, fa)), "self break");
     assert!(a.write(&fa, 0, b"more").status == SUCCESS && a.next_async(Duration::from_millis(100)).is_none(), "broken once");
-    assert_eq!(ack(&mut b, &fid, LEVEL_NONE).status, INVALID_DEVICE_STATE);
+    assert_eq!(ack(&mut b, &fid, LEVEL_NONE).status, INVALID_OPLOCK_PROTOCOL);
     a.close(&fa);
     b.close(&done.file_id());
     assert!(ts.server.no_open_state());
