@@ -45,6 +45,10 @@ pub struct ShareConfig {
     /// Samba's per-share `max connections`: tree connects to this share
     /// across the server; 0 = no limit.
     pub max_connections: usize,
+    /// `oplocks`: grant oplocks on this share.
+    pub oplocks: bool,
+    /// `level2 oplocks`: grant (and break to) level II oplocks.
+    pub level2_oplocks: bool,
 }
 
 impl ShareConfig {
@@ -58,6 +62,8 @@ impl ShareConfig {
             encrypt: Setting::Enabled,
             comment: String::new(),
             max_connections: 0,
+            oplocks: true,
+            level2_oplocks: true,
         }
     }
 
@@ -184,6 +190,11 @@ pub struct Limits {
     /// watched by CHANGE_NOTIFY, each an inotify instance, of which the
     /// kernel allows each user few (fs.inotify.max_user_instances).
     pub max_notify_watches_per_session: usize,
+
+    /// `oplock break timeout` (seconds): how long a CREATE waits for the
+    /// holder to acknowledge an oplock break before the break is taken as
+    /// done (35 s in Windows).
+    pub oplock_break_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -207,6 +218,8 @@ impl Default for Limits {
             max_unauthenticated_message: 128 << 10,
             max_async: 8192,
             max_notify_watches_per_session: 16,
+
+            oplock_break_timeout: Duration::from_secs(35),
         }
     }
 }
@@ -368,6 +381,8 @@ impl ServerConfig {
                         }
                         "comment" => share.comment = v,
                         "maxconnections" => share.max_connections = parse_count(&v).map_err(|m| bad(line, m))?,
+                        "oplocks" => share.oplocks = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
+                        "level2oplocks" => share.level2_oplocks = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
                         other => tracing::warn!("{file}:{line}: unknown share parameter {other:?} ignored"),
                     }
                 }
@@ -423,6 +438,8 @@ impl Limits {
             "maxsendqueue" => self.max_send_queue = parse_count(v)?,
             "maxasyncrequests" => self.max_async = parse_count(v)?,
             "maxchangenotifywatchespersession" => self.max_notify_watches_per_session = parse_count(v)?,
+
+            "oplockbreaktimeout" => self.oplock_break_timeout = parse_secs(v, 1)?,
             _ => return Ok(false),
         }
         Ok(true)

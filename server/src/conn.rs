@@ -955,7 +955,7 @@ impl Connection {
             Command::ChangeNotify => h::notify::change_notify(self, ctx, out),
             Command::QueryInfo => h::info::query_info(self, ctx, out),
             Command::SetInfo => h::info::set_info(self, ctx, out),
-            Command::OplockBreak => Err(NtStatus::INVALID_PARAMETER),
+            Command::OplockBreak => h::oplock::oplock_break(self, ctx, out),
             Command::Cancel => Ok(()),
         }
     }

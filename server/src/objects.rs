@@ -13,7 +13,8 @@ use rustix::fd::OwnedFd;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::Instant;
 
 /// Locks a mutex, recovering from poisoning: a panic in one connection's
 /// handler must not take the whole server with it.
@@ -59,6 +60,12 @@ pub struct Server {
     pub state_dir: Option<PathBuf>,
     /// Blocked LOCK requests of this process, retried when woken.
     pub lock_waits: crate::handlers::lock::LockWaits,
+    /// Bumped at every event on a file (a break acknowledged or timed out,
+    /// an oplock holder closed): blocked CREATEs wait on it.
+    pub file_events: FileEvents,
+    /// This process's opens holding an oplock, by volatile id: where their
+    /// OPLOCK_BREAK notifications go.
+    pub oplock_opens: Mutex<HashMap<u64, OplockTarget>>,
     /// Sends wake-ups to other workers (with a state directory).
     remote_waker: Option<SocketWaker>,
     /// This worker's wake-up socket and its thread.
@@ -121,12 +128,44 @@ impl Server {
     /// waiters directly, another worker's through its wake-up socket.
     pub fn wake(&self, worker: u32, key: FileKey) {
         if worker == self.worker_id {
-            self.lock_waits.wake(self, key);
+            self.on_file_event(key);
         } else if let Some(w) = &self.remote_waker {
             w.wake(worker, key);
         } else {
             tracing::warn!(worker, "no way to wake worker {worker}: no state directory");
         }
+    }
+
+    /// Something changed on the file `key` (this worker was woken for it):
+    /// blocked LOCKs retry, oplock breaks of this worker's opens are sent,
+    /// blocked CREATEs look again.
+    pub fn on_file_event(&self, key: FileKey) {
+        self.lock_waits.wake(self, key);
+        self.send_oplock_notices(key);
+        self.file_events.bump();
+    }
+
+    /// Sends the OPLOCK_BREAK notifications the store holds for this
+    /// worker's opens of `key`.
+    pub fn send_oplock_notices(&self, key: FileKey) {
+        let notices = match self.store.oplock_notices(key, self.worker_id) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!("oplock notices of {key:?}: {e}");
+                return;
+            }
+        };
+        for (open, level) in notices {
+            let target = lock(&self.oplock_opens).get(&open).cloned();
+            let Some(t) = target else { continue };
+            let (Some(o), Some(s)) = (t.open.upgrade(), t.session.upgrade()) else { continue };
+            crate::handlers::oplock::send_break(&*t.sink, &s, &o, level);
+        }
+    }
+
+    /// Milliseconds since the Unix epoch (the store's clock for break timeouts).
+    pub fn now_ms() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
     }
 
     /// A server on the store of `state directory` (`cfg.procs.state_dir`:
@@ -187,6 +226,8 @@ impl Server {
             worker_id,
             state_dir: state_dir.clone(),
             lock_waits: Default::default(),
+            file_events: Default::default(),
+            oplock_opens: Mutex::new(HashMap::new()),
             remote_waker,
             wake_listener: Mutex::new(None),
             resume_secret,
@@ -199,7 +240,7 @@ impl Server {
             let weak = Arc::downgrade(&server);
             let l = WakeListener::start(dir, worker_id, move |key| {
                 if let Some(s) = weak.upgrade() {
-                    s.lock_waits.wake(&s, key);
+                    s.on_file_event(key);
                 }
             })?;
             *lock(&server.wake_listener) = Some(l);
@@ -224,6 +265,51 @@ impl Server {
 
     pub fn encrypt_required(&self, share: &ShareConfig) -> bool {
         self.cfg.encrypt == Setting::Required || share.encrypt == Setting::Required
+    }
+}
+
+/// Where an open's OPLOCK_BREAK notifications go: the connection it was
+/// opened on, for its session.
+#[derive(Clone)]
+pub struct OplockTarget {
+    pub open: Weak<Open>,
+    pub session: Weak<Session>,
+    pub sink: Arc<dyn crate::transport::MessageSink>,
+}
+
+/// A generation count with a condition variable: waiters note the count,
+/// make their check, and sleep until it moves (so no event between the
+/// check and the sleep is missed).
+#[derive(Default)]
+pub struct FileEvents {
+    generation: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl FileEvents {
+    pub fn generation(&self) -> u64 {
+        *lock(&self.generation)
+    }
+
+    pub fn bump(&self) {
+        *lock(&self.generation) += 1;
+        self.cv.notify_all();
+    }
+
+    /// Sleeps until the count is past `seen` or `until`; the count then.
+    pub fn wait(&self, seen: u64, until: Instant) -> u64 {
+        let mut g = lock(&self.generation);
+        while *g == seen {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            g = match self.cv.wait_timeout(g, until - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        *g
     }
 }
 
@@ -509,6 +595,8 @@ pub struct Open {
     pub position: Mutex<u64>,
     pub mode: u32,
     pub notify: Mutex<Option<Arc<crate::handlers::notify::Watch>>>,
+    /// The oplock level granted at CREATE (the store keeps the live state).
+    pub oplock_level: Mutex<u8>,
     closed: Mutex<bool>,
 }
 
@@ -542,6 +630,7 @@ impl Open {
             position: Mutex::new(0),
             mode: create_options & (0x2 | 0x4 | 0x8 | 0x10 | 0x20),
             notify: Mutex::new(None),
+            oplock_level: Mutex::new(0),
             closed: Mutex::new(false),
         }
     }
@@ -584,6 +673,9 @@ impl Open {
             w.cleanup();
         }
         let Some(key) = self.file_key else { return };
+        if *lock(&self.oplock_level) != 0 {
+            lock(&server.oplock_opens).remove(&self.volatile_id);
+        }
         // A LOCK of this handle still waiting ends now.
         server.lock_waits.open_closed(server, key.into(), self.volatile_id);
         let closed = match server.store.close_file(key.into(), server.open_id(self.volatile_id)) {

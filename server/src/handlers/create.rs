@@ -2,9 +2,12 @@
 //! with dispositions, share-mode checks and create contexts.
 
 use super::*;
-use crate::conn::{Connection, Ctx};
-use crate::objects::{lock, store_status, DirCursor, Open, OpenKind};
-use crate::store::{OpenError, ShareModeEntry};
+use crate::conn::{go_async, Connection, Ctx};
+use crate::objects::{lock, store_status, DirCursor, Open, OpenKind, OplockTarget, Server, Session, Tree};
+use crate::store::oplock::{LEVEL_BATCH, LEVEL_EXCLUSIVE, LEVEL_II};
+use crate::store::{FileKey, OpenCheck, OpenError, ShareModeEntry};
+use crate::transport::MessageSink;
+use std::time::{Duration, Instant};
 use crate::vfs::{self, FileStat};
 use crate::wire::header::HEADER_LEN;
 use crate::wire::messages::{parse_create_contexts, put_create_context, CreateReq, SecurityDescriptor};
@@ -59,13 +62,116 @@ pub fn share_conflict(existing: (u32, u32), new_access: u32, new_share: u32) -> 
     crate::store::records::share_conflict(existing, new_access, new_share)
 }
 
+/// What a CREATE works with, kept so that one blocked by an oplock break
+/// can be run again on another thread.
+#[derive(Clone)]
+struct CreateCall {
+    server: Arc<Server>,
+    session: Arc<Session>,
+    tree: Arc<Tree>,
+    sink: Arc<dyn MessageSink>,
+}
+
 pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
-    let req = CreateReq::parse(ctx.msg).map_err(|e| {
+    if let Err(e) = CreateReq::parse(ctx.msg) {
+        debug!("bad CREATE: {e}");
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    let call = CreateCall { server: conn.server.clone(), session: ctx.session()?.clone(), tree: ctx.tree()?.clone(), sink: conn.sink.clone() };
+    let mut seen = call.server.file_events.generation();
+    let mut blocked = None;
+    match create_in(&call, ctx.msg, out, &mut blocked) {
+        Err(NtStatus::PENDING) if blocked.is_some() => {}
+        r => return r,
+    }
+    let Some((key, mut until)) = blocked else { return Err(NtStatus::INTERNAL_ERROR) };
+    let server = call.server.clone();
+    let pending = match go_async(conn, ctx) {
+        Ok(p) => p,
+        Err(_) => {
+            // Not the last request of a compound: this one cannot go async,
+            // so it waits here (a holder on this connection then answers
+            // only after the break timeout).
+            loop {
+                seen = server.file_events.wait(seen, deadline(until));
+                let at = out.len();
+                let mut again = None;
+                match create_in(&call, ctx.msg, out, &mut again) {
+                    Err(NtStatus::PENDING) if again.is_some() => {
+                        out.truncate(at);
+                        until = again.map_or(until, |a| a.1);
+                    }
+                    r => {
+                        forget_wait(&server, key);
+                        return r;
+                    }
+                }
+            }
+        }
+    };
+    debug!(async_id = pending.async_id, "CREATE waits for an oplock break");
+    let msg = ctx.msg.to_vec();
+    let r = std::thread::Builder::new().name("smb-create".into()).stack_size(512 * 1024).spawn(move || {
+        loop {
+            // Wake at least once a second to notice a CANCEL.
+            let step = deadline(until).min(Instant::now() + Duration::from_secs(1));
+            let now_seen = server.file_events.wait(seen, step);
+            if pending.stop.get().is_some() {
+                forget_wait(&server, key);
+                pending.finish(NtStatus::CANCELLED, None);
+                return;
+            }
+            if now_seen == seen && Server::now_ms() < until {
+                continue;
+            }
+            seen = server.file_events.generation();
+            let mut out = vec![0u8; HEADER_LEN];
+            let mut again = None;
+            match create_in(&call, &msg, &mut out, &mut again) {
+                Err(NtStatus::PENDING) if again.is_some() => until = again.map_or(until, |a| a.1),
+                Ok(()) => {
+                    forget_wait(&server, key);
+                    return pending.finish(NtStatus::SUCCESS, out.get(HEADER_LEN..));
+                }
+                Err(e) => {
+                    forget_wait(&server, key);
+                    return pending.finish(e, None);
+                }
+            }
+        }
+    });
+    if let Err(e) = r {
+        tracing::warn!("cannot start a waiting CREATE: {e}");
+        forget_wait(&conn.server, key);
+        return Err(NtStatus::INSUFFICIENT_RESOURCES);
+    }
+    Err(NtStatus::PENDING)
+}
+
+/// The instant a break that times out at `until` (ms since the Unix epoch) ends.
+fn deadline(until: u64) -> Instant {
+    Instant::now() + Duration::from_millis(until.saturating_sub(Server::now_ms()))
+}
+
+/// This worker no longer waits for a break of `key`.
+fn forget_wait(server: &Server, key: FileKey) {
+    if let Err(e) = server.store.oplock_unwait(key, server.worker_id) {
+        tracing::warn!("oplock waiter not removed: {e}");
+    }
+}
+
+/// One try at a CREATE. When an oplock must break first, the break is
+/// started and `blocked` says for which file and until when (the break
+/// timeout) the caller waits before trying again; the result is then
+/// PENDING.
+fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Option<(FileKey, u64)>) -> Result<(), NtStatus> {
+    let req = CreateReq::parse(msg).map_err(|e| {
         debug!("bad CREATE: {e}");
         NtStatus::INVALID_PARAMETER
     })?;
-    let tree = ctx.tree()?.clone();
-    let session = ctx.session()?.clone();
+    let server = &call.server;
+    let tree = call.tree.clone();
+    let session = call.session.clone();
     let session_kind = lock(&session.identity).as_ref().map(|i| i.kind);
     let name = utf16_to_string(req.name).map_err(|_| NtStatus::OBJECT_NAME_INVALID)?;
     debug!(name = %name, disposition = req.disposition, options = format_args!("{:#x}", req.options), access = format_args!("{:#x}", req.desired_access), oplock = req.oplock_level, "CREATE");
@@ -77,7 +183,7 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
         return Err(NtStatus::INVALID_PARAMETER);
     }
     // `max open files`: Samba answers its own cap with TOO_MANY_OPENED_FILES.
-    let max_open = conn.server.cfg.limits.max_open_files;
+    let max_open = server.cfg.limits.max_open_files;
     if !crate::config::Limits::under(lock(&session.opens).len(), max_open) {
         tracing::warn!(session = session.id, "CREATE refused: max open files ({max_open}) of the session reached");
         return Err(NtStatus::TOO_MANY_OPENED_FILES);
@@ -111,11 +217,11 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
     }
 
     if tree.share.is_ipc() {
-        let pipe = crate::ipc::Pipe::open(&name, &conn.server)?;
-        let id = conn.server.new_id();
+        let pipe = crate::ipc::Pipe::open(&name, server)?;
+        let id = server.new_id();
         let open = Arc::new(Open::new(id, tree.id, tree.share.clone(), None, name, OpenKind::Pipe(Mutex::new(pipe)), map_generic(req.desired_access), req.share_access, req.options, None));
         lock(&session.opens).insert(id, open.clone());
-        write_response(out, &open, &FileStat { attrs: vfs::ATTR_NORMAL, ..Default::default() }, ACTION_OPENED, &[]);
+        write_response(out, &open, &FileStat { attrs: vfs::ATTR_NORMAL, ..Default::default() }, ACTION_OPENED, 0, &[]);
         return Ok(());
     }
     let root = tree.share.root.as_ref().ok_or(NtStatus::INVALID_DEVICE_REQUEST)?;
@@ -156,7 +262,7 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
             return Err(NtStatus::ACCESS_DENIED);
         }
         if let Some(st) = &existing {
-            if conn.server.delete_pending((st.dev, st.ino)) {
+            if server.delete_pending((st.dev, st.ino)) {
                 return Err(NtStatus::DELETE_PENDING);
             }
             if st.is_dir && req.options & OPT_NON_DIRECTORY_FILE != 0 {
@@ -275,10 +381,26 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
         return Err(NtStatus::CANNOT_DELETE);
     }
     let key = (st.dev, st.ino);
-    let id = conn.server.new_id();
+    let id = server.new_id();
+    let entry = ShareModeEntry { open: server.open_id(id), access: desired, share_access: req.share_access, delete_on_close: req.options & OPT_DELETE_ON_CLOSE != 0 };
+    // Oplocks other opens hold on the file break first (MS-FSA 2.1.5.1.2);
+    // a break that needs an acknowledgment makes this CREATE wait.
+    let oplocks = tree.share.cfg.oplocks;
+    let level2 = tree.share.cfg.level2_oplocks;
+    if !st.is_dir && action != ACTION_CREATED {
+        let overwrite = matches!(action, ACTION_OVERWRITTEN | ACTION_SUPERSEDED);
+        let timeout = server.cfg.limits.oplock_break_timeout.as_millis() as u64;
+        let (check, notify) = server.store.oplock_open(key.into(), &entry, overwrite, level2, Server::now_ms(), timeout, server.worker_id).map_err(store_status)?;
+        for w in notify {
+            server.wake(w, key.into());
+        }
+        if let OpenCheck::Wait { until } = check {
+            *blocked = Some((key.into(), until));
+            return Err(NtStatus::PENDING);
+        }
+    }
     // The share-mode check and the new entry, in one step for all workers.
-    let entry = ShareModeEntry { open: conn.server.open_id(id), access: desired, share_access: req.share_access, delete_on_close: req.options & OPT_DELETE_ON_CLOSE != 0 };
-    match conn.server.store.open_file(key.into(), entry) {
+    match server.store.open_file(key.into(), entry) {
         Ok(()) => {}
         Err(OpenError::DeletePending) => return Err(NtStatus::DELETE_PENDING),
         Err(OpenError::SharingViolation) => return Err(NtStatus::SHARING_VIOLATION),
@@ -287,21 +409,36 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
     if matches!(action, ACTION_OVERWRITTEN | ACTION_SUPERSEDED) {
         let r = rustix::fs::ftruncate(&fd, 0).map_err(NtStatus::from_errno);
         if let Err(e) = r {
-            release(conn, key, id);
+            release(server, key, id);
             return Err(e);
         }
         let attrs = req.file_attributes & vfs::SETTABLE_ATTRS;
         let _ = vfs::set_dos_attrs(&fd, attrs | vfs::ATTR_ARCHIVE);
         reserve(&fd, alloc_size);
-        st = vfs::stat_fd(&fd).inspect_err(|_| release(conn, key, id))?;
+        st = vfs::stat_fd(&fd).inspect_err(|_| release(server, key, id))?;
     }
     let kind = if st.is_dir { OpenKind::Dir(Mutex::new(DirCursor::default())) } else { OpenKind::File };
     let open = Arc::new(Open::new(id, tree.id, tree.share.clone(), Some(fd), rel.clone(), kind, desired, req.share_access, req.options, Some(key)));
     if req.options & OPT_DELETE_ON_CLOSE != 0 {
         *lock(&open.delete_on_close) = true;
     }
+    // The oplock asked for, as far as the file's other opens allow.
+    let requested = req.oplock_level;
+    let granted = if oplocks && !st.is_dir && matches!(requested, LEVEL_II | LEVEL_EXCLUSIVE | LEVEL_BATCH) {
+        server.store.oplock_grant(key.into(), server.open_id(id), requested, level2).unwrap_or_else(|e| {
+            tracing::warn!("oplock not granted: {e}");
+            0
+        })
+    } else {
+        0
+    };
+    if granted != 0 {
+        *lock(&open.oplock_level) = granted;
+        let target = OplockTarget { open: Arc::downgrade(&open), session: Arc::downgrade(&session), sink: call.sink.clone() };
+        lock(&server.oplock_opens).insert(id, target);
+    }
     lock(&session.opens).insert(id, open.clone());
-    debug!(session = session.id, path = %rel, action, "create");
+    debug!(session = session.id, path = %rel, action, oplock = granted, "create");
 
     // Create contexts we answer; unknown ones are ignored (MS-SMB2 3.3.5.9).
     let mut ctx_out: Vec<(&[u8], Vec<u8>)> = Vec::new();
@@ -320,7 +457,7 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
             _ => {}
         }
     }
-    write_response(out, &open, &st, action, &ctx_out);
+    write_response(out, &open, &st, action, granted, &ctx_out);
     Ok(())
 }
 
@@ -522,15 +659,15 @@ fn reserve(fd: &rustix::fd::OwnedFd, alloc_size: Option<u64>) {
 }
 
 /// Takes back the share-mode entry of an open that failed after it was made.
-fn release(conn: &Connection, key: (u64, u64), id: u64) {
-    if let Err(e) = conn.server.store.close_file(key.into(), conn.server.open_id(id)) {
+fn release(server: &Server, key: (u64, u64), id: u64) {
+    if let Err(e) = server.store.close_file(key.into(), server.open_id(id)) {
         tracing::warn!("share-mode entry of a failed open not removed: {e}");
     }
 }
 
-fn write_response(out: &mut Vec<u8>, open: &Open, st: &FileStat, action: u32, contexts: &[(&[u8], Vec<u8>)]) {
+fn write_response(out: &mut Vec<u8>, open: &Open, st: &FileStat, action: u32, oplock: u8, contexts: &[(&[u8], Vec<u8>)]) {
     let hdr_start = out.len() - HEADER_LEN;
-    out.u16(89).u8(0).u8(0).u32(action);
+    out.u16(89).u8(oplock).u8(0).u32(action);
     out.u64(st.btime).u64(st.atime).u64(st.mtime).u64(st.ctime).u64(st.alloc).u64(st.size).u32(st.attrs).u32(0);
     out.put(&open.file_id());
     let ctx_fields = out.len();
@@ -569,6 +706,9 @@ mod tests {
         assert!(share_conflict((FILE_WRITE_DATA, 7), FILE_READ_DATA, SHARE_READ));
         // Attribute-only opens never conflict.
         assert!(!share_conflict((FILE_READ_ATTRIBUTES, 0), FILE_READ_ATTRIBUTES, 0));
+        // ...on either side: a stat open next to an open sharing nothing.
+        assert!(!share_conflict((FILE_READ_ATTRIBUTES, 0), FILE_READ_DATA, 0));
+        assert!(!share_conflict((FILE_READ_DATA | FILE_WRITE_DATA, 0), FILE_READ_ATTRIBUTES | SYNCHRONIZE, 0));
         assert!(share_conflict((DELETE, SHARE_READ), FILE_READ_DATA, SHARE_READ));
     }
 

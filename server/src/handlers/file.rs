@@ -181,6 +181,7 @@ pub(super) fn write_target(conn: &Connection, open: &Open, req_offset: u64, len:
             return Err(NtStatus::FILE_LOCK_CONFLICT);
         }
     }
+    super::oplock::break_level2(&conn.server, open);
     Ok(offset)
 }
 

@@ -489,6 +489,7 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
                 // Replacing "b" by a rename to "B": the old spelling goes away.
                 root.remove(&old_name, false)?;
             }
+            super::oplock::break_level2(&conn.server, &open);
             root.rename(&from, &target, replace)?;
             *lock(&open.path) = target;
         }
@@ -512,6 +513,7 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
             if st.is_dir {
                 return Err(NtStatus::INVALID_PARAMETER);
             }
+            super::oplock::break_level2(&conn.server, &open);
             if req.class == END_OF_FILE {
                 rustix::fs::ftruncate(fd, v).map_err(NtStatus::from_errno)?;
             } else if v < st.size {

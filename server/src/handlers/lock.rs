@@ -96,6 +96,7 @@ pub fn lock_cmd(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
         out.u16(4).u16(0);
         return Ok(());
     }
+    super::oplock::break_level2(&server, &open);
     let locks = to_store(owner, &req.locks);
     let may_wait = req.locks.len() == 1 && req.locks[0].flags & LOCKFLAG_FAIL_IMMEDIATELY == 0;
     if !may_wait {

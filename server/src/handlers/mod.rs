@@ -8,6 +8,7 @@ pub mod info;
 pub mod ioctl;
 pub mod lock;
 pub mod notify;
+pub mod oplock;
 pub mod rdma_io;
 pub mod tree;
 

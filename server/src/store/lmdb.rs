@@ -13,6 +13,7 @@
 //! This is the one module of the store with `unsafe`: opening the memory
 //! map (see the SAFETY comment).
 
+use super::oplock::{AckError, OpenCheck, OplockRecord};
 use super::records::{decode_key, encode_key, LockRecord, ShareRecord};
 use super::{ByteRangeLock, Closed, FileKey, GlobalOpenId, LockError, OpenError, ShareModeEntry, StateStore, StoreError, Unlocked};
 use heed::types::Bytes;
@@ -36,6 +37,7 @@ pub struct LmdbStore {
     env: Env<WithoutTls>,
     share: Db,
     brl: Db,
+    oplock: Db,
     path: PathBuf,
 }
 
@@ -70,6 +72,18 @@ impl Record for LockRecord {
     }
     fn is_empty(&self) -> bool {
         LockRecord::is_empty(self)
+    }
+}
+
+impl Record for OplockRecord {
+    fn encode(&self) -> Vec<u8> {
+        OplockRecord::encode(self)
+    }
+    fn decode(b: &[u8]) -> Result<Self, StoreError> {
+        OplockRecord::decode(b)
+    }
+    fn is_empty(&self) -> bool {
+        OplockRecord::is_empty(self)
     }
 }
 
@@ -127,14 +141,15 @@ impl LmdbStore {
         // Reader slots of processes that died are free again.
         let _ = env.clear_stale_readers();
         let wtxn = env.write_txn()?;
-        let (share, brl) = env
+        let (share, brl, oplock) = env
             .create_databases_and_commit(wtxn, |dbo, wtxn| -> Result<_, heed::Error> {
                 let share: Database<Bytes, Bytes> = dbo.create_database(wtxn, Some("share"))?;
                 let brl: Database<Bytes, Bytes> = dbo.create_database(wtxn, Some("brl"))?;
-                Ok(CommitOrAbort::<_, ()>::Commit((share, brl)))
+                let oplock: Database<Bytes, Bytes> = dbo.create_database(wtxn, Some("oplock"))?;
+                Ok(CommitOrAbort::<_, ()>::Commit((share, brl, oplock)))
             })?
             .unwrap_commit();
-        let s = Arc::new(LmdbStore { env, share, brl, path: path.clone() });
+        let s = Arc::new(LmdbStore { env, share, brl, oplock, path: path.clone() });
         opened.push((path, Arc::downgrade(&s)));
         Ok(s)
     }
@@ -149,6 +164,7 @@ impl LmdbStore {
         let mut txn = self.env.write_txn()?;
         self.share.clear(&mut txn)?;
         self.brl.clear(&mut txn)?;
+        self.oplock.clear(&mut txn)?;
         txn.commit()?;
         Ok(())
     }
@@ -186,6 +202,7 @@ impl StateStore for LmdbStore {
         self.write(|t| {
             let mut c = Closed { delete: modify(self.share, t, key, |r: &mut ShareRecord| r.close(open))?.unwrap_or(false), wake: Vec::new() };
             modify(self.brl, t, key, |r: &mut LockRecord| r.remove_owner(open, &mut c.wake))?;
+            modify(self.oplock, t, key, |r: &mut OplockRecord| r.remove(open, &mut c.wake))?;
             Ok(c)
         })
     }
@@ -256,8 +273,69 @@ impl StateStore for LmdbStore {
                 }
                 wake.extend(w.into_iter().map(|w| (w, k)));
             }
+            for (k, mut r) in self.all::<OplockRecord>(self.oplock, t)? {
+                let mut w = Vec::new();
+                if r.purge(worker, &mut w) {
+                    modify(self.oplock, t, k, |x: &mut OplockRecord| *x = std::mem::take(&mut r))?;
+                }
+                wake.extend(w.into_iter().map(|w| (w, k)));
+            }
             Ok(wake)
         })
+    }
+
+    fn oplock_open(&self, key: FileKey, new: &ShareModeEntry, overwrite: bool, level2: bool, now_ms: u64, timeout_ms: u64, waiter: u32) -> Result<(OpenCheck, Vec<u32>), StoreError> {
+        // Most files have no oplock record: look before taking the writer's lock.
+        if self.read::<OplockRecord>(self.oplock, key)?.is_none() {
+            return Ok((OpenCheck::Proceed, Vec::new()));
+        }
+        self.write(|t| {
+            let share: ShareRecord = self.share.get(t, &encode_key(key))?.map(ShareRecord::decode).transpose()?.unwrap_or_default();
+            let mut notify = Vec::new();
+            let c = modify(self.oplock, t, key, |r: &mut OplockRecord| r.check_open(&share, new, overwrite, level2, now_ms, timeout_ms, waiter, &mut notify))?;
+            Ok((c, notify))
+        })
+    }
+
+    fn oplock_grant(&self, key: FileKey, open: GlobalOpenId, requested: u8, level2: bool) -> Result<u8, StoreError> {
+        self.write(|t| {
+            let share: ShareRecord = self.share.get(t, &encode_key(key))?.map(ShareRecord::decode).transpose()?.unwrap_or_default();
+            modify(self.oplock, t, key, |r: &mut OplockRecord| r.grant(&share, open, requested, level2))
+        })
+    }
+
+    fn oplock_break_level2(&self, key: FileKey, now_ms: u64) -> Result<Vec<u32>, StoreError> {
+        if !self.read::<OplockRecord>(self.oplock, key)?.is_some_and(|r| r.has_level2()) {
+            return Ok(Vec::new());
+        }
+        self.write(|t| {
+            let mut notify = Vec::new();
+            modify(self.oplock, t, key, |r: &mut OplockRecord| r.break_level2(now_ms, &mut notify))?;
+            Ok(notify)
+        })
+    }
+
+    fn oplock_notices(&self, key: FileKey, worker: u32) -> Result<Vec<(u64, u8)>, StoreError> {
+        if self.read::<OplockRecord>(self.oplock, key)?.is_none() {
+            return Ok(Vec::new());
+        }
+        self.write(|t| modify(self.oplock, t, key, |r: &mut OplockRecord| r.take_notices(worker)))
+    }
+
+    fn oplock_ack(&self, key: FileKey, open: GlobalOpenId, level: u8) -> Result<(Result<u8, AckError>, Vec<u32>), StoreError> {
+        self.write(|t| {
+            let mut wake = Vec::new();
+            let r = modify(self.oplock, t, key, |r: &mut OplockRecord| r.ack(open, level, &mut wake))?;
+            Ok((r, wake))
+        })
+    }
+
+    fn oplock_unwait(&self, key: FileKey, worker: u32) -> Result<(), StoreError> {
+        self.write(|t| modify(self.oplock, t, key, |r: &mut OplockRecord| r.unwait(worker)))
+    }
+
+    fn oplocks(&self, key: FileKey) -> Result<OplockRecord, StoreError> {
+        Ok(self.read::<OplockRecord>(self.oplock, key)?.unwrap_or_default())
     }
 
     fn snapshot(&self) -> Result<Vec<(FileKey, ShareRecord, LockRecord)>, StoreError> {

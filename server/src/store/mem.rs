@@ -1,5 +1,6 @@
 //! The in-process backend: both record tables behind one lock.
 
+use super::oplock::{AckError, OpenCheck, OplockRecord};
 use super::records::{LockRecord, ShareRecord};
 use super::{ByteRangeLock, Closed, FileKey, GlobalOpenId, LockError, OpenError, ShareModeEntry, StateStore, StoreError, Unlocked};
 use std::collections::HashMap;
@@ -9,6 +10,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 struct Tables {
     share: HashMap<FileKey, ShareRecord>,
     brl: HashMap<FileKey, LockRecord>,
+    oplock: HashMap<FileKey, OplockRecord>,
 }
 
 #[derive(Default)]
@@ -44,6 +46,7 @@ impl StateStore for MemStore {
         let mut t = self.write();
         let mut closed = Closed { delete: with(&mut t.share, key, ShareRecord::is_empty, |r| r.close(open)).unwrap_or(false), wake: Vec::new() };
         with(&mut t.brl, key, LockRecord::is_empty, |r| r.remove_owner(open, &mut closed.wake));
+        with(&mut t.oplock, key, OplockRecord::is_empty, |r| r.remove(open, &mut closed.wake));
         Ok(closed)
     }
 
@@ -115,7 +118,69 @@ impl StateStore for MemStore {
             wake.extend(w.into_iter().map(|w| (w, *k)));
             !r.is_empty()
         });
+        t.oplock.retain(|k, r| {
+            let mut w = Vec::new();
+            r.purge(worker, &mut w);
+            wake.extend(w.into_iter().map(|w| (w, *k)));
+            !r.is_empty()
+        });
         Ok(wake)
+    }
+
+    fn oplock_open(&self, key: FileKey, new: &ShareModeEntry, overwrite: bool, level2: bool, now_ms: u64, timeout_ms: u64, waiter: u32) -> Result<(OpenCheck, Vec<u32>), StoreError> {
+        let mut t = self.write();
+        let Tables { share, oplock, .. } = &mut *t;
+        if !oplock.contains_key(&key) {
+            return Ok((OpenCheck::Proceed, Vec::new()));
+        }
+        let empty = ShareRecord::default();
+        let s = share.get(&key).unwrap_or(&empty);
+        let mut notify = Vec::new();
+        let c = with(oplock, key, OplockRecord::is_empty, |r| r.check_open(s, new, overwrite, level2, now_ms, timeout_ms, waiter, &mut notify));
+        Ok((c, notify))
+    }
+
+    fn oplock_grant(&self, key: FileKey, open: GlobalOpenId, requested: u8, level2: bool) -> Result<u8, StoreError> {
+        let mut t = self.write();
+        let Tables { share, oplock, .. } = &mut *t;
+        let empty = ShareRecord::default();
+        let s = share.get(&key).unwrap_or(&empty);
+        Ok(with(oplock, key, OplockRecord::is_empty, |r| r.grant(s, open, requested, level2)))
+    }
+
+    fn oplock_break_level2(&self, key: FileKey, now_ms: u64) -> Result<Vec<u32>, StoreError> {
+        if !self.read().oplock.get(&key).is_some_and(OplockRecord::has_level2) {
+            return Ok(Vec::new());
+        }
+        let mut notify = Vec::new();
+        with(&mut self.write().oplock, key, OplockRecord::is_empty, |r| r.break_level2(now_ms, &mut notify));
+        Ok(notify)
+    }
+
+    fn oplock_notices(&self, key: FileKey, worker: u32) -> Result<Vec<(u64, u8)>, StoreError> {
+        let mut t = self.write();
+        if !t.oplock.contains_key(&key) {
+            return Ok(Vec::new());
+        }
+        Ok(with(&mut t.oplock, key, OplockRecord::is_empty, |r| r.take_notices(worker)))
+    }
+
+    fn oplock_ack(&self, key: FileKey, open: GlobalOpenId, level: u8) -> Result<(Result<u8, AckError>, Vec<u32>), StoreError> {
+        let mut wake = Vec::new();
+        let r = with(&mut self.write().oplock, key, OplockRecord::is_empty, |r| r.ack(open, level, &mut wake));
+        Ok((r, wake))
+    }
+
+    fn oplock_unwait(&self, key: FileKey, worker: u32) -> Result<(), StoreError> {
+        let mut t = self.write();
+        if t.oplock.contains_key(&key) {
+            with(&mut t.oplock, key, OplockRecord::is_empty, |r| r.unwait(worker));
+        }
+        Ok(())
+    }
+
+    fn oplocks(&self, key: FileKey) -> Result<OplockRecord, StoreError> {
+        Ok(self.read().oplock.get(&key).cloned().unwrap_or_default())
     }
 
     fn snapshot(&self) -> Result<Vec<(FileKey, ShareRecord, LockRecord)>, StoreError> {

@@ -19,11 +19,13 @@
 
 mod lmdb;
 mod mem;
+pub mod oplock;
 pub mod records;
 pub mod wake;
 
 pub use lmdb::LmdbStore;
 pub use mem::MemStore;
+pub use oplock::{AckError, OpenCheck, OplockHolder, OplockRecord};
 pub use records::{LockRecord, ShareRecord};
 pub use wake::{SocketWaker, WakeListener, Waker};
 
@@ -110,7 +112,7 @@ pub struct Closed {
     /// then call [`StateStore::deleted`] (until then new opens of the file
     /// get DELETE_PENDING).
     pub delete: bool,
-    /// Workers waiting for a lock the closed open held.
+    /// Workers waiting for a lock the closed open held, or for its oplock's break.
     pub wake: Vec<u32>,
 }
 
@@ -129,7 +131,7 @@ pub trait StateStore: Send + Sync {
     /// Records a new open unless the file's delete is pending or a share
     /// mode conflicts.
     fn open_file(&self, key: FileKey, entry: ShareModeEntry) -> Result<(), OpenError>;
-    /// Removes an open with its byte-range locks.
+    /// Removes an open with its byte-range locks and oplock.
     fn close_file(&self, key: FileKey, open: GlobalOpenId) -> Result<Closed, StoreError>;
     /// The file a `close_file` answered `delete` for is gone (or its removal
     /// failed): its record, which kept new opens out meanwhile, goes.
@@ -154,6 +156,23 @@ pub trait StateStore: Send + Sync {
     /// Removes every record of a dead worker; returns the (worker, file)
     /// pairs to wake because one of its locks went.
     fn purge_worker(&self, worker: u32) -> Result<Vec<(u32, FileKey)>, StoreError>;
+    /// Oplocks (oplock.rs): a new open's check (breaks started, workers to
+    /// wake for them, and whether to wait), made before its share-mode entry.
+    #[allow(clippy::too_many_arguments)]
+    fn oplock_open(&self, key: FileKey, new: &ShareModeEntry, overwrite: bool, level2: bool, now_ms: u64, timeout_ms: u64, waiter: u32) -> Result<(OpenCheck, Vec<u32>), StoreError>;
+    /// Grants `open` (whose share-mode entry is in) the oplock it may have.
+    fn oplock_grant(&self, key: FileKey, open: GlobalOpenId, requested: u8, level2: bool) -> Result<u8, StoreError>;
+    /// Breaks every level II oplock of the file (a write, a size change, a
+    /// byte-range lock); workers to wake.
+    fn oplock_break_level2(&self, key: FileKey, now_ms: u64) -> Result<Vec<u32>, StoreError>;
+    /// The breaks `worker` must announce now: (open, level broken to).
+    fn oplock_notices(&self, key: FileKey, worker: u32) -> Result<Vec<(u64, u8)>, StoreError>;
+    /// An OPLOCK_BREAK acknowledgment; the workers to wake.
+    fn oplock_ack(&self, key: FileKey, open: GlobalOpenId, level: u8) -> Result<(Result<u8, AckError>, Vec<u32>), StoreError>;
+    /// `worker` no longer waits for a break on this file.
+    fn oplock_unwait(&self, key: FileKey, worker: u32) -> Result<(), StoreError>;
+    /// The file's oplock record (status, tests).
+    fn oplocks(&self, key: FileKey) -> Result<OplockRecord, StoreError>;
     /// All non-empty records (for `smbdirect status` and tests).
     fn snapshot(&self) -> Result<Vec<(FileKey, ShareRecord, LockRecord)>, StoreError>;
 }

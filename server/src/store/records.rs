@@ -218,11 +218,12 @@ const SHARE_WRITE: u32 = 2;
 const SHARE_DELETE: u32 = 4;
 
 /// MS-FSA 2.1.5.1.2.1: does a new open (access, share) conflict with an
-/// existing one? Opens for attributes only never conflict.
+/// existing one? An open for attributes only (no data access) takes no part
+/// in the check, on either side.
 pub fn share_conflict(existing: (u32, u32), new_access: u32, new_share: u32) -> bool {
     let (ea, es) = existing;
     let data = |a: u32| a & (FILE_READ_DATA | FILE_WRITE_DATA | FILE_APPEND_DATA | FILE_EXECUTE | DELETE) != 0;
-    if !data(ea) && !data(new_access) {
+    if !data(ea) || !data(new_access) {
         return false;
     }
     let reads = |a: u32| a & (FILE_READ_DATA | FILE_EXECUTE) != 0;

@@ -170,7 +170,46 @@ fn purge(s: &dyn StateStore) {
     assert!(s.purge_worker(7).unwrap().is_empty());
 }
 
+fn oplocks(s: &dyn StateStore) {
+    use oplock::{LEVEL_BATCH, LEVEL_II, LEVEL_NONE};
+    let (a, b, c) = (id(1, 1), id(2, 1), id(2, 2));
+    s.open_file(F, entry(a, READ | WRITE, SHARE_ALL)).unwrap();
+    assert_eq!(s.oplock_grant(F, a, LEVEL_BATCH, true).unwrap(), LEVEL_BATCH);
+    // Worker 2 opens to read: the batch oplock breaks to level II, worker 2 waits.
+    let (chk, notify) = s.oplock_open(F, &entry(b, READ, SHARE_ALL), false, true, 1_000, 35_000, 2).unwrap();
+    assert_eq!(chk, OpenCheck::Wait { until: 36_000 });
+    assert_eq!(notify, vec![1]);
+    assert!(s.oplock_notices(F, 2).unwrap().is_empty());
+    assert_eq!(s.oplock_notices(F, 1).unwrap(), vec![(1, LEVEL_II)]);
+    let (acked, wake) = s.oplock_ack(F, a, LEVEL_II).unwrap();
+    assert_eq!((acked, wake), (Ok(LEVEL_II), vec![2]));
+    assert_eq!(s.oplock_open(F, &entry(b, READ, SHARE_ALL), false, true, 2_000, 35_000, 2).unwrap(), (OpenCheck::Proceed, vec![]));
+    s.open_file(F, entry(b, READ, SHARE_ALL)).unwrap();
+    assert_eq!(s.oplock_grant(F, b, LEVEL_BATCH, true).unwrap(), LEVEL_II);
+    // A write breaks every level II oplock, the writer's too (no ack).
+    assert_eq!(s.oplock_break_level2(F, 3_000).unwrap(), vec![1, 2]);
+    assert_eq!(s.oplock_notices(F, 1).unwrap(), vec![(1, LEVEL_NONE)]);
+    assert_eq!(s.oplock_ack(F, a, LEVEL_NONE).unwrap().0, Err(AckError::NotBreaking));
+    assert_eq!(s.oplocks(F).unwrap().holders.len(), 1);
+    assert_eq!(s.oplock_notices(F, 2).unwrap(), vec![(1, LEVEL_NONE)]);
+    assert!(s.oplocks(F).unwrap().holders.is_empty());
+    assert_eq!(s.oplock_break_level2(F, 3_000).unwrap(), Vec::<u32>::new());
+    // A waiter on a break is woken by the holder's close; a dead worker's oplocks go.
+    s.open_file(G, entry(c, READ | WRITE, SHARE_ALL)).unwrap();
+    assert_eq!(s.oplock_grant(G, c, LEVEL_BATCH, true).unwrap(), LEVEL_BATCH);
+    let (chk, _) = s.oplock_open(G, &entry(a, READ, SHARE_ALL), false, true, 0, 35_000, 1).unwrap();
+    assert!(matches!(chk, OpenCheck::Wait { .. }));
+    assert_eq!(s.close_file(G, c).unwrap().wake, vec![1]);
+    s.oplock_unwait(G, 1).unwrap();
+    assert!(s.oplocks(G).unwrap().is_empty());
+    s.purge_worker(2).unwrap();
+    assert!(s.oplocks(F).unwrap().is_empty());
+    s.close_file(F, a).unwrap();
+    assert!(s.snapshot().unwrap().is_empty());
+}
+
 fn suite(make: impl Fn() -> Arc<dyn StateStore>) {
+    oplocks(&*make());
     share_modes(&*make());
     delete_pending(&*make());
     lock_conflicts(&*make());

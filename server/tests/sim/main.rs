@@ -28,6 +28,7 @@ mod negotiate;
 mod hostile;
 mod caps;
 mod smbd;
+mod leases;
 mod eas;
 mod multichannel;
 mod workers;

@@ -1,0 +1,211 @@
+//! Oplocks: grants on CREATE, breaks sent to the holder (on its own
+//! connection, in its own worker), acknowledgments, the blocked CREATE
+//! answered when the break ends or times out, level II breaks on WRITE.
+
+use crate::harness::*;
+use std::time::{Duration, Instant};
+
+const OPLOCK_BREAK: u16 = 18;
+const LEVEL_NONE: u8 = 0;
+const LEVEL_II: u8 = 1;
+const LEVEL_BATCH: u8 = 9;
+const INVALID_OPLOCK_PROTOCOL: u32 = 0xC000_00E3;
+const GENERIC_READ: u32 = 0x8000_0000;
+
+fn create_oplock(c: &mut Client, name: &str, access: u32, level: u8) -> Resp {
+    let mut b = create_body(name, access, SHARE_ALL, FILE_OPEN_IF, 0x40);
+    b[3] = level;
+    c.call(CREATE, 1, &b)
+}
+
+fn granted(r: &Resp) -> u8 {
+    r.body()[2]
+}
+
+/// The next OPLOCK_BREAK notification this client gets: (level, FileId).
+fn next_break(c: &mut Client, timeout: Duration) -> Option<(u8, [u8; 16])> {
+    let r = c.next_async(timeout)?;
+    assert_eq!((r.command, r.message_id, r.tree_id), (OPLOCK_BREAK, u64::MAX, 0), "an unsolicited OPLOCK_BREAK");
+    assert_eq!(le16(r.body(), 0), 24);
+    let mut fid = [0u8; 16];
+    fid.copy_from_slice(&r.body()[8..24]);
+    Some((r.body()[2], fid))
+}
+
+fn ack(c: &mut Client, fid: &[u8; 16], level: u8) -> Resp {
+    let mut b = Vec::new();
+    b.u16_(24).u8_(level).u8_(0).u32_(0).bytes(fid);
+    c.call(OPLOCK_BREAK, 1, &b)
+}
+
+/// A batch oplock breaks to level II for a second client's open, which
+/// waits (interim PENDING) until the holder acknowledges.
+#[test]
+fn batch_break_waits_for_the_ack() {
+    let ts = server();
+    let mut a = connected(&ts);
+    let mut b = connected(&ts);
+    let ra = create_oplock(&mut a, "f.txt", GENERIC_ALL, LEVEL_BATCH);
+    assert_eq!((ra.status, granted(&ra)), (SUCCESS, LEVEL_BATCH));
+    let fa = ra.file_id();
+    // An open for attributes only breaks nothing.
+    let stat = create_oplock(&mut b, "f.txt", 0x80, 0);
+    assert_eq!(stat.status, SUCCESS);
+    assert!(a.next_async(Duration::from_millis(100)).is_none(), "no break for a stat open");
+    b.close(&stat.file_id());
+
+    let rb = create_oplock(&mut b, "f.txt", GENERIC_READ, LEVEL_BATCH);
+    assert_eq!(rb.status, PENDING, "the CREATE waits for the break");
+    let (level, fid) = next_break(&mut a, Duration::from_secs(5)).expect("break notification");
+    assert_eq!((level, fid), (LEVEL_II, fa));
+    assert!(b.next_async(Duration::from_millis(200)).is_none(), "still waiting before the ack");
+    let r = ack(&mut a, &fa, LEVEL_II);
+    assert_eq!((r.status, r.body()[2]), (SUCCESS, LEVEL_II));
+    let done = b.next_async(Duration::from_secs(5)).expect("the CREATE finishes after the ack");
+    assert_eq!((done.command, done.status, granted(&done)), (CREATE, SUCCESS, LEVEL_II));
+    // A second ack has no break to answer.
+    assert_eq!(ack(&mut a, &fa, LEVEL_II).status, INVALID_OPLOCK_PROTOCOL);
+
+    // Both hold level II now: a WRITE breaks both (the writer's own too) to
+    // none, no ack wanted.
+    let w = b.call(WRITE, 1, &write_body(&done.file_id(), 0, b"x"));
+    assert_eq!(w.status, ACCESS_DENIED, "b opened read-only");
+    let w = a.write(&fa, 0, b"data");
+    assert_eq!(w.status, SUCCESS);
+    let (level, fid) = next_break(&mut b, Duration::from_secs(5)).expect("level II break");
+    assert_eq!((level, fid), (LEVEL_NONE, done.file_id()));
+    assert_eq!(next_break(&mut a, Duration::from_secs(5)), Some((LEVEL_NONE, fa)), "self break");
+    assert!(a.write(&fa, 0, b"more").status == SUCCESS && a.next_async(Duration::from_millis(100)).is_none(), "broken once");
+    assert_eq!(ack(&mut b, &fid, LEVEL_NONE).status, INVALID_OPLOCK_PROTOCOL);
+    a.close(&fa);
+    b.close(&done.file_id());
+    assert!(ts.server.no_open_state());
+}
+
+/// A holder that never answers: the CREATE goes on after the break timeout.
+#[test]
+fn break_times_out() {
+    let ts = server_with(|c| c.limits.oplock_break_timeout = Duration::from_secs(1));
+    let mut a = connected(&ts);
+    let mut b = connected(&ts);
+    let ra = create_oplock(&mut a, "t.txt", GENERIC_ALL, LEVEL_BATCH);
+    assert_eq!(granted(&ra), LEVEL_BATCH);
+    let t0 = Instant::now();
+    let rb = create_oplock(&mut b, "t.txt", GENERIC_ALL, LEVEL_BATCH);
+    assert_eq!(rb.status, PENDING);
+    assert_eq!(next_break(&mut a, Duration::from_secs(5)).map(|x| x.0), Some(LEVEL_II));
+    let done = b.next_async(Duration::from_secs(10)).expect("answered after the timeout");
+    assert!(t0.elapsed() >= Duration::from_millis(900), "not before the timeout");
+    assert_eq!((done.status, granted(&done)), (SUCCESS, LEVEL_II));
+}
+
+/// The holder closing its handle ends the wait at once; an exclusive
+/// oplock whose share modes refuse the new open is not broken.
+#[test]
+fn close_ends_the_break_and_share_conflicts_do_not_break() {
+    let ts = server();
+    let mut a = connected(&ts);
+    let mut b = connected(&ts);
+    let mut body = create_body("x.txt", GENERIC_ALL, 0, FILE_OPEN_IF, 0x40);
+    body[3] = 8;
+    let ra = a.call(CREATE, 1, &body);
+    assert_eq!(granted(&ra), 8);
+    let rb = create_oplock(&mut b, "x.txt", GENERIC_READ, 0);
+    assert_eq!(rb.status, 0xC000_0043, "SHARING_VIOLATION without a break");
+    assert!(a.next_async(Duration::from_millis(100)).is_none());
+    a.close(&ra.file_id());
+
+    let ra = create_oplock(&mut a, "x.txt", GENERIC_ALL, LEVEL_BATCH);
+    assert_eq!(granted(&ra), LEVEL_BATCH);
+    let rb = create_oplock(&mut b, "x.txt", GENERIC_READ, LEVEL_BATCH);
+    assert_eq!(rb.status, PENDING);
+    assert!(next_break(&mut a, Duration::from_secs(5)).is_some());
+    a.close(&ra.file_id());
+    let done = b.next_async(Duration::from_secs(5)).expect("answered once the holder closed");
+    assert_eq!((done.status, granted(&done)), (SUCCESS, LEVEL_BATCH), "alone again: batch");
+}
+
+/// Two worker processes' worth of servers on one LMDB state directory: the
+/// break reaches the holder's worker through its wake-up socket, and the
+/// acknowledgment there wakes the waiting CREATE in the other.
+#[test]
+fn break_across_workers() {
+    let ts1 = server();
+    let state = ts1.dir.path().join("state");
+    let store = smbdirect_server::store::create(&state).unwrap();
+    let cfg = ts1.server.cfg.clone();
+    let w1 = smbdirect_server::objects::Server::with_store(cfg.clone(), store.clone(), 1, Some(state.clone())).unwrap();
+    let w2 = smbdirect_server::objects::Server::with_store(cfg, store, 2, Some(state.clone())).unwrap();
+    let t1 = TestServer { server: w1, dir: tempfile::tempdir().unwrap() };
+    let t2 = TestServer { server: w2, dir: tempfile::tempdir().unwrap() };
+    let mut a = connected(&t1);
+    let mut b = connected(&t2);
+    let ra = create_oplock(&mut a, "w.txt", GENERIC_ALL, LEVEL_BATCH);
+    assert_eq!(granted(&ra), LEVEL_BATCH);
+    let rb = create_oplock(&mut b, "w.txt", GENERIC_READ, LEVEL_BATCH);
+    assert_eq!(rb.status, PENDING);
+    let (level, fid) = next_break(&mut a, Duration::from_secs(5)).expect("break through worker 1's socket");
+    assert_eq!(level, LEVEL_II);
+    assert_eq!(ack(&mut a, &fid, LEVEL_II).status, SUCCESS);
+    let done = b.next_async(Duration::from_secs(5)).expect("worker 2's CREATE woken");
+    assert_eq!((done.status, granted(&done)), (SUCCESS, LEVEL_II));
+}
+
+/// The holder and the blocked CREATE on one connection (smbtorture's usual
+/// case): the break arrives there, the ack goes in while the CREATE waits.
+#[test]
+fn holder_on_the_same_connection() {
+    let ts = server();
+    let mut a = connected(&ts);
+    let r1 = create_oplock(&mut a, "s.txt", GENERIC_ALL, LEVEL_BATCH);
+    assert_eq!(granted(&r1), LEVEL_BATCH);
+    let r2 = create_oplock(&mut a, "s.txt", GENERIC_READ, LEVEL_BATCH);
+    assert_eq!(r2.status, PENDING);
+    let (level, fid) = next_break(&mut a, Duration::from_secs(5)).expect("break on the same connection");
+    assert_eq!((level, fid), (LEVEL_II, r1.file_id()));
+    assert_eq!(ack(&mut a, &fid, LEVEL_II).status, SUCCESS);
+    let done = a.next_async(Duration::from_secs(5)).expect("CREATE answered");
+    assert_eq!((done.command, done.message_id, done.status, granted(&done)), (CREATE, r2.message_id, SUCCESS, LEVEL_II));
+}
+
+/// CANCEL ends a CREATE waiting for a break; the holder keeps its oplock
+/// until it answers.
+#[test]
+fn cancel_a_waiting_create() {
+    let ts = server();
+    let mut a = connected(&ts);
+    let mut b = connected(&ts);
+    let r1 = create_oplock(&mut a, "c.txt", GENERIC_ALL, LEVEL_BATCH);
+    assert_eq!(granted(&r1), LEVEL_BATCH);
+    let interim = create_oplock(&mut b, "c.txt", GENERIC_READ, 0);
+    assert_eq!(interim.status, PENDING);
+    assert!(next_break(&mut a, Duration::from_secs(5)).is_some());
+    let mut m = build_header(CANCEL, 0, 0, F_ASYNC, interim.message_id, 0, b.session_id, &[4, 0, 0, 0]);
+    m[32..40].copy_from_slice(&interim.async_id.to_le_bytes());
+    b.conn.handle_message(m).unwrap();
+    let t0 = Instant::now();
+    let f = b.next_async(Duration::from_secs(5)).expect("final response after CANCEL");
+    assert_eq!((f.command, f.status), (CREATE, CANCELLED));
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    // The break goes on: the holder's ack is still wanted and accepted.
+    assert_eq!(ack(&mut a, &r1.file_id(), LEVEL_II).status, SUCCESS);
+}
+
+/// `oplocks = no` grants none; `level2 oplocks = no` grants no level II
+/// and breaks a batch oplock to none.
+#[test]
+fn share_options() {
+    let ts = server_with(|c| c.shares[0].oplocks = false);
+    let mut a = connected(&ts);
+    assert_eq!(granted(&create_oplock(&mut a, "o.txt", GENERIC_ALL, LEVEL_BATCH)), LEVEL_NONE);
+    let ts = server_with(|c| c.shares[0].level2_oplocks = false);
+    let mut a = connected(&ts);
+    let mut b = connected(&ts);
+    let r1 = create_oplock(&mut a, "o.txt", GENERIC_ALL, LEVEL_BATCH);
+    assert_eq!(granted(&r1), LEVEL_BATCH);
+    assert_eq!(create_oplock(&mut b, "o.txt", GENERIC_READ, LEVEL_II).status, PENDING);
+    assert_eq!(next_break(&mut a, Duration::from_secs(5)).map(|x| x.0), Some(LEVEL_NONE));
+    assert_eq!(ack(&mut a, &r1.file_id(), LEVEL_NONE).status, SUCCESS);
+    let done = b.next_async(Duration::from_secs(5)).expect("answered");
+    assert_eq!((done.status, granted(&done)), (SUCCESS, LEVEL_NONE));
+}
