@@ -403,7 +403,7 @@ mod tests {
         assert!(r.holders.is_empty());
         // An ack above the level broken to ends the oplock.
         let mut r = OplockRecord::default();
-        let share = ShareRecord { delete_pending: false, entries: vec![e(a, 3, 7)] };
+        let share = ShareRecord { entries: vec![e(a, 3, 7)], ..Default::default() };
         r.grant(&share, a, LEVEL_BATCH, true);
         r.check_open(&share, &e(b, 1, 7), true, true, 0, 100, 1, &mut n);
         assert_eq!(r.ack(a, LEVEL_II, &mut n), Err(AckError::BadLevel));
