@@ -31,3 +31,4 @@ mod smbd;
 mod eas;
 mod multichannel;
 mod workers;
+mod inflight;
