@@ -174,7 +174,9 @@ pub struct Limits {
     pub max_async_per_connection: usize,
     /// `max in flight per connection` (ours): plain READs/WRITEs of one TCP
     /// connection handed to the I/O pool at once (also bounded by the
-    /// credits granted). 1 handles them one at a time on the connection's thread.
+    /// credits granted). 1 (the default for now) handles them one at a time
+    /// on the connection's thread: on a 2-core host shared with the client,
+    /// smbclient gets ran slower with the pool (issue 10, bench/throughput.sh).
     pub max_in_flight_per_connection: usize,
     /// `max send queue` (bytes): responses of one connection waiting to be sent.
     pub max_send_queue: usize,
@@ -207,7 +209,7 @@ impl Default for Limits {
             max_open_files: 16384,
             max_locks_per_open: 1024,
             max_async_per_connection: 256,
-            max_in_flight_per_connection: 64,
+            max_in_flight_per_connection: 1,
             max_send_queue: 64 << 20,
             max_unauthenticated_message: 128 << 10,
             max_async: 8192,

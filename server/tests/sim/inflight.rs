@@ -21,10 +21,17 @@ enum Mode {
 }
 
 fn client(mode: Mode) -> (TestServer, Client) {
+    let cap = |c: &mut smbdirect_server::config::ServerConfig| c.limits.max_in_flight_per_connection = 64;
     let ts = match mode {
-        Mode::Plain => server(),
-        Mode::Signed => server_with(|c| required(c, true, false)),
-        Mode::Sealed => server_with(|c| required(c, false, true)),
+        Mode::Plain => server_with(cap),
+        Mode::Signed => server_with(|c| {
+            cap(c);
+            required(c, true, false)
+        }),
+        Mode::Sealed => server_with(|c| {
+            cap(c);
+            required(c, false, true)
+        }),
     };
     let mut c = connected(&ts);
     match mode {
