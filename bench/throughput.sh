@@ -50,10 +50,10 @@ tree_ticks() {
     while [ $i -lt ${#pids[@]} ]; do
         pid=${pids[$i]}
         i=$((i + 1))
-        if [ -r "/proc/$pid/task/$pid/children" ]; then
-            # shellcheck disable=SC2207
-            pids+=($(cat "/proc/$pid/task/$pid/children" 2>/dev/null))
-        fi
+        # Children of every thread (a worker forked by a thread other than
+        # the main one is listed only under that thread's task).
+        # shellcheck disable=SC2207
+        pids+=($(cat "/proc/$pid/task/"*/children 2>/dev/null))
     done
     for pid in "${pids[@]}"; do
         # fields after the ")" of comm: 14-17 = utime stime cutime cstime

@@ -35,7 +35,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 # instead of the status those subtests expect, and which worker it lands on
 # depends on timing. Cross-worker behaviour has its own tests
 # (tests/peers/test_workers.py, test_state_store.py, sim workers/leases).
-export OURS_CONF_EXTRA="max workers = ${SMBTORTURE_WORKERS:-1}"
+SMBDIRECT_EXTRA_CONF="max workers = ${SMBTORTURE_WORKERS:-1}${SMBDIRECT_EXTRA_CONF:+
+$SMBDIRECT_EXTRA_CONF}"
+export SMBDIRECT_EXTRA_CONF
 
 DEFAULT_SUITES=(connect read rw create dir getinfo setinfo lock compound credits session ioctl multichannel replay.channel-sequence replay.replay-commands)
 compare=0

@@ -59,8 +59,9 @@ target_start() {
     smb2 max credits = 8192
     smbd:FSCTL_SMBTORTURE = yes
 CONF
-        # More [global] lines from the caller (e.g. "max workers = 1").
-        [ -z "${OURS_CONF_EXTRA:-}" ] || printf '    %s\n' "$OURS_CONF_EXTRA" >>"$dir/smbdirect.conf"
+        # SMBDIRECT_EXTRA_CONF: more [global] lines (one per line), e.g. to run the peer tests or
+        # the benchmarks with a setting that is off by default.
+        [ -z "${SMBDIRECT_EXTRA_CONF:-}" ] || printf '%s\n' "$SMBDIRECT_EXTRA_CONF" >>"$dir/smbdirect.conf"
         RUST_LOG=${RUST_LOG:-info} "$bin" serve --listen 127.0.0.1:0 --share "share=$TARGET_SHARE_PATH" \
             --user "$user:$pass" --config "$dir/smbdirect.conf" --state-dir "$dir/state" >"$dir/smbdirect.stdout" 2>"$dir/smbdirect.log" </dev/null &
         TARGET_MAIN_PID=$!

@@ -178,6 +178,12 @@ pub struct Limits {
     /// `max async requests per connection`: blocking locks and change
     /// notifications waiting at once.
     pub max_async_per_connection: usize,
+    /// `max in flight per connection` (ours): plain READs/WRITEs of one TCP
+    /// connection handed to the I/O pool at once (also bounded by the
+    /// credits granted). 1 (the default for now) handles them one at a time
+    /// on the connection's thread: on a 2-core host shared with the client,
+    /// smbclient gets ran slower with the pool (issue 10, bench/throughput.sh).
+    pub max_in_flight_per_connection: usize,
     /// `max send queue` (bytes): responses of one connection waiting to be sent.
     pub max_send_queue: usize,
     /// Largest message accepted before the connection has an authenticated
@@ -214,6 +220,7 @@ impl Default for Limits {
             max_open_files: 16384,
             max_locks_per_open: 1024,
             max_async_per_connection: 256,
+            max_in_flight_per_connection: 1,
             max_send_queue: 64 << 20,
             max_unauthenticated_message: 128 << 10,
             max_async: 8192,
@@ -435,6 +442,7 @@ impl Limits {
             "maxopenfiles" => self.max_open_files = parse_count(v)?,
             "maxlocksperopen" => self.max_locks_per_open = parse_count(v)?,
             "maxasyncrequestsperconnection" => self.max_async_per_connection = parse_count(v)?,
+            "maxinflightperconnection" => self.max_in_flight_per_connection = parse_count(v)?,
             "maxsendqueue" => self.max_send_queue = parse_count(v)?,
             "maxasyncrequests" => self.max_async = parse_count(v)?,
             "maxchangenotifywatchespersession" => self.max_notify_watches_per_session = parse_count(v)?,

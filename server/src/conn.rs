@@ -4,6 +4,22 @@
 //! tree, dispatch → credits granted → sign → (encrypt) → send.
 //! Everything here runs on the connection's own thread; a panic in a handler
 //! unwinds that thread only and the connection's sessions are torn down.
+//!
+//! Many READs/WRITEs in flight (TCP, `io_offload`): a message holding a single
+//! READ or WRITE of a file (plain, signed or sealed) goes through all of the
+//! above here, in order, but its file I/O, the rest of its response, signing,
+//! sealing and the send are handed to the process's I/O pool (crate::iopool)
+//! while this thread reads the next request; responses go out as they
+//! complete. The ordering rule is the simplest safe one: any other message
+//! (a compound, CLOSE, FLUSH, SET_INFO, LOCK, ... or anything else) waits
+//! until every READ/WRITE this connection has in flight is done; a READ, and a
+//! WRITE to an append-only open, wait for the WRITEs in flight on their open.
+//! In flight per connection: at most the credits granted (a client cannot
+//! send more), at most `max in flight per connection` and half the `max send
+//! queue` in payload bytes. A connection that ends waits for its in-flight
+//! work before its sessions are torn down. Off by default for now (`max in
+//! flight per connection` = 1): on a 2-core host shared with smbclient it made
+//! gets slower (see config.rs).
 
 use crate::config::{Setting, DIALECT_202, DIALECT_210, DIALECT_300, DIALECT_311};
 use crate::credits::CreditWindow;
@@ -96,6 +112,24 @@ pub struct Connection {
     /// Async operations started by the chain being handled: their final
     /// responses wait until the chain's interim responses are sent.
     pub(crate) interims: Vec<u64>,
+    /// Hand single READs/WRITEs to the I/O pool (set by [`serve`] on TCP).
+    pub io_offload: bool,
+    /// Set while a message of one READ/WRITE is handled with `io_offload`: the
+    /// handler leaves its I/O to `io_job`.
+    pub(crate) io_here: bool,
+    pub(crate) io_job: Option<crate::handlers::file::IoJob>,
+    /// A handed-over READ/WRITE and its response, for the pool once this
+    /// thread has done with the request buffer.
+    ready: Option<(crate::handlers::file::IoJob, OutBuf)>,
+    /// Where the plaintext being handled starts in the request buffer.
+    plain_at: usize,
+    /// READs/WRITEs this connection has in flight on the I/O pool.
+    pub inflight: Arc<crate::iopool::InFlight>,
+    /// Large request buffers go back to the reader for reuse through this.
+    recycle: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    /// The connection's sender thread, which sends what the I/O pool
+    /// finished: a pool thread never waits for a client that does not read.
+    outbox: Option<std::sync::mpsc::Sender<crate::handlers::file::Finished>>,
     /// RDMA WRITEs whose data is not in the file yet.
     pub(crate) pending_writes: Arc<crate::handlers::rdma_io::PendingWrites>,
     /// The SessionId of the TRANSFORM header of the chain being handled.
@@ -177,7 +211,14 @@ pub fn serve(server: Arc<Server>, mut source: impl MessageSource + 'static, sink
     // buffers go back to the reader, so a stream of 8 MiB WRITEs reuses the
     // same memory instead of faulting in fresh pages for every message.
     let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Option<Vec<u8>>>>(1);
-    let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+    let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    // SMB Direct moves bulk data by RDMA (pipelined in handlers/rdma_io.rs).
+    conn.io_offload = !sink.is_rdma() && conn.server.cfg.limits.max_in_flight_per_connection > 1;
+    conn.recycle = Some(back_tx.clone());
+    if conn.io_offload {
+        conn.outbox = start_sender(sink.clone());
+        conn.io_offload = conn.outbox.is_some();
+    }
     let reader = std::thread::Builder::new().name("smb-read".into()).stack_size(128 * 1024).spawn(move || loop {
         let spare = back_rx.try_recv().unwrap_or_default();
         let r = source.recv_into(limit, spare);
@@ -205,7 +246,7 @@ pub fn serve(server: Arc<Server>, mut source: impl MessageSource + 'static, sink
             };
             conn.on_request(Instant::now());
             // A bug that panics ends this connection only, with a log line.
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conn.handle_buffer(&mut msg))) {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conn.handle_owned(&mut msg))) {
                 Ok(Ok(())) => {}
                 Ok(Err(d)) => break d,
                 Err(_) => break Disconnect::Protocol("internal error (panic) while handling a request".into()),
@@ -230,6 +271,29 @@ pub fn serve(server: Arc<Server>, mut source: impl MessageSource + 'static, sink
     drop(conn);
 }
 
+/// Starts the connection's sender thread for responses finished by the I/O
+/// pool: it sends them as they come and then counts them out of the
+/// connection's requests in flight. It ends when the connection and every
+/// job of it have let go of the channel.
+fn start_sender(sink: Arc<dyn MessageSink>) -> Option<std::sync::mpsc::Sender<crate::handlers::file::Finished>> {
+    let (tx, rx) = std::sync::mpsc::channel::<crate::handlers::file::Finished>();
+    let spawned = std::thread::Builder::new().name("smb-send".into()).stack_size(128 * 1024).spawn(move || {
+        for (reply, guard) in rx {
+            if let Some(r) = reply {
+                crate::handlers::file::send_or_close(&*sink, r);
+            }
+            drop(guard);
+        }
+    });
+    match spawned {
+        Ok(_) => Some(tx),
+        Err(e) => {
+            warn!("cannot start a sender thread ({e}); READs/WRITEs are handled one at a time");
+            None
+        }
+    }
+}
+
 /// `from + t`, or `None` when the timer is off (0) or too far to matter.
 fn after(from: Instant, t: Duration) -> Option<Instant> {
     if t.is_zero() {
@@ -249,6 +313,16 @@ pub fn max_message_size(c: &crate::config::ServerConfig) -> usize {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        // In-flight READs/WRITEs finish (and answer) before the teardown
+        // (one never handed over is dropped first: it counts too).
+        self.io_job = None;
+        self.ready = None;
+        self.inflight.wait_idle();
+        self.outbox = None;
+        let (handed, peak) = self.inflight.stats();
+        if handed > 0 {
+            debug!(peer = %self.peer, "READs/WRITEs handed to the I/O pool: {handed}, at most {peak} in flight at once");
+        }
         let (writes, peak) = self.pending_writes.stats();
         if writes > 0 {
             info!(peer = %self.peer, "pipelined RDMA WRITEs: {writes}, at most {peak} in flight at once");
@@ -307,6 +381,14 @@ impl Connection {
             deferred: None,
             interims: Vec::new(),
             pending_writes: Default::default(),
+            io_offload: false,
+            io_here: false,
+            io_job: None,
+            ready: None,
+            plain_at: 0,
+            inflight: Default::default(),
+            recycle: None,
+            outbox: None,
             recv: Arc::new(crate::transport::RecvControl::new(0)),
             created: now,
             last_request: now,
@@ -406,12 +488,60 @@ impl Connection {
     }
 
     pub fn handle_message(&mut self, mut msg: Vec<u8>) -> Result<(), Disconnect> {
-        self.handle_buffer(&mut msg)
+        self.handle_owned(&mut msg)
+    }
+
+    /// Handles one message; a READ/WRITE handed to the I/O pool takes the
+    /// buffer along (a WRITE's data is in it), else the caller may reuse it.
+    pub fn handle_owned(&mut self, msg: &mut Vec<u8>) -> Result<(), Disconnect> {
+        let r = self.handle_inner(msg);
+        if let Some((job, reply)) = self.ready.take() {
+            let req = std::mem::take(msg);
+            let plain_at = self.plain_at;
+            let (sink, recycle, outbox) = (self.sink.clone(), self.recycle.clone(), self.outbox.clone());
+            let work = Box::new(move || {
+                let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let plain = req.get(plain_at..).unwrap_or(&[]);
+                    match &outbox {
+                        Some(o) => {
+                            // (Not taken only when the connection's sender is gone: closed.)
+                            let _ = o.send(job.finish(reply, plain, &*sink));
+                        }
+                        None => job.run(reply, plain, &*sink),
+                    }
+                }));
+                if done.is_err() {
+                    warn!(peer = %sink.peer(), "internal error (panic) in a READ/WRITE; closing the connection");
+                    sink.shutdown();
+                }
+                if req.capacity() >= 1 << 20 {
+                    if let Some(r) = recycle {
+                        let _ = r.try_send(req);
+                    }
+                }
+            });
+            // No pool thread at all: done here.
+            if let Err(work) = crate::iopool::submit(work) {
+                work();
+            }
+        }
+        r
     }
 
     /// Handles one message in a buffer the caller keeps (and may reuse for
-    /// the next message; it may be changed in place, e.g. decrypted).
+    /// the next message; it may be changed in place, e.g. decrypted). A
+    /// READ/WRITE is finished before this returns.
     pub fn handle_buffer(&mut self, msg: &mut [u8]) -> Result<(), Disconnect> {
+        let r = self.handle_inner(msg);
+        if let Some((job, reply)) = self.ready.take() {
+            job.run(reply, msg.get(self.plain_at..).unwrap_or(&[]), &*self.sink);
+        }
+        r
+    }
+
+    fn handle_inner(&mut self, msg: &mut [u8]) -> Result<(), Disconnect> {
+        self.plain_at = 0;
+        self.io_job = None;
         let Some(pid) = msg.get(0..4) else {
             return Err(Disconnect::Protocol(format!("message of {} bytes is too short", msg.len())));
         };
@@ -426,7 +556,19 @@ impl Connection {
         }
         self.deferred = None;
         let out = self.process_chain(msg, false)?;
+        if let Some(job) = self.take_io_job(&out) {
+            self.ready = Some((job, out));
+            return Ok(());
+        }
         self.send(out)
+    }
+
+    /// The READ/WRITE the chain just handled left for the I/O pool, if its
+    /// response is a success so far (anything else goes out as it is).
+    fn take_io_job(&mut self, out: &OutBuf) -> Option<crate::handlers::file::IoJob> {
+        let job = self.io_job.take()?;
+        let status = out.buf.get(out.start + 8..out.start + 12)?;
+        (status == [0; 4] && out.buf.len() > out.start).then_some(job)
     }
 
     fn send(&mut self, out: OutBuf) -> Result<(), Disconnect> {
@@ -481,6 +623,7 @@ impl Connection {
         let keys = session.keys().ok_or_else(|| Disconnect::Protocol("TRANSFORM on a session without keys".into()))?;
         let opener = keys.opener.as_ref().ok_or_else(|| Disconnect::Protocol("TRANSFORM on a session without encryption".into()))?;
         let (_, range) = opener.open(msg).map_err(|e| Disconnect::Protocol(format!("decryption failed: {e}")))?;
+        self.plain_at = range.start;
         let plain = msg.get(range).ok_or_else(|| Disconnect::Protocol("decryption range".into()))?;
         if plain.get(0..4) != Some(&PROTOCOL_ID[..]) {
             return Err(Disconnect::Protocol("decrypted message is not SMB2".into()));
@@ -489,6 +632,11 @@ impl Connection {
         let r = self.process_chain(plain, true);
         self.transform_session = None;
         let mut out = r?;
+        if let Some(mut job) = self.take_io_job(&out) {
+            job.seal = Some((keys, session.id));
+            self.ready = Some((job, out));
+            return Ok(());
+        }
         if out.buf.len() > out.start {
             seal_out(&keys, session.id, &mut out).map_err(|e| Disconnect::Protocol(format!("encryption failed: {e}")))?;
         }
@@ -532,6 +680,13 @@ impl Connection {
         }
         // (An error below ends the connection: the flag is not reset then.)
         self.may_defer_rdma = parts.len() == 1 && !encrypted;
+        // Only a message of one READ or WRITE runs beside the READs/WRITEs
+        // in flight; anything else waits until they are done (iopool.rs).
+        let single_io = parts.len() == 1 && matches!(Command::from_u16(parts[0].0.command), Some(Command::Read | Command::Write));
+        if !single_io {
+            self.inflight.wait_idle();
+        }
+        self.io_here = single_io && self.io_offload;
         for (hdr, msg) in parts {
             // Each response in a chain starts 8-aligned relative to the first.
             if let Some(start) = last_resp_start {
@@ -554,6 +709,11 @@ impl Connection {
             }
         }
         self.may_defer_rdma = false;
+        self.io_here = false;
+        // A READ/WRITE handed to the I/O pool is signed there, when finished.
+        if let Some(job) = self.io_job.as_mut() {
+            job.keys = sign_with.pop().and_then(|(_, _, k)| k);
+        }
         // A deferred WRITE's response is finished later: it is signed then.
         if let Some(Deferred::Write(w)) = self.deferred.as_mut() {
             w.keys = sign_with.pop().and_then(|(_, _, k)| k);

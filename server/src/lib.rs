@@ -8,6 +8,7 @@ pub mod conn;
 pub mod credits;
 pub mod crypto;
 pub mod handlers;
+pub mod iopool;
 pub mod ipc;
 pub mod negotiate;
 pub mod netif;

@@ -85,6 +85,14 @@ pub fn read(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Resu
     }
     let fd = read_source(conn, &open, req.offset, req.length)?;
     super::rdma_io::wait_writes(conn, Some(open.volatile_id))?;
+    // A READ sees the data of the WRITEs of its open handed to the I/O pool.
+    conn.inflight.wait_writes(open.volatile_id);
+    if conn.io_here {
+        let guard = enter_in_flight(conn, req.length as usize, None);
+        let (offset, length, minimum) = (req.offset, req.length, req.minimum);
+        conn.io_job = Some(IoJob { kind: IoKind::Read { open, offset, length, minimum, len_at, data_start }, keys: None, seal: None, _guard: guard });
+        return Ok(());
+    }
     let len = req.length as usize;
     out.resize(data_start + len, 0);
     let got = read_at(fd, &mut out[data_start..], req.offset, req.minimum)?;
@@ -113,8 +121,113 @@ pub fn write(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Res
     }
     // (First: an append-only open's offset is the end of file after them.)
     super::rdma_io::wait_writes(conn, Some(open.volatile_id))?;
+    let append_only = open.access & FILE_WRITE_DATA == 0;
+    if append_only {
+        conn.inflight.wait_writes(open.volatile_id);
+    }
     let offset = write_target(conn, &open, req.offset, req.data.len())?;
+    // Handed to the I/O pool, but for an append-only open (its offset, the
+    // end of file, is only known once the WRITEs before it are done).
+    if conn.io_here && !append_only {
+        // Where the data is in the request (`ctx.msg` lies in the request buffer).
+        let at = (req.data.as_ptr() as usize).wrapping_sub(ctx.msg.as_ptr() as usize);
+        if at <= ctx.msg.len() && req.data.len() <= ctx.msg.len() - at {
+            let guard = enter_in_flight(conn, req.data.len(), Some(open.volatile_id));
+            let data = at..at + req.data.len();
+            conn.io_job = Some(IoJob { kind: IoKind::Write { open, offset, flags: req.flags, data }, keys: None, seal: None, _guard: guard });
+            return Ok(());
+        }
+    }
     write_at(&open, offset, req.data, req.flags, out)
+}
+
+/// Counts a READ/WRITE handed to the I/O pool in (waits while the
+/// connection has `max in flight per connection` in flight, or while their
+/// bytes would pass half the `max send queue`: READ responses waiting for the
+/// socket must stay under it, which closes the connection when passed).
+fn enter_in_flight(conn: &Connection, bytes: usize, write_of: Option<u64>) -> crate::iopool::Guard {
+    let l = &conn.server.cfg.limits;
+    conn.inflight.enter(l.max_in_flight_per_connection, l.max_send_queue / 2, bytes, write_of)
+}
+
+/// A READ's or WRITE's file I/O and the rest of its response, left for the
+/// I/O pool (crate::iopool) by the connection's thread, which has done every
+/// check and built the response header (credits granted as always).
+pub(crate) struct IoJob {
+    kind: IoKind,
+    /// The key that signs the response (filled in when the chain is done).
+    pub keys: Option<crate::objects::SigningKey>,
+    /// The session keys and id that seal the response, for an encrypted request.
+    pub seal: Option<(std::sync::Arc<crate::objects::SessionKeys>, u64)>,
+    _guard: crate::iopool::Guard,
+}
+
+/// A finished response and its place among the connection's requests in
+/// flight (given back once it is sent).
+pub(crate) type Finished = (Option<crate::transport::OutBuf>, crate::iopool::Guard);
+
+enum IoKind {
+    /// `len_at` and `data_start` index the response buffer.
+    Read { open: std::sync::Arc<Open>, offset: u64, length: u32, minimum: u32, len_at: usize, data_start: usize },
+    /// `data` indexes the request (its plaintext, for an encrypted one).
+    Write { open: std::sync::Arc<Open>, offset: u64, flags: u32, data: std::ops::Range<usize> },
+}
+
+impl IoJob {
+    /// Does the I/O and finishes `reply` (its body, or an error body and
+    /// status), signed or sealed, to be sent; `None` when it cannot be
+    /// (`sink` is closed then). `req` is the request's plaintext. The guard
+    /// counts the request in flight until it is dropped (after the send).
+    pub(crate) fn finish(self, mut reply: crate::transport::OutBuf, req: &[u8], sink: &dyn crate::transport::MessageSink) -> Finished {
+        let hdr_end = reply.start + HEADER_LEN;
+        let result = match self.kind {
+            IoKind::Read { open, offset, length, minimum, len_at, data_start } => match open.fd.as_ref() {
+                None => Err(NtStatus::INVALID_HANDLE),
+                Some(fd) => {
+                    reply.buf.resize(data_start + length as usize, 0);
+                    read_at(fd, &mut reply.buf[data_start..], offset, minimum).map(|got| {
+                        reply.buf.truncate(data_start + got);
+                        reply.buf.set_u32(len_at, got as u32);
+                        *lock(&open.position) = offset + got as u64;
+                    })
+                }
+            },
+            IoKind::Write { open, offset, flags, data } => {
+                reply.buf.truncate(hdr_end);
+                match req.get(data) {
+                    Some(d) => write_at(&open, offset, d, flags, &mut reply.buf),
+                    None => Err(NtStatus::INTERNAL_ERROR),
+                }
+            }
+        };
+        if let Err(st) = result {
+            reply.buf.truncate(hdr_end);
+            if let Some(s) = reply.buf.get_mut(reply.start + 8..reply.start + 12) {
+                s.copy_from_slice(&st.0.to_le_bytes());
+            }
+            crate::wire::messages::error_body(&mut reply.buf, &[]);
+        }
+        if let Some(k) = &self.keys {
+            if let Some(m) = reply.buf.get_mut(reply.start..) {
+                crate::conn::sign_with_key(k, m);
+            }
+        }
+        if let Some((keys, session_id)) = &self.seal {
+            if let Err(e) = crate::conn::seal_out(keys, *session_id, &mut reply) {
+                tracing::warn!(peer = %sink.peer(), "encryption failed: {e}; closing the connection");
+                sink.shutdown();
+                return (None, self._guard);
+            }
+        }
+        (Some(reply), self._guard)
+    }
+
+    /// [`IoJob::finish`] and send, on this thread.
+    pub(crate) fn run(self, reply: crate::transport::OutBuf, req: &[u8], sink: &dyn crate::transport::MessageSink) {
+        if let (Some(reply), _guard) = self.finish(reply, req, sink) {
+            send_or_close(sink, reply);
+        }
+    }
 }
 
 /// The checks every READ makes before any data is read (into the response,
@@ -234,5 +347,13 @@ mod tests {
         assert!(!write_range_valid(MAX_FILE_SIZE, 1));
         assert!(write_range_valid(MAX_FILE_SIZE - 1, 1));
         assert!(write_range_valid(MAX_FILE_SIZE, 0));
+    }
+}
+
+/// Sends a response; a failed send closes the connection.
+pub(crate) fn send_or_close(sink: &dyn crate::transport::MessageSink, reply: crate::transport::OutBuf) {
+    if let Err(e) = sink.send(reply) {
+        tracing::debug!(peer = %sink.peer(), "response not sent: {e}");
+        sink.shutdown();
     }
 }

@@ -32,3 +32,4 @@ mod leases;
 mod eas;
 mod multichannel;
 mod workers;
+mod inflight;

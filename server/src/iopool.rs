@@ -1,0 +1,206 @@
+//! Many READs and WRITEs in flight per connection (TCP).
+//!
+//! The connection's thread does everything that needs the connection's state
+//! (credits, session, signature, tree and open lookup, channel sequence, lock
+//! conflicts) in order; a single plain, signed or sealed READ or WRITE then
+//! hands its file I/O, the rest of its response, signing/sealing and the send
+//! to a small pool of threads shared by the whole process, and the connection
+//! reads its next request meanwhile. Responses go out as they complete (SMB2
+//! lets them). [`InFlight`] counts what a connection has handed over, so that
+//! requests that must see it finished can wait for it.
+
+use crate::objects::lock;
+use std::collections::HashMap;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The process's I/O threads: a fixed number, started on first use, taking
+/// jobs from one queue (no thread per request, no polling). The queue itself
+/// is bounded by the connections' in-flight caps.
+struct Pool {
+    tx: Mutex<Sender<Job>>,
+}
+
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let (tx, rx) = channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        // Page-cache I/O is CPU work: a few threads per core, so one blocked
+        // on a slow disk or a slow client does not stop the others.
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get()).saturating_mul(2).clamp(4, 32);
+        for i in 0..n {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new().name(format!("smb-io-{i}")).stack_size(512 * 1024).spawn(move || worker(&rx));
+            if let Err(e) = spawned {
+                tracing::warn!("cannot start I/O thread {i}: {e}");
+            }
+        }
+        Pool { tx: Mutex::new(tx) }
+    })
+}
+
+fn worker(rx: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = match lock(rx).recv() {
+            Ok(j) => j,
+            Err(_) => return,
+        };
+        // A job handles its own panics (it must answer or close its
+        // connection); this keeps the thread alive whatever happens.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+    }
+}
+
+/// Runs `job` on an I/O thread; gives it back when no thread can take it
+/// (the caller runs it itself).
+pub fn submit(job: Job) -> Result<(), Job> {
+    lock(&pool().tx).send(job).map_err(|e| e.0)
+}
+
+/// What one connection has in flight on the pool: all of it, and WRITEs per
+/// open (volatile id).
+#[derive(Default)]
+pub struct InFlight {
+    state: Mutex<State>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    total: usize,
+    /// Payload bytes (READ lengths, WRITE data) of what is in flight.
+    bytes: usize,
+    writes: HashMap<u64, usize>,
+    peak: usize,
+    handed: u64,
+}
+
+/// One request in flight; counted out when dropped (after its response was
+/// sent, or failed to be).
+pub struct Guard {
+    of: Arc<InFlight>,
+    write_of: Option<u64>,
+    bytes: usize,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let mut s = lock(&self.of.state);
+        s.total = s.total.saturating_sub(1);
+        s.bytes = s.bytes.saturating_sub(self.bytes);
+        if let Some(o) = self.write_of {
+            if let Some(n) = s.writes.get_mut(&o) {
+                *n -= 1;
+                if *n == 0 {
+                    s.writes.remove(&o);
+                }
+            }
+        }
+        drop(s);
+        self.of.cv.notify_all();
+    }
+}
+
+impl InFlight {
+    /// Counts a request of `bytes` payload bytes in, once fewer than `cap`
+    /// are in flight and their bytes and these stay within `byte_cap` (0: no
+    /// cap; one request alone always may): waits for others to finish
+    /// otherwise, so memory per connection stays bounded.
+    pub fn enter(self: &Arc<Self>, cap: usize, byte_cap: usize, bytes: usize, write_of: Option<u64>) -> Guard {
+        let mut s = lock(&self.state);
+        while s.total >= cap.max(1) || (s.total > 0 && byte_cap != 0 && s.bytes.saturating_add(bytes) > byte_cap) {
+            s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        s.total += 1;
+        s.bytes += bytes;
+        if let Some(o) = write_of {
+            *s.writes.entry(o).or_insert(0) += 1;
+        }
+        s.peak = s.peak.max(s.total);
+        s.handed += 1;
+        Guard { of: self.clone(), write_of, bytes }
+    }
+
+    /// Waits until nothing is in flight.
+    pub fn wait_idle(&self) {
+        let mut s = lock(&self.state);
+        while s.total > 0 {
+            s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Waits until no WRITE of `open` is in flight.
+    pub fn wait_writes(&self, open: u64) {
+        let mut s = lock(&self.state);
+        while s.writes.contains_key(&open) {
+            s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    pub fn is_idle(&self) -> bool {
+        lock(&self.state).total == 0
+    }
+
+    /// (Requests handed to the pool in all, the most in flight at once.)
+    pub fn stats(&self) -> (u64, usize) {
+        let s = lock(&self.state);
+        (s.handed, s.peak)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn cap_and_waits() {
+        let f = Arc::new(InFlight::default());
+        let a = f.enter(2, 0, 10, Some(7));
+        let b = f.enter(2, 0, 10, None);
+        let f2 = f.clone();
+        // A third waits for a slot.
+        let t = std::thread::spawn(move || drop(f2.enter(2, 0, 10, None)));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!t.is_finished(), "a third request entered past the cap of 2");
+        drop(b);
+        t.join().expect("join");
+        let f3 = f.clone();
+        let t = std::thread::spawn(move || f3.wait_writes(7));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!t.is_finished(), "wait_writes returned with a WRITE of the open in flight");
+        drop(a);
+        t.join().expect("join");
+        f.wait_idle();
+        assert!(f.is_idle());
+        assert_eq!(f.stats(), (3, 2));
+        // The byte cap: a second request that would pass it waits; one alone may.
+        let a = f.enter(8, 100, 150, None);
+        let f2 = f.clone();
+        let t = std::thread::spawn(move || drop(f2.enter(8, 100, 10, None)));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!t.is_finished(), "a request entered past the byte cap");
+        drop(a);
+        t.join().expect("join");
+    }
+
+    #[test]
+    fn pool_runs_jobs_in_parallel() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let barrier = Arc::new(std::sync::Barrier::new(3));
+        for _ in 0..3 {
+            let (tx, b) = (tx.clone(), barrier.clone());
+            assert!(submit(Box::new(move || {
+                b.wait();
+                let _ = tx.send(());
+            }))
+            .is_ok());
+        }
+        for _ in 0..3 {
+            rx.recv_timeout(Duration::from_secs(10)).expect("three jobs at once");
+        }
+    }
+}
