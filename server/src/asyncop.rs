@@ -6,9 +6,10 @@
 //! connection ends a pending operation.
 //!
 //! No operation holds a thread while it waits. What it waits on tells it when
-//! to go on: CHANGE_NOTIFY registers its inotify descriptor with the process's
-//! one [`Reactor`] thread (epoll), which runs the operation when a change
-//! arrives. An operation may register a stop hook ([`Pending::on_stop`]): a
+//! to go on: CHANGE_NOTIFY's one inotify descriptor (for all watched handles,
+//! handlers/notify.rs) is registered with the process's one [`Reactor`]
+//! thread (epoll), which hands each change to the handles it concerns and
+//! answers their waiting requests. An operation may register a stop hook ([`Pending::on_stop`]): a
 //! CANCEL or the end of the connection calls it on the thread that asks, so
 //! the operation ends at once, and [`AsyncTable::disconnect_all`] returns only
 //! once every operation of the connection has finished and released what it
@@ -71,8 +72,8 @@ struct Entry {
 
 /// State shared by every connection of a server: the server-wide count of
 /// pending operations (`max async requests`) and the CHANGE_NOTIFY watches
-/// (inotify instances) each session holds (`max change notify watches per
-/// session`).
+/// (watched handles, each with its change buffer and inotify watch
+/// descriptors) each session holds (`max change notify watches per session`).
 #[derive(Default)]
 pub struct Shared {
     pending: AtomicUsize,
@@ -442,10 +443,11 @@ struct Registration {
 }
 
 /// One thread per process waiting, with epoll, on the descriptors of every
-/// pending operation that waits on one (the inotify descriptors of
-/// CHANGE_NOTIFY watches). Registrations are one-shot (EPOLLONESHOT): an
-/// event runs its target once, and the target re-arms while it still has
-/// operations waiting, so a descriptor with nobody waiting costs nothing.
+/// pending operation that waits on one (the process's one inotify
+/// descriptor for CHANGE_NOTIFY). Registrations are one-shot (EPOLLONESHOT):
+/// an event runs its target once, and the target re-arms when it wants the
+/// next one (the inotify hub always does: its queue is shared by every
+/// watched handle, so it is read whether or not a request waits).
 ///
 /// Cancel, close and disconnect need no wake-up of this thread: they end the
 /// operation themselves, on the thread that asks, and [`Reactor::forget`]

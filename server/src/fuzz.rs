@@ -615,8 +615,10 @@ pub fn pipeline(data: &[u8]) {
             let _ = if p.is_dir() && !p.is_symlink() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
         }
     }
-    // The process's async reactor holds an epoll descriptor for good: start it first.
+    // The process's async reactor holds an epoll descriptor for good, the
+    // CHANGE_NOTIFY hub an inotify descriptor: start them first.
     let _ = crate::asyncop::reactor();
+    let _ = crate::handlers::notify::hub();
     let fds = open_fds();
     // On a thread with the stack of the server's connection threads (listener.rs), so
     // input that recurses deep enough to overflow it in the server crashes here too.

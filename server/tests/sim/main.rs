@@ -21,6 +21,7 @@ mod compound;
 mod smb1;
 mod reauth;
 mod async_ops;
+mod notify;
 mod garbage;
 mod ioctl;
 mod sessions;
