@@ -193,8 +193,9 @@ pub struct Limits {
     /// at once on all connections (over it: INSUFFICIENT_RESOURCES).
     pub max_async: usize,
     /// `max change notify watches per session`: handles of one session
-    /// watched by CHANGE_NOTIFY, each an inotify instance, of which the
-    /// kernel allows each user few (fs.inotify.max_user_instances).
+    /// watched by CHANGE_NOTIFY (each holds inotify watches, of which the
+    /// kernel allows each user a limited number, fs.inotify.max_user_watches;
+    /// the process has one inotify instance for all of them).
     pub max_notify_watches_per_session: usize,
 
     /// `oplock break timeout` (seconds): how long a CREATE waits for the
