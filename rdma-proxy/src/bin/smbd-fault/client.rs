@@ -38,6 +38,24 @@ pub fn wait_cm(ch: &EventChannel, what: &str) -> Result<CmEventKind, String> {
     Err(format!("{what}: timeout"))
 }
 
+/// An rdma_cm id with its address and route resolved to `addr`, and the
+/// event channel that reports on it (both client modes start here).
+pub fn resolve(addr: SocketAddr) -> Result<(EventChannel, CmId), String> {
+    let ch = EventChannel::new().map_err(|e| e.to_string())?;
+    let id = ch.create_id().map_err(|e| e.to_string())?;
+    id.resolve_addr(addr, 2000).map_err(|e| format!("resolve_addr: {e}"))?;
+    match wait_cm(&ch, "address")? {
+        CmEventKind::AddrResolved => {}
+        k => return Err(format!("address: {k:?}")),
+    }
+    id.resolve_route(2000).map_err(|e| format!("resolve_route: {e}"))?;
+    match wait_cm(&ch, "route")? {
+        CmEventKind::RouteResolved => {}
+        k => return Err(format!("route: {k:?}")),
+    }
+    Ok((ch, id))
+}
+
 pub struct SmbdClient {
     // Drop order: the queue pair (in `id`) before the CQ and the buffers.
     id: CmId,
@@ -73,18 +91,7 @@ impl SmbdClient {
     /// Connects with rdma_cm and runs the SMB Direct negotiate (the core sends the
     /// request); returns once negotiated.
     pub fn connect(addr: SocketAddr, cfg: Config) -> Result<SmbdClient, String> {
-        let ch = EventChannel::new().map_err(|e| e.to_string())?;
-        let mut id = ch.create_id().map_err(|e| e.to_string())?;
-        id.resolve_addr(addr, 2000).map_err(|e| format!("resolve_addr: {e}"))?;
-        match wait_cm(&ch, "address")? {
-            CmEventKind::AddrResolved => {}
-            k => return Err(format!("address: {k:?}")),
-        }
-        id.resolve_route(2000).map_err(|e| format!("resolve_route: {e}"))?;
-        match wait_cm(&ch, "route")? {
-            CmEventKind::RouteResolved => {}
-            k => return Err(format!("route: {k:?}")),
-        }
+        let (ch, mut id) = resolve(addr)?;
         let ctx = id.context().ok_or("no device")?;
         let pd = Pd::new(ctx).map_err(|e| e.to_string())?;
         let comp = CompChannel::new(ctx).map_err(|e| e.to_string())?;

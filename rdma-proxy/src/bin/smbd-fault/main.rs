@@ -51,31 +51,8 @@ struct Client {
     received: Vec<Vec<u8>>,
 }
 
-fn wait_cm(ch: &EventChannel, what: &str) -> Result<CmEventKind, String> {
-    let end = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < end {
-        match ch.get_event() {
-            Ok(Some(ev)) => return Ok(ev.kind),
-            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
-            Err(e) => return Err(format!("{what}: {e}")),
-        }
-    }
-    Err(format!("{what}: timeout"))
-}
-
 fn connect(addr: SocketAddr) -> Result<Client, String> {
-    let ch = EventChannel::new().map_err(|e| e.to_string())?;
-    let mut id = ch.create_id().map_err(|e| e.to_string())?;
-    id.resolve_addr(addr, 2000).map_err(|e| format!("resolve_addr: {e}"))?;
-    match wait_cm(&ch, "address")? {
-        CmEventKind::AddrResolved => {}
-        k => return Err(format!("address: {k:?}")),
-    }
-    id.resolve_route(2000).map_err(|e| format!("resolve_route: {e}"))?;
-    match wait_cm(&ch, "route")? {
-        CmEventKind::RouteResolved => {}
-        k => return Err(format!("route: {k:?}")),
-    }
+    let (ch, mut id) = client::resolve(addr)?;
     let ctx = id.context().ok_or("no device")?;
     let pd = Pd::new(ctx).map_err(|e| e.to_string())?;
     let comp = CompChannel::new(ctx).map_err(|e| e.to_string())?;
@@ -89,7 +66,7 @@ fn connect(addr: SocketAddr) -> Result<Client, String> {
         id.post_recv(i as u64, sge).map_err(|e| format!("post_recv: {e}"))?;
     }
     id.connect(ConnParam { responder_resources: 8, initiator_depth: 0 }, 7).map_err(|e| format!("connect: {e}"))?;
-    match wait_cm(&ch, "connect")? {
+    match client::wait_cm(&ch, "connect")? {
         CmEventKind::Established { .. } => {}
         k => return Err(format!("connect: {k:?}")),
     }
