@@ -89,6 +89,9 @@ log "mount B on worker $wb (pid $pb) still works: $MIB MiB written and read back
 wait_for 30 "the supervisor to restart worker $wa" sh -c "p=\$($OURS_BIN/smbdirect status | awk '/^Workers/ { s = 1; next } /^\$/ { s = 0 } s && \$1 == $wa { print \$2 }'); [ -n \"\$p\" ] && [ \"\$p\" != - ] && [ \"\$p\" != $pa ]"
 log "worker $wa restarted as pid $(worker_pid "$wa"); $(grep "worker ended" "$OURS_LOG" | tail -1 | sed 's/.*WARN[^:]*: //' | cut -c1-160)"
 timeout 60 umount /mnt/a || umount -l /mnt/a || true
+# cifs may have reconnected mount A to the restarted worker meanwhile: wait
+# until that connection is gone, so the worker is free again for the next mount.
+wait_for 30 "worker $wa to have no connection" sh -c "c=\$($OURS_BIN/smbdirect status | awk '/^Workers/ { s = 1; next } /^\$/ { s = 0 } s && \$1 == $wa { print \$5 }'); [ \"\$c\" = 0 ]"
 
 # A new mount lands on the restarted worker (the only one without a client) over RDMA.
 timeout 120 mount -t cifs "//$RXE_ADDR/share" /mnt/c -o "$(opts vers=3.1.1)" || fail "mount after the worker restart (rc $?)"
