@@ -45,6 +45,9 @@ pub enum Disconnect {
     Io(std::io::Error),
     /// A timer ran out (negotiate, session setup, deadtime, io timeout).
     Timeout(String),
+    /// The connection goes to another worker, unanswered
+    /// (`Connection::pass_out`; connpass.rs).
+    Pass,
 }
 
 pub(crate) struct PendingAuth {
@@ -140,6 +143,11 @@ pub struct Connection {
     pub(crate) bind_reply_signed: bool,
     /// The reader's clock and size limit (raised once a session is authenticated).
     pub recv: Arc<crate::transport::RecvControl>,
+    /// The SMB2 NEGOTIATE request and the response sent for it, kept while
+    /// the connection may still be passed to another worker (connpass.rs).
+    pub(crate) negotiated: Option<(Vec<u8>, Vec<u8>)>,
+    /// Set with [`Disconnect::Pass`]: what the next owner needs.
+    pub(crate) pass_out: Option<crate::connpass::ConnPass>,
     /// Timers (as data, driven by [`Connection::on_timer`]).
     created: Instant,
     last_request: Instant,
@@ -202,9 +210,29 @@ impl Ctx<'_> {
 /// Serves one connection until it ends. Runs on the caller's thread; a
 /// second thread reads the next messages off the transport meanwhile, so
 /// receiving a large WRITE overlaps with writing the previous one to disk.
-pub fn serve(server: Arc<Server>, mut source: impl MessageSource + 'static, sink: Arc<dyn MessageSink>) {
+pub fn serve(server: Arc<Server>, source: impl MessageSource + 'static, sink: Arc<dyn MessageSink>) -> Option<crate::connpass::ConnPass> {
+    serve_from(server, source, sink, None)
+}
+
+/// [`serve`] for a connection another worker passed here (`resume`: its
+/// state is rebuilt first; its pending messages are the source's replayed
+/// bytes). Returns the connection's state when it is to be passed on: its
+/// socket is then left open for the next owner.
+pub fn serve_from(
+    server: Arc<Server>,
+    mut source: impl MessageSource + 'static,
+    sink: Arc<dyn MessageSink>,
+    resume: Option<&crate::connpass::ConnPass>,
+) -> Option<crate::connpass::ConnPass> {
     let peer = sink.peer();
     let mut conn = Connection::new(server, sink.clone(), peer.clone());
+    if let Some(p) = resume {
+        if let Err(e) = conn.resume(p) {
+            warn!(%peer, "cannot take over the connection passed here: {e}");
+            sink.shutdown();
+            return None;
+        }
+    }
     let limit = conn.max_message_size();
     source.set_control(conn.recv.clone());
     // Two messages in flight at most: bounded memory per connection. Spent
@@ -259,8 +287,17 @@ pub fn serve(server: Arc<Server>, mut source: impl MessageSource + 'static, sink
             }
         },
     };
+    if let Disconnect::Pass = end {
+        if let Some(p) = take_for_pass(&mut conn, &rx) {
+            debug!(%peer, session = p.session_id, "binding names another worker's session: passing the connection there");
+            drop(conn);
+            return Some(p);
+        }
+        warn!(%peer, "cannot stop reading the connection to pass it; closing it");
+    }
     match &end {
         Disconnect::Closed => debug!(%peer, "connection closed"),
+        Disconnect::Pass => {}
         Disconnect::Protocol(why) => warn!(%peer, "disconnecting: {why}"),
         Disconnect::Timeout(why) => warn!(%peer, "disconnecting: {why}"),
         Disconnect::Io(e) => info!(%peer, "connection ended: {e}"),
@@ -269,6 +306,26 @@ pub fn serve(server: Arc<Server>, mut source: impl MessageSource + 'static, sink
     sink.shutdown();
     drop(rx);
     drop(conn);
+    None
+}
+
+/// Stops the reader of a connection being passed and adds whatever it read
+/// meanwhile (a client that pipelined past the binding) to the pending
+/// messages. `None` if the reader cannot be stopped in time: the
+/// connection is then closed.
+fn take_for_pass(conn: &mut Connection, rx: &std::sync::mpsc::Receiver<std::io::Result<Option<Vec<u8>>>>) -> Option<crate::connpass::ConnPass> {
+    let mut p = conn.pass_out.take()?;
+    if !conn.recv.halt() {
+        return None;
+    }
+    let wait = conn.server.cfg.limits.io_timeout.max(Duration::from_secs(1));
+    loop {
+        match rx.recv_timeout(wait) {
+            Ok(Ok(Some(m))) => p.pending.extend_from_slice(&crate::connpass::framed(&m)),
+            Ok(Ok(None)) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Some(p),
+            Ok(Err(_)) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return None,
+        }
+    }
 }
 
 /// Starts the connection's sender thread for responses finished by the I/O
@@ -390,6 +447,8 @@ impl Connection {
             recycle: None,
             outbox: None,
             recv: Arc::new(crate::transport::RecvControl::new(0)),
+            negotiated: None,
+            pass_out: None,
             created: now,
             last_request: now,
             unauthenticated_since: Some(now),
@@ -404,6 +463,9 @@ impl Connection {
     /// that writes right after it is not refused).
     pub(crate) fn on_authenticated(&mut self) {
         self.recv.set_limit(self.max_message_size());
+        // With a session it is never passed to another worker.
+        self.recv.never_halt();
+        self.negotiated = None;
         self.unauthenticated_since = None;
     }
 
@@ -555,6 +617,10 @@ impl Connection {
             return Err(Disconnect::Protocol(format!("unknown protocol id {pid:02x?}")));
         }
         self.deferred = None;
+        if let Some(p) = self.pass_for(msg) {
+            self.pass_out = Some(p);
+            return Err(Disconnect::Pass);
+        }
         let out = self.process_chain(msg, false)?;
         if let Some(job) = self.take_io_job(&out) {
             self.ready = Some((job, out));
@@ -974,6 +1040,9 @@ impl Connection {
         if cmd == Command::Negotiate && status == NtStatus::SUCCESS {
             if let Some(h) = self.preauth.as_mut() {
                 h.update(&out[resp_start..]);
+            }
+            if self.recv.can_halt() {
+                self.negotiated = Some((msg.to_vec(), out[resp_start..].to_vec()));
             }
         }
         // Sign when the session signs and the response is not encrypted.

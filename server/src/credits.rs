@@ -65,6 +65,39 @@ impl CreditWindow {
         }
         g as u16
     }
+
+    /// The window as it stands, to rebuild it in another process (a
+    /// connection passed to the worker that owns a session it binds to):
+    /// the lowest unused id and, from it on, which ids are used.
+    pub fn snapshot(&self) -> CreditSnapshot {
+        CreditSnapshot { low: self.low, used: self.used.iter().copied().collect() }
+    }
+
+    /// A window from a [`snapshot`](Self::snapshot); `None` when it is not
+    /// one this window could have been (empty, or more ids than `max`
+    /// allows a client to hold plus the used ones: over twice `max`).
+    pub fn restore(max: u16, s: &CreditSnapshot) -> Option<CreditWindow> {
+        let max = max.max(1);
+        if s.used.is_empty() || s.used.len() > 2 * max as usize || s.low.checked_add(s.used.len() as u64).is_none() {
+            return None;
+        }
+        let mut w = CreditWindow { low: s.low, used: s.used.iter().copied().collect(), max };
+        while w.used.front() == Some(&true) {
+            w.used.pop_front();
+            w.low += 1;
+        }
+        if w.used.is_empty() {
+            return None;
+        }
+        Some(w)
+    }
+}
+
+/// A credit window in transit (see [`CreditWindow::snapshot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditSnapshot {
+    pub low: u64,
+    pub used: Vec<bool>,
 }
 
 #[cfg(test)]
@@ -87,5 +120,27 @@ mod tests {
         assert_eq!(w.grant(10_000), 511);
         assert_eq!(w.grant(10), 0);
         assert!(w.consume(u64::MAX, 2).is_err());
+    }
+
+    #[test]
+    fn snapshot_restores_the_same_window() {
+        let mut w = CreditWindow::new(64);
+        w.consume(0, 1).unwrap();
+        w.grant(10);
+        w.consume(3, 2).unwrap();
+        let s = w.snapshot();
+        let mut r = CreditWindow::restore(64, &s).unwrap();
+        assert_eq!(r.snapshot(), s);
+        assert_eq!(r.held(), w.held());
+        assert_eq!(r.granted_total(), w.granted_total());
+        // Same ids accepted and refused on both.
+        for (mid, ok) in [(3, false), (4, false), (1, true), (2, true), (5, true), (11, false)] {
+            assert_eq!(r.consume(mid, 1).is_ok(), ok, "restored, id {mid}");
+            assert_eq!(w.consume(mid, 1).is_ok(), ok, "original, id {mid}");
+        }
+        assert!(CreditWindow::restore(64, &CreditSnapshot { low: 0, used: vec![] }).is_none());
+        assert!(CreditWindow::restore(64, &CreditSnapshot { low: 0, used: vec![true; 3] }).is_none(), "no id left open");
+        assert!(CreditWindow::restore(4, &CreditSnapshot { low: 0, used: vec![false; 9] }).is_none(), "more than a client may hold");
+        assert!(CreditWindow::restore(64, &CreditSnapshot { low: u64::MAX, used: vec![false; 2] }).is_none());
     }
 }

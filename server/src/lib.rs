@@ -5,6 +5,7 @@ pub mod asyncop;
 pub mod auth;
 pub mod config;
 pub mod conn;
+pub mod connpass;
 pub mod credits;
 pub mod crypto;
 pub mod handlers;

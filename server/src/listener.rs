@@ -221,17 +221,27 @@ pub fn accept_loop(l: Listener, slots: Arc<ConnectionSlots>, limits: crate::conf
 
 /// Serves one accepted TCP connection in this process, `first` (the bytes
 /// already read from it) replayed first.
-pub fn serve_tcp(server: Arc<Server>, stream: TcpStream, first: Vec<u8>) {
+pub fn serve_tcp(server: Arc<Server>, stream: TcpStream, first: Vec<u8>) -> Option<crate::connpass::ConnPass> {
+    serve_tcp_from(server, stream, first, None)
+}
+
+/// [`serve_tcp`] for a connection passed from another worker (connpass.rs):
+/// `first` is its pending messages. Returns the connection's state when it
+/// is to be passed on (its socket left open).
+pub fn serve_tcp_from(server: Arc<Server>, stream: TcpStream, first: Vec<u8>, resume: Option<&crate::connpass::ConnPass>) -> Option<crate::connpass::ConnPass> {
     let limits = &server.cfg.limits;
     match tcp_transport(stream, first) {
         Ok((src, mut sink)) => {
             sink.set_limits(limits.io_timeout, limits.max_send_queue);
             let peer = crate::transport::MessageSink::peer(&sink);
             let sink: Arc<dyn crate::transport::MessageSink> = Arc::new(sink);
-            info!(%peer, "connection accepted");
-            crate::conn::serve(server, src, sink);
+            info!(%peer, passed = resume.is_some(), "connection accepted");
+            crate::conn::serve_from(server, src, sink, resume)
         }
-        Err(e) => warn!("cannot set up connection: {e}"),
+        Err(e) => {
+            warn!("cannot set up connection: {e}");
+            None
+        }
     }
 }
 
@@ -249,7 +259,9 @@ pub fn run(server: Arc<Server>, l: Listener) {
         let r = std::thread::Builder::new().name("smb-conn".into()).stack_size(512 * 1024).spawn(move || {
             let _slot = slot;
             match read_first_message(&stream, &limits, limit) {
-                Ok(first) => serve_tcp(server, stream, first),
+                Ok(first) => {
+                    serve_tcp(server, stream, first);
+                }
                 Err(e) => warn!(%peer, "closing the connection: {e}"),
             }
         });

@@ -288,7 +288,9 @@ impl Connection {
                 return Err(NtStatus::INSUFFICIENT_RESOURCES);
             }
             let slot = self.setup_slot()?;
-            let id = self.server.new_id();
+            // The worker id rides in the SessionId: a binding that lands on
+            // another worker finds its way here (connpass.rs).
+            let id = crate::connpass::session_id(self.server.worker_id, self.server.new_id());
             let session = Arc::new(Session::new(id, dialect));
             lock(&self.server.sessions).insert(id, session.clone());
             let acceptor = crate::auth::Acceptor::new(self.server.users.clone(), self.acceptor_config());
@@ -585,6 +587,72 @@ impl Connection {
         let slot = self.setup_slot()?;
         let acceptor = crate::auth::Acceptor::new(self.server.users.clone(), self.acceptor_config());
         self.pending.insert(sid, PendingAuth { acceptor, binding: true, preauth: self.preauth.clone(), session: s, started: Instant::now(), _slot: slot });
+        Ok(())
+    }
+
+    /// The connection's state to pass to another worker when `msg` is a
+    /// binding SESSION_SETUP for a session another worker allocated
+    /// (connpass.rs). Only a connection with no session and no session setup
+    /// under way, that kept its NEGOTIATE and whose reader can be stopped,
+    /// and only a plain, single request: anything else is answered here.
+    pub(crate) fn pass_for(&self, msg: &[u8]) -> Option<crate::connpass::ConnPass> {
+        let (negotiate_req, negotiate_resp) = self.negotiated.as_ref()?;
+        if !self.is_smb3() || !self.server.cfg.multi_channel || !self.sessions.is_empty() || !self.pending.is_empty() || self.sink.is_rdma() {
+            return None;
+        }
+        let hdr = Header::parse(msg).ok()?;
+        if hdr.command != Command::SessionSetup as u16 || hdr.next_command != 0 || hdr.is_related() || hdr.session_id == 0 {
+            return None;
+        }
+        let req = SessionSetupReq::parse(msg).ok()?;
+        if req.flags & SESSION_FLAG_BINDING == 0 || self.server.session(hdr.session_id).is_some() {
+            return None;
+        }
+        crate::connpass::foreign_owner(self.server.worker_id, hdr.session_id)?;
+        if !self.recv.can_halt() {
+            return None;
+        }
+        let p = crate::connpass::ConnPass {
+            session_id: hdr.session_id,
+            negotiate_req: negotiate_req.clone(),
+            negotiate_resp: negotiate_resp.clone(),
+            credits: self.credits.snapshot(),
+            pending: crate::connpass::framed(msg),
+        };
+        (crate::workerproto::pass_fits(&p)).then_some(p)
+    }
+
+    /// Rebuilds the state of a connection passed here from another worker:
+    /// its NEGOTIATE is handled again for its effects (dialect, algorithms,
+    /// ClientGUID) but the response that counts, in the preauth hash, is the
+    /// one the client got; the credit window is the client's.
+    pub fn resume(&mut self, p: &crate::connpass::ConnPass) -> Result<(), String> {
+        let hdr = Header::parse(&p.negotiate_req).map_err(|e| format!("NEGOTIATE header: {e}"))?;
+        if hdr.command != Command::Negotiate as u16 || hdr.next_command != 0 {
+            return Err("not a NEGOTIATE".into());
+        }
+        let sent = Header::parse(&p.negotiate_resp).map_err(|e| format!("NEGOTIATE response header: {e}"))?;
+        let sent_dialect = p.negotiate_resp.get(HEADER_LEN + 4..HEADER_LEN + 6).map(|b| u16::from_le_bytes([b[0], b[1]]));
+        let mut ctx = Ctx {
+            hdr: &hdr,
+            msg: &p.negotiate_req,
+            session: None,
+            tree: None,
+            compound_file: None,
+            encrypted: false,
+            async_id: None,
+            warning: None,
+            used_file: Default::default(),
+        };
+        let mut scratch = vec![0u8; HEADER_LEN];
+        self.negotiate(&mut ctx, &mut scratch).map_err(|st| format!("NEGOTIATE refused here: {st}"))?;
+        if sent.status != 0 || sent_dialect != self.dialect {
+            return Err(format!("the NEGOTIATE answered there ({sent_dialect:?}) is not the one here ({:?})", self.dialect));
+        }
+        if let Some(h) = self.preauth.as_mut() {
+            h.update(&p.negotiate_resp);
+        }
+        self.credits = crate::credits::CreditWindow::restore(self.server.cfg.max_credits, &p.credits).ok_or("bad credit window")?;
         Ok(())
     }
 

@@ -162,6 +162,9 @@ pub struct ConnEntry {
     pub guid: [u8; 16],
     pub peer: Option<SocketAddr>,
     pub since: SystemTime,
+    /// Counted in `routes` under `guid` (not a connection passed here from
+    /// another worker: its ClientGUID is routed elsewhere).
+    pub routed: bool,
 }
 
 #[derive(Default)]
@@ -412,6 +415,7 @@ impl Supervisor {
         loop {
             match r.recv(ctl.as_fd()) {
                 Ok(Some((wp::Frame::ConnClosed(c), None))) => self.conn_ended(w, c),
+                Ok(Some((wp::Frame::PassConn { conn_id, client_guid, pass }, Some(fd)))) => self.pass_conn(w, conn_id, client_guid, pass, fd),
                 Ok(Some((wp::Frame::StatusReply { req_id, json }, None))) => {
                     if let Some(tx) = lock(&self.status_waiters).get(&req_id) {
                         let _ = tx.send((w as u32, json));
@@ -431,17 +435,54 @@ impl Supervisor {
     }
 
     fn conn_ended(&self, w: usize, c: ConnRef) {
-        let entry = {
-            let mut st = lock(&self.workers[w].st);
-            let Some(v) = st.conns.get_mut(&c) else { return };
-            let e = v.pop();
-            if v.is_empty() {
-                st.conns.remove(&c);
-            }
-            e
-        };
-        if let Some(e) = entry {
+        if let Some(e) = self.take_conn(w, c).filter(|e| e.routed) {
             self.unroute(w, &e.guid);
+        }
+    }
+
+    /// Takes connection `c` out of worker `w`'s count (its routes left alone).
+    fn take_conn(&self, w: usize, c: ConnRef) -> Option<ConnEntry> {
+        let mut st = lock(&self.workers[w].st);
+        let v = st.conns.get_mut(&c)?;
+        let e = v.pop();
+        if v.is_empty() {
+            st.conns.remove(&c);
+        }
+        e
+    }
+
+    /// Worker `from` passes TCP connection `conn_id` (socket `fd`) to the
+    /// worker that owns the session its binding names (connpass.rs): the
+    /// connection is counted there from now on. A session id that names no
+    /// worker, or `from` itself, closes the connection.
+    fn pass_conn(self: &Arc<Self>, from: usize, conn_id: u64, client_guid: [u8; 16], pass: crate::connpass::ConnPass, fd: OwnedFd) {
+        let to = crate::connpass::session_owner(pass.session_id) as usize;
+        let c = ConnRef::Tcp(conn_id);
+        let Some(mut e) = self.take_conn(from, c) else {
+            warn!(worker = from, conn_id, "pass of a connection not counted there; closing it");
+            return;
+        };
+        if e.routed {
+            self.unroute(from, &e.guid);
+            e.routed = false;
+        }
+        if to >= self.workers.len() || to == from {
+            warn!(worker = from, session = pass.session_id, "pass to no other worker; closing the connection");
+            return;
+        }
+        self.ensure_started(to);
+        self.register(to, c, e);
+        let ctl = lock(&self.workers[to].st).control.clone();
+        let r = match ctl {
+            Some(ctl) => wp::send(ctl.as_fd(), &wp::Frame::Passed { conn_id, client_guid, pass }, Some(fd.as_fd())).map_err(|e| e.to_string()),
+            None => Err("the worker is restarting".into()),
+        };
+        match r {
+            Ok(()) => info!(from, to, conn_id, "connection passed to the worker that owns its session"),
+            Err(e) => {
+                warn!(from, to, conn_id, "cannot pass the connection: {e}; closing it");
+                self.conn_ended(to, c);
+            }
         }
     }
 
@@ -502,7 +543,7 @@ impl Supervisor {
         let w = self.route(guid, Some(peer.ip()));
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let c = ConnRef::Tcp(conn_id);
-        self.register(w, c, ConnEntry { _slot: slot, guid, peer: Some(peer), since: SystemTime::now() });
+        self.register(w, c, ConnEntry { _slot: slot, guid, peer: Some(peer), since: SystemTime::now(), routed: true });
         let ctl = lock(&self.workers[w].st).control.clone();
         let r = match ctl {
             Some(ctl) => wp::send(ctl.as_fd(), &wp::Frame::Handoff { conn_id, client_guid: guid, first }, Some(stream.as_fd())).map_err(|e| e.to_string()),
@@ -619,7 +660,7 @@ impl Supervisor {
         let w = self.route(offer.client_guid, offer.peer.map(|a| a.ip()));
         let c = ConnRef::Rdma(offer.channel_id);
         let id = offer.channel_id;
-        self.register(w, c, ConnEntry { _slot: slot, guid: offer.client_guid, peer: offer.peer, since: SystemTime::now() });
+        self.register(w, c, ConnEntry { _slot: slot, guid: offer.client_guid, peer: offer.peer, since: SystemTime::now(), routed: true });
         let (rd, sl) = {
             let st = lock(&self.workers[w].st);
             (st.rdma.clone(), st.rdma_send.clone())

@@ -9,8 +9,9 @@
 
 use smbdirect_transport::wire::BufferDescriptorV1;
 use std::io;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Room for a 4-byte transport header and the 52-byte TRANSFORM header.
@@ -48,13 +49,52 @@ pub struct RecvControl {
     /// received; `IDLE` between messages.
     started_ms: AtomicU64,
     limit: AtomicUsize,
+    /// Set to stop the reader between messages (a connection passed to
+    /// another worker: no byte meant for the new owner may be read here).
+    halted: AtomicBool,
+    /// Wakes a reader waiting for a message when `halted` is set (an
+    /// eventfd, made by a transport that can wait on it).
+    halt_fd: OnceLock<Option<OwnedFd>>,
+    /// Whether the reader waits on `halt_fd` at all: only while the
+    /// connection could still be passed (worker processes, before its first
+    /// session), so other connections pay no extra system call per message.
+    haltable: AtomicBool,
 }
 
 const IDLE: u64 = u64::MAX;
 
 impl RecvControl {
     pub fn new(limit: usize) -> RecvControl {
-        RecvControl { epoch: Instant::now(), started_ms: AtomicU64::new(IDLE), limit: AtomicUsize::new(limit) }
+        RecvControl { epoch: Instant::now(), started_ms: AtomicU64::new(IDLE), limit: AtomicUsize::new(limit), halted: AtomicBool::new(false), halt_fd: OnceLock::new(), haltable: AtomicBool::new(crate::connpass::enabled()) }
+    }
+    /// The eventfd a transport's reader waits on beside its socket (made on
+    /// first use; `None` if it cannot be made: the reader cannot be halted).
+    pub fn halt_fd(&self) -> Option<BorrowedFd<'_>> {
+        if !self.haltable.load(Ordering::Acquire) {
+            return None;
+        }
+        self.halt_fd.get_or_init(|| rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK).ok()).as_ref().map(|f| f.as_fd())
+    }
+    /// Stops the reader before its next message; whether a reader waiting
+    /// for one can be woken (a transport that made the eventfd).
+    pub fn halt(&self) -> bool {
+        self.halted.store(true, Ordering::Release);
+        match self.halt_fd.get() {
+            Some(Some(fd)) => rustix::io::write(fd, &1u64.to_ne_bytes()).is_ok(),
+            _ => false,
+        }
+    }
+    /// The reader no longer needs to be haltable (the connection has a session).
+    pub fn never_halt(&self) {
+        self.haltable.store(false, Ordering::Release);
+    }
+    /// Whether [`halt`](Self::halt) stops the reader before its next message:
+    /// haltable, and the reader waits on the eventfd (it made it).
+    pub fn can_halt(&self) -> bool {
+        self.haltable.load(Ordering::Acquire) && matches!(self.halt_fd.get(), Some(Some(_)))
+    }
+    pub fn is_halted(&self) -> bool {
+        self.halted.load(Ordering::Acquire)
     }
     /// The first byte of a message arrived.
     pub fn start(&self) {

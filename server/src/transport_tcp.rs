@@ -103,11 +103,40 @@ impl TcpSource {
         self.stream.read_exact(buf)
     }
 
+    /// Waits until the socket has something to read, or the connection's
+    /// reader is halted (false: a connection passed to another worker, see
+    /// connpass.rs). Without a halt eventfd, returns at once.
+    fn wait_readable(&self) -> io::Result<bool> {
+        use rustix::event::{poll, PollFd, PollFlags};
+        let Some(c) = &self.control else { return Ok(true) };
+        let Some(halt) = c.halt_fd() else { return Ok(true) };
+        loop {
+            if c.is_halted() {
+                return Ok(false);
+            }
+            let mut fds = [PollFd::new(&self.stream, PollFlags::IN), PollFd::from_borrowed_fd(halt, PollFlags::IN)];
+            match poll(&mut fds, None) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            if c.is_halted() {
+                return Ok(false);
+            }
+            if !fds[0].revents().is_empty() {
+                return Ok(true);
+            }
+        }
+    }
+
     fn recv_inner(&mut self, limit: usize, mut msg: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
         // Waiting for a message has no deadline here (the connection's own
         // timers decide how long it may stay idle); from its first byte on,
         // the clock runs.
         let mut hdr = [0u8; tcp::HEADER_LEN];
+        if self.prefix_pos == self.prefix.len() && !self.wait_readable()? {
+            return Ok(None);
+        }
         match self.read_exact(&mut hdr[..1]) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
@@ -147,6 +176,8 @@ impl TcpSource {
 
 impl MessageSource for TcpSource {
     fn set_control(&mut self, control: Arc<RecvControl>) {
+        // The halt eventfd exists before the first wait on the socket.
+        let _ = control.halt_fd();
         self.control = Some(control);
     }
 

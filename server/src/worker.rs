@@ -4,7 +4,10 @@
 //! first message, replayed) and the SMB Direct channels relayed to it on its
 //! second socket (the proxy's `Hello` with this worker's slot range, then
 //! `ChannelOffer`s; `rdma::serve_control_with`). It tells the supervisor
-//! when each ends (`ConnClosed`) and answers `StatusRequest`. When the
+//! when each ends (`ConnClosed`) and answers `StatusRequest`. A connection
+//! whose binding names another worker's session goes back to the
+//! supervisor for that worker (`PassConn`); one passed here arrives as
+//! `Passed` (connpass.rs). When the
 //! supervisor goes away (end of the control socket, or its death: the parent
 //! death signal) the worker ends, and its connections with it.
 
@@ -72,6 +75,8 @@ pub fn run(mut cfg: ServerConfig, args: WorkerArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     cfg.procs.worker_id = args.worker_id;
+    // A binding for another worker's session moves its connection there.
+    crate::connpass::enable(cfg.procs.max_workers.min(crate::supervisor::MAX_WORKERS_LIMIT) as u32);
     cfg.procs.server_guid = Some(setup.server_guid);
     cfg.procs.state_dir = Some(setup.state_dir.clone().into());
     if let Some(u) = setup.generated_user {
@@ -107,24 +112,11 @@ pub fn run(mut cfg: ServerConfig, args: WorkerArgs) -> ExitCode {
     loop {
         match reader.recv(control.fd.as_fd()) {
             Ok(Some((wp::Frame::Handoff { conn_id, client_guid, first }, Some(fd)))) => {
-                let server = server.clone();
-                let c = control.clone();
-                let span = span.clone();
-                let r = std::thread::Builder::new().name("smb-conn".into()).stack_size(512 * 1024).spawn(move || {
-                    let _e = span.enter();
-                    let _c = tracing::info_span!("conn", id = conn_id, client = %crate::status::guid_string(&client_guid)).entered();
-                    let stream = std::net::TcpStream::from(fd);
-                    let peer = stream.peer_addr().ok();
-                    {
-                        let _entry = crate::status::register(crate::status::Transport::Tcp, conn_id, client_guid, peer);
-                        crate::listener::serve_tcp(server, stream, first);
-                    }
-                    c.send(&wp::Frame::ConnClosed(ConnRef::Tcp(conn_id)));
-                });
-                if let Err(e) = r {
-                    warn!("cannot spawn a connection thread: {e}");
-                    control.send(&wp::Frame::ConnClosed(ConnRef::Tcp(conn_id)));
-                }
+                spawn_conn(&server, &control, &span, conn_id, client_guid, fd, first, None);
+            }
+            Ok(Some((wp::Frame::Passed { conn_id, client_guid, pass }, Some(fd)))) => {
+                let pending = pass.pending.clone();
+                spawn_conn(&server, &control, &span, conn_id, client_guid, fd, pending, Some(pass));
             }
             Ok(Some((wp::Frame::StatusRequest { req_id }, None))) => {
                 let json = crate::status::worker_json(&server).to_string().into_bytes();
@@ -143,5 +135,51 @@ pub fn run(mut cfg: ServerConfig, args: WorkerArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         }
+    }
+}
+
+/// Serves one TCP connection on a thread of its own: handed over by the
+/// front listener (`first`: its first message), or passed from another
+/// worker (`resume`; `first` its pending messages). When it ends the
+/// supervisor is told; when it is to go to another worker (a binding of a
+/// session there, connpass.rs) its socket goes to the supervisor instead.
+#[allow(clippy::too_many_arguments)]
+fn spawn_conn(
+    server: &Arc<Server>,
+    control: &Control,
+    span: &tracing::Span,
+    conn_id: u64,
+    client_guid: [u8; 16],
+    fd: OwnedFd,
+    first: Vec<u8>,
+    resume: Option<crate::connpass::ConnPass>,
+) {
+    let server = server.clone();
+    let c = control.clone();
+    let span = span.clone();
+    let r = std::thread::Builder::new().name("smb-conn".into()).stack_size(512 * 1024).spawn(move || {
+        let _e = span.enter();
+        let _c = tracing::info_span!("conn", id = conn_id, client = %crate::status::guid_string(&client_guid)).entered();
+        let stream = std::net::TcpStream::from(fd);
+        let peer = stream.peer_addr().ok();
+        // Our own copy of the socket, to pass on if need be.
+        let keep = stream.try_clone().ok();
+        let passed = {
+            let _entry = crate::status::register(crate::status::Transport::Tcp, conn_id, client_guid, peer);
+            crate::listener::serve_tcp_from(server, stream, first, resume.as_ref())
+        };
+        if let (Some(pass), Some(sock)) = (passed, keep) {
+            let f = wp::Frame::PassConn { conn_id, client_guid, pass };
+            let _g = lock(&c.lock);
+            match wp::send(c.fd.as_fd(), &f, Some(sock.as_fd())) {
+                Ok(()) => return,
+                Err(e) => warn!("cannot pass the connection to the supervisor: {e}; closing it"),
+            }
+        }
+        c.send(&wp::Frame::ConnClosed(ConnRef::Tcp(conn_id)));
+    });
+    if let Err(e) = r {
+        warn!("cannot spawn a connection thread: {e}");
+        control.send(&wp::Frame::ConnClosed(ConnRef::Tcp(conn_id)));
     }
 }

@@ -8,13 +8,20 @@
 //! receiver bounds the reassembled size. `Handoff` carries the connection's
 //! socket by SCM_RIGHTS on its (single) datagram.
 //!
-//! Supervisor -> worker: `Setup` (first, once), `Handoff`, `StatusRequest`.
-//! Worker -> supervisor: `ConnClosed`, `StatusReply`.
+//! Supervisor -> worker: `Setup` (first, once), `Handoff`, `StatusRequest`,
+//! `Passed`.
+//! Worker -> supervisor: `ConnClosed`, `StatusReply`, `PassConn`.
+//!
+//! `PassConn` / `Passed` move a TCP connection (its socket by SCM_RIGHTS)
+//! to the worker that owns the session its binding SESSION_SETUP names,
+//! with what rebuilds it there (connpass.rs).
 //!
 //! The proxy's frames (Hello, ChannelOffer) travel on a second socket per
 //! worker, unchanged, so that `rdma::serve_control` reads them as it reads a
 //! proxy's.
 
+use crate::connpass::ConnPass;
+use crate::credits::CreditSnapshot;
 use smbdirect_rdma_proxy::fdpass::{recv_datagram, send_datagram, FdPassError};
 use smbdirect_rdma_proxy::proto::MAX_DATAGRAM;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -26,6 +33,9 @@ const MAX_BODY: usize = MAX_DATAGRAM - HEADER_LEN;
 pub const MAX_HANDOFF_MESSAGE: usize = MAX_BODY - 64;
 /// Longest text field.
 const MAX_TEXT: usize = 4096;
+/// Most message ids a passed credit window may span (twice the largest
+/// `smb2 max credits`).
+const MAX_CREDIT_IDS: usize = 2 * 65535;
 /// Bound on a reassembled status reply.
 pub const MAX_STATUS_REPLY: usize = 64 << 20;
 
@@ -33,8 +43,10 @@ pub mod kind {
     pub const SETUP: u8 = 1;
     pub const HANDOFF: u8 = 2;
     pub const STATUS_REQUEST: u8 = 3;
+    pub const PASSED: u8 = 4;
     pub const CONN_CLOSED: u8 = 16;
     pub const STATUS_REPLY: u8 = 17;
+    pub const PASS_CONN: u8 = 18;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,6 +113,63 @@ pub enum Frame {
     ConnClosed(ConnRef),
     /// The worker's part of `smbdirect status`, as JSON.
     StatusReply { req_id: u64, json: Vec<u8> },
+    /// Worker -> supervisor: connection `conn_id` (its fd rides along) goes
+    /// to the worker that owns `pass.session_id`.
+    PassConn { conn_id: u64, client_guid: [u8; 16], pass: ConnPass },
+    /// Supervisor -> worker: a connection passed to this worker (fd along).
+    Passed { conn_id: u64, client_guid: [u8; 16], pass: ConnPass },
+}
+
+/// Whether a pass fits one datagram (else the binding is answered where it
+/// arrived).
+pub fn pass_fits(p: &ConnPass) -> bool {
+    Frame::PassConn { conn_id: 0, client_guid: [0; 16], pass: p.clone() }.encode_body().is_ok_and(|b| b.len() <= MAX_BODY)
+}
+
+fn put_pass(o: &mut Vec<u8>, conn_id: u64, client_guid: &[u8; 16], p: &ConnPass) -> Result<(), WireError> {
+    if p.credits.used.len() > MAX_CREDIT_IDS {
+        return Err(WireError::TooLarge(p.credits.used.len()));
+    }
+    o.extend_from_slice(&conn_id.to_le_bytes());
+    o.extend_from_slice(client_guid);
+    o.extend_from_slice(&p.session_id.to_le_bytes());
+    put_blob(o, &p.negotiate_req)?;
+    put_blob(o, &p.negotiate_resp)?;
+    o.extend_from_slice(&p.credits.low.to_le_bytes());
+    o.extend_from_slice(&(p.credits.used.len() as u32).to_le_bytes());
+    let mut bits = vec![0u8; p.credits.used.len().div_ceil(8)];
+    for (i, u) in p.credits.used.iter().enumerate() {
+        if *u {
+            bits[i / 8] |= 1 << (i % 8);
+        }
+    }
+    o.extend_from_slice(&bits);
+    o.extend_from_slice(&p.pending);
+    Ok(())
+}
+
+fn get_pass(r: &mut Rd<'_>) -> Result<(u64, [u8; 16], ConnPass), WireError> {
+    let conn_id = r.u64()?;
+    let client_guid = r.array()?;
+    let session_id = r.u64()?;
+    let negotiate_req = r.blob()?;
+    let negotiate_resp = r.blob()?;
+    let low = r.u64()?;
+    let n = r.u32()? as usize;
+    if n > MAX_CREDIT_IDS {
+        return Err(WireError::BadValue("credit ids", n as u64));
+    }
+    let bits = r.take(n.div_ceil(8))?;
+    let used = (0..n).map(|i| bits[i / 8] & (1 << (i % 8)) != 0).collect();
+    let pending = r.b.to_vec();
+    Ok((conn_id, client_guid, ConnPass { session_id, negotiate_req, negotiate_resp, credits: CreditSnapshot { low, used }, pending }))
+}
+
+fn put_blob(o: &mut Vec<u8>, b: &[u8]) -> Result<(), WireError> {
+    let n = u32::try_from(b.len()).ok().filter(|n| (*n as usize) <= MAX_BODY).ok_or(WireError::TooLarge(b.len()))?;
+    o.extend_from_slice(&n.to_le_bytes());
+    o.extend_from_slice(b);
+    Ok(())
 }
 
 impl Frame {
@@ -111,6 +180,8 @@ impl Frame {
             Frame::StatusRequest { .. } => kind::STATUS_REQUEST,
             Frame::ConnClosed(_) => kind::CONN_CLOSED,
             Frame::StatusReply { .. } => kind::STATUS_REPLY,
+            Frame::PassConn { .. } => kind::PASS_CONN,
+            Frame::Passed { .. } => kind::PASSED,
         }
     }
 
@@ -151,6 +222,7 @@ impl Frame {
                 o.extend_from_slice(&req_id.to_le_bytes());
                 o.extend_from_slice(json);
             }
+            Frame::PassConn { conn_id, client_guid, pass } | Frame::Passed { conn_id, client_guid, pass } => put_pass(&mut o, *conn_id, client_guid, pass)?,
         }
         Ok(o)
     }
@@ -198,6 +270,14 @@ impl Frame {
                 let req_id = r.u64()?;
                 Frame::StatusReply { req_id, json: r.b.to_vec() }
             }
+            kind::PASS_CONN => {
+                let (conn_id, client_guid, pass) = get_pass(&mut Rd { b: body, what: "PassConn" })?;
+                Frame::PassConn { conn_id, client_guid, pass }
+            }
+            kind::PASSED => {
+                let (conn_id, client_guid, pass) = get_pass(&mut Rd { b: body, what: "Passed" })?;
+                Frame::Passed { conn_id, client_guid, pass }
+            }
             k => return Err(WireError::UnknownKind(k)),
         };
         Ok(f)
@@ -234,7 +314,7 @@ fn header(k: u8, more: bool, len: usize) -> [u8; HEADER_LEN] {
 }
 
 fn carries_fd(k: u8) -> bool {
-    k == kind::HANDOFF
+    matches!(k, kind::HANDOFF | kind::PASS_CONN | kind::PASSED)
 }
 
 /// Reassembles datagrams into frames (bounded).
@@ -271,7 +351,7 @@ impl Reassembler {
         if flags & !FLAG_MORE != 0 || reserved != 0 || len as usize != body.len() {
             return Err(WireError::BadHeader { flags, reserved, len, body: body.len() });
         }
-        if !matches!(k, kind::SETUP | kind::HANDOFF | kind::STATUS_REQUEST | kind::CONN_CLOSED | kind::STATUS_REPLY) {
+        if !matches!(k, kind::SETUP | kind::HANDOFF | kind::STATUS_REQUEST | kind::PASSED | kind::CONN_CLOSED | kind::STATUS_REPLY | kind::PASS_CONN) {
             return Err(WireError::UnknownKind(k));
         }
         let more = flags & FLAG_MORE != 0;
@@ -385,6 +465,10 @@ impl<'a> Rd<'a> {
     fn u64(&mut self) -> Result<u64, WireError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
+    fn blob(&mut self) -> Result<Vec<u8>, WireError> {
+        let n = self.u32()? as usize;
+        Ok(self.take(n)?.to_vec())
+    }
     fn text(&mut self) -> Result<String, WireError> {
         let n = u16::from_le_bytes(self.array()?) as usize;
         if n > MAX_TEXT {
@@ -422,7 +506,19 @@ mod tests {
             Frame::ConnClosed(ConnRef::Rdma(u64::MAX)),
             Frame::StatusReply { req_id: 1, json: b"{}".to_vec() },
             Frame::StatusReply { req_id: 2, json: vec![b'x'; 200_000] },
+            Frame::PassConn { conn_id: 7, client_guid: [3; 16], pass: sample_pass() },
+            Frame::Passed { conn_id: u64::MAX, client_guid: [0; 16], pass: ConnPass { pending: Vec::new(), ..sample_pass() } },
         ]
+    }
+
+    fn sample_pass() -> ConnPass {
+        ConnPass {
+            session_id: 0x0002_0000_0000_0011,
+            negotiate_req: vec![0xFE, b'S', b'M', b'B', 1, 2, 3],
+            negotiate_resp: vec![9; 300],
+            credits: CreditSnapshot { low: 2, used: vec![false, true, false, false, true, false, false, false, false, true] },
+            pending: crate::connpass::framed(b"session setup"),
+        }
     }
 
     fn decode_all(dgs: &[Vec<u8>]) -> Frame {
@@ -467,6 +563,14 @@ mod tests {
         let mut small = Reassembler::new(100);
         let dgs = Frame::StatusReply { req_id: 1, json: vec![0; 200_000] }.to_datagrams().unwrap();
         assert!(small.push(&dgs[0]).is_err());
+        // A pass whose credit window claims more ids than it carries.
+        let mut body = Frame::PassConn { conn_id: 1, client_guid: [0; 16], pass: sample_pass() }.encode_body().unwrap();
+        let at = 8 + 16 + 8 + 4 + 7 + 4 + 300 + 8;
+        body[at..at + 4].copy_from_slice(&100_000u32.to_le_bytes());
+        body.truncate(at + 4 + 2);
+        assert!(Frame::decode_body(kind::PASS_CONN, &body).is_err());
+        assert!(pass_fits(&sample_pass()));
+        assert!(!pass_fits(&ConnPass { pending: vec![0; MAX_DATAGRAM], ..sample_pass() }));
         // A handoff too big for one datagram is refused by the encoder.
         assert!(Frame::Handoff { conn_id: 1, client_guid: [0; 16], first: vec![0; MAX_DATAGRAM] }.to_datagrams().is_err());
     }
@@ -479,6 +583,7 @@ mod tests {
         send(a.as_fd(), &f, Some(x.as_fd())).unwrap();
         assert!(send(a.as_fd(), &f, None).is_err(), "a handoff needs its fd");
         assert!(send(a.as_fd(), &Frame::StatusRequest { req_id: 1 }, Some(x.as_fd())).is_err());
+        assert!(send(a.as_fd(), &Frame::PassConn { conn_id: 1, client_guid: [0; 16], pass: sample_pass() }, None).is_err(), "a pass needs its fd");
         let big = Frame::StatusReply { req_id: 3, json: vec![b'y'; 150_000] };
         std::thread::scope(|s| {
             let a = &a;

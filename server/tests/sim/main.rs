@@ -34,3 +34,4 @@ mod eas;
 mod multichannel;
 mod workers;
 mod inflight;
+mod bindroute;

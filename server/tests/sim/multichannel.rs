@@ -14,7 +14,7 @@ const CAP_MULTI_CHANNEL: u32 = 0x08;
 
 /// NEGOTIATE with `dialects` and the given ClientGuid (the harness's clients
 /// all share one GUID: they are one client).
-fn negotiate_as(c: &mut Client, dialects: Vec<u16>, guid: Option<[u8; 16]>) -> Resp {
+pub(crate) fn negotiate_as(c: &mut Client, dialects: Vec<u16>, guid: Option<[u8; 16]>) -> Resp {
     let opts = NegOpts { dialects, ..NegOpts::default() };
     let mut body = Client::negotiate_body(&opts);
     if let Some(g) = guid {
@@ -34,7 +34,7 @@ fn negotiate_as(c: &mut Client, dialects: Vec<u16>, guid: Option<[u8; 16]>) -> R
 }
 
 /// How a binding request is signed.
-enum Sign<'a> {
+pub(crate) enum Sign<'a> {
     With(&'a Signer),
     No,
 }
@@ -45,7 +45,7 @@ enum Sign<'a> {
 /// authentication's key and `b`'s preauth hash) and the session's encryption
 /// keys, and the final response has been checked with the channel key.
 /// Returns the failing status otherwise.
-fn bind(a: &Client, b: &mut Client, user: &str, sign: Sign<'_>) -> Result<Resp, u32> {
+pub(crate) fn bind(a: &Client, b: &mut Client, user: &str, sign: Sign<'_>) -> Result<Resp, u32> {
     bind_as(a, b, user, PASSWORD, sign)
 }
 
@@ -116,7 +116,7 @@ fn bind_as(a: &Client, b: &mut Client, user: &str, password: &str, sign: Sign<'_
     panic!("binding did not finish in 4 rounds");
 }
 
-fn session_signer(a: &Client) -> Signer {
+pub(crate) fn session_signer(a: &Client) -> Signer {
     let k = derive_client_keys(a.dialect, &a.session_key, a.session_preauth.as_ref(), None, a.signing_alg);
     k.signer
 }

@@ -1,0 +1,106 @@
+//! Passing a TCP connection to the worker that owns a session it binds to
+//! (issue 10: the process model as Samba's `smbXsrv_connection_pass`).
+//!
+//! The front listener routes a connection by the ClientGUID of its NEGOTIATE,
+//! so a SESSION_SETUP with SMB2_SESSION_FLAG_BINDING may arrive at a worker
+//! that does not hold the session it names (another ClientGUID, or an SMB1
+//! negotiate routed by address). The worker that owns a session is part of
+//! its SessionId ([`session_id`], [`session_owner`]). A worker that receives
+//! such a binding on a connection that has no session yet hands the
+//! connection over, unanswered, with what rebuilds its state elsewhere
+//! ([`ConnPass`]): the NEGOTIATE request and the exact response that went
+//! out (the binding's preauth hash covers both, so the new worker must not
+//! answer anew), the credit window, and the messages read and not yet
+//! handled, the SESSION_SETUP first. The supervisor forwards it to the owner
+//! (`workerproto::Frame::PassConn` / `Passed`), which rebuilds the connection
+//! ([`crate::conn::Connection::resume`]) and handles the SESSION_SETUP as any
+//! binding: the owner answers, success or refusal. A session whose worker
+//! died is gone with it: the restarted worker answers USER_SESSION_DELETED.
+//!
+//! Not passed: SMB Direct channels (their transport state lives in the
+//! proxy's pool slots of the worker that took the channel), connections that
+//! already have a session or a session setup under way, compounds, and
+//! encrypted messages; those get the local answer (USER_SESSION_DELETED).
+
+use crate::credits::CreditSnapshot;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The SessionId bits that name the worker that allocated it.
+const OWNER_SHIFT: u32 = 48;
+const LOCAL_MASK: u64 = (1 << OWNER_SHIFT) - 1;
+
+/// A new SessionId of worker `worker`: the worker id in the high 16 bits
+/// (0 for a single process, whose ids stay as they were), `counter` below.
+pub fn session_id(worker: u32, counter: u64) -> u64 {
+    (u64::from(worker & 0xFFFF) << OWNER_SHIFT) | (counter & LOCAL_MASK)
+}
+
+/// The worker that allocated SessionId `id`.
+pub fn session_owner(id: u64) -> u32 {
+    (id >> OWNER_SHIFT) as u32
+}
+
+/// Workers this process may pass connections among (0: none; set by a
+/// worker process at start, never in a single process or in tests).
+static PASS_WORKERS: AtomicU32 = AtomicU32::new(0);
+
+/// Enables passing in this (worker) process, among `workers` workers.
+pub fn enable(workers: u32) {
+    PASS_WORKERS.store(workers, Ordering::Relaxed);
+}
+
+/// Whether connections of this process may be passed.
+pub fn enabled() -> bool {
+    PASS_WORKERS.load(Ordering::Relaxed) > 1
+}
+
+/// Whether a binding of `session` seen by worker `me` goes to another
+/// worker: passing is on and the id names another, existing worker.
+pub fn foreign_owner(me: u32, session: u64) -> Option<u32> {
+    let n = PASS_WORKERS.load(Ordering::Relaxed);
+    let owner = session_owner(session);
+    (n > 1 && owner != me && owner < n).then_some(owner)
+}
+
+/// A connection in transit to another worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnPass {
+    /// The session the binding names (its owner takes the connection).
+    pub session_id: u64,
+    /// The SMB2 NEGOTIATE request as received (no transport header).
+    pub negotiate_req: Vec<u8>,
+    /// The NEGOTIATE response exactly as it was sent (no transport header).
+    pub negotiate_resp: Vec<u8>,
+    pub credits: CreditSnapshot,
+    /// Messages read and not handled yet, each with its Direct TCP header:
+    /// replayed by the new owner before it reads the socket.
+    pub pending: Vec<u8>,
+}
+
+/// `msg` with its Direct TCP header (MS-SMB2 2.1), as read off the socket.
+pub fn framed(msg: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(msg.len() + 4);
+    v.extend_from_slice(&(msg.len() as u32 & 0x00FF_FFFF).to_be_bytes());
+    v.extend_from_slice(msg);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_name_their_worker() {
+        assert_eq!(session_id(0, 5), 5, "a single process keeps its ids");
+        let id = session_id(3, 0x1234);
+        assert_eq!(session_owner(id), 3);
+        assert_eq!(id & LOCAL_MASK, 0x1234);
+        assert_eq!(session_owner(session_id(63, u64::MAX)), 63);
+        assert_eq!(session_id(63, u64::MAX) & LOCAL_MASK, LOCAL_MASK);
+    }
+
+    #[test]
+    fn framing_is_direct_tcp() {
+        assert_eq!(framed(b"abc"), vec![0, 0, 0, 3, b'a', b'b', b'c']);
+    }
+}

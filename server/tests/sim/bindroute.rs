@@ -1,0 +1,191 @@
+//! A binding that lands on a worker that does not own the session goes to the
+//! worker that does (connpass.rs): the real `smbdirect serve` with `max
+//! workers = 2`, reached over TCP by the harness's client.
+//!
+//! Client A (ClientGUID G) lands on worker 0 and opens a file. Client B
+//! starts with an SMB1 NEGOTIATE, which has no ClientGUID: the front
+//! listener routes it by its address, chosen here so that it lands on worker
+//! 1; its SMB2 NEGOTIATE then names G. B's binding of A's session is passed
+//! to worker 0, succeeds there, and B reads A's file through A's open. A
+//! client with another ClientGUID (on worker 1) gets the owner's answers:
+//! INVALID_PARAMETER for another dialect, USER_SESSION_DELETED for another
+//! client (worker 1 alone could only say USER_SESSION_DELETED to both). Once
+//! worker 0 is killed, a binding of its session is USER_SESSION_DELETED.
+
+use crate::harness::*;
+use crate::multichannel::{bind, negotiate_as, session_signer, Sign};
+use crate::smb1::smb1_negotiate;
+use smbdirect_server::conn::Disconnect;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The harness's client over a real TCP connection.
+struct TcpWire(TcpStream);
+
+impl Wire for TcpWire {
+    fn exchange(&mut self, msg: Vec<u8>) -> Result<Vec<Vec<u8>>, Disconnect> {
+        let mut framed = (msg.len() as u32).to_be_bytes().to_vec();
+        framed.extend_from_slice(&msg);
+        self.0.write_all(&framed).map_err(Disconnect::Io)?;
+        let mut hdr = [0u8; 4];
+        match self.0.read_exact(&mut hdr) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(Disconnect::Closed),
+            Err(e) => return Err(Disconnect::Io(e)),
+        }
+        let n = (u32::from_be_bytes(hdr) & 0x00FF_FFFF) as usize;
+        let mut m = vec![0u8; n];
+        self.0.read_exact(&mut m).map_err(Disconnect::Io)?;
+        Ok(vec![m])
+    }
+}
+
+struct Serve {
+    child: Child,
+    port: u16,
+    state: PathBuf,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(dir: tempfile::TempDir) -> Serve {
+    let share = dir.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let state = dir.path().join("state");
+    let log = dir.path().join("serve.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smbdirect"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--max-workers", "2"])
+        .arg("--share")
+        .arg(format!("share={}", share.display()))
+        .arg("--user")
+        .arg(format!("{USER}:{PASSWORD}"))
+        .arg("--state-dir")
+        .arg(&state)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start smbdirect serve");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let port = loop {
+        let line = lines.next().expect("serve ended before it listened").unwrap();
+        if let Some(a) = line.strip_prefix("smbdirect: listening on ") {
+            break a.trim().parse::<SocketAddr>().unwrap().port();
+        }
+    };
+    // The rest of stdout is read too (serve ends on a closed stdout).
+    std::thread::spawn(move || lines.for_each(drop));
+    Serve { child, port, state, log, _dir: dir }
+}
+
+/// The supervisor's routing hash (FNV-1a) of an address: which of `n`
+/// workers a connection without a ClientGUID from it goes to.
+fn route_of(ip: Ipv4Addr, n: u64) -> u64 {
+    ip.octets().iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| (h ^ u64::from(*x)).wrapping_mul(0x0100_0000_01b3)) % n
+}
+
+fn tcp_client(ts: &TestServer, port: u16, from: Ipv4Addr) -> Client {
+    let sock = socket2_connect(from, port);
+    sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut c = Client::new(ts);
+    c.wire = Some(Box::new(TcpWire(sock)));
+    c
+}
+
+/// A TCP connection to 127.0.0.1:`port` from address `from` (any loopback
+/// address is ours on Linux).
+fn socket2_connect(from: Ipv4Addr, port: u16) -> TcpStream {
+    use rustix::net::{bind, connect, socket, AddressFamily, SocketType};
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    bind(&fd, &SocketAddr::from((from, 0))).unwrap();
+    connect(&fd, &SocketAddr::from((Ipv4Addr::LOCALHOST, port))).unwrap();
+    TcpStream::from(fd)
+}
+
+fn status(state: &Path) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_smbdirect"))
+        .args(["status", "--json", "--state-dir"])
+        .arg(state)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Negotiates `c` 3.1.1 as ClientGUID `guid` after an SMB1 NEGOTIATE (the
+/// front listener then routes the connection by address).
+fn negotiate_after_smb1(c: &mut Client) {
+    let r = c.raw(smb1_negotiate(&["NT LM 0.12", "SMB 2.002", "SMB 2.???"])).unwrap().pop().unwrap();
+    assert_eq!(r.status, SUCCESS);
+    c.next_mid = 1;
+    c.held = i64::from(r.credits);
+    negotiate_as(c, vec![DIALECT_311], None);
+}
+
+#[test]
+fn binding_on_another_worker_moves_the_connection_to_the_session() {
+    let srv = serve(tempfile::tempdir().unwrap());
+    // Only for its config: every request goes over TCP.
+    let ts = server();
+    let a_from = Ipv4Addr::LOCALHOST;
+    let mut a = tcp_client(&ts, srv.port, a_from);
+    negotiate_as(&mut a, vec![DIALECT_311], None);
+    a.session_setup();
+    assert_eq!(a.tree_connect("share").status, SUCCESS);
+    let fid = a.open_file("shared.txt");
+    assert_eq!(a.write(&fid, 0, b"written on channel one").status, SUCCESS);
+    assert_eq!(a.session_id >> 48, 0, "worker 0 allocated A's session: {:#x}", a.session_id);
+
+    // B: routed by address to worker 1, then names A's ClientGUID.
+    let b_from = (2..=250u8).map(|x| Ipv4Addr::new(127, 0, 0, x)).find(|ip| route_of(*ip, 2) == 1).unwrap();
+    let mut b = tcp_client(&ts, srv.port, b_from);
+    negotiate_after_smb1(&mut b);
+    let key = session_signer(&a);
+    bind(&a, &mut b, USER, Sign::With(&key)).expect("binding from worker 1 to worker 0's session");
+    assert_eq!(b.read(&fid, 0, 22, 1).read_data(), b"written on channel one");
+    assert_eq!(b.write(&fid, 0, b"WRITTEN").status, SUCCESS);
+    assert_eq!(a.read(&fid, 0, 7, 1).read_data(), b"WRITTEN");
+    let log = std::fs::read_to_string(&srv.log).unwrap();
+    assert!(log.contains("connection passed to the worker that owns its session"), "no pass in the log:\n{log}");
+    // Both channels are worker 0's now.
+    let st = status(&srv.state);
+    let ch: Vec<_> = st["channels"].as_array().unwrap().iter().filter(|c| c["worker"] == 0).collect();
+    assert!(ch.len() >= 2, "channels on worker 0: {st}");
+
+    // Another client (another ClientGUID, on worker 1) gets the owner's answers.
+    let mut c = tcp_client(&ts, srv.port, a_from);
+    negotiate_as(&mut c, vec![DIALECT_302], Some([0x77; 16]));
+    assert_eq!(bind(&a, &mut c, USER, Sign::With(&key)).unwrap_err(), INVALID_PARAMETER, "other dialect, answered by the owner");
+    let mut c = tcp_client(&ts, srv.port, a_from);
+    negotiate_as(&mut c, vec![DIALECT_311], Some([0x78; 16]));
+    assert_eq!(bind(&a, &mut c, USER, Sign::With(&key)).unwrap_err(), USER_SESSION_DELETED, "other client");
+
+    // The owner dies: its sessions with it.
+    let pid = st["workers"].as_array().unwrap().iter().find(|w| w["id"] == 0).and_then(|w| w["pid"].as_u64()).expect("worker 0's pid");
+    rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), rustix::process::Signal::KILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = status(&srv.state);
+        let w0 = st["workers"].as_array().unwrap().iter().find(|w| w["id"] == 0).cloned().unwrap();
+        if w0["pid"].as_u64().is_some_and(|p| p != pid) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "worker 0 not restarted: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut d = tcp_client(&ts, srv.port, b_from);
+    negotiate_after_smb1(&mut d);
+    assert_eq!(bind(&a, &mut d, USER, Sign::With(&key)).unwrap_err(), USER_SESSION_DELETED, "session of a dead worker");
+}
