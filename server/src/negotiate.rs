@@ -597,7 +597,10 @@ impl Connection {
     /// and only a plain, single request: anything else is answered here.
     pub(crate) fn pass_for(&self, msg: &[u8]) -> Option<crate::connpass::ConnPass> {
         let (negotiate_req, negotiate_resp) = self.negotiated.as_ref()?;
-        if !self.is_smb3() || !self.server.cfg.multi_channel || !self.sessions.is_empty() || !self.pending.is_empty() || self.sink.is_rdma() {
+        // Any dialect: the owner's refusal of a 2.x binding (or one with
+        // multichannel off) is signed with the session's key, which only
+        // the owner has.
+        if self.dialect.is_none_or(|d| d == DIALECT_WILDCARD_INTERNAL) || !self.sessions.is_empty() || !self.pending.is_empty() || self.sink.is_rdma() {
             return None;
         }
         let hdr = Header::parse(msg).ok()?;

@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+const REQUEST_NOT_ACCEPTED: u32 = 0xC000_00D0;
+
 /// The harness's client over a real TCP connection.
 struct TcpWire(TcpStream);
 
@@ -171,6 +173,21 @@ fn binding_on_another_worker_moves_the_connection_to_the_session() {
     let mut c = tcp_client(&ts, srv.port, a_from);
     negotiate_as(&mut c, vec![DIALECT_311], Some([0x78; 16]));
     assert_eq!(bind(&a, &mut c, USER, Sign::With(&key)).unwrap_err(), USER_SESSION_DELETED, "other client");
+
+    // A 2.1 connection cannot bind; the refusal is signed with the
+    // session's key (a client that requires signing believes it), which
+    // only the owner has.
+    let mut c = tcp_client(&ts, srv.port, a_from);
+    negotiate_as(&mut c, vec![DIALECT_210], Some([0x79; 16]));
+    c.session_id = a.session_id;
+    let mut body = Client::session_setup_body(&Gss::new(USER, PASSWORD).step(None).1, 1);
+    body[2] = 1; // SMB2_SESSION_FLAG_BINDING
+    let mut msg = c.build(SESSION_SETUP, 1, &body);
+    key.sign(&mut msg).unwrap();
+    let r = c.raw(msg).unwrap().pop().unwrap();
+    assert_eq!(r.status, REQUEST_NOT_ACCEPTED, "2.1 binding");
+    let mut raw = r.raw.clone();
+    assert!(r.is_signed() && key.verify(&mut raw), "the refusal of a 2.1 binding is signed with the session's key");
 
     // The owner dies: its sessions with it.
     let pid = st["workers"].as_array().unwrap().iter().find(|w| w["id"] == 0).and_then(|w| w["pid"].as_u64()).expect("worker 0's pid");
