@@ -65,6 +65,8 @@ pub type StopHook = Arc<dyn Fn(Stop) + Send + Sync>;
 
 struct Entry {
     message_id: u64,
+    /// The request's CreditCharge (credits in use until the final response).
+    charge: u16,
     session_id: u64,
     stop: Arc<StopFlag>,
     hook: Option<StopHook>,
@@ -170,6 +172,12 @@ impl AsyncTable {
         self.len() == 0
     }
 
+    /// The credit charge of the pending operations (0 counts as 1): credits
+    /// in use until their final responses.
+    pub fn credit_charge(&self) -> u64 {
+        lock(&self.ops).values().map(|e| u64::from(e.charge.max(1))).sum()
+    }
+
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
@@ -190,10 +198,10 @@ impl AsyncTable {
         Ok(())
     }
 
-    fn register(&self, message_id: u64, session_id: u64) -> (u64, Arc<StopFlag>) {
+    fn register(&self, message_id: u64, session_id: u64, charge: u16) -> (u64, Arc<StopFlag>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let stop = Arc::new(StopFlag::default());
-        lock(&self.ops).insert(id, Entry { message_id, session_id, stop: stop.clone(), hook: None });
+        lock(&self.ops).insert(id, Entry { message_id, charge, session_id, stop: stop.clone(), hook: None });
         lock(&self.interims).insert(id, None);
         self.shared.pending.fetch_add(1, Ordering::AcqRel);
         (id, stop)
@@ -328,7 +336,7 @@ pub struct Pending {
 
 impl Pending {
     pub fn new(table: &Arc<AsyncTable>, sink: Arc<dyn MessageSink>, session: Arc<Session>, request: &Header, encrypted: bool) -> Pending {
-        let (async_id, stop) = table.register(request.message_id, request.session_id);
+        let (async_id, stop) = table.register(request.message_id, request.session_id, request.credit_charge);
         let encrypt = encrypted || *lock(&session.encrypt_data);
         let sign = !encrypt && (request.is_signed() || *lock(&session.signing_required));
         Pending { async_id, stop, inner: Some(PendingInner { table: table.clone(), sink, session, request: request.clone(), encrypt, sign }) }

@@ -96,6 +96,12 @@ pub struct Connection {
     pub(crate) pending: HashMap<u64, PendingAuth>,
     pub sessions: Vec<u64>,
     pub credits: CreditWindow,
+    /// Credit charge of the requests received and not answered yet (but
+    /// async ones: `asyncs` counts those).
+    pub credits_in_use: Arc<crate::credits::InUse>,
+    /// The hold of the READ/WRITE (or RDMA transfer) whose response is
+    /// finished later: it goes with the work and is dropped when it is done.
+    io_hold: Option<crate::credits::CreditHold>,
     pub rdma_transforms: Vec<u16>,
     pub asyncs: Arc<crate::asyncop::AsyncTable>,
     /// Bytes of padding between a READ response's fixed body and its data
@@ -428,6 +434,8 @@ impl Connection {
             pending: HashMap::new(),
             sessions: Vec::new(),
             credits: CreditWindow::new(max),
+            credits_in_use: Default::default(),
+            io_hold: None,
             rdma_transforms: Vec::new(),
             asyncs,
             transform_session: None,
@@ -558,6 +566,8 @@ impl Connection {
     pub fn handle_owned(&mut self, msg: &mut Vec<u8>) -> Result<(), Disconnect> {
         let r = self.handle_inner(msg);
         if let Some((job, reply)) = self.ready.take() {
+            // In use until the pool has answered it.
+            let hold = self.io_hold.take();
             let req = std::mem::take(msg);
             let plain_at = self.plain_at;
             let (sink, recycle, outbox) = (self.sink.clone(), self.recycle.clone(), self.outbox.clone());
@@ -576,6 +586,7 @@ impl Connection {
                     warn!(peer = %sink.peer(), "internal error (panic) in a READ/WRITE; closing the connection");
                     sink.shutdown();
                 }
+                drop(hold);
                 if req.capacity() >= 1 << 20 {
                     if let Some(r) = recycle {
                         let _ = r.try_send(req);
@@ -598,6 +609,7 @@ impl Connection {
         if let Some((job, reply)) = self.ready.take() {
             job.run(reply, msg.get(self.plain_at..).unwrap_or(&[]), &*self.sink);
         }
+        self.io_hold = None;
         r
     }
 
@@ -621,12 +633,15 @@ impl Connection {
             self.pass_out = Some(p);
             return Err(Disconnect::Pass);
         }
+        self.io_hold = None;
         let out = self.process_chain(msg, false)?;
         if let Some(job) = self.take_io_job(&out) {
             self.ready = Some((job, out));
             return Ok(());
         }
-        self.send(out)
+        let r = self.send(out);
+        self.io_hold = None;
+        r
     }
 
     /// The READ/WRITE the chain just handled left for the I/O pool, if its
@@ -706,7 +721,9 @@ impl Connection {
         if out.buf.len() > out.start {
             seal_out(&keys, session.id, &mut out).map_err(|e| Disconnect::Protocol(format!("encryption failed: {e}")))?;
         }
-        self.send(out)
+        let r = self.send(out);
+        self.io_hold = None;
+        r
     }
 
     /// Processes a (possibly compound) chain of plaintext SMB2 messages and
@@ -845,6 +862,9 @@ impl Connection {
         if let Err(e) = self.credits.consume(hdr.message_id, charge) {
             return Err(Disconnect::Protocol(format!("message id {} (charge {charge}) outside the credit window: {e}", hdr.message_id)));
         }
+        // In use until answered (dropped with this function for a response
+        // that goes out with the chain).
+        let hold = self.credits_in_use.hold(charge);
 
         // An unknown command costs its credits and is answered with
         // INVALID_PARAMETER; the rest of a compound goes on.
@@ -1085,6 +1105,13 @@ impl Connection {
                 let flags = u32::from_le_bytes([f[0], f[1], f[2], f[3]]) | FLAG_SIGNED;
                 f.copy_from_slice(&flags.to_le_bytes());
             }
+        }
+        // An async operation's credits are its table's now; a READ/WRITE
+        // finished later keeps them until then.
+        if status != NtStatus::PENDING && (self.io_job.is_some() || self.deferred.is_some()) {
+            self.io_hold = Some(hold);
+        } else {
+            drop(hold);
         }
         // A session that requires encryption encrypts everything it sends.
         Ok(keys)

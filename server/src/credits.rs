@@ -3,6 +3,8 @@
 
 use crate::wire::status::NtStatus;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 #[derive(Debug)]
 pub struct CreditWindow {
@@ -93,6 +95,37 @@ impl CreditWindow {
     }
 }
 
+/// Credits in use on a connection: the credit charge of the requests it
+/// received and has not answered yet, counted by [`CreditHold`]s (an
+/// async operation's charge is counted by its `AsyncTable` once its interim
+/// response is out).
+#[derive(Debug, Default)]
+pub struct InUse(AtomicU64);
+
+impl InUse {
+    /// Counts a request of `charge` (0 counts as 1) until the hold is dropped.
+    pub fn hold(self: &Arc<Self>, charge: u16) -> CreditHold {
+        let n = u64::from(charge.max(1));
+        self.0.fetch_add(n, Ordering::Relaxed);
+        CreditHold(self.clone(), n)
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One request's credits in use, given back when dropped (its response is
+/// sent or handed on).
+#[derive(Debug)]
+pub struct CreditHold(Arc<InUse>, u64);
+
+impl Drop for CreditHold {
+    fn drop(&mut self) {
+        let _ = self.0 .0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(self.1)));
+    }
+}
+
 /// A credit window in transit (see [`CreditWindow::snapshot`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreditSnapshot {
@@ -120,6 +153,18 @@ mod tests {
         assert_eq!(w.grant(10_000), 511);
         assert_eq!(w.grant(10), 0);
         assert!(w.consume(u64::MAX, 2).is_err());
+    }
+
+    #[test]
+    fn holds_count_credits_in_use() {
+        let u = Arc::new(InUse::default());
+        let a = u.hold(4);
+        let b = u.hold(0);
+        assert_eq!(u.get(), 5);
+        drop(a);
+        assert_eq!(u.get(), 1);
+        drop(b);
+        assert_eq!(u.get(), 0);
     }
 
     #[test]

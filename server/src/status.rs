@@ -10,7 +10,8 @@
 //! `workers [{id, pid, uptime_s, restarts, running, connections}]`,
 //! `clients [{client_guid, address, worker, users, channels}]`,
 //! `channels [{worker, transport, id, client_guid, address, dialect,
-//! sessions, credits_held, credits_granted, requests, since_s, rdma_read,
+//! sessions, credits_in_use, credits_held, credits_granted, requests,
+//! since_s, rdma_read,
 //! rdma_write, inline_sent, inline_recv}]` (the last four for RDMA channels
 //! while the proxy answers), `sessions [{worker, id, user, dialect, state,
 //! trees, opens}]`, `tree_connects [{worker, session, id, share}]`,
@@ -44,7 +45,7 @@ impl Transport {
 }
 
 /// One connection of this process, as `status` shows it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct ConnInfo {
     transport: Transport,
     /// The supervisor's connection id (TCP) or the proxy's channel id (RDMA).
@@ -57,6 +58,33 @@ struct ConnInfo {
     credits_held: usize,
     credits_granted: u64,
     requests: u64,
+    /// The connection's live counts of credits in use: requests being
+    /// handled or finished later, and its pending async operations.
+    in_use: Option<(Arc<crate::credits::InUse>, Arc<crate::asyncop::AsyncTable>)>,
+}
+
+impl ConnInfo {
+    /// Credits in use now: the credit charge of requests received and not
+    /// answered yet.
+    fn credits_in_use(&self) -> u64 {
+        self.in_use.as_ref().map_or(0, |(u, a)| u.get() + a.credit_charge())
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "transport": self.transport.name(),
+            "id": self.id,
+            "client_guid": guid_string(&self.guid),
+            "address": self.peer.map(|a| a.to_string()),
+            "dialect": self.dialect.map(dialect_string),
+            "sessions": self.sessions,
+            "credits_in_use": self.credits_in_use(),
+            "credits_held": self.credits_held,
+            "credits_granted": self.credits_granted,
+            "requests": self.requests,
+            "since_s": secs_since(self.since),
+        })
+    }
 }
 
 static REGISTRY: Mutex<BTreeMap<u64, Arc<Mutex<ConnInfo>>>> = Mutex::new(BTreeMap::new());
@@ -91,6 +119,7 @@ pub fn register(transport: Transport, id: u64, guid: [u8; 16], peer: Option<Sock
         credits_held: 0,
         credits_granted: 0,
         requests: 0,
+        in_use: None,
     }));
     let key = NEXT.fetch_add(1, Ordering::Relaxed);
     lock(&REGISTRY).insert(key, info.clone());
@@ -111,6 +140,9 @@ pub fn update_current(conn: &crate::conn::Connection) {
             i.sessions.clone_from(&conn.sessions);
             i.credits_held = conn.credits.held();
             i.credits_granted = conn.credits.granted_total();
+            if i.in_use.is_none() {
+                i.in_use = Some((conn.credits_in_use.clone(), conn.asyncs.clone()));
+            }
             i.requests += 1;
         }
     });
@@ -144,23 +176,7 @@ fn secs_since(t: SystemTime) -> u64 {
 /// This process's part of the status (a worker's answer to `StatusRequest`).
 pub fn worker_json(server: &Server) -> Value {
     let conns: Vec<ConnInfo> = lock(&REGISTRY).values().map(|i| lock(i).clone()).collect();
-    let channels: Vec<Value> = conns
-        .iter()
-        .map(|c| {
-            json!({
-                "transport": c.transport.name(),
-                "id": c.id,
-                "client_guid": guid_string(&c.guid),
-                "address": c.peer.map(|a| a.to_string()),
-                "dialect": c.dialect.map(dialect_string),
-                "sessions": c.sessions,
-                "credits_held": c.credits_held,
-                "credits_granted": c.credits_granted,
-                "requests": c.requests,
-                "since_s": secs_since(c.since),
-            })
-        })
-        .collect();
+    let channels: Vec<Value> = conns.iter().map(ConnInfo::json).collect();
     let mut sessions = Vec::new();
     let mut trees = Vec::new();
     let mut opens = Vec::new();
@@ -437,7 +453,7 @@ pub fn render(v: &Value) -> String {
     table(
         &mut out,
         "Channels",
-        &["WORKER", "TRANSPORT", "ID", "ADDRESS", "DIALECT", "CREDITS HELD/GRANTED", "REQUESTS", "RDMA READ", "RDMA WRITE", "INLINE SENT"],
+        &["WORKER", "TRANSPORT", "ID", "ADDRESS", "DIALECT", "CREDITS IN USE/HELD/GRANTED", "REQUESTS", "RDMA READ", "RDMA WRITE", "INLINE SENT"],
         list("channels")
             .iter()
             .map(|c| {
@@ -447,7 +463,7 @@ pub fn render(v: &Value) -> String {
                     s(&c["id"]),
                     s(&c["address"]),
                     s(&c["dialect"]),
-                    format!("{}/{}", s(&c["credits_held"]), s(&c["credits_granted"])),
+                    format!("{}/{}/{}", s(&c["credits_in_use"]), s(&c["credits_held"]), s(&c["credits_granted"])),
                     s(&c["requests"]),
                     s(&c["rdma_read"]),
                     s(&c["rdma_write"]),
@@ -525,18 +541,40 @@ mod tests {
     }
 
     #[test]
+    fn channel_shows_credits_in_use() {
+        let r = register(Transport::Tcp, 78, [2; 16], None);
+        let in_use = Arc::new(crate::credits::InUse::default());
+        let asyncs = crate::asyncop::AsyncTable::new();
+        CURRENT.with(|c| lock(c.borrow().as_ref().unwrap()).in_use = Some((in_use.clone(), asyncs)));
+        let now = || {
+            let i = lock(&REGISTRY).values().find(|i| lock(i).id == 78).cloned().unwrap();
+            let v = lock(&i).json();
+            v["credits_in_use"].as_u64().unwrap()
+        };
+        assert_eq!(now(), 0);
+        let a = in_use.hold(8);
+        let b = in_use.hold(1);
+        assert_eq!(now(), 9, "two requests being answered, charges 8 and 1");
+        drop(a);
+        assert_eq!(now(), 1);
+        drop(b);
+        assert_eq!(now(), 0);
+        drop(r);
+    }
+
+    #[test]
     fn render_shows_every_section() {
         let v = json!({
             "supervisor": {"pid": 1, "uptime_s": 5, "state_dir": "/x", "connections": 1, "rdma": false},
             "workers": [{"id": 0, "pid": 2, "uptime_s": 4, "restarts": 0, "started": true, "connections": 1}],
             "clients": [{"client_guid": "g", "address": "127.0.0.1", "worker": 0, "users": ["tester"], "channels": 1}],
-            "channels": [{"worker": 0, "transport": "TCP", "id": 1, "address": "127.0.0.1:5", "dialect": "3.1.1", "credits_held": 3, "credits_granted": 10, "requests": 9}],
+            "channels": [{"worker": 0, "transport": "TCP", "id": 1, "address": "127.0.0.1:5", "dialect": "3.1.1", "credits_in_use": 2, "credits_held": 3, "credits_granted": 10, "requests": 9}],
             "sessions": [{"worker": 0, "id": 16, "user": "tester", "dialect": "3.1.1", "state": "valid", "trees": 1, "opens": 1}],
             "tree_connects": [{"worker": 0, "session": 16, "id": 1, "share": "share"}],
             "open_files": [{"worker": 0, "session": 16, "share": "share", "path": "a.txt", "access": 1, "share_access": 3, "delete_on_close": false, "locks": [{"offset": 0, "length": 10, "exclusive": true}]}],
         });
         let t = render(&v);
-        for want in ["Workers", "tester", "a.txt", "RW-", "0+10x", "3/10", "Tree connects", "3.1.1"] {
+        for want in ["Workers", "tester", "a.txt", "RW-", "0+10x", "2/3/10", "IN USE", "Tree connects", "3.1.1"] {
             assert!(t.contains(want), "{want} missing:\n{t}");
         }
     }

@@ -339,3 +339,32 @@ fn pending_change_notifies_hold_no_thread() {
     assert!(notify_result(&fin).contains(&(1, "new.txt".to_string())));
     let _ = d;
 }
+
+/// `smbdirect status`'s credits in use: nothing once every request is
+/// answered; a pending CHANGE_NOTIFY's charge until its final response.
+#[test]
+fn credits_in_use_follow_unanswered_requests() {
+    let ts = server();
+    let mut c = connected(&ts);
+    let in_use = |c: &Client| c.conn.credits_in_use.get() + c.conn.asyncs.credit_charge();
+    let fid = c.open_file("f.bin");
+    assert_eq!(c.write(&fid, 0, &[7u8; 200_000]).status, SUCCESS);
+    assert_eq!(in_use(&c), 0, "every request answered");
+    let dir = c.create("", FILE_LIST_DIRECTORY, FILE_OPEN, FILE_DIRECTORY_FILE).file_id();
+    let mut msg = c.build(CHANGE_NOTIFY, 3, &notify_body(&dir, 0x1, 4096));
+    if c.sign {
+        sign_chain(c.keys.as_ref().unwrap(), &mut msg);
+    }
+    let r = c.raw(msg).unwrap().pop().unwrap();
+    assert_eq!(r.status, PENDING);
+    assert_eq!(in_use(&c), 3, "the pending CHANGE_NOTIFY's charge");
+    cancel_async(&mut c, &r);
+    let fin = final_response(&mut c);
+    assert_eq!(fin.status, CANCELLED);
+    // (The operation leaves its table right after its response is sent.)
+    let deadline = std::time::Instant::now() + WAIT;
+    while in_use(&c) != 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(in_use(&c), 0, "answered");
+}
