@@ -111,6 +111,15 @@ impl Server {
         self.store.set_delete_pending(key.into(), self.open_id(open), pending).map_err(store_status)
     }
 
+    /// Notes in the store where the file `key` whose delete is (or will be)
+    /// pending is, so that the supervisor deletes it if its opens' worker
+    /// dies (store: `set_delete_path`).
+    pub fn note_delete_path(&self, key: (u64, u64), share: &str, path: &str) {
+        if let Err(e) = self.store.set_delete_path(key.into(), share, path) {
+            tracing::warn!("delete-on-close of {path:?} not noted in the store: {e}");
+        }
+    }
+
     /// Whether anyone (in any worker) has the file `key` open.
     pub fn has_opens(&self, key: (u64, u64)) -> bool {
         self.store.has_opens(key.into()).unwrap_or_else(|e| {

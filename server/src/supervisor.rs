@@ -407,6 +407,36 @@ impl Supervisor {
             Ok(woken) => info!(worker, woken, "dead worker's shared state released"),
             Err(e) => error!(worker, "cannot release a dead worker's shared state: {e}"),
         }
+        self.delete_orphans();
+    }
+
+    /// Deletes the files whose delete was pending when the last worker that
+    /// had them open died (their close would have deleted them), as that
+    /// close does: through the share's root, only if the path still names
+    /// the same file.
+    fn delete_orphans(&self) {
+        let list = match self.store.orphaned_deletes() {
+            Ok(l) => l,
+            Err(e) => return error!("cannot list the files a dead worker left to delete: {e}"),
+        };
+        for (key, share, path) in list {
+            let root = self.cfg.shares.iter().find(|s| s.name.eq_ignore_ascii_case(&share)).map(|s| crate::vfs::ShareRoot::open(&s.path));
+            match root {
+                Some(Ok(root)) => match root.lookup(&path) {
+                    Ok(Some(st)) if (st.dev, st.ino) == (key.dev, key.ino) => match root.remove(&path, st.is_dir) {
+                        Ok(()) => info!(share, path, "deleted the file a dead worker had open with delete-on-close"),
+                        Err(e) => warn!(share, path, "delete-on-close of a dead worker's file failed: {e}"),
+                    },
+                    Ok(_) => info!(share, path, "a dead worker's delete-on-close file is no longer at its path; left alone"),
+                    Err(e) => warn!(share, path, "delete-on-close of a dead worker's file: {e}"),
+                },
+                Some(Err(e)) => warn!(share, "share root: {e}"),
+                None => warn!(share, "a dead worker's delete-on-close file is in no share"),
+            }
+            if let Err(e) = self.store.deleted(key) {
+                warn!("record of a dead worker's deleted file kept: {e}");
+            }
+        }
     }
 
     /// Reads one incarnation's control socket until it ends.

@@ -406,6 +406,9 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
         Err(OpenError::SharingViolation) => return Err(NtStatus::SHARING_VIOLATION),
         Err(OpenError::Store(e)) => return Err(store_status(e)),
     }
+    if entry.delete_on_close {
+        server.note_delete_path(key, &tree.share.cfg.name, &rel);
+    }
     if matches!(action, ACTION_OVERWRITTEN | ACTION_SUPERSEDED) {
         let r = rustix::fs::ftruncate(&fd, 0).map_err(NtStatus::from_errno);
         if let Err(e) = r {

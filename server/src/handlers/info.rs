@@ -438,6 +438,9 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
             *lock(&open.delete_on_close) = del;
             if let Some(k) = open.file_key {
                 conn.server.set_delete_pending(k, open.volatile_id, del)?;
+                if del {
+                    conn.server.note_delete_path(k, &open.share.cfg.name, &lock(&open.path));
+                }
             }
         }
         RENAME => {

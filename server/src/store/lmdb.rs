@@ -351,4 +351,14 @@ impl StateStore for LmdbStore {
         v.sort_by_key(|x| x.0);
         Ok(v)
     }
+
+    // ---- Delete-on-close of a dead worker's opens (bindroute) ----
+    fn set_delete_path(&self, key: FileKey, share: &str, path: &str) -> Result<(), StoreError> {
+        self.write(|t| modify(self.share, t, key, |r: &mut ShareRecord| r.set_path(share, path)))
+    }
+
+    fn orphaned_deletes(&self) -> Result<Vec<(FileKey, String, String)>, StoreError> {
+        let txn = self.env.read_txn()?;
+        Ok(self.all::<ShareRecord>(self.share, &txn)?.into_iter().filter_map(|(k, r)| r.orphaned().map(|(s, p)| (k, s.clone(), p.clone()))).collect())
+    }
 }

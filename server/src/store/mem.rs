@@ -190,4 +190,16 @@ impl StateStore for MemStore {
         keys.dedup();
         Ok(keys.into_iter().map(|k| (k, t.share.get(&k).cloned().unwrap_or_default(), t.brl.get(&k).cloned().unwrap_or_default())).collect())
     }
+
+    // ---- Delete-on-close of a dead worker's opens (bindroute) ----
+    fn set_delete_path(&self, key: FileKey, share: &str, path: &str) -> Result<(), StoreError> {
+        if let Some(r) = self.write().share.get_mut(&key) {
+            r.set_path(share, path);
+        }
+        Ok(())
+    }
+
+    fn orphaned_deletes(&self) -> Result<Vec<(FileKey, String, String)>, StoreError> {
+        Ok(self.read().share.iter().filter_map(|(k, r)| r.orphaned().map(|(s, p)| (*k, s.clone(), p.clone()))).collect())
+    }
 }

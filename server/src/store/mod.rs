@@ -175,6 +175,16 @@ pub trait StateStore: Send + Sync {
     fn oplocks(&self, key: FileKey) -> Result<OplockRecord, StoreError>;
     /// All non-empty records (for `smbdirect status` and tests).
     fn snapshot(&self) -> Result<Vec<(FileKey, ShareRecord, LockRecord)>, StoreError>;
+
+    // ---- Delete-on-close of a dead worker's opens (bindroute) ----
+    /// Notes where the file is, `path` in share `share`, while it has opens:
+    /// called when an open with delete-on-close is made and when a delete
+    /// becomes pending, so that a purge can have the file deleted.
+    fn set_delete_path(&self, key: FileKey, share: &str, path: &str) -> Result<(), StoreError>;
+    /// The files a purge left without opens and with their delete pending:
+    /// (file, share, path). New opens get DELETE_PENDING until the file is
+    /// deleted and [`StateStore::deleted`] is called.
+    fn orphaned_deletes(&self) -> Result<Vec<(FileKey, String, String)>, StoreError>;
 }
 
 /// A store for one process.
@@ -201,6 +211,7 @@ pub fn create(dir: &Path) -> Result<Arc<dyn StateStore>, StoreError> {
 /// What the supervisor does when worker `dead` is gone: drop its records
 /// and wake, through their sockets in the state directory `dir`, the
 /// workers that waited for a lock it held. Returns how many were woken.
+/// The files it left to delete are in [`StateStore::orphaned_deletes`].
 pub fn purge_and_wake(store: &dyn StateStore, dir: &Path, dead: u32) -> Result<usize, StoreError> {
     let wake = store.purge_worker(dead)?;
     let waker = SocketWaker::new(dir, dead)?;

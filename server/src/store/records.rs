@@ -16,9 +16,20 @@ pub struct ShareRecord {
     pub entries: Vec<ShareModeEntry>,
     /// The worker removing the file after its last close: the record (with
     /// delete pending, so new opens get DELETE_PENDING) stays until it says
-    /// the file is gone, or until it is purged.
+    /// the file is gone, or until it is purged. [`PURGER`] when a purge
+    /// left the delete to the supervisor.
     pub deleting: Option<u32>,
+    /// Where the file is, (share name, path in the share), noted when an
+    /// open with delete-on-close is made or the delete becomes pending: a
+    /// purge that leaves such a file without opens has it deleted.
+    pub path: Option<(String, String)>,
 }
+
+/// The `deleting` mark of a file whose last opens' worker died with its
+/// delete pending: the supervisor deletes it (`StateStore::orphaned_deletes`).
+pub const PURGER: u32 = u32::MAX - 1;
+/// Longest share name or path a record keeps (longer ones are not noted).
+pub const MAX_PATH_LEN: usize = 8192;
 
 /// Byte-range locks on one file (MS-FSA 2.1.5.7) and the workers with a
 /// blocked LOCK on it, to be woken when a lock goes away.
@@ -31,6 +42,13 @@ pub struct LockRecord {
 impl ShareRecord {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty() && !self.delete_pending
+    }
+
+    /// Notes where the file is (see `path`) while it has opens.
+    pub fn set_path(&mut self, share: &str, path: &str) {
+        if !self.entries.is_empty() && share.len() <= MAX_PATH_LEN && path.len() <= MAX_PATH_LEN {
+            self.path = Some((share.to_string(), path.to_string()));
+        }
     }
 
     /// Adds `entry` unless the file's delete is pending or an existing open's
@@ -59,6 +77,9 @@ impl ShareRecord {
         if delete {
             self.deleting = Some(open.worker);
         }
+        if self.entries.is_empty() && !delete {
+            self.path = None;
+        }
         Some(delete)
     }
 
@@ -67,14 +88,17 @@ impl ShareRecord {
     pub fn deleted(&mut self) {
         if self.entries.is_empty() {
             self.delete_pending = false;
+            self.path = None;
         }
         self.deleting = None;
     }
 
     /// Drops every open of `worker` as if closed (a delete-on-close among
     /// them makes the delete pending for the remaining opens); whether
-    /// anything changed. With no open left nobody is there to delete the
-    /// file, and the flag goes with the record.
+    /// anything changed. With no open left and the delete pending, the
+    /// file is deleted by the supervisor when its path was noted (the
+    /// record stays, marked [`PURGER`], until `deleted`); else nobody is
+    /// there to delete it, and the flag goes with the record.
     pub fn purge(&mut self, worker: u32) -> bool {
         let before = self.entries.len();
         if self.entries.iter().any(|e| e.open.worker == worker && e.delete_on_close) {
@@ -85,10 +109,20 @@ impl ShareRecord {
         if was_deleting {
             self.deleting = None;
         }
+        let changed = before != self.entries.len() || was_deleting;
+        if changed && self.entries.is_empty() && self.deleting.is_none() && self.delete_pending && self.path.is_some() {
+            self.deleting = Some(PURGER);
+        }
         if self.entries.is_empty() && self.deleting.is_none() {
             self.delete_pending = false;
+            self.path = None;
         }
-        before != self.entries.len() || was_deleting
+        changed
+    }
+
+    /// The file a purge left to the supervisor to delete, if this is one.
+    pub fn orphaned(&self) -> Option<&(String, String)> {
+        self.path.as_ref().filter(|_| self.deleting == Some(PURGER) && self.entries.is_empty())
     }
 }
 
@@ -284,6 +318,13 @@ impl<'a> Reader<'a> {
         b.copy_from_slice(self.take(8)?);
         Ok(u64::from_le_bytes(b))
     }
+    fn text(&mut self) -> Result<String, StoreError> {
+        let n = self.u32()? as usize;
+        if n > MAX_PATH_LEN {
+            return Err(StoreError::Corrupt("path length"));
+        }
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| StoreError::Corrupt("path text"))
+    }
     fn count(&mut self, each: usize) -> Result<usize, StoreError> {
         let n = self.u32()? as usize;
         if n > MAX_ENTRIES || n.saturating_mul(each) > self.0.len() {
@@ -328,6 +369,16 @@ impl ShareRecord {
             o.extend_from_slice(&e.share_access.to_le_bytes());
             o.push(u8::from(e.delete_on_close));
         }
+        match &self.path {
+            None => o.push(0),
+            Some((share, path)) => {
+                o.push(1);
+                for t in [share, path] {
+                    o.extend_from_slice(&(t.len() as u32).to_le_bytes());
+                    o.extend_from_slice(t.as_bytes());
+                }
+            }
+        }
         o
     }
 
@@ -342,8 +393,13 @@ impl ShareRecord {
             let open = GlobalOpenId { worker: r.u32()?, open: r.u64()? };
             entries.push(ShareModeEntry { open, access: r.u32()?, share_access: r.u32()?, delete_on_close: r.u8()? != 0 });
         }
+        let path = match r.u8()? {
+            0 => None,
+            1 => Some((r.text()?, r.text()?)),
+            _ => return Err(StoreError::Corrupt("path flag")),
+        };
         r.end()?;
-        Ok(ShareRecord { delete_pending, entries, deleting })
+        Ok(ShareRecord { delete_pending, entries, deleting, path })
     }
 }
 
@@ -418,7 +474,9 @@ mod tests {
             delete_pending: true,
             deleting: Some(4),
             entries: vec![ShareModeEntry { open: GlobalOpenId { worker: 3, open: u64::MAX }, access: 0x12_0089, share_access: 7, delete_on_close: true }],
+            path: Some(("share".into(), "dir/fïle.txt".into())),
         };
+        assert_eq!(ShareRecord::decode(&ShareRecord { path: None, ..s.clone() }.encode()).unwrap(), ShareRecord { path: None, ..s.clone() });
         assert_eq!(ShareRecord::decode(&s.encode()).unwrap(), s);
         let r = LockRecord { locks: vec![l(5, 1, u64::MAX, true), l(6, 0, 0, false)], waiters: vec![1, 9] };
         assert_eq!(LockRecord::decode(&r.encode()).unwrap(), r);

@@ -208,7 +208,45 @@ fn oplocks(s: &dyn StateStore) {
     assert!(s.snapshot().unwrap().is_empty());
 }
 
+/// A dead worker's delete-on-close: with no open left the file is left to
+/// the supervisor to delete (new opens get DELETE_PENDING meanwhile); with
+/// another worker's open left, that open's close deletes it; without a
+/// noted path nothing is deleted and the record goes.
+fn purge_deletes(s: &dyn StateStore) {
+    let (dead, live) = (id(7, 1), id(8, 1));
+    let h = FileKey { dev: 1, ino: 3 };
+    let doc = |o| ShareModeEntry { delete_on_close: true, ..entry(o, READ | WRITE, SHARE_ALL) };
+    // F: only the dead worker's delete-on-close open.
+    s.open_file(F, doc(dead)).unwrap();
+    s.set_delete_path(F, "share", "dir/doomed.txt").unwrap();
+    // G: the dead worker set the delete pending; a live open remains.
+    s.open_file(G, entry(dead, READ | WRITE, SHARE_ALL)).unwrap();
+    s.open_file(G, entry(live, READ, SHARE_ALL)).unwrap();
+    s.set_delete_pending(G, dead, true).unwrap();
+    s.set_delete_path(G, "share", "kept-open.txt").unwrap();
+    // H: delete-on-close but no path noted (a record of an older kind).
+    s.open_file(h, doc(dead)).unwrap();
+    // A path is noted only for a file with opens.
+    s.set_delete_path(FileKey { dev: 9, ino: 9 }, "share", "x").unwrap();
+    s.purge_worker(7).unwrap();
+    assert_eq!(s.orphaned_deletes().unwrap(), vec![(F, "share".to_string(), "dir/doomed.txt".to_string())]);
+    assert!(matches!(s.open_file(F, entry(live, READ, SHARE_ALL)), Err(OpenError::DeletePending)), "until it is deleted");
+    s.deleted(F).unwrap();
+    assert!(s.orphaned_deletes().unwrap().is_empty());
+    s.open_file(F, entry(live, READ, SHARE_ALL)).unwrap();
+    s.close_file(F, live).unwrap();
+    // G's last open deletes it as usual; H's record went with the purge.
+    assert!(s.close_file(G, live).unwrap().delete);
+    s.deleted(G).unwrap();
+    assert!(!s.delete_pending(h).unwrap());
+    assert!(s.snapshot().unwrap().is_empty(), "{:?}", s.snapshot().unwrap());
+    // A live worker's purge of nothing leaves nothing to delete.
+    s.purge_worker(8).unwrap();
+    assert!(s.orphaned_deletes().unwrap().is_empty());
+}
+
 fn suite(make: impl Fn() -> Arc<dyn StateStore>) {
+    purge_deletes(&*make());
     oplocks(&*make());
     share_modes(&*make());
     delete_pending(&*make());

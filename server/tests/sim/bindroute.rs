@@ -206,3 +206,54 @@ fn binding_on_another_worker_moves_the_connection_to_the_session() {
     negotiate_after_smb1(&mut d);
     assert_eq!(bind(&a, &mut d, USER, Sign::With(&key)).unwrap_err(), USER_SESSION_DELETED, "session of a dead worker");
 }
+
+fn kill_worker(state: &Path, id: u64) -> u64 {
+    let st = status(state);
+    let pid = st["workers"].as_array().unwrap().iter().find(|w| w["id"] == id).and_then(|w| w["pid"].as_u64()).expect("worker's pid");
+    rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), rustix::process::Signal::KILL).unwrap();
+    pid
+}
+
+/// A worker killed with files open with delete-on-close: the supervisor
+/// deletes those it left without opens; one another worker still has open
+/// is deleted by that open's close.
+#[test]
+fn a_dead_workers_delete_on_close_files_are_deleted() {
+    const DELETE_ON_CLOSE: u32 = 0x1000;
+    let srv = serve(tempfile::tempdir().unwrap());
+    let share = srv._dir.path().join("share");
+    let ts = server();
+    let mut a = tcp_client(&ts, srv.port, Ipv4Addr::LOCALHOST);
+    negotiate_as(&mut a, vec![DIALECT_311], Some([0x11; 16]));
+    a.session_setup();
+    assert_eq!(a.tree_connect("share").status, SUCCESS);
+    let mut b = tcp_client(&ts, srv.port, Ipv4Addr::LOCALHOST);
+    negotiate_as(&mut b, vec![DIALECT_311], Some([0x22; 16]));
+    b.session_setup();
+    assert_eq!(b.tree_connect("share").status, SUCCESS);
+    assert_ne!(a.session_id >> 48, b.session_id >> 48, "the two clients are on two workers");
+    let a_worker = a.session_id >> 48;
+    std::fs::create_dir(share.join("dir")).unwrap();
+    let r = a.create("dir\\doomed.txt", GENERIC_ALL, FILE_CREATE, FILE_NON_DIRECTORY_FILE | DELETE_ON_CLOSE);
+    assert_eq!(r.status, SUCCESS);
+    assert_eq!(a.write(&r.file_id(), 0, b"bye").status, SUCCESS);
+    assert_eq!(a.create("kept.txt", GENERIC_ALL, FILE_CREATE, FILE_NON_DIRECTORY_FILE | DELETE_ON_CLOSE).status, SUCCESS);
+    let kept = b.open_file("kept.txt");
+    let plain = a.open_file("plain.txt");
+    let _ = plain;
+    assert!(share.join("dir/doomed.txt").exists());
+
+    kill_worker(&srv.state, a_worker);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while share.join("dir/doomed.txt").exists() {
+        assert!(Instant::now() < deadline, "the dead worker's delete-on-close file is still there");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(share.join("plain.txt").exists(), "a file without delete-on-close stays");
+    assert!(share.join("kept.txt").exists(), "another worker's client still has it open");
+    assert_eq!(b.close(&kept).status, SUCCESS);
+    assert!(!share.join("kept.txt").exists(), "the last close deleted it");
+    // The name is free again.
+    let r = b.create("dir\\doomed.txt", GENERIC_ALL, FILE_CREATE, FILE_NON_DIRECTORY_FILE);
+    assert_eq!(r.status, SUCCESS);
+}
