@@ -1,8 +1,10 @@
 //! The RDMA proxy's shared library: what the proxy process and the SMB server
 //! (worker) process both speak. See RDMA-DESIGN.md.
 //!
+//! - [`frame`]: the datagram framing (header, MORE-flag splitting, bounded
+//!   reassembly) under [`proto`] and the SMB server's worker protocol.
 //! - [`proto`]: the frames on the control and channel sockets, encode/decode
-//!   pairs, MORE-flag splitting and bounded reassembly. Pure code.
+//!   pairs. Pure code.
 //! - [`fdpass`]: one frame at a time over SOCK_SEQPACKET with an SCM_RIGHTS
 //!   fd (close-on-exec on receipt).
 //! - [`pool`]: the sealed memfd pool mapped by both processes, and the
@@ -26,6 +28,7 @@
 #[cfg(feature = "verbs")]
 pub mod driver;
 pub mod fdpass;
+pub mod frame;
 pub mod launch;
 #[allow(unsafe_code)]
 pub mod pool;

@@ -2,11 +2,9 @@
 //! encode/decode pairs, MORE-flag splitting into datagrams and bounded
 //! reassembly. Pure code: no sockets, no fds (see [`crate::fdpass`]).
 //!
-//! Every datagram starts with an 8-byte header, little endian:
-//! `kind u8, flags u8 (bit 0 MORE), reserved u16 (zero), len u32` followed by
-//! `len` body bytes. A frame whose body does not fit one datagram
-//! ([`MAX_DATAGRAM`]) is split: each datagram carries the same kind, all but the
-//! last have MORE set, and the bodies concatenated give the frame's body. An fd
+//! The datagram framing (8-byte header, MORE-flag splitting, bounded
+//! reassembly) is [`crate::frame`], shared with the SMB server's supervisor
+//! <-> worker protocol; this module defines the kinds and bodies. An fd
 //! (Hello's pool memfd, ChannelOffer's channel socket) rides on the first
 //! datagram only.
 
@@ -16,11 +14,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 /// Protocol version carried in [`Hello`]; a server refuses any other.
 /// Version 2 added the slot range to `Hello`.
 pub const PROTO_VERSION: u32 = 2;
-/// Largest datagram on either socket (header included).
-pub const MAX_DATAGRAM: usize = 64 * 1024;
-pub const HEADER_LEN: usize = 8;
-/// Largest body of one datagram.
-pub const MAX_FRAGMENT_BODY: usize = MAX_DATAGRAM - HEADER_LEN;
+pub use crate::frame::{Header, FLAG_MORE, HEADER_LEN, MAX_DATAGRAM, MAX_FRAGMENT_BODY};
+use crate::frame::{FrameError, Kinds};
 /// Bytes a frame adds around its SMB2 message (ChannelOffer is the largest);
 /// a receiver's reassembly bound is its message bound plus this.
 pub const MAX_FRAME_OVERHEAD: usize = 256;
@@ -29,8 +24,6 @@ pub const MAX_FRAME_OVERHEAD: usize = 256;
 pub const MAX_RDMA_DESCRIPTORS: usize = 256;
 /// Most channels one `StatsReply` may carry.
 pub const MAX_STATS_CHANNELS: usize = 4096;
-
-pub const FLAG_MORE: u8 = 0x01;
 
 /// Frame kinds. Control socket: 1..=4; channel socket: 16..=20.
 pub mod kind {
@@ -243,44 +236,21 @@ pub enum Frame {
     Close { reason: u32 },
 }
 
-/// A decoded datagram header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header {
-    pub kind: u8,
-    pub more: bool,
-    pub len: u32,
-}
+/// The kinds as the framing sees them.
+const KINDS: Kinds = Kinds { known: is_known_kind, splittable };
 
-impl Header {
-    pub fn encode(&self) -> [u8; HEADER_LEN] {
-        let mut b = [0u8; HEADER_LEN];
-        b[0] = self.kind;
-        b[1] = if self.more { FLAG_MORE } else { 0 };
-        b[4..8].copy_from_slice(&self.len.to_le_bytes());
-        b
-    }
-
-    /// Decodes one datagram into its header and body, checking the length.
-    pub fn decode(datagram: &[u8]) -> Result<(Header, &[u8]), ProtoError> {
-        let mut r = Rd::new(datagram, "frame header");
-        let kind = r.u8()?;
-        let flags = r.u8()?;
-        let reserved = r.u16()?;
-        let len = r.u32()?;
-        if flags & !FLAG_MORE != 0 {
-            return Err(ProtoError::BadFlags(flags));
+impl From<FrameError> for ProtoError {
+    fn from(e: FrameError) -> ProtoError {
+        match e {
+            FrameError::Truncated { need, have } => ProtoError::Truncated { what: "frame header", need, have },
+            FrameError::UnknownKind(k) => ProtoError::UnknownKind(k),
+            FrameError::BadFlags(f) => ProtoError::BadFlags(f),
+            FrameError::Reserved(r) => ProtoError::Reserved(r),
+            FrameError::LengthMismatch { len, body } => ProtoError::LengthMismatch { len, body },
+            FrameError::TooLarge { size, limit } => ProtoError::TooLarge { size, limit },
+            FrameError::Interleaved { expected, got } => ProtoError::Interleaved { expected, got },
+            FrameError::NotSplittable(k) => ProtoError::NotSplittable(k),
         }
-        if reserved != 0 {
-            return Err(ProtoError::Reserved(reserved));
-        }
-        if !is_known_kind(kind) {
-            return Err(ProtoError::UnknownKind(kind));
-        }
-        let body = r.rest();
-        if len as usize != body.len() {
-            return Err(ProtoError::LengthMismatch { len, body: body.len() });
-        }
-        Ok((Header { kind, more: flags & FLAG_MORE != 0, len }, body))
     }
 }
 
@@ -512,87 +482,31 @@ impl Frame {
 
 /// Splits a body of kind `k` into datagrams. An empty body still makes one.
 pub fn split_body(k: u8, body: &[u8]) -> Result<Vec<Vec<u8>>, ProtoError> {
-    if body.len() > MAX_FRAGMENT_BODY && !splittable(k) {
-        return Err(ProtoError::NotSplittable(k));
-    }
-    if body.len() > u32::MAX as usize {
-        return Err(ProtoError::TooLarge { size: body.len(), limit: u32::MAX as usize });
-    }
-    let mut out = Vec::with_capacity(body.len() / MAX_FRAGMENT_BODY + 1);
-    let mut chunks = body.chunks(MAX_FRAGMENT_BODY).peekable();
-    if chunks.peek().is_none() {
-        out.push(Header { kind: k, more: false, len: 0 }.encode().to_vec());
-    }
-    while let Some(c) = chunks.next() {
-        let more = chunks.peek().is_some();
-        let mut d = Vec::with_capacity(HEADER_LEN + c.len());
-        d.extend_from_slice(&Header { kind: k, more, len: c.len() as u32 }.encode());
-        d.extend_from_slice(c);
-        out.push(d);
-    }
-    Ok(out)
+    Ok(crate::frame::split_body(k, body, KINDS)?)
 }
 
 /// Reassembles datagrams into frames, bounding the body size.
 #[derive(Debug)]
-pub struct Reassembler {
-    limit: usize,
-    pending: Option<(u8, Vec<u8>)>,
-}
+pub struct Reassembler(crate::frame::Reassembler);
 
 impl Reassembler {
     /// `limit` bounds a frame's whole body (a message bound plus
     /// [`MAX_FRAME_OVERHEAD`]).
     pub fn new(limit: usize) -> Self {
-        Reassembler { limit, pending: None }
+        Reassembler(crate::frame::Reassembler::new(limit, KINDS))
     }
 
     /// Whether a split frame is in progress (its first datagram was seen).
     pub fn in_progress(&self) -> bool {
-        self.pending.is_some()
+        self.0.in_progress()
     }
 
     /// Feeds one datagram; returns a frame when one is complete. After an
     /// error the channel must be dropped (the state is reset).
     pub fn push(&mut self, datagram: &[u8]) -> Result<Option<Frame>, ProtoError> {
-        let r = self.push_inner(datagram);
-        if r.is_err() {
-            self.pending = None;
-        }
-        r
-    }
-
-    fn push_inner(&mut self, datagram: &[u8]) -> Result<Option<Frame>, ProtoError> {
-        let (h, body) = Header::decode(datagram)?;
-        match self.pending.take() {
-            None => {
-                if body.len() > self.limit {
-                    return Err(ProtoError::TooLarge { size: body.len(), limit: self.limit });
-                }
-                if !h.more {
-                    return Frame::decode_body(h.kind, body).map(Some);
-                }
-                if !splittable(h.kind) {
-                    return Err(ProtoError::NotSplittable(h.kind));
-                }
-                self.pending = Some((h.kind, body.to_vec()));
-                Ok(None)
-            }
-            Some((k, mut acc)) => {
-                if h.kind != k {
-                    return Err(ProtoError::Interleaved { expected: k, got: h.kind });
-                }
-                let size = acc.len().saturating_add(body.len());
-                if size > self.limit {
-                    return Err(ProtoError::TooLarge { size, limit: self.limit });
-                }
-                acc.extend_from_slice(body);
-                if h.more {
-                    self.pending = Some((k, acc));
-                    return Ok(None);
-                }
-                Frame::decode_body(k, &acc).map(Some)
-            }
+        match self.0.push(datagram)? {
+            None => Ok(None),
+            Some((k, body)) => Frame::decode_body(k, &body).map(Some),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The supervisor <-> worker protocol on a worker's control socket
 //! (AF_UNIX SOCK_SEQPACKET; ISSUE10-DESIGN.md "Process model").
 //!
-//! Same framing as the proxy protocol (`smbdirect_rdma_proxy::proto`), with
+//! The framing is the proxy protocol's (`smbdirect_rdma_proxy::frame`), with
 //! kinds of its own: every datagram starts with `kind u8, flags u8 (bit 0
 //! MORE), reserved u16 (zero), len u32`, little endian, then `len` body bytes.
 //! Only a status reply may span datagrams (MORE on all but the last); the
@@ -23,12 +23,8 @@
 use crate::connpass::ConnPass;
 use crate::credits::CreditSnapshot;
 use smbdirect_rdma_proxy::fdpass::{recv_datagram, send_datagram, FdPassError};
-use smbdirect_rdma_proxy::proto::MAX_DATAGRAM;
+use smbdirect_rdma_proxy::frame::{self, FrameError, Kinds, MAX_DATAGRAM, MAX_FRAGMENT_BODY as MAX_BODY};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-
-pub const HEADER_LEN: usize = 8;
-const FLAG_MORE: u8 = 1;
-const MAX_BODY: usize = MAX_DATAGRAM - HEADER_LEN;
 /// Largest first message a `Handoff` carries (it must fit one datagram).
 pub const MAX_HANDOFF_MESSAGE: usize = MAX_BODY - 64;
 /// Longest text field.
@@ -51,18 +47,14 @@ pub mod kind {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
+    #[error("{0}")]
+    Frame(#[from] FrameError),
     #[error("{0}: truncated")]
     Truncated(&'static str),
     #[error("{0}: trailing bytes")]
     Trailing(&'static str),
     #[error("unknown frame kind {0}")]
     UnknownKind(u8),
-    #[error("bad header (flags {flags:#x}, reserved {reserved:#x}, len {len} for {body} bytes)")]
-    BadHeader { flags: u8, reserved: u16, len: u32, body: usize },
-    #[error("frame kind {0} may not be split")]
-    NotSplittable(u8),
-    #[error("continuation of kind {got} inside a frame of kind {expected}")]
-    Interleaved { expected: u8, got: u8 },
     #[error("frame of {0} bytes is over the bound")]
     TooLarge(usize),
     #[error("bad value {1} in {0}")]
@@ -286,32 +278,15 @@ impl Frame {
     /// The frame as datagrams (header included); only a status reply is
     /// split.
     pub fn to_datagrams(&self) -> Result<Vec<Vec<u8>>, WireError> {
-        let body = self.encode_body()?;
-        let k = self.kind();
-        if body.len() > MAX_BODY && k != kind::STATUS_REPLY {
-            return Err(WireError::NotSplittable(k));
-        }
-        let mut out = Vec::new();
-        let mut chunks = body.chunks(MAX_BODY).peekable();
-        if chunks.peek().is_none() {
-            out.push(header(k, false, 0).to_vec());
-        }
-        while let Some(c) = chunks.next() {
-            let mut d = header(k, chunks.peek().is_some(), c.len()).to_vec();
-            d.extend_from_slice(c);
-            out.push(d);
-        }
-        Ok(out)
+        Ok(frame::split_body(self.kind(), &self.encode_body()?, KINDS)?)
     }
 }
 
-fn header(k: u8, more: bool, len: usize) -> [u8; HEADER_LEN] {
-    let mut h = [0u8; HEADER_LEN];
-    h[0] = k;
-    h[1] = if more { FLAG_MORE } else { 0 };
-    h[4..8].copy_from_slice(&(len as u32).to_le_bytes());
-    h
-}
+/// The kinds as the framing sees them.
+const KINDS: Kinds = Kinds {
+    known: |k| matches!(k, kind::SETUP | kind::HANDOFF | kind::STATUS_REQUEST | kind::PASSED | kind::CONN_CLOSED | kind::STATUS_REPLY | kind::PASS_CONN),
+    splittable: |k| k == kind::STATUS_REPLY,
+};
 
 fn carries_fd(k: u8) -> bool {
     matches!(k, kind::HANDOFF | kind::PASS_CONN | kind::PASSED)
@@ -319,61 +294,23 @@ fn carries_fd(k: u8) -> bool {
 
 /// Reassembles datagrams into frames (bounded).
 #[derive(Debug)]
-pub struct Reassembler {
-    limit: usize,
-    pending: Option<(u8, Vec<u8>)>,
-}
+pub struct Reassembler(frame::Reassembler);
 
 impl Reassembler {
     pub fn new(limit: usize) -> Self {
-        Reassembler { limit, pending: None }
+        Reassembler(frame::Reassembler::new(limit, KINDS))
     }
 
     pub fn in_progress(&self) -> bool {
-        self.pending.is_some()
+        self.0.in_progress()
     }
 
     /// Feeds one datagram; a frame when one is complete.
     pub fn push(&mut self, d: &[u8]) -> Result<Option<Frame>, WireError> {
-        let r = self.push_inner(d);
-        if r.is_err() {
-            self.pending = None;
+        match self.0.push(d)? {
+            None => Ok(None),
+            Some((k, body)) => Frame::decode_body(k, &body).map(Some),
         }
-        r
-    }
-
-    fn push_inner(&mut self, d: &[u8]) -> Result<Option<Frame>, WireError> {
-        let (Some(&k), Some(&flags)) = (d.first(), d.get(1)) else { return Err(WireError::Truncated("header")) };
-        let h = d.get(..HEADER_LEN).ok_or(WireError::Truncated("header"))?;
-        let reserved = u16::from_le_bytes([h[2], h[3]]);
-        let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
-        let body = &d[HEADER_LEN..];
-        if flags & !FLAG_MORE != 0 || reserved != 0 || len as usize != body.len() {
-            return Err(WireError::BadHeader { flags, reserved, len, body: body.len() });
-        }
-        if !matches!(k, kind::SETUP | kind::HANDOFF | kind::STATUS_REQUEST | kind::PASSED | kind::CONN_CLOSED | kind::STATUS_REPLY | kind::PASS_CONN) {
-            return Err(WireError::UnknownKind(k));
-        }
-        let more = flags & FLAG_MORE != 0;
-        let mut acc = match self.pending.take() {
-            None => {
-                if more && k != kind::STATUS_REPLY {
-                    return Err(WireError::NotSplittable(k));
-                }
-                Vec::new()
-            }
-            Some((pk, acc)) if pk == k => acc,
-            Some((pk, _)) => return Err(WireError::Interleaved { expected: pk, got: k }),
-        };
-        if acc.len().saturating_add(body.len()) > self.limit {
-            return Err(WireError::TooLarge(acc.len().saturating_add(body.len())));
-        }
-        acc.extend_from_slice(body);
-        if more {
-            self.pending = Some((k, acc));
-            return Ok(None);
-        }
-        Frame::decode_body(k, &acc).map(Some)
     }
 }
 
