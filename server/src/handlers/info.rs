@@ -494,6 +494,10 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
             }
             super::oplock::break_level2(&conn.server, &open);
             root.rename(&from, &target, replace)?;
+            // Where a supervisor finds the file if it must delete it (store).
+            if let Some(k) = open.file_key {
+                conn.server.note_delete_path(k, &open.share.cfg.name, &target);
+            }
             *lock(&open.path) = target;
         }
         POSITION => {

@@ -178,8 +178,11 @@ pub trait StateStore: Send + Sync {
 
     // ---- Delete-on-close of a dead worker's opens (bindroute) ----
     /// Notes where the file is, `path` in share `share`, while it has opens:
-    /// called when an open with delete-on-close is made and when a delete
-    /// becomes pending, so that a purge can have the file deleted.
+    /// called when an open with delete-on-close is made, when a delete
+    /// becomes pending and when the file is renamed, so that a purge can
+    /// have the file deleted. (A file whose directory is renamed keeps its
+    /// old path: the supervisor then finds another file or none there and
+    /// leaves it.)
     fn set_delete_path(&self, key: FileKey, share: &str, path: &str) -> Result<(), StoreError>;
     /// The files a purge left without opens and with their delete pending:
     /// (file, share, path). New opens get DELETE_PENDING until the file is

@@ -23,6 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const REQUEST_NOT_ACCEPTED: u32 = 0xC000_00D0;
+const SET_INFO: u16 = 0x11;
 
 /// The harness's client over a real TCP connection.
 struct TcpWire(TcpStream);
@@ -239,6 +240,10 @@ fn a_dead_workers_delete_on_close_files_are_deleted() {
     assert_eq!(a.write(&r.file_id(), 0, b"bye").status, SUCCESS);
     assert_eq!(a.create("kept.txt", GENERIC_ALL, FILE_CREATE, FILE_NON_DIRECTORY_FILE | DELETE_ON_CLOSE).status, SUCCESS);
     let kept = b.open_file("kept.txt");
+    // Renamed after its delete-on-close was set: deleted under its new name.
+    let moved = a.create("before.txt", GENERIC_ALL, FILE_CREATE, FILE_NON_DIRECTORY_FILE | DELETE_ON_CLOSE).file_id();
+    assert_eq!(rename(&mut a, &moved, "dir\\after.txt").status, SUCCESS);
+    assert!(share.join("dir/after.txt").exists());
     let plain = a.open_file("plain.txt");
     let _ = plain;
     assert!(share.join("dir/doomed.txt").exists());
@@ -249,6 +254,7 @@ fn a_dead_workers_delete_on_close_files_are_deleted() {
         assert!(Instant::now() < deadline, "the dead worker's delete-on-close file is still there");
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert!(!share.join("dir/after.txt").exists(), "the renamed delete-on-close file");
     assert!(share.join("plain.txt").exists(), "a file without delete-on-close stays");
     assert!(share.join("kept.txt").exists(), "another worker's client still has it open");
     assert_eq!(b.close(&kept).status, SUCCESS);
@@ -256,4 +262,14 @@ fn a_dead_workers_delete_on_close_files_are_deleted() {
     // The name is free again.
     let r = b.create("dir\\doomed.txt", GENERIC_ALL, FILE_CREATE, FILE_NON_DIRECTORY_FILE);
     assert_eq!(r.status, SUCCESS);
+}
+
+/// SET_INFO FileRenameInformation of `fid` to `to` (MS-SMB2 2.2.39, MS-FSCC 2.4.42.2).
+fn rename(c: &mut Client, fid: &[u8; 16], to: &str) -> Resp {
+    let name = utf16(to);
+    let mut info = Vec::new();
+    info.u8_(0).bytes(&[0; 7]).u64_(0).u32_(name.len() as u32).bytes(&name);
+    let mut b = Vec::new();
+    b.u16_(33).u8_(1).u8_(10).u32_(info.len() as u32).u16_(64 + 32).u16_(0).u32_(0).bytes(fid).bytes(&info);
+    c.call(SET_INFO, 1, &b)
 }
