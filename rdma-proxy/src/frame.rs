@@ -117,6 +117,10 @@ pub fn split_body(k: u8, body: &[u8], kinds: Kinds) -> Result<Vec<Vec<u8>>, Fram
     Ok(out)
 }
 
+/// A complete frame's kind and body (borrowed from the datagram when it was
+/// not split).
+pub type Body<'a> = (u8, Cow<'a, [u8]>);
+
 /// Reassembles datagrams into frame bodies, bounding the body size.
 #[derive(Debug)]
 pub struct Reassembler {
@@ -139,7 +143,7 @@ impl Reassembler {
     /// Feeds one datagram; returns the kind and body of a frame when one is
     /// complete (borrowed from the datagram when it was not split). After an
     /// error the state is reset and the socket should be dropped.
-    pub fn push<'a>(&mut self, datagram: &'a [u8]) -> Result<Option<(u8, Cow<'a, [u8]>)>, FrameError> {
+    pub fn push<'a>(&mut self, datagram: &'a [u8]) -> Result<Option<Body<'a>>, FrameError> {
         let r = self.push_inner(datagram);
         if r.is_err() {
             self.pending = None;
@@ -147,7 +151,7 @@ impl Reassembler {
         r
     }
 
-    fn push_inner<'a>(&mut self, datagram: &'a [u8]) -> Result<Option<(u8, Cow<'a, [u8]>)>, FrameError> {
+    fn push_inner<'a>(&mut self, datagram: &'a [u8]) -> Result<Option<Body<'a>>, FrameError> {
         let (h, body) = Header::decode(datagram, self.kinds)?;
         match self.pending.take() {
             None => {
