@@ -483,8 +483,8 @@ impl Supervisor {
 
     /// Worker `from` passes TCP connection `conn_id` (socket `fd`) to the
     /// worker that owns the session its binding names (connpass.rs): the
-    /// connection is counted there from now on. A session id that names no
-    /// worker, or `from` itself, closes the connection.
+    /// connection is counted there from now on. A dead owner's restarted
+    /// process answers USER_SESSION_DELETED.
     fn pass_conn(self: &Arc<Self>, from: usize, conn_id: u64, client_guid: [u8; 16], pass: crate::connpass::ConnPass, fd: OwnedFd) {
         let to = crate::connpass::session_owner(pass.session_id) as usize;
         let c = ConnRef::Tcp(conn_id);
@@ -496,11 +496,11 @@ impl Supervisor {
             self.unroute(from, &e.guid);
             e.routed = false;
         }
-        if to >= self.workers.len() || to == from {
-            warn!(worker = from, session = pass.session_id, "pass to no other worker; closing the connection");
-            return;
-        }
-        self.ensure_started(to);
+        // A session of a worker that never ran cannot exist: the connection
+        // goes back to its worker, which answers the binding itself (a
+        // connection passed once is never passed again).
+        let to = if to < self.workers.len() && lock(&self.workers[to].st).launched { to } else { from };
+        let pass_session = pass.session_id;
         self.register(to, c, e);
         let ctl = lock(&self.workers[to].st).control.clone();
         let r = match ctl {
@@ -508,6 +508,7 @@ impl Supervisor {
             None => Err("the worker is restarting".into()),
         };
         match r {
+            Ok(()) if to == from => info!(worker = from, conn_id, session = pass_session, "connection sent back: its binding names a worker that never ran"),
             Ok(()) => info!(from, to, conn_id, "connection passed to the worker that owns its session"),
             Err(e) => {
                 warn!(from, to, conn_id, "cannot pass the connection: {e}; closing it");

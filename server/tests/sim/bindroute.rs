@@ -62,12 +62,17 @@ impl Drop for Serve {
 }
 
 fn serve(dir: tempfile::TempDir) -> Serve {
+    serve_with(dir, 2)
+}
+
+fn serve_with(dir: tempfile::TempDir, workers: u32) -> Serve {
     let share = dir.path().join("share");
     std::fs::create_dir_all(&share).unwrap();
     let state = dir.path().join("state");
     let log = dir.path().join("serve.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_smbdirect"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--max-workers", "2"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--max-workers"])
+        .arg(workers.to_string())
         .arg("--share")
         .arg(format!("share={}", share.display()))
         .arg("--user")
@@ -272,4 +277,31 @@ fn rename(c: &mut Client, fid: &[u8; 16], to: &str) -> Resp {
     let mut b = Vec::new();
     b.u16_(33).u8_(1).u8_(10).u32_(info.len() as u32).u16_(64 + 32).u16_(0).u32_(0).bytes(fid).bytes(&info);
     c.call(SET_INFO, 1, &b)
+}
+
+/// A binding that names a worker that never ran (a made-up SessionId) goes
+/// back to the worker it came from, which answers USER_SESSION_DELETED on a
+/// connection that goes on; the named worker is not started for it.
+#[test]
+fn binding_of_a_worker_that_never_ran_is_answered_where_it_came_from() {
+    let srv = serve_with(tempfile::tempdir().unwrap(), 3);
+    let ts = server();
+    let mut c = tcp_client(&ts, srv.port, Ipv4Addr::LOCALHOST);
+    negotiate_as(&mut c, vec![DIALECT_311], None);
+    c.session_id = (2 << 48) | 5;
+    let mut body = Client::session_setup_body(&Gss::new(USER, PASSWORD).step(None).1, 1);
+    body[2] = 1; // SMB2_SESSION_FLAG_BINDING
+    let mut msg = c.build(SESSION_SETUP, 1, &body);
+    msg[16] |= 8; // SMB2_FLAGS_SIGNED (with no key anyone has)
+    let r = c.raw(msg).unwrap().pop().unwrap();
+    assert_eq!(r.status, USER_SESSION_DELETED);
+    // The connection goes on where it was.
+    c.session_id = 0;
+    c.session_setup();
+    assert_eq!(c.tree_connect("share").status, SUCCESS);
+    let log = std::fs::read_to_string(&srv.log).unwrap();
+    assert!(log.contains("connection sent back: its binding names a worker that never ran"), "not sent back:\n{log}");
+    let st = status(&srv.state);
+    let w2 = st["workers"].as_array().unwrap().iter().find(|w| w["id"] == 2).cloned().unwrap();
+    assert_eq!(w2["started"], false, "{st}");
 }
