@@ -125,8 +125,6 @@ pub struct Connection {
     plain_at: usize,
     /// READs/WRITEs this connection has in flight on the I/O pool.
     pub inflight: Arc<crate::iopool::InFlight>,
-    /// Large request buffers go back to the reader for reuse through this.
-    recycle: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
     /// The connection's sender thread, which sends what the I/O pool
     /// finished: a pool thread never waits for a client that does not read.
     outbox: Option<std::sync::mpsc::Sender<crate::handlers::file::Finished>>,
@@ -208,22 +206,24 @@ pub fn serve(server: Arc<Server>, mut source: impl MessageSource + 'static, sink
     let limit = conn.max_message_size();
     source.set_control(conn.recv.clone());
     // Two messages in flight at most: bounded memory per connection. Spent
-    // buffers go back to the reader, so a stream of 8 MiB WRITEs reuses the
-    // same memory instead of faulting in fresh pages for every message.
+    // large buffers go to the process's spare buffers (crate::iopool), where
+    // the reader takes them again: a stream of 8 MiB WRITEs, and the next
+    // connection, reuse the same memory instead of faulting in fresh pages.
     let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Option<Vec<u8>>>>(1);
-    let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
     // SMB Direct moves bulk data by RDMA (pipelined in handlers/rdma_io.rs).
     conn.io_offload = !sink.is_rdma() && conn.server.cfg.limits.max_in_flight_per_connection > 1;
-    conn.recycle = Some(back_tx.clone());
     if conn.io_offload {
         conn.outbox = start_sender(sink.clone());
         conn.io_offload = conn.outbox.is_some();
     }
     let reader = std::thread::Builder::new().name("smb-read".into()).stack_size(128 * 1024).spawn(move || loop {
-        let spare = back_rx.try_recv().unwrap_or_default();
-        let r = source.recv_into(limit, spare);
+        let r = source.recv_into(limit, crate::iopool::take_buffer());
         let more = matches!(r, Ok(Some(_)));
-        if tx.send(r).is_err() || !more {
+        if let Err(std::sync::mpsc::SendError(Ok(Some(m)))) = tx.send(r) {
+            crate::iopool::give_buffer(m);
+            break;
+        }
+        if !more {
             break;
         }
     });
@@ -253,10 +253,7 @@ pub fn serve(server: Arc<Server>, mut source: impl MessageSource + 'static, sink
             }
             conn.on_request(Instant::now());
             crate::status::update_current(&conn);
-            // Keep only buffers worth keeping (large ones), at most two.
-            if msg.capacity() >= 1 << 20 {
-                let _ = back_tx.try_send(msg);
-            }
+            crate::iopool::give_buffer(msg);
         },
     };
     match &end {
@@ -387,7 +384,6 @@ impl Connection {
             ready: None,
             plain_at: 0,
             inflight: Default::default(),
-            recycle: None,
             outbox: None,
             recv: Arc::new(crate::transport::RecvControl::new(0)),
             created: now,
@@ -498,7 +494,7 @@ impl Connection {
         if let Some((job, reply)) = self.ready.take() {
             let req = std::mem::take(msg);
             let plain_at = self.plain_at;
-            let (sink, recycle, outbox) = (self.sink.clone(), self.recycle.clone(), self.outbox.clone());
+            let (sink, outbox) = (self.sink.clone(), self.outbox.clone());
             let work = Box::new(move || {
                 let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     let plain = req.get(plain_at..).unwrap_or(&[]);
@@ -514,11 +510,7 @@ impl Connection {
                     warn!(peer = %sink.peer(), "internal error (panic) in a READ/WRITE; closing the connection");
                     sink.shutdown();
                 }
-                if req.capacity() >= 1 << 20 {
-                    if let Some(r) = recycle {
-                        let _ = r.try_send(req);
-                    }
-                }
+                crate::iopool::give_buffer(req);
             });
             // No pool thread at all: done here.
             if let Err(work) = crate::iopool::submit(work) {

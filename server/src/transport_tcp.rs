@@ -103,14 +103,15 @@ impl TcpSource {
         self.stream.read_exact(buf)
     }
 
-    fn recv_inner(&mut self, limit: usize, mut msg: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
+    /// Reads the next message into `msg`; false at the end of the stream.
+    fn recv_inner(&mut self, limit: usize, msg: &mut Vec<u8>) -> io::Result<bool> {
         // Waiting for a message has no deadline here (the connection's own
         // timers decide how long it may stay idle); from its first byte on,
         // the clock runs.
         let mut hdr = [0u8; tcp::HEADER_LEN];
         match self.read_exact(&mut hdr[..1]) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
             Err(e) => return Err(e),
         }
         if let Some(c) = &self.control {
@@ -137,11 +138,11 @@ impl TcpSource {
             self.prefix_pos = 0;
         }
         let rest = (len - from_prefix) as u64;
-        let got = (&mut self.stream).take(rest).read_to_end(&mut msg)?;
+        let got = (&mut self.stream).take(rest).read_to_end(msg)?;
         if got as u64 != rest {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed inside a message"));
         }
-        Ok(Some(msg))
+        Ok(true)
     }
 }
 
@@ -154,12 +155,23 @@ impl MessageSource for TcpSource {
         self.recv_into(limit, Vec::new())
     }
 
-    fn recv_into(&mut self, limit: usize, msg: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
-        let r = self.recv_inner(limit, msg);
+    fn recv_into(&mut self, limit: usize, mut msg: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
+        let r = self.recv_inner(limit, &mut msg);
         if let Some(c) = &self.control {
             c.stop();
         }
-        r
+        match r {
+            Ok(true) => Ok(Some(msg)),
+            // The buffer (a spare large one, often) outlives the connection.
+            Ok(false) => {
+                crate::iopool::give_buffer(msg);
+                Ok(None)
+            }
+            Err(e) => {
+                crate::iopool::give_buffer(msg);
+                Err(e)
+            }
+        }
     }
 }
 
