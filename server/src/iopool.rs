@@ -63,14 +63,19 @@ pub fn submit(job: Job) -> Result<(), Job> {
     lock(&pool().tx).send(job).map_err(|e| e.0)
 }
 
-/// Spare large request buffers of the process. smbclient (and many clients)
-/// open a connection per transfer: without this, every connection faulted
-/// in fresh memory for its few 8 MiB WRITE buffers (about 6,150 page faults
-/// and 24 MiB of page zeroing per put in a worker, whatever its age), since
-/// the allocator gives such blocks back to the kernel when they are freed.
-/// Kept: at most [`SPARE_BUFFERS`] buffers of at least [`SPARE_MIN`] bytes
-/// (about 32 MiB with the default 8 MiB max write), resident while the
-/// process lives once it has seen large WRITEs.
+/// Spare large message buffers of the process: request buffers and sent
+/// responses. smbclient (and many clients) open a connection per transfer:
+/// without this, every connection faulted in fresh memory for its few 8 MiB
+/// WRITE buffers (about 6,150 page faults and 24 MiB of page zeroing per put
+/// in a worker, whatever its age), since the allocator gives such blocks
+/// back to the kernel when they are freed; and every READ response of 8 MiB
+/// was zero-filled before the file's data overwrote it (12% of a worker's
+/// CPU in plain gets). A kept buffer keeps its length: its bytes are those of
+/// an earlier message (initialized memory, never sent again: whoever takes
+/// it overwrites or truncates them). Kept: at most [`SPARE_BUFFERS`]
+/// buffers of at least [`SPARE_MIN`] bytes (about 32 MiB with the default
+/// 8 MiB max read/write), resident while the process lives once it has seen
+/// large READs or WRITEs.
 static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
 /// How many spare buffers the process keeps: what one connection's reader,
@@ -79,22 +84,49 @@ pub const SPARE_BUFFERS: usize = 4;
 /// Smaller buffers are left to the allocator, which keeps them anyway.
 pub const SPARE_MIN: usize = 1 << 20;
 
-/// A spare large buffer (empty, with its capacity), or a new empty one.
+/// A spare large buffer, emptied (with its capacity), or a new empty one.
 pub fn take_buffer() -> Vec<u8> {
-    lock(&SPARE).pop().unwrap_or_default()
+    let mut b = lock(&SPARE).pop().unwrap_or_default();
+    b.clear();
+    b
 }
 
-/// Keeps `buf` for [`take_buffer`] if it is large and fewer than
-/// [`SPARE_BUFFERS`] are kept; frees it otherwise.
-pub fn give_buffer(mut buf: Vec<u8>) {
+/// Keeps `buf` for [`take_buffer`] and [`grow_for_overwrite`] if it is
+/// large and fewer than [`SPARE_BUFFERS`] are kept; frees it otherwise.
+pub fn give_buffer(buf: Vec<u8>) {
     if buf.capacity() < SPARE_MIN {
         return;
     }
-    buf.clear();
     let mut spare = lock(&SPARE);
     if spare.len() < SPARE_BUFFERS {
         spare.push(buf);
     }
+}
+
+/// Makes `buf` `new_len` bytes long for the caller to overwrite from its
+/// current length on (a READ's data): its bytes up to now are kept; those
+/// after are unspecified (left from an earlier message of this process)
+/// unless no spare buffer is long enough, when they are zeros. The caller
+/// must overwrite them, or truncate what it did not, before `buf` is sent.
+pub fn grow_for_overwrite(buf: &mut Vec<u8>, new_len: usize) {
+    if new_len <= buf.len() {
+        buf.truncate(new_len);
+        return;
+    }
+    if new_len >= SPARE_MIN {
+        let found = {
+            let mut spare = lock(&SPARE);
+            spare.iter().position(|b| b.len() >= new_len).map(|i| spare.swap_remove(i))
+        };
+        if let Some(mut big) = found {
+            big[..buf.len()].copy_from_slice(buf);
+            big.truncate(new_len);
+            let small = std::mem::replace(buf, big);
+            give_buffer(small);
+            return;
+        }
+    }
+    buf.resize(new_len, 0);
 }
 
 /// What one connection has in flight on the pool: all of it, and WRITEs per
@@ -225,7 +257,7 @@ mod tests {
     }
 
     #[test]
-    fn spare_buffers_are_kept_up_to_the_cap() {
+    fn spare_buffers_are_kept_up_to_the_cap_and_reused() {
         // (The only test that touches SPARE: tests run in parallel.)
         let mut small = Vec::with_capacity(SPARE_MIN / 2);
         small.push(1u8);
@@ -237,10 +269,27 @@ mod tests {
             give_buffer(b);
         }
         assert_eq!(lock(&SPARE).len(), SPARE_BUFFERS);
+
+        // A READ response: its header is kept, the rest is a spare buffer's.
+        let mut resp = b"header".to_vec();
+        grow_for_overwrite(&mut resp, SPARE_MIN + 1);
+        assert_eq!(resp.len(), SPARE_MIN + 1);
+        assert_eq!(&resp[..6], b"header");
+        assert!(ptrs.contains(&resp.as_ptr()), "not one of the spare buffers");
+        assert_eq!(lock(&SPARE).len(), SPARE_BUFFERS - 1);
+        // Longer than any spare one: zeros.
+        let mut resp2 = b"h".to_vec();
+        grow_for_overwrite(&mut resp2, SPARE_MIN + 100);
+        assert_eq!(resp2.len(), SPARE_MIN + 100);
+        assert!(resp2[1..].iter().all(|b| *b == 0));
+        // Shorter than now: truncated.
+        grow_for_overwrite(&mut resp2, 3);
+        assert_eq!(resp2.len(), 3);
+
         let mut got = Vec::new();
-        for _ in 0..SPARE_BUFFERS {
+        while lock(&SPARE).len() > 0 {
             let b = take_buffer();
-            assert!(b.is_empty(), "a spare buffer comes back cleared");
+            assert!(b.is_empty(), "a spare buffer comes back emptied");
             assert!(b.capacity() >= SPARE_MIN);
             assert!(ptrs.contains(&b.as_ptr()), "not one of the buffers given back");
             got.push(b);

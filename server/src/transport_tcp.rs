@@ -238,6 +238,8 @@ impl MessageSink for TcpSink {
             self.write_bounded(&mut s, &msg.buf[at..])
         };
         self.queued.fetch_sub(n, Ordering::AcqRel);
+        // A large response (a READ's) is the next READ's buffer.
+        crate::iopool::give_buffer(msg.buf);
         if let Err(e) = &r {
             // Part of a frame may be out: the stream cannot go on.
             if e.kind() == io::ErrorKind::TimedOut {
