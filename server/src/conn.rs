@@ -207,17 +207,20 @@ pub fn serve(server: Arc<Server>, mut source: impl MessageSource + 'static, sink
     source.set_control(conn.recv.clone());
     // Two messages in flight at most: bounded memory per connection. Spent
     // large buffers go to the process's spare buffers (crate::iopool), where
-    // the reader takes them again: a stream of 8 MiB WRITEs, and the next
-    // connection, reuse the same memory instead of faulting in fresh pages.
+    // the TCP reader takes them again for large messages: a stream of 8 MiB
+    // WRITEs, and the next connection, reuse the same memory instead of
+    // faulting in fresh pages.
     let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Option<Vec<u8>>>>(1);
     // SMB Direct moves bulk data by RDMA (pipelined in handlers/rdma_io.rs).
     conn.io_offload = !sink.is_rdma() && conn.server.cfg.limits.max_in_flight_per_connection > 1;
     if conn.io_offload {
         conn.outbox = start_sender(sink.clone());
         conn.io_offload = conn.outbox.is_some();
+        crate::iopool::keep_spare_buffers(conn.server.cfg.limits.max_in_flight_per_connection.saturating_add(3).min(64));
     }
     let reader = std::thread::Builder::new().name("smb-read".into()).stack_size(128 * 1024).spawn(move || loop {
-        let r = source.recv_into(limit, crate::iopool::take_buffer());
+        // (A TCP source takes a spare buffer once it knows the length.)
+        let r = source.recv_into(limit, Vec::new());
         let more = matches!(r, Ok(Some(_)));
         if let Err(std::sync::mpsc::SendError(Ok(Some(m)))) = tx.send(r) {
             crate::iopool::give_buffer(m);

@@ -15,6 +15,7 @@
 use crate::objects::lock;
 use std::collections::HashMap;
 use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -78,27 +79,43 @@ pub fn submit(job: Job) -> Result<(), Job> {
 /// large READs or WRITEs.
 static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-/// How many spare buffers the process keeps: what one connection's reader,
-/// its queue and its handler hold at once, plus one.
+/// How many spare buffers the process keeps at least: what one connection's
+/// reader, its queue and its handler hold at once, plus one. More with
+/// READs/WRITEs in flight ([`keep_spare_buffers`]).
 pub const SPARE_BUFFERS: usize = 4;
+static SPARE_CAP: AtomicUsize = AtomicUsize::new(SPARE_BUFFERS);
+
+/// Keeps up to `n` spare buffers from now on (never fewer than before): a
+/// connection with `n - 3` READs/WRITEs in flight cycles that many.
+pub fn keep_spare_buffers(n: usize) {
+    SPARE_CAP.fetch_max(n, Ordering::Relaxed);
+}
 /// Smaller buffers are left to the allocator, which keeps them anyway.
 pub const SPARE_MIN: usize = 1 << 20;
 
-/// A spare large buffer, emptied (with its capacity), or a new empty one.
-pub fn take_buffer() -> Vec<u8> {
-    let mut b = lock(&SPARE).pop().unwrap_or_default();
+/// A spare buffer of at least `capacity` bytes, emptied, or a new empty
+/// one. Of the spare ones it takes the shortest (the longer ones are what
+/// [`grow_for_overwrite`] looks for).
+pub fn take_buffer(capacity: usize) -> Vec<u8> {
+    let found = {
+        let mut spare = lock(&SPARE);
+        let best = spare.iter().enumerate().filter(|(_, b)| b.capacity() >= capacity).min_by_key(|(_, b)| b.len()).map(|(i, _)| i);
+        best.map(|i| spare.swap_remove(i))
+    };
+    let mut b = found.unwrap_or_default();
     b.clear();
     b
 }
 
 /// Keeps `buf` for [`take_buffer`] and [`grow_for_overwrite`] if it is
-/// large and fewer than [`SPARE_BUFFERS`] are kept; frees it otherwise.
+/// large and fewer than [`SPARE_BUFFERS`] (or what [`keep_spare_buffers`]
+/// set) are kept; frees it otherwise.
 pub fn give_buffer(buf: Vec<u8>) {
     if buf.capacity() < SPARE_MIN {
         return;
     }
     let mut spare = lock(&SPARE);
-    if spare.len() < SPARE_BUFFERS {
+    if spare.len() < SPARE_CAP.load(Ordering::Relaxed) {
         spare.push(buf);
     }
 }
@@ -263,12 +280,13 @@ mod tests {
         small.push(1u8);
         give_buffer(small);
         assert!(lock(&SPARE).iter().all(|b| b.capacity() >= SPARE_MIN), "a small buffer was kept");
-        let bufs: Vec<Vec<u8>> = (0..SPARE_BUFFERS + 2).map(|i| vec![i as u8; SPARE_MIN + i]).collect();
+        let cap = SPARE_CAP.load(Ordering::Relaxed);
+        let bufs: Vec<Vec<u8>> = (0..cap + 2).map(|i| vec![i as u8; SPARE_MIN + i]).collect();
         let ptrs: Vec<*const u8> = bufs.iter().map(|b| b.as_ptr()).collect();
         for b in bufs {
             give_buffer(b);
         }
-        assert_eq!(lock(&SPARE).len(), SPARE_BUFFERS);
+        assert_eq!(lock(&SPARE).len(), cap);
 
         // A READ response: its header is kept, the rest is a spare buffer's.
         let mut resp = b"header".to_vec();
@@ -276,7 +294,7 @@ mod tests {
         assert_eq!(resp.len(), SPARE_MIN + 1);
         assert_eq!(&resp[..6], b"header");
         assert!(ptrs.contains(&resp.as_ptr()), "not one of the spare buffers");
-        assert_eq!(lock(&SPARE).len(), SPARE_BUFFERS - 1);
+        assert_eq!(lock(&SPARE).len(), cap - 1);
         // Longer than any spare one: zeros.
         let mut resp2 = b"h".to_vec();
         grow_for_overwrite(&mut resp2, SPARE_MIN + 100);
@@ -286,15 +304,17 @@ mod tests {
         grow_for_overwrite(&mut resp2, 3);
         assert_eq!(resp2.len(), 3);
 
+        // Too large for any: a new one.
+        assert_eq!(take_buffer(SPARE_MIN * 4).capacity(), 0);
         let mut got = Vec::new();
         while lock(&SPARE).len() > 0 {
-            let b = take_buffer();
+            let b = take_buffer(SPARE_MIN);
             assert!(b.is_empty(), "a spare buffer comes back emptied");
             assert!(b.capacity() >= SPARE_MIN);
             assert!(ptrs.contains(&b.as_ptr()), "not one of the buffers given back");
             got.push(b);
         }
-        let fresh = take_buffer();
+        let fresh = take_buffer(1);
         assert_eq!(fresh.capacity(), 0, "none left: a new empty buffer");
     }
 

@@ -127,6 +127,11 @@ impl TcpSource {
         let limit = self.control.as_ref().map_or(limit, |c| c.limit().min(limit));
         let len = tcp::parse_header(hdr, limit).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         msg.clear();
+        if len >= crate::iopool::SPARE_MIN && msg.capacity() < len {
+            // A large message goes into a spare buffer of the process.
+            let spare = crate::iopool::take_buffer(len);
+            crate::iopool::give_buffer(std::mem::replace(msg, spare));
+        }
         msg.reserve(len);
         // Replayed bytes first, then the socket; read_to_end fills the
         // capacity without zeroing it first.
