@@ -17,9 +17,9 @@
 //! In flight per connection: at most the credits granted (a client cannot
 //! send more), at most `max in flight per connection` and half the `max send
 //! queue` in payload bytes. A connection that ends waits for its in-flight
-//! work before its sessions are torn down. Off by default for now (`max in
-//! flight per connection` = 1): on a 2-core host shared with smbclient it made
-//! gets slower (see config.rs).
+//! work before its sessions are torn down. Off by default (`max in flight
+//! per connection` = 1): on a 2-core host shared with smbclient it made plain
+//! gets slower and every case cost more CPU per GiB (figures in config.rs).
 
 use crate::config::{Setting, DIALECT_202, DIALECT_210, DIALECT_300, DIALECT_311};
 use crate::credits::CreditWindow;
