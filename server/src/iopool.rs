@@ -75,8 +75,8 @@ pub fn submit(job: Job) -> Result<(), Job> {
 /// an earlier message (initialized memory, never sent again: whoever takes
 /// it overwrites or truncates them). Kept: at most [`SPARE_BUFFERS`]
 /// buffers of at least [`SPARE_MIN`] bytes (about 32 MiB with the default
-/// 8 MiB max read/write), resident while the process lives once it has seen
-/// large READs or WRITEs.
+/// 8 MiB max read/write; more with `max in flight per connection`),
+/// resident while the process lives once it has seen large READs or WRITEs.
 static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
 /// How many spare buffers the process keeps at least: what one connection's
@@ -90,6 +90,7 @@ static SPARE_CAP: AtomicUsize = AtomicUsize::new(SPARE_BUFFERS);
 pub fn keep_spare_buffers(n: usize) {
     SPARE_CAP.fetch_max(n, Ordering::Relaxed);
 }
+
 /// Smaller buffers are left to the allocator, which keeps them anyway.
 pub const SPARE_MIN: usize = 1 << 20;
 
