@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Side-by-side smbclient throughput over loopback: a 1 GiB random file put and
 # got back, plain and with --client-protection=encrypt, against our server and
-# Samba's smbd in the same run.
+# Samba's smbd in the same run, both running at once, repetitions interleaved.
 #
 #   bench/throughput.sh [ours] [samba]        (default: both)
 #
 # Environment: SIZE_MIB (default 1024), REPS (default 3; the median is
 # reported), DIALECT (default SMB3_11), CIPHER (for the encrypted runs, default
-# smbclient's choice), SMBDIRECT_BIN. Rates are smbclient's own printed figure
+# smbclient's choice), SMBDIRECT_BIN, WARM (default 1: warm the page cache
+# before each put, see warm_page_cache). Rates are smbclient's own printed figure
 # (kb/s, 1 kb = 1024 bytes) converted to MiB/s. The received file is written
 # to /dev/null; the sent file is checked by size on the server's disk.
 # Server CPU seconds per GiB moved come from /proc: user+system time of the
@@ -28,7 +29,19 @@ command -v smbclient >/dev/null || { echo "throughput.sh: smbclient missing (apt
 
 scratch=$(mktemp -d /tmp/bench-throughput-XXXXXX)
 chmod 0755 "$scratch"
-cleanup() { target_stop; rm -rf "$scratch"; }
+declare -A RATE CPU PORT SHARE MAINPID WORKDIR
+declare -A PUTS GETS PUTCPU GETCPU
+stop_all() {
+    local t
+    for t in "${targets[@]}"; do
+        [ -n "${MAINPID[$t]:-}" ] || continue
+        # shellcheck disable=SC2034 # read by target_stop
+        TARGET_KIND=$t TARGET_WORKDIR=${WORKDIR[$t]} TARGET_MAIN_PID=${MAINPID[$t]}
+        target_stop
+        MAINPID[$t]=""
+    done
+}
+cleanup() { target_stop; stop_all; rm -rf "$scratch"; }
 trap cleanup EXIT
 
 echo "generating ${SIZE_MIB} MiB of random data" >&2
@@ -69,49 +82,92 @@ cpu_per_gib() { awk -v a="$1" -v b="$2" -v hz="$HZ" -v mib="$SIZE_MIB" 'BEGIN { 
 
 median() { sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) print "n/a"; else print a[int((NR + 1) / 2)] }'; }
 
-declare -A RATE CPU
+# Both servers run at once and the repetitions are interleaved (ours then
+# Samba, then Samba then ours, ...), so load from elsewhere on the host falls
+# on both alike.
+#
+# Page-cache warm-up before every put (WARM=0 turns it off): on a VM whose
+# balloon device has free page reporting (VIRTIO_BALLOON_F_REPORTING, as this
+# lab's host), memory the guest freed more than about 2 s ago is handed back
+# to the host, and the next write into it takes a host page fault inside the
+# kernel's copy into the page cache, charged to whichever process writes.
+# A put into a fresh file needs SIZE_MIB of new page cache, so the first put
+# after a pause ran at a third of the speed for ANY writer (dd of 256 MiB to
+# ext4: 424 MB/s, then 2.5 GB/s when repeated at once, 351 MB/s again after
+# 15 s idle; Samba's first put after 6 s idle 410 MiB/s at 2.80 CPU s/GiB,
+# its second 764 at 1.44). Writing and deleting SIZE_MIB of zeros next to the
+# share right before each put gives every put the same, warm, start.
+warm_page_cache() {
+    [ "${WARM:-1}" = 1 ] || return 0
+    dd if=/dev/zero of="$scratch/warm.bin" bs=1M count="$SIZE_MIB" status=none
+    rm -f "$scratch/warm.bin"
+}
+
 for t in "${targets[@]}"; do
     target_start "$t" "$scratch/$t" "$user" "$pass"
-    for mode in plain encrypt; do
-        args=(-m "$DIALECT")
-        if [ "$mode" = encrypt ]; then
-            args+=(--client-protection=encrypt)
-            [ -n "${CIPHER:-}" ] && args+=("--option=client smb3 encryption algorithms=$CIPHER")
-        else
-            args+=(--client-protection=off)
-        fi
-        puts=()
-        gets=()
-        putcpu=()
-        getcpu=()
-        for rep in $(seq 1 "$REPS"); do
-            t0=$(tree_ticks "$TARGET_MAIN_PID")
-            out=$(smbclient "//127.0.0.1/share" -p "$TARGET_PORT" -U "$user%$pass" "${args[@]}" \
-                -c "put $scratch/big.bin big.bin" 2>&1 </dev/null) || { echo "$out" >&2; exit 1; }
-            putcpu+=("$(cpu_per_gib "$t0" "$(tree_ticks "$TARGET_MAIN_PID")")")
-            if echo "$out" | grep -q NT_STATUS_; then echo "$out" >&2; exit 1; fi
-            size=$(stat -c %s "$TARGET_SHARE_PATH/big.bin")
-            [ "$size" -eq "$((SIZE_MIB * 1024 * 1024))" ] || { echo "put stored $size bytes" >&2; exit 1; }
-            puts+=("$(echo "$out" | parse_rate)")
-            t0=$(tree_ticks "$TARGET_MAIN_PID")
-            out=$(smbclient "//127.0.0.1/share" -p "$TARGET_PORT" -U "$user%$pass" "${args[@]}" \
-                -c "get big.bin /dev/null" 2>&1 </dev/null) || { echo "$out" >&2; exit 1; }
-            getcpu+=("$(cpu_per_gib "$t0" "$(tree_ticks "$TARGET_MAIN_PID")")")
-            if echo "$out" | grep -q NT_STATUS_; then echo "$out" >&2; exit 1; fi
-            gets+=("$(echo "$out" | parse_rate)")
-            rm -f "$TARGET_SHARE_PATH/big.bin"
-            echo "$t $mode rep $rep: put ${puts[-1]} MiB/s ${putcpu[-1]} cpu-s/GiB, get ${gets[-1]} MiB/s ${getcpu[-1]} cpu-s/GiB" >&2
-        done
-        RATE[$t:$mode:put]=$(printf '%s\n' "${puts[@]}" | median)
-        RATE[$t:$mode:get]=$(printf '%s\n' "${gets[@]}" | median)
-        CPU[$t:$mode:put]=$(printf '%s\n' "${putcpu[@]}" | median)
-        CPU[$t:$mode:get]=$(printf '%s\n' "${getcpu[@]}" | median)
-    done
-    target_stop
+    PORT[$t]=$TARGET_PORT
+    SHARE[$t]=$TARGET_SHARE_PATH
+    MAINPID[$t]=$TARGET_MAIN_PID
+    WORKDIR[$t]=$scratch/$t
+    # targets.sh tracks one server: forget this one so starting the next does
+    # not lose it (stopped by stop_all).
+    # shellcheck disable=SC2034 # read by target_stop
+    TARGET_KIND="" TARGET_MAIN_PID=""
 done
+# one put and one get of target $1 in mode $2; appends to PUTS/GETS/...
+one_rep() {
+    local t=$1 mode=$2 rep=$3 out t0 size
+    local args=(-m "$DIALECT")
+    if [ "$mode" = encrypt ]; then
+        args+=(--client-protection=encrypt)
+        [ -n "${CIPHER:-}" ] && args+=("--option=client smb3 encryption algorithms=$CIPHER")
+    else
+        args+=(--client-protection=off)
+    fi
+    warm_page_cache
+    t0=$(tree_ticks "${MAINPID[$t]}")
+    out=$(smbclient "//127.0.0.1/share" -p "${PORT[$t]}" -U "$user%$pass" "${args[@]}" \
+        -c "put $scratch/big.bin big.bin" 2>&1 </dev/null) || { echo "$out" >&2; exit 1; }
+    local putcpu getcpu put get
+    putcpu=$(cpu_per_gib "$t0" "$(tree_ticks "${MAINPID[$t]}")")
+    if echo "$out" | grep -q NT_STATUS_; then echo "$out" >&2; exit 1; fi
+    size=$(stat -c %s "${SHARE[$t]}/big.bin")
+    [ "$size" -eq "$((SIZE_MIB * 1024 * 1024))" ] || { echo "put stored $size bytes" >&2; exit 1; }
+    put=$(echo "$out" | parse_rate)
+    t0=$(tree_ticks "${MAINPID[$t]}")
+    out=$(smbclient "//127.0.0.1/share" -p "${PORT[$t]}" -U "$user%$pass" "${args[@]}" \
+        -c "get big.bin /dev/null" 2>&1 </dev/null) || { echo "$out" >&2; exit 1; }
+    getcpu=$(cpu_per_gib "$t0" "$(tree_ticks "${MAINPID[$t]}")")
+    if echo "$out" | grep -q NT_STATUS_; then echo "$out" >&2; exit 1; fi
+    get=$(echo "$out" | parse_rate)
+    rm -f "${SHARE[$t]}/big.bin"
+    PUTS[$t:$mode]+="$put "
+    GETS[$t:$mode]+="$get "
+    PUTCPU[$t:$mode]+="$putcpu "
+    GETCPU[$t:$mode]+="$getcpu "
+    echo "$t $mode rep $rep: put $put MiB/s $putcpu cpu-s/GiB, get $get MiB/s $getcpu cpu-s/GiB" >&2
+}
+
+for mode in plain encrypt; do
+    for rep in $(seq 1 "$REPS"); do
+        order=("${targets[@]}")
+        if [ $((rep % 2)) -eq 0 ]; then
+            order=()
+            for ((i = ${#targets[@]} - 1; i >= 0; i--)); do order+=("${targets[$i]}"); done
+        fi
+        for t in "${order[@]}"; do one_rep "$t" "$mode" "$rep"; done
+    done
+    for t in "${targets[@]}"; do
+        RATE[$t:$mode:put]=$(tr -s " " "\n" <<<"${PUTS[$t:$mode]}" | median)
+        RATE[$t:$mode:get]=$(tr -s " " "\n" <<<"${GETS[$t:$mode]}" | median)
+        CPU[$t:$mode:put]=$(tr -s " " "\n" <<<"${PUTCPU[$t:$mode]}" | median)
+        CPU[$t:$mode:get]=$(tr -s " " "\n" <<<"${GETCPU[$t:$mode]}" | median)
+    done
+done
+stop_all
 
 echo
-echo "smbclient $DIALECT, ${SIZE_MIB} MiB file, median of $REPS: MiB/s and server CPU seconds per GiB"
+echo "smbclient $DIALECT, ${SIZE_MIB} MiB file, median of $REPS interleaved runs (page-cache warm-up: ${WARM:-1}): MiB/s and server CPU seconds per GiB"
 echo
 header="| mode | op |"; sep="| --- | --- |"
 for t in "${targets[@]}"; do header+=" $t MiB/s | $t cpu-s/GiB |"; sep+=" ---: | ---: |"; done

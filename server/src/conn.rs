@@ -17,9 +17,9 @@
 //! In flight per connection: at most the credits granted (a client cannot
 //! send more), at most `max in flight per connection` and half the `max send
 //! queue` in payload bytes. A connection that ends waits for its in-flight
-//! work before its sessions are torn down. Off by default for now (`max in
-//! flight per connection` = 1): on a 2-core host shared with smbclient it made
-//! gets slower (see config.rs).
+//! work before its sessions are torn down. Off by default (`max in flight
+//! per connection` = 1): on a 2-core host shared with smbclient it made plain
+//! gets slower and every case cost more CPU per GiB (figures in config.rs).
 
 use crate::config::{Setting, DIALECT_202, DIALECT_210, DIALECT_300, DIALECT_311};
 use crate::credits::CreditWindow;
@@ -134,8 +134,6 @@ pub struct Connection {
     plain_at: usize,
     /// READs/WRITEs this connection has in flight on the I/O pool.
     pub inflight: Arc<crate::iopool::InFlight>,
-    /// Large request buffers go back to the reader for reuse through this.
-    recycle: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
     /// The connection's sender thread, which sends what the I/O pool
     /// finished: a pool thread never waits for a client that does not read.
     outbox: Option<std::sync::mpsc::Sender<crate::handlers::file::Finished>>,
@@ -242,22 +240,27 @@ pub fn serve_from(
     let limit = conn.max_message_size();
     source.set_control(conn.recv.clone());
     // Two messages in flight at most: bounded memory per connection. Spent
-    // buffers go back to the reader, so a stream of 8 MiB WRITEs reuses the
-    // same memory instead of faulting in fresh pages for every message.
+    // large buffers go to the process's spare buffers (crate::iopool), where
+    // the TCP reader takes them again for large messages: a stream of 8 MiB
+    // WRITEs, and the next connection, reuse the same memory instead of
+    // faulting in fresh pages.
     let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Option<Vec<u8>>>>(1);
-    let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
     // SMB Direct moves bulk data by RDMA (pipelined in handlers/rdma_io.rs).
     conn.io_offload = !sink.is_rdma() && conn.server.cfg.limits.max_in_flight_per_connection > 1;
-    conn.recycle = Some(back_tx.clone());
     if conn.io_offload {
         conn.outbox = start_sender(sink.clone());
         conn.io_offload = conn.outbox.is_some();
+        crate::iopool::keep_spare_buffers(conn.server.cfg.limits.max_in_flight_per_connection.saturating_add(3).min(64));
     }
     let reader = std::thread::Builder::new().name("smb-read".into()).stack_size(128 * 1024).spawn(move || loop {
-        let spare = back_rx.try_recv().unwrap_or_default();
-        let r = source.recv_into(limit, spare);
+        // (A TCP source takes a spare buffer once it knows the length.)
+        let r = source.recv_into(limit, Vec::new());
         let more = matches!(r, Ok(Some(_)));
-        if tx.send(r).is_err() || !more {
+        if let Err(std::sync::mpsc::SendError(Ok(Some(m)))) = tx.send(r) {
+            crate::iopool::give_buffer(m);
+            break;
+        }
+        if !more {
             break;
         }
     });
@@ -287,10 +290,7 @@ pub fn serve_from(
             }
             conn.on_request(Instant::now());
             crate::status::update_current(&conn);
-            // Keep only buffers worth keeping (large ones), at most two.
-            if msg.capacity() >= 1 << 20 {
-                let _ = back_tx.try_send(msg);
-            }
+            crate::iopool::give_buffer(msg);
         },
     };
     if let Disconnect::Pass = end {
@@ -452,7 +452,6 @@ impl Connection {
             ready: None,
             plain_at: 0,
             inflight: Default::default(),
-            recycle: None,
             outbox: None,
             recv: Arc::new(crate::transport::RecvControl::new(0)),
             negotiated: None,
@@ -570,7 +569,7 @@ impl Connection {
             let hold = self.io_hold.take();
             let req = std::mem::take(msg);
             let plain_at = self.plain_at;
-            let (sink, recycle, outbox) = (self.sink.clone(), self.recycle.clone(), self.outbox.clone());
+            let (sink, outbox) = (self.sink.clone(), self.outbox.clone());
             let work = Box::new(move || {
                 let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     let plain = req.get(plain_at..).unwrap_or(&[]);
@@ -587,11 +586,7 @@ impl Connection {
                     sink.shutdown();
                 }
                 drop(hold);
-                if req.capacity() >= 1 << 20 {
-                    if let Some(r) = recycle {
-                        let _ = r.try_send(req);
-                    }
-                }
+                crate::iopool::give_buffer(req);
             });
             // No pool thread at all: done here.
             if let Err(work) = crate::iopool::submit(work) {

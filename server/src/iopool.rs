@@ -8,10 +8,14 @@
 //! reads its next request meanwhile. Responses go out as they complete (SMB2
 //! lets them). [`InFlight`] counts what a connection has handed over, so that
 //! requests that must see it finished can wait for it.
+//!
+//! Also the process's spare large message buffers ([`take_buffer`],
+//! [`give_buffer`]), kept from one connection to the next.
 
 use crate::objects::lock;
 use std::collections::HashMap;
 use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -58,6 +62,89 @@ fn worker(rx: &Mutex<Receiver<Job>>) {
 /// (the caller runs it itself).
 pub fn submit(job: Job) -> Result<(), Job> {
     lock(&pool().tx).send(job).map_err(|e| e.0)
+}
+
+/// Spare large message buffers of the process: request buffers and sent
+/// responses. smbclient (and many clients) open a connection per transfer:
+/// without this, every connection faulted in fresh memory for its few 8 MiB
+/// WRITE buffers (about 6,150 page faults and 24 MiB of page zeroing per put
+/// in a worker, whatever its age), since the allocator gives such blocks
+/// back to the kernel when they are freed; and every READ response of 8 MiB
+/// was zero-filled before the file's data overwrote it (12% of a worker's
+/// CPU in plain gets). A kept buffer keeps its length: its bytes are those of
+/// an earlier message (initialized memory, never sent again: whoever takes
+/// it overwrites or truncates them). Kept: at most [`SPARE_BUFFERS`]
+/// buffers of at least [`SPARE_MIN`] bytes (about 32 MiB with the default
+/// 8 MiB max read/write; more with `max in flight per connection`),
+/// resident while the process lives once it has seen large READs or WRITEs.
+static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// How many spare buffers the process keeps at least: what one connection's
+/// reader, its queue and its handler hold at once, plus one. More with
+/// READs/WRITEs in flight ([`keep_spare_buffers`]).
+pub const SPARE_BUFFERS: usize = 4;
+static SPARE_CAP: AtomicUsize = AtomicUsize::new(SPARE_BUFFERS);
+
+/// Keeps up to `n` spare buffers from now on (never fewer than before): a
+/// connection with `n - 3` READs/WRITEs in flight cycles that many.
+pub fn keep_spare_buffers(n: usize) {
+    SPARE_CAP.fetch_max(n, Ordering::Relaxed);
+}
+
+/// Smaller buffers are left to the allocator, which keeps them anyway.
+pub const SPARE_MIN: usize = 1 << 20;
+
+/// A spare buffer of at least `capacity` bytes, emptied, or a new empty
+/// one. Of the spare ones it takes the shortest (the longer ones are what
+/// [`grow_for_overwrite`] looks for).
+pub fn take_buffer(capacity: usize) -> Vec<u8> {
+    let found = {
+        let mut spare = lock(&SPARE);
+        let best = spare.iter().enumerate().filter(|(_, b)| b.capacity() >= capacity).min_by_key(|(_, b)| b.len()).map(|(i, _)| i);
+        best.map(|i| spare.swap_remove(i))
+    };
+    let mut b = found.unwrap_or_default();
+    b.clear();
+    b
+}
+
+/// Keeps `buf` for [`take_buffer`] and [`grow_for_overwrite`] if it is
+/// large and fewer than [`SPARE_BUFFERS`] (or what [`keep_spare_buffers`]
+/// set) are kept; frees it otherwise.
+pub fn give_buffer(buf: Vec<u8>) {
+    if buf.capacity() < SPARE_MIN {
+        return;
+    }
+    let mut spare = lock(&SPARE);
+    if spare.len() < SPARE_CAP.load(Ordering::Relaxed) {
+        spare.push(buf);
+    }
+}
+
+/// Makes `buf` `new_len` bytes long for the caller to overwrite from its
+/// current length on (a READ's data): its bytes up to now are kept; those
+/// after are unspecified (left from an earlier message of this process)
+/// unless no spare buffer is long enough, when they are zeros. The caller
+/// must overwrite them, or truncate what it did not, before `buf` is sent.
+pub fn grow_for_overwrite(buf: &mut Vec<u8>, new_len: usize) {
+    if new_len <= buf.len() {
+        buf.truncate(new_len);
+        return;
+    }
+    if new_len >= SPARE_MIN {
+        let found = {
+            let mut spare = lock(&SPARE);
+            spare.iter().position(|b| b.len() >= new_len).map(|i| spare.swap_remove(i))
+        };
+        if let Some(mut big) = found {
+            big[..buf.len()].copy_from_slice(buf);
+            big.truncate(new_len);
+            let small = std::mem::replace(buf, big);
+            give_buffer(small);
+            return;
+        }
+    }
+    buf.resize(new_len, 0);
 }
 
 /// What one connection has in flight on the pool: all of it, and WRITEs per
@@ -185,6 +272,51 @@ mod tests {
         assert!(!t.is_finished(), "a request entered past the byte cap");
         drop(a);
         t.join().expect("join");
+    }
+
+    #[test]
+    fn spare_buffers_are_kept_up_to_the_cap_and_reused() {
+        // (The only test that touches SPARE: tests run in parallel.)
+        let mut small = Vec::with_capacity(SPARE_MIN / 2);
+        small.push(1u8);
+        give_buffer(small);
+        assert!(lock(&SPARE).iter().all(|b| b.capacity() >= SPARE_MIN), "a small buffer was kept");
+        let cap = SPARE_CAP.load(Ordering::Relaxed);
+        let bufs: Vec<Vec<u8>> = (0..cap + 2).map(|i| vec![i as u8; SPARE_MIN + i]).collect();
+        let ptrs: Vec<*const u8> = bufs.iter().map(|b| b.as_ptr()).collect();
+        for b in bufs {
+            give_buffer(b);
+        }
+        assert_eq!(lock(&SPARE).len(), cap);
+
+        // A READ response: its header is kept, the rest is a spare buffer's.
+        let mut resp = b"header".to_vec();
+        grow_for_overwrite(&mut resp, SPARE_MIN + 1);
+        assert_eq!(resp.len(), SPARE_MIN + 1);
+        assert_eq!(&resp[..6], b"header");
+        assert!(ptrs.contains(&resp.as_ptr()), "not one of the spare buffers");
+        assert_eq!(lock(&SPARE).len(), cap - 1);
+        // Longer than any spare one: zeros.
+        let mut resp2 = b"h".to_vec();
+        grow_for_overwrite(&mut resp2, SPARE_MIN + 100);
+        assert_eq!(resp2.len(), SPARE_MIN + 100);
+        assert!(resp2[1..].iter().all(|b| *b == 0));
+        // Shorter than now: truncated.
+        grow_for_overwrite(&mut resp2, 3);
+        assert_eq!(resp2.len(), 3);
+
+        // Too large for any: a new one.
+        assert_eq!(take_buffer(SPARE_MIN * 4).capacity(), 0);
+        let mut got = Vec::new();
+        while lock(&SPARE).len() > 0 {
+            let b = take_buffer(SPARE_MIN);
+            assert!(b.is_empty(), "a spare buffer comes back emptied");
+            assert!(b.capacity() >= SPARE_MIN);
+            assert!(ptrs.contains(&b.as_ptr()), "not one of the buffers given back");
+            got.push(b);
+        }
+        let fresh = take_buffer(1);
+        assert_eq!(fresh.capacity(), 0, "none left: a new empty buffer");
     }
 
     #[test]

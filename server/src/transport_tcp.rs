@@ -129,17 +129,18 @@ impl TcpSource {
         }
     }
 
-    fn recv_inner(&mut self, limit: usize, mut msg: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
+    /// Reads the next message into `msg`; false at the end of the stream.
+    fn recv_inner(&mut self, limit: usize, msg: &mut Vec<u8>) -> io::Result<bool> {
         // Waiting for a message has no deadline here (the connection's own
         // timers decide how long it may stay idle); from its first byte on,
         // the clock runs.
         let mut hdr = [0u8; tcp::HEADER_LEN];
         if self.prefix_pos == self.prefix.len() && !self.wait_readable()? {
-            return Ok(None);
+            return Ok(false);
         }
         match self.read_exact(&mut hdr[..1]) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
             Err(e) => return Err(e),
         }
         if let Some(c) = &self.control {
@@ -155,6 +156,11 @@ impl TcpSource {
         let limit = self.control.as_ref().map_or(limit, |c| c.limit().min(limit));
         let len = tcp::parse_header(hdr, limit).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         msg.clear();
+        if len >= crate::iopool::SPARE_MIN && msg.capacity() < len {
+            // A large message goes into a spare buffer of the process.
+            let spare = crate::iopool::take_buffer(len);
+            crate::iopool::give_buffer(std::mem::replace(msg, spare));
+        }
         msg.reserve(len);
         // Replayed bytes first, then the socket; read_to_end fills the
         // capacity without zeroing it first.
@@ -166,11 +172,11 @@ impl TcpSource {
             self.prefix_pos = 0;
         }
         let rest = (len - from_prefix) as u64;
-        let got = (&mut self.stream).take(rest).read_to_end(&mut msg)?;
+        let got = (&mut self.stream).take(rest).read_to_end(msg)?;
         if got as u64 != rest {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed inside a message"));
         }
-        Ok(Some(msg))
+        Ok(true)
     }
 }
 
@@ -185,12 +191,23 @@ impl MessageSource for TcpSource {
         self.recv_into(limit, Vec::new())
     }
 
-    fn recv_into(&mut self, limit: usize, msg: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
-        let r = self.recv_inner(limit, msg);
+    fn recv_into(&mut self, limit: usize, mut msg: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
+        let r = self.recv_inner(limit, &mut msg);
         if let Some(c) = &self.control {
             c.stop();
         }
-        r
+        match r {
+            Ok(true) => Ok(Some(msg)),
+            // The buffer (a spare large one, often) outlives the connection.
+            Ok(false) => {
+                crate::iopool::give_buffer(msg);
+                Ok(None)
+            }
+            Err(e) => {
+                crate::iopool::give_buffer(msg);
+                Err(e)
+            }
+        }
     }
 }
 
@@ -257,6 +274,8 @@ impl MessageSink for TcpSink {
             self.write_bounded(&mut s, &msg.buf[at..])
         };
         self.queued.fetch_sub(n, Ordering::AcqRel);
+        // A large response (a READ's) is the next READ's buffer.
+        crate::iopool::give_buffer(msg.buf);
         if let Err(e) = &r {
             // Part of a frame may be out: the stream cannot go on.
             if e.kind() == io::ErrorKind::TimedOut {

@@ -94,7 +94,9 @@ pub fn read(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Resu
         return Ok(());
     }
     let len = req.length as usize;
-    out.resize(data_start + len, 0);
+    // Not zero-filled first: read_at overwrites it and what it does not
+    // fill is cut off below (an error response is cut to its header).
+    crate::iopool::grow_for_overwrite(out, data_start + len);
     let got = read_at(fd, &mut out[data_start..], req.offset, req.minimum)?;
     out.truncate(data_start + got);
     out.set_u32(len_at, got as u32);
@@ -184,7 +186,8 @@ impl IoJob {
             IoKind::Read { open, offset, length, minimum, len_at, data_start } => match open.fd.as_ref() {
                 None => Err(NtStatus::INVALID_HANDLE),
                 Some(fd) => {
-                    reply.buf.resize(data_start + length as usize, 0);
+                    // (Overwritten or cut off below, or on error.)
+                    crate::iopool::grow_for_overwrite(&mut reply.buf, data_start + length as usize);
                     read_at(fd, &mut reply.buf[data_start..], offset, minimum).map(|got| {
                         reply.buf.truncate(data_start + got);
                         reply.buf.set_u32(len_at, got as u32);
