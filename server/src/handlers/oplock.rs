@@ -103,3 +103,9 @@ pub fn break_level2(server: &Server, open: &Open) {
         Err(e) => tracing::warn!("level II oplock break: {e}"),
     }
 }
+
+/// Whether `open` holds handle caching: a batch oplock or a lease with H
+/// (MS-SMB2 3.3.5.9.10/3.3.5.9.12: what a durable open needs).
+pub fn holds_handle_caching(open: &Open) -> bool {
+    *lock(&open.oplock_level) == crate::store::oplock::LEVEL_BATCH
+}
