@@ -390,7 +390,7 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
     if !st.is_dir && action != ACTION_CREATED {
         let overwrite = matches!(action, ACTION_OVERWRITTEN | ACTION_SUPERSEDED);
         let timeout = server.cfg.limits.oplock_break_timeout.as_millis() as u64;
-        let (check, notify) = server.store.oplock_open(key.into(), &entry, overwrite, level2, Server::now_ms(), timeout, server.worker_id).map_err(store_status)?;
+        let (check, notify) = server.store.oplock_open(key.into(), &entry, None, overwrite, level2, Server::now_ms(), timeout, server.worker_id).map_err(store_status)?;
         for w in notify {
             server.wake(w, key.into());
         }

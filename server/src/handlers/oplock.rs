@@ -91,7 +91,7 @@ pub fn oplock_break(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>)
 pub fn break_level2(server: &Server, open: &Open) {
     let Some(key) = open.file_key else { return };
     let key: FileKey = key.into();
-    match server.store.oplock_break_level2(key, Server::now_ms()) {
+    match server.store.oplock_break_level2(key, server.open_id(open.volatile_id), Server::now_ms()) {
         Ok(workers) => {
             let mut workers = workers;
             workers.sort_unstable();
