@@ -232,6 +232,10 @@ impl Connection {
         if dialect >= DIALECT_300 && dialect != DIALECT_WILDCARD && cfg.multi_channel && self.client_caps & CAP_MULTI_CHANNEL != 0 {
             caps |= CAP_MULTI_CHANNEL;
         }
+        // Leases (v1 and v2) for 3.x, `smb2 leases` (handlers/lease.rs).
+        if dialect >= DIALECT_300 && dialect != DIALECT_WILDCARD && cfg.smb2_leases {
+            caps |= CAP_LEASING;
+        }
         self.server_caps = caps;
         let big = dialect >= DIALECT_210;
         let (mt, mr, mw) = if big { (cfg.max_transact_size, cfg.max_read_size, cfg.max_write_size) } else { (65536, 65536, 65536) };

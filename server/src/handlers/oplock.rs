@@ -50,6 +50,9 @@ pub fn send_break(sink: &dyn MessageSink, session: &Session, open: &Open, level:
 pub fn oplock_break(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
     let b = ctx.msg.get(HEADER_LEN..).ok_or(NtStatus::INVALID_PARAMETER)?;
     let size = b.get(..2).map_or(0, |s| u16::from_le_bytes([s[0], s[1]]));
+    if size == 36 {
+        return super::lease::lease_break_ack(conn, ctx, out);
+    }
     if size != 24 || b.len() < 24 {
         return Err(NtStatus::INVALID_PARAMETER);
     }
@@ -107,5 +110,5 @@ pub fn break_level2(server: &Server, open: &Open) {
 /// Whether `open` holds handle caching: a batch oplock or a lease with H
 /// (MS-SMB2 3.3.5.9.10/3.3.5.9.12: what a durable open needs).
 pub fn holds_handle_caching(open: &Open) -> bool {
-    *lock(&open.oplock_level) == crate::store::oplock::LEVEL_BATCH
+    *lock(&open.oplock_level) == crate::store::oplock::LEVEL_BATCH || lock(&open.lease).is_some_and(|(_, state)| state & crate::store::lease::HANDLE != 0)
 }
