@@ -72,6 +72,8 @@ struct CreateCall {
     sink: Arc<dyn MessageSink>,
     /// The connection's ClientGUID (leases are the client's).
     client_guid: [u8; 16],
+    /// This try follows one that waited for a break.
+    retry: bool,
 }
 
 pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
@@ -79,7 +81,7 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
         debug!("bad CREATE: {e}");
         return Err(NtStatus::INVALID_PARAMETER);
     }
-    let call = CreateCall { server: conn.server.clone(), session: ctx.session()?.clone(), tree: ctx.tree()?.clone(), sink: conn.sink.clone(), client_guid: conn.client_guid };
+    let call = CreateCall { server: conn.server.clone(), session: ctx.session()?.clone(), tree: ctx.tree()?.clone(), sink: conn.sink.clone(), client_guid: conn.client_guid, retry: false };
     let mut seen = call.server.file_events.generation();
     let mut blocked = None;
     match create_in(&call, ctx.msg, out, &mut blocked) {
@@ -88,6 +90,7 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
     }
     let Some((key, mut until)) = blocked else { return Err(NtStatus::INTERNAL_ERROR) };
     let server = call.server.clone();
+    let call = CreateCall { retry: true, ..call };
     let pending = match go_async(conn, ctx) {
         Ok(p) => p,
         Err(_) => {
@@ -397,7 +400,7 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
     if !st.is_dir && action != ACTION_CREATED {
         let overwrite = matches!(action, ACTION_OVERWRITTEN | ACTION_SUPERSEDED);
         let timeout = server.cfg.limits.oplock_break_timeout.as_millis() as u64;
-        let (check, notify) = server.store.oplock_open(key.into(), &entry, lease_req.as_ref().map(|l| &l.id), overwrite, level2, Server::now_ms(), timeout, server.worker_id).map_err(store_status)?;
+        let (check, notify) = server.store.oplock_open(key.into(), &entry, lease_req.as_ref().map(|l| &l.id), call.retry, overwrite, level2, Server::now_ms(), timeout, server.worker_id).map_err(store_status)?;
         for w in notify {
             server.wake(w, key.into());
         }

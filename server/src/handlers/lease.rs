@@ -54,12 +54,12 @@ pub fn parse_request(data: &[u8], client: [u8; 16]) -> Result<LeaseRequest, NtSt
 pub fn response(req: &LeaseRequest, g: &LeaseGrant) -> Vec<u8> {
     let mut d = Vec::with_capacity(V2_LEN);
     let mut flags = if g.breaking { FLAG_BREAK_IN_PROGRESS } else { 0 };
-    if req.version >= 2 && req.parent.is_some() {
+    if g.version >= 2 && g.parent.is_some() {
         flags |= FLAG_PARENT_LEASE_KEY_SET;
     }
     d.put(&req.id.key).u32(u32::from(g.state)).u32(flags).u64(0);
-    if req.version >= 2 {
-        d.put(&req.parent.unwrap_or([0; 16])).u16(g.epoch).u16(0);
+    if g.version >= 2 {
+        d.put(&g.parent.unwrap_or([0; 16])).u16(g.epoch).u16(0);
     }
     d
 }

@@ -20,7 +20,7 @@
 //! needed while one is in progress is kept in `pending_to` and started when
 //! the first one ends.
 
-use super::oplock::{OplockRecord, LEVEL_NONE};
+use super::oplock::{is_stat_open, OplockRecord, LEVEL_NONE};
 use super::records::{share_conflict, ShareRecord};
 use super::{GlobalOpenId, ShareModeEntry, StoreError};
 
@@ -74,7 +74,12 @@ impl LeaseHolder {
         state & (WRITE | HANDLE) != 0
     }
 
-    fn start_break(&mut self, to: u8, now: u64, notify: &mut Vec<u32>) {
+    /// Starts a break to `to`. A break that starts a round (not one that
+    /// goes on from an acknowledged step) moves a version 2 lease's epoch.
+    fn start_break(&mut self, to: u8, now: u64, fresh: bool, notify: &mut Vec<u32>) {
+        if fresh && self.version >= 2 {
+            self.epoch = self.epoch.wrapping_add(1);
+        }
         self.breaking_to = Some(to);
         self.notified = false;
         self.break_started = now;
@@ -82,6 +87,22 @@ impl LeaseHolder {
             if !notify.contains(&o.worker) {
                 notify.push(o.worker);
             }
+        }
+    }
+}
+
+impl LeaseHolder {
+    /// A break step ended: the break asked for meanwhile goes on, one step
+    /// at a time as Windows does (RH goes to R before none).
+    fn continue_break(&mut self, now: u64, notify: &mut Vec<u32>) {
+        let Some(p) = self.pending_to.take() else { return };
+        let mut next = grantable(self.state & p);
+        if next == 0 && self.state & HANDLE != 0 && self.state & READ != 0 {
+            next = READ;
+            self.pending_to = Some(p);
+        }
+        if next != self.state {
+            self.start_break(next, now, false, notify);
         }
     }
 }
@@ -99,6 +120,9 @@ pub struct LeaseRequest {
 /// What the CREATE response's lease context says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseGrant {
+    /// The lease's version and parent key (an existing lease keeps its own).
+    pub version: u8,
+    pub parent: Option<[u8; 16]>,
     pub state: u8,
     pub epoch: u16,
     /// SMB2_LEASE_FLAG_BREAK_IN_PROGRESS.
@@ -141,52 +165,61 @@ pub fn grantable(state: u8) -> u8 {
 
 impl OplockRecord {
     /// The leases of the file against a new open (MS-FSA 2.1.5.1.2, as
-    /// Windows and Samba break): any data access takes W from other leases;
-    /// an overwrite takes everything; a share-mode conflict with a lease's
-    /// opens takes H (so its client may close the handles it keeps cached).
-    /// A break from a state with W or H must be acknowledged: the open then
-    /// waits, and `until` is lowered to when the break times out.
+    /// Windows and Samba break): a data open takes W from other leases, one
+    /// the share modes refuse takes H instead (so that a client may close
+    /// the handles it keeps cached); an overwrite takes R and H as well.
+    /// The open waits (`until` lowered to when the break times out) only for
+    /// a lease holding what it takes first (W, or H on a conflict); breaks
+    /// from other states go out without holding it up.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn check_open_leases(
         &mut self,
         share: &ShareRecord,
         new: &ShareModeEntry,
         lease: Option<&LeaseId>,
+        retry: bool,
         overwrite: bool,
         now: u64,
         timeout_ms: u64,
         notify: &mut Vec<u32>,
         until: &mut Option<u64>,
     ) {
+        let conflict = share.entries.iter().any(|e| share_conflict((e.access, e.share_access), new.access, new.share_access));
+        // A delete-on-close open (an unlink) also wants cached handles closed.
+        let delay_mask = if conflict {
+            HANDLE
+        } else if new.delete_on_close {
+            WRITE | HANDLE
+        } else {
+            WRITE
+        };
         for l in &mut self.leases {
             if Some(&l.id) == lease {
                 continue;
             }
-            let conflict = share.entries.iter().filter(|e| l.opens.contains(&e.open)).any(|e| share_conflict((e.access, e.share_access), new.access, new.share_access));
             let current = l.breaking_to.map_or(l.state, |t| t & l.pending_to.unwrap_or(0xFF));
-            let mut want = if overwrite { 0 } else { current & !WRITE };
-            if conflict {
-                want &= !HANDLE;
+            let mut want = current & !delay_mask;
+            if overwrite {
+                want &= !(READ | HANDLE);
             }
             let want = grantable(want);
-            let mut wait = |from: u8, started: u64| {
-                if LeaseHolder::ack_required(from) {
-                    let t = started.saturating_add(timeout_ms);
-                    *until = Some(until.map_or(t, |u| u.min(t)));
-                }
-            };
-            if l.breaking_to.is_some() {
-                if want != current {
+            let breaking = l.breaking_to.is_some();
+            if want != current {
+                if breaking {
                     l.pending_to = Some(want);
+                } else {
+                    l.start_break(want, now, true, notify);
                 }
-                wait(l.state, l.break_started);
+            } else if !breaking {
                 continue;
             }
-            if want == l.state {
-                continue;
+            let started = if breaking { l.break_started } else { now };
+            // An open that waited goes on waiting while the round of
+            // acknowledged breaks lasts (smbtorture's lease.breaking3).
+            if l.state & delay_mask != 0 || (retry && breaking && LeaseHolder::ack_required(l.state)) {
+                let t = started.saturating_add(timeout_ms);
+                *until = Some(until.map_or(t, |u| u.min(t)));
             }
-            l.start_break(want, now, notify);
-            wait(l.state, now);
         }
     }
 
@@ -198,7 +231,7 @@ impl OplockRecord {
     pub fn grant_lease(&mut self, share: &ShareRecord, open: GlobalOpenId, req: &LeaseRequest) -> LeaseGrant {
         let asked = grantable(req.state);
         let mine: Vec<GlobalOpenId> = self.leases.iter().find(|l| l.id == req.id).map(|l| l.opens.clone()).unwrap_or_default();
-        let others_open = share.entries.iter().any(|e| e.open != open && !mine.contains(&e.open));
+        let others_open = share.entries.iter().any(|e| e.open != open && !mine.contains(&e.open) && !is_stat_open(e.access));
         let oplocks = self.holders.iter().any(|h| h.open != open && h.level != LEVEL_NONE);
         let mut allowed = READ | HANDLE | WRITE;
         if others_open {
@@ -218,7 +251,7 @@ impl OplockRecord {
                     l.epoch = l.epoch.wrapping_add(1);
                 }
             }
-            return LeaseGrant { state: l.state, epoch: l.epoch, breaking: l.breaking_to.is_some() };
+            return LeaseGrant { version: l.version, parent: l.parent, state: l.state, epoch: l.epoch, breaking: l.breaking_to.is_some() };
         }
         let state = grantable(asked & allowed);
         let epoch = if req.version >= 2 { req.epoch.wrapping_add(1) } else { 0 };
@@ -234,7 +267,7 @@ impl OplockRecord {
             break_started: 0,
             opens: vec![open],
         });
-        LeaseGrant { state, epoch, breaking: false }
+        LeaseGrant { version: req.version, parent: req.parent, state, epoch, breaking: false }
     }
 
     /// A write, a size change or a byte-range lock through `by`: every other
@@ -246,7 +279,7 @@ impl OplockRecord {
                 continue;
             }
             match l.breaking_to {
-                None => l.start_break(LEVEL_NONE, now, notify),
+                None => l.start_break(LEVEL_NONE, now, true, notify),
                 Some(t) if t != 0 => l.pending_to = Some(0),
                 Some(_) => {}
             }
@@ -268,9 +301,6 @@ impl OplockRecord {
             }
             let Some(open) = l.opens.iter().find(|o| o.worker == worker) else { continue };
             l.notified = true;
-            if l.version >= 2 {
-                l.epoch = l.epoch.wrapping_add(1);
-            }
             let ack_required = LeaseHolder::ack_required(l.state);
             v.push(LeaseNotice { open: open.open, id: l.id, version: l.version, from: l.state, to, epoch: l.epoch, ack_required });
             if !ack_required {
@@ -293,34 +323,22 @@ impl OplockRecord {
         }
         l.state = grantable(state);
         l.breaking_to = None;
-        if let Some(p) = l.pending_to.take() {
-            let next = grantable(l.state & p);
-            if next != l.state {
-                l.start_break(next, now, wake);
-            }
-        }
+        l.continue_break(now, wake);
         let r = (l.state, l.epoch);
         wake.append(&mut self.waiters);
         Ok(r)
     }
 
-    /// Breaks past the timeout end as if acknowledged at the state broken
-    /// to (then any pending one starts); whether any did.
-    pub(super) fn expire_leases(&mut self, now: u64, timeout_ms: u64, notify: &mut Vec<u32>) -> bool {
+    /// Breaks past the timeout end with the lease lost (state none, as
+    /// Windows and Samba: smbtorture's lease.timeout); whether any did.
+    pub(super) fn expire_leases(&mut self, now: u64, timeout_ms: u64) -> bool {
         let mut any = false;
         for l in &mut self.leases {
-            if let Some(to) = l.breaking_to {
-                if now >= l.break_started.saturating_add(timeout_ms) {
-                    l.state = to;
-                    l.breaking_to = None;
-                    any = true;
-                    if let Some(p) = l.pending_to.take() {
-                        let next = grantable(to & p);
-                        if next != to {
-                            l.start_break(next, now, notify);
-                        }
-                    }
-                }
+            if l.breaking_to.is_some() && now >= l.break_started.saturating_add(timeout_ms) {
+                l.state = 0;
+                l.breaking_to = None;
+                l.pending_to = None;
+                any = true;
             }
         }
         any
@@ -484,7 +502,7 @@ mod tests {
         assert_eq!(r.grant_lease(&share, a, &req(1, RWH)).state, RWH);
         assert_eq!(grantable(HANDLE | WRITE), 0);
         let mut n = Vec::new();
-        let c = r.check_open(&share, &e(b, 1, 7), Some(&lid(2)), false, true, 1000, 100, 1, &mut n);
+        let c = r.check_open(&share, &e(b, 1, 7), Some(&lid(2)), false, false, true, 1000, 100, 1, &mut n);
         assert_eq!(c, OpenCheck::Wait { until: 1100 });
         let notices = r.take_lease_notices(1);
         assert_eq!(notices.len(), 1);
@@ -494,7 +512,7 @@ mod tests {
         assert_eq!(r.lease_ack(&lid(1), RH, 1000, &mut wake), Ok((RH, 0)));
         assert_eq!(wake, vec![1]);
         assert_eq!(r.lease_ack(&lid(1), RH, 1000, &mut wake), Err(LeaseAckError::NotBreaking));
-        assert_eq!(r.check_open(&share, &e(b, 1, 7), Some(&lid(2)), false, true, 1000, 100, 1, &mut n), OpenCheck::Proceed);
+        assert_eq!(r.check_open(&share, &e(b, 1, 7), Some(&lid(2)), false, false, true, 1000, 100, 1, &mut n), OpenCheck::Proceed);
         share.open(e(b, 1, 7)).unwrap();
         assert_eq!(r.grant_lease(&share, b, &req(2, RWH)).state, RH, "no W beside another open");
         // An upgrade to RWH of lease 1 is refused whole (lease 2 is open).
@@ -522,7 +540,7 @@ mod tests {
         share.open(e(a, 3, 7)).unwrap();
         assert_eq!(r.grant(&share, a, LEVEL_BATCH, true), LEVEL_BATCH);
         let mut n = Vec::new();
-        assert!(matches!(r.check_open(&share, &e(b, 1, 7), Some(&lid(2)), false, true, 0, 100, 2, &mut n), OpenCheck::Wait { .. }));
+        assert!(matches!(r.check_open(&share, &e(b, 1, 7), Some(&lid(2)), false, false, true, 0, 100, 2, &mut n), OpenCheck::Wait { .. }));
         let mut w = Vec::new();
         r.ack(a, LEVEL_II, &mut w).unwrap();
         share.open(e(b, 1, 7)).unwrap();
@@ -542,6 +560,39 @@ mod tests {
         assert_eq!((v[0].to, v[0].ack_required), (0, false));
         assert_eq!(r.leases[0].state, 0);
         assert!(r.take_lease_notices(1).is_empty());
+    }
+
+    /// smbtorture's lease.breaking3/breaking4 and timeout: an overwrite during
+    /// a break waits and is broken in steps (RH, R, none); an overwrite of
+    /// an RH lease breaks it to none without waiting; a timed-out break
+    /// loses the lease.
+    #[test]
+    fn break_rounds_steps_and_timeout() {
+        let (a, b, c) = (id(1, 1), id(1, 2), id(1, 3));
+        let share = ShareRecord { entries: vec![e(a, 3, 7)], ..Default::default() };
+        let mut r = OplockRecord::default();
+        r.grant_lease(&share, a, &LeaseRequest { version: 2, ..req(1, RWH) });
+        let mut n = Vec::new();
+        assert!(matches!(r.check_open(&share, &e(b, 1, 7), None, false, false, true, 0, 100, 1, &mut n), OpenCheck::Wait { .. }));
+        assert!(matches!(r.check_open(&share, &e(c, 1, 7), None, false, true, true, 0, 100, 1, &mut n), OpenCheck::Wait { .. }), "overwrite waits too");
+        let v = r.take_lease_notices(1);
+        assert_eq!((v.len(), v[0].to, v[0].epoch), (1, RH, 2));
+        let mut w = Vec::new();
+        assert_eq!(r.lease_ack(&lid(1), RH, 0, &mut w), Ok((RH, 2)));
+        assert_eq!(r.leases[0].breaking_to, Some(READ), "RH goes to R first");
+        assert!(matches!(r.check_open(&share, &e(b, 1, 7), None, true, false, true, 0, 100, 1, &mut n), OpenCheck::Wait { .. }), "a waiter waits on");
+        assert_eq!(r.take_lease_notices(1)[0].epoch, 2, "same round, same epoch");
+        r.lease_ack(&lid(1), READ, 0, &mut w).unwrap();
+        let v = r.take_lease_notices(1);
+        assert_eq!((v[0].from, v[0].to, v[0].ack_required), (READ, 0, false));
+        assert_eq!(r.check_open(&share, &e(b, 1, 7), None, true, false, true, 0, 100, 1, &mut n), OpenCheck::Proceed);
+        // RH and an overwrite: broken to none, nobody waits; a timeout loses it.
+        let mut r = OplockRecord::default();
+        r.grant_lease(&share, a, &req(1, RH));
+        assert_eq!(r.check_open(&share, &e(b, 1, 7), None, false, true, true, 0, 100, 1, &mut n), OpenCheck::Proceed);
+        assert_eq!(r.leases[0].breaking_to, Some(0));
+        assert_eq!(r.check_open(&share, &e(b, 1, 7), None, false, false, true, 100, 100, 1, &mut n), OpenCheck::Proceed);
+        assert_eq!((r.leases[0].state, r.leases[0].breaking_to), (0, None));
     }
 
     #[test]

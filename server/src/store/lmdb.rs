@@ -297,7 +297,7 @@ impl StateStore for LmdbStore {
         })
     }
 
-    fn oplock_open(&self, key: FileKey, new: &ShareModeEntry, lease: Option<&LeaseId>, overwrite: bool, level2: bool, now_ms: u64, timeout_ms: u64, waiter: u32) -> Result<(OpenCheck, Vec<u32>), StoreError> {
+    fn oplock_open(&self, key: FileKey, new: &ShareModeEntry, lease: Option<&LeaseId>, retry: bool, overwrite: bool, level2: bool, now_ms: u64, timeout_ms: u64, waiter: u32) -> Result<(OpenCheck, Vec<u32>), StoreError> {
         // Most files have no oplock record: look before taking the writer's lock.
         if self.read::<OplockRecord>(self.oplock, key)?.is_none() {
             return Ok((OpenCheck::Proceed, Vec::new()));
@@ -305,7 +305,7 @@ impl StateStore for LmdbStore {
         self.write(|t| {
             let share: ShareRecord = self.share.get(t, &encode_key(key))?.map(ShareRecord::decode).transpose()?.unwrap_or_default();
             let mut notify = Vec::new();
-            let c = modify(self.oplock, t, key, |r: &mut OplockRecord| r.check_open(&share, new, lease, overwrite, level2, now_ms, timeout_ms, waiter, &mut notify))?;
+            let c = modify(self.oplock, t, key, |r: &mut OplockRecord| r.check_open(&share, new, lease, retry, overwrite, level2, now_ms, timeout_ms, waiter, &mut notify))?;
             Ok((c, notify))
         })
     }

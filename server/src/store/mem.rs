@@ -138,7 +138,7 @@ impl StateStore for MemStore {
         Ok(wake)
     }
 
-    fn oplock_open(&self, key: FileKey, new: &ShareModeEntry, lease: Option<&LeaseId>, overwrite: bool, level2: bool, now_ms: u64, timeout_ms: u64, waiter: u32) -> Result<(OpenCheck, Vec<u32>), StoreError> {
+    fn oplock_open(&self, key: FileKey, new: &ShareModeEntry, lease: Option<&LeaseId>, retry: bool, overwrite: bool, level2: bool, now_ms: u64, timeout_ms: u64, waiter: u32) -> Result<(OpenCheck, Vec<u32>), StoreError> {
         let mut t = self.write();
         let Tables { share, oplock, .. } = &mut *t;
         if !oplock.contains_key(&key) {
@@ -147,7 +147,7 @@ impl StateStore for MemStore {
         let empty = ShareRecord::default();
         let s = share.get(&key).unwrap_or(&empty);
         let mut notify = Vec::new();
-        let c = with(oplock, key, OplockRecord::is_empty, |r| r.check_open(s, new, lease, overwrite, level2, now_ms, timeout_ms, waiter, &mut notify));
+        let c = with(oplock, key, OplockRecord::is_empty, |r| r.check_open(s, new, lease, retry, overwrite, level2, now_ms, timeout_ms, waiter, &mut notify));
         Ok((c, notify))
     }
 

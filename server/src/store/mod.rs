@@ -161,8 +161,10 @@ pub trait StateStore: Send + Sync {
     /// Oplocks (oplock.rs): a new open's check (breaks started, workers to
     /// wake for them, and whether to wait), made before its share-mode entry.
     #[allow(clippy::too_many_arguments)]
-    /// `lease`: the new open's own lease (its leases break nothing of it).
-    fn oplock_open(&self, key: FileKey, new: &ShareModeEntry, lease: Option<&LeaseId>, overwrite: bool, level2: bool, now_ms: u64, timeout_ms: u64, waiter: u32) -> Result<(OpenCheck, Vec<u32>), StoreError>;
+    /// `lease`: the new open's own lease (its leases break nothing of it);
+    /// `retry`: the open waited for a break before (it goes on waiting
+    /// while a lease's break round needing acknowledgments lasts).
+    fn oplock_open(&self, key: FileKey, new: &ShareModeEntry, lease: Option<&LeaseId>, retry: bool, overwrite: bool, level2: bool, now_ms: u64, timeout_ms: u64, waiter: u32) -> Result<(OpenCheck, Vec<u32>), StoreError>;
     /// Grants `open` (whose share-mode entry is in) the oplock it may have.
     fn oplock_grant(&self, key: FileKey, open: GlobalOpenId, requested: u8, level2: bool) -> Result<u8, StoreError>;
     /// Breaks every level II oplock of the file (a write, a size change, a

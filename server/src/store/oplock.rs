@@ -61,6 +61,14 @@ pub enum AckError {
     BadLevel,
 }
 
+/// A "stat open" breaks nothing and does not count against a lease's W:
+/// only SYNCHRONIZE, READ_CONTROL and the attribute rights (as Windows
+/// and Samba; smbtorture's lease.statopen4).
+pub fn is_stat_open(access: u32) -> bool {
+    const STAT: u32 = 0x0010_0000 | 0x0002_0000 | 0x80 | 0x100;
+    access & !STAT == 0
+}
+
 fn strong(level: u8) -> bool {
     matches!(level, LEVEL_EXCLUSIVE | LEVEL_BATCH)
 }
@@ -78,8 +86,8 @@ impl OplockRecord {
 
     /// Breaks that ran past `timeout_ms` end as if acknowledged at the level
     /// broken to; whether any did.
-    fn expire(&mut self, now: u64, timeout_ms: u64, notify: &mut Vec<u32>) -> bool {
-        let mut any = self.expire_leases(now, timeout_ms, notify);
+    fn expire(&mut self, now: u64, timeout_ms: u64) -> bool {
+        let mut any = self.expire_leases(now, timeout_ms);
         for h in &mut self.holders {
             if let Some(to) = h.breaking_to {
                 if now >= h.break_started.saturating_add(timeout_ms) {
@@ -109,6 +117,7 @@ impl OplockRecord {
         share: &ShareRecord,
         new: &ShareModeEntry,
         lease: Option<&LeaseId>,
+        retry: bool,
         overwrite: bool,
         level2: bool,
         now: u64,
@@ -116,13 +125,10 @@ impl OplockRecord {
         waiter: u32,
         notify: &mut Vec<u32>,
     ) -> OpenCheck {
-        // A "stat open" (MS-FSA 2.1.5.1.2: only SYNCHRONIZE and the
-        // attribute rights) breaks nothing; every other access does.
-        const STAT: u32 = 0x0010_0000 | 0x80 | 0x100;
-        if self.expire(now, timeout_ms, notify) {
+        if self.expire(now, timeout_ms) {
             notify.append(&mut self.waiters);
         }
-        if new.access & !STAT == 0 && !overwrite {
+        if is_stat_open(new.access) && !overwrite {
             return OpenCheck::Proceed;
         }
         let mut until: Option<u64> = None;
@@ -157,7 +163,7 @@ impl OplockRecord {
                 notify.push(h.open.worker);
             }
         }
-        self.check_open_leases(share, new, lease, overwrite, now, timeout_ms, notify, &mut until);
+        self.check_open_leases(share, new, lease, retry, overwrite, now, timeout_ms, notify, &mut until);
         match until {
             Some(until) => {
                 self.add_waiter(waiter);
@@ -377,8 +383,8 @@ mod tests {
         assert_eq!(r.grant(&share, a, LEVEL_BATCH, true), LEVEL_BATCH);
         let mut notify = Vec::new();
         // A stat open breaks nothing; a reader breaks the batch oplock to level II.
-        assert_eq!(r.check_open(&share, &e(b, 0x80, 7), None, false, true, 1000, 35_000, 2, &mut notify), OpenCheck::Proceed);
-        assert_eq!(r.check_open(&share, &e(b, 1, 7), None, false, true, 1000, 35_000, 2, &mut notify), OpenCheck::Wait { until: 36_000 });
+        assert_eq!(r.check_open(&share, &e(b, 0x80, 7), None, false, false, true, 1000, 35_000, 2, &mut notify), OpenCheck::Proceed);
+        assert_eq!(r.check_open(&share, &e(b, 1, 7), None, false, false, true, 1000, 35_000, 2, &mut notify), OpenCheck::Wait { until: 36_000 });
         assert_eq!(notify, vec![1]);
         assert_eq!(r.take_notices(2), vec![]);
         assert_eq!(r.take_notices(1), vec![(1, LEVEL_II)]);
@@ -409,19 +415,19 @@ mod tests {
         assert_eq!(r.grant(&share, a, LEVEL_EXCLUSIVE, true), LEVEL_EXCLUSIVE);
         let mut n = Vec::new();
         // The share modes refuse b anyway: the exclusive oplock stays.
-        assert_eq!(r.check_open(&share, &e(b, 1, 7), None, false, true, 0, 100, 1, &mut n), OpenCheck::Proceed);
+        assert_eq!(r.check_open(&share, &e(b, 1, 7), None, false, false, true, 0, 100, 1, &mut n), OpenCheck::Proceed);
         share.entries[0].share_access = 7;
-        assert_eq!(r.check_open(&share, &e(b, 1, 7), None, true, true, 0, 100, 1, &mut n), OpenCheck::Wait { until: 100 });
+        assert_eq!(r.check_open(&share, &e(b, 1, 7), None, false, true, true, 0, 100, 1, &mut n), OpenCheck::Wait { until: 100 });
         assert_eq!(r.holders[0].breaking_to, Some(LEVEL_NONE), "overwrite breaks to none");
         // No ack: the break times out at the next check.
-        assert_eq!(r.check_open(&share, &e(b, 1, 7), None, true, true, 50, 100, 1, &mut n), OpenCheck::Wait { until: 100 });
-        assert_eq!(r.check_open(&share, &e(b, 1, 7), None, true, true, 100, 100, 1, &mut n), OpenCheck::Proceed);
+        assert_eq!(r.check_open(&share, &e(b, 1, 7), None, false, true, true, 50, 100, 1, &mut n), OpenCheck::Wait { until: 100 });
+        assert_eq!(r.check_open(&share, &e(b, 1, 7), None, false, true, true, 100, 100, 1, &mut n), OpenCheck::Proceed);
         assert!(r.holders.is_empty());
         // An ack above the level broken to ends the oplock.
         let mut r = OplockRecord::default();
         let share = ShareRecord { entries: vec![e(a, 3, 7)], ..Default::default() };
         r.grant(&share, a, LEVEL_BATCH, true);
-        r.check_open(&share, &e(b, 1, 7), None, true, true, 0, 100, 1, &mut n);
+        r.check_open(&share, &e(b, 1, 7), None, false, true, true, 0, 100, 1, &mut n);
         assert_eq!(r.ack(a, LEVEL_II, &mut n), Err(AckError::BadLevel));
         assert!(r.holders.is_empty());
     }

@@ -176,14 +176,14 @@ fn oplocks(s: &dyn StateStore) {
     s.open_file(F, entry(a, READ | WRITE, SHARE_ALL)).unwrap();
     assert_eq!(s.oplock_grant(F, a, LEVEL_BATCH, true).unwrap(), LEVEL_BATCH);
     // Worker 2 opens to read: the batch oplock breaks to level II, worker 2 waits.
-    let (chk, notify) = s.oplock_open(F, &entry(b, READ, SHARE_ALL), None, false, true, 1_000, 35_000, 2).unwrap();
+    let (chk, notify) = s.oplock_open(F, &entry(b, READ, SHARE_ALL), None, false, false, true, 1_000, 35_000, 2).unwrap();
     assert_eq!(chk, OpenCheck::Wait { until: 36_000 });
     assert_eq!(notify, vec![1]);
     assert!(s.oplock_notices(F, 2).unwrap().is_empty());
     assert_eq!(s.oplock_notices(F, 1).unwrap(), vec![(1, LEVEL_II)]);
     let (acked, wake) = s.oplock_ack(F, a, LEVEL_II).unwrap();
     assert_eq!((acked, wake), (Ok(LEVEL_II), vec![2]));
-    assert_eq!(s.oplock_open(F, &entry(b, READ, SHARE_ALL), None, false, true, 2_000, 35_000, 2).unwrap(), (OpenCheck::Proceed, vec![]));
+    assert_eq!(s.oplock_open(F, &entry(b, READ, SHARE_ALL), None, false, false, true, 2_000, 35_000, 2).unwrap(), (OpenCheck::Proceed, vec![]));
     s.open_file(F, entry(b, READ, SHARE_ALL)).unwrap();
     assert_eq!(s.oplock_grant(F, b, LEVEL_BATCH, true).unwrap(), LEVEL_II);
     // A write breaks every level II oplock, the writer's too (no ack).
@@ -197,7 +197,7 @@ fn oplocks(s: &dyn StateStore) {
     // A waiter on a break is woken by the holder's close; a dead worker's oplocks go.
     s.open_file(G, entry(c, READ | WRITE, SHARE_ALL)).unwrap();
     assert_eq!(s.oplock_grant(G, c, LEVEL_BATCH, true).unwrap(), LEVEL_BATCH);
-    let (chk, _) = s.oplock_open(G, &entry(a, READ, SHARE_ALL), None, false, true, 0, 35_000, 1).unwrap();
+    let (chk, _) = s.oplock_open(G, &entry(a, READ, SHARE_ALL), None, false, false, true, 0, 35_000, 1).unwrap();
     assert!(matches!(chk, OpenCheck::Wait { .. }));
     assert_eq!(s.close_file(G, c).unwrap().wake, vec![1]);
     s.oplock_unwait(G, 1).unwrap();
@@ -222,7 +222,7 @@ fn leases(s: &dyn StateStore) {
     s.open_file(G, entry(c, READ, SHARE_ALL)).unwrap();
     assert_eq!(s.lease_grant(G, c, &req(l1, R)).unwrap(), None);
     // Worker 2's open under lease 2 breaks lease 1 to RH and waits.
-    let (chk, notify) = s.oplock_open(F, &entry(b, READ, SHARE_ALL), Some(&l2), false, true, 1_000, 35_000, 2).unwrap();
+    let (chk, notify) = s.oplock_open(F, &entry(b, READ, SHARE_ALL), Some(&l2), false, false, true, 1_000, 35_000, 2).unwrap();
     assert_eq!((chk, notify), (OpenCheck::Wait { until: 36_000 }, vec![1]));
     assert!(s.lease_notices(F, 2).unwrap().is_empty());
     let n = s.lease_notices(F, 1).unwrap();
