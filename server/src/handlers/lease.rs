@@ -11,6 +11,8 @@ use crate::transport::{MessageSink, OutBuf};
 use crate::wire::header::{Command, Header, FLAG_SERVER_TO_REDIR, HEADER_LEN};
 use crate::wire::status::NtStatus;
 use crate::wire::Put;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tracing::debug;
 
 /// SMB2_LEASE_FLAG_BREAK_IN_PROGRESS (response LeaseFlags).
@@ -196,5 +198,77 @@ pub fn grant(server: &Server, key: FileKey, id: u64, req: &LeaseRequest, open: &
             tracing::warn!("lease not granted: {e}");
             Ok(None)
         }
+    }
+}
+
+/// The rest of a rename (or delete) that runs once the handle-caching
+/// breaks it started are over.
+pub type AfterBreaks = Box<dyn FnOnce() -> Result<(), NtStatus> + Send>;
+
+/// A rename or delete through `open` (MS-FSA 2.1.5.14.11): level II oplocks
+/// break to none and other leases lose H. When a holder must acknowledge,
+/// the request goes async (interim STATUS_PENDING) and `job` runs once no
+/// other lease holds H or the break times out; else `job` runs now. A
+/// request that cannot go async (inside a compound) runs `job` at once.
+pub fn after_handle_breaks(conn: &mut Connection, ctx: &mut Ctx<'_>, open: &Arc<crate::objects::Open>, job: AfterBreaks) -> Result<(), NtStatus> {
+    let server = conn.server.clone();
+    let Some(key) = open.file_key.map(FileKey::from) else { return job() };
+    let by = server.open_id(open.volatile_id);
+    let timeout = server.cfg.limits.oplock_break_timeout.as_millis() as u64;
+    let (workers, until) = match server.store.lease_break_handle(key, by, Server::now_ms(), timeout) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("rename breaks: {e}");
+            return job();
+        }
+    };
+    let mut workers = workers;
+    workers.sort_unstable();
+    workers.dedup();
+    for w in workers {
+        server.wake(w, key);
+    }
+    let Some(until) = until else { return job() };
+    let Ok(pending) = crate::conn::go_async(conn, ctx) else { return job() };
+    debug!(async_id = pending.async_id, "rename waits for lease breaks");
+    let r = std::thread::Builder::new().name("smb-rename".into()).stack_size(256 * 1024).spawn(move || {
+        let mut seen = server.file_events.generation();
+        loop {
+            if pending.stop.get().is_some() {
+                return pending.finish(NtStatus::CANCELLED, None);
+            }
+            let held = server.store.oplocks(key).map(|r| r.others_hold_handle(by)).unwrap_or(false);
+            if !held || Server::now_ms() >= until {
+                break;
+            }
+            let step = Instant::now() + Duration::from_millis(until.saturating_sub(Server::now_ms()).min(1000));
+            seen = server.file_events.wait(seen, step);
+        }
+        match job() {
+            Ok(()) => pending.finish(NtStatus::SUCCESS, Some(&[2, 0])),
+            Err(e) => pending.finish(e, None),
+        }
+    });
+    if let Err(e) = r {
+        tracing::warn!("cannot start a waiting rename: {e}");
+        return Err(NtStatus::INSUFFICIENT_RESOURCES);
+    }
+    Err(NtStatus::PENDING)
+}
+
+/// A delete made pending through `open`: level II oplocks break to none and
+/// other leases lose H, without waiting (the delete happens at the last close).
+pub fn break_handle_caching(server: &Server, open: &crate::objects::Open) {
+    let Some(key) = open.file_key.map(FileKey::from) else { return };
+    let timeout = server.cfg.limits.oplock_break_timeout.as_millis() as u64;
+    match server.store.lease_break_handle(key, server.open_id(open.volatile_id), Server::now_ms(), timeout) {
+        Ok((mut workers, _)) => {
+            workers.sort_unstable();
+            workers.dedup();
+            for w in workers {
+                server.wake(w, key);
+            }
+        }
+        Err(e) => tracing::warn!("delete breaks: {e}"),
     }
 }

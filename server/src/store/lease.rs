@@ -184,6 +184,9 @@ impl OplockRecord {
         notify: &mut Vec<u32>,
         until: &mut Option<u64>,
     ) {
+        if is_stat_open(new.access) && !overwrite {
+            return;
+        }
         let conflict = share.entries.iter().any(|e| share_conflict((e.access, e.share_access), new.access, new.share_access));
         // A delete-on-close open (an unlink) also wants cached handles closed.
         let delay_mask = if conflict {
@@ -231,7 +234,9 @@ impl OplockRecord {
     pub fn grant_lease(&mut self, share: &ShareRecord, open: GlobalOpenId, req: &LeaseRequest) -> LeaseGrant {
         let asked = grantable(req.state);
         let mine: Vec<GlobalOpenId> = self.leases.iter().find(|l| l.id == req.id).map(|l| l.opens.clone()).unwrap_or_default();
-        let others_open = share.entries.iter().any(|e| e.open != open && !mine.contains(&e.open) && !is_stat_open(e.access));
+        // A stat open does not count, unless it holds a lease of its own.
+        let leased = |o: &GlobalOpenId| self.leases.iter().any(|l| l.opens.contains(o));
+        let others_open = share.entries.iter().any(|e| e.open != open && !mine.contains(&e.open) && (!is_stat_open(e.access) || leased(&e.open)));
         let oplocks = self.holders.iter().any(|h| h.open != open && h.level != LEVEL_NONE);
         let mut allowed = READ | HANDLE | WRITE;
         if others_open {
@@ -284,6 +289,40 @@ impl OplockRecord {
                 Some(_) => {}
             }
         }
+    }
+
+    /// A rename or delete through `by` (MS-FSA 2.1.5.14.11, as Windows):
+    /// other leases lose H (their clients must close the handles they keep
+    /// under the old name). Returns when the last of those breaks times
+    /// out if any needs an acknowledgment (the caller may wait for it).
+    pub fn break_leases_handle(&mut self, by: GlobalOpenId, now: u64, timeout_ms: u64, notify: &mut Vec<u32>) -> Option<u64> {
+        let mut until: Option<u64> = None;
+        for l in &mut self.leases {
+            if l.opens.contains(&by) || l.state & HANDLE == 0 {
+                continue;
+            }
+            let started = match l.breaking_to {
+                None => {
+                    l.start_break(l.state & !HANDLE, now, true, notify);
+                    now
+                }
+                Some(t) => {
+                    if t & HANDLE != 0 {
+                        l.pending_to = Some(l.pending_to.unwrap_or(t) & !HANDLE);
+                    }
+                    l.break_started
+                }
+            };
+            let t = started.saturating_add(timeout_ms);
+            until = Some(until.map_or(t, |u| u.min(t)));
+        }
+        until
+    }
+
+    /// Whether a lease other than `by`'s still holds H (or is being broken
+    /// from it): a rename waiting for those breaks looks at this.
+    pub fn others_hold_handle(&self, by: GlobalOpenId) -> bool {
+        self.leases.iter().any(|l| !l.opens.contains(&by) && l.state & HANDLE != 0)
     }
 
     pub(super) fn has_read_leases(&self) -> bool {

@@ -367,6 +367,17 @@ impl StateStore for LmdbStore {
         })
     }
 
+    fn lease_break_handle(&self, key: FileKey, by: GlobalOpenId, now_ms: u64, timeout_ms: u64) -> Result<(Vec<u32>, Option<u64>), StoreError> {
+        if self.read::<OplockRecord>(self.oplock, key)?.is_none() {
+            return Ok((Vec::new(), None));
+        }
+        self.write(|t| {
+            let mut notify = Vec::new();
+            let until = modify(self.oplock, t, key, |r: &mut OplockRecord| r.break_for_rename(by, now_ms, timeout_ms, &mut notify))?;
+            Ok((notify, until))
+        })
+    }
+
     fn lease_file(&self, id: &LeaseId) -> Result<Option<FileKey>, StoreError> {
         let txn = self.env.read_txn()?;
         self.lease.get(&txn, &id.encode())?.map(decode_key).transpose()

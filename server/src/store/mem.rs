@@ -206,6 +206,16 @@ impl StateStore for MemStore {
         Ok(Some(with(oplock, key, OplockRecord::is_empty, |r| r.grant_lease(s, open, req))))
     }
 
+    fn lease_break_handle(&self, key: FileKey, by: GlobalOpenId, now_ms: u64, timeout_ms: u64) -> Result<(Vec<u32>, Option<u64>), StoreError> {
+        let mut t = self.write();
+        if !t.oplock.contains_key(&key) {
+            return Ok((Vec::new(), None));
+        }
+        let mut notify = Vec::new();
+        let until = with(&mut t.oplock, key, OplockRecord::is_empty, |r| r.break_for_rename(by, now_ms, timeout_ms, &mut notify));
+        Ok((notify, until))
+    }
+
     fn lease_file(&self, id: &LeaseId) -> Result<Option<FileKey>, StoreError> {
         Ok(self.read().lease.get(id).copied())
     }

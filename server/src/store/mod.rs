@@ -185,6 +185,10 @@ pub trait StateStore: Send + Sync {
     fn lease_grant(&self, key: FileKey, open: GlobalOpenId, req: &LeaseRequest) -> Result<Option<LeaseGrant>, StoreError>;
     /// The file the lease `id` is on.
     fn lease_file(&self, id: &LeaseId) -> Result<Option<FileKey>, StoreError>;
+    /// A rename or delete through `by`: level II oplocks break to none and
+    /// other leases lose H; workers to wake, and when the breaks that want
+    /// an acknowledgment time out (`None`: none do).
+    fn lease_break_handle(&self, key: FileKey, by: GlobalOpenId, now_ms: u64, timeout_ms: u64) -> Result<(Vec<u32>, Option<u64>), StoreError>;
     /// The lease breaks `worker` must announce now.
     fn lease_notices(&self, key: FileKey, worker: u32) -> Result<Vec<LeaseNotice>, StoreError>;
     /// A LEASE_BREAK acknowledgment: (file, state, epoch) or why not; the workers to wake.

@@ -61,9 +61,13 @@ pub enum AckError {
     BadLevel,
 }
 
-/// A "stat open" breaks nothing and does not count against a lease's W:
-/// only SYNCHRONIZE, READ_CONTROL and the attribute rights (as Windows
-/// and Samba; smbtorture's lease.statopen4).
+/// What a "stat open" of oplocks may ask for: SYNCHRONIZE and the
+/// attribute rights (MS-FSA 2.1.5.1.2).
+const OPLOCK_STAT: u32 = 0x0010_0000 | 0x80 | 0x100;
+
+/// A "stat open" as leases see it breaks no lease and does not count
+/// against W: SYNCHRONIZE, the attribute rights and READ_CONTROL too (as
+/// Windows and Samba; smbtorture's lease.statopen4).
 pub fn is_stat_open(access: u32) -> bool {
     const STAT: u32 = 0x0010_0000 | 0x0002_0000 | 0x80 | 0x100;
     access & !STAT == 0
@@ -128,7 +132,9 @@ impl OplockRecord {
         if self.expire(now, timeout_ms) {
             notify.append(&mut self.waiters);
         }
-        if is_stat_open(new.access) && !overwrite {
+        // READ_CONTROL breaks oplocks (smbtorture's oplock.statopen1) but
+        // not leases (lease.statopen4: check_open_leases).
+        if new.access & !OPLOCK_STAT == 0 && !overwrite {
             return OpenCheck::Proceed;
         }
         let mut until: Option<u64> = None;
@@ -208,6 +214,20 @@ impl OplockRecord {
                 notify.push(h.open.worker);
             }
         }
+    }
+
+    /// A rename or delete through `by`: level II oplocks break to none (as
+    /// before leases came), and other leases lose H (lease.rs).
+    pub fn break_for_rename(&mut self, by: GlobalOpenId, now: u64, timeout_ms: u64, notify: &mut Vec<u32>) -> Option<u64> {
+        for h in &mut self.holders {
+            if h.level == LEVEL_II && h.breaking_to.is_none() {
+                h.breaking_to = Some(LEVEL_NONE);
+                h.notified = false;
+                h.break_started = now;
+                notify.push(h.open.worker);
+            }
+        }
+        self.break_leases_handle(by, now, timeout_ms, notify)
     }
 
     /// Whether any open holds a level II oplock (a cheap test before
