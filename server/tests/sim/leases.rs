@@ -386,3 +386,33 @@ fn lease_break_across_workers() {
     let done = b.next_async(Duration::from_secs(5)).expect("worker 2's CREATE woken");
     assert_eq!(done.status, SUCCESS);
 }
+
+/// A rename through one lease's handle breaks another lease's H and waits
+/// (interim PENDING) for the acknowledgment before it renames.
+#[test]
+fn rename_waits_for_the_handle_break() {
+    const SET_INFO: u16 = 0x11;
+    let ts = server();
+    let mut a = connected(&ts);
+    let mut b = connected(&ts);
+    let ra = create_lease(&mut a, "src.txt", GENERIC_READ, 1, RH, None);
+    assert_eq!(lease_of(&ra).map(|l| l.1), Some(RH));
+    let rb = create_lease(&mut b, "src.txt", GENERIC_ALL, 2, RH, None);
+    assert_eq!(lease_of(&rb).map(|l| l.1), Some(RH));
+    let name = utf16("dst.txt");
+    let mut info = Vec::new();
+    info.u8_(1).bytes(&[0; 7]).u64_(0).u32_(name.len() as u32).bytes(&name);
+    let mut body = Vec::new();
+    body.u16_(33).u8_(1).u8_(10).u32_(info.len() as u32).u16_(64 + 32).u16_(0).u32_(0).bytes(&rb.file_id()).bytes(&info);
+    let r = b.call(SET_INFO, 1, &body);
+    assert_eq!(r.status, PENDING, "the rename waits for lease 1's H");
+    let (key, from, to, flags, _) = next_lease_break(&mut a, Duration::from_secs(5)).expect("LEASE_BREAK");
+    assert_eq!((key, from, to, flags), ([1; 16], RH, LEASE_R, 1));
+    assert!(ts.dir.path().join("share/src.txt").exists(), "not renamed before the ack");
+    assert!(b.next_async(Duration::from_millis(200)).is_none());
+    assert_eq!(lease_ack(&mut a, 1, LEASE_R).status, SUCCESS);
+    let done = b.next_async(Duration::from_secs(5)).expect("the rename finishes after the ack");
+    assert_eq!((done.command, done.status), (SET_INFO, SUCCESS));
+    let again = create_lease(&mut a, "dst.txt", GENERIC_READ, 3, LEASE_R, None);
+    assert_eq!(again.status, SUCCESS, "renamed");
+}
