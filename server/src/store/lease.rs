@@ -562,7 +562,7 @@ mod tests {
         let mut n = Vec::new();
         r.break_leases_read(b, 0, &mut n);
         assert_eq!(n, vec![1]);
-        assert_eq!(r.take_lease_notices(1)[0].ack_required, true);
+        assert!(r.take_lease_notices(1)[0].ack_required);
         let mut gone = Vec::new();
         r.remove_lease_open(a, &mut gone);
         assert!(gone.is_empty(), "lease 1 keeps open c");

@@ -384,7 +384,7 @@ impl StateStore for LmdbStore {
     }
 
     fn lease_notices(&self, key: FileKey, worker: u32) -> Result<Vec<LeaseNotice>, StoreError> {
-        if !self.read::<OplockRecord>(self.oplock, key)?.is_some_and(|r| !r.leases.is_empty()) {
+        if self.read::<OplockRecord>(self.oplock, key)?.is_none_or(|r| r.leases.is_empty()) {
             return Ok(Vec::new());
         }
         self.write(|t| modify(self.oplock, t, key, |r: &mut OplockRecord| r.take_lease_notices(worker)))

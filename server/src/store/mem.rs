@@ -222,7 +222,7 @@ impl StateStore for MemStore {
 
     fn lease_notices(&self, key: FileKey, worker: u32) -> Result<Vec<LeaseNotice>, StoreError> {
         let mut t = self.write();
-        if !t.oplock.get(&key).is_some_and(|r| !r.leases.is_empty()) {
+        if t.oplock.get(&key).is_none_or(|r| r.leases.is_empty()) {
             return Ok(Vec::new());
         }
         Ok(with(&mut t.oplock, key, OplockRecord::is_empty, |r| r.take_lease_notices(worker)))

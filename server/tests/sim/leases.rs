@@ -229,7 +229,7 @@ fn create_lease(c: &mut Client, name: &str, access: u32, key: u8, state: u32, v2
     b[3] = LEVEL_LEASE;
     let n = utf16(name).len();
     b.truncate(56 + n);
-    while (64 + b.len()) % 8 != 0 {
+    while !(64 + b.len()).is_multiple_of(8) {
         b.push(0);
     }
     let at = (64 + b.len()) as u32;
