@@ -468,6 +468,10 @@ pub struct Channel {
     pub signer: Option<Arc<crypto::Signer>>,
     /// An SMB Direct channel (for status and logs).
     pub rdma: bool,
+    /// Where the connection sends: oplock and lease breaks fall back to
+    /// another channel of the session when the open's own is gone (MS-SMB2
+    /// 3.3.4.1.6; handlers/oplock.rs `send_on_session`).
+    pub sink: Weak<dyn crate::transport::MessageSink>,
 }
 
 /// The channel state of a session: its channels, and the channel sequence

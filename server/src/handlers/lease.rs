@@ -113,9 +113,7 @@ pub fn send_break(sink: &dyn MessageSink, session: &Session, n: &LeaseNotice) {
         }
     }
     debug!(from = n.from, to = n.to, epoch, ack = n.ack_required, "LEASE_BREAK sent");
-    if let Err(e) = sink.send(out) {
-        debug!("lease break not sent: {e}");
-    }
+    super::oplock::send_on_session(sink, session, out);
 }
 
 /// LEASE_BREAK acknowledgment (MS-SMB2 3.3.5.22.2): StructureSize 36.

@@ -11,6 +11,7 @@ use crate::transport::{MessageSink, OutBuf};
 use crate::wire::header::{Command, Header, FLAG_SERVER_TO_REDIR, HEADER_LEN};
 use crate::wire::status::NtStatus;
 use crate::wire::Put;
+use std::sync::Arc;
 use tracing::debug;
 
 /// STATUS_INVALID_OPLOCK_PROTOCOL (MS-ERREF 2.3.1).
@@ -41,9 +42,29 @@ pub fn send_break(sink: &dyn MessageSink, session: &Session, open: &Open, level:
         }
     }
     debug!(open = open.volatile_id, level, "OPLOCK_BREAK sent");
-    if let Err(e) = sink.send(out) {
-        debug!("oplock break not sent: {e}");
+    send_on_session(sink, session, out);
+}
+
+/// Sends a break notification on `first` (the open's connection) while
+/// that connection is still a channel of the session, else (or when it
+/// fails) on another channel of the session (MS-SMB2 3.3.4.1.6).
+pub fn send_on_session(first: &dyn MessageSink, session: &Session, out: OutBuf) {
+    let copy = |o: &OutBuf| OutBuf { buf: o.buf.clone(), start: o.start };
+    let same = |s: &Arc<dyn MessageSink>| std::ptr::addr_eq(Arc::as_ptr(s), first as *const dyn MessageSink);
+    let channels: Vec<Arc<dyn MessageSink>> = lock(&session.channels).list.iter().filter_map(|c| c.sink.upgrade()).collect();
+    if channels.is_empty() || channels.iter().any(same) {
+        match first.send(copy(&out)) {
+            Ok(()) => return,
+            Err(e) => debug!("break not sent on the open's channel: {e}"),
+        }
     }
+    for s in channels.iter().filter(|s| !same(s)) {
+        if s.send(copy(&out)).is_ok() {
+            debug!(session = session.id, "break sent on another channel of the session");
+            return;
+        }
+    }
+    debug!(session = session.id, "break not sent: no channel of the session takes it");
 }
 
 /// OPLOCK_BREAK acknowledgment (MS-SMB2 3.3.5.22.1).

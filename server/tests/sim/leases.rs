@@ -416,3 +416,25 @@ fn rename_waits_for_the_handle_break() {
     let again = create_lease(&mut a, "dst.txt", GENERIC_READ, 3, LEASE_R, None);
     assert_eq!(again.status, SUCCESS, "renamed");
 }
+
+/// The open's own connection is gone but its session has another channel:
+/// the break goes there (MS-SMB2 3.3.4.1.6) and the ack on it ends the wait.
+#[test]
+fn break_falls_back_to_another_channel() {
+    let ts = server();
+    let mut a = connected(&ts);
+    let ra = create_lease(&mut a, "mc.txt", GENERIC_ALL, 6, RWH, None);
+    assert_eq!(lease_of(&ra).map(|l| l.1), Some(RWH));
+    let mut a2 = Client::new(&ts);
+    a2.negotiate_with(&NegOpts { dialects: vec![a.dialect], ..NegOpts::default() });
+    crate::multichannel::bind_to(&a, &mut a2);
+    drop(a);
+    let mut c = connected(&ts);
+    let rc = create_lease(&mut c, "mc.txt", GENERIC_ALL, 7, RWH, None);
+    assert_eq!(rc.status, PENDING);
+    let (key, from, to, _, _) = next_lease_break(&mut a2, Duration::from_secs(5)).expect("break on the remaining channel");
+    assert_eq!((key, from, to), ([6; 16], RWH, RH));
+    assert_eq!(lease_ack(&mut a2, 6, RH).status, SUCCESS);
+    let done = c.next_async(Duration::from_secs(5)).expect("CREATE answered");
+    assert_eq!(lease_of(&done).map(|l| l.1), Some(RH));
+}
