@@ -488,6 +488,7 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
                     }
                 }
             }
+            super::lease::rename_parent_check(&conn.server, root, &from)?;
             // Other clients' cached handles go first (lease H breaks; the
             // rename waits for their acknowledgments: handlers/lease.rs).
             let o = open.clone();

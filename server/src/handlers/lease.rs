@@ -270,3 +270,28 @@ pub fn break_handle_caching(server: &Server, open: &crate::objects::Open) {
         Err(e) => tracing::warn!("delete breaks: {e}"),
     }
 }
+
+/// A rename opens the source's parent directory (MS-FSA 2.1.5.14.11): an
+/// open of that directory with DELETE access (not shared with it) makes it
+/// a sharing violation, without breaking anything (smbtorture's
+/// oplock.exclusive6). Checked as a probe open in the share-mode records,
+/// taken back at once.
+pub fn rename_parent_check(server: &Server, root: &crate::vfs::ShareRoot, from: &str) -> Result<(), NtStatus> {
+    const LIST_DIRECTORY: u32 = 0x1;
+    let parent = crate::vfs::split_parent(from).map_or("", |(d, _)| d);
+    let Some(st) = root.lookup(parent)? else { return Ok(()) };
+    let key = FileKey::from((st.dev, st.ino));
+    let probe = server.open_id(server.new_id());
+    let entry = crate::store::ShareModeEntry { open: probe, access: LIST_DIRECTORY, share_access: 0x1 | 0x2, delete_on_close: false };
+    match server.store.open_file(key, entry) {
+        Ok(()) => {
+            if let Err(e) = server.store.close_file(key, probe) {
+                tracing::warn!("rename probe of the parent not taken back: {e}");
+            }
+            Ok(())
+        }
+        Err(crate::store::OpenError::SharingViolation) => Err(NtStatus::SHARING_VIOLATION),
+        Err(crate::store::OpenError::DeletePending) => Err(NtStatus::DELETE_PENDING),
+        Err(crate::store::OpenError::Store(e)) => Err(store_status(e)),
+    }
+}
