@@ -129,7 +129,10 @@ pub fn break_level2(server: &Server, open: &Open) {
 }
 
 /// Whether `open` holds handle caching: a batch oplock or a lease with H
-/// (MS-SMB2 3.3.5.9.10/3.3.5.9.12: what a durable open needs).
+/// (MS-SMB2 3.3.5.9.10/3.3.5.9.12: what a durable open needs). Both are the
+/// state as granted or acknowledged through this worker: right at CREATE;
+/// a break that timed out (the store then drops the lease to none) is not
+/// seen here.
 pub fn holds_handle_caching(open: &Open) -> bool {
     *lock(&open.oplock_level) == crate::store::oplock::LEVEL_BATCH || lock(&open.lease).is_some_and(|(_, state)| state & crate::store::lease::HANDLE != 0)
 }

@@ -1,8 +1,9 @@
 //! The state every worker process must see: share modes, delete-pending,
-//! byte-range locks and who waits for them, keyed by the file's
-//! `(dev, ino)`. These are the *global* records (Samba's `locking.tdb` and
-//! `brlock.tdb`); the local `Open` objects of a worker point at them by
-//! [`GlobalOpenId`].
+//! byte-range locks, oplocks and leases and who waits for them, keyed by the
+//! file's `(dev, ino)`, plus the lease table keyed by (ClientGUID, LeaseKey)
+//! (lease.rs). These are the *global* records (Samba's `locking.tdb`,
+//! `brlock.tdb` and `leases.tdb`); the local `Open` objects of a worker point
+//! at them by [`GlobalOpenId`].
 //!
 //! Each operation of [`StateStore`] is one atomic read-check-write. Two
 //! backends hold the same records: [`MemStore`] for a single process (the
