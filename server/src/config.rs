@@ -106,6 +106,9 @@ pub struct ServerConfig {
 
     /// Worker processes and the state directory (`supervisor.rs`).
     pub procs: crate::supervisor::ProcessConfig,
+
+    /// `smb2 leases` (default yes): grant SMB2 leases (SMB 3.x dialects).
+    pub smb2_leases: bool,
 }
 
 impl Default for ServerConfig {
@@ -133,6 +136,8 @@ impl Default for ServerConfig {
             interfaces: Vec::new(),
 
             procs: crate::supervisor::ProcessConfig::default(),
+
+            smb2_leases: true,
         }
     }
 }
@@ -352,6 +357,7 @@ impl ServerConfig {
                         "workgroup" => self.workgroup = v.to_uppercase(),
                         "maptoguest" => self.map_to_guest = v.eq_ignore_ascii_case("bad user"),
                         "servermultichannelsupport" => self.multi_channel = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
+                        "smb2leases" => self.smb2_leases = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
                         "interfaces" => self.interfaces = v.split([' ', ',', '\t']).filter(|s| !s.is_empty()).map(String::from).collect(),
                         "smbd:fsctlsmbtorture" => self.smbtorture_fsctls = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
                         "smb2maxcredits" => self.max_credits = v.parse().map_err(|_| bad(line, format!("bad number {v:?}")))?,

@@ -232,6 +232,10 @@ impl Connection {
         if dialect >= DIALECT_300 && dialect != DIALECT_WILDCARD && cfg.multi_channel && self.client_caps & CAP_MULTI_CHANNEL != 0 {
             caps |= CAP_MULTI_CHANNEL;
         }
+        // Leases (v1 and v2) for 3.x, `smb2 leases` (handlers/lease.rs).
+        if dialect >= DIALECT_300 && dialect != DIALECT_WILDCARD && cfg.smb2_leases {
+            caps |= CAP_LEASING;
+        }
         self.server_caps = caps;
         let big = dialect >= DIALECT_210;
         let (mt, mr, mw) = if big { (cfg.max_transact_size, cfg.max_read_size, cfg.max_write_size) } else { (65536, 65536, 65536) };
@@ -402,7 +406,7 @@ impl Connection {
                 *lock(&session.state) = SessionState::Valid;
                 if !reauth {
                     // The first channel signs with the session's own key.
-                    lock(&session.channels).list.push(Channel { conn_id: self.conn_id, client_guid: self.client_guid, signer: None, rdma: self.sink.is_rdma() });
+                    lock(&session.channels).list.push(Channel { conn_id: self.conn_id, client_guid: self.client_guid, signer: None, rdma: self.sink.is_rdma(), sink: Arc::downgrade(&self.sink) });
                     self.sessions.push(id);
                     self.on_authenticated();
                     if req.previous_session_id != 0 && req.previous_session_id != id {
@@ -705,7 +709,7 @@ impl Connection {
                 let dk = crypto::derive_session_keys(crypto::Dialect(session.dialect), &session_key, preauth.as_ref(), None)
                     .map_err(|e| internal("channel key derivation", e))?;
                 let signer = crypto::Signer::new(alg, dk.signing.as_bytes()).map_err(|e| internal("channel signing key", e))?;
-                lock(&session.channels).list.push(Channel { conn_id: self.conn_id, client_guid: self.client_guid, signer: Some(Arc::new(signer)), rdma: self.sink.is_rdma() });
+                lock(&session.channels).list.push(Channel { conn_id: self.conn_id, client_guid: self.client_guid, signer: Some(Arc::new(signer)), rdma: self.sink.is_rdma(), sink: Arc::downgrade(&self.sink) });
                 self.sessions.push(id);
                 self.on_authenticated();
                 let n = lock(&session.channels).list.len();

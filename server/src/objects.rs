@@ -151,6 +151,7 @@ impl Server {
     pub fn on_file_event(&self, key: FileKey) {
         self.lock_waits.wake(self, key);
         self.send_oplock_notices(key);
+        crate::handlers::lease::send_notices(self, key);
         self.file_events.bump();
     }
 
@@ -476,6 +477,10 @@ pub struct Channel {
     pub signer: Option<Arc<crypto::Signer>>,
     /// An SMB Direct channel (for status and logs).
     pub rdma: bool,
+    /// Where the connection sends: oplock and lease breaks fall back to
+    /// another channel of the session when the open's own is gone (MS-SMB2
+    /// 3.3.4.1.6; handlers/oplock.rs `send_on_session`).
+    pub sink: Weak<dyn crate::transport::MessageSink>,
 }
 
 /// The channel state of a session: its channels, and the channel sequence
@@ -606,6 +611,9 @@ pub struct Open {
     pub notify: Mutex<Option<Arc<crate::handlers::notify::Watch>>>,
     /// The oplock level granted at CREATE (the store keeps the live state).
     pub oplock_level: Mutex<u8>,
+    /// The lease the open was made under and its state as last granted or
+    /// acknowledged here (handlers/lease.rs; the store keeps the live state).
+    pub lease: Mutex<Option<(crate::store::LeaseId, u8)>>,
     closed: Mutex<bool>,
 }
 
@@ -640,6 +648,7 @@ impl Open {
             mode: create_options & (0x2 | 0x4 | 0x8 | 0x10 | 0x20),
             notify: Mutex::new(None),
             oplock_level: Mutex::new(0),
+            lease: Mutex::new(None),
             closed: Mutex::new(false),
         }
     }

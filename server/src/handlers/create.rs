@@ -70,6 +70,10 @@ struct CreateCall {
     session: Arc<Session>,
     tree: Arc<Tree>,
     sink: Arc<dyn MessageSink>,
+    /// The connection's ClientGUID (leases are the client's).
+    client_guid: [u8; 16],
+    /// This try follows one that waited for a break.
+    retry: bool,
 }
 
 pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
@@ -77,7 +81,7 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
         debug!("bad CREATE: {e}");
         return Err(NtStatus::INVALID_PARAMETER);
     }
-    let call = CreateCall { server: conn.server.clone(), session: ctx.session()?.clone(), tree: ctx.tree()?.clone(), sink: conn.sink.clone() };
+    let call = CreateCall { server: conn.server.clone(), session: ctx.session()?.clone(), tree: ctx.tree()?.clone(), sink: conn.sink.clone(), client_guid: conn.client_guid, retry: false };
     let mut seen = call.server.file_events.generation();
     let mut blocked = None;
     match create_in(&call, ctx.msg, out, &mut blocked) {
@@ -86,6 +90,7 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
     }
     let Some((key, mut until)) = blocked else { return Err(NtStatus::INTERNAL_ERROR) };
     let server = call.server.clone();
+    let call = CreateCall { retry: true, ..call };
     let pending = match go_async(conn, ctx) {
         Ok(p) => p,
         Err(_) => {
@@ -226,6 +231,12 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
     }
     let root = tree.share.root.as_ref().ok_or(NtStatus::INVALID_DEVICE_REQUEST)?;
     let rel = root.resolve_case(&vfs::validate_name(&name)?);
+    // A lease asked for (RqLs); its key may name a lease of this file only.
+    let oplocks = tree.share.cfg.oplocks;
+    let lease_req = if oplocks { super::lease::requested(server, &session, req.oplock_level, &contexts, call.client_guid)? } else { None };
+    if let Some(lr) = &lease_req {
+        super::lease::check_key_file(server, root, &rel, lr)?;
+    }
 
     let mut desired = map_generic(req.desired_access);
     let max_allowed = desired & MAXIMUM_ALLOWED != 0;
@@ -385,12 +396,11 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
     let entry = ShareModeEntry { open: server.open_id(id), access: desired, share_access: req.share_access, delete_on_close: req.options & OPT_DELETE_ON_CLOSE != 0 };
     // Oplocks other opens hold on the file break first (MS-FSA 2.1.5.1.2);
     // a break that needs an acknowledgment makes this CREATE wait.
-    let oplocks = tree.share.cfg.oplocks;
     let level2 = tree.share.cfg.level2_oplocks;
     if !st.is_dir && action != ACTION_CREATED {
         let overwrite = matches!(action, ACTION_OVERWRITTEN | ACTION_SUPERSEDED);
         let timeout = server.cfg.limits.oplock_break_timeout.as_millis() as u64;
-        let (check, notify) = server.store.oplock_open(key.into(), &entry, overwrite, level2, Server::now_ms(), timeout, server.worker_id).map_err(store_status)?;
+        let (check, notify) = server.store.oplock_open(key.into(), &entry, lease_req.as_ref().map(|l| &l.id), call.retry, overwrite, level2, Server::now_ms(), timeout, server.worker_id).map_err(store_status)?;
         for w in notify {
             server.wake(w, key.into());
         }
@@ -427,7 +437,20 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
     }
     // The oplock asked for, as far as the file's other opens allow.
     let requested = req.oplock_level;
-    let granted = if oplocks && !st.is_dir && matches!(requested, LEVEL_II | LEVEL_EXCLUSIVE | LEVEL_BATCH) {
+    let mut lease_ctx = None;
+    let granted = if let (Some(lr), false) = (&lease_req, st.is_dir) {
+        match super::lease::grant(server, key.into(), id, lr, &open) {
+            Ok(Some(ctx)) => {
+                lease_ctx = Some(ctx);
+                super::lease::OPLOCK_LEVEL_LEASE
+            }
+            Ok(None) => 0,
+            Err(e) => {
+                release(server, key, id);
+                return Err(e);
+            }
+        }
+    } else if oplocks && !st.is_dir && matches!(requested, LEVEL_II | LEVEL_EXCLUSIVE | LEVEL_BATCH) {
         server.store.oplock_grant(key.into(), server.open_id(id), requested, level2).unwrap_or_else(|e| {
             tracing::warn!("oplock not granted: {e}");
             0
@@ -445,6 +468,9 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
 
     // Create contexts we answer; unknown ones are ignored (MS-SMB2 3.3.5.9).
     let mut ctx_out: Vec<(&[u8], Vec<u8>)> = Vec::new();
+    if let Some(d) = lease_ctx {
+        ctx_out.push((b"RqLs", d));
+    }
     for (cname, _data) in &contexts {
         match *cname {
             b"MxAc" => {

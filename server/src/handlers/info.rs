@@ -442,6 +442,9 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
                     conn.server.note_delete_path(k, &open.share.cfg.name, &lock(&open.path));
                 }
             }
+            if del {
+                super::lease::break_handle_caching(&conn.server, &open);
+            }
         }
         RENAME => {
             if open.access & DELETE == 0 {
@@ -488,17 +491,26 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
                     }
                 }
             }
-            if let Some(old_name) = displaced {
-                // Replacing "b" by a rename to "B": the old spelling goes away.
-                root.remove(&old_name, false)?;
-            }
-            super::oplock::break_level2(&conn.server, &open);
-            root.rename(&from, &target, replace)?;
-            // Where a supervisor finds the file if it must delete it (store).
-            if let Some(k) = open.file_key {
-                conn.server.note_delete_path(k, &open.share.cfg.name, &target);
-            }
-            *lock(&open.path) = target;
+            super::lease::rename_parent_check(&conn.server, root, &from)?;
+            // Other clients' cached handles go first (lease H breaks; the
+            // rename waits for their acknowledgments: handlers/lease.rs).
+            let o = open.clone();
+            let server = conn.server.clone();
+            let job: super::lease::AfterBreaks = Box::new(move || {
+                let root = o.share.root.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
+                if let Some(old_name) = displaced {
+                    // Replacing "b" by a rename to "B": the old spelling goes away.
+                    root.remove(&old_name, false)?;
+                }
+                root.rename(&from, &target, replace)?;
+                // Where a supervisor finds the file if it must delete it (store).
+                if let Some(k) = o.file_key {
+                    server.note_delete_path(k, &o.share.cfg.name, &target);
+                }
+                *lock(&o.path) = target;
+                Ok(())
+            });
+            super::lease::after_handle_breaks(conn, ctx, &open, job)?;
         }
         POSITION => {
             let p = r.u64().map_err(short)?;

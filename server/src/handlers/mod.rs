@@ -6,6 +6,7 @@ pub mod dir;
 pub mod file;
 pub mod info;
 pub mod ioctl;
+pub mod lease;
 pub mod lock;
 pub mod notify;
 pub mod oplock;

@@ -11,6 +11,7 @@ use crate::transport::{MessageSink, OutBuf};
 use crate::wire::header::{Command, Header, FLAG_SERVER_TO_REDIR, HEADER_LEN};
 use crate::wire::status::NtStatus;
 use crate::wire::Put;
+use std::sync::Arc;
 use tracing::debug;
 
 /// STATUS_INVALID_OPLOCK_PROTOCOL (MS-ERREF 2.3.1).
@@ -41,15 +42,38 @@ pub fn send_break(sink: &dyn MessageSink, session: &Session, open: &Open, level:
         }
     }
     debug!(open = open.volatile_id, level, "OPLOCK_BREAK sent");
-    if let Err(e) = sink.send(out) {
-        debug!("oplock break not sent: {e}");
+    send_on_session(sink, session, out);
+}
+
+/// Sends a break notification on `first` (the open's connection) while
+/// that connection is still a channel of the session, else (or when it
+/// fails) on another channel of the session (MS-SMB2 3.3.4.1.6).
+pub fn send_on_session(first: &dyn MessageSink, session: &Session, out: OutBuf) {
+    let copy = |o: &OutBuf| OutBuf { buf: o.buf.clone(), start: o.start };
+    let same = |s: &Arc<dyn MessageSink>| std::ptr::addr_eq(Arc::as_ptr(s), first as *const dyn MessageSink);
+    let channels: Vec<Arc<dyn MessageSink>> = lock(&session.channels).list.iter().filter_map(|c| c.sink.upgrade()).collect();
+    if channels.is_empty() || channels.iter().any(same) {
+        match first.send(copy(&out)) {
+            Ok(()) => return,
+            Err(e) => debug!("break not sent on the open's channel: {e}"),
+        }
     }
+    for s in channels.iter().filter(|s| !same(s)) {
+        if s.send(copy(&out)).is_ok() {
+            debug!(session = session.id, "break sent on another channel of the session");
+            return;
+        }
+    }
+    debug!(session = session.id, "break not sent: no channel of the session takes it");
 }
 
 /// OPLOCK_BREAK acknowledgment (MS-SMB2 3.3.5.22.1).
 pub fn oplock_break(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
     let b = ctx.msg.get(HEADER_LEN..).ok_or(NtStatus::INVALID_PARAMETER)?;
     let size = b.get(..2).map_or(0, |s| u16::from_le_bytes([s[0], s[1]]));
+    if size == 36 {
+        return super::lease::lease_break_ack(conn, ctx, out);
+    }
     if size != 24 || b.len() < 24 {
         return Err(NtStatus::INVALID_PARAMETER);
     }
@@ -91,7 +115,7 @@ pub fn oplock_break(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>)
 pub fn break_level2(server: &Server, open: &Open) {
     let Some(key) = open.file_key else { return };
     let key: FileKey = key.into();
-    match server.store.oplock_break_level2(key, Server::now_ms()) {
+    match server.store.oplock_break_level2(key, server.open_id(open.volatile_id), Server::now_ms()) {
         Ok(workers) => {
             let mut workers = workers;
             workers.sort_unstable();
@@ -102,4 +126,13 @@ pub fn break_level2(server: &Server, open: &Open) {
         }
         Err(e) => tracing::warn!("level II oplock break: {e}"),
     }
+}
+
+/// Whether `open` holds handle caching: a batch oplock or a lease with H
+/// (MS-SMB2 3.3.5.9.10/3.3.5.9.12: what a durable open needs). Both are the
+/// state as granted or acknowledged through this worker: right at CREATE;
+/// a break that timed out (the store then drops the lease to none) is not
+/// seen here.
+pub fn holds_handle_caching(open: &Open) -> bool {
+    *lock(&open.oplock_level) == crate::store::oplock::LEVEL_BATCH || lock(&open.lease).is_some_and(|(_, state)| state & crate::store::lease::HANDLE != 0)
 }

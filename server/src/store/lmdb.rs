@@ -13,9 +13,10 @@
 //! This is the one module of the store with `unsafe`: opening the memory
 //! map (see the SAFETY comment).
 
+use super::lease::{LeaseAckError, LeaseGrant, LeaseId, LeaseNotice, LeaseRequest};
 use super::oplock::{AckError, OpenCheck, OplockRecord};
 use super::records::{decode_key, encode_key, LockRecord, ShareRecord};
-use super::{ByteRangeLock, Closed, FileKey, GlobalOpenId, LockError, OpenError, ShareModeEntry, StateStore, StoreError, Unlocked};
+use super::{ByteRangeLock, Closed, LeaseAcked, FileKey, GlobalOpenId, LockError, OpenError, ShareModeEntry, StateStore, StoreError, Unlocked};
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, RwTxn, WithoutTls};
 use std::collections::HashMap;
@@ -38,6 +39,8 @@ pub struct LmdbStore {
     share: Db,
     brl: Db,
     oplock: Db,
+    /// The lease table: ClientGUID + LeaseKey -> the file's key.
+    lease: Db,
     path: PathBuf,
 }
 
@@ -123,7 +126,7 @@ impl LmdbStore {
             return Ok(s);
         }
         let mut opts = EnvOpenOptions::new().read_txn_without_tls();
-        opts.map_size(MAP_SIZE).max_readers(MAX_READERS).max_dbs(4);
+        opts.map_size(MAP_SIZE).max_readers(MAX_READERS).max_dbs(5);
         // SAFETY: `flags`: NO_SYNC, NO_META_SYNC and MAP_ASYNC only give up
         // durability after a system crash, and the store is cleared at every
         // start. WRITE_MAP (commits write into the map instead of pwrite:
@@ -141,15 +144,16 @@ impl LmdbStore {
         // Reader slots of processes that died are free again.
         let _ = env.clear_stale_readers();
         let wtxn = env.write_txn()?;
-        let (share, brl, oplock) = env
+        let (share, brl, oplock, lease) = env
             .create_databases_and_commit(wtxn, |dbo, wtxn| -> Result<_, heed::Error> {
                 let share: Database<Bytes, Bytes> = dbo.create_database(wtxn, Some("share"))?;
                 let brl: Database<Bytes, Bytes> = dbo.create_database(wtxn, Some("brl"))?;
                 let oplock: Database<Bytes, Bytes> = dbo.create_database(wtxn, Some("oplock"))?;
-                Ok(CommitOrAbort::<_, ()>::Commit((share, brl, oplock)))
+                let lease: Database<Bytes, Bytes> = dbo.create_database(wtxn, Some("lease"))?;
+                Ok(CommitOrAbort::<_, ()>::Commit((share, brl, oplock, lease)))
             })?
             .unwrap_commit();
-        let s = Arc::new(LmdbStore { env, share, brl, oplock, path: path.clone() });
+        let s = Arc::new(LmdbStore { env, share, brl, oplock, lease, path: path.clone() });
         opened.push((path, Arc::downgrade(&s)));
         Ok(s)
     }
@@ -165,6 +169,7 @@ impl LmdbStore {
         self.share.clear(&mut txn)?;
         self.brl.clear(&mut txn)?;
         self.oplock.clear(&mut txn)?;
+        self.lease.clear(&mut txn)?;
         txn.commit()?;
         Ok(())
     }
@@ -202,7 +207,11 @@ impl StateStore for LmdbStore {
         self.write(|t| {
             let mut c = Closed { delete: modify(self.share, t, key, |r: &mut ShareRecord| r.close(open))?.unwrap_or(false), wake: Vec::new() };
             modify(self.brl, t, key, |r: &mut LockRecord| r.remove_owner(open, &mut c.wake))?;
-            modify(self.oplock, t, key, |r: &mut OplockRecord| r.remove(open, &mut c.wake))?;
+            let mut gone = Vec::new();
+            modify(self.oplock, t, key, |r: &mut OplockRecord| r.remove(open, &mut c.wake, &mut gone))?;
+            for g in gone {
+                self.lease.delete(t, &g.encode())?;
+            }
             Ok(c)
         })
     }
@@ -273,18 +282,22 @@ impl StateStore for LmdbStore {
                 }
                 wake.extend(w.into_iter().map(|w| (w, k)));
             }
+            let mut gone = Vec::new();
             for (k, mut r) in self.all::<OplockRecord>(self.oplock, t)? {
                 let mut w = Vec::new();
-                if r.purge(worker, &mut w) {
+                if r.purge(worker, &mut w, &mut gone) {
                     modify(self.oplock, t, k, |x: &mut OplockRecord| *x = std::mem::take(&mut r))?;
                 }
                 wake.extend(w.into_iter().map(|w| (w, k)));
+            }
+            for g in gone {
+                self.lease.delete(t, &g.encode())?;
             }
             Ok(wake)
         })
     }
 
-    fn oplock_open(&self, key: FileKey, new: &ShareModeEntry, overwrite: bool, level2: bool, now_ms: u64, timeout_ms: u64, waiter: u32) -> Result<(OpenCheck, Vec<u32>), StoreError> {
+    fn oplock_open(&self, key: FileKey, new: &ShareModeEntry, lease: Option<&LeaseId>, retry: bool, overwrite: bool, level2: bool, now_ms: u64, timeout_ms: u64, waiter: u32) -> Result<(OpenCheck, Vec<u32>), StoreError> {
         // Most files have no oplock record: look before taking the writer's lock.
         if self.read::<OplockRecord>(self.oplock, key)?.is_none() {
             return Ok((OpenCheck::Proceed, Vec::new()));
@@ -292,7 +305,7 @@ impl StateStore for LmdbStore {
         self.write(|t| {
             let share: ShareRecord = self.share.get(t, &encode_key(key))?.map(ShareRecord::decode).transpose()?.unwrap_or_default();
             let mut notify = Vec::new();
-            let c = modify(self.oplock, t, key, |r: &mut OplockRecord| r.check_open(&share, new, overwrite, level2, now_ms, timeout_ms, waiter, &mut notify))?;
+            let c = modify(self.oplock, t, key, |r: &mut OplockRecord| r.check_open(&share, new, lease, retry, overwrite, level2, now_ms, timeout_ms, waiter, &mut notify))?;
             Ok((c, notify))
         })
     }
@@ -304,13 +317,13 @@ impl StateStore for LmdbStore {
         })
     }
 
-    fn oplock_break_level2(&self, key: FileKey, now_ms: u64) -> Result<Vec<u32>, StoreError> {
+    fn oplock_break_level2(&self, key: FileKey, by: GlobalOpenId, now_ms: u64) -> Result<Vec<u32>, StoreError> {
         if !self.read::<OplockRecord>(self.oplock, key)?.is_some_and(|r| r.has_level2()) {
             return Ok(Vec::new());
         }
         self.write(|t| {
             let mut notify = Vec::new();
-            modify(self.oplock, t, key, |r: &mut OplockRecord| r.break_level2(now_ms, &mut notify))?;
+            modify(self.oplock, t, key, |r: &mut OplockRecord| r.break_level2(by, now_ms, &mut notify))?;
             Ok(notify)
         })
     }
@@ -336,6 +349,55 @@ impl StateStore for LmdbStore {
 
     fn oplocks(&self, key: FileKey) -> Result<OplockRecord, StoreError> {
         Ok(self.read::<OplockRecord>(self.oplock, key)?.unwrap_or_default())
+    }
+
+    fn lease_grant(&self, key: FileKey, open: GlobalOpenId, req: &LeaseRequest) -> Result<Option<LeaseGrant>, StoreError> {
+        self.write(|t| {
+            let k = encode_key(key);
+            let id = req.id.encode();
+            if let Some(f) = self.lease.get(t, &id)? {
+                if decode_key(f)? != key {
+                    return Ok(None);
+                }
+            } else {
+                self.lease.put(t, &id, &k)?;
+            }
+            let share: ShareRecord = self.share.get(t, &k)?.map(ShareRecord::decode).transpose()?.unwrap_or_default();
+            Ok(Some(modify(self.oplock, t, key, |r: &mut OplockRecord| r.grant_lease(&share, open, req))?))
+        })
+    }
+
+    fn lease_break_handle(&self, key: FileKey, by: GlobalOpenId, now_ms: u64, timeout_ms: u64) -> Result<(Vec<u32>, Option<u64>), StoreError> {
+        if self.read::<OplockRecord>(self.oplock, key)?.is_none() {
+            return Ok((Vec::new(), None));
+        }
+        self.write(|t| {
+            let mut notify = Vec::new();
+            let until = modify(self.oplock, t, key, |r: &mut OplockRecord| r.break_for_rename(by, now_ms, timeout_ms, &mut notify))?;
+            Ok((notify, until))
+        })
+    }
+
+    fn lease_file(&self, id: &LeaseId) -> Result<Option<FileKey>, StoreError> {
+        let txn = self.env.read_txn()?;
+        self.lease.get(&txn, &id.encode())?.map(decode_key).transpose()
+    }
+
+    fn lease_notices(&self, key: FileKey, worker: u32) -> Result<Vec<LeaseNotice>, StoreError> {
+        if self.read::<OplockRecord>(self.oplock, key)?.is_none_or(|r| r.leases.is_empty()) {
+            return Ok(Vec::new());
+        }
+        self.write(|t| modify(self.oplock, t, key, |r: &mut OplockRecord| r.take_lease_notices(worker)))
+    }
+
+    fn lease_ack(&self, id: &LeaseId, state: u8, now_ms: u64) -> Result<LeaseAcked, StoreError> {
+        self.write(|t| {
+            let Some(f) = self.lease.get(t, &id.encode())? else { return Ok((Err(LeaseAckError::NotFound), Vec::new())) };
+            let key = decode_key(f)?;
+            let mut wake = Vec::new();
+            let r = modify(self.oplock, t, key, |r: &mut OplockRecord| r.lease_ack(id, state, now_ms, &mut wake))?;
+            Ok((r.map(|(s, e)| (key, s, e)), wake))
+        })
     }
 
     fn snapshot(&self) -> Result<Vec<(FileKey, ShareRecord, LockRecord)>, StoreError> {

@@ -1,8 +1,9 @@
 //! The in-process backend: both record tables behind one lock.
 
+use super::lease::{LeaseAckError, LeaseGrant, LeaseId, LeaseNotice, LeaseRequest};
 use super::oplock::{AckError, OpenCheck, OplockRecord};
 use super::records::{LockRecord, ShareRecord};
-use super::{ByteRangeLock, Closed, FileKey, GlobalOpenId, LockError, OpenError, ShareModeEntry, StateStore, StoreError, Unlocked};
+use super::{ByteRangeLock, Closed, LeaseAcked, FileKey, GlobalOpenId, LockError, OpenError, ShareModeEntry, StateStore, StoreError, Unlocked};
 use std::collections::HashMap;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -11,6 +12,8 @@ struct Tables {
     share: HashMap<FileKey, ShareRecord>,
     brl: HashMap<FileKey, LockRecord>,
     oplock: HashMap<FileKey, OplockRecord>,
+    /// The lease table.
+    lease: HashMap<LeaseId, FileKey>,
 }
 
 #[derive(Default)]
@@ -46,7 +49,11 @@ impl StateStore for MemStore {
         let mut t = self.write();
         let mut closed = Closed { delete: with(&mut t.share, key, ShareRecord::is_empty, |r| r.close(open)).unwrap_or(false), wake: Vec::new() };
         with(&mut t.brl, key, LockRecord::is_empty, |r| r.remove_owner(open, &mut closed.wake));
-        with(&mut t.oplock, key, OplockRecord::is_empty, |r| r.remove(open, &mut closed.wake));
+        let mut gone = Vec::new();
+        with(&mut t.oplock, key, OplockRecord::is_empty, |r| r.remove(open, &mut closed.wake, &mut gone));
+        for g in gone {
+            t.lease.remove(&g);
+        }
         Ok(closed)
     }
 
@@ -118,16 +125,20 @@ impl StateStore for MemStore {
             wake.extend(w.into_iter().map(|w| (w, *k)));
             !r.is_empty()
         });
+        let mut gone = Vec::new();
         t.oplock.retain(|k, r| {
             let mut w = Vec::new();
-            r.purge(worker, &mut w);
+            r.purge(worker, &mut w, &mut gone);
             wake.extend(w.into_iter().map(|w| (w, *k)));
             !r.is_empty()
         });
+        for g in gone {
+            t.lease.remove(&g);
+        }
         Ok(wake)
     }
 
-    fn oplock_open(&self, key: FileKey, new: &ShareModeEntry, overwrite: bool, level2: bool, now_ms: u64, timeout_ms: u64, waiter: u32) -> Result<(OpenCheck, Vec<u32>), StoreError> {
+    fn oplock_open(&self, key: FileKey, new: &ShareModeEntry, lease: Option<&LeaseId>, retry: bool, overwrite: bool, level2: bool, now_ms: u64, timeout_ms: u64, waiter: u32) -> Result<(OpenCheck, Vec<u32>), StoreError> {
         let mut t = self.write();
         let Tables { share, oplock, .. } = &mut *t;
         if !oplock.contains_key(&key) {
@@ -136,7 +147,7 @@ impl StateStore for MemStore {
         let empty = ShareRecord::default();
         let s = share.get(&key).unwrap_or(&empty);
         let mut notify = Vec::new();
-        let c = with(oplock, key, OplockRecord::is_empty, |r| r.check_open(s, new, overwrite, level2, now_ms, timeout_ms, waiter, &mut notify));
+        let c = with(oplock, key, OplockRecord::is_empty, |r| r.check_open(s, new, lease, retry, overwrite, level2, now_ms, timeout_ms, waiter, &mut notify));
         Ok((c, notify))
     }
 
@@ -148,12 +159,12 @@ impl StateStore for MemStore {
         Ok(with(oplock, key, OplockRecord::is_empty, |r| r.grant(s, open, requested, level2)))
     }
 
-    fn oplock_break_level2(&self, key: FileKey, now_ms: u64) -> Result<Vec<u32>, StoreError> {
+    fn oplock_break_level2(&self, key: FileKey, by: GlobalOpenId, now_ms: u64) -> Result<Vec<u32>, StoreError> {
         if !self.read().oplock.get(&key).is_some_and(OplockRecord::has_level2) {
             return Ok(Vec::new());
         }
         let mut notify = Vec::new();
-        with(&mut self.write().oplock, key, OplockRecord::is_empty, |r| r.break_level2(now_ms, &mut notify));
+        with(&mut self.write().oplock, key, OplockRecord::is_empty, |r| r.break_level2(by, now_ms, &mut notify));
         Ok(notify)
     }
 
@@ -181,6 +192,48 @@ impl StateStore for MemStore {
 
     fn oplocks(&self, key: FileKey) -> Result<OplockRecord, StoreError> {
         Ok(self.read().oplock.get(&key).cloned().unwrap_or_default())
+    }
+
+    fn lease_grant(&self, key: FileKey, open: GlobalOpenId, req: &LeaseRequest) -> Result<Option<LeaseGrant>, StoreError> {
+        let mut t = self.write();
+        let Tables { share, oplock, lease, .. } = &mut *t;
+        if lease.get(&req.id).is_some_and(|f| *f != key) {
+            return Ok(None);
+        }
+        lease.insert(req.id, key);
+        let empty = ShareRecord::default();
+        let s = share.get(&key).unwrap_or(&empty);
+        Ok(Some(with(oplock, key, OplockRecord::is_empty, |r| r.grant_lease(s, open, req))))
+    }
+
+    fn lease_break_handle(&self, key: FileKey, by: GlobalOpenId, now_ms: u64, timeout_ms: u64) -> Result<(Vec<u32>, Option<u64>), StoreError> {
+        let mut t = self.write();
+        if !t.oplock.contains_key(&key) {
+            return Ok((Vec::new(), None));
+        }
+        let mut notify = Vec::new();
+        let until = with(&mut t.oplock, key, OplockRecord::is_empty, |r| r.break_for_rename(by, now_ms, timeout_ms, &mut notify));
+        Ok((notify, until))
+    }
+
+    fn lease_file(&self, id: &LeaseId) -> Result<Option<FileKey>, StoreError> {
+        Ok(self.read().lease.get(id).copied())
+    }
+
+    fn lease_notices(&self, key: FileKey, worker: u32) -> Result<Vec<LeaseNotice>, StoreError> {
+        let mut t = self.write();
+        if t.oplock.get(&key).is_none_or(|r| r.leases.is_empty()) {
+            return Ok(Vec::new());
+        }
+        Ok(with(&mut t.oplock, key, OplockRecord::is_empty, |r| r.take_lease_notices(worker)))
+    }
+
+    fn lease_ack(&self, id: &LeaseId, state: u8, now_ms: u64) -> Result<LeaseAcked, StoreError> {
+        let mut t = self.write();
+        let Some(key) = t.lease.get(id).copied() else { return Ok((Err(LeaseAckError::NotFound), Vec::new())) };
+        let mut wake = Vec::new();
+        let r = with(&mut t.oplock, key, OplockRecord::is_empty, |r| r.lease_ack(id, state, now_ms, &mut wake));
+        Ok((r.map(|(s, e)| (key, s, e)), wake))
     }
 
     fn snapshot(&self) -> Result<Vec<(FileKey, ShareRecord, LockRecord)>, StoreError> {

@@ -1,8 +1,9 @@
 //! The state every worker process must see: share modes, delete-pending,
-//! byte-range locks and who waits for them, keyed by the file's
-//! `(dev, ino)`. These are the *global* records (Samba's `locking.tdb` and
-//! `brlock.tdb`); the local `Open` objects of a worker point at them by
-//! [`GlobalOpenId`].
+//! byte-range locks, oplocks and leases and who waits for them, keyed by the
+//! file's `(dev, ino)`, plus the lease table keyed by (ClientGUID, LeaseKey)
+//! (lease.rs). These are the *global* records (Samba's `locking.tdb`,
+//! `brlock.tdb` and `leases.tdb`); the local `Open` objects of a worker point
+//! at them by [`GlobalOpenId`].
 //!
 //! Each operation of [`StateStore`] is one atomic read-check-write. Two
 //! backends hold the same records: [`MemStore`] for a single process (the
@@ -17,6 +18,7 @@
 //! call within a process, a datagram to `worker-<id>.sock` in the state
 //! directory across processes: see [`wake`]).
 
+pub mod lease;
 mod lmdb;
 mod mem;
 pub mod oplock;
@@ -25,6 +27,7 @@ pub mod wake;
 
 pub use lmdb::LmdbStore;
 pub use mem::MemStore;
+pub use lease::{LeaseAckError, LeaseGrant, LeaseId, LeaseNotice, LeaseRequest};
 pub use oplock::{AckError, OpenCheck, OplockHolder, OplockRecord};
 pub use records::{LockRecord, ShareRecord};
 pub use wake::{SocketWaker, WakeListener, Waker};
@@ -159,12 +162,15 @@ pub trait StateStore: Send + Sync {
     /// Oplocks (oplock.rs): a new open's check (breaks started, workers to
     /// wake for them, and whether to wait), made before its share-mode entry.
     #[allow(clippy::too_many_arguments)]
-    fn oplock_open(&self, key: FileKey, new: &ShareModeEntry, overwrite: bool, level2: bool, now_ms: u64, timeout_ms: u64, waiter: u32) -> Result<(OpenCheck, Vec<u32>), StoreError>;
+    /// `lease`: the new open's own lease (its leases break nothing of it);
+    /// `retry`: the open waited for a break before (it goes on waiting
+    /// while a lease's break round needing acknowledgments lasts).
+    fn oplock_open(&self, key: FileKey, new: &ShareModeEntry, lease: Option<&LeaseId>, retry: bool, overwrite: bool, level2: bool, now_ms: u64, timeout_ms: u64, waiter: u32) -> Result<(OpenCheck, Vec<u32>), StoreError>;
     /// Grants `open` (whose share-mode entry is in) the oplock it may have.
     fn oplock_grant(&self, key: FileKey, open: GlobalOpenId, requested: u8, level2: bool) -> Result<u8, StoreError>;
     /// Breaks every level II oplock of the file (a write, a size change, a
-    /// byte-range lock); workers to wake.
-    fn oplock_break_level2(&self, key: FileKey, now_ms: u64) -> Result<Vec<u32>, StoreError>;
+    /// byte-range lock through `by`) and the read leases of others; workers to wake.
+    fn oplock_break_level2(&self, key: FileKey, by: GlobalOpenId, now_ms: u64) -> Result<Vec<u32>, StoreError>;
     /// The breaks `worker` must announce now: (open, level broken to).
     fn oplock_notices(&self, key: FileKey, worker: u32) -> Result<Vec<(u64, u8)>, StoreError>;
     /// An OPLOCK_BREAK acknowledgment; the workers to wake.
@@ -173,6 +179,21 @@ pub trait StateStore: Send + Sync {
     fn oplock_unwait(&self, key: FileKey, worker: u32) -> Result<(), StoreError>;
     /// The file's oplock record (status, tests).
     fn oplocks(&self, key: FileKey) -> Result<OplockRecord, StoreError>;
+    // Leases (store/lease.rs): the lease table (ClientGUID, LeaseKey) -> file
+    // and the per-file lease state beside the oplocks.
+    /// Grants `req`'s lease to `open` (whose share-mode entry is in); `None`
+    /// when the key already names a lease of another file.
+    fn lease_grant(&self, key: FileKey, open: GlobalOpenId, req: &LeaseRequest) -> Result<Option<LeaseGrant>, StoreError>;
+    /// The file the lease `id` is on.
+    fn lease_file(&self, id: &LeaseId) -> Result<Option<FileKey>, StoreError>;
+    /// A rename or delete through `by`: level II oplocks break to none and
+    /// other leases lose H; workers to wake, and when the breaks that want
+    /// an acknowledgment time out (`None`: none do).
+    fn lease_break_handle(&self, key: FileKey, by: GlobalOpenId, now_ms: u64, timeout_ms: u64) -> Result<(Vec<u32>, Option<u64>), StoreError>;
+    /// The lease breaks `worker` must announce now.
+    fn lease_notices(&self, key: FileKey, worker: u32) -> Result<Vec<LeaseNotice>, StoreError>;
+    /// A LEASE_BREAK acknowledgment: (file, state, epoch) or why not; the workers to wake.
+    fn lease_ack(&self, id: &LeaseId, state: u8, now_ms: u64) -> Result<LeaseAcked, StoreError>;
     /// All non-empty records (for `smbdirect status` and tests).
     fn snapshot(&self) -> Result<Vec<(FileKey, ShareRecord, LockRecord)>, StoreError>;
 
@@ -189,6 +210,10 @@ pub trait StateStore: Send + Sync {
     /// deleted and [`StateStore::deleted`] is called.
     fn orphaned_deletes(&self) -> Result<Vec<(FileKey, String, String)>, StoreError>;
 }
+
+/// What [`StateStore::lease_ack`] did: the file, the lease's state and
+/// epoch (or why the ack was refused), and the workers to wake.
+pub type LeaseAcked = (Result<(FileKey, u8, u16), LeaseAckError>, Vec<u32>);
 
 /// A store for one process.
 pub fn memory() -> Arc<dyn StateStore> {

@@ -10,6 +10,7 @@
 //! OPLOCK_BREAK; the acknowledgment (or the break timeout, enforced by the
 //! next check after it passed) ends the break and wakes the waiters.
 
+use super::lease::{decode_leases, encode_leases, LeaseHolder, LeaseId, HANDLE};
 use super::records::{share_conflict, ShareRecord};
 use super::{GlobalOpenId, ShareModeEntry, StoreError};
 
@@ -36,6 +37,8 @@ pub struct OplockHolder {
 pub struct OplockRecord {
     pub holders: Vec<OplockHolder>,
     pub waiters: Vec<u32>,
+    /// The file's leases (lease.rs).
+    pub leases: Vec<LeaseHolder>,
 }
 
 /// What a new open must do about the file's oplocks.
@@ -58,13 +61,25 @@ pub enum AckError {
     BadLevel,
 }
 
+/// What a "stat open" of oplocks may ask for: SYNCHRONIZE and the
+/// attribute rights (MS-FSA 2.1.5.1.2).
+const OPLOCK_STAT: u32 = 0x0010_0000 | 0x80 | 0x100;
+
+/// A "stat open" as leases see it breaks no lease and does not count
+/// against W: SYNCHRONIZE, the attribute rights and READ_CONTROL too (as
+/// Windows and Samba; smbtorture's lease.statopen4).
+pub fn is_stat_open(access: u32) -> bool {
+    const STAT: u32 = 0x0010_0000 | 0x0002_0000 | 0x80 | 0x100;
+    access & !STAT == 0
+}
+
 fn strong(level: u8) -> bool {
     matches!(level, LEVEL_EXCLUSIVE | LEVEL_BATCH)
 }
 
 impl OplockRecord {
     pub fn is_empty(&self) -> bool {
-        self.holders.is_empty() && self.waiters.is_empty()
+        self.holders.is_empty() && self.waiters.is_empty() && self.leases.is_empty()
     }
 
     fn add_waiter(&mut self, w: u32) {
@@ -76,7 +91,7 @@ impl OplockRecord {
     /// Breaks that ran past `timeout_ms` end as if acknowledged at the level
     /// broken to; whether any did.
     fn expire(&mut self, now: u64, timeout_ms: u64) -> bool {
-        let mut any = false;
+        let mut any = self.expire_leases(now, timeout_ms);
         for h in &mut self.holders {
             if let Some(to) = h.breaking_to {
                 if now >= h.break_started.saturating_add(timeout_ms) {
@@ -98,11 +113,15 @@ impl OplockRecord {
     /// its client may close the handle it keeps cached). An overwriting open
     /// breaks level II oplocks to none without waiting. Opens for attributes
     /// only break nothing. Workers to wake (to send notices) go to `notify`.
+    /// The file's leases other than the new open's own (`lease`) break too
+    /// (lease.rs).
     #[allow(clippy::too_many_arguments)]
     pub fn check_open(
         &mut self,
         share: &ShareRecord,
         new: &ShareModeEntry,
+        lease: Option<&LeaseId>,
+        retry: bool,
         overwrite: bool,
         level2: bool,
         now: u64,
@@ -110,13 +129,12 @@ impl OplockRecord {
         waiter: u32,
         notify: &mut Vec<u32>,
     ) -> OpenCheck {
-        // A "stat open" (MS-FSA 2.1.5.1.2: only SYNCHRONIZE and the
-        // attribute rights) breaks nothing; every other access does.
-        const STAT: u32 = 0x0010_0000 | 0x80 | 0x100;
         if self.expire(now, timeout_ms) {
             notify.append(&mut self.waiters);
         }
-        if new.access & !STAT == 0 && !overwrite {
+        // READ_CONTROL breaks oplocks (smbtorture's oplock.statopen1) but
+        // not leases (lease.statopen4: check_open_leases).
+        if new.access & !OPLOCK_STAT == 0 && !overwrite {
             return OpenCheck::Proceed;
         }
         let mut until: Option<u64> = None;
@@ -151,6 +169,7 @@ impl OplockRecord {
                 notify.push(h.open.worker);
             }
         }
+        self.check_open_leases(share, new, lease, retry, overwrite, now, timeout_ms, notify, &mut until);
         match until {
             Some(until) => {
                 self.add_waiter(waiter);
@@ -166,7 +185,9 @@ impl OplockRecord {
     /// oplocks are on). Returns the level granted.
     pub fn grant(&mut self, share: &ShareRecord, open: GlobalOpenId, requested: u8, level2: bool) -> u8 {
         self.holders.retain(|h| h.open != open);
-        let others_strong = self.holders.iter().any(|h| strong(h.level) || h.breaking_to.is_some_and(strong));
+        // A lease caching handles keeps other opens from any oplock (as Windows).
+        let others_strong = self.holders.iter().any(|h| strong(h.level) || h.breaking_to.is_some_and(strong))
+            || self.leases.iter().any(|l| !l.opens.contains(&open) && (l.state | l.breaking_to.unwrap_or(0)) & HANDLE != 0);
         let alone = share.entries.iter().all(|e| e.open == open) && self.holders.is_empty();
         let level = match requested {
             LEVEL_BATCH | LEVEL_EXCLUSIVE if alone => requested,
@@ -181,9 +202,10 @@ impl OplockRecord {
 
     /// A write, a size change or a byte-range lock (MS-FSA 2.1.4.12): every
     /// level II oplock of the file, the writer's own included, is
-    /// broken to none (no acknowledgment: MS-SMB2 2.2.24.1). Workers to wake
-    /// go to `notify`.
-    pub fn break_level2(&mut self, now: u64, notify: &mut Vec<u32>) {
+    /// broken to none (no acknowledgment: MS-SMB2 2.2.24.1), and so are the
+    /// read leases of other clients (lease.rs). Workers to wake go to `notify`.
+    pub fn break_level2(&mut self, by: GlobalOpenId, now: u64, notify: &mut Vec<u32>) {
+        self.break_leases_read(by, now, notify);
         for h in &mut self.holders {
             if h.level == LEVEL_II && h.breaking_to.is_none() {
                 h.breaking_to = Some(LEVEL_NONE);
@@ -194,10 +216,24 @@ impl OplockRecord {
         }
     }
 
+    /// A rename or delete through `by`: level II oplocks break to none (as
+    /// before leases came), and other leases lose H (lease.rs).
+    pub fn break_for_rename(&mut self, by: GlobalOpenId, now: u64, timeout_ms: u64, notify: &mut Vec<u32>) -> Option<u64> {
+        for h in &mut self.holders {
+            if h.level == LEVEL_II && h.breaking_to.is_none() {
+                h.breaking_to = Some(LEVEL_NONE);
+                h.notified = false;
+                h.break_started = now;
+                notify.push(h.open.worker);
+            }
+        }
+        self.break_leases_handle(by, now, timeout_ms, notify)
+    }
+
     /// Whether any open holds a level II oplock (a cheap test before
     /// [`Self::break_level2`]).
     pub fn has_level2(&self) -> bool {
-        self.holders.iter().any(|h| h.level == LEVEL_II && h.breaking_to.is_none())
+        self.holders.iter().any(|h| h.level == LEVEL_II && h.breaking_to.is_none()) || self.has_read_leases()
     }
 
     /// The breaks `worker` must now announce: (open, level broken to). A
@@ -243,25 +279,28 @@ impl OplockRecord {
         Ok(level)
     }
 
-    /// The open closed: its oplock goes, and the waiters are handed back.
-    pub fn remove(&mut self, open: GlobalOpenId, wake: &mut Vec<u32>) {
+    /// The open closed: its oplock goes (and its place in a lease; leases
+    /// left without opens go to `gone`), and the waiters are handed back.
+    pub fn remove(&mut self, open: GlobalOpenId, wake: &mut Vec<u32>, gone: &mut Vec<LeaseId>) {
         let before = self.holders.len();
         self.holders.retain(|h| h.open != open);
-        if before != self.holders.len() {
+        let leases = self.remove_lease_open(open, gone);
+        if before != self.holders.len() || leases {
             wake.append(&mut self.waiters);
         }
     }
 
     /// Drops every oplock and wait of `worker`; the other waiters are woken
     /// if one of its oplocks went.
-    pub fn purge(&mut self, worker: u32, wake: &mut Vec<u32>) -> bool {
+    pub fn purge(&mut self, worker: u32, wake: &mut Vec<u32>, gone: &mut Vec<LeaseId>) -> bool {
         let before = (self.holders.len(), self.waiters.len());
         self.holders.retain(|h| h.open.worker != worker);
         self.waiters.retain(|w| *w != worker);
-        if before.0 != self.holders.len() {
+        let leases = self.purge_leases(worker, gone);
+        if before.0 != self.holders.len() || leases {
             wake.append(&mut self.waiters);
         }
-        before != (self.holders.len(), self.waiters.len())
+        leases || before != (self.holders.len(), self.waiters.len())
     }
 
     pub fn unwait(&mut self, worker: u32) {
@@ -269,8 +308,9 @@ impl OplockRecord {
     }
 }
 
-// Encoding: version byte, holder count, holders, waiter count, waiters.
-const VERSION: u8 = 1;
+// Encoding: version byte, holder count, holders, waiter count, waiters,
+// then (version 2) the leases (lease.rs).
+const VERSION: u8 = 2;
 const HOLDER_LEN: usize = 4 + 8 + 1 + 1 + 1 + 1 + 8;
 const MAX_ENTRIES: usize = 1 << 20;
 
@@ -292,6 +332,7 @@ impl OplockRecord {
         for w in &self.waiters {
             o.extend_from_slice(&w.to_le_bytes());
         }
+        encode_leases(&self.leases, &mut o);
         o
     }
 
@@ -334,10 +375,11 @@ impl OplockRecord {
         for _ in 0..n {
             waiters.push(u32_(take(4)?));
         }
-        if at != b.len() {
+        let (leases, used) = decode_leases(b.get(at..).unwrap_or_default())?;
+        if at + used != b.len() {
             return Err(StoreError::Corrupt("bytes after the oplock record"));
         }
-        Ok(OplockRecord { holders, waiters })
+        Ok(OplockRecord { holders, waiters, leases })
     }
 }
 
@@ -361,8 +403,8 @@ mod tests {
         assert_eq!(r.grant(&share, a, LEVEL_BATCH, true), LEVEL_BATCH);
         let mut notify = Vec::new();
         // A stat open breaks nothing; a reader breaks the batch oplock to level II.
-        assert_eq!(r.check_open(&share, &e(b, 0x80, 7), false, true, 1000, 35_000, 2, &mut notify), OpenCheck::Proceed);
-        assert_eq!(r.check_open(&share, &e(b, 1, 7), false, true, 1000, 35_000, 2, &mut notify), OpenCheck::Wait { until: 36_000 });
+        assert_eq!(r.check_open(&share, &e(b, 0x80, 7), None, false, false, true, 1000, 35_000, 2, &mut notify), OpenCheck::Proceed);
+        assert_eq!(r.check_open(&share, &e(b, 1, 7), None, false, false, true, 1000, 35_000, 2, &mut notify), OpenCheck::Wait { until: 36_000 });
         assert_eq!(notify, vec![1]);
         assert_eq!(r.take_notices(2), vec![]);
         assert_eq!(r.take_notices(1), vec![(1, LEVEL_II)]);
@@ -375,12 +417,12 @@ mod tests {
         assert_eq!(r.grant(&share, b, LEVEL_BATCH, true), LEVEL_II, "not alone: level II");
         // A write through b breaks both level II oplocks to none, with no ack.
         let mut notify = Vec::new();
-        r.break_level2(2000, &mut notify);
+        r.break_level2(b, 2000, &mut notify);
         assert_eq!(notify, vec![1, 2]);
         assert_eq!(r.take_notices(1), vec![(1, LEVEL_NONE)]);
         assert_eq!(r.holders.len(), 1);
         assert_eq!(r.take_notices(2), vec![(1, LEVEL_NONE)]);
-        r.remove(b, &mut wake);
+        r.remove(b, &mut wake, &mut Vec::new());
         assert!(r.is_empty());
     }
 
@@ -393,19 +435,19 @@ mod tests {
         assert_eq!(r.grant(&share, a, LEVEL_EXCLUSIVE, true), LEVEL_EXCLUSIVE);
         let mut n = Vec::new();
         // The share modes refuse b anyway: the exclusive oplock stays.
-        assert_eq!(r.check_open(&share, &e(b, 1, 7), false, true, 0, 100, 1, &mut n), OpenCheck::Proceed);
+        assert_eq!(r.check_open(&share, &e(b, 1, 7), None, false, false, true, 0, 100, 1, &mut n), OpenCheck::Proceed);
         share.entries[0].share_access = 7;
-        assert_eq!(r.check_open(&share, &e(b, 1, 7), true, true, 0, 100, 1, &mut n), OpenCheck::Wait { until: 100 });
+        assert_eq!(r.check_open(&share, &e(b, 1, 7), None, false, true, true, 0, 100, 1, &mut n), OpenCheck::Wait { until: 100 });
         assert_eq!(r.holders[0].breaking_to, Some(LEVEL_NONE), "overwrite breaks to none");
         // No ack: the break times out at the next check.
-        assert_eq!(r.check_open(&share, &e(b, 1, 7), true, true, 50, 100, 1, &mut n), OpenCheck::Wait { until: 100 });
-        assert_eq!(r.check_open(&share, &e(b, 1, 7), true, true, 100, 100, 1, &mut n), OpenCheck::Proceed);
+        assert_eq!(r.check_open(&share, &e(b, 1, 7), None, false, true, true, 50, 100, 1, &mut n), OpenCheck::Wait { until: 100 });
+        assert_eq!(r.check_open(&share, &e(b, 1, 7), None, false, true, true, 100, 100, 1, &mut n), OpenCheck::Proceed);
         assert!(r.holders.is_empty());
         // An ack above the level broken to ends the oplock.
         let mut r = OplockRecord::default();
         let share = ShareRecord { entries: vec![e(a, 3, 7)], ..Default::default() };
         r.grant(&share, a, LEVEL_BATCH, true);
-        r.check_open(&share, &e(b, 1, 7), true, true, 0, 100, 1, &mut n);
+        r.check_open(&share, &e(b, 1, 7), None, false, true, true, 0, 100, 1, &mut n);
         assert_eq!(r.ack(a, LEVEL_II, &mut n), Err(AckError::BadLevel));
         assert!(r.holders.is_empty());
     }
@@ -415,6 +457,7 @@ mod tests {
         let r = OplockRecord {
             holders: vec![OplockHolder { open: id(3, u64::MAX), level: LEVEL_BATCH, breaking_to: Some(LEVEL_II), notified: true, break_started: 77 }],
             waiters: vec![4, 5],
+            leases: Vec::new(),
         };
         assert_eq!(OplockRecord::decode(&r.encode()).unwrap(), r);
         let b = r.encode();

@@ -176,28 +176,28 @@ fn oplocks(s: &dyn StateStore) {
     s.open_file(F, entry(a, READ | WRITE, SHARE_ALL)).unwrap();
     assert_eq!(s.oplock_grant(F, a, LEVEL_BATCH, true).unwrap(), LEVEL_BATCH);
     // Worker 2 opens to read: the batch oplock breaks to level II, worker 2 waits.
-    let (chk, notify) = s.oplock_open(F, &entry(b, READ, SHARE_ALL), false, true, 1_000, 35_000, 2).unwrap();
+    let (chk, notify) = s.oplock_open(F, &entry(b, READ, SHARE_ALL), None, false, false, true, 1_000, 35_000, 2).unwrap();
     assert_eq!(chk, OpenCheck::Wait { until: 36_000 });
     assert_eq!(notify, vec![1]);
     assert!(s.oplock_notices(F, 2).unwrap().is_empty());
     assert_eq!(s.oplock_notices(F, 1).unwrap(), vec![(1, LEVEL_II)]);
     let (acked, wake) = s.oplock_ack(F, a, LEVEL_II).unwrap();
     assert_eq!((acked, wake), (Ok(LEVEL_II), vec![2]));
-    assert_eq!(s.oplock_open(F, &entry(b, READ, SHARE_ALL), false, true, 2_000, 35_000, 2).unwrap(), (OpenCheck::Proceed, vec![]));
+    assert_eq!(s.oplock_open(F, &entry(b, READ, SHARE_ALL), None, false, false, true, 2_000, 35_000, 2).unwrap(), (OpenCheck::Proceed, vec![]));
     s.open_file(F, entry(b, READ, SHARE_ALL)).unwrap();
     assert_eq!(s.oplock_grant(F, b, LEVEL_BATCH, true).unwrap(), LEVEL_II);
     // A write breaks every level II oplock, the writer's too (no ack).
-    assert_eq!(s.oplock_break_level2(F, 3_000).unwrap(), vec![1, 2]);
+    assert_eq!(s.oplock_break_level2(F, b, 3_000).unwrap(), vec![1, 2]);
     assert_eq!(s.oplock_notices(F, 1).unwrap(), vec![(1, LEVEL_NONE)]);
     assert_eq!(s.oplock_ack(F, a, LEVEL_NONE).unwrap().0, Err(AckError::NotBreaking));
     assert_eq!(s.oplocks(F).unwrap().holders.len(), 1);
     assert_eq!(s.oplock_notices(F, 2).unwrap(), vec![(1, LEVEL_NONE)]);
     assert!(s.oplocks(F).unwrap().holders.is_empty());
-    assert_eq!(s.oplock_break_level2(F, 3_000).unwrap(), Vec::<u32>::new());
+    assert_eq!(s.oplock_break_level2(F, b, 3_000).unwrap(), Vec::<u32>::new());
     // A waiter on a break is woken by the holder's close; a dead worker's oplocks go.
     s.open_file(G, entry(c, READ | WRITE, SHARE_ALL)).unwrap();
     assert_eq!(s.oplock_grant(G, c, LEVEL_BATCH, true).unwrap(), LEVEL_BATCH);
-    let (chk, _) = s.oplock_open(G, &entry(a, READ, SHARE_ALL), false, true, 0, 35_000, 1).unwrap();
+    let (chk, _) = s.oplock_open(G, &entry(a, READ, SHARE_ALL), None, false, false, true, 0, 35_000, 1).unwrap();
     assert!(matches!(chk, OpenCheck::Wait { .. }));
     assert_eq!(s.close_file(G, c).unwrap().wake, vec![1]);
     s.oplock_unwait(G, 1).unwrap();
@@ -245,8 +245,46 @@ fn purge_deletes(s: &dyn StateStore) {
     assert!(s.orphaned_deletes().unwrap().is_empty());
 }
 
+fn leases(s: &dyn StateStore) {
+    use lease::{HANDLE, READ as R, WRITE as W};
+    let (a, b, c) = (id(1, 1), id(2, 1), id(1, 2));
+    let l1 = LeaseId { client: [1; 16], key: [1; 16] };
+    let l2 = LeaseId { client: [2; 16], key: [1; 16] };
+    let req = |id: LeaseId, state: u8| LeaseRequest { id, version: 2, parent: None, state, epoch: 4 };
+    s.open_file(F, entry(a, READ | WRITE, SHARE_ALL)).unwrap();
+    let g = s.lease_grant(F, a, &req(l1, R | W | HANDLE)).unwrap().unwrap();
+    assert_eq!((g.state, g.epoch, g.breaking), (R | W | HANDLE, 5, false));
+    assert_eq!(s.lease_file(&l1).unwrap(), Some(F));
+    // The same key on another file is refused; another client's same key is another lease.
+    s.open_file(G, entry(c, READ, SHARE_ALL)).unwrap();
+    assert_eq!(s.lease_grant(G, c, &req(l1, R)).unwrap(), None);
+    // Worker 2's open under lease 2 breaks lease 1 to RH and waits.
+    let (chk, notify) = s.oplock_open(F, &entry(b, READ, SHARE_ALL), Some(&l2), false, false, true, 1_000, 35_000, 2).unwrap();
+    assert_eq!((chk, notify), (OpenCheck::Wait { until: 36_000 }, vec![1]));
+    assert!(s.lease_notices(F, 2).unwrap().is_empty());
+    let n = s.lease_notices(F, 1).unwrap();
+    assert_eq!(n.len(), 1);
+    assert_eq!((n[0].open, n[0].from, n[0].to, n[0].epoch, n[0].ack_required), (1, R | W | HANDLE, R | HANDLE, 6, true));
+    assert_eq!(s.lease_ack(&l2, R, 0).unwrap().0, Err(LeaseAckError::NotFound));
+    let (r, wake) = s.lease_ack(&l1, R | HANDLE, 0).unwrap();
+    assert_eq!((r, wake), (Ok((F, R | HANDLE, 6)), vec![2]));
+    s.open_file(F, entry(b, READ, SHARE_ALL)).unwrap();
+    assert_eq!(s.lease_grant(F, b, &req(l2, R | W | HANDLE)).unwrap().unwrap().state, R | HANDLE);
+    // A write through b breaks lease 1 (not its own); closing the last open
+    // ends a lease and its table entry.
+    assert_eq!(s.oplock_break_level2(F, b, 0).unwrap(), vec![1]);
+    s.close_file(F, a).unwrap();
+    assert_eq!(s.lease_file(&l1).unwrap(), None);
+    s.purge_worker(2).unwrap();
+    assert_eq!(s.lease_file(&l2).unwrap(), None);
+    s.close_file(G, c).unwrap();
+    assert!(s.oplocks(F).unwrap().is_empty());
+    assert!(s.snapshot().unwrap().is_empty());
+}
+
 fn suite(make: impl Fn() -> Arc<dyn StateStore>) {
     purge_deletes(&*make());
+    leases(&*make());
     oplocks(&*make());
     share_modes(&*make());
     delete_pending(&*make());

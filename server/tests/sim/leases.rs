@@ -209,3 +209,232 @@ fn share_options() {
     let done = b.next_async(Duration::from_secs(5)).expect("answered");
     assert_eq!((done.status, granted(&done)), (SUCCESS, LEVEL_NONE));
 }
+
+// ----- Leases (MS-SMB2 2.2.13.2.8/.10, 2.2.23.2, 2.2.24.2) -----
+
+const LEASE_R: u32 = 1;
+const LEASE_H: u32 = 2;
+const LEASE_W: u32 = 4;
+const RWH: u32 = LEASE_R | LEASE_W | LEASE_H;
+const RH: u32 = LEASE_R | LEASE_H;
+const LEVEL_LEASE: u8 = 0xFF;
+const INVALID_PARAMETER: u32 = 0xC000_000D;
+const UNSUCCESSFUL: u32 = 0xC000_0001;
+const OBJECT_NAME_NOT_FOUND: u32 = 0xC000_0034;
+const REQUEST_NOT_ACCEPTED: u32 = 0xC000_00D0;
+
+/// A CREATE asking for a lease: version 1, or version 2 with `(epoch, parent)`.
+fn create_lease(c: &mut Client, name: &str, access: u32, key: u8, state: u32, v2: Option<(u16, Option<u8>)>) -> Resp {
+    let mut b = create_body(name, access, SHARE_ALL, FILE_OPEN_IF, 0x40);
+    b[3] = LEVEL_LEASE;
+    let n = utf16(name).len();
+    b.truncate(56 + n);
+    while !(64 + b.len()).is_multiple_of(8) {
+        b.push(0);
+    }
+    let at = (64 + b.len()) as u32;
+    let mut data = Vec::new();
+    data.bytes(&[key; 16]).u32_(state);
+    match v2 {
+        None => {
+            data.u32_(0).u64_(0);
+        }
+        Some((epoch, parent)) => {
+            data.u32_(if parent.is_some() { 4 } else { 0 }).u64_(0).bytes(&[parent.unwrap_or(0); 16]).u16_(epoch).u16_(0);
+        }
+    }
+    let mut ctx = Vec::new();
+    ctx.u32_(0).u16_(16).u16_(4).u16_(0).u16_(24).u32_(data.len() as u32).bytes(b"RqLs").bytes(&[0; 4]).bytes(&data);
+    b[48..52].copy_from_slice(&at.to_le_bytes());
+    b[52..56].copy_from_slice(&(ctx.len() as u32).to_le_bytes());
+    b.bytes(&ctx);
+    c.call(CREATE, 1, &b)
+}
+
+/// The lease response context of a CREATE response: (key, state, flags, epoch).
+fn lease_of(r: &Resp) -> Option<([u8; 16], u32, u32, Option<u16>)> {
+    let body = r.body();
+    let off = le32(body, 80) as usize;
+    let len = le32(body, 84) as usize;
+    if len == 0 {
+        return None;
+    }
+    let ctx = &r.raw[off..off + len];
+    assert_eq!(&ctx[16..20], b"RqLs");
+    let d = &ctx[le16(ctx, 10) as usize..][..le32(ctx, 12) as usize];
+    let key: [u8; 16] = d[..16].try_into().unwrap();
+    let epoch = (d.len() >= 52).then(|| le16(d, 48));
+    Some((key, le32(d, 16), le32(d, 20), epoch))
+}
+
+/// The next LEASE_BREAK notification: (key, current, new, flags, epoch).
+fn next_lease_break(c: &mut Client, timeout: Duration) -> Option<([u8; 16], u32, u32, u32, u16)> {
+    let r = c.next_async(timeout)?;
+    assert_eq!((r.command, r.message_id, r.tree_id, r.session_id), (OPLOCK_BREAK, u64::MAX, 0, 0), "an unsolicited LEASE_BREAK");
+    let b = r.body();
+    assert_eq!(le16(b, 0), 44);
+    Some((b[8..24].try_into().unwrap(), le32(b, 24), le32(b, 28), le32(b, 4), le16(b, 2)))
+}
+
+fn lease_ack(c: &mut Client, key: u8, state: u32) -> Resp {
+    let mut b = Vec::new();
+    b.u16_(36).u16_(0).u32_(0).bytes(&[key; 16]).u32_(state).u64_(0);
+    c.call(OPLOCK_BREAK, 1, &b)
+}
+
+/// RWH granted alone; a second lease's open breaks it to RH and waits for
+/// the acknowledgment; the second lease gets RH; wrong acks are refused; a
+/// write through the second lease breaks the first to none.
+#[test]
+fn lease_break_waits_for_the_ack() {
+    let ts = server();
+    let mut a = connected(&ts);
+    let mut b = connected(&ts);
+    let ra = create_lease(&mut a, "l.txt", GENERIC_ALL, 1, RWH, None);
+    assert_eq!((ra.status, granted(&ra)), (SUCCESS, LEVEL_LEASE));
+    assert_eq!(lease_of(&ra), Some(([1; 16], RWH, 0, None)));
+    // The same key again on this file joins the lease; on another file it is refused.
+    let again = create_lease(&mut a, "l.txt", GENERIC_READ, 1, LEASE_R, None);
+    assert_eq!(lease_of(&again).map(|l| l.1), Some(RWH), "no downgrade");
+    a.close(&again.file_id());
+    assert_eq!(create_lease(&mut a, "other.txt", GENERIC_ALL, 1, RWH, None).status, INVALID_PARAMETER);
+    // Requests Windows does not grant get a lease context with no state.
+    let none = create_lease(&mut b, "l2.txt", GENERIC_ALL, 7, LEASE_H | LEASE_W, None);
+    assert_eq!((granted(&none), lease_of(&none).map(|l| l.1)), (LEVEL_LEASE, Some(0)));
+    b.close(&none.file_id());
+    assert_eq!(lease_ack(&mut a, 1, RH).status, UNSUCCESSFUL, "not breaking");
+    assert_eq!(lease_ack(&mut a, 9, RH).status, OBJECT_NAME_NOT_FOUND, "no such lease");
+
+    let rb = create_lease(&mut b, "l.txt", GENERIC_ALL, 2, RWH, None);
+    assert_eq!(rb.status, PENDING, "waits for the break of lease 1");
+    let (key, from, to, flags, _) = next_lease_break(&mut a, Duration::from_secs(5)).expect("LEASE_BREAK");
+    assert_eq!((key, from, to, flags), ([1; 16], RWH, RH, 1));
+    assert!(b.next_async(Duration::from_millis(200)).is_none(), "still waiting before the ack");
+    assert_eq!(lease_ack(&mut a, 1, RWH).status, REQUEST_NOT_ACCEPTED, "more than broken to");
+    let ok = lease_ack(&mut a, 1, RH);
+    assert_eq!((ok.status, le16(ok.body(), 0), le32(ok.body(), 24)), (SUCCESS, 36, RH));
+    let done = b.next_async(Duration::from_secs(5)).expect("the CREATE finishes after the ack");
+    assert_eq!((done.command, done.status), (CREATE, SUCCESS));
+    assert_eq!(lease_of(&done), Some(([2; 16], RH, 0, None)));
+
+    // A write through lease 2 breaks lease 1 (RH) to none, not lease 2.
+    assert_eq!(b.write(&done.file_id(), 0, b"x").status, SUCCESS);
+    let (key, from, to, flags, _) = next_lease_break(&mut a, Duration::from_secs(5)).expect("break to none");
+    assert_eq!((key, from, to, flags), ([1; 16], RH, 0, 1));
+    assert!(b.next_async(Duration::from_millis(200)).is_none(), "the writer's own lease stays");
+    assert_eq!(lease_ack(&mut a, 1, 0).status, SUCCESS);
+    a.close(&ra.file_id());
+    b.close(&done.file_id());
+    // Closed: the key is free for another file.
+    let r = create_lease(&mut a, "other.txt", GENERIC_ALL, 1, RWH, None);
+    assert_eq!(lease_of(&r).map(|l| l.1), Some(RWH));
+}
+
+/// Version 2: the epoch grows with the grant and with each break; a batch
+/// oplock beside a lease breaks to level II and the lease gets R only.
+#[test]
+fn lease_v2_epochs_and_oplocks_beside() {
+    let ts = server();
+    let mut a = connected(&ts);
+    let mut b = connected(&ts);
+    let ra = create_lease(&mut a, "e.txt", GENERIC_ALL, 3, RWH, Some((4, Some(8))));
+    assert_eq!(lease_of(&ra), Some(([3; 16], RWH, 4, Some(5))), "parent key set, epoch + 1");
+    let rb = create_oplock(&mut b, "e.txt", GENERIC_READ, LEVEL_BATCH);
+    assert_eq!(rb.status, PENDING);
+    let (_, from, to, _, epoch) = next_lease_break(&mut a, Duration::from_secs(5)).expect("LEASE_BREAK");
+    assert_eq!((from, to, epoch), (RWH, RH, 6));
+    assert_eq!(lease_ack(&mut a, 3, RH).status, SUCCESS);
+    let done = b.next_async(Duration::from_secs(5)).expect("CREATE answered");
+    assert_eq!((done.status, granted(&done)), (SUCCESS, LEVEL_NONE), "no oplock beside an RH lease");
+    b.close(&done.file_id());
+
+    let rc = create_oplock(&mut b, "o.txt", GENERIC_ALL, LEVEL_BATCH);
+    assert_eq!(granted(&rc), LEVEL_BATCH);
+    let rl = create_lease(&mut a, "o.txt", GENERIC_READ, 4, RWH, None);
+    assert_eq!(rl.status, PENDING);
+    let (level, fid) = next_break(&mut b, Duration::from_secs(5)).expect("OPLOCK_BREAK");
+    assert_eq!(level, LEVEL_II);
+    assert_eq!(ack(&mut b, &fid, LEVEL_II).status, SUCCESS);
+    let done = a.next_async(Duration::from_secs(5)).expect("CREATE answered");
+    assert_eq!(lease_of(&done).map(|l| l.1), Some(LEASE_R), "beside an oplock: R only");
+}
+
+/// The lease holder in one worker, the breaking open in another: the break
+/// goes through the holder's wake-up socket, the ack wakes the other worker.
+#[test]
+fn lease_break_across_workers() {
+    let ts1 = server();
+    let state = ts1.dir.path().join("state");
+    let store = smbdirect_server::store::create(&state).unwrap();
+    let cfg = ts1.server.cfg.clone();
+    let w1 = smbdirect_server::objects::Server::with_store(cfg.clone(), store.clone(), 1, Some(state.clone())).unwrap();
+    let w2 = smbdirect_server::objects::Server::with_store(cfg, store, 2, Some(state.clone())).unwrap();
+    let t1 = TestServer { server: w1, dir: tempfile::tempdir().unwrap() };
+    let t2 = TestServer { server: w2, dir: tempfile::tempdir().unwrap() };
+    let mut a = connected(&t1);
+    let mut b = connected(&t2);
+    let ra = create_lease(&mut a, "x.txt", GENERIC_ALL, 5, RWH, None);
+    assert_eq!(lease_of(&ra).map(|l| l.1), Some(RWH));
+    // Overwriting breaks everything (to none, acknowledged).
+    let mut body = create_body("x.txt", GENERIC_ALL, SHARE_ALL, 5, 0x40);
+    body[3] = 0;
+    let rb = b.call(CREATE, 1, &body);
+    assert_eq!(rb.status, PENDING);
+    let (_, from, to, flags, _) = next_lease_break(&mut a, Duration::from_secs(5)).expect("break through worker 1's socket");
+    assert_eq!((from, to, flags), (RWH, 0, 1));
+    assert_eq!(lease_ack(&mut a, 5, 0).status, SUCCESS);
+    let done = b.next_async(Duration::from_secs(5)).expect("worker 2's CREATE woken");
+    assert_eq!(done.status, SUCCESS);
+}
+
+/// A rename through one lease's handle breaks another lease's H and waits
+/// (interim PENDING) for the acknowledgment before it renames.
+#[test]
+fn rename_waits_for_the_handle_break() {
+    const SET_INFO: u16 = 0x11;
+    let ts = server();
+    let mut a = connected(&ts);
+    let mut b = connected(&ts);
+    let ra = create_lease(&mut a, "src.txt", GENERIC_READ, 1, RH, None);
+    assert_eq!(lease_of(&ra).map(|l| l.1), Some(RH));
+    let rb = create_lease(&mut b, "src.txt", GENERIC_ALL, 2, RH, None);
+    assert_eq!(lease_of(&rb).map(|l| l.1), Some(RH));
+    let name = utf16("dst.txt");
+    let mut info = Vec::new();
+    info.u8_(1).bytes(&[0; 7]).u64_(0).u32_(name.len() as u32).bytes(&name);
+    let mut body = Vec::new();
+    body.u16_(33).u8_(1).u8_(10).u32_(info.len() as u32).u16_(64 + 32).u16_(0).u32_(0).bytes(&rb.file_id()).bytes(&info);
+    let r = b.call(SET_INFO, 1, &body);
+    assert_eq!(r.status, PENDING, "the rename waits for lease 1's H");
+    let (key, from, to, flags, _) = next_lease_break(&mut a, Duration::from_secs(5)).expect("LEASE_BREAK");
+    assert_eq!((key, from, to, flags), ([1; 16], RH, LEASE_R, 1));
+    assert!(ts.dir.path().join("share/src.txt").exists(), "not renamed before the ack");
+    assert!(b.next_async(Duration::from_millis(200)).is_none());
+    assert_eq!(lease_ack(&mut a, 1, LEASE_R).status, SUCCESS);
+    let done = b.next_async(Duration::from_secs(5)).expect("the rename finishes after the ack");
+    assert_eq!((done.command, done.status), (SET_INFO, SUCCESS));
+    let again = create_lease(&mut a, "dst.txt", GENERIC_READ, 3, LEASE_R, None);
+    assert_eq!(again.status, SUCCESS, "renamed");
+}
+
+/// The open's own connection is gone but its session has another channel:
+/// the break goes there (MS-SMB2 3.3.4.1.6) and the ack on it ends the wait.
+#[test]
+fn break_falls_back_to_another_channel() {
+    let ts = server();
+    let mut a = connected(&ts);
+    let ra = create_lease(&mut a, "mc.txt", GENERIC_ALL, 6, RWH, None);
+    assert_eq!(lease_of(&ra).map(|l| l.1), Some(RWH));
+    let mut a2 = Client::new(&ts);
+    a2.negotiate_with(&NegOpts { dialects: vec![a.dialect], ..NegOpts::default() });
+    crate::multichannel::bind_to(&a, &mut a2);
+    drop(a);
+    let mut c = connected(&ts);
+    let rc = create_lease(&mut c, "mc.txt", GENERIC_ALL, 7, RWH, None);
+    assert_eq!(rc.status, PENDING);
+    let (key, from, to, _, _) = next_lease_break(&mut a2, Duration::from_secs(5)).expect("break on the remaining channel");
+    assert_eq!((key, from, to), ([6; 16], RWH, RH));
+    assert_eq!(lease_ack(&mut a2, 6, RH).status, SUCCESS);
+    let done = c.next_async(Duration::from_secs(5)).expect("CREATE answered");
+    assert_eq!(lease_of(&done).map(|l| l.1), Some(RH));
+}

@@ -1,0 +1,297 @@
+//! Leases on the wire (MS-SMB2 2.2.13.2.8/2.2.13.2.10 the RqLs create
+//! context, 2.2.14.2.10/2.2.14.2.11 its response, 2.2.23.2 LEASE_BREAK
+//! notification, 2.2.24.2/2.2.25.2 acknowledgment and response; 3.3.4.7,
+//! 3.3.5.22.2). The lease records and their rules live in the store
+//! (store/lease.rs); CREATE asks for a grant there (create.rs).
+
+use crate::conn::{seal_out, Connection, Ctx};
+use crate::objects::{lock, store_status, Server, Session};
+use crate::store::{FileKey, LeaseAckError, LeaseGrant, LeaseId, LeaseNotice, LeaseRequest};
+use crate::transport::{MessageSink, OutBuf};
+use crate::wire::header::{Command, Header, FLAG_SERVER_TO_REDIR, HEADER_LEN};
+use crate::wire::status::NtStatus;
+use crate::wire::Put;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::debug;
+
+/// SMB2_LEASE_FLAG_BREAK_IN_PROGRESS (response LeaseFlags).
+pub const FLAG_BREAK_IN_PROGRESS: u32 = 0x2;
+/// SMB2_LEASE_FLAG_PARENT_LEASE_KEY_SET.
+pub const FLAG_PARENT_LEASE_KEY_SET: u32 = 0x4;
+/// SMB2_NOTIFY_BREAK_LEASE_FLAG_ACK_REQUIRED.
+pub const NOTIFY_ACK_REQUIRED: u32 = 0x1;
+/// SMB2_OPLOCK_LEVEL_LEASE.
+pub const OPLOCK_LEVEL_LEASE: u8 = 0xFF;
+
+const V1_LEN: usize = 32;
+const V2_LEN: usize = 52;
+
+fn key16(b: &[u8]) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&b[..16]);
+    k
+}
+
+/// The RqLs context of a CREATE from the client `client` (ClientGUID): a
+/// version 2 request when it is 52 bytes long or more, else version 1.
+pub fn parse_request(data: &[u8], client: [u8; 16]) -> Result<LeaseRequest, NtStatus> {
+    if data.len() < V1_LEN {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    let state = u32::from_le_bytes([data[16], data[17], data[18], data[19]]);
+    let flags = u32::from_le_bytes([data[20], data[21], data[22], data[23]]);
+    let id = LeaseId { client, key: key16(data) };
+    // Bits other than R, H and W are not lease states: such a request gets none.
+    let state = if state & !7 != 0 { 0 } else { state as u8 };
+    if data.len() >= V2_LEN {
+        let parent = (flags & FLAG_PARENT_LEASE_KEY_SET != 0).then(|| key16(&data[32..48]));
+        let epoch = u16::from_le_bytes([data[48], data[49]]);
+        return Ok(LeaseRequest { id, version: 2, parent, state, epoch });
+    }
+    Ok(LeaseRequest { id, version: 1, parent: None, state, epoch: 0 })
+}
+
+/// The RqLs response context for a grant.
+pub fn response(req: &LeaseRequest, g: &LeaseGrant) -> Vec<u8> {
+    let mut d = Vec::with_capacity(V2_LEN);
+    let mut flags = if g.breaking { FLAG_BREAK_IN_PROGRESS } else { 0 };
+    if g.version >= 2 && g.parent.is_some() {
+        flags |= FLAG_PARENT_LEASE_KEY_SET;
+    }
+    d.put(&req.id.key).u32(u32::from(g.state)).u32(flags).u64(0);
+    if g.version >= 2 {
+        d.put(&g.parent.unwrap_or([0; 16])).u16(g.epoch).u16(0);
+    }
+    d
+}
+
+/// Sends the LEASE_BREAK notifications the store holds for this worker's
+/// leases of `key`, each on the connection of one of the lease's opens.
+pub fn send_notices(server: &Server, key: FileKey) {
+    let notices = match server.store.lease_notices(key, server.worker_id) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("lease notices of {key:?}: {e}");
+            return;
+        }
+    };
+    for n in notices {
+        let target = lock(&server.oplock_opens).get(&n.open).cloned();
+        let Some(t) = target else {
+            debug!(open = n.open, "lease break for an open no longer here");
+            continue;
+        };
+        let Some(s) = t.session.upgrade() else { continue };
+        send_break(&*t.sink, &s, &n);
+    }
+}
+
+/// A LEASE_BREAK notification (MS-SMB2 3.3.4.7): unsolicited, MessageId
+/// 0xFFFFFFFFFFFFFFFF, SessionId and TreeId 0 and unsigned as Windows and
+/// Samba send it; encrypted (under the session's id) when the session
+/// encrypts.
+pub fn send_break(sink: &dyn MessageSink, session: &Session, n: &LeaseNotice) {
+    let mut out = OutBuf::new(HEADER_LEN + 44);
+    let encrypt = *lock(&session.encrypt_data);
+    let h = Header {
+        command: Command::OplockBreak as u16,
+        flags: FLAG_SERVER_TO_REDIR,
+        message_id: u64::MAX,
+        session_id: if encrypt { session.id } else { 0 },
+        ..Default::default()
+    };
+    h.write(&mut out.buf);
+    let epoch = if n.version >= 2 { n.epoch } else { 0 };
+    let flags = if n.ack_required { NOTIFY_ACK_REQUIRED } else { 0 };
+    out.buf.u16(44).u16(epoch).u32(flags).put(&n.id.key).u32(u32::from(n.from)).u32(u32::from(n.to)).u32(0).u32(0).u32(0);
+    if encrypt {
+        let Some(k) = session.keys() else { return };
+        if let Err(e) = seal_out(&k, session.id, &mut out) {
+            debug!("cannot encrypt a lease break: {e}");
+            return;
+        }
+    }
+    debug!(from = n.from, to = n.to, epoch, ack = n.ack_required, "LEASE_BREAK sent");
+    super::oplock::send_on_session(sink, session, out);
+}
+
+/// LEASE_BREAK acknowledgment (MS-SMB2 3.3.5.22.2): StructureSize 36.
+pub fn lease_break_ack(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+    let b = ctx.msg.get(HEADER_LEN..).ok_or(NtStatus::INVALID_PARAMETER)?;
+    if b.len() < 36 {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    // The ack names the lease by key; the session must be valid (dispatch checked it).
+    let session = ctx.session()?.clone();
+    let id = LeaseId { client: conn.client_guid, key: key16(&b[8..24]) };
+    let state = u32::from_le_bytes([b[24], b[25], b[26], b[27]]);
+    if state & !7 != 0 {
+        return Err(NtStatus::REQUEST_NOT_ACCEPTED);
+    }
+    let server = conn.server.clone();
+    let (r, wake) = server.store.lease_ack(&id, state as u8, Server::now_ms()).map_err(store_status)?;
+    let (key, state) = match r {
+        Ok((key, state, _epoch)) => (key, state),
+        Err(LeaseAckError::NotFound) => return Err(NtStatus::OBJECT_NAME_NOT_FOUND),
+        Err(LeaseAckError::NotBreaking) => return Err(NtStatus::UNSUCCESSFUL),
+        Err(LeaseAckError::BadState) => return Err(NtStatus::REQUEST_NOT_ACCEPTED),
+    };
+    // This client's opens under the lease see the new state.
+    for o in lock(&session.opens).values() {
+        let mut l = lock(&o.lease);
+        if let Some((lid, st)) = l.as_mut() {
+            if *lid == id {
+                *st = state;
+            }
+        }
+    }
+    let mut wake = wake;
+    wake.sort_unstable();
+    wake.dedup();
+    for w in wake {
+        server.wake(w, key);
+    }
+    out.u16(36).u16(0).u32(0).put(&id.key).u32(u32::from(state)).u64(0);
+    Ok(())
+}
+
+/// The lease a CREATE asks for: its RqLs context when the oplock level
+/// asked is SMB2_OPLOCK_LEVEL_LEASE, leases are on (`smb2 leases`) and the
+/// session's dialect is 3.x.
+pub fn requested(server: &Server, session: &Session, oplock_level: u8, contexts: &[(&[u8], &[u8])], client: [u8; 16]) -> Result<Option<LeaseRequest>, NtStatus> {
+    if oplock_level != OPLOCK_LEVEL_LEASE || !server.cfg.smb2_leases || session.dialect < crate::config::DIALECT_300 || session.dialect == crate::config::DIALECT_WILDCARD {
+        return Ok(None);
+    }
+    let Some((_, data)) = contexts.iter().find(|(n, _)| *n == b"RqLs") else { return Ok(None) };
+    parse_request(data, client).map(Some)
+}
+
+/// A lease key names one file (MS-SMB2 3.3.5.9.8): the same key on a
+/// different (or not yet existing) file is INVALID_PARAMETER, checked before
+/// anything is created.
+pub fn check_key_file(server: &Server, root: &crate::vfs::ShareRoot, rel: &str, req: &LeaseRequest) -> Result<(), NtStatus> {
+    let Some(f) = server.store.lease_file(&req.id).map_err(store_status)? else { return Ok(()) };
+    let here = root.lookup(rel)?.map(|st| FileKey::from((st.dev, st.ino)));
+    if here != Some(f) {
+        debug!(path = %rel, "lease key already names another file");
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    Ok(())
+}
+
+/// Grants the lease of `req` to the new open `id` of the file `key` and
+/// returns the response context; `Ok(None)` when the store could not
+/// answer (the open goes on without a lease), INVALID_PARAMETER when the
+/// key meanwhile names a lease of another file.
+pub fn grant(server: &Server, key: FileKey, id: u64, req: &LeaseRequest, open: &crate::objects::Open) -> Result<Option<Vec<u8>>, NtStatus> {
+    match server.store.lease_grant(key, server.open_id(id), req) {
+        Ok(Some(g)) => {
+            *lock(&open.lease) = Some((req.id, g.state));
+            debug!(state = g.state, epoch = g.epoch, breaking = g.breaking, "lease granted");
+            Ok(Some(response(req, &g)))
+        }
+        Ok(None) => Err(NtStatus::INVALID_PARAMETER),
+        Err(e) => {
+            tracing::warn!("lease not granted: {e}");
+            Ok(None)
+        }
+    }
+}
+
+/// The rest of a rename (or delete) that runs once the handle-caching
+/// breaks it started are over.
+pub type AfterBreaks = Box<dyn FnOnce() -> Result<(), NtStatus> + Send>;
+
+/// A rename or delete through `open` (MS-FSA 2.1.5.14.11): level II oplocks
+/// break to none and other leases lose H. When a holder must acknowledge,
+/// the request goes async (interim STATUS_PENDING) and `job` runs once no
+/// other lease holds H or the break times out; else `job` runs now. A
+/// request that cannot go async (inside a compound) runs `job` at once.
+pub fn after_handle_breaks(conn: &mut Connection, ctx: &mut Ctx<'_>, open: &Arc<crate::objects::Open>, job: AfterBreaks) -> Result<(), NtStatus> {
+    let server = conn.server.clone();
+    let Some(key) = open.file_key.map(FileKey::from) else { return job() };
+    let by = server.open_id(open.volatile_id);
+    let timeout = server.cfg.limits.oplock_break_timeout.as_millis() as u64;
+    let (workers, until) = match server.store.lease_break_handle(key, by, Server::now_ms(), timeout) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("rename breaks: {e}");
+            return job();
+        }
+    };
+    let mut workers = workers;
+    workers.sort_unstable();
+    workers.dedup();
+    for w in workers {
+        server.wake(w, key);
+    }
+    let Some(until) = until else { return job() };
+    let Ok(pending) = crate::conn::go_async(conn, ctx) else { return job() };
+    debug!(async_id = pending.async_id, "rename waits for lease breaks");
+    let r = std::thread::Builder::new().name("smb-rename".into()).stack_size(256 * 1024).spawn(move || {
+        let mut seen = server.file_events.generation();
+        loop {
+            if pending.stop.get().is_some() {
+                return pending.finish(NtStatus::CANCELLED, None);
+            }
+            let held = server.store.oplocks(key).map(|r| r.others_hold_handle(by)).unwrap_or(false);
+            if !held || Server::now_ms() >= until {
+                break;
+            }
+            let step = Instant::now() + Duration::from_millis(until.saturating_sub(Server::now_ms()).min(1000));
+            seen = server.file_events.wait(seen, step);
+        }
+        match job() {
+            Ok(()) => pending.finish(NtStatus::SUCCESS, Some(&[2, 0])),
+            Err(e) => pending.finish(e, None),
+        }
+    });
+    if let Err(e) = r {
+        tracing::warn!("cannot start a waiting rename: {e}");
+        return Err(NtStatus::INSUFFICIENT_RESOURCES);
+    }
+    Err(NtStatus::PENDING)
+}
+
+/// A delete made pending through `open`: level II oplocks break to none and
+/// other leases lose H, without waiting (the delete happens at the last close).
+pub fn break_handle_caching(server: &Server, open: &crate::objects::Open) {
+    let Some(key) = open.file_key.map(FileKey::from) else { return };
+    let timeout = server.cfg.limits.oplock_break_timeout.as_millis() as u64;
+    match server.store.lease_break_handle(key, server.open_id(open.volatile_id), Server::now_ms(), timeout) {
+        Ok((mut workers, _)) => {
+            workers.sort_unstable();
+            workers.dedup();
+            for w in workers {
+                server.wake(w, key);
+            }
+        }
+        Err(e) => tracing::warn!("delete breaks: {e}"),
+    }
+}
+
+/// A rename opens the source's parent directory (MS-FSA 2.1.5.14.11): an
+/// open of that directory with DELETE access (not shared with it) makes it
+/// a sharing violation, without breaking anything (smbtorture's
+/// oplock.exclusive6). Checked as a probe open in the share-mode records,
+/// taken back at once.
+pub fn rename_parent_check(server: &Server, root: &crate::vfs::ShareRoot, from: &str) -> Result<(), NtStatus> {
+    const LIST_DIRECTORY: u32 = 0x1;
+    let parent = crate::vfs::split_parent(from).map_or("", |(d, _)| d);
+    let Some(st) = root.lookup(parent)? else { return Ok(()) };
+    let key = FileKey::from((st.dev, st.ino));
+    let probe = server.open_id(server.new_id());
+    let entry = crate::store::ShareModeEntry { open: probe, access: LIST_DIRECTORY, share_access: 0x1 | 0x2, delete_on_close: false };
+    match server.store.open_file(key, entry) {
+        Ok(()) => {
+            if let Err(e) = server.store.close_file(key, probe) {
+                tracing::warn!("rename probe of the parent not taken back: {e}");
+            }
+            Ok(())
+        }
+        Err(crate::store::OpenError::SharingViolation) => Err(NtStatus::SHARING_VIOLATION),
+        Err(crate::store::OpenError::DeletePending) => Err(NtStatus::DELETE_PENDING),
+        Err(crate::store::OpenError::Store(e)) => Err(store_status(e)),
+    }
+}
