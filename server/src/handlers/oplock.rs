@@ -103,3 +103,22 @@ pub fn break_level2(server: &Server, open: &Open) {
         Err(e) => tracing::warn!("level II oplock break: {e}"),
     }
 }
+
+/// Whether `open` holds handle caching: a batch oplock (MS-SMB2 3.3.5.9.6:
+/// a durable v1 open needs one) or a lease with H (3.3.5.9.10). Leases are
+/// not granted yet, so this is the oplock half: the level the store holds
+/// for the open now (a break to level II or none in progress or done means
+/// no handle caching), falling back to the level granted at CREATE when the
+/// store cannot answer.
+pub fn holds_handle_caching(server: &Server, open: &Open) -> bool {
+    use crate::store::oplock::LEVEL_BATCH;
+    let Some(key) = open.file_key else { return false };
+    let id = server.open_id(open.volatile_id);
+    match server.store.oplocks(key.into()) {
+        Ok(rec) => rec.holders.iter().any(|h| h.open == id && h.level == LEVEL_BATCH && h.breaking_to.is_none_or(|to| to == LEVEL_BATCH)),
+        Err(e) => {
+            tracing::warn!("oplock record of {key:?}: {e}");
+            *lock(&open.oplock_level) == LEVEL_BATCH
+        }
+    }
+}
