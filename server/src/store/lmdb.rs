@@ -13,6 +13,7 @@
 //! This is the one module of the store with `unsafe`: opening the memory
 //! map (see the SAFETY comment).
 
+use super::durable::{encode_id, DurableRecord};
 use super::oplock::{AckError, OpenCheck, OplockRecord};
 use super::records::{decode_key, encode_key, LockRecord, ShareRecord};
 use super::{ByteRangeLock, Closed, FileKey, GlobalOpenId, LockError, OpenError, ShareModeEntry, StateStore, StoreError, Unlocked};
@@ -38,6 +39,8 @@ pub struct LmdbStore {
     share: Db,
     brl: Db,
     oplock: Db,
+    /// Durable opens by persistent id (durable.rs).
+    durable: Db,
     path: PathBuf,
 }
 
@@ -123,7 +126,7 @@ impl LmdbStore {
             return Ok(s);
         }
         let mut opts = EnvOpenOptions::new().read_txn_without_tls();
-        opts.map_size(MAP_SIZE).max_readers(MAX_READERS).max_dbs(4);
+        opts.map_size(MAP_SIZE).max_readers(MAX_READERS).max_dbs(8);
         // SAFETY: `flags`: NO_SYNC, NO_META_SYNC and MAP_ASYNC only give up
         // durability after a system crash, and the store is cleared at every
         // start. WRITE_MAP (commits write into the map instead of pwrite:
@@ -141,15 +144,16 @@ impl LmdbStore {
         // Reader slots of processes that died are free again.
         let _ = env.clear_stale_readers();
         let wtxn = env.write_txn()?;
-        let (share, brl, oplock) = env
+        let (share, brl, oplock, durable) = env
             .create_databases_and_commit(wtxn, |dbo, wtxn| -> Result<_, heed::Error> {
                 let share: Database<Bytes, Bytes> = dbo.create_database(wtxn, Some("share"))?;
                 let brl: Database<Bytes, Bytes> = dbo.create_database(wtxn, Some("brl"))?;
                 let oplock: Database<Bytes, Bytes> = dbo.create_database(wtxn, Some("oplock"))?;
-                Ok(CommitOrAbort::<_, ()>::Commit((share, brl, oplock)))
+                let durable: Database<Bytes, Bytes> = dbo.create_database(wtxn, Some("durable"))?;
+                Ok(CommitOrAbort::<_, ()>::Commit((share, brl, oplock, durable)))
             })?
             .unwrap_commit();
-        let s = Arc::new(LmdbStore { env, share, brl, oplock, path: path.clone() });
+        let s = Arc::new(LmdbStore { env, share, brl, oplock, durable, path: path.clone() });
         opened.push((path, Arc::downgrade(&s)));
         Ok(s)
     }
@@ -165,6 +169,7 @@ impl LmdbStore {
         self.share.clear(&mut txn)?;
         self.brl.clear(&mut txn)?;
         self.oplock.clear(&mut txn)?;
+        self.durable.clear(&mut txn)?;
         txn.commit()?;
         Ok(())
     }
@@ -180,6 +185,22 @@ impl LmdbStore {
         let txn = self.env.read_txn()?;
         let v = db.get(&txn, &encode_key(key))?;
         v.map(T::decode).transpose()
+    }
+
+    fn durables(&self, txn: &heed::RoTxn<'_>) -> Result<Vec<(u64, DurableRecord)>, StoreError> {
+        let mut v = Vec::new();
+        for item in self.durable.iter(txn)? {
+            let (_, b) = item?;
+            let r = DurableRecord::decode(b)?;
+            v.push((r.persistent_id, r));
+        }
+        Ok(v)
+    }
+
+    fn durable_read(&self, id: u64) -> Result<Option<DurableRecord>, StoreError> {
+        let txn = self.env.read_txn()?;
+        let v = self.durable.get(&txn, &encode_id(id))?;
+        v.map(DurableRecord::decode).transpose()
     }
 
     fn all<T: Record>(&self, db: Db, txn: &heed::RoTxn<'_>) -> Result<Vec<(FileKey, T)>, StoreError> {
@@ -280,6 +301,11 @@ impl StateStore for LmdbStore {
                 }
                 wake.extend(w.into_iter().map(|w| (w, k)));
             }
+            for (id, r) in self.durables(t)? {
+                if r.open.worker == worker {
+                    self.durable.delete(t, &encode_id(id))?;
+                }
+            }
             Ok(wake)
         })
     }
@@ -350,5 +376,58 @@ impl StateStore for LmdbStore {
         let mut v: Vec<_> = m.into_iter().map(|(k, (s, l))| (k, s, l)).collect();
         v.sort_by_key(|x| x.0);
         Ok(v)
+    }
+
+    fn durable_put(&self, rec: &DurableRecord) -> Result<(), StoreError> {
+        self.write(|t| Ok::<_, StoreError>(self.durable.put(t, &encode_id(rec.persistent_id), &rec.encode())?))
+    }
+
+    fn durable_get(&self, persistent_id: u64) -> Result<Option<DurableRecord>, StoreError> {
+        self.durable_read(persistent_id)
+    }
+
+    fn durable_by_create_guid(&self, client_guid: &[u8; 16], create_guid: &[u8; 16]) -> Result<Option<DurableRecord>, StoreError> {
+        // Durable opens are few: a scan, no second index.
+        let txn = self.env.read_txn()?;
+        Ok(self.durables(&txn)?.into_iter().map(|(_, r)| r).find(|r| r.version == 2 && r.client_guid == *client_guid && r.create_guid == *create_guid))
+    }
+
+    fn durable_disconnect(&self, persistent_id: u64, until_ms: u64) -> Result<bool, StoreError> {
+        self.write(|t| {
+            let k = encode_id(persistent_id);
+            let Some(mut r) = self.durable.get(t, &k)?.map(DurableRecord::decode).transpose()? else { return Ok(false) };
+            r.disconnected_until = Some(until_ms);
+            self.durable.put(t, &k, &r.encode())?;
+            Ok(true)
+        })
+    }
+
+    fn durable_reclaim(&self, persistent_id: u64, now_ms: u64) -> Result<bool, StoreError> {
+        self.write(|t| {
+            let k = encode_id(persistent_id);
+            let Some(mut r) = self.durable.get(t, &k)?.map(DurableRecord::decode).transpose()? else { return Ok(false) };
+            if !r.reclaimable(now_ms) {
+                return Ok(false);
+            }
+            r.disconnected_until = None;
+            self.durable.put(t, &k, &r.encode())?;
+            Ok(true)
+        })
+    }
+
+    fn durable_remove(&self, persistent_id: u64) -> Result<Option<DurableRecord>, StoreError> {
+        self.write(|t| {
+            let k = encode_id(persistent_id);
+            let r = self.durable.get(t, &k)?.map(DurableRecord::decode).transpose()?;
+            if r.is_some() {
+                self.durable.delete(t, &k)?;
+            }
+            Ok(r)
+        })
+    }
+
+    fn durable_expired(&self, worker: u32, now_ms: u64) -> Result<Vec<DurableRecord>, StoreError> {
+        let txn = self.env.read_txn()?;
+        Ok(self.durables(&txn)?.into_iter().map(|(_, r)| r).filter(|r| r.open.worker == worker && r.disconnected_until.is_some_and(|t| t <= now_ms)).collect())
     }
 }

@@ -1,5 +1,6 @@
 //! The in-process backend: both record tables behind one lock.
 
+use super::durable::DurableRecord;
 use super::oplock::{AckError, OpenCheck, OplockRecord};
 use super::records::{LockRecord, ShareRecord};
 use super::{ByteRangeLock, Closed, FileKey, GlobalOpenId, LockError, OpenError, ShareModeEntry, StateStore, StoreError, Unlocked};
@@ -11,6 +12,7 @@ struct Tables {
     share: HashMap<FileKey, ShareRecord>,
     brl: HashMap<FileKey, LockRecord>,
     oplock: HashMap<FileKey, OplockRecord>,
+    durable: HashMap<u64, DurableRecord>,
 }
 
 #[derive(Default)]
@@ -124,6 +126,7 @@ impl StateStore for MemStore {
             wake.extend(w.into_iter().map(|w| (w, *k)));
             !r.is_empty()
         });
+        t.durable.retain(|_, r| r.open.worker != worker);
         Ok(wake)
     }
 
@@ -189,5 +192,41 @@ impl StateStore for MemStore {
         keys.sort();
         keys.dedup();
         Ok(keys.into_iter().map(|k| (k, t.share.get(&k).cloned().unwrap_or_default(), t.brl.get(&k).cloned().unwrap_or_default())).collect())
+    }
+
+    fn durable_put(&self, rec: &DurableRecord) -> Result<(), StoreError> {
+        self.write().durable.insert(rec.persistent_id, rec.clone());
+        Ok(())
+    }
+
+    fn durable_get(&self, persistent_id: u64) -> Result<Option<DurableRecord>, StoreError> {
+        Ok(self.read().durable.get(&persistent_id).cloned())
+    }
+
+    fn durable_by_create_guid(&self, client_guid: &[u8; 16], create_guid: &[u8; 16]) -> Result<Option<DurableRecord>, StoreError> {
+        Ok(self.read().durable.values().find(|r| r.version == 2 && r.client_guid == *client_guid && r.create_guid == *create_guid).cloned())
+    }
+
+    fn durable_disconnect(&self, persistent_id: u64, until_ms: u64) -> Result<bool, StoreError> {
+        Ok(self.write().durable.get_mut(&persistent_id).map(|r| r.disconnected_until = Some(until_ms)).is_some())
+    }
+
+    fn durable_reclaim(&self, persistent_id: u64, now_ms: u64) -> Result<bool, StoreError> {
+        let mut t = self.write();
+        match t.durable.get_mut(&persistent_id) {
+            Some(r) if r.reclaimable(now_ms) => {
+                r.disconnected_until = None;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn durable_remove(&self, persistent_id: u64) -> Result<Option<DurableRecord>, StoreError> {
+        Ok(self.write().durable.remove(&persistent_id))
+    }
+
+    fn durable_expired(&self, worker: u32, now_ms: u64) -> Result<Vec<DurableRecord>, StoreError> {
+        Ok(self.read().durable.values().filter(|r| r.open.worker == worker && r.disconnected_until.is_some_and(|t| t <= now_ms)).cloned().collect())
     }
 }
