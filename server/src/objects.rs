@@ -66,6 +66,8 @@ pub struct Server {
     /// This process's opens holding an oplock, by volatile id: where their
     /// OPLOCK_BREAK notifications go.
     pub oplock_opens: Mutex<HashMap<u64, OplockTarget>>,
+    /// This worker's disconnected durable opens (handlers/durable.rs).
+    pub durable: crate::handlers::durable::Disconnected,
     /// Sends wake-ups to other workers (with a state directory).
     remote_waker: Option<SocketWaker>,
     /// This worker's wake-up socket and its thread.
@@ -157,7 +159,11 @@ impl Server {
         };
         for (open, level) in notices {
             let target = lock(&self.oplock_opens).get(&open).cloned();
-            let Some(t) = target else { continue };
+            let Some(t) = target else {
+                // Nobody to tell: a disconnected durable open closes.
+                crate::handlers::durable::break_disconnected(self, open);
+                continue;
+            };
             let (Some(o), Some(s)) = (t.open.upgrade(), t.session.upgrade()) else { continue };
             crate::handlers::oplock::send_break(&*t.sink, &s, &o, level);
         }
@@ -228,6 +234,7 @@ impl Server {
             lock_waits: Default::default(),
             file_events: Default::default(),
             oplock_opens: Mutex::new(HashMap::new()),
+            durable: Default::default(),
             remote_waker,
             wake_listener: Mutex::new(None),
             resume_secret,
@@ -443,6 +450,21 @@ impl Session {
         lock(&self.opens).get(&volatile).cloned()
     }
 
+    /// The session ends without a LOGOFF (its last connection is gone, or a
+    /// reconnecting client named it as its previous session): like
+    /// [`Session::teardown`], but durable opens that may stay become
+    /// disconnected opens, waiting for their client (handlers/durable.rs).
+    pub fn disconnect(&self, server: &Arc<Server>) {
+        *lock(&self.state) = SessionState::Expired;
+        let opens: Vec<Arc<Open>> = lock(&self.opens).drain().map(|(_, o)| o).collect();
+        for o in opens {
+            if !crate::handlers::durable::keep(server, &o) {
+                o.close(server);
+            }
+        }
+        lock(&self.trees).clear();
+    }
+
     /// Ends the session: closes every open (honouring delete-on-close) and tree.
     pub fn teardown(&self, server: &Server) {
         *lock(&self.state) = SessionState::Expired;
@@ -582,7 +604,8 @@ pub struct DirCursor {
 pub struct Open {
     pub volatile_id: u64,
     pub persistent_id: u64,
-    pub tree_id: u32,
+    /// The tree it was opened (or durably reconnected) through.
+    pub tree_id: AtomicU32,
     pub share: Arc<Share>,
     pub fd: Option<OwnedFd>,
     pub path: Mutex<String>,
@@ -597,6 +620,8 @@ pub struct Open {
     pub notify: Mutex<Option<Arc<crate::handlers::notify::Watch>>>,
     /// The oplock level granted at CREATE (the store keeps the live state).
     pub oplock_level: Mutex<u8>,
+    /// Set when the open is durable (handlers/durable.rs).
+    pub durable: Mutex<Option<crate::handlers::durable::DurableInfo>>,
     closed: Mutex<bool>,
 }
 
@@ -617,7 +642,7 @@ impl Open {
         Open {
             volatile_id,
             persistent_id: volatile_id,
-            tree_id,
+            tree_id: AtomicU32::new(tree_id),
             share,
             fd,
             path: Mutex::new(path),
@@ -631,8 +656,13 @@ impl Open {
             mode: create_options & (0x2 | 0x4 | 0x8 | 0x10 | 0x20),
             notify: Mutex::new(None),
             oplock_level: Mutex::new(0),
+            durable: Mutex::new(None),
             closed: Mutex::new(false),
         }
+    }
+
+    pub fn tree_id(&self) -> u32 {
+        self.tree_id.load(Ordering::Relaxed)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -667,6 +697,7 @@ impl Open {
             }
             *c = true;
         }
+        crate::handlers::durable::on_close(server, self);
         // Pending CHANGE_NOTIFYs on the handle end (NOTIFY_CLEANUP) and its watch goes.
         let watch = lock(&self.notify).take();
         if let Some(w) = watch {

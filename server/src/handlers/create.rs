@@ -70,6 +70,9 @@ struct CreateCall {
     session: Arc<Session>,
     tree: Arc<Tree>,
     sink: Arc<dyn MessageSink>,
+    /// The connection's ClientGuid and whether it speaks 3.x (durable v2, replay).
+    client_guid: [u8; 16],
+    smb3: bool,
 }
 
 pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
@@ -77,7 +80,14 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
         debug!("bad CREATE: {e}");
         return Err(NtStatus::INVALID_PARAMETER);
     }
-    let call = CreateCall { server: conn.server.clone(), session: ctx.session()?.clone(), tree: ctx.tree()?.clone(), sink: conn.sink.clone() };
+    let call = CreateCall {
+        server: conn.server.clone(),
+        session: ctx.session()?.clone(),
+        tree: ctx.tree()?.clone(),
+        sink: conn.sink.clone(),
+        client_guid: conn.client_guid,
+        smb3: conn.is_smb3(),
+    };
     let mut seen = call.server.file_events.generation();
     let mut blocked = None;
     match create_in(&call, ctx.msg, out, &mut blocked) {
@@ -175,6 +185,13 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
     let session_kind = lock(&session.identity).as_ref().map(|i| i.kind);
     let name = utf16_to_string(req.name).map_err(|_| NtStatus::OBJECT_NAME_INVALID)?;
     debug!(name = %name, disposition = req.disposition, options = format_args!("{:#x}", req.options), access = format_args!("{:#x}", req.desired_access), oplock = req.oplock_level, "CREATE");
+    // Durable reconnect and replay come before the checks of a new open.
+    let durable_side = durable::CreateSide { server, session: &session, tree: &tree, sink: &call.sink, client_guid: call.client_guid };
+    let (durable_req, early) = durable_hooks(&durable_side, &req, msg, &name, call.smb3)?;
+    if let Some((open, action, level, ctx)) = early {
+        write_response(out, &open, &open.stat()?, action, level, &ctx);
+        return Ok(());
+    }
     check_create_params(req.desired_access, req.options, req.file_attributes, req.impersonation)?;
     if req.disposition > FILE_OVERWRITE_IF {
         return Err(NtStatus::INVALID_PARAMETER);
@@ -439,6 +456,7 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
     }
     lock(&session.opens).insert(id, open.clone());
     debug!(session = session.id, path = %rel, action, oplock = granted, "create");
+    let durable_ctx = durable::grant(&durable_side, &open, &durable_req, &contexts, action);
 
     // Create contexts we answer; unknown ones are ignored (MS-SMB2 3.3.5.9).
     let mut ctx_out: Vec<(&[u8], Vec<u8>)> = Vec::new();
@@ -457,8 +475,29 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
             _ => {}
         }
     }
+    ctx_out.extend(durable_ctx);
     write_response(out, &open, &st, action, granted, &ctx_out);
     Ok(())
+}
+
+/// The durable-handle part of a CREATE (handlers/durable.rs): what it asks,
+/// and the open it is answered with at once when it reconnects a durable
+/// handle (DHnC/DH2C) or replays a durable v2 CREATE.
+fn durable_hooks(cs: &durable::CreateSide<'_>, req: &CreateReq<'_>, msg: &[u8], name: &str, smb3: bool) -> Result<(durable::Request, Option<durable::EarlyOpen>), NtStatus> {
+    // Malformed contexts are refused later, with the other context checks.
+    let Ok(contexts) = parse_create_contexts(req.contexts) else { return Ok((durable::Request::None, None)) };
+    let dreq = durable::parse(&contexts, smb3)?;
+    if dreq.is_reconnect() {
+        let (open, level) = durable::reconnect(cs, &dreq, &contexts, name)?;
+        return Ok((dreq, Some((open, ACTION_OPENED, level, Vec::new()))));
+    }
+    let replayed = msg.get(16..20).is_some_and(|f| u32::from_le_bytes([f[0], f[1], f[2], f[3]]) & crate::wire::header::FLAG_REPLAY != 0);
+    if let (durable::Request::V2 { create_guid, .. }, true) = (&dreq, replayed) {
+        if let Some(early) = durable::replay(cs, create_guid, req.oplock_level) {
+            return Ok((dreq, Some(early)));
+        }
+    }
+    Ok((dreq, None))
 }
 
 /// The checks MS-SMB2 3.3.5.9 and MS-FSA 2.1.5.1 make on a CREATE's fixed

@@ -1,0 +1,278 @@
+//! Durable handles v1/v2 and CREATE replay: an open kept across a lost
+//! connection (with its share mode and oplock), taken back by DHnC/DH2C
+//! after a SESSION_SETUP naming the previous session, released when its
+//! timeout passes or when another open needs its oplock broken; a replayed
+//! DH2Q CREATE answered from the open it made.
+
+use crate::harness::*;
+use std::time::Duration;
+
+const LEVEL_NONE: u8 = 0;
+const LEVEL_BATCH: u8 = 9;
+const OBJECT_NAME_NOT_FOUND: u32 = 0xC000_0034;
+const SHARING_VIOLATION: u32 = 0xC000_0043;
+const F_REPLAY: u32 = 0x2000_0000;
+
+/// A CREATE body with create contexts appended (MS-SMB2 2.2.13.2).
+fn with_contexts(mut b: Vec<u8>, ctxs: &[(&[u8; 4], Vec<u8>)]) -> Vec<u8> {
+    while (64 + b.len()) % 8 != 0 {
+        b.push(0);
+    }
+    let start = 64 + b.len();
+    let mut blob: Vec<u8> = Vec::new();
+    let mut prev: Option<usize> = None;
+    for (name, data) in ctxs {
+        while blob.len() % 8 != 0 {
+            blob.push(0);
+        }
+        if let Some(p) = prev {
+            let next = (blob.len() - p) as u32;
+            blob[p..p + 4].copy_from_slice(&next.to_le_bytes());
+        }
+        prev = Some(blob.len());
+        let data_off: u16 = if data.is_empty() { 0 } else { 24 };
+        blob.u32_(0).u16_(16).u16_(4).u16_(0).u16_(data_off).u32_(data.len() as u32).bytes(&name[..]).bytes(&[0; 4]).bytes(data);
+    }
+    b[48..52].copy_from_slice(&(start as u32).to_le_bytes());
+    b[52..56].copy_from_slice(&(blob.len() as u32).to_le_bytes());
+    b.extend_from_slice(&blob);
+    b
+}
+
+fn dh2q(timeout_ms: u32, guid: [u8; 16]) -> (&'static [u8; 4], Vec<u8>) {
+    let mut d = Vec::new();
+    d.u32_(timeout_ms).u32_(0).bytes(&[0; 8]).bytes(&guid);
+    (b"DH2Q", d)
+}
+
+fn dh2c(fid: &[u8; 16], guid: [u8; 16]) -> (&'static [u8; 4], Vec<u8>) {
+    let mut d = Vec::new();
+    d.bytes(fid).bytes(&guid).u32_(0);
+    (b"DH2C", d)
+}
+
+fn create_with(c: &mut Client, name: &str, level: u8, ctxs: &[(&[u8; 4], Vec<u8>)]) -> Resp {
+    let mut b = create_body(name, GENERIC_ALL, 0, FILE_OPEN_IF, FILE_NON_DIRECTORY_FILE);
+    b[3] = level;
+    c.call(CREATE, 1, &with_contexts(b, ctxs))
+}
+
+/// The create contexts of a CREATE response: (name, data).
+fn response_contexts(r: &Resp) -> Vec<([u8; 4], Vec<u8>)> {
+    let off = le32(&r.raw, 64 + 80) as usize;
+    let len = le32(&r.raw, 64 + 84) as usize;
+    let mut out = Vec::new();
+    if len == 0 {
+        return out;
+    }
+    let mut at = off;
+    loop {
+        let next = le32(&r.raw, at) as usize;
+        let name_off = le16(&r.raw, at + 4) as usize;
+        let data_off = le16(&r.raw, at + 10) as usize;
+        let data_len = le32(&r.raw, at + 12) as usize;
+        let name: [u8; 4] = r.raw[at + name_off..at + name_off + 4].try_into().unwrap();
+        out.push((name, r.raw[at + data_off..at + data_off + data_len].to_vec()));
+        if next == 0 {
+            return out;
+        }
+        at += next;
+    }
+}
+
+/// A new connection of the same user naming `previous` as its previous session.
+fn reconnect_client(ts: &TestServer, previous: u64) -> Client {
+    let mut c = Client::new(ts);
+    c.previous_session = previous;
+    c.logon();
+    assert_eq!(c.tree_connect("share").status, SUCCESS);
+    c
+}
+
+/// The brief's scenario in the simulator: a durable v2 open with a batch
+/// oplock, the connection dropped, a new connection with PreviousSessionId
+/// and DH2C, and writing goes on through the same FileId.
+#[test]
+fn v2_open_survives_a_lost_connection() {
+    let ts = server();
+    let guid = [0x5A; 16];
+    let mut a = connected(&ts);
+    let r = create_with(&mut a, "d.txt", LEVEL_BATCH, &[dh2q(0, guid)]);
+    assert_eq!((r.status, r.body()[2]), (SUCCESS, LEVEL_BATCH));
+    let ctx = response_contexts(&r);
+    assert_eq!(ctx.len(), 1);
+    assert_eq!(&ctx[0].0, b"DH2Q");
+    assert_eq!(le32(&ctx[0].1, 0), 60_000, "timeout 0 gets the default");
+    assert_eq!(le32(&ctx[0].1, 4), 0, "never persistent");
+    let fid = r.file_id();
+    assert_eq!(a.write(&fid, 0, b"first,").status, SUCCESS);
+    let old_session = a.session_id;
+    drop(a);
+    assert_eq!(ts.server.durable.len(), 1, "kept, disconnected");
+
+    // The file is still open with its share mode (none): others are kept out
+    // while the open waits, and an attributes-only open breaks nothing.
+    let mut b = reconnect_client(&ts, old_session);
+    let r = b.call(CREATE, 1, &create_body("d.txt", 0x80, SHARE_ALL, FILE_OPEN, 0));
+    assert_eq!(r.status, SUCCESS);
+    b.close(&r.file_id());
+
+    // A reconnect with the wrong CreateGuid is refused; the right one gets the same FileId.
+    let r = create_with(&mut b, "d.txt", LEVEL_BATCH, &[dh2c(&fid, [0x11; 16])]);
+    assert_eq!(r.status, OBJECT_NAME_NOT_FOUND);
+    let r = create_with(&mut b, "d.txt", LEVEL_BATCH, &[dh2c(&fid, guid)]);
+    assert_eq!((r.status, r.body()[2]), (SUCCESS, LEVEL_BATCH));
+    assert_eq!(r.file_id(), fid);
+    assert!(ts.server.durable.is_empty());
+    assert_eq!(b.write(&fid, 6, b"second").status, SUCCESS);
+    let rd = b.read(&fid, 0, 64, 1);
+    assert_eq!(rd.read_data(), b"first,second");
+    // Reconnected once: a second reconnect finds nothing disconnected.
+    assert_eq!(create_with(&mut b, "d.txt", LEVEL_BATCH, &[dh2c(&fid, guid)]).status, OBJECT_NAME_NOT_FOUND);
+    assert_eq!(b.close(&fid).status, SUCCESS);
+    assert!(ts.server.no_open_state());
+    assert!(ts.server.store.durable_get(u64::from_le_bytes(fid[..8].try_into().unwrap())).unwrap().is_none(), "record gone with the close");
+}
+
+/// v1: DHnQ is granted with a batch oplock only; DHnC takes the open back
+/// on a new connection whose session was set up with PreviousSessionId.
+#[test]
+fn v1_needs_a_batch_oplock_and_reconnects() {
+    let ts = server();
+    let mut a = connected(&ts);
+    let r = create_with(&mut a, "none.txt", LEVEL_NONE, &[(b"DHnQ", vec![0; 16])]);
+    assert_eq!(r.status, SUCCESS);
+    assert!(response_contexts(&r).is_empty(), "no oplock, no durable handle");
+    let r = create_with(&mut a, "v1.txt", LEVEL_BATCH, &[(b"DHnQ", vec![0; 16])]);
+    assert_eq!((r.status, r.body()[2]), (SUCCESS, LEVEL_BATCH));
+    let ctx = response_contexts(&r);
+    assert_eq!((&ctx[0].0, ctx[0].1.len()), (b"DHnQ", 8));
+    let fid = r.file_id();
+    // While connected, a reconnect finds nothing to take back.
+    assert_eq!(create_with(&mut a, "v1.txt", 0, &[(b"DHnC", fid.to_vec())]).status, OBJECT_NAME_NOT_FOUND);
+    let old = a.session_id;
+    drop(a);
+    let mut b = reconnect_client(&ts, old);
+    // Extra contexts with a reconnect: refused.
+    let r = create_with(&mut b, "v1.txt", 0, &[(b"DHnC", fid.to_vec()), (b"MxAc", vec![])]);
+    assert_eq!(r.status, OBJECT_NAME_NOT_FOUND);
+    let r = create_with(&mut b, "v1.txt", 0, &[(b"DHnC", fid.to_vec())]);
+    assert_eq!((r.status, r.file_id()), (SUCCESS, fid));
+    assert_eq!(b.close(&fid).status, SUCCESS);
+    assert!(ts.server.no_open_state(), "the non-durable open closed with its connection");
+}
+
+/// Another client's open that needs the batch oplock of a disconnected
+/// durable open broken closes that open (it cannot acknowledge), and goes on.
+#[test]
+fn conflicting_open_purges_a_disconnected_open() {
+    let ts = server();
+    let guid = [0x77; 16];
+    let mut a = connected(&ts);
+    let r = create_with(&mut a, "c.txt", LEVEL_BATCH, &[dh2q(0, guid)]);
+    let fid = r.file_id();
+    drop(a);
+    assert_eq!(ts.server.durable.len(), 1);
+    let mut c = connected(&ts);
+    let r = create_with(&mut c, "c.txt", LEVEL_BATCH, &[]);
+    let r = if r.status == PENDING { c.next_async(Duration::from_secs(5)).expect("the CREATE finishes") } else { r };
+    assert_eq!((r.status, r.body()[2]), (SUCCESS, LEVEL_BATCH), "the disconnected open is gone, its oplock with it");
+    assert!(ts.server.durable.is_empty());
+    assert_eq!(create_with(&mut c, "c.txt", 0, &[dh2c(&fid, guid)]).status, OBJECT_NAME_NOT_FOUND);
+}
+
+/// A disconnected open whose timeout passes is closed, with its share mode
+/// and its delete-on-close.
+#[test]
+fn timeout_releases_the_open() {
+    let ts = server();
+    let guid = [0x33; 16];
+    let mut a = connected(&ts);
+    let mut b = create_body("t.txt", GENERIC_ALL, 0, FILE_OPEN_IF, FILE_NON_DIRECTORY_FILE | 0x1000);
+    b[3] = LEVEL_BATCH;
+    let r = a.call(CREATE, 1, &with_contexts(b, &[dh2q(300, guid)]));
+    assert_eq!(r.status, SUCCESS);
+    assert_eq!(le32(&response_contexts(&r)[0].1, 0), 300);
+    let fid = r.file_id();
+    drop(a);
+    assert!(ts.share_path().join("t.txt").exists());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !ts.server.durable.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ts.server.durable.is_empty(), "expired");
+    assert!(ts.server.no_open_state());
+    assert!(!ts.share_path().join("t.txt").exists(), "delete-on-close done at expiry");
+    let mut c = connected(&ts);
+    assert_eq!(create_with(&mut c, "t.txt", 0, &[dh2c(&fid, guid)]).status, OBJECT_NAME_NOT_FOUND);
+}
+
+/// A LOGOFF closes durable opens; a session ended by its lost connection
+/// keeps them only while they hold the batch oplock.
+#[test]
+fn logoff_closes_and_a_broken_oplock_ends_durability() {
+    let ts = server();
+    let mut a = connected(&ts);
+    create_with(&mut a, "l.txt", LEVEL_BATCH, &[dh2q(0, [1; 16])]).file_id();
+    assert_eq!(a.call(LOGOFF, 1, &[4, 0, 0, 0]).status, SUCCESS);
+    drop(a);
+    assert!(ts.server.durable.is_empty() && ts.server.no_open_state());
+
+    // The batch oplock is broken to level II by a second open: no longer durable.
+    let mut a = connected(&ts);
+    let mut b = connected(&ts);
+    let mut body = create_body("l.txt", GENERIC_ALL, SHARE_ALL, FILE_OPEN_IF, 0);
+    body[3] = LEVEL_BATCH;
+    let fa = a.call(CREATE, 1, &with_contexts(body, &[dh2q(0, [2; 16])])).file_id();
+    let rb = b.call(CREATE, 1, &create_body("l.txt", FILE_READ_DATA, SHARE_ALL, FILE_OPEN, 0));
+    assert_eq!(rb.status, PENDING);
+    let brk = a.next_async(Duration::from_secs(5)).expect("break");
+    assert_eq!(brk.body()[2], 1);
+    let mut ack = Vec::new();
+    ack.u16_(24).u8_(1).u8_(0).u32_(0).bytes(&fa);
+    assert_eq!(a.call(18, 1, &ack).status, SUCCESS);
+    assert_eq!(b.next_async(Duration::from_secs(5)).expect("b opens").status, SUCCESS);
+    drop(a);
+    assert!(ts.server.durable.is_empty(), "level II holds no handle caching: closed");
+}
+
+/// A CREATE replayed with the CreateGuid of an open of this session
+/// answers with that open (MS-SMB2 3.3.5.9.10); without the replay flag,
+/// or for a plain CREATE, it is a new open (which the share mode refuses).
+#[test]
+fn replayed_create_returns_the_open() {
+    let ts = server();
+    let guid = [0x42; 16];
+    let mut a = connected(&ts);
+    let first = create_with(&mut a, "r.txt", LEVEL_BATCH, &[dh2q(u32::MAX, guid)]);
+    assert_eq!(le32(&response_contexts(&first).clone()[0].1, 0), 300_000, "clamped to 5 minutes");
+    let fid = first.file_id();
+    let mut body = create_body("r.txt", GENERIC_ALL, 0, FILE_OPEN_IF, FILE_NON_DIRECTORY_FILE);
+    body[3] = LEVEL_BATCH;
+    let body = with_contexts(body, &[dh2q(u32::MAX, guid)]);
+    let mut msg = a.build(CREATE, 1, &body);
+    set_flags(&mut msg, F_REPLAY);
+    let r = a.send(msg).unwrap().pop().unwrap();
+    assert_eq!((r.status, r.file_id(), r.body()[2]), (SUCCESS, fid, LEVEL_BATCH));
+    assert_eq!(le32(r.body(), 4), 2, "CreateAction of the first CREATE (created)");
+    assert_eq!(response_contexts(&r).len(), 1);
+    // Replayed asking for no oplock: no oplock, no durable context (the open keeps its own).
+    let mut body = create_body("r.txt", GENERIC_ALL, 0, FILE_OPEN_IF, FILE_NON_DIRECTORY_FILE);
+    body[3] = LEVEL_NONE;
+    let mut msg = a.build(CREATE, 1, &with_contexts(body, &[dh2q(0, guid)]));
+    set_flags(&mut msg, F_REPLAY);
+    let r = a.send(msg).unwrap().pop().unwrap();
+    assert_eq!((r.status, r.file_id(), r.body()[2]), (SUCCESS, fid, LEVEL_NONE));
+    assert!(response_contexts(&r).is_empty());
+    // Not a replay: a new open, refused by the first one's share mode
+    // (after its batch oplock broke: the holder is on this connection).
+    let r = create_with(&mut a, "r.txt", LEVEL_BATCH, &[dh2q(0, guid)]);
+    assert_eq!(r.status, PENDING);
+    let brk = a.next_async(Duration::from_secs(5)).expect("break of the first open's oplock");
+    assert_eq!((brk.command, brk.body()[2]), (18, 1));
+    let mut ack = Vec::new();
+    ack.u16_(24).u8_(1).u8_(0).u32_(0).bytes(&fid);
+    assert_eq!(a.call(18, 1, &ack).status, SUCCESS);
+    let r = a.next_async(Duration::from_secs(5)).expect("answer");
+    assert_eq!(r.status, SHARING_VIOLATION);
+}
