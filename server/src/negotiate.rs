@@ -657,7 +657,9 @@ impl Connection {
         let s = ctx.session()?.clone();
         self.sessions.retain(|id| *id != s.id);
         lock(&self.server.sessions).remove(&s.id);
-        s.teardown(&self.server);
+        // Durable opens outlive a LOGOFF too, disconnected, for a DHnC on a
+        // new session (as Samba and Windows: smbtorture durable-open.reopen4).
+        s.disconnect(&self.server);
         out.u16(4).u16(0);
         Ok(())
     }

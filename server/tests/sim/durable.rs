@@ -207,14 +207,22 @@ fn timeout_releases_the_open() {
     assert_eq!(create_with(&mut c, "t.txt", 0, &[dh2c(&fid, guid)]).status, OBJECT_NAME_NOT_FOUND);
 }
 
-/// A LOGOFF closes durable opens; a session ended by its lost connection
-/// keeps them only while they hold the batch oplock.
+/// A durable open outlives a LOGOFF (taken back on a new session of the
+/// same connection); a session keeps its durable opens only while they
+/// hold the batch oplock, and a TREE_DISCONNECT closes them.
 #[test]
-fn logoff_closes_and_a_broken_oplock_ends_durability() {
+fn logoff_keeps_and_a_broken_oplock_ends_durability() {
     let ts = server();
     let mut a = connected(&ts);
-    create_with(&mut a, "l.txt", LEVEL_BATCH, &[dh2q(0, [1; 16])]).file_id();
+    let fid = create_with(&mut a, "l.txt", LEVEL_BATCH, &[(b"DHnQ", vec![0; 16])]).file_id();
     assert_eq!(a.call(LOGOFF, 1, &[4, 0, 0, 0]).status, SUCCESS);
+    assert_eq!(ts.server.durable.len(), 1);
+    a.switch_session(SessionCtx::default());
+    a.session_setup();
+    assert_eq!(a.tree_connect("share").status, SUCCESS);
+    let r = create_with(&mut a, "l.txt", 0, &[(b"DHnC", fid.to_vec())]);
+    assert_eq!((r.status, r.file_id()), (SUCCESS, fid));
+    assert_eq!(a.call(TREE_DISCONNECT, 1, &[4, 0, 0, 0]).status, SUCCESS);
     drop(a);
     assert!(ts.server.durable.is_empty() && ts.server.no_open_state());
 
