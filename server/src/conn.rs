@@ -195,6 +195,8 @@ impl Ctx<'_> {
             }
         }
         self.used_file.set(Some(id));
+        // Used by a request: a replayed CREATE no longer gets it back.
+        open.replay_eligible.store(false, std::sync::atomic::Ordering::Relaxed);
         Ok(open)
     }
 }

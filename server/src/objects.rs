@@ -68,6 +68,8 @@ pub struct Server {
     pub oplock_opens: Mutex<HashMap<u64, OplockTarget>>,
     /// This worker's disconnected durable opens (handlers/durable.rs).
     pub durable: crate::handlers::durable::Disconnected,
+    /// This worker's DH2Q opens and pending DH2Q CREATEs by CreateGuid (replay).
+    pub replay: Arc<crate::handlers::durable::ReplayCache>,
     /// Sends wake-ups to other workers (with a state directory).
     remote_waker: Option<SocketWaker>,
     /// This worker's wake-up socket and its thread.
@@ -235,6 +237,7 @@ impl Server {
             file_events: Default::default(),
             oplock_opens: Mutex::new(HashMap::new()),
             durable: Default::default(),
+            replay: Default::default(),
             remote_waker,
             wake_listener: Mutex::new(None),
             resume_secret,
@@ -622,6 +625,9 @@ pub struct Open {
     pub oplock_level: Mutex<u8>,
     /// Set when the open is durable (handlers/durable.rs).
     pub durable: Mutex<Option<crate::handlers::durable::DurableInfo>>,
+    /// A replayed DH2Q CREATE may still be answered with this open: no
+    /// other request has used it since (MS-SMB2 Open.IsReplayEligible).
+    pub replay_eligible: std::sync::atomic::AtomicBool,
     closed: Mutex<bool>,
 }
 
@@ -657,6 +663,7 @@ impl Open {
             notify: Mutex::new(None),
             oplock_level: Mutex::new(0),
             durable: Mutex::new(None),
+            replay_eligible: Default::default(),
             closed: Mutex::new(false),
         }
     }

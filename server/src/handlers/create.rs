@@ -73,6 +73,8 @@ struct CreateCall {
     /// The connection's ClientGuid and whether it speaks 3.x (durable v2, replay).
     client_guid: [u8; 16],
     smb3: bool,
+    /// A try after waiting for a break: its replay handling was done by the first.
+    retry: bool,
 }
 
 pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
@@ -80,22 +82,25 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
         debug!("bad CREATE: {e}");
         return Err(NtStatus::INVALID_PARAMETER);
     }
-    let call = CreateCall {
+    let mut call = CreateCall {
         server: conn.server.clone(),
         session: ctx.session()?.clone(),
         tree: ctx.tree()?.clone(),
         sink: conn.sink.clone(),
         client_guid: conn.client_guid,
         smb3: conn.is_smb3(),
+        retry: false,
     };
     let mut seen = call.server.file_events.generation();
     let mut blocked = None;
     match create_in(&call, ctx.msg, out, &mut blocked) {
-        Err(NtStatus::PENDING) if blocked.is_some() => {}
+        Err(NtStatus::PENDING) if blocked.is_some() => call.retry = true,
         r => return r,
     }
     let Some((key, mut until)) = blocked else { return Err(NtStatus::INTERNAL_ERROR) };
     let server = call.server.clone();
+    // A replay of this CREATE while it waits is told FILE_NOT_AVAILABLE.
+    let replay_guard = durable::replay_key(ctx.msg, call.client_guid, call.smb3).map(|k| server.replay.pending(k));
     let pending = match go_async(conn, ctx) {
         Ok(p) => p,
         Err(_) => {
@@ -122,6 +127,7 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
     debug!(async_id = pending.async_id, "CREATE waits for an oplock break");
     let msg = ctx.msg.to_vec();
     let r = std::thread::Builder::new().name("smb-create".into()).stack_size(512 * 1024).spawn(move || {
+        let _replay_guard = replay_guard;
         loop {
             // Wake at least once a second to notice a CANCEL.
             let step = deadline(until).min(Instant::now() + Duration::from_secs(1));
@@ -187,7 +193,7 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
     debug!(name = %name, disposition = req.disposition, options = format_args!("{:#x}", req.options), access = format_args!("{:#x}", req.desired_access), oplock = req.oplock_level, "CREATE");
     // Durable reconnect and replay come before the checks of a new open.
     let durable_side = durable::CreateSide { server, session: &session, tree: &tree, sink: &call.sink, client_guid: call.client_guid };
-    let (durable_req, early) = durable_hooks(&durable_side, &req, msg, &name, call.smb3)?;
+    let (durable_req, early) = durable_hooks(&durable_side, &req, msg, &name, call.smb3, call.retry)?;
     if let Some((open, action, level, ctx)) = early {
         write_response(out, &open, &open.stat()?, action, level, &ctx);
         return Ok(());
@@ -483,7 +489,7 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
 /// The durable-handle part of a CREATE (handlers/durable.rs): what it asks,
 /// and the open it is answered with at once when it reconnects a durable
 /// handle (DHnC/DH2C) or replays a durable v2 CREATE.
-fn durable_hooks(cs: &durable::CreateSide<'_>, req: &CreateReq<'_>, msg: &[u8], name: &str, smb3: bool) -> Result<(durable::Request, Option<durable::EarlyOpen>), NtStatus> {
+fn durable_hooks(cs: &durable::CreateSide<'_>, req: &CreateReq<'_>, msg: &[u8], name: &str, smb3: bool, retry: bool) -> Result<(durable::Request, Option<durable::EarlyOpen>), NtStatus> {
     // Malformed contexts are refused later, with the other context checks.
     let Ok(contexts) = parse_create_contexts(req.contexts) else { return Ok((durable::Request::None, None)) };
     let dreq = durable::parse(&contexts, smb3)?;
@@ -492,8 +498,8 @@ fn durable_hooks(cs: &durable::CreateSide<'_>, req: &CreateReq<'_>, msg: &[u8], 
         return Ok((dreq, Some((open, ACTION_OPENED, level, Vec::new()))));
     }
     let replayed = msg.get(16..20).is_some_and(|f| u32::from_le_bytes([f[0], f[1], f[2], f[3]]) & crate::wire::header::FLAG_REPLAY != 0);
-    if let (durable::Request::V2 { create_guid, .. }, true) = (&dreq, replayed) {
-        if let Some(early) = durable::replay(cs, create_guid, req.oplock_level) {
+    if let (durable::Request::V2 { create_guid, .. }, false) = (&dreq, retry) {
+        if let Some(early) = durable::replay(cs, create_guid, req.oplock_level, replayed)? {
             return Ok((dreq, Some(early)));
         }
     }

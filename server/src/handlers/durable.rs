@@ -50,6 +50,8 @@ pub const V2_DEFAULT_TIMEOUT_MS: u64 = 60_000;
 pub const V2_MAX_TIMEOUT_MS: u64 = 300_000;
 /// SMB2_DHANDLE_FLAG_PERSISTENT: never granted (no share is continuously available).
 pub const FLAG_PERSISTENT: u32 = 0x2;
+/// STATUS_DUPLICATE_OBJECTID (MS-ERREF 2.3.1): a DH2Q CreateGuid already in use.
+pub const DUPLICATE_OBJECTID: NtStatus = NtStatus(0xC000_022A);
 /// How often the scavenger looks for expired disconnected opens.
 const SCAVENGE_EVERY: Duration = Duration::from_millis(200);
 
@@ -141,14 +143,19 @@ pub fn v2_timeout(requested: u32) -> u64 {
     }
 }
 
-/// The durable state of a local open (the global half is its store record).
+/// The durable state of a local open (the global half is its store
+/// record): set on an open made with DHnQ or DH2Q, durable or not (a DH2Q
+/// open is replay-eligible either way).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DurableInfo {
     pub version: u8,
     pub create_guid: [u8; 16],
+    pub client_guid: [u8; 16],
     pub timeout_ms: u64,
     /// The CreateAction of the CREATE that made it (a replayed CREATE answers with it).
     pub create_action: u32,
+    /// Durability was granted (there is a store record).
+    pub granted: bool,
 }
 
 /// An open a CREATE is answered with without opening anything: (open,
@@ -185,9 +192,22 @@ pub fn grant(cs: &CreateSide<'_>, open: &Open, req: &Request, contexts: &[(&[u8]
         _ => return None,
     };
     let server = cs.server;
-    if !cs.tree.share.cfg.durable_handles || open.is_dir() || !crate::handlers::oplock::holds_handle_caching(server, open) {
-        return None;
+    let mut info = DurableInfo { version, create_guid, client_guid: cs.client_guid, timeout_ms, create_action: action, granted: false };
+    if version == 2 {
+        // Replay-eligible, durable or not, until another request uses it.
+        open.replay_eligible.store(true, Ordering::Relaxed);
+        server.replay.add((cs.client_guid, create_guid), open.volatile_id);
     }
+    let durable = cs.tree.share.cfg.durable_handles && !open.is_dir() && crate::handlers::oplock::holds_handle_caching(server, open);
+    let granted = durable.then(|| grant_record(cs, open, version, create_guid, timeout_ms, contexts)).flatten();
+    info.granted = granted.is_some();
+    *lock(&open.durable) = Some(info);
+    granted
+}
+
+/// Writes the store record of a durable open; its response context.
+fn grant_record(cs: &CreateSide<'_>, open: &Open, version: u8, create_guid: [u8; 16], timeout_ms: u64, contexts: &[(&[u8], &[u8])]) -> Option<(&'static [u8], Vec<u8>)> {
+    let server = cs.server;
     let key = open.file_key?;
     let rec = DurableRecord {
         persistent_id: open.persistent_id,
@@ -210,7 +230,6 @@ pub fn grant(cs: &CreateSide<'_>, open: &Open, req: &Request, contexts: &[(&[u8]
         warn!("durable handle not granted: {e}");
         return None;
     }
-    *lock(&open.durable) = Some(DurableInfo { version, create_guid, timeout_ms, create_action: action });
     debug!(open = open.volatile_id, version, timeout_ms, "durable handle granted");
     Some(response_context(version, timeout_ms))
 }
@@ -227,34 +246,119 @@ fn response_context(version: u8, timeout_ms: u64) -> (&'static [u8], Vec<u8>) {
     }
 }
 
-/// A CREATE replayed (SMB2_FLAGS_REPLAY_OPERATION) with the DH2Q CreateGuid
-/// of an open this client made and this session still has (MS-SMB2
-/// 3.3.5.9.10): that open answers again, nothing is opened. The response
-/// carries the open's FileId and CreateAction; the oplock level is the one
-/// asked for now, at most the one held, and the durable context comes back
-/// only when that level keeps the handle durable (as Windows and Samba
-/// answer). `None`: no such open here; the CREATE goes on as a new one.
-pub fn replay(cs: &CreateSide<'_>, create_guid: &[u8; 16], requested_oplock: u8) -> Option<EarlyOpen> {
-    let rec = match cs.server.store.durable_by_create_guid(&cs.client_guid, create_guid) {
-        Ok(r) => r?,
-        Err(e) => {
-            warn!("replay lookup: {e}");
-            return None;
-        }
-    };
-    if rec.open.worker != cs.server.worker_id {
-        return None;
+/// A DH2Q CREATE (MS-SMB2 3.3.5.9.10) whose CreateGuid this client has
+/// used already. Replayed (SMB2_FLAGS_REPLAY_OPERATION): while the first
+/// CREATE is still pending, FILE_NOT_AVAILABLE (Samba's answer; Windows
+/// says ACCESS_DENIED); an open of this session it made that no other
+/// request has used since answers again, nothing is opened: its FileId and
+/// CreateAction, the oplock level asked for now (at most the one held) and
+/// the durable context only when that level keeps the handle durable (as
+/// Windows and Samba answer). Not replayed: DUPLICATE_OBJECTID while an
+/// open with that CreateGuid exists. `Ok(None)`: a new open.
+pub fn replay(cs: &CreateSide<'_>, create_guid: &[u8; 16], requested_oplock: u8, replayed: bool) -> Result<Option<EarlyOpen>, NtStatus> {
+    let key = (cs.client_guid, *create_guid);
+    let server = cs.server;
+    if !replayed {
+        let local = server.replay.opens(&key).into_iter().any(|v| server_has_open(cs, v));
+        let global = server.store.durable_by_create_guid(&cs.client_guid, create_guid).map_err(crate::objects::store_status)?.is_some();
+        return if local || global { Err(DUPLICATE_OBJECTID) } else { Ok(None) };
     }
-    let open = cs.session.open(rec.open.open)?;
-    let info = lock(&open.durable).clone()?;
+    if server.replay.is_pending(&key) {
+        return Err(NtStatus::FILE_NOT_AVAILABLE);
+    }
+    let Some(open) = server.replay.opens(&key).into_iter().filter_map(|v| cs.session.open(v)).find(|o| o.replay_eligible.load(Ordering::Relaxed)) else {
+        return Ok(None);
+    };
+    let Some(info) = lock(&open.durable).clone() else { return Ok(None) };
     let held = *lock(&open.oplock_level);
     let level = if requested_oplock >= held { held } else { requested_oplock };
     let mut ctx = Vec::new();
-    if level == LEVEL_BATCH {
+    if info.granted && level == LEVEL_BATCH {
         ctx.push(response_context(info.version, info.timeout_ms));
     }
     debug!(open = open.volatile_id, level, "replayed CREATE answered from its open");
-    Some((open, info.create_action, level, ctx))
+    Ok(Some((open, info.create_action, level, ctx)))
+}
+
+/// Whether the open `volatile` of this worker is still open in any session.
+fn server_has_open(cs: &CreateSide<'_>, volatile: u64) -> bool {
+    cs.session.open(volatile).is_some() || lock(&cs.server.sessions).values().any(|s| s.open(volatile).is_some())
+}
+
+/// This worker's DH2Q opens by (ClientGuid, CreateGuid), and the DH2Q
+/// CREATEs still pending (waiting for a break): what replay detection looks
+/// at (MS-SMB2 3.3.5.9.10; Samba's replay cache). Replays come on a
+/// channel of the same session, which lives in this worker.
+#[derive(Default)]
+pub struct ReplayCache {
+    inner: Mutex<ReplayTable>,
+}
+
+type ReplayKey = ([u8; 16], [u8; 16]);
+
+#[derive(Default)]
+struct ReplayTable {
+    opens: HashMap<ReplayKey, Vec<u64>>,
+    pending: HashMap<ReplayKey, usize>,
+}
+
+impl ReplayCache {
+    fn add(&self, key: ReplayKey, volatile: u64) {
+        lock(&self.inner).opens.entry(key).or_default().push(volatile);
+    }
+
+    fn remove(&self, key: &ReplayKey, volatile: u64) {
+        let mut t = lock(&self.inner);
+        if let Some(v) = t.opens.get_mut(key) {
+            v.retain(|x| *x != volatile);
+            if v.is_empty() {
+                t.opens.remove(key);
+            }
+        }
+    }
+
+    fn opens(&self, key: &ReplayKey) -> Vec<u64> {
+        lock(&self.inner).opens.get(key).cloned().unwrap_or_default()
+    }
+
+    fn is_pending(&self, key: &ReplayKey) -> bool {
+        lock(&self.inner).pending.contains_key(key)
+    }
+
+    /// A DH2Q CREATE with `key` now waits (for an oplock break): replays of
+    /// it are told FILE_NOT_AVAILABLE until the guard is dropped.
+    pub fn pending(self: &Arc<Self>, key: ReplayKey) -> PendingCreate {
+        *lock(&self.inner).pending.entry(key).or_default() += 1;
+        PendingCreate { cache: self.clone(), key }
+    }
+}
+
+/// A pending DH2Q CREATE (see [`ReplayCache::pending`]).
+pub struct PendingCreate {
+    cache: Arc<ReplayCache>,
+    key: ReplayKey,
+}
+
+impl Drop for PendingCreate {
+    fn drop(&mut self) {
+        let mut t = lock(&self.cache.inner);
+        if let Some(n) = t.pending.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                t.pending.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The replay key of a DH2Q CREATE `msg` (3.x), if it has one.
+pub fn replay_key(msg: &[u8], client_guid: [u8; 16], smb3: bool) -> Option<ReplayKey> {
+    let req = crate::wire::messages::CreateReq::parse(msg).ok()?;
+    let contexts = crate::wire::messages::parse_create_contexts(req.contexts).ok()?;
+    match parse(&contexts, smb3) {
+        Ok(Request::V2 { create_guid, .. }) => Some((client_guid, create_guid)),
+        _ => None,
+    }
 }
 
 /// DHnC / DH2C (MS-SMB2 3.3.5.9.7, 3.3.5.9.12): takes a disconnected
@@ -331,7 +435,7 @@ pub fn reconnect(cs: &CreateSide<'_>, req: &Request, contexts: &[(&[u8], &[u8])]
 /// durable and still holds handle caching (a break since may have taken
 /// it: then it closes, MS-SMB2 3.3.7.1).
 pub fn keep(server: &Arc<Server>, open: &Arc<Open>) -> bool {
-    let Some(info) = lock(&open.durable).clone() else { return false };
+    let Some(info) = lock(&open.durable).clone().filter(|i| i.granted) else { return false };
     if open.is_closed() || !crate::handlers::oplock::holds_handle_caching(server, open) {
         return false;
     }
@@ -364,16 +468,16 @@ pub fn break_disconnected(server: &Server, volatile: u64) {
 
 /// Closes a disconnected open for good.
 fn expire(server: &Server, open: &Open) {
-    if let Err(e) = server.store.durable_remove(open.persistent_id) {
-        warn!("durable record kept: {e}");
-    }
-    *lock(&open.durable) = None;
     open.close(server);
 }
 
 /// The close of an open: its durable record, if any, goes.
 pub fn on_close(server: &Server, open: &Open) {
-    if lock(&open.durable).take().is_some() {
+    let Some(info) = lock(&open.durable).take() else { return };
+    if info.version == 2 {
+        server.replay.remove(&(info.client_guid, info.create_guid), open.volatile_id);
+    }
+    if info.granted {
         if let Err(e) = server.store.durable_remove(open.persistent_id) {
             warn!("durable record of a closed open kept: {e}");
         }

@@ -12,6 +12,8 @@ const LEVEL_BATCH: u8 = 9;
 const OBJECT_NAME_NOT_FOUND: u32 = 0xC000_0034;
 const SHARING_VIOLATION: u32 = 0xC000_0043;
 const F_REPLAY: u32 = 0x2000_0000;
+const DUPLICATE_OBJECTID: u32 = 0xC000_022A;
+const FILE_NOT_AVAILABLE: u32 = 0xC000_0467;
 
 /// A CREATE body with create contexts appended (MS-SMB2 2.2.13.2).
 fn with_contexts(mut b: Vec<u8>, ctxs: &[(&[u8; 4], Vec<u8>)]) -> Vec<u8> {
@@ -197,7 +199,7 @@ fn timeout_releases_the_open() {
     drop(a);
     assert!(ts.share_path().join("t.txt").exists());
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !ts.server.durable.is_empty() && std::time::Instant::now() < deadline {
+    while !(ts.server.durable.is_empty() && ts.server.no_open_state()) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(ts.server.durable.is_empty(), "expired");
@@ -272,12 +274,27 @@ fn replayed_create_returns_the_open() {
     let r = a.send(msg).unwrap().pop().unwrap();
     assert_eq!((r.status, r.file_id(), r.body()[2]), (SUCCESS, fid, LEVEL_NONE));
     assert!(response_contexts(&r).is_empty());
-    // Not a replay: a new open, refused by the first one's share mode
-    // (after its batch oplock broke: the holder is on this connection).
-    let r = create_with(&mut a, "r.txt", LEVEL_BATCH, &[dh2q(0, guid)]);
+    // Not a replay: the CreateGuid is in use.
+    assert_eq!(create_with(&mut a, "r.txt", LEVEL_BATCH, &[dh2q(0, guid)]).status, DUPLICATE_OBJECTID);
+    // Another request on the open ends its replay eligibility: a replay is
+    // then a new open (refused here by the first one's share mode, after
+    // its batch oplock broke).
+    assert_eq!(a.write(&fid, 0, b"x").status, SUCCESS);
+    let mut body = create_body("r.txt", GENERIC_ALL, 0, FILE_OPEN_IF, FILE_NON_DIRECTORY_FILE);
+    body[3] = LEVEL_NONE;
+    let mut msg = a.build(CREATE, 1, &with_contexts(body, &[dh2q(0, guid)]));
+    set_flags(&mut msg, F_REPLAY);
+    let mut v = a.send(msg).unwrap();
+    let r = v.pop().unwrap();
     assert_eq!(r.status, PENDING);
-    let brk = a.next_async(Duration::from_secs(5)).expect("break of the first open's oplock");
+    let brk = v.pop().or_else(|| a.next_async(Duration::from_secs(5))).expect("break of the first open's oplock");
     assert_eq!((brk.command, brk.body()[2]), (18, 1));
+    // While that CREATE waits, a replay of it is told to come back later.
+    let mut body = create_body("r.txt", GENERIC_ALL, 0, FILE_OPEN_IF, FILE_NON_DIRECTORY_FILE);
+    body[3] = LEVEL_NONE;
+    let mut msg = a.build(CREATE, 1, &with_contexts(body, &[dh2q(0, guid)]));
+    set_flags(&mut msg, F_REPLAY);
+    assert_eq!(a.send(msg).unwrap().pop().unwrap().status, FILE_NOT_AVAILABLE);
     let mut ack = Vec::new();
     ack.u16_(24).u8_(1).u8_(0).u32_(0).bytes(&fid);
     assert_eq!(a.call(18, 1, &ack).status, SUCCESS);
