@@ -127,15 +127,30 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
     debug!(async_id = pending.async_id, "CREATE waits for an oplock break");
     let msg = ctx.msg.to_vec();
     let r = std::thread::Builder::new().name("smb-create".into()).stack_size(512 * 1024).spawn(move || {
+        let detachable = replay_guard.is_some();
         let _replay_guard = replay_guard;
+        // `None` once detached: a DH2Q CREATE whose connection went while
+        // its session lives on (on another channel) goes on without it, so
+        // that a replay on another channel gets FILE_NOT_AVAILABLE meanwhile
+        // and then the open it made (MS-SMB2 3.3.5.9.10; Samba does so).
+        let mut pending = Some(pending);
+        let finish = |p: &mut Option<crate::asyncop::Pending>, st: NtStatus, body: Option<&[u8]>| {
+            if let Some(p) = p.take() {
+                p.finish(st, body);
+            }
+        };
         loop {
             // Wake at least once a second to notice a CANCEL.
             let step = deadline(until).min(Instant::now() + Duration::from_secs(1));
             let now_seen = server.file_events.wait(seen, step);
-            if pending.stop.get().is_some() {
-                forget_wait(&server, key);
-                pending.finish(NtStatus::CANCELLED, None);
-                return;
+            if let Some(why) = pending.as_ref().and_then(|p| p.stop.get()) {
+                let detach = detachable && matches!(why, crate::asyncop::Stop::Disconnected) && call.session.is_valid();
+                finish(&mut pending, NtStatus::CANCELLED, None);
+                if !detach {
+                    forget_wait(&server, key);
+                    return;
+                }
+                debug!("a waiting DH2Q CREATE lost its connection; it goes on for its session");
             }
             if now_seen == seen && Server::now_ms() < until {
                 continue;
@@ -147,11 +162,18 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
                 Err(NtStatus::PENDING) if again.is_some() => until = again.map_or(until, |a| a.1),
                 Ok(()) => {
                     forget_wait(&server, key);
-                    return pending.finish(NtStatus::SUCCESS, out.get(HEADER_LEN..));
+                    if pending.is_none() && !call.session.is_valid() {
+                        // Detached and its session ended meanwhile: nobody can use the open.
+                        let vol = out.get(HEADER_LEN + 72..HEADER_LEN + 80).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+                        if let Some(o) = vol.and_then(|v| lock(&call.session.opens).remove(&v)) {
+                            o.close(&server);
+                        }
+                    }
+                    return finish(&mut pending, NtStatus::SUCCESS, out.get(HEADER_LEN..));
                 }
                 Err(e) => {
                     forget_wait(&server, key);
-                    return pending.finish(e, None);
+                    return finish(&mut pending, e, None);
                 }
             }
         }
