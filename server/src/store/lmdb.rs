@@ -426,6 +426,11 @@ impl StateStore for LmdbStore {
         })
     }
 
+    fn durable_worker_of(&self, client_guid: &[u8; 16]) -> Result<Option<u32>, StoreError> {
+        let txn = self.env.read_txn()?;
+        Ok(self.durables(&txn)?.into_iter().map(|(_, r)| r).find(|r| r.client_guid == *client_guid && r.disconnected_until.is_some()).map(|r| r.open.worker))
+    }
+
     fn durable_expired(&self, worker: u32, now_ms: u64) -> Result<Vec<DurableRecord>, StoreError> {
         let txn = self.env.read_txn()?;
         Ok(self.durables(&txn)?.into_iter().map(|(_, r)| r).filter(|r| r.open.worker == worker && r.disconnected_until.is_some_and(|t| t <= now_ms)).collect())

@@ -226,6 +226,10 @@ impl StateStore for MemStore {
         Ok(self.write().durable.remove(&persistent_id))
     }
 
+    fn durable_worker_of(&self, client_guid: &[u8; 16]) -> Result<Option<u32>, StoreError> {
+        Ok(self.read().durable.values().find(|r| r.client_guid == *client_guid && r.disconnected_until.is_some()).map(|r| r.open.worker))
+    }
+
     fn durable_expired(&self, worker: u32, now_ms: u64) -> Result<Vec<DurableRecord>, StoreError> {
         Ok(self.read().durable.values().filter(|r| r.open.worker == worker && r.disconnected_until.is_some_and(|t| t <= now_ms)).cloned().collect())
     }

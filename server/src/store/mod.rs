@@ -197,6 +197,9 @@ pub trait StateStore: Send + Sync {
     fn durable_remove(&self, persistent_id: u64) -> Result<Option<DurableRecord>, StoreError>;
     /// The disconnected opens of `worker` whose time ran out at `now_ms`.
     fn durable_expired(&self, worker: u32, now_ms: u64) -> Result<Vec<DurableRecord>, StoreError>;
+    /// The worker holding a disconnected durable open of `client_guid`, if
+    /// any: where the supervisor routes that client when it comes back.
+    fn durable_worker_of(&self, client_guid: &[u8; 16]) -> Result<Option<u32>, StoreError>;
 }
 
 /// A store for one process.

@@ -252,7 +252,10 @@ fn durable(s: &dyn StateStore) {
     assert_eq!(s.durable_by_create_guid(&[0xC1; 16], &[0xB; 16]).unwrap(), None, "a v1 open has no CreateGuid");
     // A connected open cannot be reclaimed; a disconnected one once, before it expires.
     assert!(!s.durable_reclaim(10, 0).unwrap());
+    assert_eq!(s.durable_worker_of(&[0xC1; 16]).unwrap(), None, "connected: no routing");
     assert!(s.durable_disconnect(10, 5000).unwrap());
+    assert_eq!(s.durable_worker_of(&[0xC1; 16]).unwrap(), Some(1));
+    assert_eq!(s.durable_worker_of(&[0xC2; 16]).unwrap(), None);
     assert!(!s.durable_disconnect(99, 5000).unwrap());
     assert_eq!(s.durable_get(10).unwrap().unwrap().disconnected_until, Some(5000));
     assert!(s.durable_expired(1, 4999).unwrap().is_empty());
