@@ -628,6 +628,9 @@ pub struct Open {
     /// A replayed DH2Q CREATE may still be answered with this open: no
     /// other request has used it since (MS-SMB2 Open.IsReplayEligible).
     pub replay_eligible: std::sync::atomic::AtomicBool,
+    /// Open.LockSequenceArray (MS-SMB2 3.3.5.14) of a durable open: the
+    /// last LockSequenceNumber done per index 1..=64, 0xFF when none.
+    pub lock_sequences: Mutex<[u8; 64]>,
     closed: Mutex<bool>,
 }
 
@@ -664,6 +667,7 @@ impl Open {
             oplock_level: Mutex::new(0),
             durable: Mutex::new(None),
             replay_eligible: Default::default(),
+            lock_sequences: Mutex::new([0xFF; 64]),
             closed: Mutex::new(false),
         }
     }

@@ -484,6 +484,49 @@ pub fn on_close(server: &Server, open: &Open) {
     }
 }
 
+/// A LOCK on a durable open of a 3.x connection, or on any open when the
+/// server does multichannel (a LOCK may then be replayed on another
+/// channel; Samba checks so too) (MS-SMB2 3.3.5.14): its
+/// LockSequence (number: low 4 bits; index: the 28 above, 1 to 64 used).
+/// A LOCK whose number is the one recorded at its index was done already
+/// (the client replays it after a lost connection): it succeeds without
+/// locking again. Otherwise the entry is invalidated now and set when the
+/// LOCK succeeds.
+pub struct LockSequence {
+    open: Arc<Open>,
+    index: usize,
+    number: u8,
+    pub replayed: bool,
+}
+
+impl LockSequence {
+    pub fn check(open: Arc<Open>, msg: &[u8], smb3: bool, multichannel: bool) -> Option<LockSequence> {
+        if !smb3 || !(multichannel || lock(&open.durable).as_ref().is_some_and(|i| i.granted)) {
+            return None;
+        }
+        let b = msg.get(crate::wire::header::HEADER_LEN + 4..crate::wire::header::HEADER_LEN + 8)?;
+        let v = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let (number, index) = ((v & 0xF) as u8, (v >> 4) as usize);
+        if !(1..=64).contains(&index) {
+            return None;
+        }
+        let replayed = {
+            let mut seqs = lock(&open.lock_sequences);
+            let replayed = seqs[index - 1] == number;
+            if !replayed {
+                seqs[index - 1] = 0xFF;
+            }
+            replayed
+        };
+        Some(LockSequence { open, index, number, replayed })
+    }
+
+    /// The LOCK succeeded.
+    pub fn record(self) {
+        lock(&self.open.lock_sequences)[self.index - 1] = self.number;
+    }
+}
+
 /// This worker's disconnected durable opens, by persistent id, with when
 /// each expires (ms since the Unix epoch), and whether the scavenger runs.
 #[derive(Default)]

@@ -301,3 +301,37 @@ fn replayed_create_returns_the_open() {
     let r = a.next_async(Duration::from_secs(5)).expect("answer");
     assert_eq!(r.status, SHARING_VIOLATION);
 }
+
+/// LOCK sequences of a durable open (MS-SMB2 3.3.5.14): a LOCK replayed
+/// with the LockSequence of one already done succeeds without locking again;
+/// another number at that index is a new LOCK.
+#[test]
+fn lock_sequence_replay_of_a_durable_open() {
+    let ts = server();
+    let mut a = connected(&ts);
+    let fid = create_with(&mut a, "k.txt", LEVEL_BATCH, &[dh2q(0, [9; 16])]).file_id();
+    let lock_seq = |seq: u32| {
+        let mut b = lock_body(&fid, 0, 10, LOCK_EXCLUSIVE | LOCK_FAIL_IMMEDIATELY);
+        b[4..8].copy_from_slice(&seq.to_le_bytes());
+        b
+    };
+    let seq = (1 << 4) | 3; // index 1, number 3
+    assert_eq!(a.call(LOCK, 1, &lock_seq(seq)).status, SUCCESS);
+    assert_eq!(a.call(LOCK, 1, &lock_seq(seq)).status, SUCCESS, "replayed: already done");
+    assert_eq!(a.call(LOCK, 1, &lock_seq((1 << 4) | 4)).status, LOCK_NOT_GRANTED, "a new LOCK of the held range");
+    assert_eq!(a.call(LOCK, 1, &lock_seq(0)).status, LOCK_NOT_GRANTED, "index 0: no sequence kept");
+    // With multichannel on (the default) any open keeps them (a LOCK may be
+    // replayed on another channel); without, only durable opens do.
+    let plain = create_with(&mut a, "p.txt", LEVEL_NONE, &[]).file_id();
+    let mut b = lock_body(&plain, 0, 10, LOCK_EXCLUSIVE | LOCK_FAIL_IMMEDIATELY);
+    b[4..8].copy_from_slice(&seq.to_le_bytes());
+    assert_eq!(a.call(LOCK, 1, &b).status, SUCCESS);
+    assert_eq!(a.call(LOCK, 1, &b).status, SUCCESS);
+    let ts = server_with(|c| c.multi_channel = false);
+    let mut a = connected(&ts);
+    let plain = create_with(&mut a, "p.txt", LEVEL_NONE, &[]).file_id();
+    let mut b = lock_body(&plain, 0, 10, LOCK_EXCLUSIVE | LOCK_FAIL_IMMEDIATELY);
+    b[4..8].copy_from_slice(&seq.to_le_bytes());
+    assert_eq!(a.call(LOCK, 1, &b).status, SUCCESS);
+    assert_eq!(a.call(LOCK, 1, &b).status, LOCK_NOT_GRANTED);
+}
