@@ -335,3 +335,51 @@ fn lock_sequence_replay_of_a_durable_open() {
     assert_eq!(a.call(LOCK, 1, &b).status, SUCCESS);
     assert_eq!(a.call(LOCK, 1, &b).status, LOCK_NOT_GRANTED);
 }
+
+/// A DH2Q CREATE waiting for a break whose connection goes while its
+/// session lives on another channel goes on without it: a replay on the
+/// other channel gets FILE_NOT_AVAILABLE while it waits, then the open it
+/// made (smbtorture replay.dhv2-pending2*-sane).
+#[test]
+fn waiting_create_outlives_its_channel_for_a_replay() {
+    let ts = server();
+    let mut holder = connected(&ts);
+    let mut hb = create_body("w.txt", GENERIC_ALL, SHARE_ALL, FILE_OPEN_IF, 0);
+    hb[3] = LEVEL_BATCH;
+    let hfid = holder.call(CREATE, 1, &hb).file_id();
+    let mut a = connected(&ts);
+    let mut b = Client::new(&ts);
+    b.negotiate();
+    crate::multichannel::bind_to(&a, &mut b);
+    b.tree_id = a.tree_id;
+    let guid = [0x66; 16];
+    let body = || {
+        let mut x = create_body("w.txt", GENERIC_ALL, SHARE_ALL, FILE_OPEN_IF, 0);
+        x[3] = LEVEL_NONE;
+        with_contexts(x, &[dh2q(0, guid)])
+    };
+    assert_eq!(a.call(CREATE, 1, &body()).status, PENDING, "waits for the holder's break");
+    let brk = holder.next_async(Duration::from_secs(5)).expect("break");
+    assert_eq!(brk.command, 18);
+    drop(a);
+    let mut msg = b.build(CREATE, 1, &body());
+    set_flags(&mut msg, F_REPLAY);
+    assert_eq!(b.send(msg).unwrap().pop().unwrap().status, FILE_NOT_AVAILABLE);
+    // The holder closes without acknowledging: the CREATE finishes for the session.
+    assert_eq!(holder.close(&hfid).status, SUCCESS);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let r = loop {
+        let mut msg = b.build(CREATE, 1, &body());
+        set_flags(&mut msg, F_REPLAY);
+        let r = b.send(msg).unwrap().pop().unwrap();
+        if r.status != FILE_NOT_AVAILABLE || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(r.status, SUCCESS);
+    assert_eq!(le32(r.body(), 4), 1, "the CREATE's own action (opened), answered again");
+    assert_eq!(b.close(&r.file_id()).status, SUCCESS);
+    drop(b);
+    assert!(ts.server.no_open_state(), "no open left behind");
+}
