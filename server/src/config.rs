@@ -503,6 +503,15 @@ mod tests {
     }
 
     #[test]
+    fn parses_durable_handles() {
+        let mut c = ServerConfig::default();
+        c.apply_conf("[a]\n path = /a\n[b]\n path = /b\n durable handles = no\n", "t").unwrap();
+        assert!(c.share("a").unwrap().durable_handles);
+        assert!(!c.share("b").unwrap().durable_handles);
+        assert!(c.apply_conf("[c]\n path = /c\n durable handles = perhaps\n", "t").is_err());
+    }
+
+    #[test]
     fn parses_limits() {
         let mut c = ServerConfig::default();
         c.apply_conf(

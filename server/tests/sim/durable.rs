@@ -383,3 +383,16 @@ fn waiting_create_outlives_its_channel_for_a_replay() {
     drop(b);
     assert!(ts.server.no_open_state(), "no open left behind");
 }
+
+/// `durable handles = no`: a DH2Q batch open gets no durable context and
+/// closes with its connection.
+#[test]
+fn durable_handles_off() {
+    let ts = server_with(|c| c.shares[0].durable_handles = false);
+    let mut a = connected(&ts);
+    let r = create_with(&mut a, "off.txt", LEVEL_BATCH, &[dh2q(0, [5; 16])]);
+    assert_eq!((r.status, r.body()[2]), (SUCCESS, LEVEL_BATCH));
+    assert!(response_contexts(&r).is_empty());
+    drop(a);
+    assert!(ts.server.durable.is_empty() && ts.server.no_open_state());
+}
