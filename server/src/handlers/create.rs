@@ -525,6 +525,7 @@ fn durable_hooks(cs: &durable::CreateSide<'_>, req: &CreateReq<'_>, msg: &[u8], 
             return Ok((dreq, Some(early)));
         }
     }
+    durable::close_app_instance(cs, &dreq, &contexts, name);
     Ok((dreq, None))
 }
 

@@ -156,6 +156,52 @@ pub struct DurableInfo {
     pub create_action: u32,
     /// Durability was granted (there is a store record).
     pub granted: bool,
+    /// Open.AppInstanceId (SMB2_CREATE_APP_INSTANCE_ID, MS-SMB2 2.2.13.2.13).
+    pub app_instance_id: Option<[u8; 16]>,
+}
+
+/// The create context tag of SMB2_CREATE_APP_INSTANCE_ID.
+const APP_INSTANCE_ID: [u8; 16] = [0x45, 0xBC, 0xA6, 0x6A, 0xEF, 0xA7, 0xF7, 0x4A, 0x90, 0x08, 0xFA, 0x46, 0x2E, 0x14, 0x4D, 0x74];
+
+/// The AppInstanceId of a CREATE's SMB2_CREATE_APP_INSTANCE_ID context
+/// (StructureSize 20, Reserved, the id), if it has a well-formed one.
+fn app_instance_id(contexts: &[(&[u8], &[u8])]) -> Option<[u8; 16]> {
+    let d = contexts.iter().find(|(n, _)| *n == APP_INSTANCE_ID).map(|(_, d)| *d)?;
+    (d.len() == 20 && d[..2] == 20u16.to_le_bytes()).then(|| guid(&d[4..]))
+}
+
+/// A DH2Q CREATE with an AppInstanceId (MS-SMB2 3.3.5.9.13; an application
+/// failing over to another node or client): an open of the same file on
+/// the same share by the same user with that AppInstanceId is closed first,
+/// without an oplock break, so the new open takes its place.
+pub fn close_app_instance(cs: &CreateSide<'_>, req: &Request, contexts: &[(&[u8], &[u8])], name: &str) {
+    let Request::V2 { .. } = req else { return };
+    let Some(id) = app_instance_id(contexts) else { return };
+    let server = cs.server;
+    let Some(me) = owner(cs.session) else { return };
+    let path = name.replace('\\', "/");
+    let same = |o: &Open| {
+        lock(&o.durable).as_ref().is_some_and(|i| i.app_instance_id == Some(id))
+            && o.share.cfg.name.eq_ignore_ascii_case(&cs.tree.share.cfg.name)
+            && lock(&o.path).eq_ignore_ascii_case(&path)
+    };
+    let sessions: Vec<Arc<Session>> = lock(&server.sessions).values().cloned().collect();
+    for s in sessions {
+        if owner(&s).as_deref() != Some(me.as_str()) {
+            continue;
+        }
+        let found: Vec<Arc<Open>> = lock(&s.opens).values().filter(|o| same(o)).cloned().collect();
+        for o in found {
+            lock(&s.opens).remove(&o.volatile_id);
+            info!(open = o.volatile_id, path = %path, "open closed: a new open with its AppInstanceId");
+            o.close(server);
+        }
+    }
+    let disconnected = server.durable.take_matching(|o| same(o));
+    for o in disconnected {
+        info!(open = o.volatile_id, path = %path, "disconnected open closed: a new open with its AppInstanceId");
+        o.close(server);
+    }
 }
 
 /// An open a CREATE is answered with without opening anything: (open,
@@ -192,7 +238,15 @@ pub fn grant(cs: &CreateSide<'_>, open: &Open, req: &Request, contexts: &[(&[u8]
         _ => return None,
     };
     let server = cs.server;
-    let mut info = DurableInfo { version, create_guid, client_guid: cs.client_guid, timeout_ms, create_action: action, granted: false };
+    let mut info = DurableInfo {
+        version,
+        create_guid,
+        client_guid: cs.client_guid,
+        timeout_ms,
+        create_action: action,
+        granted: false,
+        app_instance_id: if version == 2 { app_instance_id(contexts) } else { None },
+    };
     if version == 2 {
         // Replay-eligible, durable or not, until another request uses it.
         open.replay_eligible.store(true, Ordering::Relaxed);
@@ -570,6 +624,12 @@ impl Disconnected {
 
     fn take(&self, persistent: u64) -> Option<Arc<Open>> {
         lock(&self.inner).opens.remove(&persistent).map(|(o, _)| o)
+    }
+
+    fn take_matching(&self, f: impl Fn(&Open) -> bool) -> Vec<Arc<Open>> {
+        let mut t = lock(&self.inner);
+        let ids: Vec<u64> = t.opens.iter().filter(|(_, (o, _))| f(o)).map(|(id, _)| *id).collect();
+        ids.into_iter().filter_map(|id| t.opens.remove(&id)).map(|(o, _)| o).collect()
     }
 
     fn take_volatile(&self, volatile: u64) -> Option<Arc<Open>> {
