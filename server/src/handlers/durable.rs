@@ -1,5 +1,9 @@
 //! Durable handles (MS-SMB2 3.3.5.9.6/.7 v1 DHnQ/DHnC, 3.3.5.9.10/.12 v2
-//! DH2Q/DH2C) and CREATE replay by CreateGuid (3.3.5.9.10).
+//! DH2Q/DH2C), and what makes a retried request safe: CREATE replay by
+//! CreateGuid ([`replay`], 3.3.5.9.10), LOCK sequences ([`LockSequence`],
+//! 3.3.5.14) and AppInstanceId ([`close_app_instance`], 3.3.5.9.13).
+//! (Channel sequence numbers are checked in conn.rs, objects.rs
+//! `ChannelSequence`, 3.3.5.2.10.)
 //!
 //! A durable open is an ordinary [`Open`] that also has a global record in
 //! the state store (store/durable.rs) and a [`DurableInfo`]. When its
@@ -234,7 +238,12 @@ fn lease_key(contexts: &[(&[u8], &[u8])]) -> Option<[u8; 16]> {
 pub fn grant(cs: &CreateSide<'_>, open: &Open, req: &Request, contexts: &[(&[u8], &[u8])], action: u32) -> Option<(&'static [u8], Vec<u8>)> {
     let (version, create_guid, timeout_ms) = match req {
         Request::V1 => (1, [0u8; 16], V1_TIMEOUT_MS),
-        Request::V2 { timeout_ms, create_guid, .. } => (2, *create_guid, v2_timeout(*timeout_ms)),
+        Request::V2 { timeout_ms, create_guid, flags } => {
+            if flags & FLAG_PERSISTENT != 0 {
+                debug!("persistent handle asked for, not granted: no share is continuously available");
+            }
+            (2, *create_guid, v2_timeout(*timeout_ms))
+        }
         _ => return None,
     };
     let server = cs.server;
