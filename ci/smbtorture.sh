@@ -39,7 +39,7 @@ $SMBDIRECT_EXTRA_CONF}"
     export SMBDIRECT_EXTRA_CONF
 fi
 
-DEFAULT_SUITES=(connect read rw create dir getinfo setinfo lock compound credits session ioctl multichannel replay.channel-sequence replay.replay-commands)
+DEFAULT_SUITES=(connect read rw create dir getinfo setinfo lock compound credits session ioctl multichannel replay.channel-sequence replay.replay-commands durable-open durable-v2-open)
 compare=0
 strict=0
 check=0

@@ -49,6 +49,10 @@ pub struct ShareConfig {
     pub oplocks: bool,
     /// `level2 oplocks`: grant (and break to) level II oplocks.
     pub level2_oplocks: bool,
+    /// `durable handles`: grant durable handles (v1/v2, MS-SMB2 3.3.5.9.6,
+    /// 3.3.5.9.10): an open that keeps its batch oplock survives a lost
+    /// connection for its timeout (handlers/durable.rs).
+    pub durable_handles: bool,
 }
 
 impl ShareConfig {
@@ -64,6 +68,7 @@ impl ShareConfig {
             max_connections: 0,
             oplocks: true,
             level2_oplocks: true,
+            durable_handles: true,
         }
     }
 
@@ -401,6 +406,7 @@ impl ServerConfig {
                         "maxconnections" => share.max_connections = parse_count(&v).map_err(|m| bad(line, m))?,
                         "oplocks" => share.oplocks = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
                         "level2oplocks" => share.level2_oplocks = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
+                        "durablehandles" => share.durable_handles = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
                         other => tracing::warn!("{file}:{line}: unknown share parameter {other:?} ignored"),
                     }
                 }
@@ -504,6 +510,15 @@ mod tests {
         assert!(d.read_only);
         assert!(d.user_allowed("A") && !d.user_allowed("c"));
         assert_eq!(c.share("pub").unwrap().path, PathBuf::from("/tmp /x"));
+    }
+
+    #[test]
+    fn parses_durable_handles() {
+        let mut c = ServerConfig::default();
+        c.apply_conf("[a]\n path = /a\n[b]\n path = /b\n durable handles = no\n", "t").unwrap();
+        assert!(c.share("a").unwrap().durable_handles);
+        assert!(!c.share("b").unwrap().durable_handles);
+        assert!(c.apply_conf("[c]\n path = /c\n durable handles = perhaps\n", "t").is_err());
     }
 
     #[test]

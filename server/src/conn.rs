@@ -202,11 +202,13 @@ impl Ctx<'_> {
             return Err(NtStatus::FILE_CLOSED);
         }
         if let Some(t) = &self.tree {
-            if open.tree_id != t.id {
+            if open.tree_id() != t.id {
                 return Err(NtStatus::FILE_CLOSED);
             }
         }
         self.used_file.set(Some(id));
+        // Used by a request: a replayed CREATE no longer gets it back.
+        open.replay_eligible.store(false, std::sync::atomic::Ordering::Relaxed);
         Ok(open)
     }
 }
@@ -391,13 +393,14 @@ impl Drop for Connection {
             info!(peer = %self.peer, "pipelined RDMA WRITEs: {writes}, at most {peak} in flight at once");
         }
         self.asyncs.disconnect_all();
-        // A session ends with its last channel (no durable reconnect yet);
-        // while another connection is bound to it, it lives on there.
+        // A session ends with its last channel (its durable opens stay,
+        // disconnected, for a reconnect: handlers/durable.rs); while another
+        // connection is bound to it, it lives on there.
         for id in std::mem::take(&mut self.sessions) {
             let Some(s) = self.server.session(id) else { continue };
             if s.drop_channel(self.conn_id) {
                 if let Some(s) = lock(&self.server.sessions).remove(&id) {
-                    s.teardown(&self.server);
+                    s.disconnect(&self.server);
                 }
             } else {
                 info!(peer = %self.peer, session = id, "channel closed; the session goes on on its other channels");

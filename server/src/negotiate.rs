@@ -467,8 +467,10 @@ impl Connection {
     }
 
     /// A client that reconnects names its previous session (MS-SMB2 3.3.5.5.3):
-    /// if the same user owns it, it ends, with its opens and trees, so the
-    /// files it held are free again. Someone else's session is left alone.
+    /// if the same user owns it, it ends, with its trees and opens, so the
+    /// files it held are free again, except its durable opens, which wait
+    /// disconnected for the client's DHnC/DH2C (handlers/durable.rs).
+    /// Someone else's session is left alone.
     fn end_previous_session(&mut self, previous: u64, identity: &crate::auth::Identity) {
         if identity.kind != crate::auth::IdentityKind::User {
             return;
@@ -482,7 +484,7 @@ impl Connection {
         }
         lock(&self.server.sessions).remove(&previous);
         self.sessions.retain(|id| *id != previous);
-        old.teardown(&self.server);
+        old.disconnect(&self.server);
         info!(peer = %self.peer, previous, "previous session of a reconnecting client ended");
     }
 
@@ -730,7 +732,9 @@ impl Connection {
         let s = ctx.session()?.clone();
         self.sessions.retain(|id| *id != s.id);
         lock(&self.server.sessions).remove(&s.id);
-        s.teardown(&self.server);
+        // Durable opens outlive a LOGOFF too, disconnected, for a DHnC on a
+        // new session (as Samba and Windows: smbtorture durable-open.reopen4).
+        s.disconnect(&self.server);
         out.u16(4).u16(0);
         Ok(())
     }

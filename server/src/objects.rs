@@ -66,6 +66,10 @@ pub struct Server {
     /// This process's opens holding an oplock, by volatile id: where their
     /// OPLOCK_BREAK notifications go.
     pub oplock_opens: Mutex<HashMap<u64, OplockTarget>>,
+    /// This worker's disconnected durable opens (handlers/durable.rs).
+    pub durable: crate::handlers::durable::Disconnected,
+    /// This worker's DH2Q opens and pending DH2Q CREATEs by CreateGuid (replay).
+    pub replay: Arc<crate::handlers::durable::ReplayCache>,
     /// Sends wake-ups to other workers (with a state directory).
     remote_waker: Option<SocketWaker>,
     /// This worker's wake-up socket and its thread.
@@ -167,7 +171,11 @@ impl Server {
         };
         for (open, level) in notices {
             let target = lock(&self.oplock_opens).get(&open).cloned();
-            let Some(t) = target else { continue };
+            let Some(t) = target else {
+                // Nobody to tell: a disconnected durable open closes.
+                crate::handlers::durable::break_disconnected(self, open);
+                continue;
+            };
             let (Some(o), Some(s)) = (t.open.upgrade(), t.session.upgrade()) else { continue };
             crate::handlers::oplock::send_break(&*t.sink, &s, &o, level);
         }
@@ -238,6 +246,8 @@ impl Server {
             lock_waits: Default::default(),
             file_events: Default::default(),
             oplock_opens: Mutex::new(HashMap::new()),
+            durable: Default::default(),
+            replay: Default::default(),
             remote_waker,
             wake_listener: Mutex::new(None),
             resume_secret,
@@ -453,6 +463,21 @@ impl Session {
         lock(&self.opens).get(&volatile).cloned()
     }
 
+    /// The session ends without a LOGOFF (its last connection is gone, or a
+    /// reconnecting client named it as its previous session): like
+    /// [`Session::teardown`], but durable opens that may stay become
+    /// disconnected opens, waiting for their client (handlers/durable.rs).
+    pub fn disconnect(&self, server: &Arc<Server>) {
+        *lock(&self.state) = SessionState::Expired;
+        let opens: Vec<Arc<Open>> = lock(&self.opens).drain().map(|(_, o)| o).collect();
+        for o in opens {
+            if !crate::handlers::durable::keep(server, &o) {
+                o.close(server);
+            }
+        }
+        lock(&self.trees).clear();
+    }
+
     /// Ends the session: closes every open (honouring delete-on-close) and tree.
     pub fn teardown(&self, server: &Server) {
         *lock(&self.state) = SessionState::Expired;
@@ -596,7 +621,8 @@ pub struct DirCursor {
 pub struct Open {
     pub volatile_id: u64,
     pub persistent_id: u64,
-    pub tree_id: u32,
+    /// The tree it was opened (or durably reconnected) through.
+    pub tree_id: AtomicU32,
     pub share: Arc<Share>,
     pub fd: Option<OwnedFd>,
     pub path: Mutex<String>,
@@ -614,6 +640,14 @@ pub struct Open {
     /// The lease the open was made under and its state as last granted or
     /// acknowledged here (handlers/lease.rs; the store keeps the live state).
     pub lease: Mutex<Option<(crate::store::LeaseId, u8)>>,
+    /// Set when the open is durable (handlers/durable.rs).
+    pub durable: Mutex<Option<crate::handlers::durable::DurableInfo>>,
+    /// A replayed DH2Q CREATE may still be answered with this open: no
+    /// other request has used it since (MS-SMB2 Open.IsReplayEligible).
+    pub replay_eligible: std::sync::atomic::AtomicBool,
+    /// Open.LockSequenceArray (MS-SMB2 3.3.5.14) of a durable open: the
+    /// last LockSequenceNumber done per index 1..=64, 0xFF when none.
+    pub lock_sequences: Mutex<[u8; 64]>,
     closed: Mutex<bool>,
 }
 
@@ -634,7 +668,7 @@ impl Open {
         Open {
             volatile_id,
             persistent_id: volatile_id,
-            tree_id,
+            tree_id: AtomicU32::new(tree_id),
             share,
             fd,
             path: Mutex::new(path),
@@ -649,8 +683,15 @@ impl Open {
             notify: Mutex::new(None),
             oplock_level: Mutex::new(0),
             lease: Mutex::new(None),
+            durable: Mutex::new(None),
+            replay_eligible: Default::default(),
+            lock_sequences: Mutex::new([0xFF; 64]),
             closed: Mutex::new(false),
         }
+    }
+
+    pub fn tree_id(&self) -> u32 {
+        self.tree_id.load(Ordering::Relaxed)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -685,6 +726,7 @@ impl Open {
             }
             *c = true;
         }
+        crate::handlers::durable::on_close(server, self);
         // Pending CHANGE_NOTIFYs on the handle end (NOTIFY_CLEANUP) and its watch goes.
         let watch = lock(&self.notify).take();
         if let Some(w) = watch {

@@ -198,7 +198,7 @@ pub fn worker_json(server: &Server) -> Value {
         for o in &os {
             opens.push(json!({
                 "session": s.id,
-                "tree": o.tree_id,
+                "tree": o.tree_id(),
                 "share": o.share.cfg.name,
                 "path": lock(&o.path).clone(),
                 "directory": o.is_dir(),

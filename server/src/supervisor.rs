@@ -547,6 +547,19 @@ impl Supervisor {
             *count += 1;
             return *w;
         }
+        // A client coming back to the durable opens it left goes to the
+        // worker that keeps them (handlers/durable.rs: the fds live there).
+        match self.store.durable_worker_of(&guid) {
+            Ok(Some(w)) if (w as usize) < n => {
+                let w = w as usize;
+                routes.insert(guid, (w, 1));
+                drop(routes);
+                self.ensure_started(w);
+                return w;
+            }
+            Ok(_) => {}
+            Err(e) => warn!("durable routing lookup: {e}"),
+        }
         // A new client: a running worker that has no client yet, else a new
         // worker while fewer than `max workers` run, else by hash (so a
         // client that comes back with its GUID finds the same worker).

@@ -70,9 +70,10 @@ struct CreateCall {
     session: Arc<Session>,
     tree: Arc<Tree>,
     sink: Arc<dyn MessageSink>,
-    /// The connection's ClientGUID (leases are the client's).
+    /// The connection's ClientGuid and whether it speaks 3.x (durable v2, replay).
     client_guid: [u8; 16],
-    /// This try follows one that waited for a break.
+    smb3: bool,
+    /// A try after waiting for a break: its replay handling was done by the first.
     retry: bool,
 }
 
@@ -81,16 +82,25 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
         debug!("bad CREATE: {e}");
         return Err(NtStatus::INVALID_PARAMETER);
     }
-    let call = CreateCall { server: conn.server.clone(), session: ctx.session()?.clone(), tree: ctx.tree()?.clone(), sink: conn.sink.clone(), client_guid: conn.client_guid, retry: false };
+    let mut call = CreateCall {
+        server: conn.server.clone(),
+        session: ctx.session()?.clone(),
+        tree: ctx.tree()?.clone(),
+        sink: conn.sink.clone(),
+        client_guid: conn.client_guid,
+        smb3: conn.is_smb3(),
+        retry: false,
+    };
     let mut seen = call.server.file_events.generation();
     let mut blocked = None;
     match create_in(&call, ctx.msg, out, &mut blocked) {
-        Err(NtStatus::PENDING) if blocked.is_some() => {}
+        Err(NtStatus::PENDING) if blocked.is_some() => call.retry = true,
         r => return r,
     }
     let Some((key, mut until)) = blocked else { return Err(NtStatus::INTERNAL_ERROR) };
     let server = call.server.clone();
-    let call = CreateCall { retry: true, ..call };
+    // A replay of this CREATE while it waits is told FILE_NOT_AVAILABLE.
+    let replay_guard = durable::replay_key(ctx.msg, call.client_guid, call.smb3).map(|k| server.replay.pending(k));
     let pending = match go_async(conn, ctx) {
         Ok(p) => p,
         Err(_) => {
@@ -117,14 +127,30 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
     debug!(async_id = pending.async_id, "CREATE waits for an oplock break");
     let msg = ctx.msg.to_vec();
     let r = std::thread::Builder::new().name("smb-create".into()).stack_size(512 * 1024).spawn(move || {
+        let detachable = replay_guard.is_some();
+        let _replay_guard = replay_guard;
+        // `None` once detached: a DH2Q CREATE whose connection went while
+        // its session lives on (on another channel) goes on without it, so
+        // that a replay on another channel gets FILE_NOT_AVAILABLE meanwhile
+        // and then the open it made (MS-SMB2 3.3.5.9.10; Samba does so).
+        let mut pending = Some(pending);
+        let finish = |p: &mut Option<crate::asyncop::Pending>, st: NtStatus, body: Option<&[u8]>| {
+            if let Some(p) = p.take() {
+                p.finish(st, body);
+            }
+        };
         loop {
             // Wake at least once a second to notice a CANCEL.
             let step = deadline(until).min(Instant::now() + Duration::from_secs(1));
             let now_seen = server.file_events.wait(seen, step);
-            if pending.stop.get().is_some() {
-                forget_wait(&server, key);
-                pending.finish(NtStatus::CANCELLED, None);
-                return;
+            if let Some(why) = pending.as_ref().and_then(|p| p.stop.get()) {
+                let detach = detachable && matches!(why, crate::asyncop::Stop::Disconnected) && call.session.is_valid();
+                finish(&mut pending, NtStatus::CANCELLED, None);
+                if !detach {
+                    forget_wait(&server, key);
+                    return;
+                }
+                debug!("a waiting DH2Q CREATE lost its connection; it goes on for its session");
             }
             if now_seen == seen && Server::now_ms() < until {
                 continue;
@@ -136,11 +162,18 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
                 Err(NtStatus::PENDING) if again.is_some() => until = again.map_or(until, |a| a.1),
                 Ok(()) => {
                     forget_wait(&server, key);
-                    return pending.finish(NtStatus::SUCCESS, out.get(HEADER_LEN..));
+                    if pending.is_none() && !call.session.is_valid() {
+                        // Detached and its session ended meanwhile: nobody can use the open.
+                        let vol = out.get(HEADER_LEN + 72..HEADER_LEN + 80).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+                        if let Some(o) = vol.and_then(|v| lock(&call.session.opens).remove(&v)) {
+                            o.close(&server);
+                        }
+                    }
+                    return finish(&mut pending, NtStatus::SUCCESS, out.get(HEADER_LEN..));
                 }
                 Err(e) => {
                     forget_wait(&server, key);
-                    return pending.finish(e, None);
+                    return finish(&mut pending, e, None);
                 }
             }
         }
@@ -180,6 +213,13 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
     let session_kind = lock(&session.identity).as_ref().map(|i| i.kind);
     let name = utf16_to_string(req.name).map_err(|_| NtStatus::OBJECT_NAME_INVALID)?;
     debug!(name = %name, disposition = req.disposition, options = format_args!("{:#x}", req.options), access = format_args!("{:#x}", req.desired_access), oplock = req.oplock_level, "CREATE");
+    // Durable reconnect and replay come before the checks of a new open.
+    let durable_side = durable::CreateSide { server, session: &session, tree: &tree, sink: &call.sink, client_guid: call.client_guid };
+    let (durable_req, early) = durable_hooks(&durable_side, &req, msg, &name, call.smb3, call.retry)?;
+    if let Some((open, action, level, ctx)) = early {
+        write_response(out, &open, &open.stat()?, action, level, &ctx);
+        return Ok(());
+    }
     check_create_params(req.desired_access, req.options, req.file_attributes, req.impersonation)?;
     if req.disposition > FILE_OVERWRITE_IF {
         return Err(NtStatus::INVALID_PARAMETER);
@@ -465,6 +505,7 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
     }
     lock(&session.opens).insert(id, open.clone());
     debug!(session = session.id, path = %rel, action, oplock = granted, "create");
+    let durable_ctx = durable::grant(&durable_side, &open, &durable_req, &contexts, action);
 
     // Create contexts we answer; unknown ones are ignored (MS-SMB2 3.3.5.9).
     let mut ctx_out: Vec<(&[u8], Vec<u8>)> = Vec::new();
@@ -486,8 +527,30 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
             _ => {}
         }
     }
+    ctx_out.extend(durable_ctx);
     write_response(out, &open, &st, action, granted, &ctx_out);
     Ok(())
+}
+
+/// The durable-handle part of a CREATE (handlers/durable.rs): what it asks,
+/// and the open it is answered with at once when it reconnects a durable
+/// handle (DHnC/DH2C) or replays a durable v2 CREATE.
+fn durable_hooks(cs: &durable::CreateSide<'_>, req: &CreateReq<'_>, msg: &[u8], name: &str, smb3: bool, retry: bool) -> Result<(durable::Request, Option<durable::EarlyOpen>), NtStatus> {
+    // Malformed contexts are refused later, with the other context checks.
+    let Ok(contexts) = parse_create_contexts(req.contexts) else { return Ok((durable::Request::None, None)) };
+    let dreq = durable::parse(&contexts, smb3)?;
+    if dreq.is_reconnect() {
+        let (open, level) = durable::reconnect(cs, &dreq, &contexts, name)?;
+        return Ok((dreq, Some((open, ACTION_OPENED, level, Vec::new()))));
+    }
+    let replayed = msg.get(16..20).is_some_and(|f| u32::from_le_bytes([f[0], f[1], f[2], f[3]]) & crate::wire::header::FLAG_REPLAY != 0);
+    if let (durable::Request::V2 { create_guid, .. }, false) = (&dreq, retry) {
+        if let Some(early) = durable::replay(cs, create_guid, req.oplock_level, replayed)? {
+            return Ok((dreq, Some(early)));
+        }
+    }
+    durable::close_app_instance(cs, &dreq, &contexts, name);
+    Ok((dreq, None))
 }
 
 /// The checks MS-SMB2 3.3.5.9 and MS-FSA 2.1.5.1 make on a CREATE's fixed

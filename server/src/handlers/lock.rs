@@ -66,6 +66,25 @@ fn unlock(server: &Server, key: FileKey, owner: GlobalOpenId, locks: &[LockEleme
 }
 
 pub fn lock_cmd(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+    // A replayed LOCK of a durable open (MS-SMB2 3.3.5.14 lock sequences).
+    let seq = match LockReq::parse(ctx.msg) {
+        Ok(req) => super::durable::LockSequence::check(ctx.open(&req.file_id)?, ctx.msg, conn.is_smb3(), conn.server.cfg.multi_channel),
+        Err(_) => None,
+    };
+    if let Some(s) = &seq {
+        if s.replayed {
+            out.u16(4).u16(0);
+            return Ok(());
+        }
+    }
+    let r = lock_request(conn, ctx, out);
+    if let (Ok(()), Some(s)) = (&r, seq) {
+        s.record();
+    }
+    r
+}
+
+fn lock_request(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
     let req = LockReq::parse(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
     let open = ctx.open(&req.file_id)?;
     let key: FileKey = open.file_key.ok_or(NtStatus::INVALID_DEVICE_REQUEST)?.into();

@@ -3,6 +3,7 @@
 
 pub mod create;
 pub mod dir;
+pub mod durable;
 pub mod file;
 pub mod info;
 pub mod ioctl;

@@ -83,7 +83,7 @@ pub fn tree_disconnect(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u
     lock(&session.trees).remove(&tree.id);
     let opens: Vec<_> = {
         let mut o = lock(&session.opens);
-        let ids: Vec<u64> = o.iter().filter(|(_, v)| v.tree_id == tree.id).map(|(k, _)| *k).collect();
+        let ids: Vec<u64> = o.iter().filter(|(_, v)| v.tree_id() == tree.id).map(|(k, _)| *k).collect();
         ids.into_iter().filter_map(|k| o.remove(&k)).collect()
     };
     for o in opens {

@@ -14,6 +14,7 @@
 //! map (see the SAFETY comment).
 
 use super::lease::{LeaseAckError, LeaseGrant, LeaseId, LeaseNotice, LeaseRequest};
+use super::durable::{encode_id, DurableRecord};
 use super::oplock::{AckError, OpenCheck, OplockRecord};
 use super::records::{decode_key, encode_key, LockRecord, ShareRecord};
 use super::{ByteRangeLock, Closed, LeaseAcked, FileKey, GlobalOpenId, LockError, OpenError, ShareModeEntry, StateStore, StoreError, Unlocked};
@@ -41,6 +42,8 @@ pub struct LmdbStore {
     oplock: Db,
     /// The lease table: ClientGUID + LeaseKey -> the file's key.
     lease: Db,
+    /// Durable opens by persistent id (durable.rs).
+    durable: Db,
     path: PathBuf,
 }
 
@@ -126,7 +129,7 @@ impl LmdbStore {
             return Ok(s);
         }
         let mut opts = EnvOpenOptions::new().read_txn_without_tls();
-        opts.map_size(MAP_SIZE).max_readers(MAX_READERS).max_dbs(5);
+        opts.map_size(MAP_SIZE).max_readers(MAX_READERS).max_dbs(8);
         // SAFETY: `flags`: NO_SYNC, NO_META_SYNC and MAP_ASYNC only give up
         // durability after a system crash, and the store is cleared at every
         // start. WRITE_MAP (commits write into the map instead of pwrite:
@@ -144,16 +147,17 @@ impl LmdbStore {
         // Reader slots of processes that died are free again.
         let _ = env.clear_stale_readers();
         let wtxn = env.write_txn()?;
-        let (share, brl, oplock, lease) = env
+        let (share, brl, oplock, lease, durable) = env
             .create_databases_and_commit(wtxn, |dbo, wtxn| -> Result<_, heed::Error> {
                 let share: Database<Bytes, Bytes> = dbo.create_database(wtxn, Some("share"))?;
                 let brl: Database<Bytes, Bytes> = dbo.create_database(wtxn, Some("brl"))?;
                 let oplock: Database<Bytes, Bytes> = dbo.create_database(wtxn, Some("oplock"))?;
                 let lease: Database<Bytes, Bytes> = dbo.create_database(wtxn, Some("lease"))?;
-                Ok(CommitOrAbort::<_, ()>::Commit((share, brl, oplock, lease)))
+                let durable: Database<Bytes, Bytes> = dbo.create_database(wtxn, Some("durable"))?;
+                Ok(CommitOrAbort::<_, ()>::Commit((share, brl, oplock, lease, durable)))
             })?
             .unwrap_commit();
-        let s = Arc::new(LmdbStore { env, share, brl, oplock, lease, path: path.clone() });
+        let s = Arc::new(LmdbStore { env, share, brl, oplock, lease, durable, path: path.clone() });
         opened.push((path, Arc::downgrade(&s)));
         Ok(s)
     }
@@ -170,6 +174,7 @@ impl LmdbStore {
         self.brl.clear(&mut txn)?;
         self.oplock.clear(&mut txn)?;
         self.lease.clear(&mut txn)?;
+        self.durable.clear(&mut txn)?;
         txn.commit()?;
         Ok(())
     }
@@ -185,6 +190,22 @@ impl LmdbStore {
         let txn = self.env.read_txn()?;
         let v = db.get(&txn, &encode_key(key))?;
         v.map(T::decode).transpose()
+    }
+
+    fn durables(&self, txn: &heed::RoTxn<'_>) -> Result<Vec<(u64, DurableRecord)>, StoreError> {
+        let mut v = Vec::new();
+        for item in self.durable.iter(txn)? {
+            let (_, b) = item?;
+            let r = DurableRecord::decode(b)?;
+            v.push((r.persistent_id, r));
+        }
+        Ok(v)
+    }
+
+    fn durable_read(&self, id: u64) -> Result<Option<DurableRecord>, StoreError> {
+        let txn = self.env.read_txn()?;
+        let v = self.durable.get(&txn, &encode_id(id))?;
+        v.map(DurableRecord::decode).transpose()
     }
 
     fn all<T: Record>(&self, db: Db, txn: &heed::RoTxn<'_>) -> Result<Vec<(FileKey, T)>, StoreError> {
@@ -292,6 +313,11 @@ impl StateStore for LmdbStore {
             }
             for g in gone {
                 self.lease.delete(t, &g.encode())?;
+            }
+            for (id, r) in self.durables(t)? {
+                if r.open.worker == worker {
+                    self.durable.delete(t, &encode_id(id))?;
+                }
             }
             Ok(wake)
         })
@@ -422,5 +448,64 @@ impl StateStore for LmdbStore {
     fn orphaned_deletes(&self) -> Result<Vec<(FileKey, String, String)>, StoreError> {
         let txn = self.env.read_txn()?;
         Ok(self.all::<ShareRecord>(self.share, &txn)?.into_iter().filter_map(|(k, r)| r.orphaned().map(|(s, p)| (k, s.clone(), p.clone()))).collect())
+
+    }
+
+    fn durable_put(&self, rec: &DurableRecord) -> Result<(), StoreError> {
+        self.write(|t| Ok::<_, StoreError>(self.durable.put(t, &encode_id(rec.persistent_id), &rec.encode())?))
+    }
+
+    fn durable_get(&self, persistent_id: u64) -> Result<Option<DurableRecord>, StoreError> {
+        self.durable_read(persistent_id)
+    }
+
+    fn durable_by_create_guid(&self, client_guid: &[u8; 16], create_guid: &[u8; 16]) -> Result<Option<DurableRecord>, StoreError> {
+        // Durable opens are few: a scan, no second index.
+        let txn = self.env.read_txn()?;
+        Ok(self.durables(&txn)?.into_iter().map(|(_, r)| r).find(|r| r.version == 2 && r.client_guid == *client_guid && r.create_guid == *create_guid))
+    }
+
+    fn durable_disconnect(&self, persistent_id: u64, until_ms: u64) -> Result<bool, StoreError> {
+        self.write(|t| {
+            let k = encode_id(persistent_id);
+            let Some(mut r) = self.durable.get(t, &k)?.map(DurableRecord::decode).transpose()? else { return Ok(false) };
+            r.disconnected_until = Some(until_ms);
+            self.durable.put(t, &k, &r.encode())?;
+            Ok(true)
+        })
+    }
+
+    fn durable_reclaim(&self, persistent_id: u64, now_ms: u64) -> Result<bool, StoreError> {
+        self.write(|t| {
+            let k = encode_id(persistent_id);
+            let Some(mut r) = self.durable.get(t, &k)?.map(DurableRecord::decode).transpose()? else { return Ok(false) };
+            if !r.reclaimable(now_ms) {
+                return Ok(false);
+            }
+            r.disconnected_until = None;
+            self.durable.put(t, &k, &r.encode())?;
+            Ok(true)
+        })
+    }
+
+    fn durable_remove(&self, persistent_id: u64) -> Result<Option<DurableRecord>, StoreError> {
+        self.write(|t| {
+            let k = encode_id(persistent_id);
+            let r = self.durable.get(t, &k)?.map(DurableRecord::decode).transpose()?;
+            if r.is_some() {
+                self.durable.delete(t, &k)?;
+            }
+            Ok(r)
+        })
+    }
+
+    fn durable_worker_of(&self, client_guid: &[u8; 16]) -> Result<Option<u32>, StoreError> {
+        let txn = self.env.read_txn()?;
+        Ok(self.durables(&txn)?.into_iter().map(|(_, r)| r).find(|r| r.client_guid == *client_guid && r.disconnected_until.is_some()).map(|r| r.open.worker))
+    }
+
+    fn durable_expired(&self, worker: u32, now_ms: u64) -> Result<Vec<DurableRecord>, StoreError> {
+        let txn = self.env.read_txn()?;
+        Ok(self.durables(&txn)?.into_iter().map(|(_, r)| r).filter(|r| r.open.worker == worker && r.disconnected_until.is_some_and(|t| t <= now_ms)).collect())
     }
 }

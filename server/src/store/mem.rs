@@ -1,6 +1,7 @@
 //! The in-process backend: both record tables behind one lock.
 
 use super::lease::{LeaseAckError, LeaseGrant, LeaseId, LeaseNotice, LeaseRequest};
+use super::durable::DurableRecord;
 use super::oplock::{AckError, OpenCheck, OplockRecord};
 use super::records::{LockRecord, ShareRecord};
 use super::{ByteRangeLock, Closed, LeaseAcked, FileKey, GlobalOpenId, LockError, OpenError, ShareModeEntry, StateStore, StoreError, Unlocked};
@@ -14,6 +15,7 @@ struct Tables {
     oplock: HashMap<FileKey, OplockRecord>,
     /// The lease table.
     lease: HashMap<LeaseId, FileKey>,
+    durable: HashMap<u64, DurableRecord>,
 }
 
 #[derive(Default)]
@@ -135,6 +137,7 @@ impl StateStore for MemStore {
         for g in gone {
             t.lease.remove(&g);
         }
+        t.durable.retain(|_, r| r.open.worker != worker);
         Ok(wake)
     }
 
@@ -254,5 +257,46 @@ impl StateStore for MemStore {
 
     fn orphaned_deletes(&self) -> Result<Vec<(FileKey, String, String)>, StoreError> {
         Ok(self.read().share.iter().filter_map(|(k, r)| r.orphaned().map(|(s, p)| (*k, s.clone(), p.clone()))).collect())
+
+    }
+
+    fn durable_put(&self, rec: &DurableRecord) -> Result<(), StoreError> {
+        self.write().durable.insert(rec.persistent_id, rec.clone());
+        Ok(())
+    }
+
+    fn durable_get(&self, persistent_id: u64) -> Result<Option<DurableRecord>, StoreError> {
+        Ok(self.read().durable.get(&persistent_id).cloned())
+    }
+
+    fn durable_by_create_guid(&self, client_guid: &[u8; 16], create_guid: &[u8; 16]) -> Result<Option<DurableRecord>, StoreError> {
+        Ok(self.read().durable.values().find(|r| r.version == 2 && r.client_guid == *client_guid && r.create_guid == *create_guid).cloned())
+    }
+
+    fn durable_disconnect(&self, persistent_id: u64, until_ms: u64) -> Result<bool, StoreError> {
+        Ok(self.write().durable.get_mut(&persistent_id).map(|r| r.disconnected_until = Some(until_ms)).is_some())
+    }
+
+    fn durable_reclaim(&self, persistent_id: u64, now_ms: u64) -> Result<bool, StoreError> {
+        let mut t = self.write();
+        match t.durable.get_mut(&persistent_id) {
+            Some(r) if r.reclaimable(now_ms) => {
+                r.disconnected_until = None;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn durable_remove(&self, persistent_id: u64) -> Result<Option<DurableRecord>, StoreError> {
+        Ok(self.write().durable.remove(&persistent_id))
+    }
+
+    fn durable_worker_of(&self, client_guid: &[u8; 16]) -> Result<Option<u32>, StoreError> {
+        Ok(self.read().durable.values().find(|r| r.client_guid == *client_guid && r.disconnected_until.is_some()).map(|r| r.open.worker))
+    }
+
+    fn durable_expired(&self, worker: u32, now_ms: u64) -> Result<Vec<DurableRecord>, StoreError> {
+        Ok(self.read().durable.values().filter(|r| r.open.worker == worker && r.disconnected_until.is_some_and(|t| t <= now_ms)).cloned().collect())
     }
 }

@@ -19,12 +19,14 @@
 //! directory across processes: see [`wake`]).
 
 pub mod lease;
+pub mod durable;
 mod lmdb;
 mod mem;
 pub mod oplock;
 pub mod records;
 pub mod wake;
 
+pub use durable::DurableRecord;
 pub use lmdb::LmdbStore;
 pub use mem::MemStore;
 pub use lease::{LeaseAckError, LeaseGrant, LeaseId, LeaseNotice, LeaseRequest};
@@ -156,8 +158,9 @@ pub trait StateStore: Send + Sync {
     fn unwait(&self, key: FileKey, worker: u32) -> Result<(), StoreError>;
     /// Whether READ (or WRITE) of the range through `owner` hits a lock (MS-FSA 2.1.4.10).
     fn io_conflict(&self, key: FileKey, owner: GlobalOpenId, offset: u64, len: u64, write: bool) -> Result<bool, StoreError>;
-    /// Removes every record of a dead worker; returns the (worker, file)
-    /// pairs to wake because one of its locks went.
+    /// Removes every record of a dead worker (its durable opens too: it
+    /// held their descriptors); returns the (worker, file) pairs to wake
+    /// because one of its locks went.
     fn purge_worker(&self, worker: u32) -> Result<Vec<(u32, FileKey)>, StoreError>;
     /// Oplocks (oplock.rs): a new open's check (breaks started, workers to
     /// wake for them, and whether to wait), made before its share-mode entry.
@@ -209,6 +212,27 @@ pub trait StateStore: Send + Sync {
     /// (file, share, path). New opens get DELETE_PENDING until the file is
     /// deleted and [`StateStore::deleted`] is called.
     fn orphaned_deletes(&self) -> Result<Vec<(FileKey, String, String)>, StoreError>;
+    // --- Durable opens (durable.rs, handlers/durable.rs) -------------------
+    /// Records (or replaces) the durable open `rec.persistent_id`.
+    fn durable_put(&self, rec: &DurableRecord) -> Result<(), StoreError>;
+    fn durable_get(&self, persistent_id: u64) -> Result<Option<DurableRecord>, StoreError>;
+    /// The durable open that `client_guid` made with `create_guid`, if any
+    /// (replay detection, MS-SMB2 3.3.5.9.10).
+    fn durable_by_create_guid(&self, client_guid: &[u8; 16], create_guid: &[u8; 16]) -> Result<Option<DurableRecord>, StoreError>;
+    /// The open lost its connection: it waits until `until_ms` for a
+    /// reconnect. False when there is no such record.
+    fn durable_disconnect(&self, persistent_id: u64, until_ms: u64) -> Result<bool, StoreError>;
+    /// A reconnect claims the open back: true (and the record is connected
+    /// again) only when it is disconnected and has not expired at `now_ms`;
+    /// of two reconnects racing, one wins.
+    fn durable_reclaim(&self, persistent_id: u64, now_ms: u64) -> Result<bool, StoreError>;
+    /// Drops the record (the open closed, or expired); what it was.
+    fn durable_remove(&self, persistent_id: u64) -> Result<Option<DurableRecord>, StoreError>;
+    /// The disconnected opens of `worker` whose time ran out at `now_ms`.
+    fn durable_expired(&self, worker: u32, now_ms: u64) -> Result<Vec<DurableRecord>, StoreError>;
+    /// The worker holding a disconnected durable open of `client_guid`, if
+    /// any: where the supervisor routes that client when it comes back.
+    fn durable_worker_of(&self, client_guid: &[u8; 16]) -> Result<Option<u32>, StoreError>;
 }
 
 /// What [`StateStore::lease_ack`] did: the file, the lease's state and

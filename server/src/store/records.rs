@@ -294,10 +294,10 @@ pub fn decode_key(b: &[u8]) -> Result<FileKey, StoreError> {
     Ok(FileKey { dev: u64::from_be_bytes(d.try_into().unwrap_or_default()), ino: u64::from_be_bytes(i.try_into().unwrap_or_default()) })
 }
 
-struct Reader<'a>(&'a [u8]);
+pub(super) struct Reader<'a>(pub(super) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
         if self.0.len() < n {
             return Err(StoreError::Corrupt("record cut short"));
         }
@@ -305,15 +305,15 @@ impl<'a> Reader<'a> {
         self.0 = b;
         Ok(a)
     }
-    fn u8(&mut self) -> Result<u8, StoreError> {
+    pub(super) fn u8(&mut self) -> Result<u8, StoreError> {
         Ok(self.take(1)?[0])
     }
-    fn u32(&mut self) -> Result<u32, StoreError> {
+    pub(super) fn u32(&mut self) -> Result<u32, StoreError> {
         let mut b = [0u8; 4];
         b.copy_from_slice(self.take(4)?);
         Ok(u32::from_le_bytes(b))
     }
-    fn u64(&mut self) -> Result<u64, StoreError> {
+    pub(super) fn u64(&mut self) -> Result<u64, StoreError> {
         let mut b = [0u8; 8];
         b.copy_from_slice(self.take(8)?);
         Ok(u64::from_le_bytes(b))
@@ -324,6 +324,13 @@ impl<'a> Reader<'a> {
             return Err(StoreError::Corrupt("path length"));
         }
         String::from_utf8(self.take(n)?.to_vec()).map_err(|_| StoreError::Corrupt("path text"))
+
+    }
+
+    pub(super) fn guid(&mut self) -> Result<[u8; 16], StoreError> {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(self.take(16)?);
+        Ok(b)
     }
     fn count(&mut self, each: usize) -> Result<usize, StoreError> {
         let n = self.u32()? as usize;
@@ -338,7 +345,7 @@ impl<'a> Reader<'a> {
             _ => Err(StoreError::Corrupt("unknown record version")),
         }
     }
-    fn end(&self) -> Result<(), StoreError> {
+    pub(super) fn end(&self) -> Result<(), StoreError> {
         if self.0.is_empty() {
             Ok(())
         } else {

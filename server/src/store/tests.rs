@@ -291,6 +291,62 @@ fn suite(make: impl Fn() -> Arc<dyn StateStore>) {
     lock_conflicts(&*make());
     waiters_are_woken(&*make());
     purge(&*make());
+    durable(&*make());
+}
+
+fn durable_rec(pid: u64, worker: u32, guid: u8) -> DurableRecord {
+    DurableRecord {
+        persistent_id: pid,
+        open: id(worker, pid),
+        file: F,
+        version: 2,
+        create_guid: [guid; 16],
+        client_guid: [0xC1; 16],
+        owner: "D\\u".into(),
+        share: "s".into(),
+        path: "f".into(),
+        access: READ,
+        share_access: SHARE_ALL,
+        oplock: 9,
+        lease_key: None,
+        timeout_ms: 1000,
+        disconnected_until: None,
+    }
+}
+
+fn durable(s: &dyn StateStore) {
+    let a = durable_rec(10, 1, 0xA);
+    let mut b = durable_rec(11, 2, 0xB);
+    b.version = 1;
+    s.durable_put(&a).unwrap();
+    s.durable_put(&b).unwrap();
+    assert_eq!(s.durable_get(10).unwrap(), Some(a.clone()));
+    assert_eq!(s.durable_get(12).unwrap(), None);
+    // Replay lookup: v2 opens by (ClientGuid, CreateGuid) only.
+    assert_eq!(s.durable_by_create_guid(&[0xC1; 16], &[0xA; 16]).unwrap(), Some(a.clone()));
+    assert_eq!(s.durable_by_create_guid(&[0xC2; 16], &[0xA; 16]).unwrap(), None, "another client");
+    assert_eq!(s.durable_by_create_guid(&[0xC1; 16], &[0xB; 16]).unwrap(), None, "a v1 open has no CreateGuid");
+    // A connected open cannot be reclaimed; a disconnected one once, before it expires.
+    assert!(!s.durable_reclaim(10, 0).unwrap());
+    assert_eq!(s.durable_worker_of(&[0xC1; 16]).unwrap(), None, "connected: no routing");
+    assert!(s.durable_disconnect(10, 5000).unwrap());
+    assert_eq!(s.durable_worker_of(&[0xC1; 16]).unwrap(), Some(1));
+    assert_eq!(s.durable_worker_of(&[0xC2; 16]).unwrap(), None);
+    assert!(!s.durable_disconnect(99, 5000).unwrap());
+    assert_eq!(s.durable_get(10).unwrap().unwrap().disconnected_until, Some(5000));
+    assert!(s.durable_expired(1, 4999).unwrap().is_empty());
+    assert_eq!(s.durable_expired(1, 5000).unwrap().len(), 1);
+    assert!(s.durable_expired(2, 9000).unwrap().is_empty(), "connected, and another worker's");
+    assert!(!s.durable_reclaim(10, 5000).unwrap(), "expired");
+    assert!(s.durable_reclaim(10, 4000).unwrap());
+    assert!(!s.durable_reclaim(10, 4000).unwrap(), "claimed once");
+    assert_eq!(s.durable_get(10).unwrap().unwrap().disconnected_until, None);
+    // Remove; a dead worker's durable opens go with it.
+    assert_eq!(s.durable_remove(10).unwrap(), Some(a));
+    assert_eq!(s.durable_remove(10).unwrap(), None);
+    s.durable_disconnect(11, 100).unwrap();
+    s.purge_worker(2).unwrap();
+    assert_eq!(s.durable_get(11).unwrap(), None);
 }
 
 #[test]

@@ -424,6 +424,8 @@ pub struct Client {
     /// The GSS session key and the session's preauth hash of the last logon.
     pub session_key: Vec<u8>,
     pub session_preauth: Option<[u8; 64]>,
+    /// PreviousSessionId of the next SESSION_SETUP (a reconnecting client's old session).
+    pub previous_session: u64,
 }
 
 /// One session's state on the client, to switch between sessions of a connection.
@@ -489,6 +491,7 @@ impl Client {
             stash: Vec::new(),
             session_key: Vec::new(),
             session_preauth: None,
+            previous_session: 0,
         }
     }
 
@@ -737,7 +740,8 @@ impl Client {
         let security_mode = if self.sign { 2 } else { 1 };
         for _round in 0..4 {
             let (_, token) = gss.step(input.as_deref());
-            let body = Self::session_setup_body(&token, security_mode);
+            let mut body = Self::session_setup_body(&token, security_mode);
+            body[16..24].copy_from_slice(&self.previous_session.to_le_bytes());
             let msg = self.build(SESSION_SETUP, 1, &body);
             if let Some(h) = preauth.as_mut() {
                 h.update(&msg);

@@ -30,6 +30,7 @@ mod hostile;
 mod caps;
 mod smbd;
 mod leases;
+mod durable;
 mod eas;
 mod multichannel;
 mod workers;
