@@ -1,1 +1,6 @@
-//! Benchmarks: see `bench/*.sh` for side-by-side runs against peers.
+//! Benchmarks: see `bench/*.sh` for side-by-side runs against peers, and the
+//! `smbdirect-bench` binary built on the SMB client in [`client`].
+
+#![forbid(unsafe_code)]
+
+pub mod client;
