@@ -62,6 +62,8 @@ pub struct Request {
     pub sign_with: Option<Arc<Signer>>,
     /// Never sign or seal (NEGOTIATE, the first SESSION_SETUP legs).
     pub plain: bool,
+    /// Sign even when the session does not sign everything (3.1.1 TREE_CONNECT).
+    pub force_sign: bool,
     /// Keep a copy of the message as sent (the preauth hash needs it).
     pub keep_sent: bool,
     /// Ask for this many credits (at least the charge).
@@ -72,7 +74,7 @@ pub struct Request {
 
 impl Request {
     pub fn new(command: u16, body: Vec<u8>) -> Self {
-        Request { command, body, tree_id: 0, payload: 0, encrypt: false, sign_with: None, plain: false, keep_sent: false, credits_wanted: 64, session_id: None }
+        Request { command, body, tree_id: 0, payload: 0, encrypt: false, sign_with: None, plain: false, force_sign: false, keep_sent: false, credits_wanted: 64, session_id: None }
     }
 }
 
@@ -308,7 +310,7 @@ impl Conn {
                 s.seal(session_id, &mut buf)?;
             }
         } else if !req.plain {
-            let signer = req.sign_with.as_ref().or(if sec.sign && session_id != 0 { sec.signer.as_ref() } else { None });
+            let signer = req.sign_with.as_ref().or(if (sec.sign || req.force_sign) && session_id != 0 { sec.signer.as_ref() } else { None });
             if let Some(s) = signer {
                 s.sign(&mut buf)?;
             }

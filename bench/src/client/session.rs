@@ -316,7 +316,10 @@ impl Session {
     /// TREE_CONNECT to `\\host\share`.
     pub fn tree_connect(self: &Arc<Self>, unc: &str) -> Result<Tree, ClientError> {
         let conn = self.conn(0)?;
-        let r = conn.submit(Request::new(cmd::TREE_CONNECT, msg::tree_connect_req(unc)))?.wait()?.expect(&[STATUS_SUCCESS])?;
+        let mut req = Request::new(cmd::TREE_CONNECT, msg::tree_connect_req(unc));
+        // MS-SMB2 3.2.4.2.4 / 3.3.5.7: 3.1.1 TREE_CONNECT is signed even when signing is off.
+        req.force_sign = self.state.negotiated.dialect == 0x0311 && !self.state.guest;
+        let r = conn.submit(req)?.wait()?.expect(&[STATUS_SUCCESS])?;
         let t = msg::parse_tree_connect(&r.msg)?;
         let tree_id = r.hdr.tree_id();
         let encrypt = t.share_flags & msg::SHARE_FLAG_ENCRYPT_DATA != 0;
