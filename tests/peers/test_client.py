@@ -228,3 +228,24 @@ def test_server_disconnect_mid_transfer(tmp_path: Path):
     assert p.returncode == 1, (out, err)
     assert "smbdirect-bench: the connection is down" in err, err
     assert took < 15
+
+
+def test_sweep_csv_and_chart(server: SmbServer, tmp_path: Path):
+    """Sweep mode: one CSV row per size x depth point, appended to --csv, and an
+    SVG chart with the label in its legend; --plot redraws it from the CSV."""
+    csv, svg = tmp_path / "s.csv", tmp_path / "s.svg"
+    r = bench([server.unc, "-U", server.creds, "--port", str(server.port), "--sweep", "--sizes", "64k,256k",
+               "--depths", "1,4", "--duration", "0.3", "--file-size", "8m", "--label", "target",
+               "--csv", str(csv), "--svg", str(svg), "--timeout", "20"])
+    assert r.returncode == 0, r.stderr
+    lines = csv.read_text().splitlines()
+    assert lines[0].startswith("label,transport,op,pattern,size,depth")
+    rows = [l.split(",") for l in lines[1:]]
+    assert sorted((int(x[4]), int(x[5])) for x in rows) == [(65536, 1), (65536, 4), (262144, 1), (262144, 4)]
+    assert all(x[0] == "target" and float(x[7]) > 0 for x in rows)
+    text = svg.read_text()
+    assert text.startswith("<svg") and "target tcp read d1 x1" in text
+    svg.unlink()
+    r = bench(["--plot", str(csv), "--svg", str(svg), "--title", "again"])
+    assert r.returncode == 0, r.stderr
+    assert "again" in svg.read_text()
