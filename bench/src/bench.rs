@@ -82,19 +82,22 @@ pub fn cpu_seconds() -> f64 {
 /// CPU seconds of `pid` and its child processes (the server's workers), from /proc.
 pub fn process_tree_cpu(pid: u32) -> Option<f64> {
     let ticks = rustix::param::clock_ticks_per_second() as f64;
-    let stat = |p: u32| -> Option<(u32, f64)> {
+    // (ppid, own user+system, reaped children's user+system)
+    let stat = |p: u32| -> Option<(u32, f64, f64)> {
         let s = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
         let rest = s.get(s.rfind(')')? + 2..)?;
         let f: Vec<&str> = rest.split_whitespace().collect();
         let ppid = f.get(1)?.parse().ok()?;
-        let ut: f64 = f.get(11)?.parse().ok()?;
-        let st: f64 = f.get(12)?.parse().ok()?;
-        Some((ppid, (ut + st) / ticks))
+        let n = |i: usize| -> Option<f64> { f.get(i)?.parse().ok() };
+        Some((ppid, (n(11)? + n(12)?) / ticks, (n(13)? + n(14)?) / ticks))
     };
-    let mut total = stat(pid)?.1;
+    // The main process, its live children (our workers, Samba's per-connection smbd) and
+    // the children it has already reaped.
+    let (_, own, reaped) = stat(pid)?;
+    let mut total = own + reaped;
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
         if let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) {
-            if let Some((ppid, cpu)) = stat(p) {
+            if let Some((ppid, cpu, _)) = stat(p) {
                 if ppid == pid {
                     total += cpu;
                 }
