@@ -2,5 +2,9 @@
 //! session layer on top of them.
 
 pub mod channel;
-// The SMB Direct channel (`rdma*.rs`, feature `verbs`) is added here by its own commit:
-// #[cfg(feature = "verbs")] pub mod rdma;
+/// A write/read/verify self-check over any RDMA channel (hand-built anonymous SMB2 until
+/// the session layer lands).
+pub mod rdma_check;
+/// The SMB Direct channel over verbs (feature `verbs`).
+#[cfg(feature = "verbs")]
+pub mod rdma;
