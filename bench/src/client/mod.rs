@@ -1,7 +1,26 @@
-//! A user-space SMB 3.1.1 client (issue 12): transport channels, and (to come) the
-//! session layer on top of them.
+//! A user-space SMB 3.1.1 client (issue 12).
+//!
+//! - [`channel`]: one transport connection (Direct TCP here; SMB Direct in `rdma*.rs`).
+//! - [`conn`]: many requests in flight on one channel: credits, message ids, signing and
+//!   sealing, a receiver thread routing responses by MessageId.
+//! - [`session`]: NEGOTIATE, NTLMv2 SESSION_SETUP, channel binding, trees, opens, I/O.
+//! - [`msg`]: request builders and response parsers; [`ntlm`]: NTLMv2 in SPNEGO.
+//!
+//! Wire helpers, crypto (signing, KDF, preauth, transform) and NTLM primitives come from the
+//! server crate's public `wire`, `crypto` and `auth` modules; nothing else of the server.
 
 pub mod channel;
+pub mod conn;
+pub mod error;
+pub mod msg;
+pub mod ntlm;
+pub mod session;
+
+pub use channel::{Channel, ChannelError, TcpChannel};
+pub use conn::{CompletionQueue, Conn, Pending, Request, Response};
+pub use error::ClientError;
+pub use session::{ClientOptions, DataChannel, File, Protection, Session, Tree};
+
 /// A write/read/verify self-check over any RDMA channel (hand-built anonymous SMB2 until
 /// the session layer lands).
 pub mod rdma_check;
