@@ -1,79 +1,163 @@
-//! `rdma_check ADDR:PORT SHARE [--size BYTES] [--io BYTES] [--then CMD] [--pattern-out PATH]`:
-//! connects an SMB
-//! Direct channel ([`SmbdChannel`]) to a server, logs on anonymously to the `guest ok`
-//! SHARE, writes a file of `--size` bytes (default 4 MiB) by RDMA_V1 WRITEs of `--io`
-//! bytes (default 1 MiB) from buffers it registered, reads it back by RDMA_V1 READs and
-//! verifies every byte. With `--then CMD` it runs `sh -c CMD` while the session and the
-//! channel are still up (the rxe test asks `smbdirect status --json` there), and fails
-//! if CMD fails (CMD sees the session id in RDMA_CHECK_SESSION, decimal). `--pattern-out`
-//! writes the bytes the file must hold to PATH (to compare with the server's copy). Prints one `rdma_check ok:` line with the figures; exit code 1 on any
-//! failure (the reason on stderr).
+//! `rdma_check //HOST/SHARE -U USER%PASS [--bind] [--size BYTES] [--io BYTES] [--then CMD]
+//! [--pattern-out PATH]`: the project's client over an SMB Direct channel ([`SmbdChannel`]),
+//! checked end to end against a server.
+//!
+//! - default: the session is negotiated and authenticated (NTLMv2) over SMB Direct itself
+//!   (like `mount -o rdma`);
+//! - `--bind`: as Windows does, NEGOTIATE and NTLMv2 SESSION_SETUP over TCP, TREE_CONNECT,
+//!   FSCTL_QUERY_NETWORK_INTERFACE_INFO, then an SMB Direct channel to the first
+//!   RDMA_CAPABLE interface's address, bound to the same session (SESSION_SETUP with
+//!   SMB2_SESSION_FLAG_BINDING, signed); all I/O then goes on that channel.
+//!
+//! On the RDMA channel it writes a file of `--size` bytes (default 8 MiB) in WRITEs of
+//! `--io` bytes (default 1 MiB) whose data the server RDMA-reads from buffers this client
+//! registered, reads it back in READs the server RDMA-writes into fresh zeroed
+//! registrations (Channel RDMA_V1), and compares every byte. With `--then CMD` it runs
+//! `sh -c CMD` while the session and its channels are still up (CMD sees the session id
+//! in RDMA_CHECK_SESSION, decimal) and fails if CMD fails. `--pattern-out` writes the
+//! bytes the file must hold to PATH. Prints one `rdma_check ok:` line with the figures;
+//! exit code 1 on any failure (the reason on stderr).
 //!
 //! Needs the `verbs` feature: `cargo build --release -p smbdirect-bench --features verbs
 //! --example rdma_check`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, ExitCode};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use smbdirect_bench::client::channel::Channel;
+use smbdirect_bench::client::msg::FILE_OVERWRITE_IF;
 use smbdirect_bench::client::rdma::{client_config, SmbdChannel};
-use smbdirect_bench::client::rdma_check::{pattern, write_read_verify, Session};
+use smbdirect_bench::client::{ClientOptions, DataChannel, Session};
+
+/// The test data: byte `off` of the file (not periodic at any I/O size used here).
+fn pattern(off: u64) -> u8 {
+    (((off * 31) >> 3) as u8 ^ 0x5a).wrapping_add((off >> 16) as u8)
+}
+
+const USAGE: &str =
+    "usage: rdma_check //HOST/SHARE -U USER%PASS [--bind] [--size BYTES] [--io BYTES] [--then CMD] [--pattern-out PATH]";
 
 fn run() -> Result<String, String> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: rdma_check ADDR:PORT SHARE [--size BYTES] [--io BYTES] [--then CMD] [--pattern-out PATH]";
-    let addr: SocketAddr = args.next().ok_or(usage)?.parse().map_err(|e| format!("address: {e}"))?;
-    let share = args.next().ok_or(usage)?;
-    let (mut size, mut io, mut then, mut pattern_out) = (4u64 << 20, 1usize << 20, None, None);
+    let unc = args.next().ok_or(USAGE)?.replace('/', "\\");
+    let mut parts = unc.trim_start_matches('\\').split('\\');
+    let host: IpAddr = parts.next().unwrap_or_default().parse().map_err(|e| format!("HOST must be an address: {e}"))?;
+    let (mut user, mut bind, mut size, mut io, mut then, mut pattern_out) = (None, false, 8u64 << 20, 1usize << 20, None, None);
     while let Some(a) = args.next() {
-        let v = args.next().ok_or(usage)?;
         match a.as_str() {
-            "--size" => size = v.parse().map_err(|e| format!("--size: {e}"))?,
-            "--io" => io = v.parse().map_err(|e| format!("--io: {e}"))?,
-            "--then" => then = Some(v),
-            "--pattern-out" => pattern_out = Some(v),
-            _ => return Err(usage.into()),
+            "--bind" => bind = true,
+            _ => {
+                let v = args.next().ok_or(USAGE)?;
+                match a.as_str() {
+                    "-U" => user = Some(v),
+                    "--size" => size = v.parse().map_err(|e| format!("--size: {e}"))?,
+                    "--io" => io = v.parse().map_err(|e| format!("--io: {e}"))?,
+                    "--then" => then = Some(v),
+                    "--pattern-out" => pattern_out = Some(v),
+                    _ => return Err(USAGE.into()),
+                }
+            }
         }
     }
-    let ch = SmbdChannel::connect(addr, client_config(), Duration::from_secs(20)).map_err(|e| format!("connect: {e}"))?;
-    let n = ch.negotiated();
-    println!(
-        "SMB Direct negotiated with {}: max_send {} max_receive {} max_read_write {}",
-        ch.peer(),
-        n.max_send_size,
-        n.max_receive_size,
-        n.max_read_write_size
-    );
-    let mut s = Session::new(&ch);
-    s.logon(&addr.ip().to_string(), &share)?;
-    let r = write_read_verify(&mut s, "rdma-check.bin", size, io)?;
-    println!("session {:#x}: {} bytes written and read back by RDMA_V1, verified", s.session_id(), r.file_len);
+    let user = user.ok_or(USAGE)?;
+    let (u, p) = user.split_once('%').ok_or("-U USER%PASS")?;
+    let opts = ClientOptions::new(u, p).map_err(|e| e.to_string())?;
+    let smb = SocketAddr::new(host, 445);
+    let rdma_connect = |addr: SocketAddr| -> Result<Arc<SmbdChannel>, String> {
+        let ch = SmbdChannel::connect(addr, client_config(), Duration::from_secs(20))
+            .map_err(|e| format!("SMB Direct to {addr}: {e}"))?;
+        let n = ch.negotiated();
+        println!(
+            "SMB Direct negotiated with {}: max_send {} max_receive {} max_read_write {}",
+            ch.peer(),
+            n.max_send_size,
+            n.max_receive_size,
+            n.max_read_write_size
+        );
+        Ok(Arc::new(ch))
+    };
+
+    let (session, tree, chan, rdma) = if bind {
+        let s = Arc::new(Session::connect_tcp(smb, &opts).map_err(|e| format!("TCP session: {e}"))?);
+        println!("session {:#x} over TCP to {smb}: dialect {:#06x}, signed {}", s.id(), s.negotiated().dialect, s.signs());
+        let tree = s.tree_connect(&unc).map_err(|e| format!("TREE_CONNECT {unc}: {e}"))?;
+        let ifs = tree.query_interfaces().map_err(|e| format!("FSCTL_QUERY_NETWORK_INTERFACE_INFO: {e}"))?;
+        for i in &ifs {
+            println!("  interface {}: {:?} rdma {} rss {} speed {}", i.if_index, i.addr, i.rdma, i.rss, i.link_speed);
+        }
+        let ip = ifs.iter().find(|i| i.rdma).and_then(|i| i.addr).ok_or("the server lists no RDMA_CAPABLE interface")?;
+        let rdma = rdma_connect(SocketAddr::new(ip, 445))?;
+        let idx = s.bind(rdma.clone()).map_err(|e| format!("binding the SMB Direct channel: {e}"))?;
+        println!("SMB Direct channel bound to session {:#x} as channel {idx}", s.id());
+        (s, tree, idx, rdma)
+    } else {
+        let rdma = rdma_connect(smb)?;
+        let s = Arc::new(Session::connect(rdma.clone(), &opts).map_err(|e| format!("session over SMB Direct: {e}"))?);
+        println!("session {:#x} over SMB Direct: dialect {:#06x}, signed {}", s.id(), s.negotiated().dialect, s.signs());
+        let tree = s.tree_connect(&unc).map_err(|e| format!("TREE_CONNECT {unc}: {e}"))?;
+        (s, tree, 0, rdma)
+    };
+    let io = io.min(rdma.limits().max_rdma).max(1);
+    let f = tree.open_rw("rdma-check.bin", FILE_OVERWRITE_IF).map_err(|e| format!("CREATE: {e}"))?;
+
+    let t = Instant::now();
+    let mut off = 0u64;
+    let mut writes = 0;
+    while off < size {
+        let n = (size - off).min(io as u64) as usize;
+        let data: Vec<u8> = (0..n as u64).map(|i| pattern(off + i)).collect();
+        let w = tree.write(chan, &f, off, &data, DataChannel::Rdma).map_err(|e| format!("WRITE RDMA_V1 at {off}: {e}"))?;
+        if w as usize != n {
+            return Err(format!("WRITE at {off}: the server wrote {w} bytes of {n}"));
+        }
+        writes += 1;
+        off += n as u64;
+    }
+    let wsecs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut off = 0u64;
+    let mut reads = 0;
+    while off < size {
+        let n = (size - off).min(io as u64) as usize;
+        let data = tree.read(chan, &f, off, n as u32, DataChannel::Rdma).map_err(|e| format!("READ RDMA_V1 at {off}: {e}"))?;
+        if data.len() != n {
+            return Err(format!("READ at {off}: {} bytes of {n}", data.len()));
+        }
+        if let Some(i) = (0..n).find(|&i| data[i] != pattern(off + i as u64)) {
+            return Err(format!("READ at {off}: byte {} differs from what was written", off + i as u64));
+        }
+        reads += 1;
+        off += n as u64;
+    }
+    let rsecs = t.elapsed().as_secs_f64();
+    println!("session {:#x}: {size} bytes written and read back by RDMA_V1 on channel {chan}, verified", session.id());
     if let Some(p) = pattern_out {
         let bytes: Vec<u8> = (0..size).map(pattern).collect();
         std::fs::write(&p, bytes).map_err(|e| format!("--pattern-out {p}: {e}"))?;
     }
-    let st = ch.stats();
     if let Some(cmd) = then {
-        let ok = Command::new("sh").arg("-c").arg(&cmd).env("RDMA_CHECK_SESSION", s.session_id().to_string()).status().map_err(|e| format!("--then: {e}"))?;
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .env("RDMA_CHECK_SESSION", session.id().to_string())
+            .status()
+            .map_err(|e| format!("--then: {e}"))?;
         if !ok.success() {
             return Err(format!("--then {cmd:?}: {ok}"));
         }
     }
-    s.close()?;
-    ch.close();
-    let mbs = |b: u64, t: f64| b as f64 / t.max(1e-9) / 1e6;
+    let st = rdma.stats();
+    tree.close(&f).map_err(|e| format!("CLOSE: {e}"))?;
+    session.close();
+    let mbs = |t: f64| size as f64 / t.max(1e-9) / 1e6;
     Ok(format!(
-        "{} bytes in {} RDMA_V1 WRITEs ({:.1} MB/s) and {} RDMA_V1 READs ({:.1} MB/s) of {} bytes, verified; \
-         rdma_written={} rdma_read={} client inline sent={} received={}",
-        r.file_len,
-        r.writes,
-        mbs(r.rdma_written, r.write_secs),
-        r.reads,
-        mbs(r.rdma_read, r.read_secs),
-        r.io_size,
-        r.rdma_written,
-        r.rdma_read,
+        "{} {size} bytes in {writes} RDMA_V1 WRITEs ({:.1} MB/s) and {reads} RDMA_V1 READs ({:.1} MB/s) of {io} bytes, \
+         verified; SMB Direct inline bytes sent {} received {}",
+        if bind { "bound channel:" } else { "session over SMB Direct:" },
+        mbs(wsecs),
+        mbs(rsecs),
         st.bytes_sent,
         st.bytes_received
     ))

@@ -21,9 +21,6 @@ pub use conn::{CompletionQueue, Conn, Pending, Request, Response};
 pub use error::ClientError;
 pub use session::{ClientOptions, DataChannel, File, Protection, Session, Tree};
 
-/// A write/read/verify self-check over any RDMA channel (hand-built anonymous SMB2 until
-/// the session layer lands).
-pub mod rdma_check;
 /// The SMB Direct channel over verbs (feature `verbs`).
 #[cfg(feature = "verbs")]
 pub mod rdma;
