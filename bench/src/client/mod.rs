@@ -21,5 +21,6 @@ pub use conn::{CompletionQueue, Conn, Pending, Request, Response};
 pub use error::ClientError;
 pub use session::{ClientOptions, DataChannel, File, Protection, Session, Tree};
 
-// The SMB Direct channel (`rdma*.rs`, feature `verbs`) is added here by its own commit:
-// #[cfg(feature = "verbs")] pub mod rdma;
+/// The SMB Direct channel over verbs (feature `verbs`).
+#[cfg(feature = "verbs")]
+pub mod rdma;
