@@ -39,7 +39,15 @@ struct Args {
     port: u16,
     #[arg(long, value_enum, default_value = "tcp")]
     transport: Transport,
-    /// Channels bound to the session (1 = the first connection only).
+    /// SMB Direct port (445 for InfiniBand and RoCE, 5445 for iWARP).
+    #[arg(long = "rdma-port", default_value_t = 445)]
+    rdma_port: u16,
+    /// With tcp+rdma: the server's RDMA address (default: the first RDMA-capable
+    /// address of FSCTL_QUERY_NETWORK_INTERFACE_INFO).
+    #[arg(long = "rdma-addr")]
+    rdma_addr: Option<std::net::IpAddr>,
+    /// Channels of the session (tcp, rdma); with tcp+rdma, SMB Direct channels bound to
+    /// the TCP session (I/O goes over them only).
     #[arg(long, default_value_t = 1)]
     channels: usize,
     /// I/O size, 4k..8m.
@@ -185,8 +193,14 @@ fn options(a: &Args) -> Result<ClientOptions, String> {
 fn open_channel(t: Transport, addr: SocketAddr, timeout: Duration) -> Result<Arc<dyn Channel>, ClientError> {
     match t {
         Transport::Tcp => Ok(Arc::new(TcpChannel::connect(addr, timeout)?)),
+        #[cfg(feature = "verbs")]
+        Transport::Rdma | Transport::TcpRdma => {
+            use smbdirect_bench::client::rdma;
+            Ok(Arc::new(rdma::SmbdChannel::connect(addr, rdma::client_config(), timeout)?))
+        }
+        #[cfg(not(feature = "verbs"))]
         Transport::Rdma | Transport::TcpRdma => Err(ClientError::Unsupported(
-            "SMB Direct channels come with the `verbs` feature (bench/src/client/rdma*.rs)".into(),
+            "SMB Direct needs smbdirect-bench built with --features verbs".into(),
         )),
     }
 }
@@ -204,19 +218,48 @@ fn setup(a: &Args, o: &ClientOptions) -> Result<Setup, ClientError> {
     if host.is_empty() || unc.trim_start_matches('\\').split('\\').nth(1).is_none_or(str::is_empty) {
         return Err(ClientError::Invalid(format!("{given} is not //HOST/SHARE")));
     }
-    let addr = (host.as_str(), a.port)
-        .to_socket_addrs()
-        .map_err(|e| ClientError::Invalid(format!("{host}: {e}")))?
-        .next()
-        .ok_or_else(|| ClientError::Invalid(format!("{host}: no address")))?;
-    let first = if a.transport == Transport::Rdma { Transport::Rdma } else { Transport::Tcp };
-    let session = Arc::new(Session::connect(open_channel(first, addr, o.timeout)?, o)?);
-    let more = if a.transport == Transport::TcpRdma { Transport::Rdma } else { first };
-    for _ in 1..a.channels.max(1) {
-        session.bind(open_channel(more, addr, o.timeout)?)?;
-    }
-    let tree = Arc::new(session.tree_connect(&unc)?);
-    let data = if a.transport == Transport::Tcp { DataChannel::Inline } else { DataChannel::RdmaInvalidate };
+    let resolve = |port: u16| -> Result<SocketAddr, ClientError> {
+        (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| ClientError::Invalid(format!("{host}: {e}")))?
+            .next()
+            .ok_or_else(|| ClientError::Invalid(format!("{host}: no address")))
+    };
+    let n = a.channels.max(1);
+    let (session, tree) = match a.transport {
+        Transport::Tcp | Transport::Rdma => {
+            let (t, port) = if a.transport == Transport::Tcp { (Transport::Tcp, a.port) } else { (Transport::Rdma, a.rdma_port) };
+            let addr = resolve(port)?;
+            let session = Arc::new(Session::connect(open_channel(t, addr, o.timeout)?, o)?);
+            for _ in 1..n {
+                session.bind(open_channel(t, addr, o.timeout)?)?;
+            }
+            let tree = Arc::new(session.tree_connect(&unc)?);
+            (session, tree)
+        }
+        Transport::TcpRdma => {
+            // As Windows does: log on over TCP, ask for the interfaces, and bind N SMB
+            // Direct channels to an RDMA-capable address (--rdma-addr overrides).
+            let session = Arc::new(Session::connect(open_channel(Transport::Tcp, resolve(a.port)?, o.timeout)?, o)?);
+            let tree = Arc::new(session.tree_connect(&unc)?);
+            let ip = match a.rdma_addr {
+                Some(ip) => ip,
+                None => tree
+                    .query_interfaces()?
+                    .iter()
+                    .find(|i| i.rdma && i.addr.is_some())
+                    .and_then(|i| i.addr)
+                    .ok_or_else(|| ClientError::Unsupported("the server lists no RDMA-capable interface (give --rdma-addr)".into()))?,
+            };
+            for _ in 0..n {
+                session.bind(open_channel(Transport::Rdma, SocketAddr::new(ip, a.rdma_port), o.timeout)?)?;
+            }
+            (session, tree)
+        }
+    };
+    // Our SMB Direct channel registers plain memory regions, which the server cannot
+    // invalidate remotely: RDMA_V1, not RDMA_V1_INVALIDATE.
+    let data = if a.transport == Transport::Tcp { DataChannel::Inline } else { DataChannel::Rdma };
     Ok(Setup { session, tree, data })
 }
 
@@ -258,6 +301,7 @@ fn check(a: &Args, o: &ClientOptions) -> Result<serde_json::Value, ClientError> 
     }
     let verified = back == data;
     let info = tree.query_standard(0, &f)?;
+    let expected_size = data.len();
     let interfaces = match tree.query_interfaces() {
         Ok(v) => serde_json::json!(v.iter().map(|i| serde_json::json!({
             "if_index": i.if_index, "rdma": i.rdma, "rss": i.rss, "link_speed": i.link_speed,
@@ -266,9 +310,19 @@ fn check(a: &Args, o: &ClientOptions) -> Result<serde_json::Value, ClientError> 
     };
     // Every bound channel reads the file opened on the first one.
     let mut per_channel = Vec::new();
+    let mut rdma_writes = Vec::new();
     for ch in 0..session.channels() {
-        let got = tree.read(ch, &f, size as u64, size as u32, s.data)?;
+        let rdma = session.conn(ch)?.channel().is_rdma();
+        let dc = if rdma { s.data } else { DataChannel::Inline };
+        let got = tree.read(ch, &f, size as u64, size as u32, dc)?;
         per_channel.push(got == data[size..2 * size]);
+        if rdma {
+            // The server pulls a WRITE from our registered buffer; read back on channel 0.
+            let mine: Vec<u8> = data[..size].iter().map(|b| b ^ (ch as u8 + 1)).collect();
+            let at = (3 * size + ch * size) as u64;
+            let n = tree.write(ch, &f, at, &mine, dc)?;
+            rdma_writes.push(n as usize == size && tree.read(0, &f, at, size as u32, DataChannel::Inline)? == mine);
+        }
     }
     let (credits_now, credits_granted) = session.conn(0)?.credits();
     tree.close(&f)?;
@@ -285,7 +339,9 @@ fn check(a: &Args, o: &ClientOptions) -> Result<serde_json::Value, ClientError> 
     let mut out = describe(session.negotiated(), session);
     out["write_read_verified"] = serde_json::json!(verified);
     out["end_of_file"] = serde_json::json!(info.end_of_file);
-    out["expected_size"] = serde_json::json!(data.len());
+    out["expected_size"] = serde_json::json!(expected_size);
+    out["rdma_writes_verified"] = serde_json::json!(rdma_writes);
+    out["data_channel"] = serde_json::json!(format!("{:?}", s.data));
     out["interfaces"] = interfaces;
     out["channels"] = serde_json::json!(session.channels());
     out["channel_reads_verified"] = serde_json::json!(per_channel);
@@ -373,6 +429,7 @@ fn measure(a: &Args, s: &Setup, f: &File, size: u64, depth: usize, duration: Opt
         duration: if a.bytes.is_some() { None } else { duration },
         bytes: a.bytes,
         file_size: a.file_size.max(size),
+        rdma: s.data,
     };
     let progress = Arc::new(Progress::default());
     let (pb, by_time) = match (plan.bytes, plan.duration) {
