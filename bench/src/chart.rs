@@ -106,7 +106,7 @@ pub fn svg(rows: &[Row], title: &str, out: &Path) -> Result<(), String> {
     let min_size = rows.iter().map(|r| r.size).min().unwrap_or(4096).max(1);
     let max_size = rows.iter().map(|r| r.size).max().unwrap_or(1 << 20).max(min_size * 2);
     let max_mb = rows.iter().map(|r| r.mb_per_s).fold(1.0, f64::max) * 1.1;
-    let min_lat = rows.iter().map(|r| r.p50_us).filter(|v| *v > 0.0).fold(f64::MAX, f64::min).min(1e6).max(1.0) * 0.8;
+    let min_lat = rows.iter().map(|r| r.p50_us).filter(|v| *v > 0.0).fold(f64::MAX, f64::min).clamp(1.0, 1e6) * 0.8;
     let max_lat = rows.iter().map(|r| r.p50_us).fold(1.0, f64::max).max(min_lat * 2.0) * 1.3;
     let e = |x: &dyn std::fmt::Display| x.to_string();
     let root = SVGBackend::new(out, (1000, 900)).into_drawing_area();

@@ -489,7 +489,9 @@ mod tests {
         }
     }
 
-    fn mock(timeout: Duration) -> (Arc<Conn>, Receiver<Vec<u8>>, Sender<Option<Vec<u8>>>) {
+    type MockEnds = (Arc<Conn>, Receiver<Vec<u8>>, Sender<Option<Vec<u8>>>);
+
+    fn mock(timeout: Duration) -> MockEnds {
         let (stx, srx) = mpsc::channel();
         let (ctx, crx) = mpsc::channel();
         let ch: Arc<dyn Channel> = Arc::new(Mock { sent: Mutex::new(stx), to_client: Mutex::new(crx) });
