@@ -315,3 +315,57 @@ fn worker(tree: &Tree, f: &File, ch: usize, nth: usize, of: usize, plan: &Plan, 
     }
     r
 }
+
+/// The local process listening on TCP `port` (the top one if its children share the
+/// socket, as forked smbd processes and our workers may), found through /proc/net/tcp{,6}
+/// and /proc/*/fd. None when the server is not on this machine or /proc is not readable.
+pub fn local_listener_pid(port: u16) -> Option<u32> {
+    let mut inodes = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is ADDR:PORT in hex; st 0A = LISTEN; inode is field 9.
+            let (Some(local), Some(st), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else { continue };
+            let p = local.rsplit(':').next().and_then(|h| u16::from_str_radix(h, 16).ok());
+            if p == Some(port) && *st == "0A" {
+                inodes.insert(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    let mut holders = Vec::new();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        if fds.flatten().any(|fd| std::fs::read_link(fd.path()).ok().and_then(|l| l.to_str().map(|s| inodes.contains(s))).unwrap_or(false)) {
+            holders.push(pid);
+        }
+    }
+    let ppid = |pid: u32| -> Option<u32> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        s.get(s.rfind(')')? + 2..)?.split_whitespace().nth(1)?.parse().ok()
+    };
+    holders.iter().copied().find(|p| ppid(*p).is_none_or(|pp| !holders.contains(&pp)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_our_own_listener_and_percentiles() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert_eq!(local_listener_pid(port), Some(std::process::id()));
+        drop(l);
+        assert_eq!(local_listener_pid(port), None);
+        let v: Vec<u64> = (1..=1000).map(|x| x * 1000).collect();
+        assert_eq!(percentile(&v, 0.5), 501.0);
+        assert_eq!(percentile(&v, 0.999), 999.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+        assert!(process_tree_cpu(std::process::id()).is_some());
+    }
+}

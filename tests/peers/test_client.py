@@ -114,7 +114,11 @@ def test_bench_json(server: SmbServer, op: str):
                "--size", "256k", "--depth", "4", "--duration", "1", "--file-size", "16m",
                "--pattern", "rand", "--channels", "2", "--json", "--timeout", "20"])
     assert r.returncode == 0, r.stderr
-    res = json.loads(r.stdout)["result"]
+    out = json.loads(r.stdout)
+    res = out["result"]
+    # the server is local: found by its listening port, its CPU is reported
+    assert out["server_pid"] == server.main_pid
+    assert res["server_cpu_s_per_gib"] is not None and res["server_cpu_s_per_gib"] > 0
     assert res["ops"] > 0 and res["bytes"] == res["ops"] * 262144
     assert res["mb_per_s"] > 0 and res["iops"] > 0
     assert 0 < res["lat_us_p50"] <= res["lat_us_p99"] <= res["lat_us_p999"] <= res["lat_us_max"]

@@ -88,6 +88,7 @@ struct Args {
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
     /// PID of a local server: report its CPU seconds per GiB (with its child processes).
+    /// Default: the process listening on --port when HOST is an address of this machine.
     #[arg(long = "server-pid")]
     server_pid: Option<u32>,
     /// Print JSON instead of a table.
@@ -209,6 +210,9 @@ struct Setup {
     session: Arc<Session>,
     tree: Arc<Tree>,
     data: DataChannel,
+    /// The server's process when it runs on this machine (--server-pid, or the local
+    /// listener of the TCP port), for its CPU per GiB.
+    server_pid: Option<u32>,
 }
 
 fn setup(a: &Args, o: &ClientOptions) -> Result<Setup, ClientError> {
@@ -260,7 +264,10 @@ fn setup(a: &Args, o: &ClientOptions) -> Result<Setup, ClientError> {
     // Our SMB Direct channel registers plain memory regions, which the server cannot
     // invalidate remotely: RDMA_V1, not RDMA_V1_INVALIDATE.
     let data = if a.transport == Transport::Tcp { DataChannel::Inline } else { DataChannel::Rdma };
-    Ok(Setup { session, tree, data })
+    // A local address binds; a remote one does not.
+    let local = resolve(a.port).ok().filter(|ad| std::net::UdpSocket::bind(SocketAddr::new(ad.ip(), 0)).is_ok());
+    let server_pid = a.server_pid.or_else(|| local.and_then(|_| bench::local_listener_pid(a.port)));
+    Ok(Setup { session, tree, data, server_pid })
 }
 
 fn describe(n: &Negotiated, s: &Session) -> serde_json::Value {
@@ -448,7 +455,7 @@ fn measure(a: &Args, s: &Setup, f: &File, size: u64, depth: usize, duration: Opt
     pb.set_prefix(what.to_string());
     let started = Instant::now();
     let outcome = std::thread::scope(|sc| {
-        let h = sc.spawn(|| bench::run(&s.tree, f, &plan, &progress, a.server_pid));
+        let h = sc.spawn(|| bench::run(&s.tree, f, &plan, &progress, s.server_pid));
         while !h.is_finished() {
             let b = progress.bytes.load(Ordering::Relaxed);
             let rate = format!("{:>9.1} MB/s", b as f64 / started.elapsed().as_secs_f64().max(1e-3) / 1e6);
@@ -480,6 +487,7 @@ fn run_bench(a: &Args, o: &ClientOptions) -> Result<serde_json::Value, ClientErr
     let outcome = r?;
     let mut out = describe(s.session.negotiated(), &s.session);
     out["server"] = serde_json::json!(a.unc.clone().unwrap_or_default());
+    out["server_pid"] = serde_json::json!(s.server_pid);
     out["transport"] = serde_json::json!(transport_name(a.transport));
     out["channels"] = serde_json::json!(s.session.channels());
     out["size"] = serde_json::json!(a.size);
