@@ -253,3 +253,14 @@ def test_sweep_csv_and_chart(server: SmbServer, tmp_path: Path):
     r = bench(["--plot", str(csv), "--svg", str(svg), "--title", "again"])
     assert r.returncode == 0, r.stderr
     assert "again" in svg.read_text()
+
+
+def test_smbdirect_bench_subcommand(server: SmbServer):
+    """`smbdirect bench ...` runs smbdirect-bench from the server binary's directory."""
+    smbdirect = Path(os.environ.get("SMBDIRECT_BIN", REPO / "target/release/smbdirect"))
+    r = subprocess.run([str(smbdirect), "bench", "--help"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "--transport" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([str(smbdirect), "bench", server.unc, "-U", server.creds, "--port", str(server.port),
+                        "--check", "--size", "4k", "--timeout", "20"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["write_read_verified"] is True
