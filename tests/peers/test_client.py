@@ -32,6 +32,15 @@ def bench(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
                           stdin=subprocess.DEVNULL)
 
 
+def open_to_smbd(path: Path) -> None:
+    """smbd changes to the test user's uid: let it reach a share under `path`."""
+    os.chmod(path, 0o755)
+    for parent in path.parents:
+        if parent in (Path("/tmp"), Path("/")):
+            break
+        os.chmod(parent, os.stat(parent).st_mode | 0o055)
+
+
 def check(server: SmbServer, *extra: str) -> dict:
     r = bench([server.unc, "-U", server.creds, "--port", str(server.port), "--check",
                "--size", "64k", "--timeout", "20", *extra])
@@ -89,11 +98,7 @@ def test_client_wrong_password_is_a_logon_failure(server: SmbServer):
 def test_client_against_samba(tmp_path: Path):
     """The same client against Samba's smbd (whatever SMB_TARGET is): plain,
     signed with two channels, encrypted with three."""
-    os.chmod(tmp_path, 0o755)
-    for parent in tmp_path.parents:
-        if parent in (Path("/tmp"), Path("/")):
-            break
-        os.chmod(parent, os.stat(parent).st_mode | 0o055)
+    open_to_smbd(tmp_path)
     samba = smbpeer.start_server("samba", tmp_path / "samba")
     try:
         assert_checked(check(samba), 1)
@@ -213,7 +218,7 @@ def test_credit_starvation_is_reported(tmp_path: Path):
 def test_server_disconnect_mid_transfer(tmp_path: Path):
     """The server dies during a benchmark: the client stops with a clear error
     within seconds, not at the end of --duration."""
-    os.chmod(tmp_path, 0o755)
+    open_to_smbd(tmp_path)
     target = os.environ.get("SMB_TARGET", "ours")
     victim = smbpeer.start_server(target, tmp_path / "victim")
     try:
@@ -264,3 +269,36 @@ def test_smbdirect_bench_subcommand(server: SmbServer):
                         "--check", "--size", "4k", "--timeout", "20"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["write_read_verified"] is True
+
+
+def test_server_stops_answering_mid_transfer(tmp_path: Path):
+    """The server freezes (SIGSTOP) during a benchmark: the client gives up after
+    --timeout with a clear error and does not wait for LOGOFF answers."""
+    import signal
+    open_to_smbd(tmp_path)
+    target = os.environ.get("SMB_TARGET", "ours")
+    victim = smbpeer.start_server(target, tmp_path / "frozen")
+    pids: list[int] = []
+    try:
+        p = subprocess.Popen([str(BENCH), victim.unc, "-U", victim.creds, "--port", str(victim.port),
+                              "--op", "read", "--size", "64k", "--depth", "4", "--duration", "60",
+                              "--file-size", "4m", "--json", "--timeout", "3"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        time.sleep(2)
+        assert p.poll() is None, p.communicate()
+        pids = victim.pids()
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        out, err = p.communicate(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        victim.stop()
+    assert p.returncode == 1, (out, err)
+    assert "no answer from the server within 3s" in err, err
+    assert took < 10

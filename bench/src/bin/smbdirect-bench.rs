@@ -473,9 +473,15 @@ fn measure(a: &Args, s: &Setup, f: &File, size: u64, depth: usize, duration: Opt
     Ok(outcome)
 }
 
-fn finish(s: &Setup, f: &File) {
-    let _ = s.tree.close(f);
-    s.session.close();
+/// CLOSE and LOGOFF after a good run; after a failed one only drop the connections (a
+/// server that stopped answering would make each of those wait for the timeout).
+fn finish(s: &Setup, f: &File, ok: bool) {
+    if ok {
+        let _ = s.tree.close(f);
+        s.session.close();
+    } else {
+        s.session.abort();
+    }
 }
 
 fn run_bench(a: &Args, o: &ClientOptions) -> Result<serde_json::Value, ClientError> {
@@ -483,7 +489,7 @@ fn run_bench(a: &Args, o: &ClientOptions) -> Result<serde_json::Value, ClientErr
     let (s, f) = prepare(a, o, a.size)?;
     let d = Duration::from_secs_f64(a.duration.unwrap_or(10.0).max(0.1));
     let r = measure(a, &s, &f, a.size, a.depth, Some(d), "bench");
-    finish(&s, &f);
+    finish(&s, &f, r.is_ok());
     let outcome = r?;
     let mut out = describe(s.session.negotiated(), &s.session);
     out["server"] = serde_json::json!(a.unc.clone().unwrap_or_default());
@@ -558,7 +564,7 @@ fn sweep(a: &Args, o: &ClientOptions) -> Result<Vec<chart::Row>, ClientError> {
             }
         }
     }
-    finish(&s, &f);
+    finish(&s, &f, r.is_ok());
     r.map(|()| rows)
 }
 

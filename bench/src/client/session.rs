@@ -329,6 +329,13 @@ impl Session {
         Ok(Tree { session: self.clone(), tree_id, encrypt, share_type: t.share_type })
     }
 
+    /// Closes every channel without logging off.
+    pub fn abort(&self) {
+        for c in self.conns.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            c.close();
+        }
+    }
+
     /// Logs off (best effort) and closes every channel.
     pub fn close(&self) {
         if let Ok(c) = self.conn(0) {
