@@ -588,4 +588,30 @@ mod tests {
         }
         assert!(parse_interfaces(&b).is_err());
     }
+
+    proptest::proptest! {
+        /// No response parser panics on any bytes after a header, nor on a whole random
+        /// message; the NTLM CHALLENGE parser and AUTHENTICATE builder neither.
+        #[test]
+        fn parsers_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600), raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let m = with_header(body.clone());
+            let _ = parse_negotiate(&m);
+            let _ = parse_session_setup(&m);
+            let _ = parse_tree_connect(&m);
+            let _ = parse_create(&m);
+            let _ = parse_read(&m);
+            let _ = parse_write(&m);
+            let _ = parse_query_info(&m);
+            let _ = parse_ioctl(&m);
+            let _ = parse_interfaces(&body);
+            let _ = parse_standard_info(&body);
+            let _ = parse_negotiate(&raw);
+            let _ = crate::client::ntlm::parse_challenge(&raw);
+            let mut ch = b"NTLMSSP\0\x02\0\0\0".to_vec();
+            ch.extend_from_slice(&raw);
+            let rnd = crate::client::ntlm::AuthRandom { client_challenge: [1; 8], exported_key: [2; 16], now: 3 };
+            let _ = crate::client::ntlm::authenticate(b"", &ch, "u", "", "p", &rnd);
+            let _ = crate::client::ntlm::challenge_from_spnego(&raw);
+        }
+    }
 }
