@@ -456,6 +456,92 @@ impl Drop for RegisteredBuffer {
     }
 }
 
+/// A caller's heap buffer registered in place (no copy) for as long as this value lives:
+/// what a client registers for the peer to RDMA-read or RDMA-write (SMB2 WRITE or READ
+/// with Channel RDMA_V1). While registered the buffer belongs to this layer and Rust
+/// holds no reference into it (only its raw parts), so the device may write it at any
+/// time; [`BufferMr::into_inner`] deregisters first and only then gives the bytes back.
+#[derive(Debug)]
+pub struct BufferMr {
+    ptr: NonNull<u8>,
+    len: usize,
+    mr: Option<Mr>,
+}
+
+// SAFETY: the allocation is owned by this struct and only touched by the device and by
+// `into_inner`/`Drop` (after deregistration), which take the struct by value or &mut.
+unsafe impl Send for BufferMr {}
+// SAFETY: &self methods read only the key, address and length (immutable).
+unsafe impl Sync for BufferMr {}
+
+impl BufferMr {
+    /// Registers `buf` (not empty) with `access`; on error the buffer is returned.
+    pub fn new(pd: &Pd, buf: Vec<u8>, access: Access) -> Result<BufferMr, (io::Error, Vec<u8>)> {
+        if buf.is_empty() {
+            return Err((io::Error::new(io::ErrorKind::InvalidInput, "empty buffer"), buf));
+        }
+        let raw: *mut [u8] = Box::into_raw(buf.into_boxed_slice());
+        let len = raw.len();
+        // Not null: it came from a Box of a non-empty slice.
+        let Some(ptr) = NonNull::new(raw.cast::<u8>()) else {
+            return Err((io::Error::other("null allocation"), Vec::new()));
+        };
+        let mut b = BufferMr { ptr, len, mr: None };
+        // SAFETY: the allocation stays alive until `b` gives it back (into_inner/Drop),
+        // which deregisters first; no Rust reference into it exists meanwhile (the Box
+        // was turned into raw parts). The Mr is never cloned out of this struct.
+        match unsafe { Mr::register(pd, ptr.as_ptr(), len, access) } {
+            Ok(mr) => {
+                b.mr = Some(mr);
+                Ok(b)
+            }
+            Err(e) => Err((e, b.into_inner())),
+        }
+    }
+
+    fn take(&mut self) -> Vec<u8> {
+        // Deregister before Rust may look at the bytes again.
+        self.mr = None;
+        let len = std::mem::take(&mut self.len);
+        let p = std::mem::replace(&mut self.ptr, NonNull::dangling());
+        if len == 0 {
+            return Vec::new();
+        }
+        // SAFETY: ptr/len are the raw parts of the Box<[u8]> made in `new`, taken once
+        // (len is now 0, so Drop and a second take do nothing).
+        let b = unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(p.as_ptr(), len)) };
+        b.into_vec()
+    }
+
+    /// Deregisters and returns the buffer with whatever the peer wrote into it.
+    pub fn into_inner(mut self) -> Vec<u8> {
+        self.take()
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// The remote key (a buffer descriptor's Token).
+    pub fn rkey(&self) -> u32 {
+        self.mr.as_ref().map(Mr::rkey).unwrap_or(0)
+    }
+    pub fn lkey(&self) -> u32 {
+        self.mr.as_ref().map(Mr::lkey).unwrap_or(0)
+    }
+    /// The address of the first byte as the device sees it (a buffer descriptor's Offset).
+    pub fn addr(&self) -> u64 {
+        self.mr.as_ref().map(Mr::addr).unwrap_or(0)
+    }
+}
+
+impl Drop for BufferMr {
+    fn drop(&mut self) {
+        drop(self.take());
+    }
+}
+
 /// One scatter/gather entry: registered memory named by its local key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sge {
