@@ -15,6 +15,8 @@
 #           WRITEs the server RDMA-reads from the client's registered buffers and READs it
 #           RDMA-writes into fresh zeroed registrations (Channel RDMA_V1) on the bound channel,
 #           every byte compared;
+#   bind-inv: the same, 4 MiB in 256 KiB with Channel RDMA_V1_INVALIDATE: the client's keys are
+#           type 2 memory windows, which the server invalidates with Send-With-Invalidate;
 #   direct: the same session set up over SMB Direct itself (like mount -o rdma), 2 MiB in 64 KiB.
 # While the session is up it runs `smbdirect status --json`. The test then checks:
 #   - status shows the client's session on an RDMA channel whose proxy counters show at least
@@ -38,13 +40,14 @@ mkdir -p "$art"
 
 # run_case LABEL SIZE IO [--bind]: one rdma_check run on its own connections
 run_case() {
-    local label=$1 size=$2 io=$3 mode=${4:-}
+    local label=$1 size=$2 io=$3; shift 3
+    local mode="$*" bind=; [[ $mode == *--bind* ]] && bind=--bind
     local r0 c0 t0
     r0=$(ours_released_lines)
     c0=$(ours_closed_lines)
     rm -f "$art/status-$label.json"
     t0=$(now)
-    # shellcheck disable=SC2086  # $mode: nothing or --bind
+    # shellcheck disable=SC2086  # $mode: nothing, --bind and/or --invalidate
     timeout 120 "$CHECK" "//$RXE_ADDR/share" -U "$SMB_USER%$SMB_PASS" $mode --size "$size" --io "$io" --pattern-out /tmp/t47-want.bin \
         --then "$OURS_BIN/smbdirect status --json > $art/status-$label.json && echo \$RDMA_CHECK_SESSION > /tmp/t47-session" \
         > "$art/rdma_check-$label.out" 2>&1 || {
@@ -56,7 +59,7 @@ run_case() {
     log "[$label] rdma_check passed in $(elapsed "$t0") s"
     local sid; sid=$(cat /tmp/t47-session)
     # status while the channel was up: an RDMA channel with this session and its RDMA bytes
-    python3 - "$art/status-$label.json" "$sid" "$size" "$mode" <<'EOF' || fail "[$label] status does not show the session's channels with their RDMA bytes"
+    python3 - "$art/status-$label.json" "$sid" "$size" "$bind" <<'EOF' || fail "[$label] status does not show the session's channels with their RDMA bytes"
 import json, sys
 st = json.load(open(sys.argv[1])); sid = int(sys.argv[2]); size = int(sys.argv[3]); bind = sys.argv[4] == "--bind"
 on = [c for c in st["channels"] if sid in c.get("sessions", [])]
@@ -92,6 +95,7 @@ EOF
 }
 
 run_case bind $((8 << 20)) $((1 << 20)) --bind
+run_case bind-inv $((4 << 20)) $((256 << 10)) --bind --invalidate
 run_case direct $((2 << 20)) $((64 << 10))
 ours_no_panic
 log "ok"
