@@ -92,6 +92,12 @@ fn wait_cm(ch: &EventChannel, what: &str, timeout: Duration) -> Result<CmEventKi
     }
 }
 
+/// An SMB Direct channel to `addr` with [`client_config`], ready for the session layer
+/// (`Session::connect` or `Session::bind`).
+pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<std::sync::Arc<dyn Channel>, ChannelError> {
+    Ok(std::sync::Arc::new(SmbdChannel::connect(addr, client_config(), timeout)?))
+}
+
 /// One SMB Direct connection to a server, as a [`Channel`].
 pub struct SmbdChannel {
     peer: SocketAddr,
@@ -251,7 +257,7 @@ impl SmbdChannel {
 
     /// Counters of the SMB Direct core (messages, bytes, credits' effects).
     pub fn stats(&self) -> smbdirect_transport::smbd::Stats {
-        self.lock().core.stats().clone()
+        *self.lock().core.stats()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

@@ -843,7 +843,7 @@ impl Wc {
         let inv = sys::ibv_wc_flags::IBV_WC_WITH_INV.0 | sys::ibv_wc_flags::IBV_WC_IP_CSUM_OK.0;
         let invalidated_rkey = (status.is_ok() && wc.opcode == op::IBV_WC_RECV && wc.wc_flags & inv != 0)
             // SAFETY: the union is a plain u32 (the invalidated key with those flags).
-            .then(|| unsafe { wc.imm_data_invalidated_rkey_union.invalidated_rkey });
+            .then_some(unsafe { wc.imm_data_invalidated_rkey_union.invalidated_rkey });
         Wc { wr_id: wc.wr_id, status, raw_status: wc.status, opcode, byte_len: wc.byte_len, invalidated_rkey }
     }
 }
