@@ -35,6 +35,9 @@ if [ "$SMB_TARGET" = ours ] && [ -z "${SMBDIRECT_BIN:-}" ]; then
     cargo build --release -p smbdirect-rdma-proxy --bin smbd-tcp-front
 fi
 
+# our own SMB client, which tests/peers/test_client.py drives against both targets
+[ -n "${SMBDIRECT_BENCH_BIN:-}" ] || cargo build --release -p smbdirect-bench --bin smbdirect-bench
+
 venv=$("$root/ci/venv.sh")
 echo "== pytest tests/peers (SMB_TARGET=$SMB_TARGET)"
 set +e

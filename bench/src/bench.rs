@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::client::conn::CompletionQueue;
 use crate::client::msg;
-use crate::client::{ClientError, File, Tree};
+use crate::client::channel::RdmaAccess;
+use crate::client::session::rdma_read_len;
+use crate::client::{ClientError, DataChannel, File, Tree};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -36,6 +38,8 @@ pub struct Plan {
     /// ... or after this many bytes (whichever is given).
     pub bytes: Option<u64>,
     pub file_size: u64,
+    /// How READ/WRITE data moves on RDMA channels (TCP channels always carry it inline).
+    pub rdma: DataChannel,
 }
 
 /// What one run measured.
@@ -82,19 +86,22 @@ pub fn cpu_seconds() -> f64 {
 /// CPU seconds of `pid` and its child processes (the server's workers), from /proc.
 pub fn process_tree_cpu(pid: u32) -> Option<f64> {
     let ticks = rustix::param::clock_ticks_per_second() as f64;
-    let stat = |p: u32| -> Option<(u32, f64)> {
+    // (ppid, own user+system, reaped children's user+system)
+    let stat = |p: u32| -> Option<(u32, f64, f64)> {
         let s = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
         let rest = s.get(s.rfind(')')? + 2..)?;
         let f: Vec<&str> = rest.split_whitespace().collect();
         let ppid = f.get(1)?.parse().ok()?;
-        let ut: f64 = f.get(11)?.parse().ok()?;
-        let st: f64 = f.get(12)?.parse().ok()?;
-        Some((ppid, (ut + st) / ticks))
+        let n = |i: usize| -> Option<f64> { f.get(i)?.parse().ok() };
+        Some((ppid, (n(11)? + n(12)?) / ticks, (n(13)? + n(14)?) / ticks))
     };
-    let mut total = stat(pid)?.1;
+    // The main process, its live children (our workers, Samba's per-connection smbd) and
+    // the children it has already reaped.
+    let (_, own, reaped) = stat(pid)?;
+    let mut total = own + reaped;
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
         if let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) {
-            if let Some((ppid, cpu)) = stat(p) {
+            if let Some((ppid, cpu, _)) = stat(p) {
                 if ppid == pid {
                     total += cpu;
                 }
@@ -137,18 +144,28 @@ pub fn fill(tree: &Tree, f: &File, size: u64, depth: usize, progress: &Progress)
 
 /// Runs the plan on every channel of the tree's session at once.
 pub fn run(tree: &Arc<Tree>, f: &File, plan: &Plan, progress: &Arc<Progress>, server_pid: Option<u32>) -> Result<Outcome, ClientError> {
-    let channels = tree.session.channels();
+    // With RDMA channels bound (tcp+rdma), only they carry I/O, as Windows does.
+    let mut io_channels = Vec::new();
+    for ch in 0..tree.session.channels() {
+        if tree.session.conn(ch)?.channel().is_rdma() {
+            io_channels.push(ch);
+        }
+    }
+    if io_channels.is_empty() {
+        io_channels = (0..tree.session.channels()).collect();
+    }
+    let channels = io_channels.len();
     let cpu0 = cpu_seconds();
     let srv0 = server_pid.and_then(process_tree_cpu);
     let start = Instant::now();
     let budget = plan.bytes.map(|b| b / channels as u64);
     let mut handles = Vec::new();
-    for ch in 0..channels {
+    for (n, &ch) in io_channels.iter().enumerate() {
         let tree = tree.clone();
         let f = f.clone();
         let plan = plan.clone();
         let progress = progress.clone();
-        handles.push(std::thread::spawn(move || worker(&tree, &f, ch, &plan, budget, &progress, start)));
+        handles.push(std::thread::spawn(move || worker(&tree, &f, ch, n, channels, &plan, budget, &progress, start)));
     }
     let mut lat = Vec::new();
     let (mut bytes, mut ops) = (0u64, 0u64);
@@ -198,16 +215,23 @@ pub fn run(tree: &Arc<Tree>, f: &File, plan: &Plan, progress: &Arc<Progress>, se
 
 type WorkerResult = Result<(u64, u64, Vec<u64>), ClientError>;
 
-fn worker(tree: &Tree, f: &File, ch: usize, plan: &Plan, budget: Option<u64>, progress: &Progress, start: Instant) -> WorkerResult {
-    let timeout = tree.session.conn(ch)?.timeout();
+#[allow(clippy::too_many_arguments)]
+fn worker(tree: &Tree, f: &File, ch: usize, nth: usize, of: usize, plan: &Plan, budget: Option<u64>, progress: &Progress, start: Instant) -> WorkerResult {
+    let conn = tree.session.conn(ch)?;
+    let timeout = conn.timeout();
+    let chan = conn.channel().clone();
+    let rdma = chan.is_rdma() && plan.rdma != DataChannel::Inline;
     let q = CompletionQueue::new();
     let size = u64::from(plan.size);
     let blocks = (plan.file_size / size).max(1);
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (ch as u64 + 1).wrapping_mul(0x1234_5678_9ABC_DEF1));
-    let mut cursor = (ch as u64 * blocks / (tree.session.channels() as u64).max(1)) % blocks;
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (nth as u64 + 1).wrapping_mul(0x1234_5678_9ABC_DEF1));
+    let mut cursor = (nth as u64 * blocks / (of as u64).max(1)) % blocks;
     let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
     let mut sent_at = vec![Instant::now(); plan.depth];
     let mut is_write = vec![false; plan.depth];
+    // RDMA: one buffer per slot, registered for each request and handed back on completion.
+    let mut bufs: Vec<Option<Vec<u8>>> = if rdma { (0..plan.depth).map(|_| Some(data.clone())).collect() } else { Vec::new() };
+    let mut handles = vec![0u64; plan.depth];
     let mut free: Vec<usize> = (0..plan.depth).collect();
     let mut lat = Vec::with_capacity(1 << 16);
     let (mut issued, mut done_bytes, mut ops) = (0u64, 0u64, 0u64);
@@ -221,50 +245,127 @@ fn worker(tree: &Tree, f: &File, ch: usize, plan: &Plan, budget: Option<u64>, pr
             (None, None) => false,
         }
     };
-    loop {
-        while let Some(slot) = free.last().copied() {
-            if !more(issued) {
-                break;
-            }
-            free.pop();
-            let block = match plan.pattern {
-                Pattern::Seq => {
-                    let b = cursor;
-                    cursor = (cursor + 1) % blocks;
-                    b
+    let r = (|| -> WorkerResult {
+        loop {
+            while let Some(slot) = free.last().copied() {
+                if !more(issued) {
+                    break;
                 }
-                Pattern::Rand => rng.next() % blocks,
-            };
-            let write = match plan.op {
-                Op::Read => false,
-                Op::Write => true,
-                Op::Mixed => rng.next() & 1 == 1,
-            };
-            let off = block * size;
-            let req = if write { tree.write_request(f, off, &data) } else { tree.read_request(f, off, plan.size) };
-            sent_at[slot] = Instant::now();
-            is_write[slot] = write;
-            tree.submit_to(ch, req, &q, slot as u64)?;
-            issued += size;
+                free.pop();
+                let block = match plan.pattern {
+                    Pattern::Seq => {
+                        let b = cursor;
+                        cursor = (cursor + 1) % blocks;
+                        b
+                    }
+                    Pattern::Rand => rng.next() % blocks,
+                };
+                let write = match plan.op {
+                    Op::Read => false,
+                    Op::Write => true,
+                    Op::Mixed => rng.next() & 1 == 1,
+                };
+                let off = block * size;
+                let req = if rdma {
+                    let buf = bufs[slot].take().ok_or_else(|| ClientError::Invalid("RDMA buffer still registered".into()))?;
+                    let reg = chan.register(buf, if write { RdmaAccess::PeerReads } else { RdmaAccess::PeerWrites })?;
+                    handles[slot] = reg.handle;
+                    if write {
+                        tree.write_request_rdma(f, off, plan.size, &reg.descriptors, plan.rdma)
+                    } else {
+                        tree.read_request_rdma(f, off, plan.size, &reg.descriptors, plan.rdma)
+                    }
+                } else if write {
+                    tree.write_request(f, off, &data)
+                } else {
+                    tree.read_request(f, off, plan.size)
+                };
+                sent_at[slot] = Instant::now();
+                is_write[slot] = write;
+                tree.submit_to(ch, req, &q, slot as u64)?;
+                issued += size;
+            }
+            if free.len() == plan.depth {
+                return Ok((done_bytes, ops, std::mem::take(&mut lat)));
+            }
+            let (tag, r) = q.next(timeout)?;
+            let slot = usize::try_from(tag).ok().filter(|s| *s < plan.depth).ok_or_else(|| ClientError::Invalid("bad completion tag".into()))?;
+            if rdma {
+                bufs[slot] = Some(chan.deregister(handles[slot])?);
+            }
+            let r = r?.expect(&[msg::STATUS_SUCCESS])?;
+            let n = if is_write[slot] { u64::from(msg::parse_write(&r.msg)?) } else { rdma_read_len(&r)? as u64 };
+            if n != size {
+                return Err(ClientError::proto(format!("short {}: {n} of {size} bytes", if is_write[slot] { "write" } else { "read" })));
+            }
+            lat.push(r.received.saturating_duration_since(sent_at[slot]).as_nanos() as u64);
+            done_bytes += n;
+            ops += 1;
+            progress.bytes.fetch_add(n, Ordering::Relaxed);
+            free.push(slot);
         }
-        if free.len() == plan.depth {
-            return Ok((done_bytes, ops, lat));
+    })();
+    if r.is_err() && rdma {
+        // Give back what is still registered before the error leaves.
+        for (slot, b) in bufs.iter().enumerate() {
+            if b.is_none() {
+                let _ = chan.deregister(handles[slot]);
+            }
         }
-        let (tag, r) = q.next(timeout)?;
-        let slot = usize::try_from(tag).ok().filter(|s| *s < plan.depth).ok_or_else(|| ClientError::Invalid("bad completion tag".into()))?;
-        let r = r?.expect(&[msg::STATUS_SUCCESS])?;
-        let n = if is_write[slot] {
-            u64::from(msg::parse_write(&r.msg)?)
-        } else {
-            msg::parse_read(&r.msg)?.data.len() as u64
-        };
-        if n != size {
-            return Err(ClientError::proto(format!("short {}: {n} of {size} bytes", if is_write[slot] { "write" } else { "read" })));
+    }
+    r
+}
+
+/// The local process listening on TCP `port` (the top one if its children share the
+/// socket, as forked smbd processes and our workers may), found through /proc/net/tcp{,6}
+/// and /proc/*/fd. None when the server is not on this machine or /proc is not readable.
+pub fn local_listener_pid(port: u16) -> Option<u32> {
+    let mut inodes = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is ADDR:PORT in hex; st 0A = LISTEN; inode is field 9.
+            let (Some(local), Some(st), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else { continue };
+            let p = local.rsplit(':').next().and_then(|h| u16::from_str_radix(h, 16).ok());
+            if p == Some(port) && *st == "0A" {
+                inodes.insert(format!("socket:[{inode}]"));
+            }
         }
-        lat.push(r.received.saturating_duration_since(sent_at[slot]).as_nanos() as u64);
-        done_bytes += n;
-        ops += 1;
-        progress.bytes.fetch_add(n, Ordering::Relaxed);
-        free.push(slot);
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    let mut holders = Vec::new();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        if fds.flatten().any(|fd| std::fs::read_link(fd.path()).ok().and_then(|l| l.to_str().map(|s| inodes.contains(s))).unwrap_or(false)) {
+            holders.push(pid);
+        }
+    }
+    let ppid = |pid: u32| -> Option<u32> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        s.get(s.rfind(')')? + 2..)?.split_whitespace().nth(1)?.parse().ok()
+    };
+    holders.iter().copied().find(|p| ppid(*p).is_none_or(|pp| !holders.contains(&pp)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_our_own_listener_and_percentiles() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert_eq!(local_listener_pid(port), Some(std::process::id()));
+        drop(l);
+        assert_eq!(local_listener_pid(port), None);
+        let v: Vec<u64> = (1..=1000).map(|x| x * 1000).collect();
+        assert_eq!(percentile(&v, 0.5), 501.0);
+        assert_eq!(percentile(&v, 0.999), 999.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+        assert!(process_tree_cpu(std::process::id()).is_some());
     }
 }

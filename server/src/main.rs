@@ -45,6 +45,13 @@ enum Cmd {
         #[arg(long = "config", value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Benchmark an SMB server with smbdirect's own client: runs `smbdirect-bench` from
+    /// this executable's directory with the arguments (see `smbdirect bench --help`).
+    #[command(disable_help_flag = true)]
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -101,7 +108,22 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Cmd::Status { json, state_dir, config } => status(json, state_dir, config),
+        Cmd::Bench { args } => bench(args),
     }
+}
+
+/// Replaces this process with `smbdirect-bench` (a separate crate and binary: the client
+/// depends on the server's codecs, so the server cannot depend on it).
+fn bench(args: Vec<std::ffi::OsString>) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join("smbdirect-bench")));
+    let Some(exe) = exe.filter(|p| p.exists()) else {
+        eprintln!("smbdirect: smbdirect-bench is not next to this executable (cargo build -p smbdirect-bench)");
+        return ExitCode::FAILURE;
+    };
+    let err = std::process::Command::new(&exe).args(args).exec();
+    eprintln!("smbdirect: cannot run {}: {err}", exe.display());
+    ExitCode::FAILURE
 }
 
 fn status(json: bool, state_dir: Option<PathBuf>, config: Option<PathBuf>) -> ExitCode {

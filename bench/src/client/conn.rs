@@ -62,6 +62,8 @@ pub struct Request {
     pub sign_with: Option<Arc<Signer>>,
     /// Never sign or seal (NEGOTIATE, the first SESSION_SETUP legs).
     pub plain: bool,
+    /// Sign even when the session does not sign everything (3.1.1 TREE_CONNECT).
+    pub force_sign: bool,
     /// Keep a copy of the message as sent (the preauth hash needs it).
     pub keep_sent: bool,
     /// Ask for this many credits (at least the charge).
@@ -72,7 +74,7 @@ pub struct Request {
 
 impl Request {
     pub fn new(command: u16, body: Vec<u8>) -> Self {
-        Request { command, body, tree_id: 0, payload: 0, encrypt: false, sign_with: None, plain: false, keep_sent: false, credits_wanted: 64, session_id: None }
+        Request { command, body, tree_id: 0, payload: 0, encrypt: false, sign_with: None, plain: false, force_sign: false, keep_sent: false, credits_wanted: 64, session_id: None }
     }
 }
 
@@ -308,7 +310,7 @@ impl Conn {
                 s.seal(session_id, &mut buf)?;
             }
         } else if !req.plain {
-            let signer = req.sign_with.as_ref().or(if sec.sign && session_id != 0 { sec.signer.as_ref() } else { None });
+            let signer = req.sign_with.as_ref().or(if (sec.sign || req.force_sign) && session_id != 0 { sec.signer.as_ref() } else { None });
             if let Some(s) = signer {
                 s.sign(&mut buf)?;
             }
@@ -453,6 +455,111 @@ fn route(inner: &Inner, sec: &Security, hdr: Header, mut msg: Vec<u8>, received:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::channel::{ChannelError, ChannelLimits};
+    use smbdirect_server::wire::header::FLAG_SERVER_TO_REDIR;
+
+    /// An in-memory channel: what the client sends goes to `sent`, what the test pushes
+    /// into `to_client` is received.
+    struct Mock {
+        sent: Mutex<Sender<Vec<u8>>>,
+        to_client: Mutex<Receiver<Option<Vec<u8>>>>,
+    }
+
+    impl Channel for Mock {
+        fn send(&self, msg: &[u8], _t: Duration) -> Result<(), ChannelError> {
+            lock(&self.sent).send(msg.to_vec()).map_err(|_| ChannelError::Closed)
+        }
+        fn recv(&self, t: Duration) -> Result<Vec<u8>, ChannelError> {
+            match lock(&self.to_client).recv_timeout(t) {
+                Ok(Some(m)) => Ok(m),
+                Ok(None) => Err(ChannelError::Closed),
+                Err(mpsc::RecvTimeoutError::Timeout) => Err(ChannelError::Timeout(t)),
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err(ChannelError::Closed),
+            }
+        }
+        fn is_rdma(&self) -> bool {
+            false
+        }
+        fn limits(&self) -> ChannelLimits {
+            ChannelLimits { max_send: 1 << 24, max_recv: 1 << 24, max_rdma: 0 }
+        }
+        fn close(&self) {}
+        fn peer(&self) -> String {
+            "mock".into()
+        }
+    }
+
+    type MockEnds = (Arc<Conn>, Receiver<Vec<u8>>, Sender<Option<Vec<u8>>>);
+
+    fn mock(timeout: Duration) -> MockEnds {
+        let (stx, srx) = mpsc::channel();
+        let (ctx, crx) = mpsc::channel();
+        let ch: Arc<dyn Channel> = Arc::new(Mock { sent: Mutex::new(stx), to_client: Mutex::new(crx) });
+        (Conn::new(ch, timeout), srx, ctx)
+    }
+
+    fn answer(req: &[u8], credits: u16, payload: u8) -> Vec<u8> {
+        let h = Header::parse(req).unwrap();
+        let mut m = Vec::new();
+        Header { credits, flags: FLAG_SERVER_TO_REDIR, ..h }.write(&mut m);
+        m.extend_from_slice(&[payload; 4]);
+        m
+    }
+
+    /// Requests in flight are matched to their answers by MessageId whatever the order,
+    /// credits granted by answers are tracked, a request beyond the credits waits and
+    /// then fails with a clear error, and a dropped transport fails every waiter.
+    #[test]
+    fn routes_out_of_order_tracks_credits_and_fails_cleanly() {
+        let (conn, sent, to_client) = mock(Duration::from_millis(300));
+        let first = conn.submit(Request::new(cmd::ECHO, vec![4, 0, 0, 0])).unwrap();
+        to_client.send(Some(answer(&sent.recv().unwrap(), 3, 0))).unwrap();
+        assert_eq!(first.wait().unwrap().msg[64], 0);
+        assert_eq!(conn.credits(), (3, 4));
+        let p: Vec<Pending> = (0..3).map(|_| conn.submit(Request::new(cmd::ECHO, vec![4, 0, 0, 0])).unwrap()).collect();
+        let reqs: Vec<Vec<u8>> = (0..3).map(|_| sent.recv().unwrap()).collect();
+        assert_eq!(conn.in_flight(), 3);
+        // No credit left: the next submit waits, then reports starvation.
+        let t0 = Instant::now();
+        let e = conn.submit(Request::new(cmd::ECHO, vec![4, 0, 0, 0])).err().unwrap();
+        assert!(matches!(e, ClientError::Timeout { .. }) && e.to_string().contains("credits"), "{e}");
+        assert!(t0.elapsed() >= Duration::from_millis(250));
+        // Answers in reverse order, each tagged with its request's index.
+        for (i, r) in reqs.iter().enumerate().rev() {
+            to_client.send(Some(answer(r, 1, i as u8 + 1))).unwrap();
+        }
+        for (i, p) in p.into_iter().enumerate() {
+            let id = p.message_id;
+            let r = p.wait().unwrap();
+            assert_eq!((r.hdr.message_id, r.msg[64]), (id, i as u8 + 1));
+        }
+        assert_eq!(conn.credits(), (3, 7));
+        // An answer with a wrong command is an error for that request only.
+        let p = conn.submit(Request::new(cmd::ECHO, vec![4, 0, 0, 0])).unwrap();
+        let mut a = answer(&sent.recv().unwrap(), 1, 9);
+        a[12] = cmd::READ as u8;
+        to_client.send(Some(a)).unwrap();
+        assert!(matches!(p.wait(), Err(ClientError::Protocol(_))));
+        // A request with no answer times out; the transport dropping fails the rest.
+        let p = conn.submit(Request::new(cmd::ECHO, vec![4, 0, 0, 0])).unwrap();
+        assert!(matches!(p.wait(), Err(ClientError::Timeout { .. })));
+        let p = conn.submit(Request::new(cmd::ECHO, vec![4, 0, 0, 0])).unwrap();
+        to_client.send(None).unwrap();
+        assert!(matches!(p.wait(), Err(ClientError::Disconnected(_))));
+        assert!(matches!(conn.submit(Request::new(cmd::ECHO, vec![4, 0, 0, 0])), Err(ClientError::Disconnected(_))));
+    }
+
+    /// Garbage from the server ends the connection with an error; nothing panics.
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for junk in [vec![], vec![0xFE, b'S', b'M', b'B'], vec![0xFD, b'S', b'M', b'B', 1, 2], vec![0u8; 200]] {
+            let (conn, sent, to_client) = mock(Duration::from_secs(2));
+            let p = conn.submit(Request::new(cmd::ECHO, vec![4, 0, 0, 0])).unwrap();
+            let _ = sent.recv().unwrap();
+            to_client.send(Some(junk)).unwrap();
+            assert!(matches!(p.wait(), Err(ClientError::Disconnected(_))));
+        }
+    }
 
     #[test]
     fn charges() {

@@ -8,7 +8,7 @@ use smbdirect_server::crypto::{
     derive_session_keys, Cipher, Dialect, Opener, PreauthHash, Sealer, Signer, SigningAlgorithm,
 };
 
-use super::channel::{Channel, RdmaAccess, TcpChannel};
+use super::channel::{BufferDescriptorV1, Channel, RdmaAccess, TcpChannel};
 use super::conn::{CompletionQueue, Conn, Pending, Request, Response, Security};
 use super::error::ClientError;
 use super::msg::{self, cmd, CreateReq, FileId, NegotiateResp, StandardInfo, STATUS_MORE_PROCESSING_REQUIRED, STATUS_SUCCESS};
@@ -316,7 +316,10 @@ impl Session {
     /// TREE_CONNECT to `\\host\share`.
     pub fn tree_connect(self: &Arc<Self>, unc: &str) -> Result<Tree, ClientError> {
         let conn = self.conn(0)?;
-        let r = conn.submit(Request::new(cmd::TREE_CONNECT, msg::tree_connect_req(unc)))?.wait()?.expect(&[STATUS_SUCCESS])?;
+        let mut req = Request::new(cmd::TREE_CONNECT, msg::tree_connect_req(unc));
+        // MS-SMB2 3.2.4.2.4 / 3.3.5.7: 3.1.1 TREE_CONNECT is signed even when signing is off.
+        req.force_sign = self.state.negotiated.dialect == 0x0311 && !self.state.guest;
+        let r = conn.submit(req)?.wait()?.expect(&[STATUS_SUCCESS])?;
         let t = msg::parse_tree_connect(&r.msg)?;
         let tree_id = r.hdr.tree_id();
         let encrypt = t.share_flags & msg::SHARE_FLAG_ENCRYPT_DATA != 0;
@@ -412,6 +415,27 @@ impl Tree {
         r
     }
 
+    /// A READ whose data the server RDMA-writes into the registered buffer `descriptors`.
+    pub fn read_request_rdma(&self, f: &File, offset: u64, len: u32, descriptors: &[BufferDescriptorV1], dc: DataChannel) -> Request {
+        let info: Vec<u8> = descriptors.iter().flat_map(|d| d.to_bytes()).collect();
+        let mut r = self.request(cmd::READ, msg::read_req(&f.id, offset, len, rdma_channel(dc), &info));
+        r.payload = len as usize;
+        r.credits_wanted = 256;
+        r
+    }
+
+    /// A WRITE whose data the server RDMA-reads from the registered buffer `descriptors`.
+    pub fn write_request_rdma(&self, f: &File, offset: u64, len: u32, descriptors: &[BufferDescriptorV1], dc: DataChannel) -> Request {
+        let info: Vec<u8> = descriptors.iter().flat_map(|d| d.to_bytes()).collect();
+        let mut body = Vec::with_capacity(msg::WRITE_FIXED + info.len());
+        msg::write_req_head(&f.id, offset, len, rdma_channel(dc), info.len(), &mut body);
+        body.extend_from_slice(&info);
+        let mut r = self.request(cmd::WRITE, body);
+        r.payload = len as usize;
+        r.credits_wanted = 256;
+        r
+    }
+
     /// Reads on channel `chan`, the data inline or through an RDMA registration.
     pub fn read(&self, chan: usize, f: &File, offset: u64, len: u32, dc: DataChannel) -> Result<Vec<u8>, ClientError> {
         let conn = self.session.conn(chan)?;
@@ -422,15 +446,10 @@ impl Tree {
         }
         let ch = conn.channel().clone();
         let reg = ch.register(vec![0u8; len as usize], RdmaAccess::PeerWrites)?;
-        let info: Vec<u8> = reg.descriptors.iter().flat_map(|d| d.to_bytes()).collect();
-        let channel = if dc == DataChannel::Rdma { msg::CHANNEL_RDMA_V1 } else { msg::CHANNEL_RDMA_V1_INVALIDATE };
-        let mut req = self.request(cmd::READ, msg::read_req(&f.id, offset, len, channel, &info));
-        req.payload = len as usize;
-        let res = conn.submit(req).and_then(Pending::wait);
+        let res = conn.submit(self.read_request_rdma(f, offset, len, &reg.descriptors, dc)).and_then(Pending::wait);
         let buf = ch.deregister(reg.handle)?;
         let r = res?.expect(&[STATUS_SUCCESS])?;
-        let rr = msg::parse_read(&r.msg)?;
-        let n = (rr.remaining as usize).min(buf.len());
+        let n = rdma_read_len(&r)?.min(buf.len());
         Ok(buf[..n].to_vec())
     }
 
@@ -443,14 +462,7 @@ impl Tree {
         }
         let ch = conn.channel().clone();
         let reg = ch.register(data.to_vec(), RdmaAccess::PeerReads)?;
-        let info: Vec<u8> = reg.descriptors.iter().flat_map(|d| d.to_bytes()).collect();
-        let channel = if dc == DataChannel::Rdma { msg::CHANNEL_RDMA_V1 } else { msg::CHANNEL_RDMA_V1_INVALIDATE };
-        let mut body = Vec::with_capacity(msg::WRITE_FIXED + info.len());
-        msg::write_req_head(&f.id, offset, data.len() as u32, channel, info.len(), &mut body);
-        body.extend_from_slice(&info);
-        let mut req = self.request(cmd::WRITE, body);
-        req.payload = data.len();
-        let res = conn.submit(req).and_then(Pending::wait);
+        let res = conn.submit(self.write_request_rdma(f, offset, data.len() as u32, &reg.descriptors, dc)).and_then(Pending::wait);
         ch.deregister(reg.handle)?;
         msg::parse_write(&res?.expect(&[STATUS_SUCCESS])?.msg)
     }
@@ -479,6 +491,20 @@ impl Tree {
         self.call(0, self.request(cmd::TREE_DISCONNECT, vec![4, 0, 0, 0]))?.expect(&[STATUS_SUCCESS])?;
         Ok(())
     }
+}
+
+fn rdma_channel(dc: DataChannel) -> u32 {
+    match dc {
+        DataChannel::Inline => msg::CHANNEL_NONE,
+        DataChannel::Rdma => msg::CHANNEL_RDMA_V1,
+        DataChannel::RdmaInvalidate => msg::CHANNEL_RDMA_V1_INVALIDATE,
+    }
+}
+
+/// Bytes a READ moved: the inline data, or for RDMA (DataLength 0) DataRemaining.
+pub fn rdma_read_len(r: &Response) -> Result<usize, ClientError> {
+    let rr = msg::parse_read(&r.msg)?;
+    Ok(if rr.data.is_empty() { rr.remaining as usize } else { rr.data.len() })
 }
 
 /// An open file.
