@@ -17,7 +17,10 @@
 #           every byte compared;
 #   bind-inv: the same, 4 MiB in 256 KiB with Channel RDMA_V1_INVALIDATE: the client's keys are
 #           type 2 memory windows, which the server invalidates with Send-With-Invalidate;
-#   direct: the same session set up over SMB Direct itself (like mount -o rdma), 2 MiB in 64 KiB.
+#   kill-worker: the worker is killed (-9) mid-transfer on the bound channel: the client fails
+#           with a clear error (exit code 1) and the supervisor restarts the worker;
+#   direct: the same session set up over SMB Direct itself (like mount -o rdma), 2 MiB in 64 KiB,
+#           served after the restart.
 # While the session is up it runs `smbdirect status --json`. The test then checks:
 #   - status shows the client's session on an RDMA channel whose proxy counters show at least
 #     the file's size moved by RDMA read (the WRITEs) and by RDMA write (the READs), and (bind)
@@ -94,8 +97,44 @@ EOF
     rm -f /srv/share/rdma-check.bin
 }
 
+# kill-worker: the worker serving a bound session is killed (-9) while the client writes by
+# RDMA on the bound channel; the client must fail with a clear "connection is down" error within
+# its 30 s wait (never hang, never report success), and the server must serve the next case.
+kill_case() {
+    local out=$art/rdma_check-kill-worker.out t0
+    t0=$(now)
+    timeout 120 "$CHECK" "//$RXE_ADDR/share" -U "$SMB_USER%$SMB_PASS" --bind --size $((256 << 20)) --io $((1 << 20)) \
+        > "$out" 2>&1 &
+    local pid=$!
+    wait_for 30 "the client's SMB Direct channel to be bound" grep -q 'SMB Direct channel bound' "$out"
+    wait_for 30 "RDMA reads of the client's buffers" sh -c "$OURS_BIN/smbdirect status --json | python3 -c '
+import json, sys; st = json.load(sys.stdin)
+sys.exit(0 if any(c.get(\"rdma_read\", 0) > 0 for c in st[\"channels\"]) else 1)'"
+    # the id and pid of the worker that serves the RDMA channel
+    local ids wid wpid
+    ids=$("$OURS_BIN/smbdirect" status --json | python3 -c '
+import json, sys; st = json.load(sys.stdin)
+w = [c for c in st["channels"] if c["transport"] == "RDMA"][0]["worker"]
+print(w, [x for x in st["workers"] if x["id"] == w][0]["pid"])')
+    read -r wid wpid <<< "$ids"
+    log "[kill-worker] kill -9 worker $wid (pid $wpid) during the transfer"
+    kill -9 "$wpid"
+    local rc=0
+    wait "$pid" || rc=$?
+    sed 's/^/  | /' "$out"
+    [ "$rc" = 1 ] || fail "[kill-worker] rdma_check exit code $rc, not 1 (a clear failure)"
+    grep -qE 'rdma_check: WRITE RDMA_V1 at [0-9]+: (the connection is down|transport)' "$out" \
+        || fail "[kill-worker] no clear error from the client"
+    log "[kill-worker] the client failed cleanly $(elapsed "$t0") s after it started"
+    wait_for 30 "the supervisor to restart worker $wid" sh -c "$OURS_BIN/smbdirect status --json | python3 -c '
+import json, sys; st = json.load(sys.stdin)
+sys.exit(0 if any(w[\"id\"] == $wid and w.get(\"running\") and w.get(\"pid\") != $wpid for w in st[\"workers\"]) else 1)'"
+    rm -f /srv/share/rdma-check.bin
+}
+
 run_case bind $((8 << 20)) $((1 << 20)) --bind
 run_case bind-inv $((4 << 20)) $((256 << 10)) --bind --invalidate
+kill_case
 run_case direct $((2 << 20)) $((64 << 10))
 ours_no_panic
 log "ok"
