@@ -1,4 +1,4 @@
-//! `rdma_check //HOST/SHARE -U USER%PASS [--bind] [--size BYTES] [--io BYTES] [--then CMD]
+//! `rdma_check //HOST/SHARE -U USER%PASS [--bind] [--invalidate] [--size BYTES] [--io BYTES] [--then CMD]
 //! [--pattern-out PATH]`: the project's client over an SMB Direct channel ([`SmbdChannel`]),
 //! checked end to end against a server.
 //!
@@ -12,7 +12,8 @@
 //! On the RDMA channel it writes a file of `--size` bytes (default 8 MiB) in WRITEs of
 //! `--io` bytes (default 1 MiB) whose data the server RDMA-reads from buffers this client
 //! registered, reads it back in READs the server RDMA-writes into fresh zeroed
-//! registrations (Channel RDMA_V1), and compares every byte. With `--then CMD` it runs
+//! registrations (Channel RDMA_V1; with `--invalidate` RDMA_V1_INVALIDATE: the server
+//! invalidates each buffer's key with its response), and compares every byte. With `--then CMD` it runs
 //! `sh -c CMD` while the session and its channels are still up (CMD sees the session id
 //! in RDMA_CHECK_SESSION, decimal) and fails if CMD fails. `--pattern-out` writes the
 //! bytes the file must hold to PATH. Prints one `rdma_check ok:` line with the figures;
@@ -37,17 +38,19 @@ fn pattern(off: u64) -> u8 {
 }
 
 const USAGE: &str =
-    "usage: rdma_check //HOST/SHARE -U USER%PASS [--bind] [--size BYTES] [--io BYTES] [--then CMD] [--pattern-out PATH]";
+    "usage: rdma_check //HOST/SHARE -U USER%PASS [--bind] [--invalidate] [--size BYTES] [--io BYTES] [--then CMD] [--pattern-out PATH]";
 
 fn run() -> Result<String, String> {
     let mut args = std::env::args().skip(1);
     let unc = args.next().ok_or(USAGE)?.replace('/', "\\");
     let mut parts = unc.trim_start_matches('\\').split('\\');
     let host: IpAddr = parts.next().unwrap_or_default().parse().map_err(|e| format!("HOST must be an address: {e}"))?;
+    let mut dc = DataChannel::Rdma;
     let (mut user, mut bind, mut size, mut io, mut then, mut pattern_out) = (None, false, 8u64 << 20, 1usize << 20, None, None);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--bind" => bind = true,
+            "--invalidate" => dc = DataChannel::RdmaInvalidate,
             _ => {
                 let v = args.next().ok_or(USAGE)?;
                 match a.as_str() {
@@ -100,15 +103,19 @@ fn run() -> Result<String, String> {
         (s, tree, 0, rdma)
     };
     let io = io.min(rdma.limits().max_rdma).max(1);
+    if dc == DataChannel::RdmaInvalidate && !rdma.supports_remote_invalidate() {
+        return Err("--invalidate: this device has no type 2 memory windows (RDMA_V1 only)".into());
+    }
+    let chname = if dc == DataChannel::Rdma { "RDMA_V1" } else { "RDMA_V1_INVALIDATE" };
     let f = tree.open_rw("rdma-check.bin", FILE_OVERWRITE_IF).map_err(|e| format!("CREATE: {e}"))?;
 
     let t = Instant::now();
     let mut off = 0u64;
-    let mut writes = 0;
+    let mut writes = 0u32;
     while off < size {
         let n = (size - off).min(io as u64) as usize;
         let data: Vec<u8> = (0..n as u64).map(|i| pattern(off + i)).collect();
-        let w = tree.write(chan, &f, off, &data, DataChannel::Rdma).map_err(|e| format!("WRITE RDMA_V1 at {off}: {e}"))?;
+        let w = tree.write(chan, &f, off, &data, dc).map_err(|e| format!("WRITE {chname} at {off}: {e}"))?;
         if w as usize != n {
             return Err(format!("WRITE at {off}: the server wrote {w} bytes of {n}"));
         }
@@ -118,10 +125,10 @@ fn run() -> Result<String, String> {
     let wsecs = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let mut off = 0u64;
-    let mut reads = 0;
+    let mut reads = 0u32;
     while off < size {
         let n = (size - off).min(io as u64) as usize;
-        let data = tree.read(chan, &f, off, n as u32, DataChannel::Rdma).map_err(|e| format!("READ RDMA_V1 at {off}: {e}"))?;
+        let data = tree.read(chan, &f, off, n as u32, dc).map_err(|e| format!("READ {chname} at {off}: {e}"))?;
         if data.len() != n {
             return Err(format!("READ at {off}: {} bytes of {n}", data.len()));
         }
@@ -132,7 +139,7 @@ fn run() -> Result<String, String> {
         off += n as u64;
     }
     let rsecs = t.elapsed().as_secs_f64();
-    println!("session {:#x}: {size} bytes written and read back by RDMA_V1 on channel {chan}, verified", session.id());
+    println!("session {:#x}: {size} bytes written and read back by {chname} on channel {chan}, verified", session.id());
     if let Some(p) = pattern_out {
         let bytes: Vec<u8> = (0..size).map(pattern).collect();
         std::fs::write(&p, bytes).map_err(|e| format!("--pattern-out {p}: {e}"))?;
@@ -149,12 +156,18 @@ fn run() -> Result<String, String> {
         }
     }
     let st = rdma.stats();
+    // The keys the server invalidated: one per request with RDMA_V1_INVALIDATE, none with RDMA_V1.
+    let inv = rdma.remote_invalidations();
+    let want = if dc == DataChannel::RdmaInvalidate { u64::from(writes + reads) } else { 0 };
+    if inv != want {
+        return Err(format!("the server invalidated {inv} of our keys, {want} expected"));
+    }
     tree.close(&f).map_err(|e| format!("CLOSE: {e}"))?;
     session.close();
     let mbs = |t: f64| size as f64 / t.max(1e-9) / 1e6;
     Ok(format!(
-        "{} {size} bytes in {writes} RDMA_V1 WRITEs ({:.1} MB/s) and {reads} RDMA_V1 READs ({:.1} MB/s) of {io} bytes, \
-         verified; SMB Direct inline bytes sent {} received {}",
+        "{} {size} bytes in {writes} {chname} WRITEs ({:.1} MB/s) and {reads} {chname} READs ({:.1} MB/s) of {io} bytes, \
+         verified; {inv} keys invalidated by the server; SMB Direct inline bytes sent {} received {}",
         if bind { "bound channel:" } else { "session over SMB Direct:" },
         mbs(wsecs),
         mbs(rsecs),

@@ -10,12 +10,15 @@
 //! and [`Channel::recv`] waits for the event and completion channels' fds *without*
 //! it (the channels are cloned out), so a sender is never blocked by a waiting reader.
 //!
-//! RDMA_V1_INVALIDATE: a registration here is a plain memory region (`ibv_reg_mr`),
-//! which a peer's Send-With-Invalidate cannot invalidate (rxe, like real HCAs, answers
-//! it with a remote invalidate error that breaks the queue pair); only memory windows
-//! or fast-registered regions can be remotely invalidated. So requests on this channel
-//! must use RDMA_V1 ([`SmbdChannel::supports_remote_invalidate`] says false), and
-//! deregistration is always local.
+//! RDMA_V1_INVALIDATE: a peer's Send-With-Invalidate cannot invalidate a plain memory
+//! region (`ibv_reg_mr`; rxe, like real HCAs, answers it with a remote invalidate error
+//! that breaks the queue pair), only memory windows or fast-registered regions. So each
+//! registration is a region the peer never sees (local rights and window binding only)
+//! with a type 2 memory window bound to it on this channel's queue pair: the descriptor
+//! carries the window's key, which the server may invalidate (RDMA_V1_INVALIDATE) or
+//! not (RDMA_V1); `deregister` deallocates the window (revoking the key either way),
+//! then the region. Where the device has no type 2 windows the channel falls back to
+//! plain regions ([`SmbdChannel::supports_remote_invalidate`] says false: use RDMA_V1).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -26,7 +29,7 @@ use std::sync::Mutex;
 use rustix::event::{PollFd, PollFlags, Timespec};
 use smbdirect_transport::smbd::{Action, Config, Connection, Event, Negotiated, Role, SendSlot};
 use smbdirect_transport::verbs::{
-    Access, BufferMr, CmEventKind, CmId, CompChannel, ConnParam, Cq, EventChannel, Pd, QpCaps, RegisteredBuffer, Wc,
+    Access, BufferMr, CmEventKind, CmId, CompChannel, ConnParam, Cq, EventChannel, Mw, Pd, QpCaps, RegisteredBuffer, Wc,
 };
 
 use super::channel::{BufferDescriptorV1, Channel, ChannelError, ChannelLimits, RdmaAccess, Registration};
@@ -34,6 +37,11 @@ use super::channel::{BufferDescriptorV1, Channel, ChannelError, ChannelLimits, R
 const KIND_SHIFT: u32 = 62;
 const KIND_RECV: u64 = 1;
 const KIND_SEND: u64 = 2;
+/// Memory window binds (unsignalled: they complete only on error).
+const KIND_BIND: u64 = 3;
+/// Registrations alive at once (each holds a send queue entry until a later signalled
+/// send completes): above any request depth the client uses.
+const MAX_REGISTRATIONS: usize = 128;
 const INDEX_MASK: u64 = (1 << KIND_SHIFT) - 1;
 /// Longest single wait on the fds: bounds how late a timer or a closed flag is seen.
 const MAX_WAIT: Duration = Duration::from_millis(200);
@@ -84,6 +92,12 @@ fn wait_cm(ch: &EventChannel, what: &str, timeout: Duration) -> Result<CmEventKi
     }
 }
 
+/// An SMB Direct channel to `addr` with [`client_config`], ready for the session layer
+/// (`Session::connect` or `Session::bind`).
+pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<std::sync::Arc<dyn Channel>, ChannelError> {
+    Ok(std::sync::Arc::new(SmbdChannel::connect(addr, client_config(), timeout)?))
+}
+
 /// One SMB Direct connection to a server, as a [`Channel`].
 pub struct SmbdChannel {
     peer: SocketAddr,
@@ -94,10 +108,21 @@ pub struct SmbdChannel {
     inner: Mutex<Inner>,
 }
 
+/// One registration: the window (dropped first: a region with bound windows cannot be
+/// deregistered) and the region.
+struct Registered {
+    mw: Option<Mw>,
+    mr: BufferMr,
+}
+
 struct Inner {
     // Drop order: the queue pair (in `id`) first, then the registrations, CQ and buffers.
     id: CmId,
-    regs: HashMap<u64, BufferMr>,
+    regs: HashMap<u64, Registered>,
+    /// The device binds type 2 memory windows (probed at connect).
+    windows: bool,
+    /// Receives that invalidated one of our live windows' keys (Send-With-Invalidate).
+    remote_invalidations: u64,
     next_handle: u64,
     cq: Cq,
     pd: Pd,
@@ -141,8 +166,9 @@ impl SmbdChannel {
         let comp = CompChannel::new(ctx).map_err(|e| err("ibv_create_comp_channel", e))?;
         let recvs = u32::from(cfg.receive_credit_max) + 2;
         let sends = u32::from(cfg.send_slots.max(2));
-        let cq = Cq::new(ctx, &comp, recvs + sends + 8).map_err(|e| err("ibv_create_cq", e))?;
-        let caps = QpCaps { max_send_wr: sends + 2, max_recv_wr: recvs, max_send_sge: 1, max_recv_sge: 1 };
+        let binds = MAX_REGISTRATIONS as u32;
+        let cq = Cq::new(ctx, &comp, recvs + sends + binds + 8).map_err(|e| err("ibv_create_cq", e))?;
+        let caps = QpCaps { max_send_wr: sends + binds + 2, max_recv_wr: recvs, max_send_sge: 1, max_recv_sge: 1 };
         id.create_qp(&pd, &cq, caps).map_err(|e| err("rdma_create_qp", e))?;
         let recv_size = cfg.max_receive_size as usize;
         let send_size = cfg.max_send_size as usize;
@@ -157,11 +183,21 @@ impl SmbdChannel {
             k => return Err(err("connecting", format!("{k:?} (nothing listens on {addr}?)"))),
         }
         cq.req_notify().map_err(|e| err("ibv_req_notify_cq", e))?;
+        // Type 2 memory windows: the only remotely invalidatable keys user space can make.
+        let windows = match Mw::new(&pd) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::info!(%addr, error = %e, "no type 2 memory windows: RDMA_V1 only (no remote invalidation)");
+                false
+            }
+        };
         // The core posts its receives, then the negotiate request.
         let core = Connection::new(Role::Client, cfg, Instant::now());
         let mut inner = Inner {
             id,
             regs: HashMap::new(),
+            windows,
+            remote_invalidations: 0,
             next_handle: 1,
             cq,
             pd,
@@ -207,14 +243,21 @@ impl SmbdChannel {
         self.negotiated
     }
 
-    /// False: see the module documentation (use RDMA_V1, not RDMA_V1_INVALIDATE).
+    /// Whether registrations are memory windows the server may invalidate
+    /// (RDMA_V1_INVALIDATE); false: use RDMA_V1 only (see the module documentation).
     pub fn supports_remote_invalidate(&self) -> bool {
-        false
+        self.lock().windows
+    }
+
+    /// How many of the server's messages invalidated the key of a live registration
+    /// (Send-With-Invalidate, the answers to RDMA_V1_INVALIDATE requests).
+    pub fn remote_invalidations(&self) -> u64 {
+        self.lock().remote_invalidations
     }
 
     /// Counters of the SMB Direct core (messages, bytes, credits' effects).
     pub fn stats(&self) -> smbdirect_transport::smbd::Stats {
-        self.lock().core.stats().clone()
+        *self.lock().core.stats()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -280,6 +323,13 @@ impl Inner {
                         self.recv_free.push(index as u32);
                         match wc.status {
                             Ok(()) => {
+                                if let Some(k) = wc.invalidated_rkey {
+                                    if self.regs.values().any(|r| r.mw.as_ref().is_some_and(|m| m.rkey() == k)) {
+                                        self.remote_invalidations += 1;
+                                    } else {
+                                        tracing::warn!(key = k, "the server invalidated a key that is none of our registrations");
+                                    }
+                                }
                                 let n = (wc.byte_len as usize).min(self.recv_size);
                                 self.scratch.resize(n, 0);
                                 if self.recv_buf.read(index as usize * self.recv_size, &mut self.scratch[..n]) {
@@ -290,6 +340,13 @@ impl Inner {
                         }
                     }
                     KIND_SEND => self.core.handle_send_complete(now, SendSlot(index as u16), wc.status),
+                    KIND_BIND => {
+                        if let Err(e) = wc.status {
+                            // The queue pair is in error now: every later request fails too.
+                            self.ended.get_or_insert_with(|| format!("memory window bind of registration {index} failed: {e:?}"));
+                            self.core.close(now);
+                        }
+                    }
                     _ => {}
                 }
                 self.drive();
@@ -438,17 +495,33 @@ impl Channel for SmbdChannel {
         if g.ended.is_some() {
             return Err(ChannelError::Closed);
         }
+        if g.regs.len() >= MAX_REGISTRATIONS {
+            return Err(err("register", format!("{MAX_REGISTRATIONS} registrations already alive")));
+        }
         let len = buf.len() as u32;
-        let mr = BufferMr::new(&g.pd, buf, rights).map_err(|(e, _)| err("ibv_reg_mr", e))?;
-        let descriptors = vec![BufferDescriptorV1 { offset: mr.addr(), token: mr.rkey(), length: len }];
         let handle = g.next_handle;
+        let reg = if g.windows {
+            // The region itself grants no remote access: only the window's key does.
+            let local = Access { local_write: true, remote_read: false, remote_write: false };
+            let mr = BufferMr::new_bindable(&g.pd, buf, local).map_err(|(e, _)| err("ibv_reg_mr", e))?;
+            let mut mw = Mw::new(&g.pd).map_err(|e| err("ibv_alloc_mw", e))?;
+            g.id.post_bind_mw(wr_id(KIND_BIND, handle), &mut mw, &mr, rights).map_err(|e| err("binding a memory window", e))?;
+            Registered { mw: Some(mw), mr }
+        } else {
+            let mr = BufferMr::new(&g.pd, buf, rights).map_err(|(e, _)| err("ibv_reg_mr", e))?;
+            Registered { mw: None, mr }
+        };
+        let token = reg.mw.as_ref().map_or_else(|| reg.mr.rkey(), Mw::rkey);
+        let descriptors = vec![BufferDescriptorV1 { offset: reg.mr.addr(), token, length: len }];
         g.next_handle += 1;
-        g.regs.insert(handle, mr);
+        g.regs.insert(handle, reg);
         Ok(Registration { descriptors, handle })
     }
 
     fn deregister(&self, handle: u64) -> Result<Vec<u8>, ChannelError> {
-        let mr = self.lock().regs.remove(&handle).ok_or(ChannelError::UnknownHandle(handle))?;
+        let Registered { mw, mr } = self.lock().regs.remove(&handle).ok_or(ChannelError::UnknownHandle(handle))?;
+        // The window first (revokes its key whether or not the server invalidated it).
+        drop(mw);
         Ok(mr.into_inner())
     }
 

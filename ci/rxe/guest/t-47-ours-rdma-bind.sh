@@ -15,7 +15,12 @@
 #           WRITEs the server RDMA-reads from the client's registered buffers and READs it
 #           RDMA-writes into fresh zeroed registrations (Channel RDMA_V1) on the bound channel,
 #           every byte compared;
-#   direct: the same session set up over SMB Direct itself (like mount -o rdma), 2 MiB in 64 KiB.
+#   bind-inv: the same, 4 MiB in 256 KiB with Channel RDMA_V1_INVALIDATE: the client's keys are
+#           type 2 memory windows, which the server invalidates with Send-With-Invalidate;
+#   kill-worker: the worker is killed (-9) mid-transfer on the bound channel: the client fails
+#           with a clear error (exit code 1) and the supervisor restarts the worker;
+#   direct: the same session set up over SMB Direct itself (like mount -o rdma), 2 MiB in 64 KiB,
+#           served after the restart.
 # While the session is up it runs `smbdirect status --json`. The test then checks:
 #   - status shows the client's session on an RDMA channel whose proxy counters show at least
 #     the file's size moved by RDMA read (the WRITEs) and by RDMA write (the READs), and (bind)
@@ -38,13 +43,14 @@ mkdir -p "$art"
 
 # run_case LABEL SIZE IO [--bind]: one rdma_check run on its own connections
 run_case() {
-    local label=$1 size=$2 io=$3 mode=${4:-}
+    local label=$1 size=$2 io=$3; shift 3
+    local mode="$*" bind=; [[ $mode == *--bind* ]] && bind=--bind
     local r0 c0 t0
     r0=$(ours_released_lines)
     c0=$(ours_closed_lines)
     rm -f "$art/status-$label.json"
     t0=$(now)
-    # shellcheck disable=SC2086  # $mode: nothing or --bind
+    # shellcheck disable=SC2086  # $mode: nothing, --bind and/or --invalidate
     timeout 120 "$CHECK" "//$RXE_ADDR/share" -U "$SMB_USER%$SMB_PASS" $mode --size "$size" --io "$io" --pattern-out /tmp/t47-want.bin \
         --then "$OURS_BIN/smbdirect status --json > $art/status-$label.json && echo \$RDMA_CHECK_SESSION > /tmp/t47-session" \
         > "$art/rdma_check-$label.out" 2>&1 || {
@@ -56,7 +62,7 @@ run_case() {
     log "[$label] rdma_check passed in $(elapsed "$t0") s"
     local sid; sid=$(cat /tmp/t47-session)
     # status while the channel was up: an RDMA channel with this session and its RDMA bytes
-    python3 - "$art/status-$label.json" "$sid" "$size" "$mode" <<'EOF' || fail "[$label] status does not show the session's channels with their RDMA bytes"
+    python3 - "$art/status-$label.json" "$sid" "$size" "$bind" <<'EOF' || fail "[$label] status does not show the session's channels with their RDMA bytes"
 import json, sys
 st = json.load(open(sys.argv[1])); sid = int(sys.argv[2]); size = int(sys.argv[3]); bind = sys.argv[4] == "--bind"
 on = [c for c in st["channels"] if sid in c.get("sessions", [])]
@@ -91,7 +97,44 @@ EOF
     rm -f /srv/share/rdma-check.bin
 }
 
+# kill-worker: the worker serving a bound session is killed (-9) while the client writes by
+# RDMA on the bound channel; the client must fail with a clear "connection is down" error within
+# its 30 s wait (never hang, never report success), and the server must serve the next case.
+kill_case() {
+    local out=$art/rdma_check-kill-worker.out t0
+    t0=$(now)
+    timeout 120 "$CHECK" "//$RXE_ADDR/share" -U "$SMB_USER%$SMB_PASS" --bind --size $((256 << 20)) --io $((1 << 20)) \
+        > "$out" 2>&1 &
+    local pid=$!
+    wait_for 30 "the client's SMB Direct channel to be bound" grep -q 'SMB Direct channel bound' "$out"
+    wait_for 30 "RDMA reads of the client's buffers" sh -c "$OURS_BIN/smbdirect status --json | python3 -c '
+import json, sys; st = json.load(sys.stdin)
+sys.exit(0 if any(c.get(\"rdma_read\", 0) > 0 for c in st[\"channels\"]) else 1)'"
+    # the id and pid of the worker that serves the RDMA channel
+    local ids wid wpid
+    ids=$("$OURS_BIN/smbdirect" status --json | python3 -c '
+import json, sys; st = json.load(sys.stdin)
+w = [c for c in st["channels"] if c["transport"] == "RDMA"][0]["worker"]
+print(w, [x for x in st["workers"] if x["id"] == w][0]["pid"])')
+    read -r wid wpid <<< "$ids"
+    log "[kill-worker] kill -9 worker $wid (pid $wpid) during the transfer"
+    kill -9 "$wpid"
+    local rc=0
+    wait "$pid" || rc=$?
+    sed 's/^/  | /' "$out"
+    [ "$rc" = 1 ] || fail "[kill-worker] rdma_check exit code $rc, not 1 (a clear failure)"
+    grep -qE 'rdma_check: WRITE RDMA_V1 at [0-9]+: (the connection is down|transport)' "$out" \
+        || fail "[kill-worker] no clear error from the client"
+    log "[kill-worker] the client failed cleanly $(elapsed "$t0") s after it started"
+    wait_for 30 "the supervisor to restart worker $wid" sh -c "$OURS_BIN/smbdirect status --json | python3 -c '
+import json, sys; st = json.load(sys.stdin)
+sys.exit(0 if any(w[\"id\"] == $wid and w.get(\"running\") and w.get(\"pid\") != $wpid for w in st[\"workers\"]) else 1)'"
+    rm -f /srv/share/rdma-check.bin
+}
+
 run_case bind $((8 << 20)) $((1 << 20)) --bind
+run_case bind-inv $((4 << 20)) $((256 << 10)) --bind --invalidate
+kill_case
 run_case direct $((2 << 20)) $((64 << 10))
 ours_no_panic
 log "ok"

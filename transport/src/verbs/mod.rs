@@ -320,9 +320,18 @@ impl Mr {
     /// flushed (in practice: keep the mapping alive longer than the queue pairs that use
     /// it). The device reads and writes it at any time a work request allows.
     pub unsafe fn register(pd: &Pd, addr: *mut u8, len: usize, access: Access) -> io::Result<Mr> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { Mr::register_bits(pd, addr, len, access.bits()) }
+    }
+
+    /// As [`Mr::register`], with raw access bits.
+    ///
+    /// # Safety
+    /// As [`Mr::register`].
+    unsafe fn register_bits(pd: &Pd, addr: *mut u8, len: usize, bits: libc::c_int) -> io::Result<Mr> {
         // SAFETY: the caller guarantees the range is mapped for the registration's life;
         // ibv_reg_mr pins it.
-        let mr = unsafe { sys::ibv_reg_mr(pd.0.pd.as_ptr(), addr.cast(), len, access.bits()) };
+        let mr = unsafe { sys::ibv_reg_mr(pd.0.pd.as_ptr(), addr.cast(), len, bits) };
         let mr = NonNull::new(mr).ok_or_else(last_err)?;
         Ok(Mr(Arc::new(MrInner { mr, addr: addr as u64, len, _pd: pd.clone() })))
     }
@@ -477,6 +486,17 @@ unsafe impl Sync for BufferMr {}
 impl BufferMr {
     /// Registers `buf` (not empty) with `access`; on error the buffer is returned.
     pub fn new(pd: &Pd, buf: Vec<u8>, access: Access) -> Result<BufferMr, (io::Error, Vec<u8>)> {
+        Self::with_bits(pd, buf, access.bits())
+    }
+
+    /// As [`BufferMr::new`], and memory windows may be bound to the registration
+    /// ([`CmId::post_bind_mw`]): the peer then gets the window's key, which it can
+    /// invalidate remotely (Send-With-Invalidate), never the region's own.
+    pub fn new_bindable(pd: &Pd, buf: Vec<u8>, access: Access) -> Result<BufferMr, (io::Error, Vec<u8>)> {
+        Self::with_bits(pd, buf, access.bits() | sys::ibv_access_flags::IBV_ACCESS_MW_BIND.0 as libc::c_int)
+    }
+
+    fn with_bits(pd: &Pd, buf: Vec<u8>, bits: libc::c_int) -> Result<BufferMr, (io::Error, Vec<u8>)> {
         if buf.is_empty() {
             return Err((io::Error::new(io::ErrorKind::InvalidInput, "empty buffer"), buf));
         }
@@ -490,7 +510,7 @@ impl BufferMr {
         // SAFETY: the allocation stays alive until `b` gives it back (into_inner/Drop),
         // which deregisters first; no Rust reference into it exists meanwhile (the Box
         // was turned into raw parts). The Mr is never cloned out of this struct.
-        match unsafe { Mr::register(pd, ptr.as_ptr(), len, access) } {
+        match unsafe { Mr::register_bits(pd, ptr.as_ptr(), len, bits) } {
             Ok(mr) => {
                 b.mr = Some(mr);
                 Ok(b)
@@ -539,6 +559,51 @@ impl BufferMr {
 impl Drop for BufferMr {
     fn drop(&mut self) {
         drop(self.take());
+    }
+}
+
+/// A type 2 memory window: remote access to part of a region, granted by a bind posted
+/// on one queue pair ([`CmId::post_bind_mw`]) and revoked by the peer's
+/// Send-With-Invalidate of its key or by dropping the window. Drop every window bound to
+/// a region before the region (a device refuses to deregister a region with bound
+/// windows).
+#[derive(Debug)]
+pub struct Mw {
+    mw: NonNull<sys::ibv_mw>,
+    /// The key of the current binding (the device changes only its low 8 bits).
+    rkey: u32,
+    _pd: Pd,
+}
+
+// SAFETY: verbs objects are thread-safe; the pointer is owned by this struct.
+unsafe impl Send for Mw {}
+// SAFETY: &self reads only the cached key.
+unsafe impl Sync for Mw {}
+
+impl Mw {
+    /// Allocates a type 2 window in `pd` (EOPNOTSUPP where the device has none).
+    pub fn new(pd: &Pd) -> io::Result<Mw> {
+        // SAFETY: valid PD; the provider returns an owned window or null/None.
+        let mw = unsafe { sys::ibv_alloc_mw(pd.0.pd.as_ptr(), sys::ibv_mw_type::IBV_MW_TYPE_2) };
+        let mw = mw.and_then(NonNull::new).ok_or_else(last_err)?;
+        // SAFETY: valid window; rkey is plain data.
+        let rkey = unsafe { (*mw.as_ptr()).rkey };
+        Ok(Mw { mw, rkey, _pd: pd.clone() })
+    }
+    /// The key a peer uses (valid once the bind posted last has executed).
+    pub fn rkey(&self) -> u32 {
+        self.rkey
+    }
+}
+
+impl Drop for Mw {
+    fn drop(&mut self) {
+        // SAFETY: allocated by ibv_alloc_mw, deallocated once; a bound window is
+        // invalidated by its deallocation.
+        let r = unsafe { sys::ibv_dealloc_mw(self.mw.as_ptr()) };
+        if r != 0 {
+            tracing::warn!(r, "ibv_dealloc_mw failed");
+        }
     }
 }
 
@@ -743,6 +808,10 @@ pub struct Wc {
     /// Valid only when the status is Ok (on error completions the opcode is undefined).
     pub opcode: WcOpcode,
     pub byte_len: u32,
+    /// A receive of a Send-With-Invalidate: the key the peer invalidated (a memory
+    /// window of ours, see [`CmId::post_bind_mw`]). May be set for other receives on
+    /// rxe (see `from_raw`): trust it only when it matches a key handed out.
+    pub invalidated_rkey: Option<u32>,
 }
 
 impl Wc {
@@ -767,7 +836,15 @@ impl Wc {
             op::IBV_WC_RECV => WcOpcode::Recv,
             o => WcOpcode::Other(o),
         };
-        Wc { wr_id: wc.wr_id, status, raw_status: wc.status, opcode, byte_len: wc.byte_len }
+        // rxe (Linux 6.1) copies the kernel's IB_WC_WITH_INVALIDATE (1 << 2) into the user
+        // completion, where libibverbs calls that bit IBV_WC_IP_CSUM_OK (meaningless on an
+        // RC receive); IBV_WC_WITH_INV (1 << 3) is what other devices set. Either bit
+        // yields the key, which the consumer must match against keys it handed out.
+        let inv = sys::ibv_wc_flags::IBV_WC_WITH_INV.0 | sys::ibv_wc_flags::IBV_WC_IP_CSUM_OK.0;
+        let invalidated_rkey = (status.is_ok() && wc.opcode == op::IBV_WC_RECV && wc.wc_flags & inv != 0)
+            // SAFETY: the union is a plain u32 (the invalidated key with those flags).
+            .then_some(unsafe { wc.imm_data_invalidated_rkey_union.invalidated_rkey });
+        Wc { wr_id: wc.wr_id, status, raw_status: wc.status, opcode, byte_len: wc.byte_len, invalidated_rkey }
     }
 }
 
@@ -1103,6 +1180,47 @@ impl CmId {
         let mut bad: *mut sys::ibv_send_wr = ptr::null_mut();
         // SAFETY: valid QP; `wr` and `s` live across the call.
         check(unsafe { sys::ibv_post_send(qp, &mut wr, &mut bad) })
+    }
+
+    /// Posts an unsignalled bind of the type 2 window `mw` to all of `mr` (registered with
+    /// [`BufferMr::new_bindable`], in this QP's PD) with the remote rights of `remote`,
+    /// under a new key, which is returned (and kept in `mw`). Work requests posted later
+    /// on this QP (the request naming the key) execute after the bind. Errors surface as a
+    /// failed completion with `wr_id`. The window must be free (never bound, or
+    /// invalidated, or freshly allocated).
+    pub fn post_bind_mw(&self, wr_id: u64, mw: &mut Mw, mr: &BufferMr, remote: Access) -> io::Result<u32> {
+        let qp = self.qp()?;
+        let region = mr.mr.as_ref().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "region not registered"))?;
+        // SAFETY: pure arithmetic on the key.
+        let rkey = unsafe { sys::ibv_inc_rkey(mw.rkey) };
+        let mut bits = 0u32;
+        if remote.remote_read {
+            bits |= sys::ibv_access_flags::IBV_ACCESS_REMOTE_READ.0;
+        }
+        if remote.remote_write {
+            bits |= sys::ibv_access_flags::IBV_ACCESS_REMOTE_WRITE.0;
+        }
+        // SAFETY: plain old data (pointers null, unions zero): valid.
+        let mut wr: sys::ibv_send_wr = unsafe { std::mem::zeroed() };
+        wr.wr_id = wr_id;
+        wr.opcode = sys::ibv_wr_opcode::IBV_WR_BIND_MW;
+        wr.send_flags = 0;
+        wr.bind_mw_tso_union.bind_mw = sys::bind_mw_t {
+            mw: mw.mw.as_ptr(),
+            rkey,
+            bind_info: sys::ibv_mw_bind_info {
+                mr: region.0.mr.as_ptr(),
+                addr: region.addr(),
+                length: region.len() as u64,
+                mw_access_flags: bits,
+            },
+        };
+        let mut bad: *mut sys::ibv_send_wr = ptr::null_mut();
+        // SAFETY: valid QP, window and region (both kept alive by the caller until the
+        // window is dropped, before the region); `wr` lives across the call.
+        check(unsafe { sys::ibv_post_send(qp, &mut wr, &mut bad) })?;
+        mw.rkey = rkey;
+        Ok(rkey)
     }
 
     /// Posts a signalled RDMA READ or WRITE between `local` (at most the QP's send SGE
