@@ -914,6 +914,10 @@ impl Connection {
         self.bind_reply_signed = false;
         let mut sequence: Option<(Arc<Session>, u64, u16)> = None;
 
+        // MS-SMB2 3.3.5.7: set when an authenticated user's TREE_CONNECT on 3.1.1
+        // is neither signed nor encrypted (checked after the session checks).
+        let mut unsigned_tree_connect = false;
+
         let result: Result<(), NtStatus> = (|| {
             // A related request inherits the failure of the CREATE (or of the
             // session check) before it in the chain.
@@ -946,6 +950,19 @@ impl Connection {
                             if *lock(&s.encrypt_data) && !encrypted && cmd != Command::Echo {
                                 return Err(NtStatus::ACCESS_DENIED);
                             }
+                        }
+                        // MS-SMB2 3.3.5.7: every 3.1.1 client signs an authenticated
+                        // user's TREE_CONNECT; an unsigned, unencrypted one (a man in the
+                        // middle stripping signatures) ends the connection. (Samba
+                        // answers ACCESS_DENIED; the spec asks for the disconnect.)
+                        if cmd == Command::TreeConnect
+                            && dialect == Some(0x0311)
+                            && !encrypted
+                            && !hdr.is_signed()
+                            && lock(&s.identity).as_ref().is_some_and(|i| i.kind == crate::auth::IdentityKind::User)
+                        {
+                            unsigned_tree_connect = true;
+                            return Err(NtStatus::ACCESS_DENIED);
                         }
                         ctx.session = Some(s);
                     }
@@ -1002,6 +1019,12 @@ impl Connection {
             }
             self.dispatch(cmd, &mut ctx, out)
         })();
+        if unsigned_tree_connect {
+            return Err(Disconnect::Protocol(format!(
+                "unsigned TREE_CONNECT on 3.1.1 for the authenticated session {:#x} (MS-SMB2 3.3.5.7)",
+                hdr.session_id
+            )));
+        }
         if let Some((s, vol, seq)) = sequence {
             if let Some(cs) = lock(&s.channels).sequences.get_mut(&vol) {
                 cs.done(seq);

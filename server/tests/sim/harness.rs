@@ -831,8 +831,14 @@ impl Client {
 
     // ----- tree and file commands -----
 
+    /// TREE_CONNECT, signed on 3.1.1 for an authenticated user as every
+    /// client signs it (MS-SMB2 3.2.4.1.1): the server disconnects otherwise.
     pub fn tree_connect(&mut self, share: &str) -> Resp {
+        let must_sign = self.dialect == DIALECT_311 && self.keys.is_some() && self.session_flags & 7 == 0 && !self.encrypt;
+        let sign = self.sign;
+        self.sign = sign || must_sign;
         let r = self.call(TREE_CONNECT, 1, &tree_body(share));
+        self.sign = sign;
         if r.status == SUCCESS {
             self.tree_id = r.tree_id;
         }

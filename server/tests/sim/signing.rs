@@ -3,6 +3,7 @@
 //! signed with the session's key.
 
 use crate::harness::*;
+use smbdirect_server::conn::Disconnect;
 
 fn signed_server() -> TestServer {
     server_with(|c| required(c, true, false))
@@ -26,10 +27,15 @@ fn unsigned_request_is_denied() {
     let mut c = Client::new(&ts);
     c.logon();
     assert!(c.sign, "client noticed signing is required");
-    c.sign = false;
-    let r = c.tree_connect("share");
+    // An unsigned TREE_CONNECT (3.0.2: on 3.1.1 it ends the connection, below).
+    let mut old = Client::new(&ts);
+    old.negotiate_with(&NegOpts { dialects: vec![DIALECT_302], ..NegOpts::default() });
+    old.session_setup();
+    assert!(old.sign, "client noticed signing is required");
+    old.sign = false;
+    let r = old.tree_connect("share");
     assert_eq!(r.status, ACCESS_DENIED);
-    assert_eq!(c.tree_id, 0);
+    assert_eq!(old.tree_id, 0);
     // Signed, it works.
     c.sign = true;
     let r = c.tree_connect("share");
@@ -130,10 +136,12 @@ fn client_requiring_signing_gets_a_signing_session() {
     c.negotiate();
     c.sign = true; // makes session_setup send SecurityMode = SIGNING_REQUIRED
     c.session_setup();
-    c.sign = false;
-    assert_eq!(c.tree_connect("share").status, ACCESS_DENIED);
     c.sign = true;
     assert_eq!(c.tree_connect("share").status, SUCCESS);
+    c.sign = false;
+    assert_eq!(c.create("x", GENERIC_ALL, FILE_OPEN_IF, 0).status, ACCESS_DENIED);
+    c.sign = true;
+    assert_eq!(c.create("x", GENERIC_ALL, FILE_OPEN_IF, 0).status, SUCCESS);
 }
 
 #[test]
@@ -201,4 +209,29 @@ fn guest_final_session_setup_is_not_signed() {
         assert_eq!(le16(&last.raw, 66) & 3, 1, "dialect {d:#x}: IS_GUEST");
         assert!(!last.is_signed(), "dialect {d:#x}: guest SESSION_SETUP response signed");
     }
+}
+
+/// MS-SMB2 3.3.5.7: on 3.1.1 an authenticated user's TREE_CONNECT that is neither
+/// signed nor encrypted ends the connection, even when signing is not required.
+#[test]
+fn unsigned_tree_connect_on_311_disconnects() {
+    let ts = server();
+    let mut c = Client::new(&ts);
+    c.logon();
+    assert_eq!(c.dialect, DIALECT_311);
+    let msg = c.build(TREE_CONNECT, 1, &tree_body("share"));
+    match c.raw(msg) {
+        Err(Disconnect::Protocol(why)) => assert!(why.contains("TREE_CONNECT"), "{why}"),
+        other => panic!("unsigned 3.1.1 TREE_CONNECT was not a disconnect: {other:?}"),
+    }
+    // Signed, on a new connection, it works; 3.0.2 unsigned without required
+    // signing is fine too.
+    let mut c = Client::new(&ts);
+    c.logon();
+    assert_eq!(c.tree_connect("share").status, SUCCESS);
+    let mut c = Client::new(&ts);
+    c.negotiate_with(&NegOpts { dialects: vec![DIALECT_302], ..NegOpts::default() });
+    c.session_setup();
+    assert!(!c.sign);
+    assert_eq!(c.tree_connect("share").status, SUCCESS);
 }
