@@ -565,7 +565,32 @@ pub fn keep(server: &Arc<Server>, open: &Arc<Open>) -> bool {
     lock(&server.oplock_opens).remove(&open.volatile_id);
     info!(open = open.volatile_id, path = %lock(&open.path), timeout_ms = info.timeout_ms, "durable handle disconnected, kept");
     server.durable.insert(server, open.clone(), until);
+    // A break that started before (its notice went to the connection that
+    // is gone, or came while the open was neither reachable nor in the
+    // table) can never be acknowledged: the open closes now, as one that a
+    // break finds disconnected, so the opener waiting for it goes on at once
+    // instead of at the break timeout.
+    if break_in_progress(server, open) {
+        if let Some(o) = server.durable.take_volatile(open.volatile_id) {
+            info!(open = o.volatile_id, path = %lock(&o.path), "disconnected durable handle closed: a break of its oplock or lease was in progress");
+            expire(server, &o);
+        }
+    }
     true
+}
+
+/// Whether the store has a break in progress for `open`'s oplock or for
+/// the lease it is under.
+fn break_in_progress(server: &Server, open: &Open) -> bool {
+    let Some(key) = open.file_key else { return false };
+    let id = server.open_id(open.volatile_id);
+    match server.store.oplocks(key.into()) {
+        Ok(r) => r.holders.iter().any(|h| h.open == id && h.breaking_to.is_some()) || r.leases.iter().any(|l| l.opens.contains(&id) && l.breaking_to.is_some()),
+        Err(e) => {
+            warn!("oplock record of a disconnecting open: {e}");
+            false
+        }
+    }
 }
 
 /// A break is due for this worker's open `volatile` and nobody can receive

@@ -518,3 +518,29 @@ fn lease_break_purges_a_disconnected_leased_open() {
     assert!(ts.server.durable.is_empty());
     assert_eq!(create_with(&mut c, "b.txt", LEVEL_LEASE, &[rqls(8, RWH), dh2c(&fid, guid)]).status, OBJECT_NAME_NOT_FOUND);
 }
+
+/// The connection of a leased durable open goes while a break of its lease
+/// is in progress (the LEASE_BREAK went out on it, nobody will acknowledge):
+/// the open is not kept but closed, and the opener waiting for the break
+/// goes on at once with the lease it asked for.
+#[test]
+fn disconnect_during_a_lease_break_closes_the_open() {
+    let ts = server();
+    let guid = [0x34; 16];
+    let mut a = connected(&ts);
+    let r = create_with(&mut a, "k.txt", LEVEL_LEASE, &[rqls(10, RWH), dh2q(0, guid)]);
+    assert_eq!(lease_state(&r), Some(RWH));
+    let fid = r.file_id();
+    let mut c = connected(&ts);
+    let r = create_with(&mut c, "k.txt", LEVEL_LEASE, &[rqls(11, RWH)]);
+    assert_eq!(r.status, PENDING, "waits for the break of the first lease");
+    assert!(a.next_async(Duration::from_secs(2)).is_some(), "LEASE_BREAK sent");
+    let t0 = std::time::Instant::now();
+    drop(a);
+    let r = c.next_async(Duration::from_secs(5)).expect("the CREATE finishes");
+    assert_eq!(r.status, SUCCESS);
+    assert!(t0.elapsed() < Duration::from_secs(2), "no wait for the break timeout");
+    assert_eq!(lease_state(&r), Some(RWH));
+    assert!(ts.server.durable.is_empty());
+    assert_eq!(create_with(&mut c, "k.txt", LEVEL_LEASE, &[rqls(10, RWH), dh2c(&fid, guid)]).status, OBJECT_NAME_NOT_FOUND);
+}
