@@ -597,8 +597,9 @@ impl Connection {
     }
 
     /// The connection's state to pass to another worker when `msg` is a
-    /// binding SESSION_SETUP for a session another worker allocated
-    /// (connpass.rs). Only a connection with no session and no session setup
+    /// binding SESSION_SETUP for a session another worker allocated, or a
+    /// new session's first SESSION_SETUP whose PreviousSessionId another
+    /// worker allocated (connpass.rs). Only a connection with no session and no session setup
     /// under way, that kept its NEGOTIATE and whose reader can be stopped,
     /// and only a plain, single request: anything else is answered here.
     pub(crate) fn pass_for(&self, msg: &[u8]) -> Option<crate::connpass::ConnPass> {
@@ -610,19 +611,24 @@ impl Connection {
             return None;
         }
         let hdr = Header::parse(msg).ok()?;
-        if hdr.command != Command::SessionSetup as u16 || hdr.next_command != 0 || hdr.is_related() || hdr.session_id == 0 {
+        if hdr.command != Command::SessionSetup as u16 || hdr.next_command != 0 || hdr.is_related() {
             return None;
         }
         let req = SessionSetupReq::parse(msg).ok()?;
-        if req.flags & SESSION_FLAG_BINDING == 0 || self.server.session(hdr.session_id).is_some() {
+        // A binding goes to the worker of the session it binds to; a new
+        // session naming a PreviousSessionId of another worker (a client
+        // reconnecting after a lost connection) to the worker of that
+        // session, which ends it and keeps its durable opens (durable.rs).
+        let target = if req.flags & SESSION_FLAG_BINDING != 0 { hdr.session_id } else if hdr.session_id == 0 { req.previous_session_id } else { 0 };
+        if target == 0 || self.server.session(target).is_some() {
             return None;
         }
-        crate::connpass::foreign_owner(self.server.worker_id, hdr.session_id)?;
+        crate::connpass::foreign_owner(self.server.worker_id, target)?;
         if !self.recv.can_halt() {
             return None;
         }
         let p = crate::connpass::ConnPass {
-            session_id: hdr.session_id,
+            session_id: target,
             negotiate_req: negotiate_req.clone(),
             negotiate_resp: negotiate_resp.clone(),
             credits: self.credits.snapshot(),

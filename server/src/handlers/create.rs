@@ -540,8 +540,8 @@ fn durable_hooks(cs: &durable::CreateSide<'_>, req: &CreateReq<'_>, msg: &[u8], 
     let Ok(contexts) = parse_create_contexts(req.contexts) else { return Ok((durable::Request::None, None)) };
     let dreq = durable::parse(&contexts, smb3)?;
     if dreq.is_reconnect() {
-        let (open, level) = durable::reconnect(cs, &dreq, &contexts, name)?;
-        return Ok((dreq, Some((open, ACTION_OPENED, level, Vec::new()))));
+        let early = durable::reconnect(cs, &dreq, &contexts, name)?;
+        return Ok((dreq, Some(early)));
     }
     let replayed = msg.get(16..20).is_some_and(|f| u32::from_le_bytes([f[0], f[1], f[2], f[3]]) & crate::wire::header::FLAG_REPLAY != 0);
     if let (durable::Request::V2 { create_guid, .. }, false) = (&dreq, retry) {

@@ -426,9 +426,13 @@ pub fn replay_key(msg: &[u8], client_guid: [u8; 16], smb3: bool) -> Option<Repla
 
 /// DHnC / DH2C (MS-SMB2 3.3.5.9.7, 3.3.5.9.12): takes a disconnected
 /// durable open back into this session and tree. Every refusal is
-/// OBJECT_NAME_NOT_FOUND except another user's open (ACCESS_DENIED). On
-/// success the open (same FileId) and its oplock level.
-pub fn reconnect(cs: &CreateSide<'_>, req: &Request, contexts: &[(&[u8], &[u8])], name: &str) -> Result<(Arc<Open>, u8), NtStatus> {
+/// OBJECT_NAME_NOT_FOUND except another user's open (ACCESS_DENIED) and a
+/// leased open named under another name (INVALID_PARAMETER). On success the
+/// open (same FileId), its oplock level and the response contexts: for an
+/// open with a lease, the lease context with the lease's state now (the
+/// store kept the lease while the open was disconnected); never a durable
+/// context (Windows and Samba send none on a reconnect).
+pub fn reconnect(cs: &CreateSide<'_>, req: &Request, contexts: &[(&[u8], &[u8])], name: &str) -> Result<EarlyOpen, NtStatus> {
     const NOT_FOUND: NtStatus = NtStatus::OBJECT_NAME_NOT_FOUND;
     let (file_id, create_guid) = match req {
         Request::ReconnectV1 { file_id } => (file_id, None),
@@ -441,23 +445,10 @@ pub fn reconnect(cs: &CreateSide<'_>, req: &Request, contexts: &[(&[u8], &[u8])]
     }
     let persistent = u64::from_le_bytes(file_id[..8].try_into().map_err(|_| NOT_FOUND)?);
     let rec = server.store.durable_get(persistent).map_err(crate::objects::store_status)?.ok_or(NOT_FOUND)?;
-    if rec.open.worker != server.worker_id {
-        info!(persistent, worker = rec.open.worker, "durable reconnect for an open another worker holds: refused");
-        return Err(NOT_FOUND);
-    }
     if create_guid.is_some_and(|g| *g != rec.create_guid) {
         return Err(NOT_FOUND);
     }
-    // An open with a lease comes back only with its lease key, to its own
-    // client, under its name (3.3.5.9.7, 3.3.5.9.12); one without, without.
-    let key = lease_key(contexts);
-    let same_lease = match rec.lease_key {
-        Some(k) => key == Some(k) && rec.client_guid == cs.client_guid && rec.path.eq_ignore_ascii_case(&name.replace('\\', "/")),
-        None => key.is_none(),
-    };
-    if !same_lease {
-        return Err(NOT_FOUND);
-    }
+    check_lease(&rec, cs.client_guid, lease_key(contexts), name)?;
     if !rec.share.eq_ignore_ascii_case(&cs.tree.share.cfg.name) {
         return Err(NOT_FOUND);
     }
@@ -465,6 +456,10 @@ pub fn reconnect(cs: &CreateSide<'_>, req: &Request, contexts: &[(&[u8], &[u8])]
         return Err(NtStatus::ACCESS_DENIED);
     }
     if rec.disconnected_until.is_none() {
+        return Err(NOT_FOUND);
+    }
+    if rec.open.worker != server.worker_id {
+        info!(persistent, worker = rec.open.worker, "durable reconnect for an open another worker holds: refused");
         return Err(NOT_FOUND);
     }
     // Taking it out of the table is the local claim (the scavenger no longer
@@ -481,6 +476,7 @@ pub fn reconnect(cs: &CreateSide<'_>, req: &Request, contexts: &[(&[u8], &[u8])]
             return Err(crate::objects::store_status(e));
         }
     }
+    let ctx = lease_context(server, &open, &rec, contexts);
     open.tree_id.store(cs.tree.id, Ordering::Relaxed);
     let level = *lock(&open.oplock_level);
     if level != 0 {
@@ -489,7 +485,60 @@ pub fn reconnect(cs: &CreateSide<'_>, req: &Request, contexts: &[(&[u8], &[u8])]
     }
     lock(&cs.session.opens).insert(open.volatile_id, open.clone());
     info!(session = cs.session.id, open = open.volatile_id, path = %lock(&open.path), "durable handle reconnected");
-    Ok((open, level))
+    Ok((open, ACTION_OPENED, level, ctx))
+}
+
+/// CreateAction FILE_OPENED: what a reconnect answers.
+const ACTION_OPENED: u32 = 1;
+
+/// The lease checks of a reconnect (MS-SMB2 3.3.5.9.7 / 3.3.5.9.12, in the
+/// order Windows and Samba make them): an open with a lease comes back only
+/// to its own client (ClientGuid), with its lease key (both else
+/// OBJECT_NAME_NOT_FOUND), under the name it was opened with (else
+/// INVALID_PARAMETER); an open without a lease, only without a lease request.
+fn check_lease(rec: &DurableRecord, client_guid: [u8; 16], key: Option<[u8; 16]>, name: &str) -> Result<(), NtStatus> {
+    const NOT_FOUND: NtStatus = NtStatus::OBJECT_NAME_NOT_FOUND;
+    match rec.lease_key {
+        None if key.is_some() => Err(NOT_FOUND),
+        None => Ok(()),
+        Some(k) => {
+            if rec.client_guid != client_guid || key != Some(k) {
+                return Err(NOT_FOUND);
+            }
+            if !rec.path.eq_ignore_ascii_case(&name.replace('\\', "/")) {
+                return Err(NtStatus::INVALID_PARAMETER);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The lease response context of a reconnected open made with a lease: the
+/// lease as the store holds it now (state, epoch, break in progress; the
+/// lease's own version and parent key), in the form the reconnect asked for
+/// (RqLs of 32 or 52 bytes). Sets `open.lease` to it. None for an open
+/// without a lease, or a lease the store no longer has.
+fn lease_context(server: &Server, open: &Open, rec: &DurableRecord, contexts: &[(&[u8], &[u8])]) -> Vec<(&'static [u8], Vec<u8>)> {
+    let Some(key) = rec.lease_key else { return Vec::new() };
+    let Some(data) = contexts.iter().find(|(n, _)| *n == b"RqLs").map(|(_, d)| *d) else { return Vec::new() };
+    let Ok(req) = crate::handlers::lease::parse_request(data, rec.client_guid) else { return Vec::new() };
+    let holder = match server.store.oplocks(rec.file) {
+        Ok(r) => r.leases.into_iter().find(|l| l.id.key == key && l.id.client == rec.client_guid),
+        Err(e) => {
+            warn!("lease of a reconnected open: {e}");
+            None
+        }
+    };
+    let Some(l) = holder else {
+        debug!(open = open.volatile_id, "reconnected open's lease is gone");
+        *lock(&open.lease) = None;
+        return Vec::new();
+    };
+    *lock(&open.lease) = Some((l.id, l.state));
+    let grant = crate::store::LeaseGrant { version: l.version, parent: l.parent, state: l.state, epoch: l.epoch, breaking: l.breaking_to.is_some() };
+    // The response has the form of the request (a v1 request gets a v1 answer).
+    let grant = if req.version < 2 { crate::store::LeaseGrant { version: 1, ..grant } } else { grant };
+    vec![(&b"RqLs"[..], crate::handlers::lease::response(&req, &grant))]
 }
 
 /// A session is ending without a LOGOFF (its connection is gone, or a
@@ -516,7 +565,32 @@ pub fn keep(server: &Arc<Server>, open: &Arc<Open>) -> bool {
     lock(&server.oplock_opens).remove(&open.volatile_id);
     info!(open = open.volatile_id, path = %lock(&open.path), timeout_ms = info.timeout_ms, "durable handle disconnected, kept");
     server.durable.insert(server, open.clone(), until);
+    // A break that started before (its notice went to the connection that
+    // is gone, or came while the open was neither reachable nor in the
+    // table) can never be acknowledged: the open closes now, as one that a
+    // break finds disconnected, so the opener waiting for it goes on at once
+    // instead of at the break timeout.
+    if break_in_progress(server, open) {
+        if let Some(o) = server.durable.take_volatile(open.volatile_id) {
+            info!(open = o.volatile_id, path = %lock(&o.path), "disconnected durable handle closed: a break of its oplock or lease was in progress");
+            expire(server, &o);
+        }
+    }
     true
+}
+
+/// Whether the store has a break in progress for `open`'s oplock or for
+/// the lease it is under.
+fn break_in_progress(server: &Server, open: &Open) -> bool {
+    let Some(key) = open.file_key else { return false };
+    let id = server.open_id(open.volatile_id);
+    match server.store.oplocks(key.into()) {
+        Ok(r) => r.holders.iter().any(|h| h.open == id && h.breaking_to.is_some()) || r.leases.iter().any(|l| l.opens.contains(&id) && l.breaking_to.is_some()),
+        Err(e) => {
+            warn!("oplock record of a disconnecting open: {e}");
+            false
+        }
+    }
 }
 
 /// A break is due for this worker's open `volatile` and nobody can receive

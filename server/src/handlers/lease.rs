@@ -79,7 +79,10 @@ pub fn send_notices(server: &Server, key: FileKey) {
     for n in notices {
         let target = lock(&server.oplock_opens).get(&n.open).cloned();
         let Some(t) = target else {
-            debug!(open = n.open, "lease break for an open no longer here");
+            // Nobody to tell: a disconnected durable open closes (MS-SMB2
+            // 3.3.4.7; Samba closes it on any break), which ends the break.
+            debug!(open = n.open, "lease break for an open with no connection");
+            crate::handlers::durable::break_disconnected(server, n.open);
             continue;
         };
         let Some(s) = t.session.upgrade() else { continue };

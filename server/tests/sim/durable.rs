@@ -444,3 +444,103 @@ fn app_instance_id_takes_over() {
     assert_eq!(b.close(&rb.file_id()).status, SUCCESS);
     assert!(ts.server.no_open_state());
 }
+
+const LEVEL_LEASE: u8 = 0xFF;
+const RWH: u32 = 7;
+
+/// A version 2 RqLs context asking for `state` under the key `[key; 16]`.
+fn rqls(key: u8, state: u32) -> (&'static [u8; 4], Vec<u8>) {
+    let mut d = Vec::new();
+    d.bytes(&[key; 16]).u32_(state).u32_(0).u64_(0).bytes(&[0; 16]).u16_(0).u16_(0);
+    (b"RqLs", d)
+}
+
+/// The lease state of a CREATE response's RqLs context, if it has one.
+fn lease_state(r: &Resp) -> Option<u32> {
+    response_contexts(r).into_iter().find(|(n, _)| n == b"RqLs").map(|(_, d)| le32(&d, 16))
+}
+
+/// A durable open made with an RWH lease survives a lost connection with its
+/// lease kept in the store: a reconnect without the lease, or with another
+/// key, finds nothing; under another name it is INVALID_PARAMETER; the right
+/// one gets the same FileId and the lease context (RWH), no durable context.
+#[test]
+fn leased_durable_open_reconnects_with_its_lease() {
+    let ts = server();
+    let guid = [0x31; 16];
+    let mut a = connected(&ts);
+    let r = create_with(&mut a, "l.txt", LEVEL_LEASE, &[rqls(5, RWH), dh2q(0, guid)]);
+    assert_eq!((r.status, r.body()[2]), (SUCCESS, LEVEL_LEASE));
+    assert_eq!(lease_state(&r), Some(RWH));
+    assert!(response_contexts(&r).iter().any(|(n, _)| n == b"DH2Q"), "durable with RWH");
+    let fid = r.file_id();
+    assert_eq!(a.write(&fid, 0, b"leased,").status, SUCCESS);
+    let old = a.session_id;
+    drop(a);
+    assert_eq!(ts.server.durable.len(), 1, "kept, disconnected");
+
+    let mut b = reconnect_client(&ts, old);
+    assert_eq!(create_with(&mut b, "l.txt", 0, &[dh2c(&fid, guid)]).status, OBJECT_NAME_NOT_FOUND, "no lease asked");
+    assert_eq!(create_with(&mut b, "l.txt", LEVEL_LEASE, &[rqls(6, RWH), dh2c(&fid, guid)]).status, OBJECT_NAME_NOT_FOUND, "another key");
+    assert_eq!(create_with(&mut b, "other.txt", LEVEL_LEASE, &[rqls(5, RWH), dh2c(&fid, guid)]).status, INVALID_PARAMETER, "another name");
+    let r = create_with(&mut b, "l.txt", LEVEL_LEASE, &[rqls(5, 0), dh2c(&fid, guid)]);
+    assert_eq!((r.status, r.body()[2]), (SUCCESS, LEVEL_LEASE));
+    assert_eq!(r.file_id(), fid);
+    assert_eq!(lease_state(&r), Some(RWH), "the lease as kept, whatever the reconnect asks");
+    assert!(!response_contexts(&r).iter().any(|(n, _)| n == b"DH2Q"), "no durable context on a reconnect");
+    assert!(ts.server.durable.is_empty());
+    assert_eq!(b.write(&fid, 7, b"again").status, SUCCESS);
+    assert_eq!(b.read(&fid, 0, 64, 1).read_data(), b"leased,again");
+    assert_eq!(b.close(&fid).status, SUCCESS);
+    assert!(ts.server.no_open_state());
+}
+
+/// Another client's open that needs the lease of a disconnected durable open
+/// broken (here RWH -> RH) closes that open at once instead of waiting for an
+/// acknowledgment nobody can send, and gets the whole lease it asked for.
+#[test]
+fn lease_break_purges_a_disconnected_leased_open() {
+    let ts = server();
+    let guid = [0x32; 16];
+    let mut a = connected(&ts);
+    let r = create_with(&mut a, "b.txt", LEVEL_LEASE, &[rqls(8, RWH), dh2q(0, guid)]);
+    assert_eq!(lease_state(&r), Some(RWH));
+    let fid = r.file_id();
+    drop(a);
+    assert_eq!(ts.server.durable.len(), 1);
+    let mut c = connected(&ts);
+    let t0 = std::time::Instant::now();
+    let r = create_with(&mut c, "b.txt", LEVEL_LEASE, &[rqls(9, RWH)]);
+    let r = if r.status == PENDING { c.next_async(Duration::from_secs(5)).expect("the CREATE finishes") } else { r };
+    assert_eq!(r.status, SUCCESS);
+    assert!(t0.elapsed() < Duration::from_secs(2), "no wait for a break timeout");
+    assert_eq!(lease_state(&r), Some(RWH), "the disconnected open is gone, its lease with it");
+    assert!(ts.server.durable.is_empty());
+    assert_eq!(create_with(&mut c, "b.txt", LEVEL_LEASE, &[rqls(8, RWH), dh2c(&fid, guid)]).status, OBJECT_NAME_NOT_FOUND);
+}
+
+/// The connection of a leased durable open goes while a break of its lease
+/// is in progress (the LEASE_BREAK went out on it, nobody will acknowledge):
+/// the open is not kept but closed, and the opener waiting for the break
+/// goes on at once with the lease it asked for.
+#[test]
+fn disconnect_during_a_lease_break_closes_the_open() {
+    let ts = server();
+    let guid = [0x34; 16];
+    let mut a = connected(&ts);
+    let r = create_with(&mut a, "k.txt", LEVEL_LEASE, &[rqls(10, RWH), dh2q(0, guid)]);
+    assert_eq!(lease_state(&r), Some(RWH));
+    let fid = r.file_id();
+    let mut c = connected(&ts);
+    let r = create_with(&mut c, "k.txt", LEVEL_LEASE, &[rqls(11, RWH)]);
+    assert_eq!(r.status, PENDING, "waits for the break of the first lease");
+    assert!(a.next_async(Duration::from_secs(2)).is_some(), "LEASE_BREAK sent");
+    let t0 = std::time::Instant::now();
+    drop(a);
+    let r = c.next_async(Duration::from_secs(5)).expect("the CREATE finishes");
+    assert_eq!(r.status, SUCCESS);
+    assert!(t0.elapsed() < Duration::from_secs(2), "no wait for the break timeout");
+    assert_eq!(lease_state(&r), Some(RWH));
+    assert!(ts.server.durable.is_empty());
+    assert_eq!(create_with(&mut c, "k.txt", LEVEL_LEASE, &[rqls(10, RWH), dh2c(&fid, guid)]).status, OBJECT_NAME_NOT_FOUND);
+}
