@@ -112,8 +112,13 @@ pub struct ServerConfig {
     /// Worker processes and the state directory (`supervisor.rs`).
     pub procs: crate::supervisor::ProcessConfig,
 
-    /// `smb2 leases` (default yes): grant SMB2 leases (SMB 3.x dialects).
+    /// `smb2 leases` (default yes): grant SMB2 leases (SMB 2.1: version 1;
+    /// SMB 3.x: versions 1 and 2).
     pub smb2_leases: bool,
+    /// `smb3 directory leases` (Samba's, default yes as in a non-clustered
+    /// Samba): advertise SMB2_GLOBAL_CAP_DIRECTORY_LEASING to 3.x clients and
+    /// grant R/RH leases (version 2) on directories (handlers/lease.rs).
+    pub smb3_directory_leases: bool,
 }
 
 impl Default for ServerConfig {
@@ -143,6 +148,7 @@ impl Default for ServerConfig {
             procs: crate::supervisor::ProcessConfig::default(),
 
             smb2_leases: true,
+            smb3_directory_leases: true,
         }
     }
 }
@@ -363,6 +369,7 @@ impl ServerConfig {
                         "maptoguest" => self.map_to_guest = v.eq_ignore_ascii_case("bad user"),
                         "servermultichannelsupport" => self.multi_channel = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
                         "smb2leases" => self.smb2_leases = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
+                        "smb3directoryleases" => self.smb3_directory_leases = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
                         "interfaces" => self.interfaces = v.split([' ', ',', '\t']).filter(|s| !s.is_empty()).map(String::from).collect(),
                         "smbd:fsctlsmbtorture" => self.smbtorture_fsctls = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
                         "smb2maxcredits" => self.max_credits = v.parse().map_err(|_| bad(line, format!("bad number {v:?}")))?,

@@ -437,7 +437,7 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
     // Oplocks other opens hold on the file break first (MS-FSA 2.1.5.1.2);
     // a break that needs an acknowledgment makes this CREATE wait.
     let level2 = tree.share.cfg.level2_oplocks;
-    if !st.is_dir && action != ACTION_CREATED {
+    if action != ACTION_CREATED {
         let overwrite = matches!(action, ACTION_OVERWRITTEN | ACTION_SUPERSEDED);
         let timeout = server.cfg.limits.oplock_break_timeout.as_millis() as u64;
         let (check, notify) = server.store.oplock_open(key.into(), &entry, lease_req.as_ref().map(|l| &l.id), call.retry, overwrite, level2, Server::now_ms(), timeout, server.worker_id).map_err(store_status)?;
@@ -478,7 +478,8 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
     // The oplock asked for, as far as the file's other opens allow.
     let requested = req.oplock_level;
     let mut lease_ctx = None;
-    let granted = if let (Some(lr), false) = (&lease_req, st.is_dir) {
+    let lease_here = lease_req.as_ref().filter(|lr| !st.is_dir || super::lease::directory_lease_allowed(server, lr));
+    let granted = if let Some(lr) = lease_here {
         match super::lease::grant(server, key.into(), id, lr, &open) {
             Ok(Some(ctx)) => {
                 lease_ctx = Some(ctx);
@@ -503,8 +504,14 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
         let target = OplockTarget { open: Arc::downgrade(&open), session: Arc::downgrade(&session), sink: call.sink.clone() };
         lock(&server.oplock_opens).insert(id, target);
     }
+    *lock(&open.parent_lease) = lease_req.as_ref().and_then(super::lease::parent_of);
     lock(&session.opens).insert(id, open.clone());
     debug!(session = session.id, path = %rel, action, oplock = granted, "create");
+    // A new or replaced entry changes the directory's listing: its leases
+    // (but one the open names as its parent) break.
+    if action != ACTION_OPENED {
+        super::lease::break_parent(server, root, &rel, *lock(&open.parent_lease));
+    }
     let durable_ctx = durable::grant(&durable_side, &open, &durable_req, &contexts, action);
 
     // Create contexts we answer; unknown ones are ignored (MS-SMB2 3.3.5.9).
