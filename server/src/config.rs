@@ -53,6 +53,10 @@ pub struct ShareConfig {
     /// 3.3.5.9.10): an open that keeps its batch oplock survives a lost
     /// connection for its timeout (handlers/durable.rs).
     pub durable_handles: bool,
+    /// `kernel oplocks` (Samba's, default no): back the oplocks and leases
+    /// granted on this share with Linux file leases, so that another
+    /// program opening or changing the file breaks them (kernel_oplock.rs).
+    pub kernel_oplocks: bool,
 }
 
 impl ShareConfig {
@@ -69,6 +73,7 @@ impl ShareConfig {
             oplocks: true,
             level2_oplocks: true,
             durable_handles: true,
+            kernel_oplocks: false,
         }
     }
 
@@ -414,6 +419,7 @@ impl ServerConfig {
                         "oplocks" => share.oplocks = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
                         "level2oplocks" => share.level2_oplocks = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
                         "durablehandles" => share.durable_handles = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
+                        "kerneloplocks" => share.kernel_oplocks = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
                         other => tracing::warn!("{file}:{line}: unknown share parameter {other:?} ignored"),
                     }
                 }

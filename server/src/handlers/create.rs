@@ -342,6 +342,10 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
                 } else {
                     OFlags::RDONLY
                 };
+                // Our own open would wait for our own kernel oplocks of the file.
+                if tree.share.cfg.kernel_oplocks {
+                    crate::kernel_oplock::before_own_open((st.dev, st.ino).into());
+                }
                 let fd = match root.open_beneath(&rel, flags) {
                     Ok(fd) => fd,
                     Err(NtStatus::ACCESS_DENIED) if !wants_write && desired & (FILE_READ_DATA | FILE_EXECUTE) == 0 => {
@@ -479,6 +483,27 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
     let requested = req.oplock_level;
     let mut lease_ctx = None;
     let lease_here = lease_req.as_ref().filter(|lr| !st.is_dir || super::lease::directory_lease_allowed(server, lr));
+    // `kernel oplocks`: no more caching than the kernel's file lease covers.
+    let wants_oplock = oplocks && !st.is_dir && matches!(requested, LEVEL_II | LEVEL_EXCLUSIVE | LEVEL_BATCH);
+    let kernel = tree.share.cfg.kernel_oplocks && !st.is_dir && (wants_oplock || lease_here.is_some_and(|l| l.state != 0));
+    let cover = if kernel { crate::kernel_oplock::take(server, &open) } else { crate::kernel_oplock::Cover::Write };
+    let capped;
+    let lease_here = match (lease_here, cover) {
+        (Some(lr), crate::kernel_oplock::Cover::Read) => {
+            capped = crate::store::LeaseRequest { state: lr.state & !crate::store::lease::WRITE, ..*lr };
+            Some(&capped)
+        }
+        (Some(lr), crate::kernel_oplock::Cover::Nothing) => {
+            capped = crate::store::LeaseRequest { state: 0, ..*lr };
+            Some(&capped)
+        }
+        (l, _) => l,
+    };
+    let requested = match cover {
+        crate::kernel_oplock::Cover::Write => requested,
+        crate::kernel_oplock::Cover::Read if wants_oplock => LEVEL_II,
+        _ => 0,
+    };
     let granted = if let Some(lr) = lease_here {
         match super::lease::grant(server, key.into(), id, lr, &open) {
             Ok(Some(ctx)) => {
@@ -499,6 +524,15 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
     } else {
         0
     };
+    if kernel {
+        let lease_state = lock(&open.lease).map(|(_, st)| st);
+        let any = match lease_state {
+            Some(st) => st != 0,
+            None => granted != 0,
+        };
+        let write = lease_state.map_or(matches!(granted, LEVEL_EXCLUSIVE | LEVEL_BATCH), |st| st & crate::store::lease::WRITE != 0);
+        crate::kernel_oplock::granted(server, &open, any, write);
+    }
     if granted != 0 {
         *lock(&open.oplock_level) = granted;
         let target = OplockTarget { open: Arc::downgrade(&open), session: Arc::downgrade(&session), sink: call.sink.clone() };

@@ -239,6 +239,7 @@ pub fn break_parents_rename(server: &Server, open: &crate::objects::Open, from: 
 /// its close, changed its directory's listing (smbtorture's
 /// lease.v2_request: the close, not the write, breaks the directory lease).
 pub fn on_close(server: &Server, open: &crate::objects::Open, removed: bool) {
+    crate::kernel_oplock::release(server, open);
     if removed || open.modified.load(std::sync::atomic::Ordering::Relaxed) {
         break_parent_of(server, open);
     }

@@ -416,6 +416,17 @@ impl StateStore for LmdbStore {
         })
     }
 
+    fn kernel_break(&self, key: FileKey, now_ms: u64) -> Result<Vec<u32>, StoreError> {
+        if self.read::<OplockRecord>(self.oplock, key)?.is_none() {
+            return Ok(Vec::new());
+        }
+        self.write(|t| {
+            let mut notify = Vec::new();
+            modify(self.oplock, t, key, |r: &mut OplockRecord| r.break_all(now_ms, &mut notify))?;
+            Ok(notify)
+        })
+    }
+
     fn lease_file(&self, id: &LeaseId) -> Result<Option<FileKey>, StoreError> {
         let txn = self.env.read_txn()?;
         self.lease.get(&txn, &id.encode())?.map(decode_key).transpose()

@@ -576,3 +576,36 @@ fn rename_over_a_leased_target() {
     assert_eq!(rename(&mut b, &s.file_id(), "t.txt").status, SUCCESS);
     assert!(!ts.dir.path().join("share/s.txt").exists());
 }
+
+/// `kernel oplocks = yes`: another program opening a leased file is held by
+/// the kernel's file lease until the client's lease is broken to none and
+/// acknowledged; while a program has a file open for writing, no caching is
+/// granted on it.
+#[test]
+fn kernel_oplocks_break_for_local_opens() {
+    let ts = server_with(|cfg| cfg.shares[0].kernel_oplocks = true);
+    let mut a = connected(&ts);
+    let r = create_lease(&mut a, "k.txt", GENERIC_ALL, 1, RWH, None);
+    assert_eq!(lease_of(&r).map(|l| l.1), Some(RWH), "the only open: a write lease in the kernel too");
+    let path = ts.dir.path().join("share/k.txt");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = path.clone();
+    std::thread::spawn(move || {
+        let f = std::fs::OpenOptions::new().read(true).open(&p);
+        let _ = tx.send(f.is_ok());
+    });
+    let (key, from, to, flags, _) = next_lease_break(&mut a, Duration::from_secs(10)).expect("a local open breaks the lease");
+    assert_eq!((key, from, to, flags), ([1; 16], RWH, 0, 1));
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "the local open waits for the acknowledgment");
+    assert_eq!(lease_ack(&mut a, 1, 0).status, SUCCESS);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(true), "the local open goes on after the ack");
+    a.close(&r.file_id());
+
+    // A program writing the file: no caching for a client.
+    let local = ts.dir.path().join("share/w.txt");
+    let _w = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&local).unwrap();
+    let r = create_lease(&mut a, "w.txt", GENERIC_READ, 2, RWH, None);
+    assert_eq!((r.status, lease_of(&r).map(|l| l.1)), (SUCCESS, Some(0)));
+    let o = create_oplock(&mut a, "w.txt", GENERIC_READ, LEVEL_BATCH);
+    assert_eq!((o.status, granted(&o)), (SUCCESS, LEVEL_NONE));
+}
