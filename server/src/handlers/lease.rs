@@ -146,11 +146,19 @@ pub fn lease_break_ack(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u
             }
         }
     }
+    // Waiters, and a further break of the lease the ack lets start, are
+    // woken once this response is sent: the client sees the ack's response
+    // before the next LEASE_BREAK (as Windows sends them).
     let mut wake = wake;
     wake.sort_unstable();
     wake.dedup();
-    for w in wake {
-        server.wake(w, key);
+    if !wake.is_empty() {
+        let s = server.clone();
+        conn.after_send.push(Box::new(move || {
+            for w in wake {
+                s.wake(w, key);
+            }
+        }));
     }
     out.u16(36).u16(0).u32(0).put(&id.key).u32(u32::from(state)).u64(0);
     Ok(())

@@ -609,3 +609,28 @@ fn kernel_oplocks_break_for_local_opens() {
     let o = create_oplock(&mut a, "w.txt", GENERIC_READ, LEVEL_BATCH);
     assert_eq!((o.status, granted(&o)), (SUCCESS, LEVEL_NONE));
 }
+
+/// An acknowledgment that lets a further break of the lease start (an
+/// overwrite asked for during the break: RH goes on to R): the client gets
+/// the acknowledgment's response first, then the next LEASE_BREAK.
+#[test]
+fn next_break_follows_the_ack_response() {
+    let ts = server();
+    let mut a = connected(&ts);
+    let mut b = connected(&ts);
+    let mut c = connected(&ts);
+    let r = create_lease(&mut a, "o.txt", GENERIC_ALL, 1, RWH, Some((0, None)));
+    assert_eq!(lease_of(&r).map(|l| l.1), Some(RWH));
+    assert_eq!(b.call(CREATE, 1, &create_body("o.txt", GENERIC_READ, SHARE_ALL, FILE_OPEN, FILE_NON_DIRECTORY_FILE)).status, PENDING);
+    let (_, from, to, _, _) = next_lease_break(&mut a, Duration::from_secs(5)).expect("first break");
+    assert_eq!((from, to), (RWH, RH));
+    assert_eq!(c.call(CREATE, 1, &create_body("o.txt", GENERIC_ALL, SHARE_ALL, FILE_OVERWRITE_IF, FILE_NON_DIRECTORY_FILE)).status, PENDING);
+    let mut body = Vec::new();
+    body.u16_(36).u16_(0).u32_(0).bytes(&[1; 16]).u32_(RH).u64_(0);
+    let msg = a.build(OPLOCK_BREAK, 1, &body);
+    let mid = le64(&msg, 24);
+    let v = a.send(msg).expect("ack sent");
+    assert!(v.len() >= 2, "the response and the next break: {} messages", v.len());
+    assert_eq!((v[0].message_id, v[0].status), (mid, SUCCESS), "the ack's response comes first");
+    assert_eq!((v[1].message_id, le32(v[1].body(), 24), le32(v[1].body(), 28)), (u64::MAX, RH, LEASE_R), "then the break to R");
+}
