@@ -53,6 +53,10 @@ pub struct ShareConfig {
     /// 3.3.5.9.10): an open that keeps its batch oplock survives a lost
     /// connection for its timeout (handlers/durable.rs).
     pub durable_handles: bool,
+    /// `kernel oplocks` (Samba's, default no): back the oplocks and leases
+    /// granted on this share with Linux file leases, so that another
+    /// program opening or changing the file breaks them (kernel_oplock.rs).
+    pub kernel_oplocks: bool,
 }
 
 impl ShareConfig {
@@ -69,6 +73,7 @@ impl ShareConfig {
             oplocks: true,
             level2_oplocks: true,
             durable_handles: true,
+            kernel_oplocks: false,
         }
     }
 
@@ -112,8 +117,13 @@ pub struct ServerConfig {
     /// Worker processes and the state directory (`supervisor.rs`).
     pub procs: crate::supervisor::ProcessConfig,
 
-    /// `smb2 leases` (default yes): grant SMB2 leases (SMB 3.x dialects).
+    /// `smb2 leases` (default yes): grant SMB2 leases (SMB 2.1: version 1;
+    /// SMB 3.x: versions 1 and 2).
     pub smb2_leases: bool,
+    /// `smb3 directory leases` (Samba's, default yes as in a non-clustered
+    /// Samba): advertise SMB2_GLOBAL_CAP_DIRECTORY_LEASING to 3.x clients and
+    /// grant R/RH leases (version 2) on directories (handlers/lease.rs).
+    pub smb3_directory_leases: bool,
 }
 
 impl Default for ServerConfig {
@@ -143,6 +153,7 @@ impl Default for ServerConfig {
             procs: crate::supervisor::ProcessConfig::default(),
 
             smb2_leases: true,
+            smb3_directory_leases: true,
         }
     }
 }
@@ -363,6 +374,7 @@ impl ServerConfig {
                         "maptoguest" => self.map_to_guest = v.eq_ignore_ascii_case("bad user"),
                         "servermultichannelsupport" => self.multi_channel = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
                         "smb2leases" => self.smb2_leases = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
+                        "smb3directoryleases" => self.smb3_directory_leases = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
                         "interfaces" => self.interfaces = v.split([' ', ',', '\t']).filter(|s| !s.is_empty()).map(String::from).collect(),
                         "smbd:fsctlsmbtorture" => self.smbtorture_fsctls = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
                         "smb2maxcredits" => self.max_credits = v.parse().map_err(|_| bad(line, format!("bad number {v:?}")))?,
@@ -407,6 +419,7 @@ impl ServerConfig {
                         "oplocks" => share.oplocks = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
                         "level2oplocks" => share.level2_oplocks = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
                         "durablehandles" => share.durable_handles = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
+                        "kerneloplocks" => share.kernel_oplocks = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
                         other => tracing::warn!("{file}:{line}: unknown share parameter {other:?} ignored"),
                     }
                 }

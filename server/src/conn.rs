@@ -118,6 +118,10 @@ pub struct Connection {
     /// finished and sent by the transport's thread when it is done, while
     /// this thread goes on (handlers/rdma_io.rs).
     pub(crate) deferred: Option<crate::handlers::rdma_io::Deferred>,
+    /// Work a handler leaves until the chain's responses are sent (a lease
+    /// break a LEASE_BREAK acknowledgment starts goes out after the
+    /// acknowledgment's response: handlers/lease.rs).
+    pub(crate) after_send: Vec<Box<dyn FnOnce() + Send>>,
     /// Async operations started by the chain being handled: their final
     /// responses wait until the chain's interim responses are sent.
     pub(crate) interims: Vec<u64>,
@@ -447,6 +451,7 @@ impl Connection {
             invalidate_token: None,
             may_defer_rdma: false,
             deferred: None,
+            after_send: Vec::new(),
             interims: Vec::new(),
             pending_writes: Default::default(),
             io_offload: false,
@@ -657,6 +662,9 @@ impl Connection {
         let ids = std::mem::take(&mut self.interims);
         if !ids.is_empty() {
             self.asyncs.interims_sent(&ids);
+        }
+        for job in std::mem::take(&mut self.after_send) {
+            job();
         }
         r
     }

@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod handlers;
 pub mod iopool;
 pub mod ipc;
+pub mod kernel_oplock;
 pub mod negotiate;
 pub mod netif;
 pub mod objects;

@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 pub const CAP_DFS: u32 = 0x01;
 pub const CAP_LEASING: u32 = 0x02;
+pub const CAP_DIRECTORY_LEASING: u32 = 0x20;
 pub const CAP_LARGE_MTU: u32 = 0x04;
 pub const CAP_MULTI_CHANNEL: u32 = 0x08;
 pub const CAP_ENCRYPTION: u32 = 0x40;
@@ -232,9 +233,13 @@ impl Connection {
         if dialect >= DIALECT_300 && dialect != DIALECT_WILDCARD && cfg.multi_channel && self.client_caps & CAP_MULTI_CHANNEL != 0 {
             caps |= CAP_MULTI_CHANNEL;
         }
-        // Leases (v1 and v2) for 3.x, `smb2 leases` (handlers/lease.rs).
-        if dialect >= DIALECT_300 && dialect != DIALECT_WILDCARD && cfg.smb2_leases {
+        // Leases (v1 on 2.1, v1 and v2 on 3.x), `smb2 leases`; directory
+        // leases for 3.x, `smb3 directory leases` (handlers/lease.rs).
+        if dialect >= DIALECT_210 && dialect != DIALECT_WILDCARD && cfg.smb2_leases {
             caps |= CAP_LEASING;
+            if dialect >= DIALECT_300 && cfg.smb3_directory_leases {
+                caps |= CAP_DIRECTORY_LEASING;
+            }
         }
         self.server_caps = caps;
         let big = dialect >= DIALECT_210;

@@ -640,6 +640,12 @@ pub struct Open {
     /// The lease the open was made under and its state as last granted or
     /// acknowledged here (handlers/lease.rs; the store keeps the live state).
     pub lease: Mutex<Option<(crate::store::LeaseId, u8)>>,
+    /// The ParentLeaseKey (with this client's ClientGUID) the open was made
+    /// with: changes through it do not break that directory lease.
+    pub parent_lease: Mutex<Option<crate::store::LeaseId>>,
+    /// Data was written through the open: its close breaks the parent
+    /// directory's leases (handlers/lease.rs).
+    pub modified: std::sync::atomic::AtomicBool,
     /// Set when the open is durable (handlers/durable.rs).
     pub durable: Mutex<Option<crate::handlers::durable::DurableInfo>>,
     /// A replayed DH2Q CREATE may still be answered with this open: no
@@ -683,6 +689,8 @@ impl Open {
             notify: Mutex::new(None),
             oplock_level: Mutex::new(0),
             lease: Mutex::new(None),
+            parent_lease: Mutex::new(None),
+            modified: Default::default(),
             durable: Mutex::new(None),
             replay_eligible: Default::default(),
             lock_sequences: Mutex::new([0xFF; 64]),
@@ -748,6 +756,7 @@ impl Open {
         for w in closed.wake {
             server.wake(w, key.into());
         }
+        let mut removed = false;
         if closed.delete {
             // New opens of the file get DELETE_PENDING until `deleted`.
             if let Some(root) = &self.share.root {
@@ -755,8 +764,9 @@ impl Open {
                 // Only remove what is still the same file.
                 if let Ok(Some(st)) = root.lookup(&path) {
                     if (st.dev, st.ino) == key {
-                        if let Err(e) = root.remove(&path, st.is_dir) {
-                            tracing::info!("delete-on-close of {path:?} failed: {e}");
+                        match root.remove(&path, st.is_dir) {
+                            Ok(()) => removed = true,
+                            Err(e) => tracing::info!("delete-on-close of {path:?} failed: {e}"),
                         }
                     }
                 }
@@ -765,5 +775,6 @@ impl Open {
                 tracing::warn!("record of a deleted file kept: {e}");
             }
         }
+        crate::handlers::lease::on_close(server, self, removed);
     }
 }

@@ -342,6 +342,10 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
                 } else {
                     OFlags::RDONLY
                 };
+                // Our own open would wait for our own kernel oplocks of the file.
+                if tree.share.cfg.kernel_oplocks {
+                    crate::kernel_oplock::before_own_open((st.dev, st.ino).into());
+                }
                 let fd = match root.open_beneath(&rel, flags) {
                     Ok(fd) => fd,
                     Err(NtStatus::ACCESS_DENIED) if !wants_write && desired & (FILE_READ_DATA | FILE_EXECUTE) == 0 => {
@@ -437,7 +441,7 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
     // Oplocks other opens hold on the file break first (MS-FSA 2.1.5.1.2);
     // a break that needs an acknowledgment makes this CREATE wait.
     let level2 = tree.share.cfg.level2_oplocks;
-    if !st.is_dir && action != ACTION_CREATED {
+    if action != ACTION_CREATED {
         let overwrite = matches!(action, ACTION_OVERWRITTEN | ACTION_SUPERSEDED);
         let timeout = server.cfg.limits.oplock_break_timeout.as_millis() as u64;
         let (check, notify) = server.store.oplock_open(key.into(), &entry, lease_req.as_ref().map(|l| &l.id), call.retry, overwrite, level2, Server::now_ms(), timeout, server.worker_id).map_err(store_status)?;
@@ -478,7 +482,29 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
     // The oplock asked for, as far as the file's other opens allow.
     let requested = req.oplock_level;
     let mut lease_ctx = None;
-    let granted = if let (Some(lr), false) = (&lease_req, st.is_dir) {
+    let lease_here = lease_req.as_ref().filter(|lr| !st.is_dir || super::lease::directory_lease_allowed(server, lr));
+    // `kernel oplocks`: no more caching than the kernel's file lease covers.
+    let wants_oplock = oplocks && !st.is_dir && matches!(requested, LEVEL_II | LEVEL_EXCLUSIVE | LEVEL_BATCH);
+    let kernel = tree.share.cfg.kernel_oplocks && !st.is_dir && (wants_oplock || lease_here.is_some_and(|l| l.state != 0));
+    let cover = if kernel { crate::kernel_oplock::take(server, &open) } else { crate::kernel_oplock::Cover::Write };
+    let capped;
+    let lease_here = match (lease_here, cover) {
+        (Some(lr), crate::kernel_oplock::Cover::Read) => {
+            capped = crate::store::LeaseRequest { state: lr.state & !crate::store::lease::WRITE, ..*lr };
+            Some(&capped)
+        }
+        (Some(lr), crate::kernel_oplock::Cover::Nothing) => {
+            capped = crate::store::LeaseRequest { state: 0, ..*lr };
+            Some(&capped)
+        }
+        (l, _) => l,
+    };
+    let requested = match cover {
+        crate::kernel_oplock::Cover::Write => requested,
+        crate::kernel_oplock::Cover::Read if wants_oplock => LEVEL_II,
+        _ => 0,
+    };
+    let granted = if let Some(lr) = lease_here {
         match super::lease::grant(server, key.into(), id, lr, &open) {
             Ok(Some(ctx)) => {
                 lease_ctx = Some(ctx);
@@ -498,13 +524,28 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
     } else {
         0
     };
+    if kernel {
+        let lease_state = lock(&open.lease).map(|(_, st)| st);
+        let any = match lease_state {
+            Some(st) => st != 0,
+            None => granted != 0,
+        };
+        let write = lease_state.map_or(matches!(granted, LEVEL_EXCLUSIVE | LEVEL_BATCH), |st| st & crate::store::lease::WRITE != 0);
+        crate::kernel_oplock::granted(server, &open, any, write);
+    }
     if granted != 0 {
         *lock(&open.oplock_level) = granted;
         let target = OplockTarget { open: Arc::downgrade(&open), session: Arc::downgrade(&session), sink: call.sink.clone() };
         lock(&server.oplock_opens).insert(id, target);
     }
+    *lock(&open.parent_lease) = lease_req.as_ref().and_then(super::lease::parent_of);
     lock(&session.opens).insert(id, open.clone());
     debug!(session = session.id, path = %rel, action, oplock = granted, "create");
+    // A new or replaced entry changes the directory's listing: its leases
+    // (but one the open names as its parent) break.
+    if action != ACTION_OPENED {
+        super::lease::break_parent(server, root, &rel, *lock(&open.parent_lease));
+    }
     let durable_ctx = durable::grant(&durable_side, &open, &durable_req, &contexts, action);
 
     // Create contexts we answer; unknown ones are ignored (MS-SMB2 3.3.5.9).

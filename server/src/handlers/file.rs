@@ -298,6 +298,7 @@ pub(super) fn write_target(conn: &Connection, open: &Open, req_offset: u64, len:
         }
     }
     super::oplock::break_level2(&conn.server, open);
+    open.modified.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(offset)
 }
 

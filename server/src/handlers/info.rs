@@ -414,6 +414,7 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
             } else if let Some(t) = keep_ctime {
                 vfs::set_change_time(fd, t)?;
             }
+            super::lease::break_parent_of(&conn.server, &open);
         }
         DISPOSITION | DISPOSITION_EX => {
             if open.access & DELETE == 0 {
@@ -474,6 +475,9 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
                 _ => target,
             };
             let mut displaced = None;
+            // An open file the rename replaces: its handle-caching leases
+            // break first; still open then, the rename is ACCESS_DENIED.
+            let mut open_target = None;
             if let Some(st) = root.lookup(&existing)? {
                 let me = open.stat()?;
                 if (st.dev, st.ino) != (me.dev, me.ino) {
@@ -484,7 +488,7 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
                         return Err(NtStatus::ACCESS_DENIED);
                     }
                     if conn.server.has_opens((st.dev, st.ino)) {
-                        return Err(NtStatus::ACCESS_DENIED);
+                        open_target = Some((st.dev, st.ino));
                     }
                     if existing != target {
                         displaced = Some(existing);
@@ -498,11 +502,15 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
             let server = conn.server.clone();
             let job: super::lease::AfterBreaks = Box::new(move || {
                 let root = o.share.root.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
+                if open_target.is_some_and(|k| server.has_opens(k)) {
+                    return Err(NtStatus::ACCESS_DENIED);
+                }
                 if let Some(old_name) = displaced {
                     // Replacing "b" by a rename to "B": the old spelling goes away.
                     root.remove(&old_name, false)?;
                 }
                 root.rename(&from, &target, replace)?;
+                super::lease::break_parents_rename(&server, &o, &from, &target);
                 // Where a supervisor finds the file if it must delete it (store).
                 if let Some(k) = o.file_key {
                     server.note_delete_path(k, &o.share.cfg.name, &target);
@@ -510,7 +518,7 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
                 *lock(&o.path) = target;
                 Ok(())
             });
-            super::lease::after_handle_breaks(conn, ctx, &open, job)?;
+            super::lease::after_handle_breaks(conn, ctx, &open, open_target.map(crate::store::FileKey::from), job)?;
         }
         POSITION => {
             let p = r.u64().map_err(short)?;
@@ -540,6 +548,7 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
             } else if v > st.alloc {
                 let _ = rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::KEEP_SIZE, 0, v);
             }
+            super::lease::break_parent_of(&conn.server, &open);
         }
         FULL_EA => {
             if open.access & FILE_WRITE_EA == 0 {
@@ -548,6 +557,7 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
             for ea in vfs::parse_full_ea_list(req.buffer)? {
                 vfs::set_ea(fd, &ea)?;
             }
+            super::lease::break_parent_of(&conn.server, &open);
         }
         _ => return Err(NtStatus::INVALID_INFO_CLASS),
     }

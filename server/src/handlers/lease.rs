@@ -149,11 +149,19 @@ pub fn lease_break_ack(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u
             }
         }
     }
+    // Waiters, and a further break of the lease the ack lets start, are
+    // woken once this response is sent: the client sees the ack's response
+    // before the next LEASE_BREAK (as Windows sends them).
     let mut wake = wake;
     wake.sort_unstable();
     wake.dedup();
-    for w in wake {
-        server.wake(w, key);
+    if !wake.is_empty() {
+        let s = server.clone();
+        conn.after_send.push(Box::new(move || {
+            for w in wake {
+                s.wake(w, key);
+            }
+        }));
     }
     out.u16(36).u16(0).u32(0).put(&id.key).u32(u32::from(state)).u64(0);
     Ok(())
@@ -161,13 +169,91 @@ pub fn lease_break_ack(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u
 
 /// The lease a CREATE asks for: its RqLs context when the oplock level
 /// asked is SMB2_OPLOCK_LEVEL_LEASE, leases are on (`smb2 leases`) and the
-/// session's dialect is 3.x.
+/// session's dialect is 2.1 or 3.x. SMB 2.1 knows only version 1 leases
+/// (MS-SMB2 2.2.13.2.10: version 2 is for 3.x): a longer context there is
+/// read as version 1.
 pub fn requested(server: &Server, session: &Session, oplock_level: u8, contexts: &[(&[u8], &[u8])], client: [u8; 16]) -> Result<Option<LeaseRequest>, NtStatus> {
-    if oplock_level != OPLOCK_LEVEL_LEASE || !server.cfg.smb2_leases || session.dialect < crate::config::DIALECT_300 || session.dialect == crate::config::DIALECT_WILDCARD {
+    if oplock_level != OPLOCK_LEVEL_LEASE || !server.cfg.smb2_leases || session.dialect < crate::config::DIALECT_210 || session.dialect == crate::config::DIALECT_WILDCARD {
         return Ok(None);
     }
     let Some((_, data)) = contexts.iter().find(|(n, _)| *n == b"RqLs") else { return Ok(None) };
-    parse_request(data, client).map(Some)
+    let r = parse_request(data, client)?;
+    if session.dialect < crate::config::DIALECT_300 && r.version >= 2 {
+        return Ok(Some(LeaseRequest { version: 1, parent: None, epoch: 0, ..r }));
+    }
+    Ok(Some(r))
+}
+
+/// Whether a directory open may get the lease `req` (MS-SMB2 3.3.5.9.11):
+/// only a version 2 request (SMB 3.x) and with `smb3 directory leases` on.
+pub fn directory_lease_allowed(server: &Server, req: &LeaseRequest) -> bool {
+    server.cfg.smb3_directory_leases && req.version >= 2
+}
+
+/// The lease the directory `dir` of a change was opened under, as a
+/// directory lease sees it: the ParentLeaseKey of the open that changes
+/// something inside it (with the open's ClientGUID).
+pub fn parent_of(req: &LeaseRequest) -> Option<LeaseId> {
+    req.parent.map(|key| LeaseId { client: req.id.client, key })
+}
+
+/// Something inside the directory holding `rel` changed (a file made,
+/// overwritten, removed, renamed in or out, its size, times, attributes
+/// or EAs set: MS-FSA 2.1.4.13, MS-SMB2 3.3.4.7), through an open whose
+/// parent lease is `except`: the directory's other leases break to none.
+/// Nothing waits for these breaks.
+pub fn break_parent(server: &Server, root: &crate::vfs::ShareRoot, rel: &str, except: Option<LeaseId>) {
+    if !server.cfg.smb3_directory_leases || !server.cfg.smb2_leases {
+        return;
+    }
+    let parent = crate::vfs::split_parent(rel).map_or("", |(d, _)| d);
+    let key = match root.lookup(parent) {
+        Ok(Some(st)) => FileKey::from((st.dev, st.ino)),
+        _ => return,
+    };
+    match server.store.lease_break_parent(key, except.as_ref(), Server::now_ms()) {
+        Ok(mut workers) => {
+            workers.sort_unstable();
+            workers.dedup();
+            for w in workers {
+                debug!(parent = %parent, "directory lease break");
+                server.wake(w, key);
+            }
+        }
+        Err(e) => tracing::warn!("directory lease break: {e}"),
+    }
+}
+
+/// [`break_parent`] for a change through `open` (its own parent lease key
+/// spares its parent's lease).
+pub fn break_parent_of(server: &Server, open: &crate::objects::Open) {
+    let Some(root) = &open.share.root else { return };
+    let path = lock(&open.path).clone();
+    if path.is_empty() {
+        return;
+    }
+    break_parent(server, root, &path, *lock(&open.parent_lease));
+}
+
+/// A rename of `open` from `from` to `to`: both parents see a change.
+pub fn break_parents_rename(server: &Server, open: &crate::objects::Open, from: &str, to: &str) {
+    let Some(root) = &open.share.root else { return };
+    let except = *lock(&open.parent_lease);
+    break_parent(server, root, from, except);
+    let dir = |p: &str| crate::vfs::split_parent(p).map_or(String::new(), |(d, _)| d.to_string());
+    if dir(from) != dir(to) {
+        break_parent(server, root, to, except);
+    }
+}
+
+/// The last step of a close: a file written through `open`, or removed by
+/// its close, changed its directory's listing (smbtorture's
+/// lease.v2_request: the close, not the write, breaks the directory lease).
+pub fn on_close(server: &Server, open: &crate::objects::Open, removed: bool) {
+    crate::kernel_oplock::release(server, open);
+    if removed || open.modified.load(std::sync::atomic::Ordering::Relaxed) {
+        break_parent_of(server, open);
+    }
 }
 
 /// A lease key names one file (MS-SMB2 3.3.5.9.8): the same key on a
@@ -188,6 +274,14 @@ pub fn check_key_file(server: &Server, root: &crate::vfs::ShareRoot, rel: &str, 
 /// answer (the open goes on without a lease), INVALID_PARAMETER when the
 /// key meanwhile names a lease of another file.
 pub fn grant(server: &Server, key: FileKey, id: u64, req: &LeaseRequest, open: &crate::objects::Open) -> Result<Option<Vec<u8>>, NtStatus> {
+    // A directory caches no writes: R or RH at most (MS-SMB2 3.3.5.9.11).
+    let dir_req;
+    let req = if open.is_dir() {
+        dir_req = LeaseRequest { state: req.state & !crate::store::lease::WRITE, ..*req };
+        &dir_req
+    } else {
+        req
+    };
     match server.store.lease_grant(key, server.open_id(id), req) {
         Ok(Some(g)) => {
             *lock(&open.lease) = Some((req.id, g.state));
@@ -207,27 +301,39 @@ pub fn grant(server: &Server, key: FileKey, id: u64, req: &LeaseRequest, open: &
 pub type AfterBreaks = Box<dyn FnOnce() -> Result<(), NtStatus> + Send>;
 
 /// A rename or delete through `open` (MS-FSA 2.1.5.14.11): level II oplocks
-/// break to none and other leases lose H. When a holder must acknowledge,
-/// the request goes async (interim STATUS_PENDING) and `job` runs once no
-/// other lease holds H or the break times out; else `job` runs now. A
-/// request that cannot go async (inside a compound) runs `job` at once.
-pub fn after_handle_breaks(conn: &mut Connection, ctx: &mut Ctx<'_>, open: &Arc<crate::objects::Open>, job: AfterBreaks) -> Result<(), NtStatus> {
+/// break to none and other leases lose H, on the file and on `target`, an
+/// open file the rename would replace (so that clients close the handles
+/// they cache there; the rename then fails with ACCESS_DENIED if the target
+/// is still open, as Windows does). When a holder must acknowledge, the
+/// request goes async (interim STATUS_PENDING) and `job` runs once no other
+/// lease holds H or the breaks time out; else `job` runs now. A request that
+/// cannot go async (inside a compound) runs `job` at once.
+pub fn after_handle_breaks(conn: &mut Connection, ctx: &mut Ctx<'_>, open: &Arc<crate::objects::Open>, target: Option<FileKey>, job: AfterBreaks) -> Result<(), NtStatus> {
     let server = conn.server.clone();
-    let Some(key) = open.file_key.map(FileKey::from) else { return job() };
+    let keys: Vec<FileKey> = open.file_key.map(FileKey::from).into_iter().chain(target).collect();
+    if keys.is_empty() {
+        return job();
+    }
     let by = server.open_id(open.volatile_id);
     let timeout = server.cfg.limits.oplock_break_timeout.as_millis() as u64;
-    let (workers, until) = match server.store.lease_break_handle(key, by, Server::now_ms(), timeout) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!("rename breaks: {e}");
-            return job();
+    let mut until: Option<u64> = None;
+    for &key in &keys {
+        let (mut workers, u) = match server.store.lease_break_handle(key, by, Server::now_ms(), timeout) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("rename breaks: {e}");
+                continue;
+            }
+        };
+        workers.sort_unstable();
+        workers.dedup();
+        for w in workers {
+            server.wake(w, key);
         }
-    };
-    let mut workers = workers;
-    workers.sort_unstable();
-    workers.dedup();
-    for w in workers {
-        server.wake(w, key);
+        until = match (until, u) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
     }
     let Some(until) = until else { return job() };
     let Ok(pending) = crate::conn::go_async(conn, ctx) else { return job() };
@@ -238,7 +344,7 @@ pub fn after_handle_breaks(conn: &mut Connection, ctx: &mut Ctx<'_>, open: &Arc<
             if pending.stop.get().is_some() {
                 return pending.finish(NtStatus::CANCELLED, None);
             }
-            let held = server.store.oplocks(key).map(|r| r.others_hold_handle(by)).unwrap_or(false);
+            let held = keys.iter().any(|&k| server.store.oplocks(k).map(|r| r.others_hold_handle(by)).unwrap_or(false));
             if !held || Server::now_ms() >= until {
                 break;
             }

@@ -129,23 +129,29 @@ pub fn break_level2(server: &Server, open: &Open) {
 }
 
 /// Whether `open` holds handle caching: a batch oplock (MS-SMB2 3.3.5.9.6:
-/// a durable v1 open needs one) or a lease with H (3.3.5.9.10). The oplock
-/// half reads the level the store holds for the open now (a break to level
-/// II or none in progress or done means no handle caching), falling back to
-/// the level granted at CREATE when the store cannot answer; the lease half
-/// is the state as granted or acknowledged through this worker.
+/// a durable v1 open needs one) or a lease with H (3.3.5.9.10). Both halves
+/// read the state the store holds for the open now (a break to level II or
+/// none in progress or done, or a lease break that takes H or that timed
+/// out, means no handle caching), falling back to what was granted or
+/// acknowledged through this worker when the store cannot answer.
 pub fn holds_handle_caching(server: &Server, open: &Open) -> bool {
+    use crate::store::lease::HANDLE;
     use crate::store::oplock::LEVEL_BATCH;
-    if lock(&open.lease).is_some_and(|(_, state)| state & crate::store::lease::HANDLE != 0) {
-        return true;
-    }
+    let local_lease = *lock(&open.lease);
     let Some(key) = open.file_key else { return false };
     let id = server.open_id(open.volatile_id);
     match server.store.oplocks(key.into()) {
-        Ok(rec) => rec.holders.iter().any(|h| h.open == id && h.level == LEVEL_BATCH && h.breaking_to.is_none_or(|to| to == LEVEL_BATCH)),
+        Ok(rec) => {
+            if let Some((lid, _)) = local_lease {
+                if let Some(l) = rec.lease(&lid) {
+                    return l.state & HANDLE != 0 && l.breaking_to.is_none_or(|to| to & HANDLE != 0);
+                }
+            }
+            rec.holders.iter().any(|h| h.open == id && h.level == LEVEL_BATCH && h.breaking_to.is_none_or(|to| to == LEVEL_BATCH))
+        }
         Err(e) => {
             tracing::warn!("oplock record of {key:?}: {e}");
-            *lock(&open.oplock_level) == LEVEL_BATCH
+            local_lease.is_some_and(|(_, state)| state & HANDLE != 0) || *lock(&open.oplock_level) == LEVEL_BATCH
         }
     }
 }

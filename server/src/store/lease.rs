@@ -319,6 +319,24 @@ impl OplockRecord {
         until
     }
 
+    /// A change inside this directory (a file made, removed, renamed in or
+    /// out, its metadata set: MS-FSA 2.1.4.13, MS-SMB2 3.3.4.7) made under
+    /// the lease `except` (the ParentLeaseKey the change's open gave): every
+    /// other lease of the directory breaks to none. Nobody waits for these
+    /// breaks (their acknowledgments only end them).
+    pub fn break_leases_parent(&mut self, except: Option<&LeaseId>, now: u64, notify: &mut Vec<u32>) {
+        for l in &mut self.leases {
+            if Some(&l.id) == except || l.state == 0 {
+                continue;
+            }
+            match l.breaking_to {
+                None => l.start_break(0, now, true, notify),
+                Some(t) if t != 0 => l.pending_to = Some(0),
+                Some(_) => {}
+            }
+        }
+    }
+
     /// Whether a lease other than `by`'s still holds H (or is being broken
     /// from it): a rename waiting for those breaks looks at this.
     pub fn others_hold_handle(&self, by: GlobalOpenId) -> bool {
@@ -632,6 +650,34 @@ mod tests {
         assert_eq!(r.leases[0].breaking_to, Some(0));
         assert_eq!(r.check_open(&share, &e(b, 1, 7), None, false, false, true, 100, 100, 1, &mut n), OpenCheck::Proceed);
         assert_eq!((r.leases[0].state, r.leases[0].breaking_to), (0, None));
+    }
+
+    /// A directory's RH lease breaks to none (with an ack) on a change
+    /// inside it, except for a change made under the lease itself (its key
+    /// given as the parent key); a lease breaking to R goes on to none.
+    #[test]
+    fn parent_breaks() {
+        let a = id(1, 1);
+        let share = ShareRecord { entries: vec![e(a, 1, 7)], ..Default::default() };
+        let mut r = OplockRecord::default();
+        assert_eq!(r.grant_lease(&share, a, &LeaseRequest { version: 2, ..req(1, RH) }).epoch, 1);
+        let mut n = Vec::new();
+        r.break_leases_parent(Some(&lid(1)), 0, &mut n);
+        assert!(n.is_empty(), "its own key breaks nothing");
+        r.break_leases_parent(Some(&lid(2)), 0, &mut n);
+        assert_eq!(n, vec![1]);
+        let v = r.take_lease_notices(1);
+        assert_eq!((v[0].from, v[0].to, v[0].epoch, v[0].ack_required), (RH, 0, 2, true));
+        let mut w = Vec::new();
+        assert_eq!(r.lease_ack(&lid(1), 0, 0, &mut w), Ok((0, 2)));
+        let mut n = Vec::new();
+        r.break_leases_parent(None, 0, &mut n);
+        assert!(n.is_empty(), "a lease of none has nothing to break");
+        // Already breaking to R: the break goes on to none after the ack.
+        r.leases[0].state = RH;
+        r.leases[0].breaking_to = Some(READ);
+        r.break_leases_parent(None, 0, &mut n);
+        assert_eq!(r.leases[0].pending_to, Some(0));
     }
 
     #[test]

@@ -404,6 +404,29 @@ impl StateStore for LmdbStore {
         })
     }
 
+    fn lease_break_parent(&self, dir: FileKey, except: Option<&LeaseId>, now_ms: u64) -> Result<Vec<u32>, StoreError> {
+        // Most directories hold no lease: look before taking the writer's lock.
+        if self.read::<OplockRecord>(self.oplock, dir)?.is_none_or(|r| r.leases.iter().all(|l| l.state == 0 || Some(&l.id) == except)) {
+            return Ok(Vec::new());
+        }
+        self.write(|t| {
+            let mut notify = Vec::new();
+            modify(self.oplock, t, dir, |r: &mut OplockRecord| r.break_leases_parent(except, now_ms, &mut notify))?;
+            Ok(notify)
+        })
+    }
+
+    fn kernel_break(&self, key: FileKey, now_ms: u64) -> Result<Vec<u32>, StoreError> {
+        if self.read::<OplockRecord>(self.oplock, key)?.is_none() {
+            return Ok(Vec::new());
+        }
+        self.write(|t| {
+            let mut notify = Vec::new();
+            modify(self.oplock, t, key, |r: &mut OplockRecord| r.break_all(now_ms, &mut notify))?;
+            Ok(notify)
+        })
+    }
+
     fn lease_file(&self, id: &LeaseId) -> Result<Option<FileKey>, StoreError> {
         let txn = self.env.read_txn()?;
         self.lease.get(&txn, &id.encode())?.map(decode_key).transpose()

@@ -219,6 +219,26 @@ impl StateStore for MemStore {
         Ok((notify, until))
     }
 
+    fn lease_break_parent(&self, dir: FileKey, except: Option<&LeaseId>, now_ms: u64) -> Result<Vec<u32>, StoreError> {
+        let mut t = self.write();
+        if t.oplock.get(&dir).is_none_or(|r| r.leases.is_empty()) {
+            return Ok(Vec::new());
+        }
+        let mut notify = Vec::new();
+        with(&mut t.oplock, dir, OplockRecord::is_empty, |r| r.break_leases_parent(except, now_ms, &mut notify));
+        Ok(notify)
+    }
+
+    fn kernel_break(&self, key: FileKey, now_ms: u64) -> Result<Vec<u32>, StoreError> {
+        let mut t = self.write();
+        if !t.oplock.contains_key(&key) {
+            return Ok(Vec::new());
+        }
+        let mut notify = Vec::new();
+        with(&mut t.oplock, key, OplockRecord::is_empty, |r| r.break_all(now_ms, &mut notify));
+        Ok(notify)
+    }
+
     fn lease_file(&self, id: &LeaseId) -> Result<Option<FileKey>, StoreError> {
         Ok(self.read().lease.get(id).copied())
     }

@@ -197,6 +197,14 @@ pub trait StateStore: Send + Sync {
     fn lease_notices(&self, key: FileKey, worker: u32) -> Result<Vec<LeaseNotice>, StoreError>;
     /// A LEASE_BREAK acknowledgment: (file, state, epoch) or why not; the workers to wake.
     fn lease_ack(&self, id: &LeaseId, state: u8, now_ms: u64) -> Result<LeaseAcked, StoreError>;
+    // Directory leases (store/lease.rs, handlers/lease.rs `break_parent`).
+    /// A change inside the directory `dir` under the lease `except`: the
+    /// directory's other leases break to none (nobody waits); workers to wake.
+    fn lease_break_parent(&self, dir: FileKey, except: Option<&LeaseId>, now_ms: u64) -> Result<Vec<u32>, StoreError>;
+    // Kernel oplocks (kernel_oplock.rs).
+    /// Another program opened the file: all its oplocks and leases break to
+    /// none; workers to wake.
+    fn kernel_break(&self, key: FileKey, now_ms: u64) -> Result<Vec<u32>, StoreError>;
     /// All non-empty records (for `smbdirect status` and tests).
     fn snapshot(&self) -> Result<Vec<(FileKey, ShareRecord, LockRecord)>, StoreError>;
 

@@ -230,6 +230,25 @@ impl OplockRecord {
         self.break_leases_handle(by, now, timeout_ms, notify)
     }
 
+    /// Another program opened or changed the file (kernel oplocks,
+    /// kernel_oplock.rs): every oplock and lease of it breaks to none.
+    pub fn break_all(&mut self, now: u64, notify: &mut Vec<u32>) {
+        for h in &mut self.holders {
+            if h.level != LEVEL_NONE && h.breaking_to != Some(LEVEL_NONE) {
+                h.breaking_to = Some(LEVEL_NONE);
+                h.notified = false;
+                h.break_started = now;
+                notify.push(h.open.worker);
+            }
+        }
+        self.break_leases_parent(None, now, notify);
+    }
+
+    /// Whether an oplock or lease of the file still caches anything.
+    pub fn any_caching(&self) -> bool {
+        self.holders.iter().any(|h| h.level != LEVEL_NONE) || self.leases.iter().any(|l| l.state != 0)
+    }
+
     /// Whether any open holds a level II oplock (a cheap test before
     /// [`Self::break_level2`]).
     pub fn has_level2(&self) -> bool {

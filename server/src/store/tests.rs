@@ -279,6 +279,26 @@ fn leases(s: &dyn StateStore) {
     assert_eq!(s.lease_file(&l2).unwrap(), None);
     s.close_file(G, c).unwrap();
     assert!(s.oplocks(F).unwrap().is_empty());
+    // A change inside a leased directory breaks its lease to none, but not
+    // one made under the lease's own key (the ParentLeaseKey).
+    s.open_file(G, entry(c, READ, SHARE_ALL)).unwrap();
+    assert_eq!(s.lease_grant(G, c, &req(l1, R | HANDLE)).unwrap().unwrap().state, R | HANDLE);
+    assert!(s.lease_break_parent(G, Some(&l1), 0).unwrap().is_empty());
+    assert!(s.lease_notices(G, 1).unwrap().is_empty());
+    assert_eq!(s.lease_break_parent(G, Some(&l2), 0).unwrap(), vec![1]);
+    let n = s.lease_notices(G, 1).unwrap();
+    assert_eq!((n[0].from, n[0].to, n[0].ack_required), (R | HANDLE, 0, true));
+    s.close_file(G, c).unwrap();
+    // Another program opens a file (kernel oplocks): its batch oplock breaks to none.
+    s.open_file(G, entry(c, READ, SHARE_ALL)).unwrap();
+    assert_eq!(s.oplock_grant(G, c, oplock::LEVEL_BATCH, true).unwrap(), oplock::LEVEL_BATCH);
+    assert!(s.kernel_break(F, 0).unwrap().is_empty());
+    assert_eq!(s.kernel_break(G, 0).unwrap(), vec![1]);
+    assert_eq!(s.oplock_notices(G, 1).unwrap(), vec![(c.open, oplock::LEVEL_NONE)]);
+    assert!(s.oplocks(G).unwrap().any_caching(), "until acknowledged");
+    assert_eq!(s.oplock_ack(G, c, oplock::LEVEL_NONE).unwrap().0, Ok(oplock::LEVEL_NONE));
+    assert!(!s.oplocks(G).unwrap().any_caching());
+    s.close_file(G, c).unwrap();
     assert!(s.snapshot().unwrap().is_empty());
 }
 

@@ -225,7 +225,12 @@ const REQUEST_NOT_ACCEPTED: u32 = 0xC000_00D0;
 
 /// A CREATE asking for a lease: version 1, or version 2 with `(epoch, parent)`.
 fn create_lease(c: &mut Client, name: &str, access: u32, key: u8, state: u32, v2: Option<(u16, Option<u8>)>) -> Resp {
-    let mut b = create_body(name, access, SHARE_ALL, FILE_OPEN_IF, 0x40);
+    create_lease_with(c, name, access, FILE_NON_DIRECTORY_FILE, key, state, v2)
+}
+
+/// [`create_lease`] with the CreateOptions `options` (a directory: FILE_DIRECTORY_FILE).
+fn create_lease_with(c: &mut Client, name: &str, access: u32, options: u32, key: u8, state: u32, v2: Option<(u16, Option<u8>)>) -> Resp {
+    let mut b = create_body(name, access, SHARE_ALL, FILE_OPEN_IF, options);
     b[3] = LEVEL_LEASE;
     let n = utf16(name).len();
     b.truncate(56 + n);
@@ -437,4 +442,195 @@ fn break_falls_back_to_another_channel() {
     assert_eq!(lease_ack(&mut a2, 6, RH).status, SUCCESS);
     let done = c.next_async(Duration::from_secs(5)).expect("CREATE answered");
     assert_eq!(lease_of(&done).map(|l| l.1), Some(RH));
+}
+
+const SET_INFO: u16 = 0x11;
+const ACCESS_DENIED: u32 = 0xC000_0022;
+const DELETE: u32 = 0x0001_0000;
+const CAP_LEASING: u32 = 0x2;
+const CAP_DIRECTORY_LEASING: u32 = 0x20;
+
+/// A SET_INFO FileRenameInformation of `fid` to `to`, replacing an existing file.
+fn rename(c: &mut Client, fid: &[u8; 16], to: &str) -> Resp {
+    let name = utf16(to);
+    let mut info = Vec::new();
+    info.u8_(1).bytes(&[0; 7]).u64_(0).u32_(name.len() as u32).bytes(&name);
+    let mut body = Vec::new();
+    body.u16_(33).u8_(1).u8_(10).u32_(info.len() as u32).u16_(64 + 32).u16_(0).u32_(0).bytes(fid).bytes(&info);
+    c.call(SET_INFO, 1, &body)
+}
+
+/// Directory leases (3.x, version 2 only): RH at most; broken to none (with
+/// an ack, the epoch moving) by a file made, written (at its close) or
+/// removed inside the directory through an open that does not name the
+/// directory's lease as its parent; not broken by changes under that key.
+#[test]
+fn directory_lease_breaks_on_changes_inside() {
+    let ts = server();
+    let mut a = connected(&ts);
+    let mut b = connected(&ts);
+    let dir = FILE_DIRECTORY_FILE;
+    let rd = create_lease_with(&mut a, "d", GENERIC_READ, dir, 1, RWH, Some((0, None)));
+    assert_eq!(rd.status, SUCCESS);
+    assert_eq!(lease_of(&rd), Some(([1; 16], RH, 0, Some(1))), "a directory gets RH, not W");
+    // A version 1 request gets no directory lease.
+    let v1 = create_lease_with(&mut a, "d1", GENERIC_READ, dir, 9, RH, None);
+    assert_eq!((v1.status, granted(&v1)), (SUCCESS, LEVEL_NONE));
+    // A file made under the directory's own lease (its ParentLeaseKey) breaks nothing.
+    let mine = create_lease(&mut a, "d\\mine.txt", GENERIC_ALL, 2, RWH, Some((0, Some(1))));
+    assert_eq!(lease_of(&mine), Some(([2; 16], RWH, 4, Some(1))));
+    assert!(a.next_async(Duration::from_millis(300)).is_none(), "no break for a change under the parent key");
+    // Another client's new file breaks it to none.
+    let theirs = b.call(CREATE, 1, &create_body("d\\theirs.txt", GENERIC_ALL, SHARE_ALL, FILE_OPEN_IF, FILE_NON_DIRECTORY_FILE));
+    assert_eq!(theirs.status, SUCCESS);
+    let (key, from, to, flags, epoch) = next_lease_break(&mut a, Duration::from_secs(5)).expect("directory lease break");
+    assert_eq!((key, from, to, flags, epoch), ([1; 16], RH, 0, 1, 2));
+    assert_eq!(lease_ack(&mut a, 1, 0).status, SUCCESS);
+    // Taken again; a write does not break it, the writer's close does.
+    let again = create_lease_with(&mut a, "d", GENERIC_READ, dir, 1, RWH, Some((0, None)));
+    assert_eq!(lease_of(&again), Some(([1; 16], RH, 0, Some(3))));
+    assert_eq!(b.write(&theirs.file_id(), 0, b"data").status, SUCCESS);
+    assert!(a.next_async(Duration::from_millis(300)).is_none(), "a write alone breaks nothing");
+    b.close(&theirs.file_id());
+    let (_, from, to, _, epoch) = next_lease_break(&mut a, Duration::from_secs(5)).expect("break at the writer's close");
+    assert_eq!((from, to, epoch), (RH, 0, 4));
+    assert_eq!(lease_ack(&mut a, 1, 0).status, SUCCESS);
+    // Removed inside (delete on close): broken at the close that removes it.
+    let again = create_lease_with(&mut a, "d", GENERIC_READ, dir, 1, RH, Some((0, None)));
+    assert_eq!(lease_of(&again).map(|l| l.1), Some(RH));
+    a.close(&mine.file_id());
+    let del = b.call(CREATE, 1, &create_body("d\\mine.txt", DELETE | GENERIC_READ, SHARE_ALL, FILE_OPEN, FILE_NON_DIRECTORY_FILE | 0x1000));
+    assert_eq!(del.status, SUCCESS);
+    assert!(a.next_async(Duration::from_millis(300)).is_none(), "opening an existing file breaks nothing");
+    b.close(&del.file_id());
+    let (_, from, to, _, _) = next_lease_break(&mut a, Duration::from_secs(5)).expect("break at the removal");
+    assert_eq!((from, to), (RH, 0));
+    assert_eq!(lease_ack(&mut a, 1, 0).status, SUCCESS);
+    assert!(!ts.dir.path().join("share/d/mine.txt").exists());
+}
+
+/// A rename out of a leased directory breaks its lease; so does a rename into it.
+#[test]
+fn directory_lease_breaks_on_rename_in_and_out() {
+    let ts = server();
+    let mut a = connected(&ts);
+    let mut b = connected(&ts);
+    let d = b.call(CREATE, 1, &create_body("d", GENERIC_READ, SHARE_ALL, FILE_OPEN_IF, FILE_DIRECTORY_FILE));
+    assert_eq!(d.status, SUCCESS);
+    let f = b.call(CREATE, 1, &create_body("d\\f.txt", GENERIC_ALL | DELETE, SHARE_ALL, FILE_OPEN_IF, FILE_NON_DIRECTORY_FILE));
+    assert_eq!(f.status, SUCCESS);
+    let rd = create_lease_with(&mut a, "d", GENERIC_READ, FILE_DIRECTORY_FILE, 1, RH, Some((0, None)));
+    assert_eq!(lease_of(&rd).map(|l| l.1), Some(RH));
+    assert_eq!(rename(&mut b, &f.file_id(), "out.txt").status, SUCCESS);
+    let (_, from, to, _, _) = next_lease_break(&mut a, Duration::from_secs(5)).expect("break on a rename out");
+    assert_eq!((from, to), (RH, 0));
+    assert_eq!(lease_ack(&mut a, 1, 0).status, SUCCESS);
+    let rd = create_lease_with(&mut a, "d", GENERIC_READ, FILE_DIRECTORY_FILE, 1, RH, Some((0, None)));
+    assert_eq!(lease_of(&rd).map(|l| l.1), Some(RH));
+    assert_eq!(rename(&mut b, &f.file_id(), "d\\back.txt").status, SUCCESS);
+    let (_, from, to, _, _) = next_lease_break(&mut a, Duration::from_secs(5)).expect("break on a rename in");
+    assert_eq!((from, to), (RH, 0));
+}
+
+/// SMB 2.1: leases (version 1 only) but no directory leasing; 3.x gets both.
+#[test]
+fn leases_on_smb21() {
+    let ts = server();
+    let mut c = Client::new(&ts);
+    let n = c.negotiate_with(&NegOpts { dialects: vec![DIALECT_210], ..NegOpts::default() });
+    assert_eq!(le32(n.body(), 24) & (CAP_LEASING | CAP_DIRECTORY_LEASING), CAP_LEASING);
+    c.session_setup();
+    assert_eq!(c.tree_connect("share").status, SUCCESS);
+    let r = create_lease(&mut c, "v1.txt", GENERIC_ALL, 1, RWH, None);
+    assert_eq!((granted(&r), lease_of(&r)), (LEVEL_LEASE, Some(([1; 16], RWH, 0, None))));
+    // A version 2 context is answered as version 1 on 2.1.
+    let r = create_lease(&mut c, "v2.txt", GENERIC_ALL, 2, RWH, Some((3, Some(1))));
+    assert_eq!(lease_of(&r), Some(([2; 16], RWH, 0, None)));
+    let mut d = Client::new(&ts);
+    let n = d.negotiate_with(&NegOpts { dialects: vec![DIALECT_311], ..NegOpts::default() });
+    assert_eq!(le32(n.body(), 24) & (CAP_LEASING | CAP_DIRECTORY_LEASING), CAP_LEASING | CAP_DIRECTORY_LEASING);
+}
+
+/// A rename replacing a file another client holds open under an RH lease:
+/// the lease loses H first (the rename waits for the ack), then the rename
+/// fails with ACCESS_DENIED as the target is still open; once closed, the
+/// rename replaces it.
+#[test]
+fn rename_over_a_leased_target() {
+    let ts = server();
+    let mut a = connected(&ts);
+    let mut b = connected(&ts);
+    let t = create_lease(&mut a, "t.txt", GENERIC_READ, 1, RH, None);
+    assert_eq!(lease_of(&t).map(|l| l.1), Some(RH));
+    let s = b.call(CREATE, 1, &create_body("s.txt", GENERIC_ALL | DELETE, SHARE_ALL, FILE_OPEN_IF, FILE_NON_DIRECTORY_FILE));
+    assert_eq!(s.status, SUCCESS);
+    let r = rename(&mut b, &s.file_id(), "t.txt");
+    assert_eq!(r.status, PENDING, "waits for the target's H break");
+    let (key, from, to, flags, _) = next_lease_break(&mut a, Duration::from_secs(5)).expect("target lease break");
+    assert_eq!((key, from, to, flags), ([1; 16], RH, LEASE_R, 1));
+    assert_eq!(lease_ack(&mut a, 1, LEASE_R).status, SUCCESS);
+    let done = b.next_async(Duration::from_secs(5)).expect("the rename answered after the ack");
+    assert_eq!((done.command, done.status), (SET_INFO, ACCESS_DENIED));
+    assert!(ts.dir.path().join("share/s.txt").exists());
+    a.close(&t.file_id());
+    assert_eq!(rename(&mut b, &s.file_id(), "t.txt").status, SUCCESS);
+    assert!(!ts.dir.path().join("share/s.txt").exists());
+}
+
+/// `kernel oplocks = yes`: another program opening a leased file is held by
+/// the kernel's file lease until the client's lease is broken to none and
+/// acknowledged; while a program has a file open for writing, no caching is
+/// granted on it.
+#[test]
+fn kernel_oplocks_break_for_local_opens() {
+    let ts = server_with(|cfg| cfg.shares[0].kernel_oplocks = true);
+    let mut a = connected(&ts);
+    let r = create_lease(&mut a, "k.txt", GENERIC_ALL, 1, RWH, None);
+    assert_eq!(lease_of(&r).map(|l| l.1), Some(RWH), "the only open: a write lease in the kernel too");
+    let path = ts.dir.path().join("share/k.txt");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = path.clone();
+    std::thread::spawn(move || {
+        let f = std::fs::OpenOptions::new().read(true).open(&p);
+        let _ = tx.send(f.is_ok());
+    });
+    let (key, from, to, flags, _) = next_lease_break(&mut a, Duration::from_secs(10)).expect("a local open breaks the lease");
+    assert_eq!((key, from, to, flags), ([1; 16], RWH, 0, 1));
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "the local open waits for the acknowledgment");
+    assert_eq!(lease_ack(&mut a, 1, 0).status, SUCCESS);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(true), "the local open goes on after the ack");
+    a.close(&r.file_id());
+
+    // A program writing the file: no caching for a client.
+    let local = ts.dir.path().join("share/w.txt");
+    let _w = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&local).unwrap();
+    let r = create_lease(&mut a, "w.txt", GENERIC_READ, 2, RWH, None);
+    assert_eq!((r.status, lease_of(&r).map(|l| l.1)), (SUCCESS, Some(0)));
+    let o = create_oplock(&mut a, "w.txt", GENERIC_READ, LEVEL_BATCH);
+    assert_eq!((o.status, granted(&o)), (SUCCESS, LEVEL_NONE));
+}
+
+/// An acknowledgment that lets a further break of the lease start (an
+/// overwrite asked for during the break: RH goes on to R): the client gets
+/// the acknowledgment's response first, then the next LEASE_BREAK.
+#[test]
+fn next_break_follows_the_ack_response() {
+    let ts = server();
+    let mut a = connected(&ts);
+    let mut b = connected(&ts);
+    let mut c = connected(&ts);
+    let r = create_lease(&mut a, "o.txt", GENERIC_ALL, 1, RWH, Some((0, None)));
+    assert_eq!(lease_of(&r).map(|l| l.1), Some(RWH));
+    assert_eq!(b.call(CREATE, 1, &create_body("o.txt", GENERIC_READ, SHARE_ALL, FILE_OPEN, FILE_NON_DIRECTORY_FILE)).status, PENDING);
+    let (_, from, to, _, _) = next_lease_break(&mut a, Duration::from_secs(5)).expect("first break");
+    assert_eq!((from, to), (RWH, RH));
+    assert_eq!(c.call(CREATE, 1, &create_body("o.txt", GENERIC_ALL, SHARE_ALL, FILE_OVERWRITE_IF, FILE_NON_DIRECTORY_FILE)).status, PENDING);
+    let mut body = Vec::new();
+    body.u16_(36).u16_(0).u32_(0).bytes(&[1; 16]).u32_(RH).u64_(0);
+    let msg = a.build(OPLOCK_BREAK, 1, &body);
+    let mid = le64(&msg, 24);
+    let v = a.send(msg).expect("ack sent");
+    assert!(v.len() >= 2, "the response and the next break: {} messages", v.len());
+    assert_eq!((v[0].message_id, v[0].status), (mid, SUCCESS), "the ack's response comes first");
+    assert_eq!((v[1].message_id, le32(v[1].body(), 24), le32(v[1].body(), 28)), (u64::MAX, RH, LEASE_R), "then the break to R");
 }
