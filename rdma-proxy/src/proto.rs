@@ -14,8 +14,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 /// Protocol version carried in [`Hello`]; a server refuses any other.
 /// Version 2 added the slot range to `Hello`.
 pub const PROTO_VERSION: u32 = 2;
-pub use crate::frame::{Header, FLAG_MORE, HEADER_LEN, MAX_DATAGRAM, MAX_FRAGMENT_BODY};
-use crate::frame::{FrameError, Kinds};
+pub use crate::frame::{FrameError, Header, FLAG_MORE, HEADER_LEN, MAX_DATAGRAM, MAX_FRAGMENT_BODY};
+use crate::frame::Kinds;
 /// Bytes a frame adds around its SMB2 message (ChannelOffer is the largest);
 /// a receiver's reassembly bound is its message bound plus this.
 pub const MAX_FRAME_OVERHEAD: usize = 256;
@@ -41,24 +41,13 @@ pub mod kind {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtoError {
+    /// The datagram framing (header, MORE splitting, reassembly bound).
+    #[error("{0}")]
+    Frame(#[from] FrameError),
     #[error("{what}: truncated (need {need} bytes, have {have})")]
     Truncated { what: &'static str, need: usize, have: usize },
-    #[error("unknown frame kind {0}")]
-    UnknownKind(u8),
-    #[error("unknown flags {0:#04x}")]
-    BadFlags(u8),
-    #[error("reserved header field is {0:#06x}, not zero")]
-    Reserved(u16),
-    #[error("header length {len} does not match the datagram's body of {body} bytes")]
-    LengthMismatch { len: u32, body: usize },
     #[error("{what}: {extra} trailing bytes")]
     Trailing { what: &'static str, extra: usize },
-    #[error("frame of {size} bytes exceeds the bound of {limit}")]
-    TooLarge { size: usize, limit: usize },
-    #[error("continuation of kind {got} inside a frame of kind {expected}")]
-    Interleaved { expected: u8, got: u8 },
-    #[error("frame kind {0} may not be split with MORE")]
-    NotSplittable(u8),
     #[error("bad address family {0}")]
     BadAddressFamily(u8),
     #[error("bad boolean {0}")]
@@ -238,21 +227,6 @@ pub enum Frame {
 
 /// The kinds as the framing sees them.
 const KINDS: Kinds = Kinds { known: is_known_kind, splittable };
-
-impl From<FrameError> for ProtoError {
-    fn from(e: FrameError) -> ProtoError {
-        match e {
-            FrameError::Truncated { need, have } => ProtoError::Truncated { what: "frame header", need, have },
-            FrameError::UnknownKind(k) => ProtoError::UnknownKind(k),
-            FrameError::BadFlags(f) => ProtoError::BadFlags(f),
-            FrameError::Reserved(r) => ProtoError::Reserved(r),
-            FrameError::LengthMismatch { len, body } => ProtoError::LengthMismatch { len, body },
-            FrameError::TooLarge { size, limit } => ProtoError::TooLarge { size, limit },
-            FrameError::Interleaved { expected, got } => ProtoError::Interleaved { expected, got },
-            FrameError::NotSplittable(k) => ProtoError::NotSplittable(k),
-        }
-    }
-}
 
 fn is_known_kind(k: u8) -> bool {
     matches!(k, kind::HELLO..=kind::LISTENER | kind::RECV..=kind::CLOSE)
@@ -466,7 +440,7 @@ impl Frame {
                 r.end()?;
                 f
             }
-            other => return Err(ProtoError::UnknownKind(other)),
+            other => return Err(FrameError::UnknownKind(other).into()),
         };
         Ok(f)
     }
@@ -729,27 +703,27 @@ pub(crate) mod tests {
         let dgs = f.to_datagrams().unwrap();
         let mut r = Reassembler::new(80_000);
         assert_eq!(r.push(&dgs[0]).unwrap(), None);
-        assert_eq!(r.push(&dgs[1]), Err(ProtoError::TooLarge { size: 100_000, limit: 80_000 }));
+        assert_eq!(r.push(&dgs[1]), Err(ProtoError::Frame(FrameError::TooLarge { size: 100_000, limit: 80_000 })));
         // One datagram alone over the bound.
         let mut r = Reassembler::new(10);
-        assert!(matches!(r.push(&Frame::Recv(vec![0; 11]).to_datagrams().unwrap()[0]), Err(ProtoError::TooLarge { .. })));
+        assert!(matches!(r.push(&Frame::Recv(vec![0; 11]).to_datagrams().unwrap()[0]), Err(ProtoError::Frame(FrameError::TooLarge { .. }))));
     }
 
     #[test]
     fn malformed_datagrams_are_typed_errors() {
         let mut r = Reassembler::new(1 << 20);
-        assert!(matches!(r.push(&[16, 0, 0]), Err(ProtoError::Truncated { .. })));
-        assert_eq!(r.push(&[99, 0, 0, 0, 0, 0, 0, 0]), Err(ProtoError::UnknownKind(99)));
-        assert_eq!(r.push(&[16, 2, 0, 0, 0, 0, 0, 0]), Err(ProtoError::BadFlags(2)));
-        assert_eq!(r.push(&[16, 0, 1, 0, 0, 0, 0, 0]), Err(ProtoError::Reserved(1)));
-        assert_eq!(r.push(&[16, 0, 0, 0, 5, 0, 0, 0, 1]), Err(ProtoError::LengthMismatch { len: 5, body: 1 }));
+        assert!(matches!(r.push(&[16, 0, 0]), Err(ProtoError::Frame(FrameError::Truncated { .. }))));
+        assert_eq!(r.push(&[99, 0, 0, 0, 0, 0, 0, 0]), Err(ProtoError::Frame(FrameError::UnknownKind(99))));
+        assert_eq!(r.push(&[16, 2, 0, 0, 0, 0, 0, 0]), Err(ProtoError::Frame(FrameError::BadFlags(2))));
+        assert_eq!(r.push(&[16, 0, 1, 0, 0, 0, 0, 0]), Err(ProtoError::Frame(FrameError::Reserved(1))));
+        assert_eq!(r.push(&[16, 0, 0, 0, 5, 0, 0, 0, 1]), Err(ProtoError::Frame(FrameError::LengthMismatch { len: 5, body: 1 })));
         // Non-message frames may not be split.
-        assert_eq!(r.push(&[kind::CLOSE, 1, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0]), Err(ProtoError::NotSplittable(kind::CLOSE)));
+        assert_eq!(r.push(&[kind::CLOSE, 1, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0]), Err(ProtoError::Frame(FrameError::NotSplittable(kind::CLOSE))));
         // A continuation of another kind.
         let mut d = Frame::Recv(vec![1; 70_000]).to_datagrams().unwrap();
         d[1][0] = kind::SEND;
         assert_eq!(r.push(&d[0]).unwrap(), None);
-        assert_eq!(r.push(&d[1]), Err(ProtoError::Interleaved { expected: kind::RECV, got: kind::SEND }));
+        assert_eq!(r.push(&d[1]), Err(ProtoError::Frame(FrameError::Interleaved { expected: kind::RECV, got: kind::SEND })));
         // Trailing bytes in a fixed frame.
         assert!(matches!(r.push(&[kind::CLOSE, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0]), Err(ProtoError::Trailing { .. })));
         // Descriptor count past the bound, and past the body.

@@ -53,10 +53,6 @@ pub enum WireError {
     Truncated(&'static str),
     #[error("{0}: trailing bytes")]
     Trailing(&'static str),
-    #[error("unknown frame kind {0}")]
-    UnknownKind(u8),
-    #[error("frame of {0} bytes is over the bound")]
-    TooLarge(usize),
     #[error("bad value {1} in {0}")]
     BadValue(&'static str, u64),
     #[error("text is not UTF-8 or too long")]
@@ -120,7 +116,7 @@ pub fn pass_fits(p: &ConnPass) -> bool {
 
 fn put_pass(o: &mut Vec<u8>, conn_id: u64, client_guid: &[u8; 16], p: &ConnPass) -> Result<(), WireError> {
     if p.credits.used.len() > MAX_CREDIT_IDS {
-        return Err(WireError::TooLarge(p.credits.used.len()));
+        return Err(FrameError::TooLarge { size: p.credits.used.len(), limit: MAX_CREDIT_IDS }.into());
     }
     o.extend_from_slice(&conn_id.to_le_bytes());
     o.extend_from_slice(client_guid);
@@ -158,7 +154,7 @@ fn get_pass(r: &mut Rd<'_>) -> Result<(u64, [u8; 16], ConnPass), WireError> {
 }
 
 fn put_blob(o: &mut Vec<u8>, b: &[u8]) -> Result<(), WireError> {
-    let n = u32::try_from(b.len()).ok().filter(|n| (*n as usize) <= MAX_BODY).ok_or(WireError::TooLarge(b.len()))?;
+    let n = u32::try_from(b.len()).ok().filter(|n| (*n as usize) <= MAX_BODY).ok_or(FrameError::TooLarge { size: b.len(), limit: MAX_BODY })?;
     o.extend_from_slice(&n.to_le_bytes());
     o.extend_from_slice(b);
     Ok(())
@@ -195,7 +191,7 @@ impl Frame {
             }
             Frame::Handoff { conn_id, client_guid, first } => {
                 if first.len() > MAX_HANDOFF_MESSAGE {
-                    return Err(WireError::TooLarge(first.len()));
+                    return Err(FrameError::TooLarge { size: first.len(), limit: MAX_HANDOFF_MESSAGE }.into());
                 }
                 o.extend_from_slice(&conn_id.to_le_bytes());
                 o.extend_from_slice(client_guid);
@@ -270,7 +266,7 @@ impl Frame {
                 let (conn_id, client_guid, pass) = get_pass(&mut Rd { b: body, what: "Passed" })?;
                 Frame::Passed { conn_id, client_guid, pass }
             }
-            k => return Err(WireError::UnknownKind(k)),
+            k => return Err(FrameError::UnknownKind(k).into()),
         };
         Ok(f)
     }
