@@ -45,7 +45,7 @@ impl FdPassError {
 
 /// Whether frames of this kind carry exactly one fd (on their first datagram).
 pub fn carries_fd(k: u8) -> bool {
-    matches!(k, kind::HELLO | kind::CHANNEL_OFFER)
+    matches!(k, kind::HELLO | kind::CHANNEL_OFFER | kind::CHANNEL_PASSED)
 }
 
 /// A connected SOCK_SEQPACKET pair, both ends close-on-exec (the supervisor

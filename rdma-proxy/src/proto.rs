@@ -25,13 +25,14 @@ pub const MAX_RDMA_DESCRIPTORS: usize = 256;
 /// Most channels one `StatsReply` may carry.
 pub const MAX_STATS_CHANNELS: usize = 4096;
 
-/// Frame kinds. Control socket: 1..=4; channel socket: 16..=20.
+/// Frame kinds. Control socket: 1..=6; channel socket: 16..=20.
 pub mod kind {
     pub const HELLO: u8 = 1;
     pub const CHANNEL_OFFER: u8 = 2;
     pub const STATS: u8 = 3;
     pub const STATS_REPLY: u8 = 4;
     pub const LISTENER: u8 = 5;
+    pub const CHANNEL_PASSED: u8 = 6;
     pub const RECV: u8 = 16;
     pub const SEND: u8 = 17;
     pub const RDMA: u8 = 18;
@@ -215,6 +216,14 @@ pub enum Frame {
     Stats { req_id: u64 },
     StatsReply { req_id: u64, channels: Vec<ChannelStats> },
     Listener(ListenerReport),
+    /// Supervisor -> worker only (never the proxy), with the channel socket
+    /// fd: a channel another worker took and passes on to this one (a
+    /// binding of a session this worker owns). `offer` describes the channel
+    /// as the proxy offered it (`first_message` empty); `state` is the SMB
+    /// server's own record of the connection (its `connpass` state, opaque
+    /// here). The proxy does not see the move: the channel socket's other end
+    /// only changes process.
+    ChannelPassed { offer: ChannelOffer, state: Vec<u8> },
     /// Proxy -> worker: one reassembled SMB2 message.
     Recv(Vec<u8>),
     /// Worker -> proxy: one SMB2 message, sent with invalidate of the token
@@ -229,12 +238,12 @@ pub enum Frame {
 const KINDS: Kinds = Kinds { known: is_known_kind, splittable };
 
 fn is_known_kind(k: u8) -> bool {
-    matches!(k, kind::HELLO..=kind::LISTENER | kind::RECV..=kind::CLOSE)
+    matches!(k, kind::HELLO..=kind::CHANNEL_PASSED | kind::RECV..=kind::CLOSE)
 }
 
 /// Whether frames of this kind may span datagrams (those carrying messages).
 pub fn splittable(k: u8) -> bool {
-    matches!(k, kind::CHANNEL_OFFER | kind::STATS_REPLY | kind::RECV | kind::SEND)
+    matches!(k, kind::CHANNEL_OFFER | kind::CHANNEL_PASSED | kind::STATS_REPLY | kind::RECV | kind::SEND)
 }
 
 impl Frame {
@@ -245,6 +254,7 @@ impl Frame {
             Frame::Stats { .. } => kind::STATS,
             Frame::StatsReply { .. } => kind::STATS_REPLY,
             Frame::Listener(_) => kind::LISTENER,
+            Frame::ChannelPassed { .. } => kind::CHANNEL_PASSED,
             Frame::Recv(_) => kind::RECV,
             Frame::Send { .. } => kind::SEND,
             Frame::Rdma(_) => kind::RDMA,
@@ -263,16 +273,14 @@ impl Frame {
                 out.extend_from_slice(&h.slot_base.to_le_bytes());
                 out.extend_from_slice(&h.slot_count.to_le_bytes());
             }
-            Frame::ChannelOffer(o) => {
-                out.extend_from_slice(&o.channel_id.to_le_bytes());
-                out.extend_from_slice(&o.client_guid);
-                put_addr(out, o.peer);
-                put_addr(out, o.local);
-                let n = &o.negotiated;
-                for v in [n.max_read_write_size, n.max_send_size, n.max_fragmented_send, n.max_fragmented_recv] {
-                    out.extend_from_slice(&v.to_le_bytes());
-                }
-                out.extend_from_slice(&o.first_message);
+            Frame::ChannelOffer(o) => put_offer(out, o),
+            Frame::ChannelPassed { offer, state } => {
+                let mut o = Vec::new();
+                put_offer(&mut o, offer);
+                let n = u32::try_from(o.len()).map_err(|_| FrameError::TooLarge { size: o.len(), limit: u32::MAX as usize })?;
+                out.extend_from_slice(&n.to_le_bytes());
+                out.extend_from_slice(&o);
+                out.extend_from_slice(state);
             }
             Frame::Stats { req_id } => out.extend_from_slice(&req_id.to_le_bytes()),
             Frame::StatsReply { req_id, channels } => {
@@ -338,26 +346,12 @@ impl Frame {
                 r.end()?;
                 f
             }
-            kind::CHANNEL_OFFER => {
-                let mut r = Rd::new(body, "ChannelOffer");
-                let channel_id = r.u64()?;
-                let client_guid: [u8; 16] = r.array()?;
-                let peer = get_addr(&mut r)?;
-                let local = get_addr(&mut r)?;
-                let negotiated = Negotiated {
-                    max_read_write_size: r.u32()?,
-                    max_send_size: r.u32()?,
-                    max_fragmented_send: r.u32()?,
-                    max_fragmented_recv: r.u32()?,
-                };
-                Frame::ChannelOffer(ChannelOffer {
-                    channel_id,
-                    client_guid,
-                    peer,
-                    local,
-                    negotiated,
-                    first_message: r.rest().to_vec(),
-                })
+            kind::CHANNEL_OFFER => Frame::ChannelOffer(get_offer(body)?),
+            kind::CHANNEL_PASSED => {
+                let mut r = Rd::new(body, "ChannelPassed");
+                let n = r.u32()? as usize;
+                let offer = get_offer(r.take(n)?)?;
+                Frame::ChannelPassed { offer, state: r.rest().to_vec() }
             }
             kind::STATS => {
                 let mut r = Rd::new(body, "Stats");
@@ -483,6 +477,33 @@ impl Reassembler {
             Some((k, body)) => Frame::decode_body(k, &body).map(Some),
         }
     }
+}
+
+fn put_offer(out: &mut Vec<u8>, o: &ChannelOffer) {
+    out.extend_from_slice(&o.channel_id.to_le_bytes());
+    out.extend_from_slice(&o.client_guid);
+    put_addr(out, o.peer);
+    put_addr(out, o.local);
+    let n = &o.negotiated;
+    for v in [n.max_read_write_size, n.max_send_size, n.max_fragmented_send, n.max_fragmented_recv] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&o.first_message);
+}
+
+fn get_offer(body: &[u8]) -> Result<ChannelOffer, ProtoError> {
+    let mut r = Rd::new(body, "ChannelOffer");
+    let channel_id = r.u64()?;
+    let client_guid: [u8; 16] = r.array()?;
+    let peer = get_addr(&mut r)?;
+    let local = get_addr(&mut r)?;
+    let negotiated = Negotiated {
+        max_read_write_size: r.u32()?,
+        max_send_size: r.u32()?,
+        max_fragmented_send: r.u32()?,
+        max_fragmented_recv: r.u32()?,
+    };
+    Ok(ChannelOffer { channel_id, client_guid, peer, local, negotiated, first_message: r.rest().to_vec() })
 }
 
 fn put_addr(out: &mut Vec<u8>, a: Option<SocketAddr>) {
@@ -618,6 +639,17 @@ pub(crate) mod tests {
                 negotiated: Negotiated::default(),
                 first_message: Vec::new(),
             }),
+            Frame::ChannelPassed {
+                offer: ChannelOffer {
+                    channel_id: 9,
+                    client_guid: [0x5A; 16],
+                    peer: Some("10.9.0.2:40001".parse().unwrap()),
+                    local: None,
+                    negotiated: Negotiated { max_read_write_size: 1 << 20, max_send_size: 1364, max_fragmented_send: 1 << 20, max_fragmented_recv: 1 << 20 },
+                    first_message: Vec::new(),
+                },
+                state: vec![3; 70_000],
+            },
             Frame::Stats { req_id: 3 },
             Frame::StatsReply {
                 req_id: 3,

@@ -606,7 +606,7 @@ impl Connection {
         // Any dialect: the owner's refusal of a 2.x binding (or one with
         // multichannel off) is signed with the session's key, which only
         // the owner has.
-        if self.dialect.is_none_or(|d| d == DIALECT_WILDCARD_INTERNAL) || !self.sessions.is_empty() || !self.pending.is_empty() || self.sink.is_rdma() {
+        if self.dialect.is_none_or(|d| d == DIALECT_WILDCARD_INTERNAL) || !self.sessions.is_empty() || !self.pending.is_empty() {
             return None;
         }
         let hdr = Header::parse(msg).ok()?;

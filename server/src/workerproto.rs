@@ -10,11 +10,15 @@
 //!
 //! Supervisor -> worker: `Setup` (first, once), `Handoff`, `StatusRequest`,
 //! `Passed`.
-//! Worker -> supervisor: `ConnClosed`, `StatusReply`, `PassConn`.
+//! Worker -> supervisor: `ConnClosed`, `StatusReply`, `PassConn`,
+//! `PassChannel`.
 //!
 //! `PassConn` / `Passed` move a TCP connection (its socket by SCM_RIGHTS)
 //! to the worker that owns the session its binding SESSION_SETUP names,
-//! with what rebuilds it there (connpass.rs).
+//! with what rebuilds it there (connpass.rs). `PassChannel` does the same
+//! for an SMB Direct channel (its channel socket to the proxy); the
+//! supervisor hands it to the owner on that worker's proxy-frame socket as
+//! the proxy protocol's `ChannelPassed`, whose `state` is [`encode_pass`].
 //!
 //! The proxy's frames (Hello, ChannelOffer) travel on a second socket per
 //! worker, unchanged, so that `rdma::serve_control` reads them as it reads a
@@ -24,6 +28,7 @@ use crate::connpass::ConnPass;
 use crate::credits::CreditSnapshot;
 use smbdirect_rdma_proxy::fdpass::{recv_datagram, send_datagram, FdPassError};
 use smbdirect_rdma_proxy::frame::{self, FrameError, Kinds, MAX_DATAGRAM, MAX_FRAGMENT_BODY as MAX_BODY};
+use smbdirect_rdma_proxy::proto::{kind as proxy_kind, ChannelOffer, Frame as ProxyFrame, MAX_FRAME_OVERHEAD};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 /// Largest first message a `Handoff` carries (it must fit one datagram).
 pub const MAX_HANDOFF_MESSAGE: usize = MAX_BODY - 64;
@@ -43,6 +48,7 @@ pub mod kind {
     pub const CONN_CLOSED: u8 = 16;
     pub const STATUS_REPLY: u8 = 17;
     pub const PASS_CONN: u8 = 18;
+    pub const PASS_CHANNEL: u8 = 19;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,6 +63,8 @@ pub enum WireError {
     BadValue(&'static str, u64),
     #[error("text is not UTF-8 or too long")]
     BadText,
+    #[error("channel offer: {0}")]
+    Proxy(String),
     #[error("frame kind {0}: fd missing or unexpected")]
     FdRule(u8),
 }
@@ -106,12 +114,44 @@ pub enum Frame {
     PassConn { conn_id: u64, client_guid: [u8; 16], pass: ConnPass },
     /// Supervisor -> worker: a connection passed to this worker (fd along).
     Passed { conn_id: u64, client_guid: [u8; 16], pass: ConnPass },
+    /// Worker -> supervisor: SMB Direct channel `offer.channel_id` (its
+    /// channel socket rides along; `offer.first_message` is empty) goes to
+    /// the worker that owns `pass.session_id`.
+    PassChannel { offer: ChannelOffer, pass: ConnPass },
 }
 
-/// Whether a pass fits one datagram (else the binding is answered where it
-/// arrived).
+/// The connection state of a passed SMB Direct channel, as the `state` of
+/// the proxy protocol's `ChannelPassed` frame.
+pub fn encode_pass(channel_id: u64, client_guid: &[u8; 16], p: &ConnPass) -> Result<Vec<u8>, WireError> {
+    let mut o = Vec::new();
+    put_pass(&mut o, channel_id, client_guid, p)?;
+    Ok(o)
+}
+
+/// Reads [`encode_pass`]'s bytes back.
+pub fn decode_pass(b: &[u8]) -> Result<ConnPass, WireError> {
+    get_pass(&mut Rd { b, what: "ChannelPassed state" }).map(|(_, _, p)| p)
+}
+
+fn put_offer(o: &mut Vec<u8>, offer: &ChannelOffer) -> Result<(), WireError> {
+    let mut body = Vec::new();
+    ProxyFrame::ChannelOffer(offer.clone()).encode_body(&mut body).map_err(|e| WireError::Proxy(e.to_string()))?;
+    put_blob(o, &body)
+}
+
+fn get_offer(r: &mut Rd<'_>) -> Result<ChannelOffer, WireError> {
+    let body = r.blob()?;
+    match ProxyFrame::decode_body(proxy_kind::CHANNEL_OFFER, &body) {
+        Ok(ProxyFrame::ChannelOffer(o)) => Ok(o),
+        Ok(_) => Err(WireError::Truncated("PassChannel offer")),
+        Err(e) => Err(WireError::Proxy(e.to_string())),
+    }
+}
+
+/// Whether a pass fits one datagram, with room for a channel offer (else
+/// the binding is answered where it arrived).
 pub fn pass_fits(p: &ConnPass) -> bool {
-    Frame::PassConn { conn_id: 0, client_guid: [0; 16], pass: p.clone() }.encode_body().is_ok_and(|b| b.len() <= MAX_BODY)
+    Frame::PassConn { conn_id: 0, client_guid: [0; 16], pass: p.clone() }.encode_body().is_ok_and(|b| b.len() + MAX_FRAME_OVERHEAD <= MAX_BODY)
 }
 
 fn put_pass(o: &mut Vec<u8>, conn_id: u64, client_guid: &[u8; 16], p: &ConnPass) -> Result<(), WireError> {
@@ -170,6 +210,7 @@ impl Frame {
             Frame::StatusReply { .. } => kind::STATUS_REPLY,
             Frame::PassConn { .. } => kind::PASS_CONN,
             Frame::Passed { .. } => kind::PASSED,
+            Frame::PassChannel { .. } => kind::PASS_CHANNEL,
         }
     }
 
@@ -211,6 +252,10 @@ impl Frame {
                 o.extend_from_slice(json);
             }
             Frame::PassConn { conn_id, client_guid, pass } | Frame::Passed { conn_id, client_guid, pass } => put_pass(&mut o, *conn_id, client_guid, pass)?,
+            Frame::PassChannel { offer, pass } => {
+                put_offer(&mut o, offer)?;
+                put_pass(&mut o, offer.channel_id, &offer.client_guid, pass)?;
+            }
         }
         Ok(o)
     }
@@ -266,6 +311,12 @@ impl Frame {
                 let (conn_id, client_guid, pass) = get_pass(&mut Rd { b: body, what: "Passed" })?;
                 Frame::Passed { conn_id, client_guid, pass }
             }
+            kind::PASS_CHANNEL => {
+                let mut r = Rd { b: body, what: "PassChannel" };
+                let offer = get_offer(&mut r)?;
+                let (_, _, pass) = get_pass(&mut r)?;
+                Frame::PassChannel { offer, pass }
+            }
             k => return Err(FrameError::UnknownKind(k).into()),
         };
         Ok(f)
@@ -280,12 +331,12 @@ impl Frame {
 
 /// The kinds as the framing sees them.
 const KINDS: Kinds = Kinds {
-    known: |k| matches!(k, kind::SETUP | kind::HANDOFF | kind::STATUS_REQUEST | kind::PASSED | kind::CONN_CLOSED | kind::STATUS_REPLY | kind::PASS_CONN),
+    known: |k| matches!(k, kind::SETUP | kind::HANDOFF | kind::STATUS_REQUEST | kind::PASSED | kind::CONN_CLOSED | kind::STATUS_REPLY | kind::PASS_CONN | kind::PASS_CHANNEL),
     splittable: |k| k == kind::STATUS_REPLY,
 };
 
 fn carries_fd(k: u8) -> bool {
-    matches!(k, kind::HANDOFF | kind::PASS_CONN | kind::PASSED)
+    matches!(k, kind::HANDOFF | kind::PASS_CONN | kind::PASSED | kind::PASS_CHANNEL)
 }
 
 /// Reassembles datagrams into frames (bounded).
@@ -441,7 +492,19 @@ mod tests {
             Frame::StatusReply { req_id: 2, json: vec![b'x'; 200_000] },
             Frame::PassConn { conn_id: 7, client_guid: [3; 16], pass: sample_pass() },
             Frame::Passed { conn_id: u64::MAX, client_guid: [0; 16], pass: ConnPass { pending: Vec::new(), ..sample_pass() } },
+            Frame::PassChannel { offer: sample_offer(), pass: sample_pass() },
         ]
+    }
+
+    fn sample_offer() -> ChannelOffer {
+        ChannelOffer {
+            channel_id: 12,
+            client_guid: [4; 16],
+            peer: Some("10.9.0.2:40000".parse().unwrap()),
+            local: Some("10.9.0.1:445".parse().unwrap()),
+            negotiated: smbdirect_rdma_proxy::proto::Negotiated { max_read_write_size: 1 << 20, max_send_size: 1364, max_fragmented_send: 1 << 20, max_fragmented_recv: 1 << 20 },
+            first_message: Vec::new(),
+        }
     }
 
     fn sample_pass() -> ConnPass {
@@ -475,6 +538,13 @@ mod tests {
             assert!(dgs.iter().all(|d| d.len() <= MAX_DATAGRAM));
             assert_eq!(decode_all(&dgs), f);
         }
+        // A passed channel's state, as the owner reads it from ChannelPassed.
+        let b = encode_pass(12, &[4; 16], &sample_pass()).unwrap();
+        assert_eq!(decode_pass(&b).unwrap(), sample_pass());
+        assert!(decode_pass(&b[..40]).is_err());
+        // A channel pass fits one datagram like a connection pass.
+        let f = Frame::PassChannel { offer: sample_offer(), pass: sample_pass() };
+        assert_eq!(f.to_datagrams().unwrap().len(), 1);
     }
 
     #[test]
