@@ -27,9 +27,21 @@
 //! `ChannelPassed`), where `rdma::serve_control_with` serves the channel from
 //! the owner's own pool slot range.
 //!
-//! Not passed: connections that already have a session or a session setup
-//! under way, compounds, and encrypted messages; those get the local answer
-//! (USER_SESSION_DELETED).
+//! A pass (the state above) may span datagrams up to
+//! `workerproto::MAX_PASS` (1 MiB: a client that pipelined past its
+//! binding).
+//!
+//! Not passed, answered where they arrive with USER_SESSION_DELETED (the
+//! session is not in that worker's table: MS-SMB2 3.3.5.5.2) and a log line
+//! saying why (`Connection::pass_for`): a connection that already has a
+//! session of its own in this worker or a session setup under way (its
+//! sessions live here, and a connection is served by one worker), a binding
+//! in a compound (the owner would answer the rest of a chain on a connection
+//! it never saw), a connection already passed once, and state over
+//! `MAX_PASS`. An encrypted binding cannot be passed either: the TRANSFORM
+//! names a session that is not bound to the connection, which MS-SMB2
+//! 3.3.5.2.1.1 answers by disconnecting (also in the owner), with the log
+//! line "TRANSFORM for unknown session".
 
 use crate::credits::CreditSnapshot;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -600,35 +600,57 @@ impl Connection {
     /// binding SESSION_SETUP for a session another worker allocated
     /// (connpass.rs). Only a connection with no session and no session setup
     /// under way, that kept its NEGOTIATE and whose reader can be stopped,
-    /// and only a plain, single request: anything else is answered here.
+    /// and only a plain, single request within `workerproto::MAX_PASS`:
+    /// anything else is answered here (USER_SESSION_DELETED: the session is
+    /// not in this worker's table, MS-SMB2 3.3.5.5.2), with a log line
+    /// saying why it was not passed.
     pub(crate) fn pass_for(&self, msg: &[u8]) -> Option<crate::connpass::ConnPass> {
-        let (negotiate_req, negotiate_resp) = self.negotiated.as_ref()?;
-        // Any dialect: the owner's refusal of a 2.x binding (or one with
-        // multichannel off) is signed with the session's key, which only
-        // the owner has.
-        if self.dialect.is_none_or(|d| d == DIALECT_WILDCARD_INTERNAL) || !self.sessions.is_empty() || !self.pending.is_empty() {
+        if !crate::connpass::enabled() {
             return None;
         }
         let hdr = Header::parse(msg).ok()?;
-        if hdr.command != Command::SessionSetup as u16 || hdr.next_command != 0 || hdr.is_related() || hdr.session_id == 0 {
+        if hdr.command != Command::SessionSetup as u16 || hdr.is_related() || hdr.session_id == 0 {
             return None;
         }
         let req = SessionSetupReq::parse(msg).ok()?;
         if req.flags & SESSION_FLAG_BINDING == 0 || self.server.session(hdr.session_id).is_some() {
             return None;
         }
-        crate::connpass::foreign_owner(self.server.worker_id, hdr.session_id)?;
-        if !self.recv.can_halt() {
-            return None;
-        }
-        let p = crate::connpass::ConnPass {
-            session_id: hdr.session_id,
-            negotiate_req: negotiate_req.clone(),
-            negotiate_resp: negotiate_resp.clone(),
-            credits: self.credits.snapshot(),
-            pending: crate::connpass::framed(msg),
+        let owner = crate::connpass::foreign_owner(self.server.worker_id, hdr.session_id)?;
+        // Any dialect: the owner's refusal of a 2.x binding (or one with
+        // multichannel off) is signed with the session's key, which only
+        // the owner has.
+        let why = if !self.sessions.is_empty() {
+            // Its sessions live here; a connection serves one worker.
+            "the connection already has a session in this worker"
+        } else if !self.pending.is_empty() {
+            "a session setup is under way on the connection"
+        } else if hdr.next_command != 0 {
+            // The owner would have to answer the rest of the chain on a
+            // connection it never saw; a binding is a request of its own.
+            "the binding came in a compound"
+        } else {
+            match self.negotiated.as_ref() {
+                None => "the connection was passed here already, or its NEGOTIATE was not kept",
+                Some(_) if self.dialect.is_none_or(|d| d == DIALECT_WILDCARD_INTERNAL) => "no dialect negotiated",
+                Some(_) if !self.recv.can_halt() => "its reader cannot be stopped",
+                Some((negotiate_req, negotiate_resp)) => {
+                    let p = crate::connpass::ConnPass {
+                        session_id: hdr.session_id,
+                        negotiate_req: negotiate_req.clone(),
+                        negotiate_resp: negotiate_resp.clone(),
+                        credits: self.credits.snapshot(),
+                        pending: crate::connpass::framed(msg),
+                    };
+                    if crate::workerproto::pass_fits(&p) {
+                        return Some(p);
+                    }
+                    "its state is over the pass bound"
+                }
+            }
         };
-        (crate::workerproto::pass_fits(&p)).then_some(p)
+        info!(peer = %self.peer, session = hdr.session_id, owner, "binding of another worker's session answered here (USER_SESSION_DELETED), not passed: {why}");
+        None
     }
 
     /// Rebuilds the state of a connection passed here from another worker:

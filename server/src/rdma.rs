@@ -97,7 +97,8 @@ fn take_hello(h: &Hello, pool_fd: OwnedFd) -> Result<Arc<SlotAllocator>, Control
 /// channels of the old pool keep it until they end.
 pub fn serve_control_with(server: Arc<Server>, control: OwnedFd, admission: Admission) -> Result<(), ControlError> {
     let max_message = crate::conn::max_message_size(&server.cfg);
-    let mut reader = FrameReader::new(max_message + MAX_FRAME_OVERHEAD);
+    // (A passed channel's state is bounded by workerproto::MAX_PASS.)
+    let mut reader = FrameReader::new(max_message.max(crate::workerproto::MAX_PASS + 4096) + MAX_FRAME_OVERHEAD);
     let Some(Received { frame, fd }) = reader.recv(&control)? else {
         return Err(ControlError::NoHello);
     };

@@ -58,8 +58,8 @@ pub fn run(mut cfg: ServerConfig, args: WorkerArgs) -> ExitCode {
     };
     let span = tracing::info_span!("worker", id = args.worker_id);
     let _enter = span.enter();
-    // Frames from the supervisor are single datagrams.
-    let mut reader = wp::Reader::new(smbdirect_rdma_proxy::proto::MAX_DATAGRAM);
+    // Frames from the supervisor: single datagrams, or a pass (bounded).
+    let mut reader = wp::Reader::new(wp::MAX_PASS + smbdirect_rdma_proxy::proto::MAX_DATAGRAM);
     let setup = match reader.recv(&control) {
         Ok(Some((wp::Frame::Setup(s), None))) => s,
         Ok(other) => {

@@ -4,9 +4,10 @@
 //! The framing is the proxy protocol's (`smbdirect_rdma_proxy::frame`), with
 //! kinds of its own: every datagram starts with `kind u8, flags u8 (bit 0
 //! MORE), reserved u16 (zero), len u32`, little endian, then `len` body bytes.
-//! Only a status reply may span datagrams (MORE on all but the last); the
-//! receiver bounds the reassembled size. `Handoff` carries the connection's
-//! socket by SCM_RIGHTS on its (single) datagram.
+//! A status reply and the passes (`PassConn`, `Passed`, `PassChannel`) may
+//! span datagrams (MORE on all but the last); the receiver bounds the
+//! reassembled size. `Handoff` carries the connection's socket by
+//! SCM_RIGHTS on its (single) datagram, a pass on its first one.
 //!
 //! Supervisor -> worker: `Setup` (first, once), `Handoff`, `StatusRequest`,
 //! `Passed`.
@@ -39,6 +40,10 @@ const MAX_TEXT: usize = 4096;
 const MAX_CREDIT_IDS: usize = 2 * 65535;
 /// Bound on a reassembled status reply.
 pub const MAX_STATUS_REPLY: usize = 64 << 20;
+/// Bound on a pass's encoded state (the NEGOTIATE exchange, the credit
+/// window and the messages read and not handled): a worker reads frames
+/// from the supervisor up to this size.
+pub const MAX_PASS: usize = 1 << 20;
 
 pub mod kind {
     pub const SETUP: u8 = 1;
@@ -148,15 +153,18 @@ fn get_offer(r: &mut Rd<'_>) -> Result<ChannelOffer, WireError> {
     }
 }
 
-/// Whether a pass fits one datagram, with room for a channel offer (else
-/// the binding is answered where it arrived).
+/// Whether a pass is within [`MAX_PASS`], with room for a channel offer
+/// (else the binding is answered where it arrived).
 pub fn pass_fits(p: &ConnPass) -> bool {
-    Frame::PassConn { conn_id: 0, client_guid: [0; 16], pass: p.clone() }.encode_body().is_ok_and(|b| b.len() + MAX_FRAME_OVERHEAD <= MAX_BODY)
+    Frame::PassConn { conn_id: 0, client_guid: [0; 16], pass: p.clone() }.encode_body().is_ok_and(|b| b.len() + MAX_FRAME_OVERHEAD <= MAX_PASS)
 }
 
 fn put_pass(o: &mut Vec<u8>, conn_id: u64, client_guid: &[u8; 16], p: &ConnPass) -> Result<(), WireError> {
     if p.credits.used.len() > MAX_CREDIT_IDS {
         return Err(FrameError::TooLarge { size: p.credits.used.len(), limit: MAX_CREDIT_IDS }.into());
+    }
+    if p.pending.len() > MAX_PASS {
+        return Err(FrameError::TooLarge { size: p.pending.len(), limit: MAX_PASS }.into());
     }
     o.extend_from_slice(&conn_id.to_le_bytes());
     o.extend_from_slice(client_guid);
@@ -194,7 +202,7 @@ fn get_pass(r: &mut Rd<'_>) -> Result<(u64, [u8; 16], ConnPass), WireError> {
 }
 
 fn put_blob(o: &mut Vec<u8>, b: &[u8]) -> Result<(), WireError> {
-    let n = u32::try_from(b.len()).ok().filter(|n| (*n as usize) <= MAX_BODY).ok_or(FrameError::TooLarge { size: b.len(), limit: MAX_BODY })?;
+    let n = u32::try_from(b.len()).ok().filter(|n| (*n as usize) <= MAX_PASS).ok_or(FrameError::TooLarge { size: b.len(), limit: MAX_PASS })?;
     o.extend_from_slice(&n.to_le_bytes());
     o.extend_from_slice(b);
     Ok(())
@@ -322,8 +330,8 @@ impl Frame {
         Ok(f)
     }
 
-    /// The frame as datagrams (header included); only a status reply is
-    /// split.
+    /// The frame as datagrams (header included); only a status reply and a
+    /// pass are split.
     pub fn to_datagrams(&self) -> Result<Vec<Vec<u8>>, WireError> {
         Ok(frame::split_body(self.kind(), &self.encode_body()?, KINDS)?)
     }
@@ -332,7 +340,7 @@ impl Frame {
 /// The kinds as the framing sees them.
 const KINDS: Kinds = Kinds {
     known: |k| matches!(k, kind::SETUP | kind::HANDOFF | kind::STATUS_REQUEST | kind::PASSED | kind::CONN_CLOSED | kind::STATUS_REPLY | kind::PASS_CONN | kind::PASS_CHANNEL),
-    splittable: |k| k == kind::STATUS_REPLY,
+    splittable: |k| matches!(k, kind::STATUS_REPLY | kind::PASS_CONN | kind::PASSED | kind::PASS_CHANNEL),
 };
 
 fn carries_fd(k: u8) -> bool {
@@ -361,7 +369,8 @@ impl Reassembler {
     }
 }
 
-/// Sends a frame; `fd` (a `Handoff`'s connection) rides on its datagram.
+/// Sends a frame; `fd` (a `Handoff`'s connection, a pass's socket) rides on
+/// its first datagram.
 /// Callers sharing a socket between threads hold a lock around this (a split
 /// status reply must not interleave with other frames).
 pub fn send(sock: BorrowedFd<'_>, f: &Frame, fd: Option<BorrowedFd<'_>>) -> Result<(), ChannelError> {
@@ -398,8 +407,9 @@ impl Reader {
                 }
                 return Ok(None);
             };
+            // The fd rides on the first datagram of a frame that carries one.
             let k = self.buf.first().copied().unwrap_or(0);
-            if fd.is_some() != carries_fd(k) {
+            if fd.is_some() != (carries_fd(k) && !self.reasm.in_progress()) {
                 return Err(WireError::FdRule(k).into());
             }
             if fd.is_some() {
@@ -573,7 +583,7 @@ mod tests {
         body.truncate(at + 4 + 2);
         assert!(Frame::decode_body(kind::PASS_CONN, &body).is_err());
         assert!(pass_fits(&sample_pass()));
-        assert!(!pass_fits(&ConnPass { pending: vec![0; MAX_DATAGRAM], ..sample_pass() }));
+        assert!(!pass_fits(&ConnPass { pending: vec![0; MAX_PASS], ..sample_pass() }));
         // A handoff too big for one datagram is refused by the encoder.
         assert!(Frame::Handoff { conn_id: 1, client_guid: [0; 16], first: vec![0; MAX_DATAGRAM] }.to_datagrams().is_err());
     }
@@ -603,5 +613,48 @@ mod tests {
         });
         drop(a);
         assert!(Reader::new(1 << 20).recv(&b).unwrap().is_none());
+    }
+
+    /// A pass over one datagram (a client that pipelined past its binding)
+    /// is split, its socket on the first datagram, and read back whole by a
+    /// worker's reader; one over the bound is refused before anything is sent.
+    #[test]
+    fn a_large_pass_is_split_and_brings_its_socket() {
+        let (a, b) = seqpacket_pair().unwrap();
+        let (x, _y) = seqpacket_pair().unwrap();
+        let mut pass = sample_pass();
+        for _ in 0..5 {
+            pass.pending.extend_from_slice(&crate::connpass::framed(&[0x5A; 60_000]));
+        }
+        assert!(pass_fits(&pass));
+        let f = Frame::Passed { conn_id: 3, client_guid: [8; 16], pass: pass.clone() };
+        assert!(f.to_datagrams().unwrap().len() > 4);
+        let c = Frame::PassChannel { offer: sample_offer(), pass };
+        std::thread::scope(|s| {
+            let a = &a;
+            let x = &x;
+            let (f2, c2) = (f.clone(), c.clone());
+            let h = s.spawn(move || {
+                send(a.as_fd(), &f2, Some(x.as_fd())).unwrap();
+                send(a.as_fd(), &c2, Some(x.as_fd())).unwrap();
+            });
+            let mut r = Reader::new(MAX_PASS + 4096);
+            let (got, fd) = r.recv(&b).unwrap().unwrap();
+            assert_eq!(got, f);
+            assert!(fd.is_some());
+            let (got, fd) = r.recv(&b).unwrap().unwrap();
+            assert_eq!(got, c);
+            assert!(fd.is_some());
+            h.join().unwrap();
+        });
+        let huge = ConnPass { pending: vec![0; MAX_PASS + 1], ..sample_pass() };
+        assert!(!pass_fits(&huge));
+        assert!(Frame::Passed { conn_id: 1, client_guid: [0; 16], pass: huge }.to_datagrams().is_err());
+        // An fd on a continuation datagram is refused.
+        let dgs = f.to_datagrams().unwrap();
+        let (p, q) = seqpacket_pair().unwrap();
+        send_datagram(p.as_fd(), &dgs[0], Some(x.as_fd())).unwrap();
+        send_datagram(p.as_fd(), &dgs[1], Some(x.as_fd())).unwrap();
+        assert!(Reader::new(MAX_PASS + 4096).recv(&q).is_err());
     }
 }

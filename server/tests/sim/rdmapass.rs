@@ -118,3 +118,53 @@ fn smb_direct_binding_on_another_worker_moves_the_channel_to_the_session() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Bindings of another worker's session that are not passed are answered
+/// where they arrive, USER_SESSION_DELETED (the session is not in that
+/// worker's table, MS-SMB2 3.3.5.5.2), with a log line saying why: on a
+/// connection that already has a session of its own there, and in a
+/// compound. (Plain TCP: the same code decides for SMB Direct channels.)
+#[test]
+fn bindings_that_cannot_move_are_answered_where_they_arrive() {
+    let srv = serve_args(tempfile::tempdir().unwrap(), 2, &[]);
+    let ts = server();
+    let mut a = tcp_client(&ts, srv.port, Ipv4Addr::LOCALHOST);
+    negotiate_as(&mut a, vec![DIALECT_311], None);
+    a.session_setup();
+    assert_eq!(a.session_id >> 48, 0, "worker 0 allocated A's session");
+    let key = session_signer(&a);
+    let from1 = (2..=250u8).map(|x| Ipv4Addr::new(127, 0, 0, x)).find(|ip| route_of(*ip, 2) == 1).unwrap();
+
+    // A connection with a session of its own on worker 1.
+    let mut c = tcp_client(&ts, srv.port, from1);
+    negotiate_after_smb1(&mut c);
+    c.session_setup();
+    assert_eq!(c.session_id >> 48, 1, "the connection's own session is worker 1's");
+    let own = c.session_id;
+    assert_eq!(bind(&a, &mut c, USER, Sign::With(&key)).unwrap_err(), USER_SESSION_DELETED);
+    c.session_id = own;
+
+    // A binding in a compound (with an ECHO), each part signed.
+    let mut d = tcp_client(&ts, srv.port, from1);
+    negotiate_after_smb1(&mut d);
+    d.session_id = a.session_id;
+    let mut body = Client::session_setup_body(&Gss::new(USER, PASSWORD).step(None).1, 1);
+    body[2] = 1; // SMB2_SESSION_FLAG_BINDING
+    let first = d.build(SESSION_SETUP, 1, &body);
+    let echo = d.build(ECHO, 1, &[4, 0, 0, 0]);
+    let mut msg = chain(vec![first, echo]);
+    let at = le32(&msg, 20) as usize;
+    set_flags(&mut msg[..at], 8);
+    set_flags(&mut msg[at..], 8);
+    key.sign(&mut msg[..at]).unwrap();
+    key.sign(&mut msg[at..]).unwrap();
+    let r = d.raw(msg).expect("the compound ended the connection");
+    assert_eq!(r[0].status, USER_SESSION_DELETED, "binding in a compound");
+
+    let log = std::fs::read_to_string(&srv.log).unwrap();
+    assert!(log.contains("not passed: the connection already has a session in this worker"), "no log line for the session case:\n{log}");
+    assert!(log.contains("not passed: the binding came in a compound"), "no log line for the compound case:\n{log}");
+    assert!(!log.contains("connection passed to the worker that owns its session"), "a connection was passed:\n{log}");
+    // Both connections go on where they are.
+    assert_eq!(c.tree_connect("share").status, SUCCESS);
+}
