@@ -186,6 +186,9 @@ struct WorkerState {
 struct WorkerSlot {
     id: u32,
     st: Mutex<WorkerState>,
+    /// Serialises sends on the worker's control socket (a pass may span
+    /// datagrams, which must not interleave with other frames).
+    ctl_send: Mutex<()>,
 }
 
 /// How a worker is started and supervised.
@@ -226,7 +229,7 @@ impl Supervisor {
         let mut server_guid = [0u8; 16];
         getrandom::fill(&mut server_guid).map_err(|e| std::io::Error::other(e.to_string()))?;
         let n = cfg.procs.max_workers.clamp(1, MAX_WORKERS_LIMIT);
-        let workers = (0..n as u32).map(|id| WorkerSlot { id, st: Mutex::new(WorkerState::default()) }).collect();
+        let workers = (0..n as u32).map(|id| WorkerSlot { id, st: Mutex::new(WorkerState::default()), ctl_send: Mutex::new(()) }).collect();
         let store = crate::store::create(&state_dir).map_err(|e| std::io::Error::other(format!("state directory {}: {e}", state_dir.display())))?;
         Ok(Arc::new(Supervisor {
             cfg,
@@ -505,7 +508,10 @@ impl Supervisor {
         self.register(to, c, e);
         let ctl = lock(&self.workers[to].st).control.clone();
         let r = match ctl {
-            Some(ctl) => wp::send(ctl.as_fd(), &wp::Frame::Passed { conn_id, client_guid, pass }, Some(fd.as_fd())).map_err(|e| e.to_string()),
+            Some(ctl) => {
+                let _g = lock(&self.workers[to].ctl_send);
+                wp::send(ctl.as_fd(), &wp::Frame::Passed { conn_id, client_guid, pass }, Some(fd.as_fd())).map_err(|e| e.to_string())
+            }
             None => Err("the worker is restarting".into()),
         };
         match r {
@@ -641,7 +647,10 @@ impl Supervisor {
         self.register(w, c, ConnEntry { _slot: slot, guid, peer: Some(peer), since: SystemTime::now(), routed: true });
         let ctl = lock(&self.workers[w].st).control.clone();
         let r = match ctl {
-            Some(ctl) => wp::send(ctl.as_fd(), &wp::Frame::Handoff { conn_id, client_guid: guid, first }, Some(stream.as_fd())).map_err(|e| e.to_string()),
+            Some(ctl) => {
+                let _g = lock(&self.workers[w].ctl_send);
+                wp::send(ctl.as_fd(), &wp::Frame::Handoff { conn_id, client_guid: guid, first }, Some(stream.as_fd())).map_err(|e| e.to_string())
+            }
             None => Err("the worker is restarting".into()),
         };
         match r {
@@ -800,7 +809,11 @@ impl Supervisor {
                 st.pid.and(st.control.clone())
             };
             if let Some(ctl) = ctl {
-                if wp::send(ctl.as_fd(), &wp::Frame::StatusRequest { req_id }, None).is_ok() {
+                let sent = {
+                    let _g = lock(&s.ctl_send);
+                    wp::send(ctl.as_fd(), &wp::Frame::StatusRequest { req_id }, None).is_ok()
+                };
+                if sent {
                     asked += 1;
                 }
             }
