@@ -18,6 +18,8 @@ case "$SMB_TARGET" in ours|samba) ;; *) echo "test.sh: SMB_TARGET must be ours o
 
 start=$(date +%s)
 if [ "${SKIP_CARGO_TEST:-0}" != 1 ]; then
+    # the stand-in proxy the sim test rdmapass has the server exec (found next to smbdirect)
+    cargo build --release -p smbdirect-rdma-proxy --bin smbd-tcp-front
     echo "== cargo test --workspace --release"
     cargo test --workspace --release
 fi

@@ -1,5 +1,5 @@
 //! `rdma_check //HOST/SHARE -U USER%PASS [--bind] [--invalidate] [--size BYTES] [--io BYTES] [--then CMD]
-//! [--pattern-out PATH]`: the project's client over an SMB Direct channel ([`SmbdChannel`]),
+//! [--pattern-out PATH] [--client-guid HEX32]`: the project's client over an SMB Direct channel ([`SmbdChannel`]),
 //! checked end to end against a server.
 //!
 //! - default: the session is negotiated and authenticated (NTLMv2) over SMB Direct itself
@@ -16,7 +16,9 @@
 //! invalidates each buffer's key with its response), and compares every byte. With `--then CMD` it runs
 //! `sh -c CMD` while the session and its channels are still up (CMD sees the session id
 //! in RDMA_CHECK_SESSION, decimal) and fails if CMD fails. `--pattern-out` writes the
-//! bytes the file must hold to PATH. Prints one `rdma_check ok:` line with the figures;
+//! bytes the file must hold to PATH. `--client-guid` sets the ClientGUID of every connection (32 hex
+//! digits; all zeros makes the server route each connection by its address, which
+//! ci/rxe/guest/t-48 uses to land the two channels on two workers). Prints one `rdma_check ok:` line with the figures;
 //! exit code 1 on any failure (the reason on stderr).
 //!
 //! Needs the `verbs` feature: `cargo build --release -p smbdirect-bench --features verbs
@@ -38,7 +40,7 @@ fn pattern(off: u64) -> u8 {
 }
 
 const USAGE: &str =
-    "usage: rdma_check //HOST/SHARE -U USER%PASS [--bind] [--invalidate] [--size BYTES] [--io BYTES] [--then CMD] [--pattern-out PATH]";
+    "usage: rdma_check //HOST/SHARE -U USER%PASS [--bind] [--invalidate] [--size BYTES] [--io BYTES] [--then CMD] [--pattern-out PATH] [--client-guid HEX32]";
 
 fn run() -> Result<String, String> {
     let mut args = std::env::args().skip(1);
@@ -47,6 +49,7 @@ fn run() -> Result<String, String> {
     let host: IpAddr = parts.next().unwrap_or_default().parse().map_err(|e| format!("HOST must be an address: {e}"))?;
     let mut dc = DataChannel::Rdma;
     let (mut user, mut bind, mut size, mut io, mut then, mut pattern_out) = (None, false, 8u64 << 20, 1usize << 20, None, None);
+    let mut client_guid: Option<[u8; 16]> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--bind" => bind = true,
@@ -59,6 +62,10 @@ fn run() -> Result<String, String> {
                     "--io" => io = v.parse().map_err(|e| format!("--io: {e}"))?,
                     "--then" => then = Some(v),
                     "--pattern-out" => pattern_out = Some(v),
+                    "--client-guid" => {
+                        let n = u128::from_str_radix(&v, 16).ok().filter(|_| v.len() == 32).ok_or("--client-guid: 32 hex digits")?;
+                        client_guid = Some(n.to_be_bytes());
+                    }
                     _ => return Err(USAGE.into()),
                 }
             }
@@ -66,7 +73,10 @@ fn run() -> Result<String, String> {
     }
     let user = user.ok_or(USAGE)?;
     let (u, p) = user.split_once('%').ok_or("-U USER%PASS")?;
-    let opts = ClientOptions::new(u, p).map_err(|e| e.to_string())?;
+    let mut opts = ClientOptions::new(u, p).map_err(|e| e.to_string())?;
+    if let Some(g) = client_guid {
+        opts.client_guid = g;
+    }
     let smb = SocketAddr::new(host, 445);
     let rdma_connect = |addr: SocketAddr| -> Result<Arc<SmbdChannel>, String> {
         let ch = SmbdChannel::connect(addr, client_config(), Duration::from_secs(20))

@@ -9,7 +9,7 @@
 //! datagrams of [`Frame::to_datagrams`] itself and sends them with
 //! [`send_datagram`].
 
-use crate::proto::{kind, splittable, Frame, Header, ProtoError, Reassembler, MAX_DATAGRAM, MAX_FRAGMENT_BODY};
+use crate::proto::{kind, splittable, Frame, FrameError, Header, ProtoError, Reassembler, MAX_DATAGRAM, MAX_FRAGMENT_BODY};
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
@@ -45,7 +45,7 @@ impl FdPassError {
 
 /// Whether frames of this kind carry exactly one fd (on their first datagram).
 pub fn carries_fd(k: u8) -> bool {
-    matches!(k, kind::HELLO | kind::CHANNEL_OFFER)
+    matches!(k, kind::HELLO | kind::CHANNEL_OFFER | kind::CHANNEL_PASSED)
 }
 
 /// A connected SOCK_SEQPACKET pair, both ends close-on-exec (the supervisor
@@ -134,10 +134,10 @@ pub fn send_parts(sock: BorrowedFd<'_>, k: u8, parts: &[&[u8]]) -> Result<(), Fd
     }
     let total: usize = parts.iter().map(|p| p.len()).sum();
     if total > MAX_FRAGMENT_BODY && !splittable(k) {
-        return Err(ProtoError::NotSplittable(k).into());
+        return Err(ProtoError::from(FrameError::NotSplittable(k)).into());
     }
     if total > u32::MAX as usize {
-        return Err(ProtoError::TooLarge { size: total, limit: u32::MAX as usize }.into());
+        return Err(ProtoError::from(FrameError::TooLarge { size: total, limit: u32::MAX as usize }).into());
     }
     // (part index, offset inside it) of the next body byte to send.
     let (mut pi, mut po) = (0usize, 0usize);
@@ -339,7 +339,7 @@ mod tests {
             assert_eq!(FrameReader::new(1 << 20).recv(&b).unwrap().unwrap().frame, f);
         });
         assert!(matches!(send_parts(a.as_fd(), kind::HELLO, &[]), Err(FdPassError::MissingFd(_))));
-        assert!(matches!(send_parts(a.as_fd(), kind::CLOSE, &[&[0; 70_000]]), Err(FdPassError::Proto(ProtoError::NotSplittable(_)))));
+        assert!(matches!(send_parts(a.as_fd(), kind::CLOSE, &[&[0; 70_000]]), Err(FdPassError::Proto(ProtoError::Frame(FrameError::NotSplittable(_))))));
     }
 
     #[test]

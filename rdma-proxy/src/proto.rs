@@ -14,8 +14,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 /// Protocol version carried in [`Hello`]; a server refuses any other.
 /// Version 2 added the slot range to `Hello`.
 pub const PROTO_VERSION: u32 = 2;
-pub use crate::frame::{Header, FLAG_MORE, HEADER_LEN, MAX_DATAGRAM, MAX_FRAGMENT_BODY};
-use crate::frame::{FrameError, Kinds};
+pub use crate::frame::{FrameError, Header, FLAG_MORE, HEADER_LEN, MAX_DATAGRAM, MAX_FRAGMENT_BODY};
+use crate::frame::Kinds;
 /// Bytes a frame adds around its SMB2 message (ChannelOffer is the largest);
 /// a receiver's reassembly bound is its message bound plus this.
 pub const MAX_FRAME_OVERHEAD: usize = 256;
@@ -25,13 +25,14 @@ pub const MAX_RDMA_DESCRIPTORS: usize = 256;
 /// Most channels one `StatsReply` may carry.
 pub const MAX_STATS_CHANNELS: usize = 4096;
 
-/// Frame kinds. Control socket: 1..=4; channel socket: 16..=20.
+/// Frame kinds. Control socket: 1..=6; channel socket: 16..=20.
 pub mod kind {
     pub const HELLO: u8 = 1;
     pub const CHANNEL_OFFER: u8 = 2;
     pub const STATS: u8 = 3;
     pub const STATS_REPLY: u8 = 4;
     pub const LISTENER: u8 = 5;
+    pub const CHANNEL_PASSED: u8 = 6;
     pub const RECV: u8 = 16;
     pub const SEND: u8 = 17;
     pub const RDMA: u8 = 18;
@@ -41,24 +42,13 @@ pub mod kind {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtoError {
+    /// The datagram framing (header, MORE splitting, reassembly bound).
+    #[error("{0}")]
+    Frame(#[from] FrameError),
     #[error("{what}: truncated (need {need} bytes, have {have})")]
     Truncated { what: &'static str, need: usize, have: usize },
-    #[error("unknown frame kind {0}")]
-    UnknownKind(u8),
-    #[error("unknown flags {0:#04x}")]
-    BadFlags(u8),
-    #[error("reserved header field is {0:#06x}, not zero")]
-    Reserved(u16),
-    #[error("header length {len} does not match the datagram's body of {body} bytes")]
-    LengthMismatch { len: u32, body: usize },
     #[error("{what}: {extra} trailing bytes")]
     Trailing { what: &'static str, extra: usize },
-    #[error("frame of {size} bytes exceeds the bound of {limit}")]
-    TooLarge { size: usize, limit: usize },
-    #[error("continuation of kind {got} inside a frame of kind {expected}")]
-    Interleaved { expected: u8, got: u8 },
-    #[error("frame kind {0} may not be split with MORE")]
-    NotSplittable(u8),
     #[error("bad address family {0}")]
     BadAddressFamily(u8),
     #[error("bad boolean {0}")]
@@ -226,6 +216,14 @@ pub enum Frame {
     Stats { req_id: u64 },
     StatsReply { req_id: u64, channels: Vec<ChannelStats> },
     Listener(ListenerReport),
+    /// Supervisor -> worker only (never the proxy), with the channel socket
+    /// fd: a channel another worker took and passes on to this one (a
+    /// binding of a session this worker owns). `offer` describes the channel
+    /// as the proxy offered it (`first_message` empty); `state` is the SMB
+    /// server's own record of the connection (its `connpass` state, opaque
+    /// here). The proxy does not see the move: the channel socket's other end
+    /// only changes process.
+    ChannelPassed { offer: ChannelOffer, state: Vec<u8> },
     /// Proxy -> worker: one reassembled SMB2 message.
     Recv(Vec<u8>),
     /// Worker -> proxy: one SMB2 message, sent with invalidate of the token
@@ -239,28 +237,13 @@ pub enum Frame {
 /// The kinds as the framing sees them.
 const KINDS: Kinds = Kinds { known: is_known_kind, splittable };
 
-impl From<FrameError> for ProtoError {
-    fn from(e: FrameError) -> ProtoError {
-        match e {
-            FrameError::Truncated { need, have } => ProtoError::Truncated { what: "frame header", need, have },
-            FrameError::UnknownKind(k) => ProtoError::UnknownKind(k),
-            FrameError::BadFlags(f) => ProtoError::BadFlags(f),
-            FrameError::Reserved(r) => ProtoError::Reserved(r),
-            FrameError::LengthMismatch { len, body } => ProtoError::LengthMismatch { len, body },
-            FrameError::TooLarge { size, limit } => ProtoError::TooLarge { size, limit },
-            FrameError::Interleaved { expected, got } => ProtoError::Interleaved { expected, got },
-            FrameError::NotSplittable(k) => ProtoError::NotSplittable(k),
-        }
-    }
-}
-
 fn is_known_kind(k: u8) -> bool {
-    matches!(k, kind::HELLO..=kind::LISTENER | kind::RECV..=kind::CLOSE)
+    matches!(k, kind::HELLO..=kind::CHANNEL_PASSED | kind::RECV..=kind::CLOSE)
 }
 
 /// Whether frames of this kind may span datagrams (those carrying messages).
 pub fn splittable(k: u8) -> bool {
-    matches!(k, kind::CHANNEL_OFFER | kind::STATS_REPLY | kind::RECV | kind::SEND)
+    matches!(k, kind::CHANNEL_OFFER | kind::CHANNEL_PASSED | kind::STATS_REPLY | kind::RECV | kind::SEND)
 }
 
 impl Frame {
@@ -271,6 +254,7 @@ impl Frame {
             Frame::Stats { .. } => kind::STATS,
             Frame::StatsReply { .. } => kind::STATS_REPLY,
             Frame::Listener(_) => kind::LISTENER,
+            Frame::ChannelPassed { .. } => kind::CHANNEL_PASSED,
             Frame::Recv(_) => kind::RECV,
             Frame::Send { .. } => kind::SEND,
             Frame::Rdma(_) => kind::RDMA,
@@ -289,16 +273,14 @@ impl Frame {
                 out.extend_from_slice(&h.slot_base.to_le_bytes());
                 out.extend_from_slice(&h.slot_count.to_le_bytes());
             }
-            Frame::ChannelOffer(o) => {
-                out.extend_from_slice(&o.channel_id.to_le_bytes());
-                out.extend_from_slice(&o.client_guid);
-                put_addr(out, o.peer);
-                put_addr(out, o.local);
-                let n = &o.negotiated;
-                for v in [n.max_read_write_size, n.max_send_size, n.max_fragmented_send, n.max_fragmented_recv] {
-                    out.extend_from_slice(&v.to_le_bytes());
-                }
-                out.extend_from_slice(&o.first_message);
+            Frame::ChannelOffer(o) => put_offer(out, o),
+            Frame::ChannelPassed { offer, state } => {
+                let mut o = Vec::new();
+                put_offer(&mut o, offer);
+                let n = u32::try_from(o.len()).map_err(|_| FrameError::TooLarge { size: o.len(), limit: u32::MAX as usize })?;
+                out.extend_from_slice(&n.to_le_bytes());
+                out.extend_from_slice(&o);
+                out.extend_from_slice(state);
             }
             Frame::Stats { req_id } => out.extend_from_slice(&req_id.to_le_bytes()),
             Frame::StatsReply { req_id, channels } => {
@@ -364,26 +346,12 @@ impl Frame {
                 r.end()?;
                 f
             }
-            kind::CHANNEL_OFFER => {
-                let mut r = Rd::new(body, "ChannelOffer");
-                let channel_id = r.u64()?;
-                let client_guid: [u8; 16] = r.array()?;
-                let peer = get_addr(&mut r)?;
-                let local = get_addr(&mut r)?;
-                let negotiated = Negotiated {
-                    max_read_write_size: r.u32()?,
-                    max_send_size: r.u32()?,
-                    max_fragmented_send: r.u32()?,
-                    max_fragmented_recv: r.u32()?,
-                };
-                Frame::ChannelOffer(ChannelOffer {
-                    channel_id,
-                    client_guid,
-                    peer,
-                    local,
-                    negotiated,
-                    first_message: r.rest().to_vec(),
-                })
+            kind::CHANNEL_OFFER => Frame::ChannelOffer(get_offer(body)?),
+            kind::CHANNEL_PASSED => {
+                let mut r = Rd::new(body, "ChannelPassed");
+                let n = r.u32()? as usize;
+                let offer = get_offer(r.take(n)?)?;
+                Frame::ChannelPassed { offer, state: r.rest().to_vec() }
             }
             kind::STATS => {
                 let mut r = Rd::new(body, "Stats");
@@ -466,7 +434,7 @@ impl Frame {
                 r.end()?;
                 f
             }
-            other => return Err(ProtoError::UnknownKind(other)),
+            other => return Err(FrameError::UnknownKind(other).into()),
         };
         Ok(f)
     }
@@ -509,6 +477,33 @@ impl Reassembler {
             Some((k, body)) => Frame::decode_body(k, &body).map(Some),
         }
     }
+}
+
+fn put_offer(out: &mut Vec<u8>, o: &ChannelOffer) {
+    out.extend_from_slice(&o.channel_id.to_le_bytes());
+    out.extend_from_slice(&o.client_guid);
+    put_addr(out, o.peer);
+    put_addr(out, o.local);
+    let n = &o.negotiated;
+    for v in [n.max_read_write_size, n.max_send_size, n.max_fragmented_send, n.max_fragmented_recv] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&o.first_message);
+}
+
+fn get_offer(body: &[u8]) -> Result<ChannelOffer, ProtoError> {
+    let mut r = Rd::new(body, "ChannelOffer");
+    let channel_id = r.u64()?;
+    let client_guid: [u8; 16] = r.array()?;
+    let peer = get_addr(&mut r)?;
+    let local = get_addr(&mut r)?;
+    let negotiated = Negotiated {
+        max_read_write_size: r.u32()?,
+        max_send_size: r.u32()?,
+        max_fragmented_send: r.u32()?,
+        max_fragmented_recv: r.u32()?,
+    };
+    Ok(ChannelOffer { channel_id, client_guid, peer, local, negotiated, first_message: r.rest().to_vec() })
 }
 
 fn put_addr(out: &mut Vec<u8>, a: Option<SocketAddr>) {
@@ -644,6 +639,17 @@ pub(crate) mod tests {
                 negotiated: Negotiated::default(),
                 first_message: Vec::new(),
             }),
+            Frame::ChannelPassed {
+                offer: ChannelOffer {
+                    channel_id: 9,
+                    client_guid: [0x5A; 16],
+                    peer: Some("10.9.0.2:40001".parse().unwrap()),
+                    local: None,
+                    negotiated: Negotiated { max_read_write_size: 1 << 20, max_send_size: 1364, max_fragmented_send: 1 << 20, max_fragmented_recv: 1 << 20 },
+                    first_message: Vec::new(),
+                },
+                state: vec![3; 70_000],
+            },
             Frame::Stats { req_id: 3 },
             Frame::StatsReply {
                 req_id: 3,
@@ -729,27 +735,27 @@ pub(crate) mod tests {
         let dgs = f.to_datagrams().unwrap();
         let mut r = Reassembler::new(80_000);
         assert_eq!(r.push(&dgs[0]).unwrap(), None);
-        assert_eq!(r.push(&dgs[1]), Err(ProtoError::TooLarge { size: 100_000, limit: 80_000 }));
+        assert_eq!(r.push(&dgs[1]), Err(ProtoError::Frame(FrameError::TooLarge { size: 100_000, limit: 80_000 })));
         // One datagram alone over the bound.
         let mut r = Reassembler::new(10);
-        assert!(matches!(r.push(&Frame::Recv(vec![0; 11]).to_datagrams().unwrap()[0]), Err(ProtoError::TooLarge { .. })));
+        assert!(matches!(r.push(&Frame::Recv(vec![0; 11]).to_datagrams().unwrap()[0]), Err(ProtoError::Frame(FrameError::TooLarge { .. }))));
     }
 
     #[test]
     fn malformed_datagrams_are_typed_errors() {
         let mut r = Reassembler::new(1 << 20);
-        assert!(matches!(r.push(&[16, 0, 0]), Err(ProtoError::Truncated { .. })));
-        assert_eq!(r.push(&[99, 0, 0, 0, 0, 0, 0, 0]), Err(ProtoError::UnknownKind(99)));
-        assert_eq!(r.push(&[16, 2, 0, 0, 0, 0, 0, 0]), Err(ProtoError::BadFlags(2)));
-        assert_eq!(r.push(&[16, 0, 1, 0, 0, 0, 0, 0]), Err(ProtoError::Reserved(1)));
-        assert_eq!(r.push(&[16, 0, 0, 0, 5, 0, 0, 0, 1]), Err(ProtoError::LengthMismatch { len: 5, body: 1 }));
+        assert!(matches!(r.push(&[16, 0, 0]), Err(ProtoError::Frame(FrameError::Truncated { .. }))));
+        assert_eq!(r.push(&[99, 0, 0, 0, 0, 0, 0, 0]), Err(ProtoError::Frame(FrameError::UnknownKind(99))));
+        assert_eq!(r.push(&[16, 2, 0, 0, 0, 0, 0, 0]), Err(ProtoError::Frame(FrameError::BadFlags(2))));
+        assert_eq!(r.push(&[16, 0, 1, 0, 0, 0, 0, 0]), Err(ProtoError::Frame(FrameError::Reserved(1))));
+        assert_eq!(r.push(&[16, 0, 0, 0, 5, 0, 0, 0, 1]), Err(ProtoError::Frame(FrameError::LengthMismatch { len: 5, body: 1 })));
         // Non-message frames may not be split.
-        assert_eq!(r.push(&[kind::CLOSE, 1, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0]), Err(ProtoError::NotSplittable(kind::CLOSE)));
+        assert_eq!(r.push(&[kind::CLOSE, 1, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0]), Err(ProtoError::Frame(FrameError::NotSplittable(kind::CLOSE))));
         // A continuation of another kind.
         let mut d = Frame::Recv(vec![1; 70_000]).to_datagrams().unwrap();
         d[1][0] = kind::SEND;
         assert_eq!(r.push(&d[0]).unwrap(), None);
-        assert_eq!(r.push(&d[1]), Err(ProtoError::Interleaved { expected: kind::RECV, got: kind::SEND }));
+        assert_eq!(r.push(&d[1]), Err(ProtoError::Frame(FrameError::Interleaved { expected: kind::RECV, got: kind::SEND })));
         // Trailing bytes in a fixed frame.
         assert!(matches!(r.push(&[kind::CLOSE, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0]), Err(ProtoError::Trailing { .. })));
         // Descriptor count past the bound, and past the body.

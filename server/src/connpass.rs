@@ -17,10 +17,31 @@
 //! binding: the owner answers, success or refusal. A session whose worker
 //! died is gone with it: the restarted worker answers USER_SESSION_DELETED.
 //!
-//! Not passed: SMB Direct channels (their transport state lives in the
-//! proxy's pool slots of the worker that took the channel), connections that
-//! already have a session or a session setup under way, compounds, and
-//! encrypted messages; those get the local answer (USER_SESSION_DELETED).
+//! An SMB Direct channel is passed the same way: its transport state (queue
+//! pair, memory registrations, SMB Direct credits) lives in the rdma-proxy,
+//! which only sees the worker's end of the channel socket change process.
+//! The worker halts the channel's reader between frames (no RDMA transfer
+//! can be outstanding before a session), sends the socket with the
+//! channel's offer (`workerproto::Frame::PassChannel`), and the supervisor
+//! gives both to the owner on its proxy-frame socket (the proxy protocol's
+//! `ChannelPassed`), where `rdma::serve_control_with` serves the channel from
+//! the owner's own pool slot range.
+//!
+//! A pass (the state above) may span datagrams up to
+//! `workerproto::MAX_PASS` (1 MiB: a client that pipelined past its
+//! binding).
+//!
+//! Not passed, answered where they arrive with USER_SESSION_DELETED (the
+//! session is not in that worker's table: MS-SMB2 3.3.5.5.2) and a log line
+//! saying why (`Connection::pass_for`): a connection that already has a
+//! session of its own in this worker or a session setup under way (its
+//! sessions live here, and a connection is served by one worker), a binding
+//! in a compound (the owner would answer the rest of a chain on a connection
+//! it never saw), a connection already passed once, and state over
+//! `MAX_PASS`. An encrypted binding cannot be passed either: the TRANSFORM
+//! names a session that is not bound to the connection, which MS-SMB2
+//! 3.3.5.2.1.1 answers by disconnecting (also in the owner), with the log
+//! line "TRANSFORM for unknown session".
 
 use crate::credits::CreditSnapshot;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -85,9 +106,39 @@ pub fn framed(msg: &[u8]) -> Vec<u8> {
     v
 }
 
+/// The messages of [`ConnPass::pending`] (each with its Direct TCP header),
+/// for a transport that takes whole messages (SMB Direct). `None` if the
+/// bytes are not a sequence of such messages.
+pub fn unframe(mut pending: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut v = Vec::new();
+    while !pending.is_empty() {
+        let (hdr, rest) = pending.split_at_checked(4)?;
+        if hdr[0] != 0 {
+            return None;
+        }
+        let n = u32::from_be_bytes([0, hdr[1], hdr[2], hdr[3]]) as usize;
+        let (msg, rest) = rest.split_at_checked(n)?;
+        v.push(msg.to_vec());
+        pending = rest;
+    }
+    Some(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pending_messages_unframe() {
+        let mut p = framed(b"first");
+        p.extend_from_slice(&framed(b""));
+        p.extend_from_slice(&framed(&[7; 300]));
+        assert_eq!(unframe(&p).unwrap(), vec![b"first".to_vec(), Vec::new(), vec![7; 300]]);
+        assert_eq!(unframe(&[]).unwrap(), Vec::<Vec<u8>>::new());
+        assert!(unframe(&p[..p.len() - 1]).is_none(), "cut short");
+        assert!(unframe(&[0, 0]).is_none(), "half a header");
+        assert!(unframe(&[1, 0, 0, 0]).is_none(), "not a Direct TCP header");
+    }
 
     #[test]
     fn session_ids_name_their_worker() {

@@ -606,17 +606,16 @@ impl Connection {
     /// new session's first SESSION_SETUP whose PreviousSessionId another
     /// worker allocated (connpass.rs). Only a connection with no session and no session setup
     /// under way, that kept its NEGOTIATE and whose reader can be stopped,
-    /// and only a plain, single request: anything else is answered here.
+    /// and only a plain, single request within `workerproto::MAX_PASS`:
+    /// anything else is answered here (USER_SESSION_DELETED: the session is
+    /// not in this worker's table, MS-SMB2 3.3.5.5.2), with a log line
+    /// saying why it was not passed.
     pub(crate) fn pass_for(&self, msg: &[u8]) -> Option<crate::connpass::ConnPass> {
-        let (negotiate_req, negotiate_resp) = self.negotiated.as_ref()?;
-        // Any dialect: the owner's refusal of a 2.x binding (or one with
-        // multichannel off) is signed with the session's key, which only
-        // the owner has.
-        if self.dialect.is_none_or(|d| d == DIALECT_WILDCARD_INTERNAL) || !self.sessions.is_empty() || !self.pending.is_empty() || self.sink.is_rdma() {
+        if !crate::connpass::enabled() {
             return None;
         }
         let hdr = Header::parse(msg).ok()?;
-        if hdr.command != Command::SessionSetup as u16 || hdr.next_command != 0 || hdr.is_related() {
+        if hdr.command != Command::SessionSetup as u16 || hdr.is_related() {
             return None;
         }
         let req = SessionSetupReq::parse(msg).ok()?;
@@ -628,18 +627,41 @@ impl Connection {
         if target == 0 || self.server.session(target).is_some() {
             return None;
         }
-        crate::connpass::foreign_owner(self.server.worker_id, target)?;
-        if !self.recv.can_halt() {
-            return None;
-        }
-        let p = crate::connpass::ConnPass {
-            session_id: target,
-            negotiate_req: negotiate_req.clone(),
-            negotiate_resp: negotiate_resp.clone(),
-            credits: self.credits.snapshot(),
-            pending: crate::connpass::framed(msg),
+        let owner = crate::connpass::foreign_owner(self.server.worker_id, target)?;
+        // Any dialect: the owner's refusal of a 2.x binding (or one with
+        // multichannel off) is signed with the session's key, which only
+        // the owner has.
+        let why = if !self.sessions.is_empty() {
+            // Its sessions live here; a connection serves one worker.
+            "the connection already has a session in this worker"
+        } else if !self.pending.is_empty() {
+            "a session setup is under way on the connection"
+        } else if hdr.next_command != 0 {
+            // The owner would have to answer the rest of the chain on a
+            // connection it never saw; a binding is a request of its own.
+            "the request came in a compound"
+        } else {
+            match self.negotiated.as_ref() {
+                None => "the connection was passed here already, or its NEGOTIATE was not kept",
+                Some(_) if self.dialect.is_none_or(|d| d == DIALECT_WILDCARD_INTERNAL) => "no dialect negotiated",
+                Some(_) if !self.recv.can_halt() => "its reader cannot be stopped",
+                Some((negotiate_req, negotiate_resp)) => {
+                    let p = crate::connpass::ConnPass {
+                        session_id: target,
+                        negotiate_req: negotiate_req.clone(),
+                        negotiate_resp: negotiate_resp.clone(),
+                        credits: self.credits.snapshot(),
+                        pending: crate::connpass::framed(msg),
+                    };
+                    if crate::workerproto::pass_fits(&p) {
+                        return Some(p);
+                    }
+                    "its state is over the pass bound"
+                }
+            }
         };
-        (crate::workerproto::pass_fits(&p)).then_some(p)
+        info!(peer = %self.peer, session = target, owner, "SESSION_SETUP naming another worker's session answered here, not passed: {why}");
+        None
     }
 
     /// Rebuilds the state of a connection passed here from another worker:

@@ -6,10 +6,10 @@
 //! worker; `serve_control` reads them the same way.
 
 use crate::objects::Server;
-use crate::transport_smbd::smbd_transport;
+use crate::transport_smbd::{smbd_transport, smbd_transport_resumed};
 use smbdirect_rdma_proxy::fdpass::{FdPassError, FrameReader, Received};
 use smbdirect_rdma_proxy::pool::{PoolError, PoolMap, SlotAllocator};
-use smbdirect_rdma_proxy::proto::{listener_status, Frame, Hello, ListenerReport, MAX_FRAME_OVERHEAD, PROTO_VERSION};
+use smbdirect_rdma_proxy::proto::{listener_status, ChannelOffer, Frame, Hello, ListenerReport, MAX_FRAME_OVERHEAD, PROTO_VERSION};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -57,9 +57,21 @@ pub enum Admission {
     /// This process counts it in `Server::conn_slots` (one process serving
     /// everything; tests).
     Local,
-    /// The supervisor counted it when it routed the channel; this is called
-    /// with the channel id when the channel ends.
-    Supervisor(Arc<dyn Fn(u64) + Send + Sync>),
+    /// The supervisor counted it when it routed the channel (worker
+    /// processes).
+    Supervisor(WorkerLink),
+}
+
+/// A worker's calls to its supervisor about its SMB Direct channels.
+#[derive(Clone)]
+pub struct WorkerLink {
+    /// Called with the channel id when a channel ends.
+    pub ended: Arc<dyn Fn(u64) + Send + Sync>,
+    /// Passes a channel (its offer, the connection's state and a handle on
+    /// its socket) to the worker that owns the session its binding names
+    /// (connpass.rs); `Err` if it could not be sent (the channel is then
+    /// closed and counted as ended).
+    pub pass: Arc<dyn Fn(ChannelOffer, crate::connpass::ConnPass, OwnedFd) -> Result<(), String> + Send + Sync>,
 }
 
 /// Serves one proxy's control socket until it closes: `Ok` at a clean end of
@@ -85,7 +97,8 @@ fn take_hello(h: &Hello, pool_fd: OwnedFd) -> Result<Arc<SlotAllocator>, Control
 /// channels of the old pool keep it until they end.
 pub fn serve_control_with(server: Arc<Server>, control: OwnedFd, admission: Admission) -> Result<(), ControlError> {
     let max_message = crate::conn::max_message_size(&server.cfg);
-    let mut reader = FrameReader::new(max_message + MAX_FRAME_OVERHEAD);
+    // (A passed channel's state is bounded by workerproto::MAX_PASS.)
+    let mut reader = FrameReader::new(max_message.max(crate::workerproto::MAX_PASS + 4096) + MAX_FRAME_OVERHEAD);
     let Some(Received { frame, fd }) = reader.recv(&control)? else {
         return Err(ControlError::NoHello);
     };
@@ -120,35 +133,23 @@ pub fn serve_control_with(server: Arc<Server>, control: OwnedFd, admission: Admi
                     }
                     Admission::Supervisor(_) => None,
                 };
-                let ended = match &admission {
-                    Admission::Supervisor(f) => Some(f.clone()),
-                    Admission::Local => None,
-                };
-                let server = server.clone();
-                let alloc = alloc.clone();
-                let id = offer.channel_id;
-                let guid = offer.client_guid;
-                let r = std::thread::Builder::new().name("smbd-conn".into()).stack_size(512 * 1024).spawn(move || {
-                    let _slot = slot;
-                    let _c = tracing::info_span!("channel", id, client = %crate::status::guid_string(&guid)).entered();
-                    let peer_addr = offer.peer;
-                    match smbd_transport(offer, sock, alloc, max_message) {
-                        Ok((src, sink)) => {
-                            let peer = crate::transport::MessageSink::peer(&sink);
-                            info!(%peer, "SMB Direct connection accepted");
-                            LIVE_CHANNELS.fetch_add(1, Ordering::SeqCst);
-                            let _entry = crate::status::register(crate::status::Transport::Rdma, id, guid, peer_addr);
-                            crate::conn::serve(server, src, Arc::new(sink));
-                            LIVE_CHANNELS.fetch_sub(1, Ordering::SeqCst);
+                spawn_channel(&server, &admission, slot, &alloc, max_message, offer, sock, None);
+            }
+            (Frame::ChannelPassed { offer, state }, Some(sock)) => {
+                // Another worker's channel whose binding names a session of
+                // this one (connpass.rs): counted by the supervisor.
+                if !matches!(admission, Admission::Supervisor(_)) {
+                    warn!(channel = offer.channel_id, "a passed channel outside a worker process; closing it");
+                    continue;
+                }
+                match crate::workerproto::decode_pass(&state) {
+                    Ok(p) => spawn_channel(&server, &admission, None, &alloc, max_message, offer, sock, Some(p)),
+                    Err(e) => {
+                        warn!(channel = offer.channel_id, "a passed channel's state: {e}; closing it");
+                        if let Admission::Supervisor(link) = &admission {
+                            (link.ended)(offer.channel_id);
                         }
-                        Err(e) => warn!(channel = id, "cannot set up SMB Direct channel: {e}"),
                     }
-                    if let Some(f) = ended {
-                        f(id);
-                    }
-                });
-                if let Err(e) = r {
-                    warn!(channel = id, "cannot spawn a connection thread: {e}");
                 }
             }
             (Frame::StatsReply { req_id, channels }, None) => {
@@ -171,6 +172,78 @@ pub fn serve_control_with(server: Arc<Server>, control: OwnedFd, admission: Admi
             }
             (other, _) => return Err(ControlError::Unexpected(other.kind())),
         }
+    }
+}
+
+/// Serves one SMB Direct channel on a thread of its own: offered by the
+/// proxy, or passed here from another worker (`resume`, with the messages
+/// that worker read and did not handle). A channel whose binding names
+/// another worker's session goes to the supervisor for that worker
+/// (connpass.rs): its socket stays open for the next owner.
+#[allow(clippy::too_many_arguments)]
+fn spawn_channel(
+    server: &Arc<Server>,
+    admission: &Admission,
+    slot: Option<crate::listener::Slot>,
+    alloc: &Arc<SlotAllocator>,
+    max_message: usize,
+    offer: ChannelOffer,
+    sock: OwnedFd,
+    resume: Option<crate::connpass::ConnPass>,
+) {
+    let link = match admission {
+        Admission::Supervisor(l) => Some(l.clone()),
+        Admission::Local => None,
+    };
+    let server = server.clone();
+    let alloc = alloc.clone();
+    let id = offer.channel_id;
+    let guid = offer.client_guid;
+    let r = std::thread::Builder::new().name("smbd-conn".into()).stack_size(512 * 1024).spawn(move || {
+        let _slot = slot;
+        let _c = tracing::info_span!("channel", id, client = %crate::status::guid_string(&guid)).entered();
+        let peer_addr = offer.peer;
+        let meta = ChannelOffer { first_message: Vec::new(), ..offer.clone() };
+        let transport = match &resume {
+            None => smbd_transport(offer, sock, alloc, max_message),
+            Some(p) => match crate::connpass::unframe(&p.pending) {
+                Some(replay) => smbd_transport_resumed(offer, sock, alloc, max_message, replay),
+                None => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the passed channel's pending messages are malformed")),
+            },
+        };
+        let mut passed = None;
+        match transport {
+            Ok((src, sink)) => {
+                let peer = crate::transport::MessageSink::peer(&sink);
+                if resume.is_some() {
+                    info!(%peer, "SMB Direct channel taken over from another worker");
+                } else {
+                    info!(%peer, "SMB Direct connection accepted");
+                }
+                // Our own handle on the socket, to pass on if need be.
+                let keep = if link.is_some() { sink.socket_clone().ok() } else { None };
+                LIVE_CHANNELS.fetch_add(1, Ordering::SeqCst);
+                let out = {
+                    let _entry = crate::status::register(crate::status::Transport::Rdma, id, guid, peer_addr);
+                    crate::conn::serve_from(server, src, Arc::new(sink), resume.as_ref())
+                };
+                LIVE_CHANNELS.fetch_sub(1, Ordering::SeqCst);
+                passed = out.zip(keep);
+            }
+            Err(e) => warn!(channel = id, "cannot set up SMB Direct channel: {e}"),
+        }
+        if let Some(link) = link {
+            if let Some((pass, sock)) = passed {
+                match (link.pass)(meta, pass, sock) {
+                    Ok(()) => return,
+                    Err(e) => warn!(channel = id, "cannot pass the channel to the supervisor: {e}; closing it"),
+                }
+            }
+            (link.ended)(id);
+        }
+    });
+    if let Err(e) = r {
+        warn!(channel = id, "cannot spawn a connection thread: {e}");
     }
 }
 
@@ -450,7 +523,8 @@ mod tests {
             let _ = crate::objects::lock(&tx).send(id);
         });
         let srv = server.clone();
-        let t = std::thread::spawn(move || serve_control_with(srv, worker, Admission::Supervisor(ended)));
+        let link = WorkerLink { ended, pass: Arc::new(|_, _, _| Err("no passing in this test".into())) };
+        let t = std::thread::spawn(move || serve_control_with(srv, worker, Admission::Supervisor(link)));
         let pool = PoolMap::create(4 << 20).unwrap();
         let hello = Hello::whole_pool(4 << 20, 1 << 20).with_range(2, 2);
         send_frame(sup.as_fd(), &Frame::Hello(hello), Some(pool.fd())).unwrap();

@@ -186,6 +186,9 @@ struct WorkerState {
 struct WorkerSlot {
     id: u32,
     st: Mutex<WorkerState>,
+    /// Serialises sends on the worker's control socket (a pass may span
+    /// datagrams, which must not interleave with other frames).
+    ctl_send: Mutex<()>,
 }
 
 /// How a worker is started and supervised.
@@ -226,7 +229,7 @@ impl Supervisor {
         let mut server_guid = [0u8; 16];
         getrandom::fill(&mut server_guid).map_err(|e| std::io::Error::other(e.to_string()))?;
         let n = cfg.procs.max_workers.clamp(1, MAX_WORKERS_LIMIT);
-        let workers = (0..n as u32).map(|id| WorkerSlot { id, st: Mutex::new(WorkerState::default()) }).collect();
+        let workers = (0..n as u32).map(|id| WorkerSlot { id, st: Mutex::new(WorkerState::default()), ctl_send: Mutex::new(()) }).collect();
         let store = crate::store::create(&state_dir).map_err(|e| std::io::Error::other(format!("state directory {}: {e}", state_dir.display())))?;
         Ok(Arc::new(Supervisor {
             cfg,
@@ -446,6 +449,7 @@ impl Supervisor {
             match r.recv(ctl.as_fd()) {
                 Ok(Some((wp::Frame::ConnClosed(c), None))) => self.conn_ended(w, c),
                 Ok(Some((wp::Frame::PassConn { conn_id, client_guid, pass }, Some(fd)))) => self.pass_conn(w, conn_id, client_guid, pass, fd),
+                Ok(Some((wp::Frame::PassChannel { offer, pass }, Some(fd)))) => self.pass_channel(w, offer, pass, fd),
                 Ok(Some((wp::Frame::StatusReply { req_id, json }, None))) => {
                     if let Some(tx) = lock(&self.status_waiters).get(&req_id) {
                         let _ = tx.send((w as u32, json));
@@ -504,7 +508,10 @@ impl Supervisor {
         self.register(to, c, e);
         let ctl = lock(&self.workers[to].st).control.clone();
         let r = match ctl {
-            Some(ctl) => wp::send(ctl.as_fd(), &wp::Frame::Passed { conn_id, client_guid, pass }, Some(fd.as_fd())).map_err(|e| e.to_string()),
+            Some(ctl) => {
+                let _g = lock(&self.workers[to].ctl_send);
+                wp::send(ctl.as_fd(), &wp::Frame::Passed { conn_id, client_guid, pass }, Some(fd.as_fd())).map_err(|e| e.to_string())
+            }
             None => Err("the worker is restarting".into()),
         };
         match r {
@@ -512,6 +519,56 @@ impl Supervisor {
             Ok(()) => info!(from, to, conn_id, "connection passed to the worker that owns its session"),
             Err(e) => {
                 warn!(from, to, conn_id, "cannot pass the connection: {e}; closing it");
+                self.conn_ended(to, c);
+            }
+        }
+    }
+
+    /// Worker `from` passes SMB Direct channel `offer.channel_id` (its
+    /// channel socket `fd`) to the worker that owns the session its binding
+    /// names (connpass.rs), on that worker's proxy-frame socket (the proxy
+    /// protocol's `ChannelPassed`): the owner serves it from its own pool
+    /// slots, and counts it from now on. The proxy keeps the other end of
+    /// the socket and sees nothing of the move.
+    fn pass_channel(self: &Arc<Self>, from: usize, offer: smbdirect_rdma_proxy::proto::ChannelOffer, pass: crate::connpass::ConnPass, fd: OwnedFd) {
+        let id = offer.channel_id;
+        let c = ConnRef::Rdma(id);
+        let Some(mut e) = self.take_conn(from, c) else {
+            warn!(worker = from, channel = id, "pass of a channel not counted there; closing it");
+            return;
+        };
+        if e.routed {
+            self.unroute(from, &e.guid);
+            e.routed = false;
+        }
+        let to = crate::connpass::session_owner(pass.session_id) as usize;
+        // As for TCP: a worker that never ran has no session; the channel
+        // goes back where it came from, which answers the binding itself.
+        let to = if to < self.workers.len() && lock(&self.workers[to].st).launched { to } else { from };
+        let state = match wp::encode_pass(id, &offer.client_guid, &pass) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(from, channel = id, "cannot encode a channel pass: {e}; closing it");
+                return;
+            }
+        };
+        self.register(to, c, e);
+        let (rd, sl) = {
+            let st = lock(&self.workers[to].st);
+            (st.rdma.clone(), st.rdma_send.clone())
+        };
+        let r = match rd {
+            Some(rd) => {
+                let _g = lock(&sl);
+                fdpass::send_frame(rd.as_fd(), &ProxyFrame::ChannelPassed { offer, state }, Some(fd.as_fd())).map_err(|e| e.to_string())
+            }
+            None => Err("the worker is restarting".into()),
+        };
+        match r {
+            Ok(()) if to == from => info!(worker = from, channel = id, session = pass.session_id, "channel sent back: its binding names a worker that never ran"),
+            Ok(()) => info!(from, to, channel = id, "SMB Direct channel passed to the worker that owns its session"),
+            Err(e) => {
+                warn!(from, to, channel = id, "cannot pass the SMB Direct channel: {e}; closing it");
                 self.conn_ended(to, c);
             }
         }
@@ -590,7 +647,10 @@ impl Supervisor {
         self.register(w, c, ConnEntry { _slot: slot, guid, peer: Some(peer), since: SystemTime::now(), routed: true });
         let ctl = lock(&self.workers[w].st).control.clone();
         let r = match ctl {
-            Some(ctl) => wp::send(ctl.as_fd(), &wp::Frame::Handoff { conn_id, client_guid: guid, first }, Some(stream.as_fd())).map_err(|e| e.to_string()),
+            Some(ctl) => {
+                let _g = lock(&self.workers[w].ctl_send);
+                wp::send(ctl.as_fd(), &wp::Frame::Handoff { conn_id, client_guid: guid, first }, Some(stream.as_fd())).map_err(|e| e.to_string())
+            }
             None => Err("the worker is restarting".into()),
         };
         match r {
@@ -749,7 +809,11 @@ impl Supervisor {
                 st.pid.and(st.control.clone())
             };
             if let Some(ctl) = ctl {
-                if wp::send(ctl.as_fd(), &wp::Frame::StatusRequest { req_id }, None).is_ok() {
+                let sent = {
+                    let _g = lock(&s.ctl_send);
+                    wp::send(ctl.as_fd(), &wp::Frame::StatusRequest { req_id }, None).is_ok()
+                };
+                if sent {
                     asked += 1;
                 }
             }

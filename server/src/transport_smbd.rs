@@ -6,7 +6,12 @@
 //!
 //! Shaped like [`crate::transport_tcp`]: [`smbd_transport`] is the
 //! connection-pass hook, and the channel's first message (the NEGOTIATE the
-//! proxy already received) is replayed before anything is read.
+//! proxy already received) is replayed before anything is read. A channel
+//! passed from another worker (connpass.rs) replays the messages that worker
+//! read and did not handle ([`smbd_transport_resumed`]). While the
+//! connection may still be passed, the reader waits on the socket and the
+//! connection's halt eventfd together and stops between frames when halted,
+//! leaving the socket open for the next owner.
 //!
 //! One thread per channel reads the socket all the time: SMB2 messages go to
 //! the connection's [`MessageSource`], and each `RdmaDone` runs the work left
@@ -68,6 +73,9 @@ struct Channel {
     peer: String,
     /// The connection's receive clock and size limit (`set_control`).
     control: OnceLock<Arc<RecvControl>>,
+    /// Set by the reader when it stopped for a halt with nothing
+    /// outstanding, leaving the socket as it was (the channel can be passed).
+    halted_clean: AtomicBool,
 }
 
 impl Channel {
@@ -171,7 +179,9 @@ fn to_io(e: fdpass::FdPassError) -> io::Error {
 }
 
 pub struct SmbdSource {
-    first: Option<Vec<u8>>,
+    /// Messages replayed before the socket is read: the offer's first
+    /// message, or those of a passed channel.
+    first: std::collections::VecDeque<Vec<u8>>,
     rx: Receiver<Vec<u8>>,
     queued: Arc<AtomicUsize>,
     ch: Arc<Channel>,
@@ -185,12 +195,20 @@ pub struct SmbdSink {
 /// `max_message` bounds one SMB2 message (reassembly and queueing); once the
 /// connection has set its [`RecvControl`], that control's limit (small until
 /// a session is authenticated) bounds it too.
-pub fn smbd_transport(offer: ChannelOffer, sock: OwnedFd, alloc: Arc<SlotAllocator>, max_message: usize) -> io::Result<(SmbdSource, SmbdSink)> {
+pub fn smbd_transport(mut offer: ChannelOffer, sock: OwnedFd, alloc: Arc<SlotAllocator>, max_message: usize) -> io::Result<(SmbdSource, SmbdSink)> {
+    let first = std::mem::take(&mut offer.first_message);
+    smbd_transport_resumed(offer, sock, alloc, max_message, vec![first])
+}
+
+/// [`smbd_transport`] for a channel passed from another worker: `replay`
+/// are the messages that worker read and did not handle (the binding
+/// SESSION_SETUP first); `offer.first_message` is not used.
+pub fn smbd_transport_resumed(offer: ChannelOffer, sock: OwnedFd, alloc: Arc<SlotAllocator>, max_message: usize, replay: Vec<Vec<u8>>) -> io::Result<(SmbdSource, SmbdSink)> {
     let peer = match offer.peer {
         Some(a) => format!("{a} (rdma channel {})", offer.channel_id),
         None => format!("rdma channel {}", offer.channel_id),
     };
-    if offer.first_message.len() > max_message {
+    if replay.iter().any(|m| m.len() > max_message) {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "first message over the limit"));
     }
     OPEN_CHANNELS.fetch_add(1, Ordering::SeqCst);
@@ -205,6 +223,7 @@ pub fn smbd_transport(offer: ChannelOffer, sock: OwnedFd, alloc: Arc<SlotAllocat
         closed: AtomicBool::new(false),
         peer,
         control: OnceLock::new(),
+        halted_clean: AtomicBool::new(false),
     });
     let (tx, rx) = mpsc::channel();
     let queued = Arc::new(AtomicUsize::new(0));
@@ -214,7 +233,7 @@ pub fn smbd_transport(offer: ChannelOffer, sock: OwnedFd, alloc: Arc<SlotAllocat
         .name("smbd-chan".into())
         .stack_size(128 * 1024)
         .spawn(move || channel_reader(ch2, tx, q2, max_message))?;
-    Ok((SmbdSource { first: Some(offer.first_message), rx, queued, ch: ch.clone() }, SmbdSink { ch }))
+    Ok((SmbdSource { first: replay.into(), rx, queued, ch: ch.clone() }, SmbdSink { ch }))
 }
 
 /// Bytes of requests that may wait for the connection: room for a few
@@ -234,7 +253,22 @@ fn channel_reader(ch: Arc<Channel>, tx: mpsc::Sender<Vec<u8>>, queued: Arc<Atomi
     let mut dg = vec![0u8; MAX_DATAGRAM];
     // Slots the proxy may still be moving data through.
     let mut held: Vec<RdmaBuffer> = Vec::new();
+    let mut halted = false;
     loop {
+        // Between frames, a connection being passed stops the reader here.
+        if !reasm.in_progress() {
+            match wait_readable(&ch) {
+                Ok(true) => {}
+                Ok(false) => {
+                    halted = true;
+                    break;
+                }
+                Err(e) => {
+                    warn!(peer = %ch.peer, "channel socket: {e}");
+                    break;
+                }
+            }
+        }
         let n = match recv_datagram(ch.sock.as_fd(), &mut dg) {
             Ok(Some((n, None))) => n,
             Ok(Some((_, Some(_)))) => {
@@ -335,6 +369,16 @@ fn channel_reader(ch: Arc<Channel>, tx: mpsc::Sender<Vec<u8>>, queued: Arc<Atomi
     if let Some(c) = ch.control.get() {
         c.stop();
     }
+    if halted {
+        // Nothing can be outstanding before a session; if something is,
+        // the channel is not passed but closed (below).
+        if crate::objects::lock(&ch.pending).is_empty() {
+            debug!(peer = %ch.peer, "channel reader halted: the channel goes to another worker");
+            ch.halted_clean.store(true, Ordering::SeqCst);
+            return;
+        }
+        warn!(peer = %ch.peer, "RDMA transfers outstanding: the channel cannot be passed; closing it");
+    }
     // Work waiting for an answer is dropped unrun (a blocked request sees
     // the channel end); the source sees the end of the stream.
     ch.shutdown();
@@ -354,18 +398,51 @@ fn channel_reader(ch: Arc<Channel>, tx: mpsc::Sender<Vec<u8>>, queued: Arc<Atomi
     drop(held);
 }
 
+/// Waits until the channel socket has something to read, or the
+/// connection's reader is halted (false: the channel goes to another worker,
+/// see connpass.rs). Without a halt eventfd, returns at once.
+fn wait_readable(ch: &Channel) -> io::Result<bool> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let Some(c) = ch.control.get() else { return Ok(true) };
+    let Some(halt) = c.halt_fd() else { return Ok(true) };
+    loop {
+        if c.is_halted() {
+            return Ok(false);
+        }
+        let mut fds = [PollFd::new(&ch.sock, PollFlags::IN), PollFd::from_borrowed_fd(halt, PollFlags::IN)];
+        match poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        if c.is_halted() {
+            return Ok(false);
+        }
+        if !fds[0].revents().is_empty() {
+            return Ok(true);
+        }
+    }
+}
+
 impl MessageSource for SmbdSource {
     fn set_control(&mut self, control: Arc<RecvControl>) {
+        // The halt eventfd exists before the reader's next wait.
+        let _ = control.halt_fd();
         let _ = self.ch.control.set(control);
     }
 
     fn recv(&mut self, limit: usize) -> io::Result<Option<Vec<u8>>> {
-        let msg = match self.first.take() {
+        let msg = match self.first.pop_front() {
             Some(m) => m,
             None => match self.rx.recv() {
                 Ok(m) => {
                     self.queued.fetch_sub(m.len(), Ordering::SeqCst);
                     m
+                }
+                // A halt that could not stop the reader cleanly is an error
+                // (the connection is then closed, not passed).
+                Err(_) if self.ch.control.get().is_some_and(|c| c.is_halted()) && !self.ch.halted_clean.load(Ordering::SeqCst) => {
+                    return Err(io::Error::other("the channel reader could not be halted"));
                 }
                 Err(_) => return Ok(None),
             },
@@ -385,6 +462,12 @@ impl SmbdSink {
 
     pub fn channel_id(&self) -> u64 {
         self.ch.id
+    }
+
+    /// A second handle on the channel socket: what goes to another worker
+    /// when the channel is passed (connpass.rs).
+    pub fn socket_clone(&self) -> io::Result<OwnedFd> {
+        self.ch.sock.try_clone()
     }
 }
 

@@ -6,8 +6,9 @@
 //! `ChannelOffer`s; `rdma::serve_control_with`). It tells the supervisor
 //! when each ends (`ConnClosed`) and answers `StatusRequest`. A connection
 //! whose binding names another worker's session goes back to the
-//! supervisor for that worker (`PassConn`); one passed here arrives as
-//! `Passed` (connpass.rs). When the
+//! supervisor for that worker (`PassConn`, or `PassChannel` for an SMB
+//! Direct channel); one passed here arrives as `Passed` (or, for a channel,
+//! as `ChannelPassed` on the proxy-frame socket) (connpass.rs). When the
 //! supervisor goes away (end of the control socket, or its death: the parent
 //! death signal) the worker ends, and its connections with it.
 
@@ -57,8 +58,8 @@ pub fn run(mut cfg: ServerConfig, args: WorkerArgs) -> ExitCode {
     };
     let span = tracing::info_span!("worker", id = args.worker_id);
     let _enter = span.enter();
-    // Frames from the supervisor are single datagrams.
-    let mut reader = wp::Reader::new(smbdirect_rdma_proxy::proto::MAX_DATAGRAM);
+    // Frames from the supervisor: single datagrams, or a pass (bounded).
+    let mut reader = wp::Reader::new(wp::MAX_PASS + smbdirect_rdma_proxy::proto::MAX_DATAGRAM);
     let setup = match reader.recv(&control) {
         Ok(Some((wp::Frame::Setup(s), None))) => s,
         Ok(other) => {
@@ -96,10 +97,19 @@ pub fn run(mut cfg: ServerConfig, args: WorkerArgs) -> ExitCode {
         let server = server.clone();
         let c = control.clone();
         let span = span.clone();
-        let ended: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |id| c.send(&wp::Frame::ConnClosed(ConnRef::Rdma(id))));
+        let c2 = control.clone();
+        let link = crate::rdma::WorkerLink {
+            ended: Arc::new(move |id| c.send(&wp::Frame::ConnClosed(ConnRef::Rdma(id)))),
+            // A channel whose binding names another worker's session goes
+            // back to the supervisor for that worker (connpass.rs).
+            pass: Arc::new(move |offer, pass, sock| {
+                let _g = lock(&c2.lock);
+                wp::send(c2.fd.as_fd(), &wp::Frame::PassChannel { offer, pass }, Some(sock.as_fd())).map_err(|e| e.to_string())
+            }),
+        };
         let r = std::thread::Builder::new().name("rdma-control".into()).spawn(move || {
             let _e = span.enter();
-            match crate::rdma::serve_control_with(server, rdma, crate::rdma::Admission::Supervisor(ended)) {
+            match crate::rdma::serve_control_with(server, rdma, crate::rdma::Admission::Supervisor(link)) {
                 Ok(()) | Err(crate::rdma::ControlError::NoHello) => {}
                 Err(e) => error!("SMB Direct relay: {e}; no new SMB Direct channels in this worker"),
             }

@@ -4,17 +4,22 @@
 //! The framing is the proxy protocol's (`smbdirect_rdma_proxy::frame`), with
 //! kinds of its own: every datagram starts with `kind u8, flags u8 (bit 0
 //! MORE), reserved u16 (zero), len u32`, little endian, then `len` body bytes.
-//! Only a status reply may span datagrams (MORE on all but the last); the
-//! receiver bounds the reassembled size. `Handoff` carries the connection's
-//! socket by SCM_RIGHTS on its (single) datagram.
+//! A status reply and the passes (`PassConn`, `Passed`, `PassChannel`) may
+//! span datagrams (MORE on all but the last); the receiver bounds the
+//! reassembled size. `Handoff` carries the connection's socket by
+//! SCM_RIGHTS on its (single) datagram, a pass on its first one.
 //!
 //! Supervisor -> worker: `Setup` (first, once), `Handoff`, `StatusRequest`,
 //! `Passed`.
-//! Worker -> supervisor: `ConnClosed`, `StatusReply`, `PassConn`.
+//! Worker -> supervisor: `ConnClosed`, `StatusReply`, `PassConn`,
+//! `PassChannel`.
 //!
 //! `PassConn` / `Passed` move a TCP connection (its socket by SCM_RIGHTS)
 //! to the worker that owns the session its binding SESSION_SETUP names,
-//! with what rebuilds it there (connpass.rs).
+//! with what rebuilds it there (connpass.rs). `PassChannel` does the same
+//! for an SMB Direct channel (its channel socket to the proxy); the
+//! supervisor hands it to the owner on that worker's proxy-frame socket as
+//! the proxy protocol's `ChannelPassed`, whose `state` is [`encode_pass`].
 //!
 //! The proxy's frames (Hello, ChannelOffer) travel on a second socket per
 //! worker, unchanged, so that `rdma::serve_control` reads them as it reads a
@@ -24,6 +29,7 @@ use crate::connpass::ConnPass;
 use crate::credits::CreditSnapshot;
 use smbdirect_rdma_proxy::fdpass::{recv_datagram, send_datagram, FdPassError};
 use smbdirect_rdma_proxy::frame::{self, FrameError, Kinds, MAX_DATAGRAM, MAX_FRAGMENT_BODY as MAX_BODY};
+use smbdirect_rdma_proxy::proto::{kind as proxy_kind, ChannelOffer, Frame as ProxyFrame, MAX_FRAME_OVERHEAD};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 /// Largest first message a `Handoff` carries (it must fit one datagram).
 pub const MAX_HANDOFF_MESSAGE: usize = MAX_BODY - 64;
@@ -34,6 +40,10 @@ const MAX_TEXT: usize = 4096;
 const MAX_CREDIT_IDS: usize = 2 * 65535;
 /// Bound on a reassembled status reply.
 pub const MAX_STATUS_REPLY: usize = 64 << 20;
+/// Bound on a pass's encoded state (the NEGOTIATE exchange, the credit
+/// window and the messages read and not handled): a worker reads frames
+/// from the supervisor up to this size.
+pub const MAX_PASS: usize = 1 << 20;
 
 pub mod kind {
     pub const SETUP: u8 = 1;
@@ -43,6 +53,7 @@ pub mod kind {
     pub const CONN_CLOSED: u8 = 16;
     pub const STATUS_REPLY: u8 = 17;
     pub const PASS_CONN: u8 = 18;
+    pub const PASS_CHANNEL: u8 = 19;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,14 +64,12 @@ pub enum WireError {
     Truncated(&'static str),
     #[error("{0}: trailing bytes")]
     Trailing(&'static str),
-    #[error("unknown frame kind {0}")]
-    UnknownKind(u8),
-    #[error("frame of {0} bytes is over the bound")]
-    TooLarge(usize),
     #[error("bad value {1} in {0}")]
     BadValue(&'static str, u64),
     #[error("text is not UTF-8 or too long")]
     BadText,
+    #[error("channel offer: {0}")]
+    Proxy(String),
     #[error("frame kind {0}: fd missing or unexpected")]
     FdRule(u8),
 }
@@ -110,17 +119,52 @@ pub enum Frame {
     PassConn { conn_id: u64, client_guid: [u8; 16], pass: ConnPass },
     /// Supervisor -> worker: a connection passed to this worker (fd along).
     Passed { conn_id: u64, client_guid: [u8; 16], pass: ConnPass },
+    /// Worker -> supervisor: SMB Direct channel `offer.channel_id` (its
+    /// channel socket rides along; `offer.first_message` is empty) goes to
+    /// the worker that owns `pass.session_id`.
+    PassChannel { offer: ChannelOffer, pass: ConnPass },
 }
 
-/// Whether a pass fits one datagram (else the binding is answered where it
-/// arrived).
+/// The connection state of a passed SMB Direct channel, as the `state` of
+/// the proxy protocol's `ChannelPassed` frame.
+pub fn encode_pass(channel_id: u64, client_guid: &[u8; 16], p: &ConnPass) -> Result<Vec<u8>, WireError> {
+    let mut o = Vec::new();
+    put_pass(&mut o, channel_id, client_guid, p)?;
+    Ok(o)
+}
+
+/// Reads [`encode_pass`]'s bytes back.
+pub fn decode_pass(b: &[u8]) -> Result<ConnPass, WireError> {
+    get_pass(&mut Rd { b, what: "ChannelPassed state" }).map(|(_, _, p)| p)
+}
+
+fn put_offer(o: &mut Vec<u8>, offer: &ChannelOffer) -> Result<(), WireError> {
+    let mut body = Vec::new();
+    ProxyFrame::ChannelOffer(offer.clone()).encode_body(&mut body).map_err(|e| WireError::Proxy(e.to_string()))?;
+    put_blob(o, &body)
+}
+
+fn get_offer(r: &mut Rd<'_>) -> Result<ChannelOffer, WireError> {
+    let body = r.blob()?;
+    match ProxyFrame::decode_body(proxy_kind::CHANNEL_OFFER, &body) {
+        Ok(ProxyFrame::ChannelOffer(o)) => Ok(o),
+        Ok(_) => Err(WireError::Truncated("PassChannel offer")),
+        Err(e) => Err(WireError::Proxy(e.to_string())),
+    }
+}
+
+/// Whether a pass is within [`MAX_PASS`], with room for a channel offer
+/// (else the binding is answered where it arrived).
 pub fn pass_fits(p: &ConnPass) -> bool {
-    Frame::PassConn { conn_id: 0, client_guid: [0; 16], pass: p.clone() }.encode_body().is_ok_and(|b| b.len() <= MAX_BODY)
+    Frame::PassConn { conn_id: 0, client_guid: [0; 16], pass: p.clone() }.encode_body().is_ok_and(|b| b.len() + MAX_FRAME_OVERHEAD <= MAX_PASS)
 }
 
 fn put_pass(o: &mut Vec<u8>, conn_id: u64, client_guid: &[u8; 16], p: &ConnPass) -> Result<(), WireError> {
     if p.credits.used.len() > MAX_CREDIT_IDS {
-        return Err(WireError::TooLarge(p.credits.used.len()));
+        return Err(FrameError::TooLarge { size: p.credits.used.len(), limit: MAX_CREDIT_IDS }.into());
+    }
+    if p.pending.len() > MAX_PASS {
+        return Err(FrameError::TooLarge { size: p.pending.len(), limit: MAX_PASS }.into());
     }
     o.extend_from_slice(&conn_id.to_le_bytes());
     o.extend_from_slice(client_guid);
@@ -158,7 +202,7 @@ fn get_pass(r: &mut Rd<'_>) -> Result<(u64, [u8; 16], ConnPass), WireError> {
 }
 
 fn put_blob(o: &mut Vec<u8>, b: &[u8]) -> Result<(), WireError> {
-    let n = u32::try_from(b.len()).ok().filter(|n| (*n as usize) <= MAX_BODY).ok_or(WireError::TooLarge(b.len()))?;
+    let n = u32::try_from(b.len()).ok().filter(|n| (*n as usize) <= MAX_PASS).ok_or(FrameError::TooLarge { size: b.len(), limit: MAX_PASS })?;
     o.extend_from_slice(&n.to_le_bytes());
     o.extend_from_slice(b);
     Ok(())
@@ -174,6 +218,7 @@ impl Frame {
             Frame::StatusReply { .. } => kind::STATUS_REPLY,
             Frame::PassConn { .. } => kind::PASS_CONN,
             Frame::Passed { .. } => kind::PASSED,
+            Frame::PassChannel { .. } => kind::PASS_CHANNEL,
         }
     }
 
@@ -195,7 +240,7 @@ impl Frame {
             }
             Frame::Handoff { conn_id, client_guid, first } => {
                 if first.len() > MAX_HANDOFF_MESSAGE {
-                    return Err(WireError::TooLarge(first.len()));
+                    return Err(FrameError::TooLarge { size: first.len(), limit: MAX_HANDOFF_MESSAGE }.into());
                 }
                 o.extend_from_slice(&conn_id.to_le_bytes());
                 o.extend_from_slice(client_guid);
@@ -215,6 +260,10 @@ impl Frame {
                 o.extend_from_slice(json);
             }
             Frame::PassConn { conn_id, client_guid, pass } | Frame::Passed { conn_id, client_guid, pass } => put_pass(&mut o, *conn_id, client_guid, pass)?,
+            Frame::PassChannel { offer, pass } => {
+                put_offer(&mut o, offer)?;
+                put_pass(&mut o, offer.channel_id, &offer.client_guid, pass)?;
+            }
         }
         Ok(o)
     }
@@ -270,13 +319,19 @@ impl Frame {
                 let (conn_id, client_guid, pass) = get_pass(&mut Rd { b: body, what: "Passed" })?;
                 Frame::Passed { conn_id, client_guid, pass }
             }
-            k => return Err(WireError::UnknownKind(k)),
+            kind::PASS_CHANNEL => {
+                let mut r = Rd { b: body, what: "PassChannel" };
+                let offer = get_offer(&mut r)?;
+                let (_, _, pass) = get_pass(&mut r)?;
+                Frame::PassChannel { offer, pass }
+            }
+            k => return Err(FrameError::UnknownKind(k).into()),
         };
         Ok(f)
     }
 
-    /// The frame as datagrams (header included); only a status reply is
-    /// split.
+    /// The frame as datagrams (header included); only a status reply and a
+    /// pass are split.
     pub fn to_datagrams(&self) -> Result<Vec<Vec<u8>>, WireError> {
         Ok(frame::split_body(self.kind(), &self.encode_body()?, KINDS)?)
     }
@@ -284,12 +339,12 @@ impl Frame {
 
 /// The kinds as the framing sees them.
 const KINDS: Kinds = Kinds {
-    known: |k| matches!(k, kind::SETUP | kind::HANDOFF | kind::STATUS_REQUEST | kind::PASSED | kind::CONN_CLOSED | kind::STATUS_REPLY | kind::PASS_CONN),
-    splittable: |k| k == kind::STATUS_REPLY,
+    known: |k| matches!(k, kind::SETUP | kind::HANDOFF | kind::STATUS_REQUEST | kind::PASSED | kind::CONN_CLOSED | kind::STATUS_REPLY | kind::PASS_CONN | kind::PASS_CHANNEL),
+    splittable: |k| matches!(k, kind::STATUS_REPLY | kind::PASS_CONN | kind::PASSED | kind::PASS_CHANNEL),
 };
 
 fn carries_fd(k: u8) -> bool {
-    matches!(k, kind::HANDOFF | kind::PASS_CONN | kind::PASSED)
+    matches!(k, kind::HANDOFF | kind::PASS_CONN | kind::PASSED | kind::PASS_CHANNEL)
 }
 
 /// Reassembles datagrams into frames (bounded).
@@ -314,7 +369,8 @@ impl Reassembler {
     }
 }
 
-/// Sends a frame; `fd` (a `Handoff`'s connection) rides on its datagram.
+/// Sends a frame; `fd` (a `Handoff`'s connection, a pass's socket) rides on
+/// its first datagram.
 /// Callers sharing a socket between threads hold a lock around this (a split
 /// status reply must not interleave with other frames).
 pub fn send(sock: BorrowedFd<'_>, f: &Frame, fd: Option<BorrowedFd<'_>>) -> Result<(), ChannelError> {
@@ -351,8 +407,9 @@ impl Reader {
                 }
                 return Ok(None);
             };
+            // The fd rides on the first datagram of a frame that carries one.
             let k = self.buf.first().copied().unwrap_or(0);
-            if fd.is_some() != carries_fd(k) {
+            if fd.is_some() != (carries_fd(k) && !self.reasm.in_progress()) {
                 return Err(WireError::FdRule(k).into());
             }
             if fd.is_some() {
@@ -445,7 +502,19 @@ mod tests {
             Frame::StatusReply { req_id: 2, json: vec![b'x'; 200_000] },
             Frame::PassConn { conn_id: 7, client_guid: [3; 16], pass: sample_pass() },
             Frame::Passed { conn_id: u64::MAX, client_guid: [0; 16], pass: ConnPass { pending: Vec::new(), ..sample_pass() } },
+            Frame::PassChannel { offer: sample_offer(), pass: sample_pass() },
         ]
+    }
+
+    fn sample_offer() -> ChannelOffer {
+        ChannelOffer {
+            channel_id: 12,
+            client_guid: [4; 16],
+            peer: Some("10.9.0.2:40000".parse().unwrap()),
+            local: Some("10.9.0.1:445".parse().unwrap()),
+            negotiated: smbdirect_rdma_proxy::proto::Negotiated { max_read_write_size: 1 << 20, max_send_size: 1364, max_fragmented_send: 1 << 20, max_fragmented_recv: 1 << 20 },
+            first_message: Vec::new(),
+        }
     }
 
     fn sample_pass() -> ConnPass {
@@ -479,6 +548,13 @@ mod tests {
             assert!(dgs.iter().all(|d| d.len() <= MAX_DATAGRAM));
             assert_eq!(decode_all(&dgs), f);
         }
+        // A passed channel's state, as the owner reads it from ChannelPassed.
+        let b = encode_pass(12, &[4; 16], &sample_pass()).unwrap();
+        assert_eq!(decode_pass(&b).unwrap(), sample_pass());
+        assert!(decode_pass(&b[..40]).is_err());
+        // A channel pass fits one datagram like a connection pass.
+        let f = Frame::PassChannel { offer: sample_offer(), pass: sample_pass() };
+        assert_eq!(f.to_datagrams().unwrap().len(), 1);
     }
 
     #[test]
@@ -507,7 +583,7 @@ mod tests {
         body.truncate(at + 4 + 2);
         assert!(Frame::decode_body(kind::PASS_CONN, &body).is_err());
         assert!(pass_fits(&sample_pass()));
-        assert!(!pass_fits(&ConnPass { pending: vec![0; MAX_DATAGRAM], ..sample_pass() }));
+        assert!(!pass_fits(&ConnPass { pending: vec![0; MAX_PASS], ..sample_pass() }));
         // A handoff too big for one datagram is refused by the encoder.
         assert!(Frame::Handoff { conn_id: 1, client_guid: [0; 16], first: vec![0; MAX_DATAGRAM] }.to_datagrams().is_err());
     }
@@ -537,5 +613,48 @@ mod tests {
         });
         drop(a);
         assert!(Reader::new(1 << 20).recv(&b).unwrap().is_none());
+    }
+
+    /// A pass over one datagram (a client that pipelined past its binding)
+    /// is split, its socket on the first datagram, and read back whole by a
+    /// worker's reader; one over the bound is refused before anything is sent.
+    #[test]
+    fn a_large_pass_is_split_and_brings_its_socket() {
+        let (a, b) = seqpacket_pair().unwrap();
+        let (x, _y) = seqpacket_pair().unwrap();
+        let mut pass = sample_pass();
+        for _ in 0..5 {
+            pass.pending.extend_from_slice(&crate::connpass::framed(&[0x5A; 60_000]));
+        }
+        assert!(pass_fits(&pass));
+        let f = Frame::Passed { conn_id: 3, client_guid: [8; 16], pass: pass.clone() };
+        assert!(f.to_datagrams().unwrap().len() > 4);
+        let c = Frame::PassChannel { offer: sample_offer(), pass };
+        std::thread::scope(|s| {
+            let a = &a;
+            let x = &x;
+            let (f2, c2) = (f.clone(), c.clone());
+            let h = s.spawn(move || {
+                send(a.as_fd(), &f2, Some(x.as_fd())).unwrap();
+                send(a.as_fd(), &c2, Some(x.as_fd())).unwrap();
+            });
+            let mut r = Reader::new(MAX_PASS + 4096);
+            let (got, fd) = r.recv(&b).unwrap().unwrap();
+            assert_eq!(got, f);
+            assert!(fd.is_some());
+            let (got, fd) = r.recv(&b).unwrap().unwrap();
+            assert_eq!(got, c);
+            assert!(fd.is_some());
+            h.join().unwrap();
+        });
+        let huge = ConnPass { pending: vec![0; MAX_PASS + 1], ..sample_pass() };
+        assert!(!pass_fits(&huge));
+        assert!(Frame::Passed { conn_id: 1, client_guid: [0; 16], pass: huge }.to_datagrams().is_err());
+        // An fd on a continuation datagram is refused.
+        let dgs = f.to_datagrams().unwrap();
+        let (p, q) = seqpacket_pair().unwrap();
+        send_datagram(p.as_fd(), &dgs[0], Some(x.as_fd())).unwrap();
+        send_datagram(p.as_fd(), &dgs[1], Some(x.as_fd())).unwrap();
+        assert!(Reader::new(MAX_PASS + 4096).recv(&q).is_err());
     }
 }

@@ -26,7 +26,7 @@ const REQUEST_NOT_ACCEPTED: u32 = 0xC000_00D0;
 const SET_INFO: u16 = 0x11;
 
 /// The harness's client over a real TCP connection.
-struct TcpWire(TcpStream);
+pub(crate) struct TcpWire(pub(crate) TcpStream);
 
 impl Wire for TcpWire {
     fn exchange(&mut self, msg: Vec<u8>) -> Result<Vec<Vec<u8>>, Disconnect> {
@@ -46,12 +46,12 @@ impl Wire for TcpWire {
     }
 }
 
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
-    port: u16,
-    state: PathBuf,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
+    pub(crate) port: u16,
+    pub(crate) state: PathBuf,
+    pub(crate) log: PathBuf,
+    pub(crate) _dir: tempfile::TempDir,
 }
 
 impl Drop for Serve {
@@ -66,6 +66,11 @@ fn serve(dir: tempfile::TempDir) -> Serve {
 }
 
 fn serve_with(dir: tempfile::TempDir, workers: u32) -> Serve {
+    serve_args(dir, workers, &[])
+}
+
+/// `smbdirect serve` with `workers` workers and `extra` arguments.
+pub(crate) fn serve_args(dir: tempfile::TempDir, workers: u32, extra: &[String]) -> Serve {
     let share = dir.path().join("share");
     std::fs::create_dir_all(&share).unwrap();
     let state = dir.path().join("state");
@@ -79,6 +84,7 @@ fn serve_with(dir: tempfile::TempDir, workers: u32) -> Serve {
         .arg(format!("{USER}:{PASSWORD}"))
         .arg("--state-dir")
         .arg(&state)
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -99,11 +105,11 @@ fn serve_with(dir: tempfile::TempDir, workers: u32) -> Serve {
 
 /// The supervisor's routing hash (FNV-1a) of an address: which of `n`
 /// workers a connection without a ClientGUID from it goes to.
-fn route_of(ip: Ipv4Addr, n: u64) -> u64 {
+pub(crate) fn route_of(ip: Ipv4Addr, n: u64) -> u64 {
     ip.octets().iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| (h ^ u64::from(*x)).wrapping_mul(0x0100_0000_01b3)) % n
 }
 
-fn tcp_client(ts: &TestServer, port: u16, from: Ipv4Addr) -> Client {
+pub(crate) fn tcp_client(ts: &TestServer, port: u16, from: Ipv4Addr) -> Client {
     let sock = socket2_connect(from, port);
     sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut c = Client::new(ts);
@@ -121,7 +127,7 @@ fn socket2_connect(from: Ipv4Addr, port: u16) -> TcpStream {
     TcpStream::from(fd)
 }
 
-fn status(state: &Path) -> serde_json::Value {
+pub(crate) fn status(state: &Path) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_smbdirect"))
         .args(["status", "--json", "--state-dir"])
         .arg(state)
@@ -134,7 +140,7 @@ fn status(state: &Path) -> serde_json::Value {
 
 /// Negotiates `c` 3.1.1 as ClientGUID `guid` after an SMB1 NEGOTIATE (the
 /// front listener then routes the connection by address).
-fn negotiate_after_smb1(c: &mut Client) {
+pub(crate) fn negotiate_after_smb1(c: &mut Client) {
     let r = c.raw(smb1_negotiate(&["NT LM 0.12", "SMB 2.002", "SMB 2.???"])).unwrap().pop().unwrap();
     assert_eq!(r.status, SUCCESS);
     c.next_mid = 1;

@@ -36,3 +36,4 @@ mod multichannel;
 mod workers;
 mod inflight;
 mod bindroute;
+mod rdmapass;
