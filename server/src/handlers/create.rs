@@ -127,6 +127,11 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
     debug!(async_id = pending.async_id, "CREATE waits for an oplock break");
     let msg = ctx.msg.to_vec();
     let r = std::thread::Builder::new().name("smb-create".into()).stack_size(512 * 1024).spawn(move || {
+        // The retried CREATE runs as the tree's user, as the first try did.
+        let Ok(_identity) = crate::identity::Guard::enter(call.tree.creds.as_ref()) else {
+            forget_wait(&server, key);
+            return pending.finish(NtStatus::ACCESS_DENIED, None);
+        };
         let detachable = replay_guard.is_some();
         let _replay_guard = replay_guard;
         // `None` once detached: a DH2Q CREATE whose connection went while
