@@ -246,6 +246,23 @@ impl ShareRoot {
         Ok(())
     }
 
+    /// Whether this thread's file-system identity may unlink `rel` (write
+    /// and search on its directory; in a sticky directory, only the owner of
+    /// the file or of the directory), as the kernel will decide at the
+    /// unlink: DELETE access is asked at CREATE (as Samba does), so that a
+    /// delete-on-close does not fail after the fact.
+    pub fn may_delete(&self, rel: &str) -> bool {
+        let Ok((dir, name)) = self.parent(rel) else { return false };
+        let search_write = rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK;
+        // AT_EACCESS: checked with the thread's fsuid/fsgid, not the real ids.
+        if rustix::fs::accessat(&dir, ".", search_write, AtFlags::EACCESS).is_err() {
+            return false;
+        }
+        let (Ok(d), Ok(f)) = (rustix::fs::fstat(&dir), rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)) else { return false };
+        let (fsuid, _) = crate::identity::thread_fs_ids();
+        d.st_mode & 0o1000 == 0 || fsuid == 0 || f.st_uid == fsuid || d.st_uid == fsuid
+    }
+
     pub fn remove(&self, rel: &str, is_dir: bool) -> Result<(), NtStatus> {
         let (dir, name) = self.parent(rel)?;
         let flags = if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() };

@@ -231,7 +231,13 @@ pub fn resolve(kind: IdentityKind, user: &str, uid: Option<u32>, share: &ShareUn
         (IdentityKind::User, None) => match by_name(user) {
             Ok(c) => Some(c),
             Err(e) => {
-                tracing::warn!("user {user:?} (given in clear text, not in the user file): {e}; served as the server's own user");
+                // Once per name and process: every tree connect would say it again.
+                static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+                let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
+                if !said.iter().any(|n| n == user) && said.len() < 1024 {
+                    said.push(user.to_string());
+                    tracing::warn!("user {user:?} (given in clear text, not in the user file): {e}; served as the server's own user");
+                }
                 None
             }
         },
@@ -287,6 +293,38 @@ mod tests {
         a.apply_conf_key("smbpasswdfile", "/etc/x").unwrap().unwrap();
         assert_eq!(a.passdb_path(), PathBuf::from("/etc/x"));
         assert!(a.apply_conf_key("guestaccount", " ").unwrap().is_err());
+    }
+
+    #[test]
+    fn new_files_get_the_share_modes_and_delete_follows_the_kernel() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let unix = ShareUnix { create_mask: 0o660, force_create_mode: 0o004, directory_mask: 0o750, ..ShareUnix::default() };
+        let root = crate::vfs::ShareRoot::open(dir.path()).unwrap().with_unix(unix.clone());
+        drop(root.create_file("f").unwrap());
+        root.mkdir("d").unwrap();
+        let mode = |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().mode() & 0o7777;
+        // (0o666 & 0o660) | 0o004, whatever the process umask.
+        assert_eq!((mode("f"), mode("d")), (0o664, 0o750));
+        std::fs::set_permissions(dir.path().join("d"), std::fs::Permissions::from_mode(0o2771)).unwrap();
+        let inherit = crate::vfs::ShareRoot::open(dir.path()).unwrap().with_unix(ShareUnix { inherit_permissions: true, ..unix });
+        drop(inherit.create_file("d/f").unwrap());
+        inherit.mkdir("d/e").unwrap();
+        assert_eq!((mode("d/f"), mode("d/e")), (0o660, 0o2771));
+        assert!(root.may_delete("f"));
+        if !crate::identity::can_switch() {
+            return;
+        }
+        // As another account: a sticky world-writable directory lets it
+        // delete its own files only; a closed one nothing.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let other = std::sync::Arc::new(Creds { uid: 4711, gid: 4711, groups: vec![4711], name: "t".into() });
+        let _g = crate::identity::Guard::enter(Some(&other)).unwrap();
+        drop(root.create_file("mine").unwrap());
+        assert_eq!(std::fs::metadata(dir.path().join("mine")).unwrap().uid(), 4711);
+        assert!(root.may_delete("mine"));
+        assert!(!root.may_delete("f"), "root's file in a sticky directory");
+        assert!(!root.may_delete("d/f"), "no write permission on d for others");
     }
 
     #[test]

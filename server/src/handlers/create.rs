@@ -379,6 +379,16 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
                         return Err(NtStatus::ACCESS_DENIED);
                     }
                 }
+                // As a Unix account (identity.rs), DELETE is what the kernel
+                // allows an unlink: asked now, so that a delete-on-close or
+                // rename cannot run later with rights the user lacks.
+                if tree.creds.is_some() && (desired & DELETE != 0 || d == FILE_SUPERSEDE) && !root.may_delete(&rel) {
+                    if max_allowed && req.desired_access & DELETE == 0 && d != FILE_SUPERSEDE {
+                        desired &= !DELETE;
+                    } else {
+                        return Err(NtStatus::ACCESS_DENIED);
+                    }
+                }
                 let action = match d {
                     FILE_SUPERSEDE => ACTION_SUPERSEDED,
                     FILE_OVERWRITE | FILE_OVERWRITE_IF => ACTION_OVERWRITTEN,
