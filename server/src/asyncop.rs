@@ -489,6 +489,8 @@ impl Reactor {
     }
 
     fn run(&self) {
+        // Started lazily, perhaps within a user's request: run as the server.
+        crate::identity::reset_thread();
         let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
         loop {
             events.clear();

@@ -49,6 +49,8 @@ pub struct ShareConfig {
     pub oplocks: bool,
     /// `level2 oplocks`: grant (and break to) level II oplocks.
     pub level2_oplocks: bool,
+    /// Unix identity settings: `force user`, `create mask`... (auth/unix.rs).
+    pub unix: crate::auth::unix::ShareUnix,
     /// `durable handles`: grant durable handles (v1/v2, MS-SMB2 3.3.5.9.6,
     /// 3.3.5.9.10): an open that keeps its batch oplock survives a lost
     /// connection for its timeout (handlers/durable.rs).
@@ -74,6 +76,7 @@ impl ShareConfig {
             level2_oplocks: true,
             durable_handles: true,
             kernel_oplocks: false,
+            unix: Default::default(),
         }
     }
 
@@ -124,6 +127,9 @@ pub struct ServerConfig {
     /// Samba): advertise SMB2_GLOBAL_CAP_DIRECTORY_LEASING to 3.x clients and
     /// grant R/RH leases (version 2) on directories (handlers/lease.rs).
     pub smb3_directory_leases: bool,
+
+    /// The user file and the guest account (auth/unix.rs).
+    pub accounts: crate::auth::unix::AccountsConfig,
 }
 
 impl Default for ServerConfig {
@@ -154,6 +160,8 @@ impl Default for ServerConfig {
 
             smb2_leases: true,
             smb3_directory_leases: true,
+
+            accounts: Default::default(),
         }
     }
 }
@@ -394,7 +402,7 @@ impl ServerConfig {
                             }
                             self.listen = l;
                         }
-                        other => match self.rdma.apply_conf_key(other, &v).or_else(|| self.procs.apply_conf_key(other, &v)) {
+                        other => match self.rdma.apply_conf_key(other, &v).or_else(|| self.procs.apply_conf_key(other, &v)).or_else(|| self.accounts.apply_conf_key(other, &v)) {
                             Some(r) => r.map_err(|m| bad(line, m))?,
                             None => tracing::warn!("{file}:{line}: unknown global parameter {other:?} ignored"),
                         },
@@ -420,7 +428,10 @@ impl ServerConfig {
                         "level2oplocks" => share.level2_oplocks = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
                         "durablehandles" => share.durable_handles = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
                         "kerneloplocks" => share.kernel_oplocks = parse_bool(&v).ok_or_else(|| bad(line, format!("bad boolean {v:?}")))?,
-                        other => tracing::warn!("{file}:{line}: unknown share parameter {other:?} ignored"),
+                        other => match share.unix.apply_conf_key(other, &v) {
+                            Some(r) => r.map_err(|m| bad(line, m))?,
+                            None => tracing::warn!("{file}:{line}: unknown share parameter {other:?} ignored"),
+                        },
                     }
                 }
                 if share.path.as_os_str().is_empty() {

@@ -1211,6 +1211,13 @@ impl Connection {
 
     fn dispatch(&mut self, cmd: Command, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
         use crate::handlers as h;
+        // Every file-system operation of a request on a tree runs with the
+        // tree's Unix identity (identity.rs), switched back when this returns.
+        let creds = ctx.tree.as_ref().and_then(|t| t.creds.clone());
+        let _identity = crate::identity::Guard::enter(creds.as_ref()).map_err(|e| {
+            warn!(peer = %self.peer, "cannot take the identity of {:?}: {e}", creds.as_ref().map(|c| &c.name));
+            NtStatus::ACCESS_DENIED
+        })?;
         match cmd {
             Command::Negotiate => self.negotiate(ctx, out),
             Command::SessionSetup => self.session_setup(ctx, out),

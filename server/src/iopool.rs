@@ -47,6 +47,8 @@ fn pool() -> &'static Pool {
 }
 
 fn worker(rx: &Mutex<Receiver<Job>>) {
+    // Started lazily, perhaps within a user's request: run as the server.
+    crate::identity::reset_thread();
     loop {
         let job = match lock(rx).recv() {
             Ok(j) => j,

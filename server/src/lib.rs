@@ -9,6 +9,7 @@ pub mod connpass;
 pub mod credits;
 pub mod crypto;
 pub mod handlers;
+pub mod identity;
 pub mod iopool;
 pub mod ipc;
 pub mod kernel_oplock;

@@ -1,6 +1,6 @@
 //! `smbdirect serve` (the file server: a supervisor and its worker
-//! processes), `smbdirect worker` (one worker, started by serve) and
-//! `smbdirect status`.
+//! processes), `smbdirect worker` (one worker, started by serve),
+//! `smbdirect status` and `smbdirect user` (the user file).
 
 use clap::{Parser, Subcommand};
 use smbdirect_server::config::{self, ServerConfig, ShareConfig};
@@ -45,6 +45,19 @@ enum Cmd {
         #[arg(long = "config", value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Manage the users in the user file (NT hashes in Samba's smbpasswd format,
+    /// by default /var/lib/smbdirect/smbpasswd; smb.conf: smb passwd file, private dir).
+    /// A running server picks up changes at the next logon.
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+        /// The user file (default: from --config, else the default path).
+        #[arg(long = "file", value_name = "FILE", global = true)]
+        file: Option<PathBuf>,
+        /// The server's smb.conf, to find its user file.
+        #[arg(long = "config", value_name = "FILE", global = true)]
+        config: Option<PathBuf>,
+    },
     /// Benchmark an SMB server with smbdirect's own client: runs `smbdirect-bench` from
     /// this executable's directory with the arguments (see `smbdirect bench --help`).
     #[command(disable_help_flag = true)]
@@ -52,6 +65,37 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add a user (or set the password and uid of an existing one), like
+    /// `smbpasswd -a NAME`. Its files are accessed as the Unix account NAME,
+    /// or as uid N with --uid.
+    Add {
+        name: String,
+        /// The Unix uid the user's file operations run as (default: the
+        /// uid of the Unix account of the same name).
+        #[arg(long)]
+        uid: Option<u32>,
+        /// Read the password from one line of standard input (scripts).
+        #[arg(long = "password-stdin")]
+        password_stdin: bool,
+    },
+    /// Remove a user (`smbpasswd -x NAME`).
+    Del { name: String },
+    /// List the users: name, uid, Unix account, flags.
+    List,
+    /// Change a user's password (`smbpasswd NAME`).
+    Passwd {
+        name: String,
+        /// Read the password from one line of standard input (scripts).
+        #[arg(long = "password-stdin")]
+        password_stdin: bool,
+    },
+    /// Add the users of an smbpasswd file or of `pdbedit -L -w` output
+    /// (FILE, or - for standard input); users already here are replaced.
+    Import { from: PathBuf },
 }
 
 #[derive(clap::Args, Clone)]
@@ -109,6 +153,135 @@ fn main() -> ExitCode {
         },
         Cmd::Status { json, state_dir, config } => status(json, state_dir, config),
         Cmd::Bench { args } => bench(args),
+        Cmd::User { cmd, file, config } => user(cmd, file, config),
+    }
+}
+
+/// A new password: one line of standard input with `--password-stdin` or
+/// when standard input is not a terminal, else asked twice without echo.
+fn read_password(from_stdin: bool) -> Result<String, String> {
+    use std::io::{BufRead, IsTerminal};
+    let pw = if from_stdin || !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map_err(|e| format!("cannot read the password: {e}"))?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    } else {
+        let a = rpassword::prompt_password("New SMB password: ").map_err(|e| format!("cannot read the password: {e}"))?;
+        let b = rpassword::prompt_password("Retype new SMB password: ").map_err(|e| format!("cannot read the password: {e}"))?;
+        if a != b {
+            return Err("the passwords do not match".into());
+        }
+        a
+    };
+    if pw.is_empty() {
+        return Err("empty password refused".into());
+    }
+    Ok(pw)
+}
+
+fn unix_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map_or_else(|| "-".into(), |u| u.name)
+}
+
+/// `smbdirect user ...`: edits the user file under its lock.
+fn user(cmd: UserCmd, file: Option<PathBuf>, config: Option<PathBuf>) -> ExitCode {
+    use smbdirect_server::auth::{nt_hash, valid_user_name, UserDb, UserDbError};
+    let mut cfg = ServerConfig::default();
+    if let Some(f) = &config {
+        if let Err(e) = cfg.load_file(f) {
+            eprintln!("smbdirect: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let path = file.unwrap_or_else(|| cfg.accounts.passdb_path());
+    let fail = |msg: String| {
+        eprintln!("smbdirect user: {msg}");
+        ExitCode::from(1)
+    };
+    let r = match cmd {
+        UserCmd::Add { name, uid, password_stdin } => {
+            if !valid_user_name(&name) {
+                return fail(format!("bad user name {name:?}"));
+            }
+            let uid = match uid {
+                Some(u) => u,
+                None => match nix::unistd::User::from_name(&name) {
+                    Ok(Some(u)) => u.uid.as_raw(),
+                    _ => return fail(format!("no Unix account {name:?}: create one (useradd) or give --uid N")),
+                },
+            };
+            let pw = match read_password(password_stdin) {
+                Ok(p) => p,
+                Err(e) => return fail(e),
+            };
+            UserDb::update(&path, |db| {
+                let existed = db.lookup(&name).is_some();
+                db.add_user(&name, nt_hash(&pw), uid);
+                Ok(existed)
+            })
+            .map(|existed| println!("{} user {name} (uid {uid}) in {}", if existed { "updated" } else { "added" }, path.display()))
+        }
+        UserCmd::Del { name } => UserDb::update(&path, |db| {
+            if db.remove(&name) {
+                Ok(())
+            } else {
+                Err(UserDbError::Invalid(format!("no user {name:?} in {}", path.display())))
+            }
+        })
+        .map(|()| println!("deleted user {name} from {}", path.display())),
+        UserCmd::Passwd { name, password_stdin } => {
+            match UserDb::load(&path) {
+                Ok(db) if db.lookup(&name).is_none() => return fail(format!("no user {name:?} in {} (add it with `smbdirect user add`)", path.display())),
+                Err(e) => return fail(e.to_string()),
+                Ok(_) => {}
+            }
+            let pw = match read_password(password_stdin) {
+                Ok(p) => p,
+                Err(e) => return fail(e),
+            };
+            UserDb::update(&path, |db| {
+                if db.set_nt_hash(&name, nt_hash(&pw)) {
+                    Ok(())
+                } else {
+                    Err(UserDbError::Invalid(format!("no user {name:?} in {}", path.display())))
+                }
+            })
+            .map(|()| println!("password of {name} changed"))
+        }
+        UserCmd::List => UserDb::load(&path).map(|db| {
+            println!("{:<20} {:>8}  {:<16} {}", "NAME", "UID", "UNIX ACCOUNT", "FLAGS");
+            for e in db.entries() {
+                let uid = e.uid().unwrap_or(0);
+                println!("{:<20} {:>8}  {:<16} {}", e.name(), uid, unix_name(uid), if e.disabled() { "disabled" } else { "" });
+            }
+        }),
+        UserCmd::Import { from } => {
+            let text = if from.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map(|_| s)
+            } else {
+                std::fs::read_to_string(&from)
+            };
+            let text = match text {
+                Ok(t) => t,
+                Err(e) => return fail(format!("{}: {e}", from.display())),
+            };
+            let incoming = match UserDb::parse(&text, &from.display().to_string()) {
+                Ok(db) => db,
+                Err(e) => return fail(e.to_string()),
+            };
+            UserDb::update(&path, |db| {
+                for e in incoming.entries() {
+                    db.add_entry(e.clone());
+                }
+                Ok(incoming.len())
+            })
+            .map(|n| println!("imported {n} user(s) into {}", path.display()))
+        }
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e.to_string()),
     }
 }
 
@@ -209,10 +382,31 @@ fn serve(a: ServeArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let generated = cfg.users.is_empty().then(|| {
+    // The user file; with no users anywhere, one generated user is added to
+    // it (zero setup), whose files are this process's user's.
+    let passdb = cfg.accounts.passdb_path();
+    let stored = match smbdirect_server::auth::UserDb::load(&passdb) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("smbdirect: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut generated = (cfg.users.is_empty() && stored.is_empty()).then(|| {
         let name = std::env::var("USER").ok().filter(|u| !u.is_empty() && u != "root").unwrap_or_else(|| "smbuser".into());
         (name, random_password())
     });
+    let mut shown = generated.clone();
+    if let Some((name, pw)) = &generated {
+        let uid = rustix::process::geteuid().as_raw();
+        match smbdirect_server::auth::UserDb::update(&passdb, |db| Ok(db.add_user(name, smbdirect_server::auth::nt_hash(pw), uid))) {
+            // Workers read it from the file like any other user.
+            Ok(()) => generated = None,
+            Err(e) => eprintln!("smbdirect: cannot store the generated user: {e}; it lasts until the server stops"),
+        }
+    } else if !stored.is_empty() {
+        println!("smbdirect: {} user(s) in {} (smbdirect user list)", stored.len(), passdb.display());
+    }
     // The shares are checked (and created) here, before anything listens;
     // the workers serve them.
     {
@@ -281,11 +475,21 @@ fn serve(a: ServeArgs) -> ExitCode {
         Ok(h) => handles.push(h),
         Err(e) => eprintln!("smbdirect: no status socket at {}: {e}", state.status_socket().display()),
     }
+    if smbdirect_server::identity::can_switch() {
+        println!("smbdirect: file operations run as each session's Unix account (guest account {})", cfg.accounts.guest_account);
+    } else {
+        let me = rustix::process::geteuid().as_raw();
+        tracing::info!(uid = me, "not running as root: every session's file operations run as this process's user");
+        println!("smbdirect: not running as root: every session's files are accessed as uid {me} ({})", unix_name(me));
+    }
     println!("smbdirect: {} worker process(es) at most (max workers); state directory {}", sup.max_workers(), state.path.display());
     for sh in &cfg.shares {
         println!("smbdirect: share [{}] at {}", sh.name, sh.path.display());
     }
-    if let Some((u, p)) = &generated {
+    if let Some((u, p)) = shown.take() {
+        if generated.is_none() {
+            println!("smbdirect: user {u} stored in {} (change its password: smbdirect user passwd {u})", passdb.display());
+        }
         let port = if first_port == 445 { String::new() } else { format!(" -p {first_port}") };
         println!("smbdirect: user {u} with password {p}");
         println!("smbdirect: try: smbclient //127.0.0.1/{}{port} -U '{u}%{p}' -c ls", cfg.shares[0].name);

@@ -302,7 +302,7 @@ impl Connection {
             let id = crate::connpass::session_id(self.server.worker_id, self.server.new_id());
             let session = Arc::new(Session::new(id, dialect));
             lock(&self.server.sessions).insert(id, session.clone());
-            let acceptor = crate::auth::Acceptor::new(self.server.users.clone(), self.acceptor_config());
+            let acceptor = crate::auth::Acceptor::new(self.server.users.current(), self.acceptor_config());
             self.pending.insert(id, PendingAuth { acceptor, binding: false, preauth: self.preauth.clone(), session, started: Instant::now(), _slot: slot });
             id
         } else {
@@ -320,7 +320,7 @@ impl Connection {
                 }
                 verify_reauth_signature(&s, ctx)?;
                 let slot = self.setup_slot()?;
-                let acceptor = crate::auth::Acceptor::new(self.server.users.clone(), self.acceptor_config());
+                let acceptor = crate::auth::Acceptor::new(self.server.users.current(), self.acceptor_config());
                 self.pending.insert(sid, PendingAuth { acceptor, binding: false, preauth: self.preauth.clone(), session: s, started: Instant::now(), _slot: slot });
             } else if let Some(p) = self.pending.get(&sid) {
                 if p.binding {
@@ -596,7 +596,7 @@ impl Connection {
             return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }
         let slot = self.setup_slot()?;
-        let acceptor = crate::auth::Acceptor::new(self.server.users.clone(), self.acceptor_config());
+        let acceptor = crate::auth::Acceptor::new(self.server.users.current(), self.acceptor_config());
         self.pending.insert(sid, PendingAuth { acceptor, binding: true, preauth: self.preauth.clone(), session: s, started: Instant::now(), _slot: slot });
         Ok(())
     }

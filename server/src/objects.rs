@@ -44,7 +44,9 @@ impl Share {
 
 pub struct Server {
     pub cfg: ServerConfig,
-    pub users: Arc<crate::auth::UserDb>,
+    /// The accounts: the user file (re-read when it changes) and the users
+    /// given in clear text.
+    pub users: Arc<crate::auth::UserSource>,
     pub server_guid: [u8; 16],
     pub start_time: u64,
     pub shares: Vec<Arc<Share>>,
@@ -209,11 +211,13 @@ impl Server {
         for (u, p) in &cfg.users {
             users.add_password(u, p);
         }
-        let users = Arc::new(users);
+        let users = Arc::new(crate::auth::UserSource::new(Some(cfg.accounts.passdb_path()), users));
         let mut shares = Vec::new();
         for s in &cfg.shares {
             std::fs::create_dir_all(&s.path)?;
-            let root = ShareRoot::open(&s.path).map_err(|e| std::io::Error::new(e.kind(), format!("share [{}] at {}: {e}", s.name, s.path.display())))?;
+            let root = ShareRoot::open(&s.path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("share [{}] at {}: {e}", s.name, s.path.display())))?
+                .with_unix(s.unix.clone());
             shares.push(Arc::new(Share { cfg: s.clone(), root: Some(root), connections: AtomicUsize::new(0) }));
         }
         let mut ipc_cfg = ShareConfig::new("IPC$", "");
@@ -588,6 +592,9 @@ pub struct Tree {
     pub read_only: bool,
     pub encrypt: bool,
     pub maximal_access: u32,
+    /// The Unix identity file operations through this tree run as
+    /// (auth/unix.rs, identity.rs); `None`: the server's own.
+    pub creds: Option<Arc<crate::identity::Creds>>,
 }
 
 impl Drop for Tree {

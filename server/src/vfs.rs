@@ -130,12 +130,44 @@ const RESOLVE: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_MAGIC
 #[derive(Debug)]
 pub struct ShareRoot {
     fd: OwnedFd,
+    /// The share's `create mask`, `directory mask`... for new files.
+    unix: crate::auth::unix::ShareUnix,
+}
+
+/// The process's umask, read once (from /proc: umask(2) can only read it by
+/// changing it for every thread); 0o022 if /proc does not say.
+fn process_umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Umask:").and_then(|v| u32::from_str_radix(v.trim(), 8).ok())))
+            .unwrap_or(0o022)
+    })
 }
 
 impl ShareRoot {
     pub fn open(path: &Path) -> std::io::Result<ShareRoot> {
         let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-        Ok(ShareRoot { fd })
+        Ok(ShareRoot { fd, unix: Default::default() })
+    }
+
+    /// The same root with the share's Unix settings for new files.
+    pub fn with_unix(mut self, unix: crate::auth::unix::ShareUnix) -> ShareRoot {
+        self.unix = unix;
+        self
+    }
+
+    /// The mode a new file or directory in `dir` gets, and whether the
+    /// process umask would take bits away from it (then it is set again).
+    fn new_mode(&self, dir: &OwnedFd, is_dir: bool) -> (u32, bool) {
+        let parent = if self.unix.inherit_permissions || is_dir { rustix::fs::fstat(dir).map_or(0, |s| s.st_mode) } else { 0 };
+        let mut mode = self.unix.new_mode(is_dir, parent);
+        // A directory in a setgid directory stays setgid (its group is inherited).
+        if is_dir {
+            mode |= parent & 0o2000;
+        }
+        (mode, mode & process_umask() != 0 || mode & 0o7000 != 0)
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -188,18 +220,47 @@ impl ShareRoot {
     /// Creates a new regular file (fails if it exists).
     pub fn create_file(&self, rel: &str) -> Result<OwnedFd, NtStatus> {
         let (dir, name) = self.parent(rel)?;
-        rustix::fs::openat(
+        let (mode, again) = self.new_mode(&dir, false);
+        let fd = rustix::fs::openat(
             &dir,
             name,
             OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o644),
+            Mode::from_raw_mode(mode),
         )
-        .map_err(NtStatus::from_errno)
+        .map_err(NtStatus::from_errno)?;
+        if again {
+            let _ = rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode));
+        }
+        Ok(fd)
     }
 
     pub fn mkdir(&self, rel: &str) -> Result<(), NtStatus> {
         let (dir, name) = self.parent(rel)?;
-        rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o755)).map_err(NtStatus::from_errno)
+        let (mode, again) = self.new_mode(&dir, true);
+        rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(mode)).map_err(NtStatus::from_errno)?;
+        if again {
+            if let Ok(d) = rustix::fs::openat(&dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+                let _ = rustix::fs::fchmod(&d, Mode::from_raw_mode(mode));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this thread's file-system identity may unlink `rel` (write
+    /// and search on its directory; in a sticky directory, only the owner of
+    /// the file or of the directory), as the kernel will decide at the
+    /// unlink: DELETE access is asked at CREATE (as Samba does), so that a
+    /// delete-on-close does not fail after the fact.
+    pub fn may_delete(&self, rel: &str) -> bool {
+        let Ok((dir, name)) = self.parent(rel) else { return false };
+        let search_write = rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK;
+        // AT_EACCESS: checked with the thread's fsuid/fsgid, not the real ids.
+        if rustix::fs::accessat(&dir, ".", search_write, AtFlags::EACCESS).is_err() {
+            return false;
+        }
+        let (Ok(d), Ok(f)) = (rustix::fs::fstat(&dir), rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)) else { return false };
+        let (fsuid, _) = crate::identity::thread_fs_ids();
+        d.st_mode & 0o1000 == 0 || fsuid == 0 || f.st_uid == fsuid || d.st_uid == fsuid
     }
 
     pub fn remove(&self, rel: &str, is_dir: bool) -> Result<(), NtStatus> {

@@ -25,7 +25,7 @@ TARGET = os.environ.get("SMB_TARGET", "ours")
 
 # Our --config options have their Samba equivalents in smb.conf; these tests
 # start servers of their own and only make sense for our server.
-collect_ignore = [] if TARGET == "ours" else ["test_config.py", "test_caps.py", "test_proxy_channel.py", "test_state_store.py"]
+collect_ignore = [] if TARGET == "ours" else ["test_config.py", "test_caps.py", "test_proxy_channel.py", "test_state_store.py", "test_users.py"]
 BIG_SIZE = 64 * 1024 * 1024
 
 

@@ -6,6 +6,7 @@ mod der;
 pub mod ntlm;
 pub mod ntlm_crypto;
 pub mod spnego;
+pub mod unix;
 mod userdb;
 
 #[cfg(test)]
@@ -17,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use zeroize::Zeroize;
 
 pub use ntlm_crypto::nt_hash;
-pub use userdb::{UserDb, UserEntry};
+pub use userdb::{valid_user_name, UserDb, UserDbError, UserEntry, UserSource};
 
 use ntlm::Challenge;
 use ntlm_crypto::{Direction, NtlmSecurity};

@@ -495,6 +495,11 @@ pub fn verify(
         tracing::debug!("NTProofStr mismatch");
         return Err(AuthError::LogonFailure);
     }
+    if entry.disabled() {
+        key_v2.zeroize();
+        tracing::info!(user = entry.name(), "logon refused: the account is disabled");
+        return Err(AuthError::LogonFailure);
+    }
     let mut session_base_key = hmac_md5(&key_v2, &[proof]);
     key_v2.zeroize();
     // NTLMv2: KeyExchangeKey = SessionBaseKey.

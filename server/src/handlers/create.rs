@@ -127,6 +127,11 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
     debug!(async_id = pending.async_id, "CREATE waits for an oplock break");
     let msg = ctx.msg.to_vec();
     let r = std::thread::Builder::new().name("smb-create".into()).stack_size(512 * 1024).spawn(move || {
+        // The retried CREATE runs as the tree's user, as the first try did.
+        let Ok(_identity) = crate::identity::Guard::enter(call.tree.creds.as_ref()) else {
+            forget_wait(&server, key);
+            return pending.finish(NtStatus::ACCESS_DENIED, None);
+        };
         let detachable = replay_guard.is_some();
         let _replay_guard = replay_guard;
         // `None` once detached: a DH2Q CREATE whose connection went while
@@ -375,6 +380,16 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
                         return Err(NtStatus::ACCESS_DENIED);
                     }
                     if max_allowed && desired == 0 {
+                        return Err(NtStatus::ACCESS_DENIED);
+                    }
+                }
+                // As a Unix account (identity.rs), DELETE is what the kernel
+                // allows an unlink: asked now, so that a delete-on-close or
+                // rename cannot run later with rights the user lacks.
+                if tree.creds.is_some() && (desired & DELETE != 0 || d == FILE_SUPERSEDE) && !root.may_delete(&rel) {
+                    if max_allowed && req.desired_access & DELETE == 0 && d != FILE_SUPERSEDE {
+                        desired &= !DELETE;
+                    } else {
                         return Err(NtStatus::ACCESS_DENIED);
                     }
                 }

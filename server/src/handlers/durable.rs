@@ -742,6 +742,8 @@ impl Disconnected {
 /// The scavenger: closes disconnected opens whose time ran out; ends when
 /// none is left (or the server is gone).
 fn scavenge(server: std::sync::Weak<Server>) {
+    // Started within a user's CREATE: run as the server (identity.rs).
+    crate::identity::reset_thread();
     loop {
         let Some(s) = server.upgrade() else { return };
         let mut due = Vec::new();

@@ -43,7 +43,20 @@ pub fn tree_connect(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>)
     if encrypt && session.keys().is_none_or(|k| k.sealer.is_none()) {
         return Err(NtStatus::ACCESS_DENIED);
     }
-    let read_only = share.cfg.read_only;
+    // The Unix account this tree's file operations run as.
+    let creds = if share.is_ipc() {
+        None
+    } else {
+        let uid = conn.server.users.current().lookup(&identity.user).and_then(|e| e.uid());
+        match crate::auth::unix::resolve(identity.kind, &identity.user, uid, &share.cfg.unix, &conn.server.cfg.accounts) {
+            Ok(c) => c.map(Arc::new),
+            Err(e) => {
+                warn!(session = session.id, share = %share.cfg.name, user = %identity.user, "TREE_CONNECT refused: {e}");
+                return Err(NtStatus::ACCESS_DENIED);
+            }
+        }
+    };
+    let read_only = !share.is_ipc() && share.cfg.unix.read_only_for(share.cfg.read_only, &identity.user, creds.as_deref());
     let maximal = if read_only { READ_ONLY_ACCESS } else { FILE_ALL_ACCESS };
     let limits = &conn.server.cfg.limits;
     let t = {
@@ -58,12 +71,15 @@ pub fn tree_connect(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>)
             return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }
         let id = session.new_tree_id();
-        let t = Arc::new(Tree { id, share: share.clone(), read_only, encrypt, maximal_access: maximal });
+        let t = Arc::new(Tree { id, share: share.clone(), read_only, encrypt, maximal_access: maximal, creds });
         trees.insert(id, t.clone());
         t
     };
     let id = t.id;
-    info!(session = session.id, tree = id, share = %share.cfg.name, "tree connect");
+    match &t.creds {
+        Some(c) => info!(session = session.id, tree = id, share = %share.cfg.name, unix = %c.name, uid = c.uid, gid = c.gid, "tree connect"),
+        None => info!(session = session.id, tree = id, share = %share.cfg.name, "tree connect"),
+    }
     let mut flags = 0u32;
     if encrypt {
         flags |= SHAREFLAG_ENCRYPT_DATA;

@@ -78,6 +78,9 @@ impl SocketWaker {
 impl Waker for SocketWaker {
     fn wake(&self, worker: u32, key: FileKey) {
         let path = socket_path(&self.dir, worker);
+        // The state directory is the server's (0700): reach it as the
+        // server even in the middle of a user's request (identity.rs).
+        let _server = crate::identity::Guard::server();
         // A worker that is gone has nothing to wake; its records are purged.
         if let Err(e) = self.sock.send_to(&Message::Wake { from: self.from, key }.encode(), &path) {
             tracing::debug!(worker, "wake-up not delivered to {}: {e}", path.display());
