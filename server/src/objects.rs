@@ -661,7 +661,20 @@ pub struct Open {
     /// Open.LockSequenceArray (MS-SMB2 3.3.5.14) of a durable open: the
     /// last LockSequenceNumber done per index 1..=64, 0xFF when none.
     pub lock_sequences: Mutex<[u8; 64]>,
+    /// Set for an open of a named stream (handlers/streams.rs).
+    pub stream: Option<StreamOpen>,
     closed: Mutex<bool>,
+}
+
+/// What an open of a named stream adds (vfs/streams.rs): `Open::fd` holds
+/// the file (or directory) the stream belongs to and `Open::path` its
+/// path, while `Open::file_key` is the stream's own key (share modes, locks
+/// and delete-on-close are per stream).
+pub struct StreamOpen {
+    /// The stream's name as stored (a rename changes it).
+    pub name: Mutex<String>,
+    /// The key of the file the stream belongs to.
+    pub base_key: (u64, u64),
 }
 
 impl Open {
@@ -701,6 +714,7 @@ impl Open {
             durable: Mutex::new(None),
             replay_eligible: Default::default(),
             lock_sequences: Mutex::new([0xFF; 64]),
+            stream: None,
             closed: Mutex::new(false),
         }
     }
@@ -725,10 +739,16 @@ impl Open {
     }
 
     pub fn stat(&self) -> Result<FileStat, NtStatus> {
-        match &self.fd {
-            Some(fd) => crate::vfs::stat_fd(fd),
-            None => Err(NtStatus::INVALID_DEVICE_REQUEST),
+        let fd = self.fd.as_ref().ok_or(NtStatus::INVALID_DEVICE_REQUEST)?;
+        let mut st = crate::vfs::stat_fd(fd)?;
+        if let Some(s) = &self.stream {
+            // A stream has the file's times and attributes, its own size.
+            // (Gone from under a live open, it reads as empty.)
+            st.size = crate::vfs::streams::size(fd, &lock(&s.name)).unwrap_or(0);
+            st.alloc = crate::vfs::streams::alloc_size(st.size);
+            st.is_dir = false;
         }
+        Ok(st)
     }
 
     /// Removes this open from the file table; the last close of a file whose
@@ -764,9 +784,13 @@ impl Open {
             server.wake(w, key.into());
         }
         let mut removed = false;
-        if closed.delete {
+        if closed.delete && self.stream.is_none() && crate::handlers::streams::deferred_delete(server, self, key) {
+            // Its streams' opens remove it when the last one closes.
+        } else if closed.delete {
             // New opens of the file get DELETE_PENDING until `deleted`.
-            if let Some(root) = &self.share.root {
+            if let Some(s) = &self.stream {
+                crate::handlers::streams::delete_stream(self, s);
+            } else if let Some(root) = &self.share.root {
                 let path = lock(&self.path).clone();
                 // Only remove what is still the same file.
                 if let Ok(Some(st)) = root.lookup(&path) {
@@ -783,5 +807,8 @@ impl Open {
             }
         }
         crate::handlers::lease::on_close(server, self, removed);
+        if let Some(s) = &self.stream {
+            crate::handlers::streams::finish_deferred_delete(server, self, s.base_key);
+        }
     }
 }

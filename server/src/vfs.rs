@@ -7,6 +7,7 @@
 //! something else on Unix.
 
 pub mod names;
+pub mod streams;
 pub mod wildcard;
 
 use crate::wire::status::NtStatus;
@@ -91,8 +92,8 @@ pub fn validate_name(name: &str) -> Result<String, NtStatus> {
             None => comp,
             // The default data stream is the file itself.
             Some((base, s)) if i == last && (s.eq_ignore_ascii_case(":$DATA") || s.is_empty()) && !base.is_empty() => base,
-            // Named streams are not stored yet.
-            Some(_) => return Err(NtStatus::OBJECT_NAME_NOT_FOUND),
+            // A named stream is split off first (streams::split_stream).
+            Some(_) => return Err(NtStatus::OBJECT_NAME_INVALID),
         };
         if comp == "." || comp == ".." {
             return Err(NtStatus::OBJECT_PATH_SYNTAX_BAD);
@@ -132,6 +133,8 @@ pub struct ShareRoot {
     fd: OwnedFd,
     /// The share's `create mask`, `directory mask`... for new files.
     unix: crate::auth::unix::ShareUnix,
+    /// The file system keeps user xattrs, so named streams (streams.rs).
+    streams: bool,
 }
 
 /// The process's umask, read once (from /proc: umask(2) can only read it by
@@ -149,7 +152,13 @@ fn process_umask() -> u32 {
 impl ShareRoot {
     pub fn open(path: &Path) -> std::io::Result<ShareRoot> {
         let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-        Ok(ShareRoot { fd, unix: Default::default() })
+        let streams = streams::supported(&fd);
+        Ok(ShareRoot { fd, unix: Default::default(), streams })
+    }
+
+    /// Whether named streams can be kept under this root (probed at open).
+    pub fn has_streams(&self) -> bool {
+        self.streams
     }
 
     /// The same root with the share's Unix settings for new files.

@@ -8,7 +8,7 @@ use crate::store::oplock::{LEVEL_BATCH, LEVEL_EXCLUSIVE, LEVEL_II};
 use crate::store::{FileKey, OpenCheck, OpenError, ShareModeEntry};
 use crate::transport::MessageSink;
 use std::time::{Duration, Instant};
-use crate::vfs::{self, FileStat};
+use crate::vfs::{self, streams::StreamSpec, FileStat};
 use crate::wire::header::HEADER_LEN;
 use crate::wire::messages::{parse_create_contexts, put_create_context, CreateReq, SecurityDescriptor};
 use crate::wire::messages::{SECINFO_DACL, SECINFO_GROUP, SECINFO_OWNER, SECINFO_SACL, SE_DACL_PRESENT};
@@ -47,10 +47,10 @@ pub const BAD_IMPERSONATION_LEVEL: NtStatus = NtStatus(0xC000_00A5);
 /// SECURITY_DELEGATION, the highest ImpersonationLevel (MS-SMB2 2.2.13).
 const IMPERSONATION_DELEGATE: u32 = 3;
 
-const ACTION_SUPERSEDED: u32 = 0;
-const ACTION_OPENED: u32 = 1;
-const ACTION_CREATED: u32 = 2;
-const ACTION_OVERWRITTEN: u32 = 3;
+pub(super) const ACTION_SUPERSEDED: u32 = 0;
+pub(super) const ACTION_OPENED: u32 = 1;
+pub(super) const ACTION_CREATED: u32 = 2;
+pub(super) const ACTION_OVERWRITTEN: u32 = 3;
 
 pub const SHARE_READ: u32 = 1;
 pub const SHARE_WRITE: u32 = 2;
@@ -275,7 +275,19 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
         return Ok(());
     }
     let root = tree.share.root.as_ref().ok_or(NtStatus::INVALID_DEVICE_REQUEST)?;
-    let rel = root.resolve_case(&vfs::validate_name(&name)?);
+    // The stream part, if any (handlers/streams.rs for a named stream).
+    let (base_name, stream) = vfs::streams::split_stream(&name)?;
+    let rel = root.resolve_case(&vfs::validate_name(base_name)?);
+    let mut req = req;
+    match stream {
+        // The unnamed data stream: a directory has none.
+        StreamSpec::MainData if req.options & OPT_DIRECTORY_FILE != 0 => return Err(NtStatus::NOT_A_DIRECTORY),
+        // A directory's index: the directory itself.
+        StreamSpec::Index if req.options & OPT_NON_DIRECTORY_FILE != 0 => return Err(NtStatus::FILE_IS_A_DIRECTORY),
+        StreamSpec::Index => req.options |= OPT_DIRECTORY_FILE,
+        _ => {}
+    }
+    let data_stream = stream == StreamSpec::MainData;
     // A lease asked for (RqLs); its key may name a lease of this file only.
     let oplocks = tree.share.cfg.oplocks;
     let lease_req = if oplocks { super::lease::requested(server, &session, req.oplock_level, &contexts, call.client_guid)? } else { None };
@@ -302,6 +314,11 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
         }
     }
 
+    if let StreamSpec::Named(sname) = &stream {
+        let c = super::streams::StreamCreate { server, session: &session, tree: &tree, req: &req, contexts: &contexts, rel: &rel, stream: sname, desired, max_allowed, session_kind };
+        return super::streams::create_stream(&c, out);
+    }
+
     // A name another client creates between our lookup and our create is
     // looked up again (OPEN_IF and the like then open it).
     let mut attempts = 0;
@@ -321,7 +338,7 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
             if server.delete_pending((st.dev, st.ino)) {
                 return Err(NtStatus::DELETE_PENDING);
             }
-            if st.is_dir && req.options & OPT_NON_DIRECTORY_FILE != 0 {
+            if st.is_dir && (req.options & OPT_NON_DIRECTORY_FILE != 0 || data_stream) {
                 return Err(NtStatus::FILE_IS_A_DIRECTORY);
             }
             if !st.is_dir && req.options & OPT_DIRECTORY_FILE != 0 {
@@ -451,6 +468,10 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
         return Err(NtStatus::CANNOT_DELETE);
     }
     let key = (st.dev, st.ino);
+    // Deleting or overwriting the file must pass its open streams' share modes.
+    if desired & DELETE != 0 || matches!(action, ACTION_OVERWRITTEN | ACTION_SUPERSEDED) {
+        super::streams::check_streams_allow_delete(server, &fd, key)?;
+    }
     let id = server.new_id();
     let entry = ShareModeEntry { open: server.open_id(id), access: desired, share_access: req.share_access, delete_on_close: req.options & OPT_DELETE_ON_CLOSE != 0 };
     // Oplocks other opens hold on the file break first (MS-FSA 2.1.5.1.2);
@@ -483,6 +504,10 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
         if let Err(e) = r {
             release(server, key, id);
             return Err(e);
+        }
+        // The file's named streams go with its data (MS-FSA 2.1.5.1.2.2).
+        if let Err(e) = vfs::streams::remove_all(&fd) {
+            tracing::info!(path = %rel, "streams of an overwritten file kept: {e}");
         }
         let attrs = req.file_attributes & vfs::SETTABLE_ATTRS;
         let _ = vfs::set_dos_attrs(&fd, attrs | vfs::ATTR_ARCHIVE);
@@ -807,13 +832,13 @@ fn reserve(fd: &rustix::fd::OwnedFd, alloc_size: Option<u64>) {
 }
 
 /// Takes back the share-mode entry of an open that failed after it was made.
-fn release(server: &Server, key: (u64, u64), id: u64) {
+pub(super) fn release(server: &Server, key: (u64, u64), id: u64) {
     if let Err(e) = server.store.close_file(key.into(), server.open_id(id)) {
         tracing::warn!("share-mode entry of a failed open not removed: {e}");
     }
 }
 
-fn write_response(out: &mut Vec<u8>, open: &Open, st: &FileStat, action: u32, oplock: u8, contexts: &[(&[u8], Vec<u8>)]) {
+pub(super) fn write_response(out: &mut Vec<u8>, open: &Open, st: &FileStat, action: u32, oplock: u8, contexts: &[(&[u8], Vec<u8>)]) {
     let hdr_start = out.len() - HEADER_LEN;
     out.u16(89).u8(oplock).u8(0).u32(action);
     out.u64(st.btime).u64(st.atime).u64(st.mtime).u64(st.ctime).u64(st.alloc).u64(st.size).u32(st.attrs).u32(0);

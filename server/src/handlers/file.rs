@@ -51,7 +51,8 @@ pub fn flush(ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
     if open.access & (FILE_WRITE_DATA | FILE_APPEND_DATA) == 0 {
         return Err(NtStatus::ACCESS_DENIED);
     }
-    if let Some(fd) = &open.fd {
+    // (A stream's xattr has no data of its own to flush.)
+    if let (Some(fd), None) = (&open.fd, &open.stream) {
         rustix::fs::fsync(fd).map_err(NtStatus::from_errno)?;
     }
     out.u16(4).u16(0);
@@ -97,7 +98,7 @@ pub fn read(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Resu
     // Not zero-filled first: read_at overwrites it and what it does not
     // fill is cut off below (an error response is cut to its header).
     crate::iopool::grow_for_overwrite(out, data_start + len);
-    let got = read_at(fd, &mut out[data_start..], req.offset, req.minimum)?;
+    let got = read_at(&open, fd, &mut out[data_start..], req.offset, req.minimum)?;
     out.truncate(data_start + got);
     out.set_u32(len_at, got as u32);
     // Samba (the reference smbtorture targets) keeps FilePositionInformation
@@ -188,7 +189,7 @@ impl IoJob {
                 Some(fd) => {
                     // (Overwritten or cut off below, or on error.)
                     crate::iopool::grow_for_overwrite(&mut reply.buf, data_start + length as usize);
-                    read_at(fd, &mut reply.buf[data_start..], offset, minimum).map(|got| {
+                    read_at(&open, fd, &mut reply.buf[data_start..], offset, minimum).map(|got| {
                         reply.buf.truncate(data_start + got);
                         reply.buf.set_u32(len_at, got as u32);
                         *lock(&open.position) = offset + got as u64;
@@ -255,9 +256,12 @@ pub(super) fn read_source<'a>(conn: &Connection, open: &'a Open, offset: u64, le
 /// Fills `buf` from `offset` until it is full or the file ends; returns the
 /// bytes read. Fewer than `minimum`, or none of a non-empty read, is
 /// END_OF_FILE.
-pub(super) fn read_at(fd: &OwnedFd, buf: &mut [u8], offset: u64, minimum: u32) -> Result<usize, NtStatus> {
+pub(super) fn read_at(open: &Open, fd: &OwnedFd, buf: &mut [u8], offset: u64, minimum: u32) -> Result<usize, NtStatus> {
     let mut got = 0usize;
-    while got < buf.len() {
+    if let Some(s) = &open.stream {
+        got = crate::vfs::streams::read_at(fd, &lock(&s.name), buf, offset)?;
+    }
+    while got < buf.len() && open.stream.is_none() {
         let off = offset.checked_add(got as u64).ok_or(NtStatus::INVALID_PARAMETER)?;
         match rustix::io::pread(fd, &mut buf[got..], off) {
             Ok(0) => break,
@@ -287,7 +291,7 @@ pub(super) fn write_target(conn: &Connection, open: &Open, req_offset: u64, len:
     }
     let mut offset = req_offset;
     if append_only {
-        offset = crate::vfs::stat_fd(fd)?.size;
+        offset = if open.stream.is_some() { open.stat()?.size } else { crate::vfs::stat_fd(fd)?.size };
         if !write_range_valid(offset, len) {
             return Err(NtStatus::DISK_FULL);
         }
@@ -307,6 +311,13 @@ pub(super) fn write_target(conn: &Connection, open: &Open, req_offset: u64, len:
 /// WRITE response body.
 pub(super) fn write_at(open: &Open, offset: u64, data: &[u8], flags: u32, out: &mut Vec<u8>) -> Result<(), NtStatus> {
     let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
+    if let Some(s) = &open.stream {
+        // Kept in an xattr: written whole, nothing to flush for write-through.
+        crate::vfs::streams::write_at(fd, &lock(&s.name), offset, data)?;
+        *lock(&open.position) = offset + data.len() as u64;
+        out.u16(17).u16(0).u32(data.len() as u32).u32(0).u16(0).u16(0);
+        return Ok(());
+    }
     let mut done = 0usize;
     while done < data.len() {
         match rustix::io::pwrite(fd, &data[done..], offset + done as u64) {

@@ -291,7 +291,7 @@ fn copychunk(conn: &Connection, ctx: &Ctx<'_>, req: &IoctlReq<'_>, max_out: usiz
     let mut buf = Vec::new();
     for c in &chunks {
         let partial = |st: NtStatus| Ok(Output { data: copychunk_response(written_chunks, 0, written_total), status: Some(st) });
-        let src_size = crate::vfs::stat_fd(src_fd)?.size;
+        let src_size = src.stat()?.size;
         let len = u64::from(c.length);
         if c.source.checked_add(len).is_none_or(|end| end > src_size) {
             return partial(NtStatus::INVALID_VIEW_SIZE);
@@ -307,6 +307,13 @@ fn copychunk(conn: &Connection, ctx: &Ctx<'_>, req: &IoctlReq<'_>, max_out: usiz
         buf.clear();
         buf.resize(c.length as usize, 0);
         let mut got = 0usize;
+        if let Some(s) = &src.stream {
+            // A named stream (vfs/streams.rs).
+            got = crate::vfs::streams::read_at(src_fd, &lock(&s.name), &mut buf, c.source)?;
+            if got < buf.len() {
+                return partial(NtStatus::INVALID_VIEW_SIZE);
+            }
+        }
         while got < buf.len() {
             match rustix::io::pread(src_fd, &mut buf[got..], c.source + got as u64) {
                 Ok(0) => return partial(NtStatus::INVALID_VIEW_SIZE),
@@ -316,6 +323,12 @@ fn copychunk(conn: &Connection, ctx: &Ctx<'_>, req: &IoctlReq<'_>, max_out: usiz
             }
         }
         let mut put = 0usize;
+        if let Some(s) = &dest.stream {
+            if let Err(e) = crate::vfs::streams::write_at(dst_fd, &lock(&s.name), c.target, &buf) {
+                return partial(e);
+            }
+            put = buf.len();
+        }
         while put < buf.len() {
             match rustix::io::pwrite(dst_fd, &buf[put..], c.target + put as u64) {
                 Ok(0) => return partial(NtStatus::DISK_FULL),

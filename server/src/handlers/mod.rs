@@ -12,6 +12,7 @@ pub mod lock;
 pub mod notify;
 pub mod oplock;
 pub mod rdma_io;
+pub mod streams;
 pub mod tree;
 
 use crate::wire::header::Command;

@@ -305,7 +305,7 @@ pub fn read(conn: &mut Connection, ctx: &mut Ctx<'_>, req: &ReadReq<'_>, open: A
     wait_writes(conn, Some(open.volatile_id))?;
     let len = req.length as usize;
     let mut slot = rdma.buffer(len).map_err(|e| rdma_error(conn, "buffer", e))?;
-    let got = super::file::read_at(fd, slot.as_mut_slice(), req.offset, req.minimum)?;
+    let got = super::file::read_at(&open, fd, slot.as_mut_slice(), req.offset, req.minimum)?;
     slot.truncate(got);
     if got > 0 {
         let remote = first_bytes(&descs, got as u64);
