@@ -8,6 +8,8 @@
 # /proc/stat), reported as MB/s and CPU seconds per GiB. Writes a Markdown table to
 # $RXE_OUT/$RXE_TEST/table.md and to stdout.
 #
+# BENCH_MODE=sweep: instead, a sweep of our own client over SMB Direct (see "BENCH_MODE=sweep" below;
+# bench/rdma-sweep.sh runs it).
 # Adding a server NAME: define server_NAME_start (listen on RDMA CM port 445 at $RXE_ADDR with
 # share [share] at $SMB_SHARE_DIR and user $SMB_USER/$SMB_PASS (lib.sh), then return) and
 # server_NAME_stop (free port 445 again), and run `bench/rdma.sh ksmbd NAME`.
@@ -111,6 +113,66 @@ perftest() {
     wait "$srv" || { cat /tmp/srv.log; fail "$tool server"; }
     log "$tool $size: perftest's own figure $(awk -v s="$size" '$1 == s { print $4 }' /tmp/cli.log) MB/s"
 }
+
+# ---- BENCH_MODE=sweep (bench/rdma-sweep.sh): smbdirect-bench --sweep --transport rdma against each
+# server (our own SMB Direct client: the same client for every server), then ib_read_bw and
+# ib_write_bw at the same sizes and depths (-D seconds, -t/-o depth). CSV rows (smbdirect-bench's
+# format; perftest rows have no latency and no CPU figures: it polls) in $RXE_OUT/$RXE_TEST/sweep.csv.
+SWEEP_SIZES=${BENCH_SWEEP_SIZES:-16k,64k,256k,1m}
+SWEEP_DEPTHS=${BENCH_SWEEP_DEPTHS:-1,4}
+SWEEP_SECONDS=${BENCH_SWEEP_SECONDS:-2}
+SWEEP_CSV="$RXE_OUT/$RXE_TEST/sweep.csv"
+to_bytes() { local v=${1,,}; case $v in *k) echo $(( ${v%k} << 10 ));; *m) echo $(( ${v%m} << 20 ));; *) echo "$v";; esac; }
+
+sweep_server() {
+    local s=$1 bench=$RXE_REPO/target/release/smbdirect-bench
+    need_bin "$bench"
+    log "== sweep $s: sizes $SWEEP_SIZES depths $SWEEP_DEPTHS, ${SWEEP_SECONDS}s per point"
+    "server_${s}_start"
+    for op in read write; do
+        timeout 600 "$bench" "//$RXE_ADDR/share" -U "$SMB_USER%$SMB_PASS" --transport rdma --sweep --op "$op" \
+            --sizes "$SWEEP_SIZES" --depths "$SWEEP_DEPTHS" --duration "$SWEEP_SECONDS" --file-size 32m \
+            --label "$s" --csv "$SWEEP_CSV" --timeout 30 > "$RXE_OUT/$RXE_TEST/sweep-$s-$op.out" 2>&1 \
+            || { cat "$RXE_OUT/$RXE_TEST/sweep-$s-$op.out"; fail "sweep $s $op"; }
+        grep -v '^label,' "$RXE_OUT/$RXE_TEST/sweep-$s-$op.out" | grep "^$s," || true
+    done
+    "server_${s}_stop"
+}
+
+# sweep_perftest TOOL SIZE DEPTH: one CSV row from perftest's "BW average[MiB/sec]" and "MsgRate[Mpps]"
+sweep_perftest() {
+    local tool=$1 size=$2 depth=$3 port=$PERF_PORT
+    PERF_PORT=$((PERF_PORT + 1))
+    local extra=(-t "$depth")
+    [ "$tool" = ib_read_bw ] && extra+=(-o "$depth")
+    timeout 120 "$tool" -d rxe0 -x 1 -F -s "$size" -D "$SWEEP_SECONDS" "${extra[@]}" -p "$port" > /tmp/srv.log 2>&1 &
+    local srv=$!
+    wait_tcp "$port"
+    timeout 120 "$tool" -d rxe0 -x 1 -F -s "$size" -D "$SWEEP_SECONDS" "${extra[@]}" -p "$port" "$RXE_ADDR" > /tmp/cli.log 2>&1 \
+        || { cat /tmp/cli.log; fail "$tool -s $size -t $depth"; }
+    wait "$srv" || { cat /tmp/srv.log; fail "$tool server"; }
+    local op=write; [ "$tool" = ib_read_bw ] && op=read
+    local row
+    row=$(awk -v s="$size" -v d="$depth" -v op="$op" '$1 == s && NF >= 5 {
+        printf "perftest,rdma,%s,seq,%d,%d,1,%.1f,%.0f,0,0,0,0,\n", op, s, d, $4 * 1.048576, $5 * 1e6; exit }' /tmp/cli.log)
+    [ -n "$row" ] || { cat /tmp/cli.log; fail "$tool -s $size: no result line"; }
+    echo "$row" | tee -a "$SWEEP_CSV"
+}
+
+if [ "${BENCH_MODE:-}" = sweep ]; then
+    rxe_up
+    log "guest: $(nproc) CPUs, $(awk '/MemTotal/ { print int($2 / 1024) }' /proc/meminfo) MiB, kernel $(uname -r)"
+    rm -f "$SWEEP_CSV"
+    for s in $SERVERS; do sweep_server "$s"; done
+    for d in ${SWEEP_DEPTHS//,/ }; do
+        for sz in ${SWEEP_SIZES//,/ }; do
+            sweep_perftest ib_read_bw "$(to_bytes "$sz")" "$d"
+            sweep_perftest ib_write_bw "$(to_bytes "$sz")" "$d"
+        done
+    done
+    log "sweep: $(grep -vc '^label,' "$SWEEP_CSV") rows in $SWEEP_CSV"
+    exit 0
+fi
 
 rxe_up
 modprobe cifs

@@ -121,10 +121,14 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 /// Writes the whole test file (so READs find data), `depth` 1 MiB writes in flight.
 pub fn fill(tree: &Tree, f: &File, size: u64, depth: usize, progress: &Progress) -> Result<(), ClientError> {
-    let chunk = 1u64 << 20;
+    let conn = tree.session.conn(0)?;
+    // Inline WRITEs: at most 1 MiB, and over SMB Direct within the largest message the
+    // server accepts (its max fragmented receive size), in whole 64 KiB units.
+    let room = conn.channel().limits().max_send.saturating_sub(4096) as u64;
+    let chunk = (1u64 << 20).min(room / 65536 * 65536).max(4096);
     let data: Vec<u8> = (0..chunk).map(|i| (i * 7 % 251) as u8).collect();
     let q = CompletionQueue::new();
-    let timeout = tree.session.conn(0)?.timeout();
+    let timeout = conn.timeout();
     let mut off = 0u64;
     let mut inflight = 0usize;
     while off < size || inflight > 0 {
@@ -229,9 +233,12 @@ fn worker(tree: &Tree, f: &File, ch: usize, nth: usize, of: usize, plan: &Plan, 
     let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
     let mut sent_at = vec![Instant::now(); plan.depth];
     let mut is_write = vec![false; plan.depth];
-    // RDMA: one buffer per slot, registered for each request and handed back on completion.
-    let mut bufs: Vec<Option<Vec<u8>>> = if rdma { (0..plan.depth).map(|_| Some(data.clone())).collect() } else { Vec::new() };
-    let mut handles = vec![0u64; plan.depth];
+    // RDMA: one buffer per slot, registered once for the whole point (the channel's pool);
+    // each request borrows its slot's buffer under a fresh key, revoked on completion.
+    if rdma {
+        chan.pool_init((0..plan.depth).map(|_| data.clone()).collect())?;
+    }
+    let mut lent = vec![false; plan.depth];
     let mut free: Vec<usize> = (0..plan.depth).collect();
     let mut lat = Vec::with_capacity(1 << 16);
     let (mut issued, mut done_bytes, mut ops) = (0u64, 0u64, 0u64);
@@ -267,9 +274,8 @@ fn worker(tree: &Tree, f: &File, ch: usize, nth: usize, of: usize, plan: &Plan, 
                 };
                 let off = block * size;
                 let req = if rdma {
-                    let buf = bufs[slot].take().ok_or_else(|| ClientError::Invalid("RDMA buffer still registered".into()))?;
-                    let reg = chan.register(buf, if write { RdmaAccess::PeerReads } else { RdmaAccess::PeerWrites })?;
-                    handles[slot] = reg.handle;
+                    let reg = chan.pool_register(slot, size as usize, if write { RdmaAccess::PeerReads } else { RdmaAccess::PeerWrites })?;
+                    lent[slot] = true;
                     if write {
                         tree.write_request_rdma(f, off, plan.size, &reg.descriptors, plan.rdma)
                     } else {
@@ -291,7 +297,8 @@ fn worker(tree: &Tree, f: &File, ch: usize, nth: usize, of: usize, plan: &Plan, 
             let (tag, r) = q.next(timeout)?;
             let slot = usize::try_from(tag).ok().filter(|s| *s < plan.depth).ok_or_else(|| ClientError::Invalid("bad completion tag".into()))?;
             if rdma {
-                bufs[slot] = Some(chan.deregister(handles[slot])?);
+                lent[slot] = false;
+                chan.pool_release(slot)?;
             }
             let r = r?.expect(&[msg::STATUS_SUCCESS])?;
             let n = if is_write[slot] { u64::from(msg::parse_write(&r.msg)?) } else { rdma_read_len(&r)? as u64 };
@@ -306,10 +313,10 @@ fn worker(tree: &Tree, f: &File, ch: usize, nth: usize, of: usize, plan: &Plan, 
         }
     })();
     if r.is_err() && rdma {
-        // Give back what is still registered before the error leaves.
-        for (slot, b) in bufs.iter().enumerate() {
-            if b.is_none() {
-                let _ = chan.deregister(handles[slot]);
+        // Revoke the keys still lent before the error leaves.
+        for (slot, l) in lent.iter().enumerate() {
+            if *l {
+                let _ = chan.pool_release(slot);
             }
         }
     }

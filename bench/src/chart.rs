@@ -92,6 +92,7 @@ pub fn fmt_size(v: u64) -> String {
 }
 
 /// Writes the chart: MB/s (top) and p50 latency (bottom, log scale) against I/O size.
+/// Rows with a p50 of 0 (not measured) appear in the throughput half only.
 pub fn svg(rows: &[Row], title: &str, out: &Path) -> Result<(), String> {
     if rows.is_empty() {
         return Err("no rows to chart".into());
@@ -141,8 +142,10 @@ pub fn svg(rows: &[Row], title: &str, out: &Path) -> Result<(), String> {
     c.configure_mesh().x_desc("I/O size").y_desc("p50 latency (us)").x_label_formatter(&size_fmt).draw().map_err(|x| e(&x))?;
     for (i, (_, pts)) in series.iter().enumerate() {
         let col = Palette99::pick(i).to_rgba();
-        c.draw_series(LineSeries::new(pts.iter().map(|r| (r.size, r.p50_us.max(min_lat))), col.stroke_width(2))).map_err(|x| e(&x))?;
-        c.draw_series(pts.iter().map(|r| Circle::new((r.size, r.p50_us.max(min_lat)), 3, col.filled()))).map_err(|x| e(&x))?;
+        // A latency of 0 means "not measured" (perftest rows): no point, no line.
+        let lat: Vec<&&Row> = pts.iter().filter(|r| r.p50_us > 0.0).collect();
+        c.draw_series(LineSeries::new(lat.iter().map(|r| (r.size, r.p50_us.max(min_lat))), col.stroke_width(2))).map_err(|x| e(&x))?;
+        c.draw_series(lat.iter().map(|r| Circle::new((r.size, r.p50_us.max(min_lat)), 3, col.filled()))).map_err(|x| e(&x))?;
     }
     root.present().map_err(|x| e(&x))?;
     Ok(())
@@ -171,6 +174,12 @@ mod tests {
         svg(&rows, "test", &out).unwrap();
         let s = std::fs::read_to_string(&out).unwrap();
         assert!(s.starts_with("<svg") && s.contains("ours tcp read d8 x1") && s.contains("samba tcp read d8 x1"));
+        // perftest rows: no latency measured (p50 0): charted in the throughput half only.
+        let mut more = rows.clone();
+        more.push(Row { p50_us: 0.0, ..row("perftest", 4096, 50.0) });
+        more.push(Row { p50_us: 0.0, ..row("perftest", 1 << 20, 3000.0) });
+        svg(&more, "test", &out).unwrap();
+        assert!(std::fs::read_to_string(&out).unwrap().contains("perftest tcp read d8 x1"));
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(fmt_size(65536), "64K");
         assert_eq!(fmt_size(8 << 20), "8M");

@@ -46,6 +46,11 @@ struct Args {
     /// address of FSCTL_QUERY_NETWORK_INTERFACE_INFO).
     #[arg(long = "rdma-addr")]
     rdma_addr: Option<std::net::IpAddr>,
+    /// READ/WRITE over SMB Direct: Channel RDMA_V1_INVALIDATE (the server invalidates the
+    /// key with its answer) where the client's keys are memory windows, else RDMA_V1 (auto);
+    /// or force one.
+    #[arg(long = "rdma-channel", value_enum, default_value = "auto")]
+    rdma_channel: RdmaChannelArg,
     /// Channels of the session (tcp, rdma); with tcp+rdma, SMB Direct channels bound to
     /// the TCP session (I/O goes over them only).
     #[arg(long, default_value_t = 1)]
@@ -123,6 +128,14 @@ struct Args {
     /// Title of the chart.
     #[arg(long, default_value = "smbdirect bench")]
     title: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum RdmaChannelArg {
+    Auto,
+    V1,
+    #[value(name = "v1-invalidate")]
+    V1Invalidate,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -261,13 +274,40 @@ fn setup(a: &Args, o: &ClientOptions) -> Result<Setup, ClientError> {
             (session, tree)
         }
     };
-    // Our SMB Direct channel registers plain memory regions, which the server cannot
-    // invalidate remotely: RDMA_V1, not RDMA_V1_INVALIDATE.
-    let data = if a.transport == Transport::Tcp { DataChannel::Inline } else { DataChannel::Rdma };
+    // RDMA_V1_INVALIDATE needs keys the server can invalidate (memory windows: see
+    // client/rdma.rs); a device without them gets RDMA_V1.
+    let invalidatable = (0..session.channels())
+        .filter_map(|i| session.conn(i).ok())
+        .filter(|c| c.channel().is_rdma())
+        .all(|c| c.channel().supports_remote_invalidate());
+    let data = match (a.transport, a.rdma_channel) {
+        (Transport::Tcp, _) => DataChannel::Inline,
+        (_, RdmaChannelArg::V1) => DataChannel::Rdma,
+        (_, RdmaChannelArg::V1Invalidate) => DataChannel::RdmaInvalidate,
+        (_, RdmaChannelArg::Auto) if invalidatable => DataChannel::RdmaInvalidate,
+        (_, RdmaChannelArg::Auto) => DataChannel::Rdma,
+    };
     // A local address binds; a remote one does not.
     let local = resolve(a.port).ok().filter(|ad| std::net::UdpSocket::bind(SocketAddr::new(ad.ip(), 0)).is_ok());
     let server_pid = a.server_pid.or_else(|| local.and_then(|_| bench::local_listener_pid(a.port)));
     Ok(Setup { session, tree, data, server_pid })
+}
+
+/// Per channel: its transport and, for SMB Direct, what it moved inline and how many
+/// registrations it lent and the server invalidated (the proof that data went by RDMA).
+fn channel_detail(s: &Session) -> serde_json::Value {
+    let v: Vec<serde_json::Value> = (0..s.channels())
+        .filter_map(|i| s.conn(i).ok())
+        .map(|c| {
+            let ch = c.channel();
+            let mut o = serde_json::json!({ "peer": ch.peer(), "rdma": ch.is_rdma() });
+            if let Some(st) = ch.rdma_stats() {
+                o["smbd"] = serde_json::to_value(st).unwrap_or_default();
+            }
+            o
+        })
+        .collect();
+    serde_json::json!(v)
 }
 
 fn describe(n: &Negotiated, s: &Session) -> serde_json::Value {
@@ -354,6 +394,7 @@ fn check(a: &Args, o: &ClientOptions) -> Result<serde_json::Value, ClientError> 
     out["channel_reads_verified"] = serde_json::json!(per_channel);
     out["credits_granted"] = serde_json::json!(credits_granted);
     out["credits_now"] = serde_json::json!(credits_now);
+    out["channel_detail"] = channel_detail(session);
     session.close();
     Ok(out)
 }
@@ -489,9 +530,12 @@ fn run_bench(a: &Args, o: &ClientOptions) -> Result<serde_json::Value, ClientErr
     let (s, f) = prepare(a, o, a.size)?;
     let d = Duration::from_secs_f64(a.duration.unwrap_or(10.0).max(0.1));
     let r = measure(a, &s, &f, a.size, a.depth, Some(d), "bench");
+    let detail = channel_detail(&s.session);
     finish(&s, &f, r.is_ok());
     let outcome = r?;
     let mut out = describe(s.session.negotiated(), &s.session);
+    out["data_channel"] = serde_json::json!(format!("{:?}", s.data));
+    out["channel_detail"] = detail;
     out["server"] = serde_json::json!(a.unc.clone().unwrap_or_default());
     out["server_pid"] = serde_json::json!(s.server_pid);
     out["transport"] = serde_json::json!(transport_name(a.transport));

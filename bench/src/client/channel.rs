@@ -78,6 +78,23 @@ pub struct ChannelLimits {
     pub max_rdma: usize,
 }
 
+/// What an SMB Direct channel moved, as the client saw it: the SMB Direct messages it
+/// sent and received (inline bytes: SMB2 headers, and payload that did not go by RDMA)
+/// and how many of its registrations the server invalidated remotely.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RdmaStats {
+    pub messages_sent: u64,
+    pub messages_received: u64,
+    /// SMB Direct payload bytes sent in SEND messages (all of it inline).
+    pub inline_sent: u64,
+    /// SMB Direct payload bytes received in SEND messages.
+    pub inline_recv: u64,
+    /// Registrations handed to the server (one per RDMA READ/WRITE request).
+    pub registrations: u64,
+    /// Of those, how many keys the server invalidated (Send-With-Invalidate).
+    pub remote_invalidations: u64,
+}
+
 /// One transport connection carrying SMB2 messages.
 pub trait Channel: Send + Sync {
     /// Sends one SMB2 message (or transform/compound as one unit), whole.
@@ -99,6 +116,34 @@ pub trait Channel: Send + Sync {
     fn deregister(&self, handle: u64) -> Result<Vec<u8>, ChannelError> {
         let _ = handle;
         Err(ChannelError::NotRdma)
+    }
+    /// Registers `bufs` once for the life of a pool (replacing an earlier pool with no
+    /// buffer lent): [`Channel::pool_register`] then lends entry `i` to one request
+    /// without registering memory again. The bytes stay the channel's (the benchmark does
+    /// not look at what the server wrote).
+    fn pool_init(&self, bufs: Vec<Vec<u8>>) -> Result<(), ChannelError> {
+        let _ = bufs;
+        Err(ChannelError::NotRdma)
+    }
+    /// Lends pool entry `index` (its first `len` bytes) for the peer to read or write.
+    fn pool_register(&self, index: usize, len: usize, access: RdmaAccess) -> Result<Registration, ChannelError> {
+        let _ = (index, len, access);
+        Err(ChannelError::NotRdma)
+    }
+    /// Ends the loan of pool entry `index` once its request completed: the key the
+    /// request carried is no longer valid afterwards.
+    fn pool_release(&self, index: usize) -> Result<(), ChannelError> {
+        let _ = index;
+        Err(ChannelError::NotRdma)
+    }
+    /// Whether the server may invalidate this channel's registrations remotely
+    /// (Channel RDMA_V1_INVALIDATE); false means use RDMA_V1.
+    fn supports_remote_invalidate(&self) -> bool {
+        false
+    }
+    /// Counters of an SMB Direct channel (None for TCP).
+    fn rdma_stats(&self) -> Option<RdmaStats> {
+        None
     }
     /// Closes the connection; a blocked [`Channel::recv`] returns [`ChannelError::Closed`]
     /// or an I/O error soon after.

@@ -397,7 +397,9 @@ pub const WRITE_FIXED: usize = 48;
 /// descriptors (RDMA).
 pub fn write_req_head(fid: &FileId, offset: u64, len: u32, channel: u32, channel_info_len: usize, out: &mut Vec<u8>) {
     let rdma = channel != CHANNEL_NONE;
-    out.u16(49).u16((HDR + 48) as u16).u32(if rdma { 0 } else { len }).u64(offset).put(fid).u32(channel)
+    // RDMA (MS-SMB2 3.2.4.7): no data in the message: Length and DataOffset 0 (ksmbd refuses
+    // anything else with STATUS_INVALID_PARAMETER), the byte count in RemainingBytes.
+    out.u16(49).u16(if rdma { 0 } else { (HDR + 48) as u16 }).u32(if rdma { 0 } else { len }).u64(offset).put(fid).u32(channel)
         .u32(if rdma { len } else { 0 })
         .u16(if rdma { (HDR + 48) as u16 } else { 0 }).u16(if rdma { channel_info_len as u16 } else { 0 }).u32(0);
 }

@@ -42,6 +42,9 @@ use rdma_sys as sys;
 
 use crate::smbd::CompletionError;
 
+/// The SMB Direct client role over these verbs (the project's SMB client and smbd-fault).
+pub mod client;
+
 fn last_err() -> io::Error {
     io::Error::last_os_error()
 }
@@ -1220,6 +1223,13 @@ impl CmId {
         // window is dropped, before the region); `wr` lives across the call.
         check(unsafe { sys::ibv_post_send(qp, &mut wr, &mut bad) })?;
         mw.rkey = rkey;
+        // The library does not update the window's own key for a type 2 bind posted as a
+        // work request, and rxe checks the next bind's "current key" (taken from that
+        // struct) against the device's: without this, rebinding a window (after the peer
+        // invalidated it) fails with a bind error that breaks the queue pair.
+        // SAFETY: valid window owned by `mw`; rkey is plain data the provider reads when
+        // the next bind is posted.
+        unsafe { (*mw.mw.as_ptr()).rkey = rkey };
         Ok(rkey)
     }
 
