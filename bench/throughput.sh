@@ -3,10 +3,15 @@
 # got back, plain and with --client-protection=encrypt, against our server and
 # Samba's smbd in the same run, both running at once, repetitions interleaved.
 #
-#   bench/throughput.sh [ours] [samba]        (default: both)
+#   bench/throughput.sh [ours] [samba] [LABEL=BIN[:CONF]]...   (default: ours samba)
+#
+# LABEL=BIN[:CONF] is one more build of our server under its own label (two
+# builds compared in one run, e.g. old=/tmp/smbdirect-old new=target/release/
+# smbdirect), with CONF as extra [global] lines separated by ";" (e.g.
+# "pool=target/release/smbdirect:max in flight per connection = 4").
 #
 # Environment: SIZE_MIB (default 1024), REPS (default 3; the median is
-# reported), DIALECT (default SMB3_11), CIPHER (for the encrypted runs, default
+# reported), MODES (default "plain encrypt"), DIALECT (default SMB3_11), CIPHER (for the encrypted runs, default
 # smbclient's choice), SMBDIRECT_BIN, WARM (default 1: warm the page cache
 # before each put, see warm_page_cache). Rates are smbclient's own printed figure
 # (kb/s, 1 kb = 1024 bytes) converted to MiB/s. The received file is written
@@ -20,23 +25,44 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=ci/targets.sh
 . "$root/ci/targets.sh"
 
-targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(ours samba)
+declare -A RATE CPU PORT SHARE MAINPID WORKDIR
+specs=("$@")
+[ ${#specs[@]} -gt 0 ] || specs=(ours samba)
+declare -A KIND BIN EXTRA
+targets=()
+for spec in "${specs[@]}"; do
+    case "$spec" in
+    ours | samba) t=$spec KIND[$t]=$spec BIN[$t]=${SMBDIRECT_BIN:-} EXTRA[$t]=${SMBDIRECT_EXTRA_CONF:-} ;;
+    *=*)
+        t=${spec%%=*} rest=${spec#*=}
+        KIND[$t]=ours BIN[$t]=${rest%%:*} EXTRA[$t]=""
+        [ "$rest" = "${BIN[$t]}" ] || EXTRA[$t]=$(tr ';' '\n' <<<"${rest#*:}")
+        [ -x "${BIN[$t]}" ] || { echo "throughput.sh: ${BIN[$t]} is not an executable" >&2; exit 2; }
+        ;;
+    *) echo "throughput.sh: unknown target $spec (ours, samba or LABEL=BIN[:CONF])" >&2; exit 2 ;;
+    esac
+    [ -z "${MAINPID[$t]+x}" ] || { echo "throughput.sh: target $t given twice" >&2; exit 2; }
+    MAINPID[$t]=""
+    targets+=("$t")
+done
 SIZE_MIB=${SIZE_MIB:-1024}
 REPS=${REPS:-3}
+read -r -a modes <<<"${MODES:-plain encrypt}"
+for mode in "${modes[@]}"; do
+    case "$mode" in plain | encrypt) ;; *) echo "throughput.sh: unknown mode $mode (plain, encrypt)" >&2; exit 2 ;; esac
+done
 DIALECT=${DIALECT:-SMB3_11}
 command -v smbclient >/dev/null || { echo "throughput.sh: smbclient missing (apt-get install smbclient)" >&2; exit 1; }
 
 scratch=$(mktemp -d /tmp/bench-throughput-XXXXXX)
 chmod 0755 "$scratch"
-declare -A RATE CPU PORT SHARE MAINPID WORKDIR
 declare -A PUTS GETS PUTCPU GETCPU
 stop_all() {
     local t
     for t in "${targets[@]}"; do
         [ -n "${MAINPID[$t]:-}" ] || continue
         # shellcheck disable=SC2034 # read by target_stop
-        TARGET_KIND=$t TARGET_WORKDIR=${WORKDIR[$t]} TARGET_MAIN_PID=${MAINPID[$t]}
+        TARGET_KIND=${KIND[$t]} TARGET_WORKDIR=${WORKDIR[$t]} TARGET_MAIN_PID=${MAINPID[$t]}
         target_stop
         MAINPID[$t]=""
     done
@@ -104,7 +130,7 @@ warm_page_cache() {
 }
 
 for t in "${targets[@]}"; do
-    target_start "$t" "$scratch/$t" "$user" "$pass"
+    SMBDIRECT_BIN=${BIN[$t]} SMBDIRECT_EXTRA_CONF=${EXTRA[$t]} target_start "${KIND[$t]}" "$scratch/$t" "$user" "$pass"
     PORT[$t]=$TARGET_PORT
     SHARE[$t]=$TARGET_SHARE_PATH
     MAINPID[$t]=$TARGET_MAIN_PID
@@ -148,7 +174,7 @@ one_rep() {
     echo "$t $mode rep $rep: put $put MiB/s $putcpu cpu-s/GiB, get $get MiB/s $getcpu cpu-s/GiB" >&2
 }
 
-for mode in plain encrypt; do
+for mode in "${modes[@]}"; do
     for rep in $(seq 1 "$REPS"); do
         order=("${targets[@]}")
         if [ $((rep % 2)) -eq 0 ]; then
@@ -173,7 +199,7 @@ header="| mode | op |"; sep="| --- | --- |"
 for t in "${targets[@]}"; do header+=" $t MiB/s | $t cpu-s/GiB |"; sep+=" ---: | ---: |"; done
 echo "$header"
 echo "$sep"
-for mode in plain encrypt; do
+for mode in "${modes[@]}"; do
     for op in put get; do
         row="| $mode | $op |"
         for t in "${targets[@]}"; do row+=" ${RATE[$t:$mode:$op]} | ${CPU[$t:$mode:$op]} |"; done

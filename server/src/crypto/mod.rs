@@ -10,6 +10,7 @@
 //! give a [`CryptoError`] (or `false` from [`Signer::verify`]).
 
 mod error;
+mod gcm;
 mod kdf;
 mod preauth;
 mod signing;

@@ -31,12 +31,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use aes::{Aes128Enc, Aes256Enc};
 use aes_gcm::aead::array::typenum::Unsigned;
-use aes_gcm::aead::consts::{U11, U12, U16};
+use aes_gcm::aead::consts::{U11, U16};
 use aes_gcm::aead::{AeadCore, AeadInOut, KeyInit};
-use aes_gcm::AesGcm;
 use ccm::Ccm;
 
 use super::error::CryptoError;
+use super::gcm::Gcm;
 
 /// Size of the SMB2 TRANSFORM_HEADER.
 pub const TRANSFORM_HEADER_LEN: usize = 52;
@@ -55,8 +55,8 @@ const AAD: Range<usize> = 20..52;
 
 type Ccm128 = Ccm<Aes128Enc, U16, U11>;
 type Ccm256 = Ccm<Aes256Enc, U16, U11>;
-type Gcm128 = AesGcm<Aes128Enc, U12>;
-type Gcm256 = AesGcm<Aes256Enc, U12>;
+type Gcm128 = Gcm<Aes128Enc>;
+type Gcm256 = Gcm<Aes256Enc>;
 
 /// Encryption cipher with the ids of SMB2_ENCRYPTION_CAPABILITIES (MS-SMB2 2.2.3.1.2).
 /// 3.0/3.0.2 always use AES-128-CCM.
@@ -180,7 +180,8 @@ pub fn parse_transform_header(buf: &[u8]) -> Result<TransformHeader, CryptoError
     })
 }
 
-/// One expanded AEAD key.
+/// One expanded AEAD key. GCM goes through [`Gcm`] (one pass in L1-sized pieces; see
+/// `gcm.rs` for why not `aes_gcm`), CCM through the `ccm` crate.
 enum AeadKey {
     Ccm128(Ccm128),
     Gcm128(Gcm128),
@@ -193,6 +194,27 @@ fn new_aead<A: KeyInit>(key: &[u8], cipher: Cipher) -> Result<A, CryptoError> {
         expected: cipher.key_len(),
         got: key.len(),
     })
+}
+
+fn new_aes<A: aes::cipher::KeyInit>(key: &[u8], cipher: Cipher) -> Result<A, CryptoError> {
+    A::new_from_slice(key).map_err(|_| CryptoError::BadKeyLength {
+        expected: cipher.key_len(),
+        got: key.len(),
+    })
+}
+
+/// The 12 bytes of the 16-byte Nonce field that GCM uses.
+fn gcm_nonce(nonce16: &[u8; 16]) -> &[u8; 12] {
+    let (n, _) = nonce16.split_first_chunk::<12>().unwrap_or((&[0; 12], &[]));
+    n
+}
+
+fn gcm_verdict(ok: bool) -> Result<(), CryptoError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(CryptoError::AuthenticationFailed)
+    }
 }
 
 fn aead_nonce<A: AeadCore>(nonce16: &[u8; 16]) -> Result<aes_gcm::aead::Nonce<A>, CryptoError> {
@@ -241,9 +263,9 @@ impl AeadKey {
         }
         Ok(match cipher {
             Cipher::Aes128Ccm => Self::Ccm128(new_aead(key, cipher)?),
-            Cipher::Aes128Gcm => Self::Gcm128(new_aead(key, cipher)?),
+            Cipher::Aes128Gcm => Self::Gcm128(Gcm::new(new_aes(key, cipher)?)),
             Cipher::Aes256Ccm => Self::Ccm256(new_aead(key, cipher)?),
-            Cipher::Aes256Gcm => Self::Gcm256(new_aead(key, cipher)?),
+            Cipher::Aes256Gcm => Self::Gcm256(Gcm::new(new_aes(key, cipher)?)),
         })
     }
 
@@ -255,9 +277,9 @@ impl AeadKey {
     ) -> Result<[u8; 16], CryptoError> {
         match self {
             Self::Ccm128(a) => encrypt_with(a, nonce16, aad, buf),
-            Self::Gcm128(a) => encrypt_with(a, nonce16, aad, buf),
+            Self::Gcm128(g) => Ok(g.encrypt(gcm_nonce(nonce16), aad, buf)),
             Self::Ccm256(a) => encrypt_with(a, nonce16, aad, buf),
-            Self::Gcm256(a) => encrypt_with(a, nonce16, aad, buf),
+            Self::Gcm256(g) => Ok(g.encrypt(gcm_nonce(nonce16), aad, buf)),
         }
     }
 
@@ -270,9 +292,9 @@ impl AeadKey {
     ) -> Result<(), CryptoError> {
         match self {
             Self::Ccm128(a) => decrypt_with(a, nonce16, aad, buf, tag),
-            Self::Gcm128(a) => decrypt_with(a, nonce16, aad, buf, tag),
+            Self::Gcm128(g) => gcm_verdict(g.decrypt(gcm_nonce(nonce16), aad, buf, tag)),
             Self::Ccm256(a) => decrypt_with(a, nonce16, aad, buf, tag),
-            Self::Gcm256(a) => decrypt_with(a, nonce16, aad, buf, tag),
+            Self::Gcm256(g) => gcm_verdict(g.decrypt(gcm_nonce(nonce16), aad, buf, tag)),
         }
     }
 }
@@ -441,8 +463,8 @@ impl Opener {
     /// # Errors
     /// The header errors of [`parse_transform_header`], and
     /// [`CryptoError::AuthenticationFailed`] for a bad tag; after a failed tag check the payload
-    /// bytes of `buf` are unspecified (CCM zeroes them, GCM leaves the ciphertext) and must be
-    /// discarded.
+    /// bytes of `buf` are unspecified (CCM zeroes them, GCM leaves them decrypted: it hashes and
+    /// decrypts in one pass) and must be discarded.
     pub fn open(&self, buf: &mut [u8]) -> Result<(u64, Range<usize>), CryptoError> {
         let header = parse_transform_header(buf)?;
         let total = buf.len();

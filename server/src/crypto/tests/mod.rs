@@ -1,8 +1,10 @@
 //! Tests of the crypto module: Microsoft's published vectors (`vectors`), reference outputs of
-//! the smbprotocol package (`reference`), edge cases (`edges`), property tests (`props`) and an
+//! the smbprotocol package (`reference`), edge cases (`edges`), property tests (`props`), our
+//! one-pass AES-GCM against `aes_gcm` (`gcm`) and an
 //! ignored throughput measurement (`throughput`).
 
 mod edges;
+mod gcm;
 mod props;
 mod reference;
 mod throughput;
