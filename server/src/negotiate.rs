@@ -639,7 +639,7 @@ impl Connection {
         } else if hdr.next_command != 0 {
             // The owner would have to answer the rest of the chain on a
             // connection it never saw; a binding is a request of its own.
-            "the request came in a compound"
+            "the binding came in a compound"
         } else {
             match self.negotiated.as_ref() {
                 None => "the connection was passed here already, or its NEGOTIATE was not kept",
