@@ -62,6 +62,8 @@ CONF
         # SMBDIRECT_EXTRA_CONF: more [global] lines (one per line), e.g. to run the peer tests or
         # the benchmarks with a setting that is off by default.
         [ -z "${SMBDIRECT_EXTRA_CONF:-}" ] || printf '%s\n' "$SMBDIRECT_EXTRA_CONF" >>"$dir/smbdirect.conf"
+        # made before the server starts: the loop below reads it at once (a race under load)
+        : >"$dir/smbdirect.stdout"
         RUST_LOG=${RUST_LOG:-info} "$bin" serve --listen 127.0.0.1:0 --share "share=$TARGET_SHARE_PATH" \
             --user "$user:$pass" --config "$dir/smbdirect.conf" --state-dir "$dir/state" >"$dir/smbdirect.stdout" 2>"$dir/smbdirect.log" </dev/null &
         TARGET_MAIN_PID=$!
