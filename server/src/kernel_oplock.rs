@@ -234,6 +234,17 @@ pub fn before_own_open(key: FileKey) {
     });
 }
 
+/// Whether an open of `rel` with `flags` would wait for another holder's
+/// file lease (another program's, or another worker's): a probe open with
+/// O_NONBLOCK starts that lease's break and fails with EWOULDBLOCK instead
+/// of blocking, as Samba opens with kernel oplocks.
+pub fn open_would_block(root: &crate::vfs::ShareRoot, rel: &str, flags: rustix::fs::OFlags) -> bool {
+    use rustix::fs::OFlags;
+    let Ok((dir, name)) = root.parent(rel) else { return false };
+    let probe = rustix::fs::openat(&dir, name, flags | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC, rustix::fs::Mode::empty());
+    matches!(probe, Err(rustix::io::Errno::WOULDBLOCK))
+}
+
 /// A SIGIO came: the file leases the kernel is breaking start their breaks.
 fn scan() {
     let Some(Some(reg)) = REGISTRY.get() else { return };

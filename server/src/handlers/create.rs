@@ -42,6 +42,9 @@ pub const CREATE_VALID_ATTRS: u32 = 0x7FB7;
 /// reserved standard rights (bits 21-23) and bits 26-27.
 pub const ACCESS_INVALID_MASK: u32 = 0x0CE0_FE00;
 
+/// How often a CREATE held up by another program's file lease tries again (ms).
+const KERNEL_RETRY_MS: u64 = 200;
+
 /// STATUS_BAD_IMPERSONATION_LEVEL (MS-ERREF 2.3.1).
 pub const BAD_IMPERSONATION_LEVEL: NtStatus = NtStatus(0xC000_00A5);
 /// SECURITY_DELEGATION, the highest ImpersonationLevel (MS-SMB2 2.2.13).
@@ -364,9 +367,16 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
                 } else {
                     OFlags::RDONLY
                 };
-                // Our own open would wait for our own kernel oplocks of the file.
+                // Our own open would wait for our own kernel oplocks of the
+                // file; one another program holds makes this CREATE wait
+                // (async, trying again) instead of the connection's thread.
                 if tree.share.cfg.kernel_oplocks {
                     crate::kernel_oplock::before_own_open((st.dev, st.ino).into());
+                    if !st.is_dir && crate::kernel_oplock::open_would_block(root, &rel, flags) {
+                        debug!(path = %rel, "another program's file lease is breaking: the CREATE waits");
+                        *blocked = Some(((st.dev, st.ino).into(), Server::now_ms() + KERNEL_RETRY_MS));
+                        return Err(NtStatus::PENDING);
+                    }
                 }
                 let fd = match root.open_beneath(&rel, flags) {
                     Ok(fd) => fd,
