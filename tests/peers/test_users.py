@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -300,3 +301,20 @@ def test_not_root_serves_as_itself(users_server, tmp_path):
     finally:
         p.terminate()
         p.wait(timeout=10)
+
+
+def test_writer_sets_times_of_a_file_it_does_not_own(users_server, tmp_path):
+    """Unix lets only the owner set times; Windows (and Samba's `dos
+    filetimes`) whoever may write the file."""
+    srv, work, _ = users_server
+    f = name()
+    (work / "shared" / f).write_text("shared\n")
+    os.chmod(work / "shared" / f, 0o666)
+    r = smbclient(srv.port, "shared", f"{BOB}%{PASSWORDS[BOB]}", f"utimes {f} -1 -1 2001:02:03-04:05:06 -1")
+    assert r.returncode == 0 and "NT_STATUS" not in out(r), out(r)
+    assert time.localtime(os.stat(work / "shared" / f).st_mtime)[:6] == (2001, 2, 3, 4, 5, 6)
+    # A reader may not.
+    (work / "shared" / f).chmod(0o644)
+    r = smbclient(srv.port, "shared", f"{BOB}%{PASSWORDS[BOB]}", f"utimes {f} -1 -1 2002:02:03-04:05:06 -1")
+    assert "NT_STATUS_ACCESS_DENIED" in out(r), out(r)
+    assert time.localtime(os.stat(work / "shared" / f).st_mtime)[0] == 2001

@@ -325,6 +325,20 @@ mod tests {
         assert!(root.may_delete("mine"));
         assert!(!root.may_delete("f"), "root's file in a sticky directory");
         assert!(!root.may_delete("d/f"), "no write permission on d for others");
+        // Times of root's file: if the user may write it (as Windows and
+        // Samba allow), whatever the handle; not if it may only read it.
+        drop(_g);
+        std::fs::set_permissions(dir.path().join("f"), std::fs::Permissions::from_mode(0o666)).unwrap();
+        let _g = crate::identity::Guard::enter(Some(&other)).unwrap();
+        let ro = root.open_beneath("f", rustix::fs::OFlags::RDONLY).unwrap();
+        let t = crate::vfs::unix_to_nt(1_000_000_000, 0);
+        crate::vfs::set_times(&ro, 0, 0, t).unwrap();
+        drop(_g);
+        std::fs::set_permissions(dir.path().join("f"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _g = crate::identity::Guard::enter(Some(&other)).unwrap();
+        assert!(crate::vfs::set_times(&ro, 0, 0, crate::vfs::unix_to_nt(2_000_000_000, 0)).is_err());
+        assert_eq!(crate::identity::thread_fs_ids().0, 4711, "back to the user after setting the times");
+        assert_eq!(std::fs::metadata(dir.path().join("f")).unwrap().mtime(), 1_000_000_000);
     }
 
     #[test]
