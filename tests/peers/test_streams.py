@@ -168,3 +168,19 @@ def test_stream_size_limit(server, smb, remote_dir):
         with smbclient.open_file(f + ":s", "rb", port=port) as fh:
             assert fh.read() == b"small"
         assert xattr(local, "s") == b"small\0"
+
+
+def test_stream_never_leaves_the_share(server, smb, remote_dir, tmp_path):
+    """A stream through a symlink that leads out of the share is refused,
+    and nothing is written to the file outside."""
+    port = server.port
+    smbclient.mkdir(rf"{smb}\{remote_dir}", port=port)
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"secret")
+    os.symlink(outside, server.share_path / remote_dir / "link")
+    for disposition in ("wb", "rb"):
+        with pytest.raises(SMBOSError):
+            with smbclient.open_file(rf"{smb}\{remote_dir}\link:s", disposition, port=port) as fh:
+                fh.write(b"x") if disposition == "wb" else fh.read()
+    assert not [x for x in os.listxattr(outside) if x.startswith("user.DosStream.")]
+    assert outside.read_bytes() == b"secret"
