@@ -39,7 +39,7 @@ $SMBDIRECT_EXTRA_CONF}"
     export SMBDIRECT_EXTRA_CONF
 fi
 
-DEFAULT_SUITES=(connect read rw create dir getinfo setinfo lock compound credits session ioctl multichannel replay.channel-sequence replay.replay-commands)
+DEFAULT_SUITES=(connect read rw create dir getinfo setinfo lock compound credits session ioctl multichannel replay.channel-sequence replay.replay-commands streams)
 # durable-open and durable-v2-open are out of the check until durable opens
 # combine with leases (their lease subtests now run and fail) and a durable
 # reconnect that reaches another worker reopens the file (with 2 workers

@@ -294,7 +294,8 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
     // A lease asked for (RqLs); its key may name a lease of this file only.
     let oplocks = tree.share.cfg.oplocks;
     let lease_req = if oplocks { super::lease::requested(server, &session, req.oplock_level, &contexts, call.client_guid)? } else { None };
-    if let Some(lr) = &lease_req {
+    // (A stream's lease key is checked against the stream: handlers/streams.rs.)
+    if let (Some(lr), false) = (&lease_req, matches!(stream, StreamSpec::Named(_))) {
         super::lease::check_key_file(server, root, &rel, lr)?;
     }
 
@@ -318,8 +319,9 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
     }
 
     if let StreamSpec::Named(sname) = &stream {
-        let c = super::streams::StreamCreate { server, session: &session, tree: &tree, req: &req, contexts: &contexts, rel: &rel, stream: sname, desired, max_allowed, session_kind };
-        return super::streams::create_stream(&c, out);
+        let lease_req = lease_req.as_ref();
+        let c = super::streams::StreamCreate { server, session: &session, tree: &tree, req: &req, contexts: &contexts, rel: &rel, stream: sname, desired, max_allowed, session_kind, lease_req, sink: &call.sink, retry: call.retry };
+        return super::streams::create_stream(&c, out, blocked);
     }
 
     // A name another client creates between our lookup and our create is

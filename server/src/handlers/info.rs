@@ -163,8 +163,9 @@ fn file_info(conn: &Connection, open: &Open, class: u8, o: &mut Vec<u8>) -> Resu
             o.u32(0);
         }
         NAME | NORMALIZED_NAME => {
-            // The share root has no normalized name (Windows; smbtorture getinfo.normalized).
-            if class == NORMALIZED_NAME && lock(&open.path).is_empty() && open.stream.is_none() {
+            // Only SMB 3.1.1 offers normalized names (MS-SMB2 3.3.5.20.1;
+            // smbtorture getinfo.normalized).
+            if class == NORMALIZED_NAME && conn.dialect_or_202() < 0x0311 {
                 return Err(NtStatus::NOT_SUPPORTED);
             }
             let n = if class == NAME { smb_name(open) } else { smb_name(open)[1..].to_string() };

@@ -11,15 +11,17 @@
 //! - a file with open streams cannot be renamed (ACCESS_DENIED);
 //! - an overwrite or supersede of the file removes all its streams.
 //!
-//! Streams get no oplocks or leases and no durable handles (a stream open
-//! asking for them is answered without); a rename of an open stream keeps
-//! the share-mode entry of that open under the old name's key.
+//! Oplocks and leases are per stream too (the stream's key in the store);
+//! a stream open gets no durable handle (it is answered without one); a
+//! rename of an open stream keeps the share-mode entry, oplock and lease of
+//! that open under the old name's key.
 
 use super::create::{granted_by_sd, release, stored_sd, token_sids, write_response, ACTION_CREATED, ACTION_OPENED, ACTION_OVERWRITTEN, ACTION_SUPERSEDED};
 use super::create::{FILE_CREATE, FILE_OPEN, FILE_OPEN_IF, FILE_OVERWRITE, FILE_SUPERSEDE, OPT_DELETE_ON_CLOSE, OPT_DIRECTORY_FILE, SHARE_DELETE, SHARE_READ, SHARE_WRITE};
 use super::*;
-use crate::objects::{lock, store_status, Open, OpenKind, Server, Session, StreamOpen, Tree};
-use crate::store::{OpenError, ShareModeEntry};
+use crate::objects::{lock, store_status, Open, OpenKind, OplockTarget, Server, Session, StreamOpen, Tree};
+use crate::store::oplock::{LEVEL_BATCH, LEVEL_EXCLUSIVE, LEVEL_II};
+use crate::store::{OpenCheck, OpenError, ShareModeEntry};
 use crate::vfs::streams::{self, stream_key};
 use crate::vfs::{self, FileStat};
 use crate::wire::messages::CreateReq;
@@ -46,11 +48,20 @@ pub(super) struct StreamCreate<'a> {
     pub desired: u32,
     pub max_allowed: bool,
     pub session_kind: Option<crate::auth::IdentityKind>,
+    /// The lease asked for (RqLs), if any.
+    pub lease_req: Option<&'a crate::store::LeaseRequest>,
+    /// Where OPLOCK_BREAK notifications of the open go.
+    pub sink: &'a Arc<dyn crate::transport::MessageSink>,
+    /// A try after waiting for a break.
+    pub retry: bool,
 }
 
 /// CREATE of a named stream: the file is opened (or created, when the
 /// disposition creates), then the stream after the disposition.
-pub(super) fn create_stream(c: &StreamCreate<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+/// When another open's oplock on the stream must break first, `blocked`
+/// says for which key and until when, and the result is PENDING (as for
+/// any CREATE: handlers/create.rs waits and tries again).
+pub(super) fn create_stream(c: &StreamCreate<'_>, out: &mut Vec<u8>, blocked: &mut Option<(crate::store::FileKey, u64)>) -> Result<(), NtStatus> {
     let req = c.req;
     let root = c.tree.share.root.as_ref().ok_or(NtStatus::INVALID_DEVICE_REQUEST)?;
     if !root.has_streams() {
@@ -99,7 +110,7 @@ pub(super) fn create_stream(c: &StreamCreate<'_>, out: &mut Vec<u8>) -> Result<(
             }
         }
     };
-    let r = open_stream(c, fd, &base, made_file, out);
+    let r = open_stream(c, fd, &base, made_file, out, blocked);
     if r.is_err() && made_file {
         // The file was made for this stream only.
         let _ = root.remove(c.rel, false);
@@ -107,7 +118,7 @@ pub(super) fn create_stream(c: &StreamCreate<'_>, out: &mut Vec<u8>) -> Result<(
     r
 }
 
-fn open_stream(c: &StreamCreate<'_>, fd: OwnedFd, base: &FileStat, made_file: bool, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+fn open_stream(c: &StreamCreate<'_>, fd: OwnedFd, base: &FileStat, made_file: bool, out: &mut Vec<u8>, blocked: &mut Option<(crate::store::FileKey, u64)>) -> Result<(), NtStatus> {
     let (req, server) = (c.req, c.server);
     let base_key = (base.dev, base.ino);
     let mut desired = c.desired;
@@ -123,6 +134,13 @@ fn open_stream(c: &StreamCreate<'_>, fd: OwnedFd, base: &FileStat, made_file: bo
         }
     }
     let found = streams::find(&fd, c.stream);
+    // A lease key names one stream of one file (MS-SMB2 3.3.5.9.8).
+    if let Some(lr) = c.lease_req {
+        let here = stream_key(base_key, found.as_deref().unwrap_or(c.stream));
+        if server.store.lease_file(&lr.id).map_err(store_status)?.is_some_and(|f| f != here.into()) {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+    }
     let (name, action) = match (found, req.disposition) {
         (Some(_), FILE_CREATE) => return Err(NtStatus::OBJECT_NAME_COLLISION),
         (None, FILE_OPEN | FILE_OVERWRITE) => return Err(NtStatus::OBJECT_NAME_NOT_FOUND),
@@ -152,6 +170,22 @@ fn open_stream(c: &StreamCreate<'_>, fd: OwnedFd, base: &FileStat, made_file: bo
     let key = stream_key(base_key, &name);
     let id = server.new_id();
     let entry = ShareModeEntry { open: server.open_id(id), access: desired, share_access: req.share_access, delete_on_close: req.options & OPT_DELETE_ON_CLOSE != 0 };
+    // Oplocks other opens hold on the stream break first (MS-FSA 2.1.5.1.2).
+    let level2 = c.tree.share.cfg.level2_oplocks;
+    if action != ACTION_CREATED {
+        let overwrite = matches!(action, ACTION_OVERWRITTEN | ACTION_SUPERSEDED);
+        let timeout = server.cfg.limits.oplock_break_timeout.as_millis() as u64;
+        let lease = c.lease_req.map(|l| &l.id);
+        let (check, notify) =
+            server.store.oplock_open(key.into(), &entry, lease, c.retry, overwrite, level2, Server::now_ms(), timeout, server.worker_id).map_err(store_status)?;
+        for w in notify {
+            server.wake(w, key.into());
+        }
+        if let OpenCheck::Wait { until } = check {
+            *blocked = Some((key.into(), until));
+            return Err(NtStatus::PENDING);
+        }
+    }
     match server.store.open_file(key.into(), entry) {
         Ok(()) => {}
         Err(OpenError::DeletePending) => return Err(NtStatus::DELETE_PENDING),
@@ -171,9 +205,39 @@ fn open_stream(c: &StreamCreate<'_>, fd: OwnedFd, base: &FileStat, made_file: bo
         *lock(&open.delete_on_close) = true;
     }
     let st = open.stat().inspect_err(|_| release(server, key, id))?;
+    // The oplock or lease asked for, as far as the stream's other opens allow.
+    let mut lease_ctx = None;
+    let granted = if let Some(lr) = c.lease_req {
+        match super::lease::grant(server, key.into(), id, lr, &open) {
+            Ok(Some(ctx)) => {
+                lease_ctx = Some(ctx);
+                super::lease::OPLOCK_LEVEL_LEASE
+            }
+            Ok(None) => 0,
+            Err(e) => {
+                release(server, key, id);
+                return Err(e);
+            }
+        }
+    } else if c.tree.share.cfg.oplocks && matches!(req.oplock_level, LEVEL_II | LEVEL_EXCLUSIVE | LEVEL_BATCH) {
+        server.store.oplock_grant(key.into(), server.open_id(id), req.oplock_level, level2).unwrap_or_else(|e| {
+            tracing::warn!("oplock not granted: {e}");
+            0
+        })
+    } else {
+        0
+    };
+    if granted != 0 {
+        *lock(&open.oplock_level) = granted;
+        let target = OplockTarget { open: Arc::downgrade(&open), session: Arc::downgrade(c.session), sink: c.sink.clone() };
+        lock(&server.oplock_opens).insert(id, target);
+    }
     lock(&c.session.opens).insert(id, open.clone());
     debug!(session = c.session.id, path = %c.rel, action, "create of a stream");
     let mut ctx_out: Vec<(&[u8], Vec<u8>)> = Vec::new();
+    if let Some(d) = lease_ctx {
+        ctx_out.push((b"RqLs", d));
+    }
     for (cname, _) in c.contexts {
         match *cname {
             b"MxAc" => {
@@ -189,7 +253,7 @@ fn open_stream(c: &StreamCreate<'_>, fd: OwnedFd, base: &FileStat, made_file: bo
             _ => {}
         }
     }
-    write_response(out, &open, &st, action, 0, &ctx_out);
+    write_response(out, &open, &st, action, granted, &ctx_out);
     Ok(())
 }
 

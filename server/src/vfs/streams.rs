@@ -7,9 +7,10 @@
 //! A stream can only be as large as the file system lets one xattr value
 //! be: Linux caps a value at 64 KiB ([`MAX_STREAM_SIZE`] is that less the
 //! NUL), ext4 without `ea_inode` at about one block for all of a file's
-//! xattrs together, XFS at 64 KiB, btrfs at about a tree node. A write or a
-//! size past what the file system takes fails with STATUS_DISK_FULL (as
-//! Samba answers) and leaves the stream as it was.
+//! xattrs together, XFS at 64 KiB, btrfs at about a tree node. As Samba
+//! answers: a write or a size past 64 KiB fails with
+//! STATUS_FILE_SYSTEM_LIMITATION, one past what the file system has room for
+//! (ENOSPC) with STATUS_DISK_FULL; the stream stays as it was.
 //!
 //! Stream names match ignoring case (the stored spelling is the one the
 //! stream was created with). Opens of a stream have share modes, locks and
@@ -27,6 +28,9 @@ pub const XATTR_SUFFIX: &str = ":$DATA";
 /// The largest stream: Linux's largest xattr value (XATTR_SIZE_MAX) less
 /// the NUL kept after the data.
 pub const MAX_STREAM_SIZE: u64 = 65535;
+/// STATUS_FILE_SYSTEM_LIMITATION (MS-ERREF 2.3.1): what Samba answers for
+/// a stream past the largest xattr value.
+pub const FILE_SYSTEM_LIMITATION: NtStatus = NtStatus(0xC000_0427);
 /// The longest stream name, in UTF-16 code units (NTFS's limit).
 pub const MAX_NAME_UNITS: usize = 255;
 /// Linux's longest xattr name (XATTR_NAME_MAX), in bytes.
@@ -179,11 +183,12 @@ fn not_found(e: rustix::io::Errno) -> NtStatus {
     }
 }
 
-/// Errors of storing a value: past what the file system keeps in one
-/// xattr (E2BIG) or for the file (ENOSPC) is a full disk.
+/// Errors of storing a value: past what one xattr value may be (E2BIG),
+/// or past the room the file system has for the file's xattrs (ENOSPC).
 fn store_error(e: rustix::io::Errno) -> NtStatus {
     match e {
-        rustix::io::Errno::NOSPC | rustix::io::Errno::TOOBIG | rustix::io::Errno::DQUOT => NtStatus::DISK_FULL,
+        rustix::io::Errno::TOOBIG => FILE_SYSTEM_LIMITATION,
+        rustix::io::Errno::NOSPC | rustix::io::Errno::DQUOT => NtStatus::DISK_FULL,
         rustix::io::Errno::EXIST => NtStatus::OBJECT_NAME_COLLISION,
         rustix::io::Errno::NOTSUP => NtStatus::NOT_SUPPORTED,
         e => NtStatus::from_errno(e),
@@ -212,7 +217,7 @@ pub fn read_all<Fd: AsFd>(fd: &Fd, name: &str) -> Result<Vec<u8>, NtStatus> {
 /// Stores `data` as the stream `name`; `create` fails when it exists.
 fn store<Fd: AsFd>(fd: &Fd, name: &str, data: &[u8], create: bool) -> Result<(), NtStatus> {
     if data.len() as u64 > MAX_STREAM_SIZE {
-        return Err(NtStatus::DISK_FULL);
+        return Err(FILE_SYSTEM_LIMITATION);
     }
     let mut v = Vec::with_capacity(data.len() + 1);
     v.extend_from_slice(data);
@@ -249,7 +254,7 @@ pub fn read_at<Fd: AsFd>(fd: &Fd, name: &str, buf: &mut [u8], offset: u64) -> Re
 pub fn write_at<Fd: AsFd>(fd: &Fd, name: &str, offset: u64, data: &[u8]) -> Result<(), NtStatus> {
     let end = offset.checked_add(data.len() as u64).ok_or(NtStatus::INVALID_PARAMETER)?;
     if end > MAX_STREAM_SIZE {
-        return Err(NtStatus::DISK_FULL);
+        return Err(FILE_SYSTEM_LIMITATION);
     }
     if data.is_empty() {
         return Ok(());
@@ -267,7 +272,7 @@ pub fn write_at<Fd: AsFd>(fd: &Fd, name: &str, offset: u64, data: &[u8]) -> Resu
 /// Sets the stream's size (cut, or extended with zeros).
 pub fn set_size<Fd: AsFd>(fd: &Fd, name: &str, size: u64) -> Result<(), NtStatus> {
     if size > MAX_STREAM_SIZE {
-        return Err(NtStatus::DISK_FULL);
+        return Err(FILE_SYSTEM_LIMITATION);
     }
     let _g = RMW.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut v = read_all(fd, name)?;
@@ -440,8 +445,8 @@ mod tests {
         rename(&fd, "Other", "THIRD", true).unwrap();
         assert_eq!(list(&fd), vec![("THIRD".to_string(), 4)]);
         // Past the largest value: refused, the stream stays as it was.
-        assert_eq!(write_at(&fd, "THIRD", MAX_STREAM_SIZE, b"x"), Err(NtStatus::DISK_FULL));
-        assert_eq!(set_size(&fd, "THIRD", MAX_STREAM_SIZE + 1), Err(NtStatus::DISK_FULL));
+        assert_eq!(write_at(&fd, "THIRD", MAX_STREAM_SIZE, b"x"), Err(FILE_SYSTEM_LIMITATION));
+        assert_eq!(set_size(&fd, "THIRD", MAX_STREAM_SIZE + 1), Err(FILE_SYSTEM_LIMITATION));
         assert_eq!(read_all(&fd, "THIRD").unwrap(), b"[Zon");
         remove_all(&fd).unwrap();
         assert!(list(&fd).is_empty());
