@@ -458,24 +458,25 @@ pub fn reconnect(cs: &CreateSide<'_>, req: &Request, contexts: &[(&[u8], &[u8])]
     if rec.disconnected_until.is_none() {
         return Err(NOT_FOUND);
     }
-    if rec.open.worker != server.worker_id {
-        info!(persistent, worker = rec.open.worker, "durable reconnect for an open another worker holds: refused");
-        return Err(NOT_FOUND);
-    }
-    // Taking it out of the table is the local claim (the scavenger no longer
-    // sees it); the store's reclaim is the global one.
-    let Some(open) = server.durable.take(persistent) else { return Err(NOT_FOUND) };
-    match server.store.durable_reclaim(persistent, Server::now_ms()) {
-        Ok(true) => {}
-        Ok(false) => {
-            expire(server, &open);
-            return Err(NOT_FOUND);
+    let open = if rec.open.worker != server.worker_id {
+        reopen_here(cs, &rec)?
+    } else {
+        // Taking it out of the table is the local claim (the scavenger no
+        // longer sees it); the store's reclaim is the global one.
+        let Some(open) = server.durable.take(persistent) else { return Err(NOT_FOUND) };
+        match server.store.durable_reclaim(persistent, Server::now_ms()) {
+            Ok(true) => {}
+            Ok(false) => {
+                expire(server, &open);
+                return Err(NOT_FOUND);
+            }
+            Err(e) => {
+                server.durable.put_back(server, open);
+                return Err(crate::objects::store_status(e));
+            }
         }
-        Err(e) => {
-            server.durable.put_back(server, open);
-            return Err(crate::objects::store_status(e));
-        }
-    }
+        open
+    };
     let ctx = lease_context(server, &open, &rec, contexts);
     open.tree_id.store(cs.tree.id, Ordering::Relaxed);
     let level = *lock(&open.oplock_level);
@@ -486,6 +487,67 @@ pub fn reconnect(cs: &CreateSide<'_>, req: &Request, contexts: &[(&[u8], &[u8])]
     lock(&cs.session.opens).insert(open.volatile_id, open.clone());
     info!(session = cs.session.id, open = open.volatile_id, path = %lock(&open.path), "durable handle reconnected");
     Ok((open, ACTION_OPENED, level, ctx))
+}
+
+/// A reconnect that reached another worker than the one keeping the
+/// disconnected open (a client coming back with a new ClientGUID and no
+/// PreviousSessionId: the supervisor could not know where to route it).
+/// Rather than moving the connection, with its session, to that worker,
+/// this worker opens the file again by the record's path, as Samba's
+/// processes do on a durable reconnect: the file must still be the same one
+/// (device and inode), else nothing is found. The open's global state (share
+/// mode, byte-range locks, oplock, lease, the durable record) passes to the
+/// new open in one store step ([`crate::store::StateStore::durable_move`]),
+/// which also settles a race with the other worker's timeout; the other
+/// worker drops its copy (descriptor only, no state) when its scavenger sees
+/// the record name another open ([`Disconnected::forget_moved`]), woken now.
+/// What only lived in the old process is not carried: the file position,
+/// the LOCK sequence numbers and the create options.
+fn reopen_here(cs: &CreateSide<'_>, rec: &DurableRecord) -> Result<Arc<Open>, NtStatus> {
+    use rustix::fs::OFlags;
+    const NOT_FOUND: NtStatus = NtStatus::OBJECT_NAME_NOT_FOUND;
+    const DATA_WRITE: u32 = 0x2 | 0x4;
+    const DATA_READ: u32 = 0x1 | 0x20;
+    let server = cs.server;
+    let root = cs.tree.share.root.as_ref().ok_or(NOT_FOUND)?;
+    let write = rec.access & DATA_WRITE != 0;
+    let fd = match root.open_beneath(&rec.path, if write { OFlags::RDWR } else { OFlags::RDONLY }) {
+        Ok(fd) => fd,
+        Err(NtStatus::ACCESS_DENIED) if !write && rec.access & DATA_READ == 0 => root.open_beneath(&rec.path, OFlags::PATH).map_err(|_| NOT_FOUND)?,
+        Err(e) => {
+            info!(path = %rec.path, "durable reconnect on another worker: the file does not open again ({e})");
+            return Err(NOT_FOUND);
+        }
+    };
+    let st = crate::vfs::stat_fd(&fd).map_err(|_| NOT_FOUND)?;
+    if crate::store::FileKey::from((st.dev, st.ino)) != rec.file || st.is_dir {
+        info!(path = %rec.path, "durable reconnect on another worker: the name is another file now");
+        return Err(NOT_FOUND);
+    }
+    let id = server.new_id();
+    let mut open = Open::new(id, cs.tree.id, cs.tree.share.clone(), Some(fd), rec.path.clone(), crate::objects::OpenKind::File, rec.access, rec.share_access, 0, Some((st.dev, st.ino)));
+    open.persistent_id = rec.persistent_id;
+    match server.store.durable_move(rec.persistent_id, server.open_id(id), Server::now_ms()) {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(NOT_FOUND),
+        Err(e) => return Err(crate::objects::store_status(e)),
+    }
+    *lock(&open.oplock_level) = rec.oplock;
+    *lock(&open.durable) = Some(DurableInfo {
+        version: rec.version,
+        create_guid: rec.create_guid,
+        client_guid: rec.client_guid,
+        timeout_ms: rec.timeout_ms,
+        create_action: ACTION_OPENED,
+        granted: true,
+        app_instance_id: None,
+    });
+    if rec.version == 2 {
+        server.replay.add((rec.client_guid, rec.create_guid), id);
+    }
+    server.wake(rec.open.worker, rec.file);
+    info!(persistent = rec.persistent_id, from = rec.open.worker, path = %rec.path, "durable open taken over from another worker");
+    Ok(Arc::new(open))
 }
 
 /// CreateAction FILE_OPENED: what a reconnect answers.
@@ -614,7 +676,10 @@ pub fn on_close(server: &Server, open: &Open) {
     if info.version == 2 {
         server.replay.remove(&(info.client_guid, info.create_guid), open.volatile_id);
     }
-    if info.granted {
+    // The record goes, unless another worker took the open over (its record
+    // names that worker's open now).
+    let ours = |r: &DurableRecord| r.open == server.open_id(open.volatile_id);
+    if info.granted && server.store.durable_get(open.persistent_id).ok().flatten().is_some_and(|r| ours(&r)) {
         if let Err(e) = server.store.durable_remove(open.persistent_id) {
             warn!("durable record of a closed open kept: {e}");
         }
@@ -721,6 +786,22 @@ impl Disconnected {
         t.opens.remove(&id).map(|(o, _)| o)
     }
 
+    /// Drops, without closing them (no state of theirs is left under their
+    /// ids), the disconnected opens another worker took over: their store
+    /// record names another open now, or is gone.
+    fn forget_moved(&self, server: &Server) {
+        let opens: Vec<(u64, u64)> = lock(&self.inner).opens.iter().map(|(id, (o, _))| (*id, o.volatile_id)).collect();
+        for (pid, volatile) in opens {
+            let moved = match server.store.durable_get(pid) {
+                Ok(r) => r.is_none_or(|r| r.open != server.open_id(volatile)),
+                Err(_) => false,
+            };
+            if moved && lock(&self.inner).opens.remove(&pid).is_some() {
+                info!(open = volatile, "disconnected durable handle taken over by another worker: descriptor dropped");
+            }
+        }
+    }
+
     /// Takes the opens expired at `now`; false (and the scavenger stops)
     /// when none is left waiting.
     fn expired(&self, now: u64, out: &mut Vec<Arc<Open>>) -> bool {
@@ -744,6 +825,7 @@ impl Disconnected {
 fn scavenge(server: std::sync::Weak<Server>) {
     loop {
         let Some(s) = server.upgrade() else { return };
+        s.durable.forget_moved(&s);
         let mut due = Vec::new();
         let more = s.durable.expired(Server::now_ms(), &mut due);
         for o in due {

@@ -544,3 +544,52 @@ fn disconnect_during_a_lease_break_closes_the_open() {
     assert!(ts.server.durable.is_empty());
     assert_eq!(create_with(&mut c, "k.txt", LEVEL_LEASE, &[rqls(10, RWH), dh2c(&fid, guid)]).status, OBJECT_NAME_NOT_FOUND);
 }
+
+/// A DHnC from a new client with no PreviousSessionId that reaches another
+/// worker (two servers on one store, as two worker processes) takes the open
+/// over: the file is opened again there with the open's share mode, lock and
+/// oplock, the same persistent FileId, and writing goes on; the first worker
+/// drops its copy without releasing anything.
+#[test]
+fn reconnect_on_another_worker_takes_the_open_over() {
+    let a_srv = server();
+    let store = a_srv.server.store.clone();
+    let cfg = a_srv.server.cfg.clone();
+    let b_srv = TestServer { server: smbdirect_server::objects::Server::with_store(cfg, store, 1, None).unwrap(), dir: tempfile::tempdir().unwrap() };
+    let mut a = connected(&a_srv);
+    let r = create_with(&mut a, "w.txt", LEVEL_BATCH, &[(b"DHnQ", vec![0; 16])]);
+    assert_eq!((r.status, r.body()[2]), (SUCCESS, LEVEL_BATCH));
+    let fid = r.file_id();
+    assert_eq!(a.write(&fid, 0, b"one,").status, SUCCESS);
+    let mut lock = Vec::new();
+    lock.u16_(48).u16_(1).u32_(0).bytes(&fid).u64_(100).u64_(10).u32_(0x2).u32_(0);
+    assert_eq!(a.call(LOCK, 1, &lock).status, SUCCESS);
+    drop(a);
+    assert_eq!(a_srv.server.durable.len(), 1);
+
+    let mut b = connected(&b_srv);
+    let r = create_with(&mut b, "w.txt", 0, &[(b"DHnC", fid.to_vec())]);
+    assert_eq!((r.status, r.body()[2]), (SUCCESS, LEVEL_BATCH));
+    let fid2 = r.file_id();
+    assert_eq!(fid2[..8], fid[..8], "the same persistent id");
+    assert_eq!(b.write(&fid2, 4, b"two").status, SUCCESS);
+    assert_eq!(b.read(&fid2, 0, 64, 1).read_data(), b"one,two");
+    // The share mode (none) and the lock went with it.
+    let snap = a_srv.server.store.snapshot().unwrap();
+    assert_eq!(snap.len(), 1);
+    let (_, share, locks) = &snap[0];
+    assert!(share.entries.len() == 1 && share.entries[0].open.worker == 1 && share.entries[0].share_access == 0);
+    assert!(locks.locks.len() == 1 && locks.locks[0].owner.worker == 1);
+    let t0 = std::time::Instant::now();
+    while !a_srv.server.durable.is_empty() && t0.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(a_srv.server.durable.is_empty(), "the first worker dropped its copy");
+    let mut unlock = lock.clone();
+    unlock[40..44].copy_from_slice(&0x4u32.to_le_bytes());
+    unlock[8..24].copy_from_slice(&fid2);
+    assert_eq!(b.call(LOCK, 1, &unlock).status, SUCCESS, "the lock is the new open's");
+    assert_eq!(b.close(&fid2).status, SUCCESS);
+    assert!(a_srv.server.no_open_state(), "nothing left in the shared store");
+    assert!(a_srv.server.store.durable_get(u64::from_le_bytes(fid[..8].try_into().unwrap())).unwrap().is_none());
+}
