@@ -318,7 +318,7 @@ fn response_context(version: u8, timeout_ms: u64) -> (&'static [u8], Vec<u8>) {
 /// the durable context only when that level keeps the handle durable (as
 /// Windows and Samba answer). Not replayed: DUPLICATE_OBJECTID while an
 /// open with that CreateGuid exists. `Ok(None)`: a new open.
-pub fn replay(cs: &CreateSide<'_>, create_guid: &[u8; 16], requested_oplock: u8, replayed: bool) -> Result<Option<EarlyOpen>, NtStatus> {
+pub fn replay(cs: &CreateSide<'_>, create_guid: &[u8; 16], requested_oplock: u8, contexts: &[(&[u8], &[u8])], replayed: bool) -> Result<Option<EarlyOpen>, NtStatus> {
     let key = (cs.client_guid, *create_guid);
     let server = cs.server;
     if !replayed {
@@ -333,6 +333,28 @@ pub fn replay(cs: &CreateSide<'_>, create_guid: &[u8; 16], requested_oplock: u8,
         return Ok(None);
     };
     let Some(info) = lock(&open.durable).clone() else { return Ok(None) };
+    let asked_lease = if requested_oplock == crate::handlers::lease::OPLOCK_LEVEL_LEASE { lease_key(contexts) } else { None };
+    let lease = *lock(&open.lease);
+    if let Some((id, _)) = lease {
+        // An open made with a lease: a replay asking for another lease is
+        // refused (Windows and Samba: ACCESS_DENIED); one asking for an
+        // oplock gets the lease as it is now, with the durable context while
+        // the lease has H (smbtorture replay-dhv2-lease1..3, -lease-oplock).
+        if asked_lease.is_some_and(|k| k != id.key) {
+            return Err(NtStatus::ACCESS_DENIED);
+        }
+        let key = open.file_key.map(crate::store::FileKey::from).ok_or(NtStatus::INTERNAL_ERROR)?;
+        let (state, mut ctx) = lease_response(cs.server, open.as_ref(), key, id, contexts);
+        if info.granted && state & crate::store::lease::HANDLE != 0 {
+            ctx.push(response_context(info.version, info.timeout_ms));
+        }
+        debug!(open = open.volatile_id, state, "replayed CREATE answered from its leased open");
+        return Ok(Some((open, info.create_action, crate::handlers::lease::OPLOCK_LEVEL_LEASE, ctx)));
+    }
+    if asked_lease.is_some() {
+        // An open made with an oplock, replayed with a lease.
+        return Err(NtStatus::ACCESS_DENIED);
+    }
     let held = *lock(&open.oplock_level);
     let level = if requested_oplock >= held { held } else { requested_oplock };
     let mut ctx = Vec::new();
@@ -575,32 +597,41 @@ fn check_lease(rec: &DurableRecord, client_guid: [u8; 16], key: Option<[u8; 16]>
     }
 }
 
-/// The lease response context of a reconnected open made with a lease: the
-/// lease as the store holds it now (state, epoch, break in progress; the
-/// lease's own version and parent key), in the form the reconnect asked for
-/// (RqLs of 32 or 52 bytes). Sets `open.lease` to it. None for an open
-/// without a lease, or a lease the store no longer has.
+/// The lease response context of a reconnected open made with a lease:
+/// the lease as the store holds it now (see [`lease_response`]). Sets
+/// `open.lease` to it. None for an open without a lease, or a lease the
+/// store no longer has.
 fn lease_context(server: &Server, open: &Open, rec: &DurableRecord, contexts: &[(&[u8], &[u8])]) -> Vec<(&'static [u8], Vec<u8>)> {
     let Some(key) = rec.lease_key else { return Vec::new() };
-    let Some(data) = contexts.iter().find(|(n, _)| *n == b"RqLs").map(|(_, d)| *d) else { return Vec::new() };
-    let Ok(req) = crate::handlers::lease::parse_request(data, rec.client_guid) else { return Vec::new() };
-    let holder = match server.store.oplocks(rec.file) {
-        Ok(r) => r.leases.into_iter().find(|l| l.id.key == key && l.id.client == rec.client_guid),
+    let id = crate::store::LeaseId { client: rec.client_guid, key };
+    lease_response(server, open, rec.file, id, contexts).1
+}
+
+/// The lease `id` of the file `file` as the store holds it now (state,
+/// epoch, break in progress; the lease's own version and parent key), as a
+/// response context in the form of the request's RqLs (32 or 52 bytes; the
+/// lease's own version without one), and its state. Sets `open.lease`; a
+/// lease the store no longer has gives state 0 and no context.
+fn lease_response(server: &Server, open: &Open, file: crate::store::FileKey, id: crate::store::LeaseId, contexts: &[(&[u8], &[u8])]) -> (u8, Vec<(&'static [u8], Vec<u8>)>) {
+    let holder = match server.store.oplocks(file) {
+        Ok(r) => r.leases.into_iter().find(|l| l.id == id),
         Err(e) => {
-            warn!("lease of a reconnected open: {e}");
+            warn!("lease of an open answered again: {e}");
             None
         }
     };
     let Some(l) = holder else {
-        debug!(open = open.volatile_id, "reconnected open's lease is gone");
+        debug!(open = open.volatile_id, "the open's lease is gone");
         *lock(&open.lease) = None;
-        return Vec::new();
+        return (0, Vec::new());
     };
     *lock(&open.lease) = Some((l.id, l.state));
     let grant = crate::store::LeaseGrant { version: l.version, parent: l.parent, state: l.state, epoch: l.epoch, breaking: l.breaking_to.is_some() };
+    let asked = contexts.iter().find(|(n, _)| *n == b"RqLs").and_then(|(_, d)| crate::handlers::lease::parse_request(d, id.client).ok());
+    let req = asked.unwrap_or(crate::store::LeaseRequest { id, version: l.version, parent: l.parent, state: l.state, epoch: l.epoch });
     // The response has the form of the request (a v1 request gets a v1 answer).
     let grant = if req.version < 2 { crate::store::LeaseGrant { version: 1, ..grant } } else { grant };
-    vec![(&b"RqLs"[..], crate::handlers::lease::response(&req, &grant))]
+    (l.state, vec![(&b"RqLs"[..], crate::handlers::lease::response(&req, &grant))])
 }
 
 /// A session is ending without a LOGOFF (its connection is gone, or a

@@ -593,3 +593,31 @@ fn reconnect_on_another_worker_takes_the_open_over() {
     assert!(a_srv.server.no_open_state(), "nothing left in the shared store");
     assert!(a_srv.server.store.durable_get(u64::from_le_bytes(fid[..8].try_into().unwrap())).unwrap().is_none());
 }
+
+/// A replayed DH2Q CREATE of an open made with a lease: with another lease
+/// key ACCESS_DENIED; with the same key (any state asked) or with an oplock,
+/// the open's FileId, the lease as it is now and the durable context.
+#[test]
+fn replayed_create_of_a_leased_open() {
+    let ts = server();
+    let guid = [0x43; 16];
+    let mut a = connected(&ts);
+    let first = create_with(&mut a, "rl.txt", LEVEL_LEASE, &[rqls(12, 3), dh2q(0, guid)]);
+    assert_eq!((first.status, lease_state(&first)), (SUCCESS, Some(3)));
+    let fid = first.file_id();
+    let replay = |c: &mut Client, level: u8, ctxs: &[(&[u8; 4], Vec<u8>)]| {
+        let mut body = create_body("rl.txt", GENERIC_ALL, 0, FILE_OPEN_IF, FILE_NON_DIRECTORY_FILE);
+        body[3] = level;
+        let mut msg = c.build(CREATE, 1, &with_contexts(body, ctxs));
+        set_flags(&mut msg, F_REPLAY);
+        c.send(msg).unwrap().pop().unwrap()
+    };
+    assert_eq!(replay(&mut a, LEVEL_LEASE, &[rqls(13, 3), dh2q(0, guid)]).status, 0xC000_0022, "another lease key");
+    for (level, ctxs) in [(LEVEL_LEASE, vec![rqls(12, 1), dh2q(0, guid)]), (LEVEL_BATCH, vec![dh2q(0, guid)])] {
+        let r = replay(&mut a, level, &ctxs);
+        assert_eq!((r.status, r.file_id(), r.body()[2]), (SUCCESS, fid, LEVEL_LEASE));
+        assert_eq!(lease_state(&r), Some(3), "RH, the lease as it is");
+        assert!(response_contexts(&r).iter().any(|(n, _)| n == b"DH2Q"));
+    }
+    assert_eq!(a.close(&fid).status, SUCCESS);
+}
