@@ -782,6 +782,14 @@ impl Disconnected {
         self.len() == 0
     }
 
+    /// The disconnected opens, for `smbdirect status`: (persistent id,
+    /// share, path, until when it waits, ms since the Unix epoch), by id.
+    pub fn list(&self) -> Vec<(u64, String, String, u64)> {
+        let mut v: Vec<_> = lock(&self.inner).opens.iter().map(|(id, (o, until))| (*id, o.share.cfg.name.clone(), lock(&o.path).clone(), *until)).collect();
+        v.sort_by_key(|e| e.0);
+        v
+    }
+
     fn insert(&self, server: &Arc<Server>, open: Arc<Open>, until: u64) {
         let mut t = lock(&self.inner);
         t.opens.insert(open.persistent_id, (open, until));

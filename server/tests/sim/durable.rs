@@ -111,6 +111,12 @@ fn v2_open_survives_a_lost_connection() {
     let old_session = a.session_id;
     drop(a);
     assert_eq!(ts.server.durable.len(), 1, "kept, disconnected");
+    // `smbdirect status` lists it.
+    let st = smbdirect_server::status::worker_json(&ts.server);
+    let listed = st["disconnected_opens"].as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0]["path"].as_str(), listed[0]["persistent_id"].as_u64()), (Some("d.txt"), Some(u64::from_le_bytes(fid[..8].try_into().unwrap()))));
+    assert!(listed[0]["expires_in_s"].as_u64().is_some_and(|s| (55..=60).contains(&s)));
 
     // The file is still open with its share mode (none): others are kept out
     // while the open waits, and an attributes-only open breaks nothing.
