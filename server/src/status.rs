@@ -217,7 +217,15 @@ pub fn worker_json(server: &Server) -> Value {
             "opens": os.len(),
         }));
     }
-    json!({"channels": channels, "sessions": sessions, "tree_connects": trees, "open_files": opens})
+    // Durable opens whose connection is gone, waiting for their client.
+    let now = Server::now_ms();
+    let disconnected: Vec<Value> = server
+        .durable
+        .list()
+        .into_iter()
+        .map(|(id, share, path, until)| json!({"persistent_id": id, "share": share, "path": path, "expires_in_s": until.saturating_sub(now) / 1000}))
+        .collect();
+    json!({"channels": channels, "sessions": sessions, "tree_connects": trees, "open_files": opens, "disconnected_opens": disconnected})
 }
 
 /// The byte-range locks an open holds (from the shared store).
@@ -256,6 +264,7 @@ pub fn collect(sup: &Supervisor) -> Value {
         })
         .collect();
     let (mut channels, mut sessions, mut trees, mut opens) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut disconnected = Vec::new();
     let mut users: BTreeMap<(u32, u64), String> = BTreeMap::new();
     for (w, body) in replies {
         let Ok(v) = serde_json::from_slice::<Value>(&body) else { continue };
@@ -277,6 +286,7 @@ pub fn collect(sup: &Supervisor) -> Value {
         tag(&v["sessions"], &mut sessions);
         tag(&v["tree_connects"], &mut trees);
         tag(&v["open_files"], &mut opens);
+        tag(&v["disconnected_opens"], &mut disconnected);
     }
     for c in &mut channels {
         if c["transport"] == "RDMA" {
@@ -340,6 +350,7 @@ pub fn collect(sup: &Supervisor) -> Value {
         "sessions": sessions,
         "tree_connects": trees,
         "open_files": opens,
+        "disconnected_opens": disconnected,
     })
 }
 
@@ -513,6 +524,15 @@ pub fn render(v: &Value) -> String {
             })
             .collect(),
     );
+    table(
+        &mut out,
+        "Disconnected durable opens",
+        &["WORKER", "FILE ID", "SHARE", "PATH", "EXPIRES IN"],
+        list("disconnected_opens")
+            .iter()
+            .map(|o| vec![s(&o["worker"]), format!("{:#x}", o["persistent_id"].as_u64().unwrap_or(0)), s(&o["share"]), s(&o["path"]), format!("{} s", s(&o["expires_in_s"]))])
+            .collect(),
+    );
     out
 }
 
@@ -572,9 +592,10 @@ mod tests {
             "sessions": [{"worker": 0, "id": 16, "user": "tester", "dialect": "3.1.1", "state": "valid", "trees": 1, "opens": 1}],
             "tree_connects": [{"worker": 0, "session": 16, "id": 1, "share": "share"}],
             "open_files": [{"worker": 0, "session": 16, "share": "share", "path": "a.txt", "access": 1, "share_access": 3, "delete_on_close": false, "locks": [{"offset": 0, "length": 10, "exclusive": true}]}],
+            "disconnected_opens": [{"worker": 1, "persistent_id": 255, "share": "share", "path": "kept.txt", "expires_in_s": 42}],
         });
         let t = render(&v);
-        for want in ["Workers", "tester", "a.txt", "RW-", "0+10x", "2/3/10", "IN USE", "Tree connects", "3.1.1"] {
+        for want in ["Workers", "tester", "a.txt", "RW-", "0+10x", "2/3/10", "IN USE", "Tree connects", "3.1.1", "Disconnected durable opens", "0xff", "kept.txt", "42 s"] {
             assert!(t.contains(want), "{want} missing:\n{t}");
         }
     }

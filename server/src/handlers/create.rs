@@ -638,7 +638,7 @@ fn durable_hooks(cs: &durable::CreateSide<'_>, req: &CreateReq<'_>, msg: &[u8], 
     }
     let replayed = msg.get(16..20).is_some_and(|f| u32::from_le_bytes([f[0], f[1], f[2], f[3]]) & crate::wire::header::FLAG_REPLAY != 0);
     if let (durable::Request::V2 { create_guid, .. }, false) = (&dreq, retry) {
-        if let Some(early) = durable::replay(cs, create_guid, req.oplock_level, replayed)? {
+        if let Some(early) = durable::replay(cs, create_guid, req.oplock_level, &contexts, replayed)? {
             return Ok((dreq, Some(early)));
         }
     }

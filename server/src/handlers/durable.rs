@@ -318,7 +318,7 @@ fn response_context(version: u8, timeout_ms: u64) -> (&'static [u8], Vec<u8>) {
 /// the durable context only when that level keeps the handle durable (as
 /// Windows and Samba answer). Not replayed: DUPLICATE_OBJECTID while an
 /// open with that CreateGuid exists. `Ok(None)`: a new open.
-pub fn replay(cs: &CreateSide<'_>, create_guid: &[u8; 16], requested_oplock: u8, replayed: bool) -> Result<Option<EarlyOpen>, NtStatus> {
+pub fn replay(cs: &CreateSide<'_>, create_guid: &[u8; 16], requested_oplock: u8, contexts: &[(&[u8], &[u8])], replayed: bool) -> Result<Option<EarlyOpen>, NtStatus> {
     let key = (cs.client_guid, *create_guid);
     let server = cs.server;
     if !replayed {
@@ -333,6 +333,28 @@ pub fn replay(cs: &CreateSide<'_>, create_guid: &[u8; 16], requested_oplock: u8,
         return Ok(None);
     };
     let Some(info) = lock(&open.durable).clone() else { return Ok(None) };
+    let asked_lease = if requested_oplock == crate::handlers::lease::OPLOCK_LEVEL_LEASE { lease_key(contexts) } else { None };
+    let lease = *lock(&open.lease);
+    if let Some((id, _)) = lease {
+        // An open made with a lease: a replay asking for another lease is
+        // refused (Windows and Samba: ACCESS_DENIED); one asking for an
+        // oplock gets the lease as it is now, with the durable context while
+        // the lease has H (smbtorture replay-dhv2-lease1..3, -lease-oplock).
+        if asked_lease.is_some_and(|k| k != id.key) {
+            return Err(NtStatus::ACCESS_DENIED);
+        }
+        let key = open.file_key.map(crate::store::FileKey::from).ok_or(NtStatus::INTERNAL_ERROR)?;
+        let (state, mut ctx) = lease_response(cs.server, open.as_ref(), key, id, contexts);
+        if info.granted && state & crate::store::lease::HANDLE != 0 {
+            ctx.push(response_context(info.version, info.timeout_ms));
+        }
+        debug!(open = open.volatile_id, state, "replayed CREATE answered from its leased open");
+        return Ok(Some((open, info.create_action, crate::handlers::lease::OPLOCK_LEVEL_LEASE, ctx)));
+    }
+    if asked_lease.is_some() {
+        // An open made with an oplock, replayed with a lease.
+        return Err(NtStatus::ACCESS_DENIED);
+    }
     let held = *lock(&open.oplock_level);
     let level = if requested_oplock >= held { held } else { requested_oplock };
     let mut ctx = Vec::new();
@@ -458,24 +480,25 @@ pub fn reconnect(cs: &CreateSide<'_>, req: &Request, contexts: &[(&[u8], &[u8])]
     if rec.disconnected_until.is_none() {
         return Err(NOT_FOUND);
     }
-    if rec.open.worker != server.worker_id {
-        info!(persistent, worker = rec.open.worker, "durable reconnect for an open another worker holds: refused");
-        return Err(NOT_FOUND);
-    }
-    // Taking it out of the table is the local claim (the scavenger no longer
-    // sees it); the store's reclaim is the global one.
-    let Some(open) = server.durable.take(persistent) else { return Err(NOT_FOUND) };
-    match server.store.durable_reclaim(persistent, Server::now_ms()) {
-        Ok(true) => {}
-        Ok(false) => {
-            expire(server, &open);
-            return Err(NOT_FOUND);
+    let open = if rec.open.worker != server.worker_id {
+        reopen_here(cs, &rec)?
+    } else {
+        // Taking it out of the table is the local claim (the scavenger no
+        // longer sees it); the store's reclaim is the global one.
+        let Some(open) = server.durable.take(persistent) else { return Err(NOT_FOUND) };
+        match server.store.durable_reclaim(persistent, Server::now_ms()) {
+            Ok(true) => {}
+            Ok(false) => {
+                expire(server, &open);
+                return Err(NOT_FOUND);
+            }
+            Err(e) => {
+                server.durable.put_back(server, open);
+                return Err(crate::objects::store_status(e));
+            }
         }
-        Err(e) => {
-            server.durable.put_back(server, open);
-            return Err(crate::objects::store_status(e));
-        }
-    }
+        open
+    };
     let ctx = lease_context(server, &open, &rec, contexts);
     open.tree_id.store(cs.tree.id, Ordering::Relaxed);
     let level = *lock(&open.oplock_level);
@@ -486,6 +509,67 @@ pub fn reconnect(cs: &CreateSide<'_>, req: &Request, contexts: &[(&[u8], &[u8])]
     lock(&cs.session.opens).insert(open.volatile_id, open.clone());
     info!(session = cs.session.id, open = open.volatile_id, path = %lock(&open.path), "durable handle reconnected");
     Ok((open, ACTION_OPENED, level, ctx))
+}
+
+/// A reconnect that reached another worker than the one keeping the
+/// disconnected open (a client coming back with a new ClientGUID and no
+/// PreviousSessionId: the supervisor could not know where to route it).
+/// Rather than moving the connection, with its session, to that worker,
+/// this worker opens the file again by the record's path, as Samba's
+/// processes do on a durable reconnect: the file must still be the same one
+/// (device and inode), else nothing is found. The open's global state (share
+/// mode, byte-range locks, oplock, lease, the durable record) passes to the
+/// new open in one store step ([`crate::store::StateStore::durable_move`]),
+/// which also settles a race with the other worker's timeout; the other
+/// worker drops its copy (descriptor only, no state) when its scavenger sees
+/// the record name another open ([`Disconnected::forget_moved`]), woken now.
+/// What only lived in the old process is not carried: the file position,
+/// the LOCK sequence numbers and the create options.
+fn reopen_here(cs: &CreateSide<'_>, rec: &DurableRecord) -> Result<Arc<Open>, NtStatus> {
+    use rustix::fs::OFlags;
+    const NOT_FOUND: NtStatus = NtStatus::OBJECT_NAME_NOT_FOUND;
+    const DATA_WRITE: u32 = 0x2 | 0x4;
+    const DATA_READ: u32 = 0x1 | 0x20;
+    let server = cs.server;
+    let root = cs.tree.share.root.as_ref().ok_or(NOT_FOUND)?;
+    let write = rec.access & DATA_WRITE != 0;
+    let fd = match root.open_beneath(&rec.path, if write { OFlags::RDWR } else { OFlags::RDONLY }) {
+        Ok(fd) => fd,
+        Err(NtStatus::ACCESS_DENIED) if !write && rec.access & DATA_READ == 0 => root.open_beneath(&rec.path, OFlags::PATH).map_err(|_| NOT_FOUND)?,
+        Err(e) => {
+            info!(path = %rec.path, "durable reconnect on another worker: the file does not open again ({e})");
+            return Err(NOT_FOUND);
+        }
+    };
+    let st = crate::vfs::stat_fd(&fd).map_err(|_| NOT_FOUND)?;
+    if crate::store::FileKey::from((st.dev, st.ino)) != rec.file || st.is_dir {
+        info!(path = %rec.path, "durable reconnect on another worker: the name is another file now");
+        return Err(NOT_FOUND);
+    }
+    let id = server.new_id();
+    let mut open = Open::new(id, cs.tree.id, cs.tree.share.clone(), Some(fd), rec.path.clone(), crate::objects::OpenKind::File, rec.access, rec.share_access, 0, Some((st.dev, st.ino)));
+    open.persistent_id = rec.persistent_id;
+    match server.store.durable_move(rec.persistent_id, server.open_id(id), Server::now_ms()) {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(NOT_FOUND),
+        Err(e) => return Err(crate::objects::store_status(e)),
+    }
+    *lock(&open.oplock_level) = rec.oplock;
+    *lock(&open.durable) = Some(DurableInfo {
+        version: rec.version,
+        create_guid: rec.create_guid,
+        client_guid: rec.client_guid,
+        timeout_ms: rec.timeout_ms,
+        create_action: ACTION_OPENED,
+        granted: true,
+        app_instance_id: None,
+    });
+    if rec.version == 2 {
+        server.replay.add((rec.client_guid, rec.create_guid), id);
+    }
+    server.wake(rec.open.worker, rec.file);
+    info!(persistent = rec.persistent_id, from = rec.open.worker, path = %rec.path, "durable open taken over from another worker");
+    Ok(Arc::new(open))
 }
 
 /// CreateAction FILE_OPENED: what a reconnect answers.
@@ -513,32 +597,41 @@ fn check_lease(rec: &DurableRecord, client_guid: [u8; 16], key: Option<[u8; 16]>
     }
 }
 
-/// The lease response context of a reconnected open made with a lease: the
-/// lease as the store holds it now (state, epoch, break in progress; the
-/// lease's own version and parent key), in the form the reconnect asked for
-/// (RqLs of 32 or 52 bytes). Sets `open.lease` to it. None for an open
-/// without a lease, or a lease the store no longer has.
+/// The lease response context of a reconnected open made with a lease:
+/// the lease as the store holds it now (see [`lease_response`]). Sets
+/// `open.lease` to it. None for an open without a lease, or a lease the
+/// store no longer has.
 fn lease_context(server: &Server, open: &Open, rec: &DurableRecord, contexts: &[(&[u8], &[u8])]) -> Vec<(&'static [u8], Vec<u8>)> {
     let Some(key) = rec.lease_key else { return Vec::new() };
-    let Some(data) = contexts.iter().find(|(n, _)| *n == b"RqLs").map(|(_, d)| *d) else { return Vec::new() };
-    let Ok(req) = crate::handlers::lease::parse_request(data, rec.client_guid) else { return Vec::new() };
-    let holder = match server.store.oplocks(rec.file) {
-        Ok(r) => r.leases.into_iter().find(|l| l.id.key == key && l.id.client == rec.client_guid),
+    let id = crate::store::LeaseId { client: rec.client_guid, key };
+    lease_response(server, open, rec.file, id, contexts).1
+}
+
+/// The lease `id` of the file `file` as the store holds it now (state,
+/// epoch, break in progress; the lease's own version and parent key), as a
+/// response context in the form of the request's RqLs (32 or 52 bytes; the
+/// lease's own version without one), and its state. Sets `open.lease`; a
+/// lease the store no longer has gives state 0 and no context.
+fn lease_response(server: &Server, open: &Open, file: crate::store::FileKey, id: crate::store::LeaseId, contexts: &[(&[u8], &[u8])]) -> (u8, Vec<(&'static [u8], Vec<u8>)>) {
+    let holder = match server.store.oplocks(file) {
+        Ok(r) => r.leases.into_iter().find(|l| l.id == id),
         Err(e) => {
-            warn!("lease of a reconnected open: {e}");
+            warn!("lease of an open answered again: {e}");
             None
         }
     };
     let Some(l) = holder else {
-        debug!(open = open.volatile_id, "reconnected open's lease is gone");
+        debug!(open = open.volatile_id, "the open's lease is gone");
         *lock(&open.lease) = None;
-        return Vec::new();
+        return (0, Vec::new());
     };
     *lock(&open.lease) = Some((l.id, l.state));
     let grant = crate::store::LeaseGrant { version: l.version, parent: l.parent, state: l.state, epoch: l.epoch, breaking: l.breaking_to.is_some() };
+    let asked = contexts.iter().find(|(n, _)| *n == b"RqLs").and_then(|(_, d)| crate::handlers::lease::parse_request(d, id.client).ok());
+    let req = asked.unwrap_or(crate::store::LeaseRequest { id, version: l.version, parent: l.parent, state: l.state, epoch: l.epoch });
     // The response has the form of the request (a v1 request gets a v1 answer).
     let grant = if req.version < 2 { crate::store::LeaseGrant { version: 1, ..grant } } else { grant };
-    vec![(&b"RqLs"[..], crate::handlers::lease::response(&req, &grant))]
+    (l.state, vec![(&b"RqLs"[..], crate::handlers::lease::response(&req, &grant))])
 }
 
 /// A session is ending without a LOGOFF (its connection is gone, or a
@@ -614,7 +707,10 @@ pub fn on_close(server: &Server, open: &Open) {
     if info.version == 2 {
         server.replay.remove(&(info.client_guid, info.create_guid), open.volatile_id);
     }
-    if info.granted {
+    // The record goes, unless another worker took the open over (its record
+    // names that worker's open now).
+    let ours = |r: &DurableRecord| r.open == server.open_id(open.volatile_id);
+    if info.granted && server.store.durable_get(open.persistent_id).ok().flatten().is_some_and(|r| ours(&r)) {
         if let Err(e) = server.store.durable_remove(open.persistent_id) {
             warn!("durable record of a closed open kept: {e}");
         }
@@ -686,6 +782,14 @@ impl Disconnected {
         self.len() == 0
     }
 
+    /// The disconnected opens, for `smbdirect status`: (persistent id,
+    /// share, path, until when it waits, ms since the Unix epoch), by id.
+    pub fn list(&self) -> Vec<(u64, String, String, u64)> {
+        let mut v: Vec<_> = lock(&self.inner).opens.iter().map(|(id, (o, until))| (*id, o.share.cfg.name.clone(), lock(&o.path).clone(), *until)).collect();
+        v.sort_by_key(|e| e.0);
+        v
+    }
+
     fn insert(&self, server: &Arc<Server>, open: Arc<Open>, until: u64) {
         let mut t = lock(&self.inner);
         t.opens.insert(open.persistent_id, (open, until));
@@ -721,6 +825,22 @@ impl Disconnected {
         t.opens.remove(&id).map(|(o, _)| o)
     }
 
+    /// Drops, without closing them (no state of theirs is left under their
+    /// ids), the disconnected opens another worker took over: their store
+    /// record names another open now, or is gone.
+    fn forget_moved(&self, server: &Server) {
+        let opens: Vec<(u64, u64)> = lock(&self.inner).opens.iter().map(|(id, (o, _))| (*id, o.volatile_id)).collect();
+        for (pid, volatile) in opens {
+            let moved = match server.store.durable_get(pid) {
+                Ok(r) => r.is_none_or(|r| r.open != server.open_id(volatile)),
+                Err(_) => false,
+            };
+            if moved && lock(&self.inner).opens.remove(&pid).is_some() {
+                info!(open = volatile, "disconnected durable handle taken over by another worker: descriptor dropped");
+            }
+        }
+    }
+
     /// Takes the opens expired at `now`; false (and the scavenger stops)
     /// when none is left waiting.
     fn expired(&self, now: u64, out: &mut Vec<Arc<Open>>) -> bool {
@@ -746,6 +866,7 @@ fn scavenge(server: std::sync::Weak<Server>) {
     crate::identity::reset_thread();
     loop {
         let Some(s) = server.upgrade() else { return };
+        s.durable.forget_moved(&s);
         let mut due = Vec::new();
         let more = s.durable.expired(Server::now_ms(), &mut due);
         for o in due {

@@ -149,6 +149,32 @@ impl DurableRecord {
     }
 }
 
+/// Renames the open `from` to `to` in a file's share-mode entries.
+pub(super) fn move_share(r: &mut super::ShareRecord, from: GlobalOpenId, to: GlobalOpenId) {
+    for e in r.entries.iter_mut().filter(|e| e.open == from) {
+        e.open = to;
+    }
+}
+
+/// Renames the owner `from` to `to` in a file's byte-range locks.
+pub(super) fn move_locks(r: &mut super::LockRecord, from: GlobalOpenId, to: GlobalOpenId) {
+    for l in r.locks.iter_mut().filter(|l| l.owner == from) {
+        l.owner = to;
+    }
+}
+
+/// Renames the open `from` to `to` among a file's oplock holders and lease opens.
+pub(super) fn move_oplocks(r: &mut super::OplockRecord, from: GlobalOpenId, to: GlobalOpenId) {
+    for h in r.holders.iter_mut().filter(|h| h.open == from) {
+        h.open = to;
+    }
+    for l in &mut r.leases {
+        for o in l.opens.iter_mut().filter(|o| **o == from) {
+            *o = to;
+        }
+    }
+}
+
 /// Keys sort by persistent id (big-endian).
 pub fn encode_id(id: u64) -> [u8; 8] {
     id.to_be_bytes()

@@ -511,6 +511,25 @@ impl StateStore for LmdbStore {
         })
     }
 
+    fn durable_move(&self, persistent_id: u64, to: GlobalOpenId, now_ms: u64) -> Result<Option<DurableRecord>, StoreError> {
+        self.write(|t| {
+            let k = encode_id(persistent_id);
+            let Some(before) = self.durable.get(t, &k)?.map(DurableRecord::decode).transpose()? else { return Ok(None) };
+            if !before.reclaimable(now_ms) {
+                return Ok(None);
+            }
+            let (from, key) = (before.open, before.file);
+            let mut r = before.clone();
+            r.open = to;
+            r.disconnected_until = None;
+            self.durable.put(t, &k, &r.encode())?;
+            modify(self.share, t, key, |s: &mut ShareRecord| super::durable::move_share(s, from, to))?;
+            modify(self.brl, t, key, |l: &mut LockRecord| super::durable::move_locks(l, from, to))?;
+            modify(self.oplock, t, key, |o: &mut OplockRecord| super::durable::move_oplocks(o, from, to))?;
+            Ok(Some(before))
+        })
+    }
+
     fn durable_remove(&self, persistent_id: u64) -> Result<Option<DurableRecord>, StoreError> {
         self.write(|t| {
             let k = encode_id(persistent_id);

@@ -308,6 +308,28 @@ impl StateStore for MemStore {
         }
     }
 
+    fn durable_move(&self, persistent_id: u64, to: GlobalOpenId, now_ms: u64) -> Result<Option<DurableRecord>, StoreError> {
+        let mut t = self.write();
+        let Some(r) = t.durable.get_mut(&persistent_id) else { return Ok(None) };
+        if !r.reclaimable(now_ms) {
+            return Ok(None);
+        }
+        let before = r.clone();
+        r.open = to;
+        r.disconnected_until = None;
+        let (from, key) = (before.open, before.file);
+        if let Some(s) = t.share.get_mut(&key) {
+            super::durable::move_share(s, from, to);
+        }
+        if let Some(l) = t.brl.get_mut(&key) {
+            super::durable::move_locks(l, from, to);
+        }
+        if let Some(o) = t.oplock.get_mut(&key) {
+            super::durable::move_oplocks(o, from, to);
+        }
+        Ok(Some(before))
+    }
+
     fn durable_remove(&self, persistent_id: u64) -> Result<Option<DurableRecord>, StoreError> {
         Ok(self.write().durable.remove(&persistent_id))
     }

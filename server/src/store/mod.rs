@@ -241,6 +241,14 @@ pub trait StateStore: Send + Sync {
     /// The worker holding a disconnected durable open of `client_guid`, if
     /// any: where the supervisor routes that client when it comes back.
     fn durable_worker_of(&self, client_guid: &[u8; 16]) -> Result<Option<u32>, StoreError>;
+    /// A reconnect reaching another worker than the one holding the
+    /// disconnected open (handlers/durable.rs reopens the file there): in one
+    /// step, when the open is disconnected and not expired at `now_ms`, its
+    /// share-mode entry, byte-range locks, oplock and lease membership pass
+    /// from its old [`GlobalOpenId`] to `to`, and the record names `to`,
+    /// connected again. The record as it was before; `None` when there is
+    /// nothing to claim (of two reconnects racing, one wins).
+    fn durable_move(&self, persistent_id: u64, to: GlobalOpenId, now_ms: u64) -> Result<Option<DurableRecord>, StoreError>;
 }
 
 /// What [`StateStore::lease_ack`] did: the file, the lease's state and

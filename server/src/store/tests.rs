@@ -312,6 +312,34 @@ fn suite(make: impl Fn() -> Arc<dyn StateStore>) {
     waiters_are_woken(&*make());
     purge(&*make());
     durable(&*make());
+    durable_move(&*make());
+}
+
+/// A reconnect on another worker takes the disconnected open's share mode,
+/// locks, oplock and lease under its new id, once, and only while it waits.
+fn durable_move(s: &dyn StateStore) {
+    use oplock::LEVEL_BATCH;
+    let (old, new, other) = (id(1, 10), id(2, 77), id(3, 1));
+    let mut rec = durable_rec(10, 1, 0xA);
+    rec.open = old;
+    s.durable_put(&rec).unwrap();
+    s.open_file(F, entry(old, READ | WRITE, 0)).unwrap();
+    s.lock(F, old, &[brl(0, 10, true)], 64, None).unwrap();
+    assert_eq!(s.oplock_grant(F, old, LEVEL_BATCH, true).unwrap(), LEVEL_BATCH);
+    assert_eq!(s.durable_move(10, new, 100).unwrap(), None, "connected: nothing to claim");
+    s.durable_disconnect(10, 5000).unwrap();
+    assert_eq!(s.durable_move(10, new, 5000).unwrap(), None, "expired");
+    assert_eq!(s.durable_move(10, new, 100).unwrap().map(|r| r.open), Some(old));
+    assert_eq!(s.durable_move(10, id(3, 3), 100).unwrap(), None, "claimed once");
+    let r = s.durable_get(10).unwrap().unwrap();
+    assert_eq!((r.open, r.disconnected_until), (new, None));
+    assert!(matches!(s.open_file(F, entry(other, READ, SHARE_ALL)), Err(OpenError::SharingViolation)), "the share mode moved with it");
+    assert!(s.io_conflict(F, other, 0, 1, false).unwrap(), "the lock moved too");
+    assert!(!s.io_conflict(F, new, 0, 1, true).unwrap(), "and is the new open's");
+    assert!(s.oplocks(F).unwrap().holders.iter().any(|h| h.open == new && h.level == LEVEL_BATCH));
+    let closed = s.close_file(F, new).unwrap();
+    assert!(!closed.delete);
+    assert!(!s.has_opens(F).unwrap(), "nothing left under the old id");
 }
 
 fn durable_rec(pid: u64, worker: u32, guid: u8) -> DurableRecord {

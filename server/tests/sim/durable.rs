@@ -111,6 +111,12 @@ fn v2_open_survives_a_lost_connection() {
     let old_session = a.session_id;
     drop(a);
     assert_eq!(ts.server.durable.len(), 1, "kept, disconnected");
+    // `smbdirect status` lists it.
+    let st = smbdirect_server::status::worker_json(&ts.server);
+    let listed = st["disconnected_opens"].as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0]["path"].as_str(), listed[0]["persistent_id"].as_u64()), (Some("d.txt"), Some(u64::from_le_bytes(fid[..8].try_into().unwrap()))));
+    assert!(listed[0]["expires_in_s"].as_u64().is_some_and(|s| (55..=60).contains(&s)));
 
     // The file is still open with its share mode (none): others are kept out
     // while the open waits, and an attributes-only open breaks nothing.
@@ -543,4 +549,81 @@ fn disconnect_during_a_lease_break_closes_the_open() {
     assert_eq!(lease_state(&r), Some(RWH));
     assert!(ts.server.durable.is_empty());
     assert_eq!(create_with(&mut c, "k.txt", LEVEL_LEASE, &[rqls(10, RWH), dh2c(&fid, guid)]).status, OBJECT_NAME_NOT_FOUND);
+}
+
+/// A DHnC from a new client with no PreviousSessionId that reaches another
+/// worker (two servers on one store, as two worker processes) takes the open
+/// over: the file is opened again there with the open's share mode, lock and
+/// oplock, the same persistent FileId, and writing goes on; the first worker
+/// drops its copy without releasing anything.
+#[test]
+fn reconnect_on_another_worker_takes_the_open_over() {
+    let a_srv = server();
+    let store = a_srv.server.store.clone();
+    let cfg = a_srv.server.cfg.clone();
+    let b_srv = TestServer { server: smbdirect_server::objects::Server::with_store(cfg, store, 1, None).unwrap(), dir: tempfile::tempdir().unwrap() };
+    let mut a = connected(&a_srv);
+    let r = create_with(&mut a, "w.txt", LEVEL_BATCH, &[(b"DHnQ", vec![0; 16])]);
+    assert_eq!((r.status, r.body()[2]), (SUCCESS, LEVEL_BATCH));
+    let fid = r.file_id();
+    assert_eq!(a.write(&fid, 0, b"one,").status, SUCCESS);
+    let mut lock = Vec::new();
+    lock.u16_(48).u16_(1).u32_(0).bytes(&fid).u64_(100).u64_(10).u32_(0x2).u32_(0);
+    assert_eq!(a.call(LOCK, 1, &lock).status, SUCCESS);
+    drop(a);
+    assert_eq!(a_srv.server.durable.len(), 1);
+
+    let mut b = connected(&b_srv);
+    let r = create_with(&mut b, "w.txt", 0, &[(b"DHnC", fid.to_vec())]);
+    assert_eq!((r.status, r.body()[2]), (SUCCESS, LEVEL_BATCH));
+    let fid2 = r.file_id();
+    assert_eq!(fid2[..8], fid[..8], "the same persistent id");
+    assert_eq!(b.write(&fid2, 4, b"two").status, SUCCESS);
+    assert_eq!(b.read(&fid2, 0, 64, 1).read_data(), b"one,two");
+    // The share mode (none) and the lock went with it.
+    let snap = a_srv.server.store.snapshot().unwrap();
+    assert_eq!(snap.len(), 1);
+    let (_, share, locks) = &snap[0];
+    assert!(share.entries.len() == 1 && share.entries[0].open.worker == 1 && share.entries[0].share_access == 0);
+    assert!(locks.locks.len() == 1 && locks.locks[0].owner.worker == 1);
+    let t0 = std::time::Instant::now();
+    while !a_srv.server.durable.is_empty() && t0.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(a_srv.server.durable.is_empty(), "the first worker dropped its copy");
+    let mut unlock = lock.clone();
+    unlock[40..44].copy_from_slice(&0x4u32.to_le_bytes());
+    unlock[8..24].copy_from_slice(&fid2);
+    assert_eq!(b.call(LOCK, 1, &unlock).status, SUCCESS, "the lock is the new open's");
+    assert_eq!(b.close(&fid2).status, SUCCESS);
+    assert!(a_srv.server.no_open_state(), "nothing left in the shared store");
+    assert!(a_srv.server.store.durable_get(u64::from_le_bytes(fid[..8].try_into().unwrap())).unwrap().is_none());
+}
+
+/// A replayed DH2Q CREATE of an open made with a lease: with another lease
+/// key ACCESS_DENIED; with the same key (any state asked) or with an oplock,
+/// the open's FileId, the lease as it is now and the durable context.
+#[test]
+fn replayed_create_of_a_leased_open() {
+    let ts = server();
+    let guid = [0x43; 16];
+    let mut a = connected(&ts);
+    let first = create_with(&mut a, "rl.txt", LEVEL_LEASE, &[rqls(12, 3), dh2q(0, guid)]);
+    assert_eq!((first.status, lease_state(&first)), (SUCCESS, Some(3)));
+    let fid = first.file_id();
+    let replay = |c: &mut Client, level: u8, ctxs: &[(&[u8; 4], Vec<u8>)]| {
+        let mut body = create_body("rl.txt", GENERIC_ALL, 0, FILE_OPEN_IF, FILE_NON_DIRECTORY_FILE);
+        body[3] = level;
+        let mut msg = c.build(CREATE, 1, &with_contexts(body, ctxs));
+        set_flags(&mut msg, F_REPLAY);
+        c.send(msg).unwrap().pop().unwrap()
+    };
+    assert_eq!(replay(&mut a, LEVEL_LEASE, &[rqls(13, 3), dh2q(0, guid)]).status, 0xC000_0022, "another lease key");
+    for (level, ctxs) in [(LEVEL_LEASE, vec![rqls(12, 1), dh2q(0, guid)]), (LEVEL_BATCH, vec![dh2q(0, guid)])] {
+        let r = replay(&mut a, level, &ctxs);
+        assert_eq!((r.status, r.file_id(), r.body()[2]), (SUCCESS, fid, LEVEL_LEASE));
+        assert_eq!(lease_state(&r), Some(3), "RH, the lease as it is");
+        assert!(response_contexts(&r).iter().any(|(n, _)| n == b"DH2Q"));
+    }
+    assert_eq!(a.close(&fid).status, SUCCESS);
 }
