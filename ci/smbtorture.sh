@@ -169,11 +169,11 @@ echo "$header"
 echo "$sep"
 for suite in "${suites[@]}"; do
     row="| ${suite#smb2.} |"
-    for t in "${targets[@]}"; do row+=" ${RESULT[$t:$suite]} |"; done
+    for t in "${targets[@]}"; do row+=" ${RESULT[$t:$suite]:-not run} |"; done
     echo "$row"
 done
 row="| time |"
-for t in "${targets[@]}"; do row+=" ${SECONDS_USED[$t:all]} s |"; done
+for t in "${targets[@]}"; do row+=" ${SECONDS_USED[$t:all]:-0} s |"; done
 echo "$row"
 echo
 echo "logs: $logs"
