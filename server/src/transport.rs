@@ -187,6 +187,10 @@ pub trait RdmaOps: Send + Sync {
     /// The most bytes one READ or WRITE may move (SMB Direct MaxReadWriteSize,
     /// bounded by the registered buffers).
     fn max_read_write_size(&self) -> u32;
+    /// The largest SMB2 message the peer accepts inline, i.e. sent as SMB
+    /// Direct data transfer messages (its MaxFragmentedSize, MS-SMBD
+    /// 3.1.1.1 / 3.1.5.1): a response longer than this cannot be sent.
+    fn max_inline_send(&self) -> u32;
     /// A registered buffer of `len` bytes (waits a little for one to free up).
     fn buffer(&self, len: usize) -> io::Result<RdmaBuffer>;
     /// RDMA-writes `buf` into the peer's buffers (SMB2 READ) and waits.

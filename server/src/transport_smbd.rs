@@ -498,6 +498,10 @@ impl MessageSink for SmbdSink {
 }
 
 impl RdmaOps for SmbdSink {
+    fn max_inline_send(&self) -> u32 {
+        self.ch.negotiated.max_fragmented_send
+    }
+
     fn max_read_write_size(&self) -> u32 {
         let slot = u32::try_from(self.ch.alloc.slot_size()).unwrap_or(u32::MAX);
         self.ch.negotiated.max_read_write_size.min(slot)

@@ -68,6 +68,7 @@ pub fn read(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Resu
     if req.channel != CHANNEL_NONE {
         return super::rdma_io::read(conn, ctx, &req, open, out);
     }
+    super::rdma_io::check_inline_read(conn, req.length, conn.read_body_padding)?;
     // Padding between the fixed body and the data: 0 unless a test asked for
     // it with FSCTL_SMBTORTURE_GLOBAL_READ_RESPONSE_BODY_PADDING8.
     let pad = usize::from(conn.read_body_padding);

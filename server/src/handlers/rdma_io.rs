@@ -281,6 +281,25 @@ fn rdma_ops(sink: &Arc<dyn MessageSink>) -> Result<&dyn RdmaOps, NtStatus> {
     sink.rdma().ok_or(NtStatus::INVALID_PARAMETER)
 }
 
+/// An inline READ (Channel NONE) on an SMB Direct channel: its response
+/// goes as SMB Direct data transfer messages, whose reassembled size the
+/// peer bounds by its MaxFragmentedSize (MS-SMBD 3.1.5.1). A READ whose
+/// response could exceed it is refused with STATUS_INVALID_PARAMETER, as for
+/// a Length past Connection.MaxReadSize (MS-SMB2 3.3.5.12): a client reads
+/// that much by RDMA instead. The bound reserves the SMB2 header, the READ
+/// response's fixed body and padding, and a TRANSFORM_HEADER (an encrypted
+/// response is that much longer). On TCP this checks nothing.
+pub fn check_inline_read(conn: &Connection, length: u32, pad: u8) -> Result<(), NtStatus> {
+    const TRANSFORM_HEADER_LEN: u64 = 52;
+    let Some(rdma) = conn.sink.rdma() else { return Ok(()) };
+    let overhead = (HEADER_LEN + 16) as u64 + u64::from(pad) + TRANSFORM_HEADER_LEN;
+    if u64::from(length) + overhead > u64::from(rdma.max_inline_send()) {
+        tracing::debug!(peer = %conn.peer, length, max = rdma.max_inline_send(), "inline READ longer than the peer's SMB Direct MaxFragmentedSize allows");
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    Ok(())
+}
+
 fn rdma_error(conn: &Connection, what: &str, e: std::io::Error) -> NtStatus {
     warn!(peer = %conn.peer, "RDMA {what} failed: {e}");
     NtStatus::UNEXPECTED_NETWORK_ERROR

@@ -10,7 +10,7 @@ use crate::harness::*;
 use smbdirect_rdma_proxy::fdpass::{send_datagram, seqpacket_pair, send_frame, FrameReader, Received};
 use smbdirect_rdma_proxy::pool::PoolMap;
 use smbdirect_rdma_proxy::proto::{
-    rdma_status, ChannelOffer, Frame, Hello, Negotiated, RdmaDir, RdmaDone, RdmaRequest,
+    rdma_status, ChannelOffer, Frame, Hello, Negotiated, RdmaDir, RdmaDone, RdmaRequest, MAX_FRAME_OVERHEAD,
 };
 use smbdirect_server::conn::Disconnect;
 use smbdirect_server::rdma::serve_control;
@@ -55,6 +55,8 @@ struct FakeProxy {
     pool: Arc<PoolMap>,
     mem: Arc<Mutex<ClientMem>>,
     log: Arc<Mutex<Log>>,
+    /// The client's MaxFragmentedSize: the most the channel may send it.
+    max_frag_send: u32,
 }
 
 /// Serves one Rdma request the way the real proxy must: check, then copy.
@@ -95,12 +97,15 @@ impl Wire for FakeProxy {
                     negotiated: Negotiated {
                         max_read_write_size: MAX_RW,
                         max_send_size: 1364,
-                        max_fragmented_send: 1 << 20,
+                        max_fragmented_send: self.max_frag_send,
                         max_fragmented_recv: 1 << 20,
                     },
                     first_message: msg,
                 };
                 send_frame(self.control.as_fd(), &Frame::ChannelOffer(offer), Some(theirs.as_fd())).unwrap();
+                // As the real proxy: a message from the worker longer than
+                // the client's MaxFragmentedSize ends the channel.
+                self.reader = FrameReader::new(self.max_frag_send as usize + MAX_FRAME_OVERHEAD);
                 *self.chan_share.lock().unwrap() = Some(mine.try_clone().unwrap());
                 self.chan = Some(mine);
             }
@@ -144,6 +149,10 @@ fn rig_with(opts: &NegOpts) -> Rig {
 
 /// A channel whose NEGOTIATE is done, nothing more.
 fn rig_negotiated(opts: &NegOpts, f: impl FnOnce(&mut smbdirect_server::config::ServerConfig)) -> Rig {
+    rig_negotiated_frag(opts, 1 << 20, f)
+}
+
+fn rig_negotiated_frag(opts: &NegOpts, max_frag_send: u32, f: impl FnOnce(&mut smbdirect_server::config::ServerConfig)) -> Rig {
     let ts = server_with(f);
     let (proxy_end, server_end) = seqpacket_pair().unwrap();
     let srv = ts.server.clone();
@@ -162,6 +171,7 @@ fn rig_negotiated(opts: &NegOpts, f: impl FnOnce(&mut smbdirect_server::config::
         pool: pool.clone(),
         mem: mem.clone(),
         log: log.clone(),
+        max_frag_send,
     };
     let mut client = Client::new(&ts);
     client.wire = Some(Box::new(fake));
@@ -313,6 +323,32 @@ fn smbd_rdma_write_then_read_moves_the_bytes() {
     drop(r.client);
     // The control loop ends cleanly when the proxy's end closes.
     assert!(r.control_thread.join().unwrap().is_ok());
+}
+
+/// An inline READ (Channel NONE) whose response would exceed the client's
+/// SMB Direct MaxFragmentedSize (cifs.ko's 173910 bytes here) is refused with
+/// STATUS_INVALID_PARAMETER instead of producing a message the proxy must
+/// drop the channel for; one that fits is served, and the channel lives on.
+#[test]
+fn smbd_inline_read_beyond_max_fragmented_size_is_refused() {
+    let mut r = rig_negotiated_frag(&NegOpts::default(), 173_910, |_| {});
+    r.client.session_setup();
+    assert_eq!(r.client.tree_connect("share").status, SUCCESS);
+    let fid = r.client.open_file("inline.bin");
+    let data = pattern(256 * 1024, 5);
+    for at in (0..data.len()).step_by(65536) {
+        assert_eq!(r.client.write(&fid, at as u64, &data[at..at + 65536]).status, SUCCESS);
+    }
+    let resp = r.client.read(&fid, 0, 256 * 1024, charge(256 * 1024));
+    assert_eq!(resp.status, INVALID_PARAMETER, "256 KiB inline READ: STATUS_INVALID_PARAMETER, status {:#x}", resp.status);
+    // Just past the bound (header, READ body and a TRANSFORM_HEADER reserved).
+    let fits = 173_910 - 64 - 16 - 52;
+    let resp = r.client.read(&fid, 0, fits + 1, charge(fits + 1));
+    assert_eq!(resp.status, INVALID_PARAMETER, "status {:#x}", resp.status);
+    let resp = r.client.read(&fid, 0, fits, charge(fits));
+    assert_eq!(resp.status, SUCCESS, "status {:#x}", resp.status);
+    assert!(resp.read_data() == &data[..fits as usize]);
+    assert_eq!(r.rdma_count(), 0);
 }
 
 /// Descriptors that lie about the request are refused with
