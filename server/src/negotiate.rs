@@ -234,10 +234,13 @@ impl Connection {
             caps |= CAP_MULTI_CHANNEL;
         }
         // Leases (v1 on 2.1, v1 and v2 on 3.x), `smb2 leases`; directory
-        // leases for 3.x, `smb3 directory leases` (handlers/lease.rs).
+        // leases for 3.x, `smb3 directory leases` (handlers/lease.rs), only
+        // to a client that announces them: impacket 0.13 (which does not)
+        // fails every CREATE in a share's root once the server advertises
+        // them, and a client that does not announce them asks for none.
         if dialect >= DIALECT_210 && dialect != DIALECT_WILDCARD && cfg.smb2_leases {
             caps |= CAP_LEASING;
-            if dialect >= DIALECT_300 && cfg.smb3_directory_leases {
+            if dialect >= DIALECT_300 && cfg.smb3_directory_leases && self.client_caps & CAP_DIRECTORY_LEASING != 0 {
                 caps |= CAP_DIRECTORY_LEASING;
             }
         }
