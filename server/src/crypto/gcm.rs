@@ -7,8 +7,9 @@
 //! buffers, each 4-block GHASH group cloned and byte-reversed by `ghash`). Here the message goes
 //! through in 4 KiB pieces that stay in L1: a piece's keystream is made in one call of the AES
 //! block cipher over 256 counter blocks, XORed in, and the piece is hashed while it is still in
-//! the cache. Measured on the bench host (AES-128, 8 MiB buffers, best CPU time of several
-//! rounds on a loaded 2-core VM): about 0.40 CPU s/GiB against 0.52 for `aes-gcm` 0.11.
+//! the cache. Measured on the bench host (AES-128, 8 MiB buffers, median thread CPU time of 301
+//! alternating seals in one process, on a loaded 2-core VM): 0.40 CPU s/GiB against 0.49-0.51
+//! for `aes-gcm` 0.11 (README, "How it compares").
 //!
 //! The primitives are RustCrypto's: the `aes` block cipher (AES-NI/VAES by runtime detection)
 //! and POLYVAL from `polyval` (CLMUL by runtime detection). GHASH is POLYVAL with the bytes of
