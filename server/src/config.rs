@@ -216,6 +216,9 @@ pub struct Limits {
     /// (plain put 0.68 vs 0.52, get 0.44 vs 0.28, encrypted put 1.00 vs 0.96,
     /// get 0.84 vs 0.68), though encrypted transfers ran faster (put 478 vs
     /// 343, get 795 vs 597 MiB/s): each READ/WRITE crosses three threads.
+    /// Re-measured 2026-11-27 23:06 and 23:09 (README, "How it compares"): 4 in
+    /// flight still cost more CPU per GiB in plain and encrypted gets in both
+    /// runs, and in encrypted put in one of the two.
     pub max_in_flight_per_connection: usize,
     /// `max send queue` (bytes): responses of one connection waiting to be sent.
     pub max_send_queue: usize,

@@ -10,28 +10,41 @@ use proptest::prelude::*;
 
 use super::super::gcm::Gcm;
 
-const LENGTHS: [usize; 16] = [0, 1, 15, 16, 17, 63, 64, 4095, 4096, 4097, 4111, 8192, 12_289, 65_536, 65_537, 1_048_591];
+const LENGTHS: [usize; 16] = [
+    0, 1, 15, 16, 17, 63, 64, 4095, 4096, 4097, 4111, 8192, 12_289, 65_536, 65_537, 1_048_591,
+];
 
 fn data(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 /// Seals with both implementations and checks they agree, then opens each other's output.
 fn check<A, R>(ours: &Gcm<A>, reference: &R, nonce: [u8; 12], aad: &[u8], msg: &[u8])
 where
-    A: aes::cipher::BlockCipherEncrypt + aes::cipher::BlockSizeUser<BlockSize = aes_gcm::aead::consts::U16>,
+    A: aes::cipher::BlockCipherEncrypt
+        + aes::cipher::BlockSizeUser<BlockSize = aes_gcm::aead::consts::U16>,
     R: AeadInOut<NonceSize = U12, TagSize = aes_gcm::aead::consts::U16>,
 {
     let mut a = msg.to_vec();
     let tag_a = ours.encrypt(&nonce, aad, &mut a);
     let mut b = msg.to_vec();
-    let tag_b = reference.encrypt_inout_detached(&nonce.into(), aad, b.as_mut_slice().into()).expect("reference seal");
+    let tag_b = reference
+        .encrypt_inout_detached(&nonce.into(), aad, b.as_mut_slice().into())
+        .expect("reference seal");
     assert_eq!(a, b, "ciphertext, {} bytes", msg.len());
     assert_eq!(&tag_a[..], &tag_b[..], "tag, {} bytes", msg.len());
     // Ours opens the reference's output, and the reference ours.
-    assert!(ours.decrypt(&nonce, aad, &mut b, &tag_b.into()), "ours opens, {} bytes", msg.len());
+    assert!(
+        ours.decrypt(&nonce, aad, &mut b, &tag_b.into()),
+        "ours opens, {} bytes",
+        msg.len()
+    );
     assert_eq!(b, msg);
-    reference.decrypt_inout_detached(&nonce.into(), aad, a.as_mut_slice().into(), &tag_a.into()).expect("reference opens ours");
+    reference
+        .decrypt_inout_detached(&nonce.into(), aad, a.as_mut_slice().into(), &tag_a.into())
+        .expect("reference opens ours");
     assert_eq!(a, msg);
 }
 
@@ -54,7 +67,13 @@ fn gcm256_matches_aes_gcm() {
     for (i, len) in LENGTHS.into_iter().enumerate() {
         let nonce = [0xA0 ^ i as u8; 12];
         // AAD lengths other than the TRANSFORM header's 32 as well.
-        check(&ours, &reference, nonce, &data(i * 7, 3), &data(len, i as u8));
+        check(
+            &ours,
+            &reference,
+            nonce,
+            &data(i * 7, 3),
+            &data(len, i as u8),
+        );
     }
 }
 
@@ -65,7 +84,13 @@ fn gcm_all_ones_nonce_many_pieces() {
     let key = [0xFFu8; 16];
     let ours = Gcm::new(Aes128Enc::new(&key.into()));
     let reference = AesGcm::<Aes128Enc, U12>::new(&key.into());
-    check(&ours, &reference, [0xFF; 12], &[0xFF; 32], &data(300_000, 0xFF));
+    check(
+        &ours,
+        &reference,
+        [0xFF; 12],
+        &[0xFF; 32],
+        &data(300_000, 0xFF),
+    );
 }
 
 /// A flipped bit anywhere (AAD, message, tag) fails the tag check.
@@ -81,19 +106,28 @@ fn gcm_rejects_any_flipped_bit() {
     for pos in [0, 15, 16, 4095, 4096, 4999] {
         let mut bad = ct.clone();
         bad[pos] ^= 0x01;
-        assert!(!ours.decrypt(&nonce, &aad, &mut bad, &tag), "flip at message byte {pos}");
+        assert!(
+            !ours.decrypt(&nonce, &aad, &mut bad, &tag),
+            "flip at message byte {pos}"
+        );
     }
     for pos in [0, 31] {
         let mut bad_aad = aad.clone();
         bad_aad[pos] ^= 0x80;
         let mut c = ct.clone();
-        assert!(!ours.decrypt(&nonce, &bad_aad, &mut c, &tag), "flip at aad byte {pos}");
+        assert!(
+            !ours.decrypt(&nonce, &bad_aad, &mut c, &tag),
+            "flip at aad byte {pos}"
+        );
     }
     for pos in [0, 15] {
         let mut bad_tag = tag;
         bad_tag[pos] ^= 0x10;
         let mut c = ct.clone();
-        assert!(!ours.decrypt(&nonce, &aad, &mut c, &bad_tag), "flip at tag byte {pos}");
+        assert!(
+            !ours.decrypt(&nonce, &aad, &mut c, &bad_tag),
+            "flip at tag byte {pos}"
+        );
     }
     let mut c = ct.clone();
     assert!(!ours.decrypt(&[2u8; 12], &aad, &mut c, &tag), "other nonce");
