@@ -170,7 +170,9 @@ fn relay(mut tcp_in: TcpStream, id: u64, max_io: u32, control: &OwnedFd, control
         negotiated: Negotiated {
             max_read_write_size: max_io,
             max_send_size: 1364,
-            max_fragmented_send: 1 << 20,
+            // What this stand-in really carries per message (Direct TCP frames):
+            // the worker refuses inline READs whose response would exceed it.
+            max_fragmented_send: u32::try_from(MAX_MESSAGE).unwrap_or(u32::MAX),
             max_fragmented_recv: 1 << 20,
         },
         first_message: first,
