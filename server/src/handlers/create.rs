@@ -195,6 +195,42 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
 }
 
 /// The instant a break that times out at `until` (ms since the Unix epoch) ends.
+/// Admits a new open of the file (or stream) `key`: unless it was just
+/// created, breaks the oplocks and leases it conflicts with (a break that
+/// needs an acknowledgment makes the CREATE wait: PENDING with `blocked`
+/// set), then the share-mode check and the new entry, in one step for all
+/// workers.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn admit(
+    server: &Server,
+    key: (u64, u64),
+    entry: ShareModeEntry,
+    lease: Option<&crate::store::lease::LeaseId>,
+    retry: bool,
+    action: u32,
+    level2: bool,
+    blocked: &mut Option<(FileKey, u64)>,
+) -> Result<(), NtStatus> {
+    if action != ACTION_CREATED {
+        let overwrite = matches!(action, ACTION_OVERWRITTEN | ACTION_SUPERSEDED);
+        let timeout = server.cfg.limits.oplock_break_timeout.as_millis() as u64;
+        let (check, notify) = server.store.oplock_open(key.into(), &entry, lease, retry, overwrite, level2, Server::now_ms(), timeout, server.worker_id).map_err(store_status)?;
+        for w in notify {
+            server.wake(w, key.into());
+        }
+        if let OpenCheck::Wait { until } = check {
+            *blocked = Some((key.into(), until));
+            return Err(NtStatus::PENDING);
+        }
+    }
+    match server.store.open_file(key.into(), entry) {
+        Ok(()) => Ok(()),
+        Err(OpenError::DeletePending) => Err(NtStatus::DELETE_PENDING),
+        Err(OpenError::SharingViolation) => Err(NtStatus::SHARING_VIOLATION),
+        Err(OpenError::Store(e)) => Err(store_status(e)),
+    }
+}
+
 fn deadline(until: u64) -> Instant {
     Instant::now() + Duration::from_millis(until.saturating_sub(Server::now_ms()))
 }
@@ -489,25 +525,7 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
     // Oplocks other opens hold on the file break first (MS-FSA 2.1.5.1.2);
     // a break that needs an acknowledgment makes this CREATE wait.
     let level2 = tree.share.cfg.level2_oplocks;
-    if action != ACTION_CREATED {
-        let overwrite = matches!(action, ACTION_OVERWRITTEN | ACTION_SUPERSEDED);
-        let timeout = server.cfg.limits.oplock_break_timeout.as_millis() as u64;
-        let (check, notify) = server.store.oplock_open(key.into(), &entry, lease_req.as_ref().map(|l| &l.id), call.retry, overwrite, level2, Server::now_ms(), timeout, server.worker_id).map_err(store_status)?;
-        for w in notify {
-            server.wake(w, key.into());
-        }
-        if let OpenCheck::Wait { until } = check {
-            *blocked = Some((key.into(), until));
-            return Err(NtStatus::PENDING);
-        }
-    }
-    // The share-mode check and the new entry, in one step for all workers.
-    match server.store.open_file(key.into(), entry) {
-        Ok(()) => {}
-        Err(OpenError::DeletePending) => return Err(NtStatus::DELETE_PENDING),
-        Err(OpenError::SharingViolation) => return Err(NtStatus::SHARING_VIOLATION),
-        Err(OpenError::Store(e)) => return Err(store_status(e)),
-    }
+    admit(server, key, entry, lease_req.as_ref().map(|l| &l.id), call.retry, action, level2, blocked)?;
     if entry.delete_on_close {
         server.note_delete_path(key, &tree.share.cfg.name, &rel);
     }

@@ -21,7 +21,7 @@ use super::create::{FILE_CREATE, FILE_OPEN, FILE_OPEN_IF, FILE_OVERWRITE, FILE_S
 use super::*;
 use crate::objects::{lock, store_status, Open, OpenKind, OplockTarget, Server, Session, StreamOpen, Tree};
 use crate::store::oplock::{LEVEL_BATCH, LEVEL_EXCLUSIVE, LEVEL_II};
-use crate::store::{OpenCheck, OpenError, ShareModeEntry};
+use crate::store::{OpenError, ShareModeEntry};
 use crate::vfs::streams::{self, stream_key};
 use crate::vfs::{self, FileStat};
 use crate::wire::messages::CreateReq;
@@ -172,26 +172,7 @@ fn open_stream(c: &StreamCreate<'_>, fd: OwnedFd, base: &FileStat, made_file: bo
     let entry = ShareModeEntry { open: server.open_id(id), access: desired, share_access: req.share_access, delete_on_close: req.options & OPT_DELETE_ON_CLOSE != 0 };
     // Oplocks other opens hold on the stream break first (MS-FSA 2.1.5.1.2).
     let level2 = c.tree.share.cfg.level2_oplocks;
-    if action != ACTION_CREATED {
-        let overwrite = matches!(action, ACTION_OVERWRITTEN | ACTION_SUPERSEDED);
-        let timeout = server.cfg.limits.oplock_break_timeout.as_millis() as u64;
-        let lease = c.lease_req.map(|l| &l.id);
-        let (check, notify) =
-            server.store.oplock_open(key.into(), &entry, lease, c.retry, overwrite, level2, Server::now_ms(), timeout, server.worker_id).map_err(store_status)?;
-        for w in notify {
-            server.wake(w, key.into());
-        }
-        if let OpenCheck::Wait { until } = check {
-            *blocked = Some((key.into(), until));
-            return Err(NtStatus::PENDING);
-        }
-    }
-    match server.store.open_file(key.into(), entry) {
-        Ok(()) => {}
-        Err(OpenError::DeletePending) => return Err(NtStatus::DELETE_PENDING),
-        Err(OpenError::SharingViolation) => return Err(NtStatus::SHARING_VIOLATION),
-        Err(OpenError::Store(e)) => return Err(store_status(e)),
-    }
+    super::create::admit(server, key, entry, c.lease_req.map(|l| &l.id), c.retry, action, level2, blocked)?;
     if matches!(action, ACTION_OVERWRITTEN | ACTION_SUPERSEDED) {
         if let Err(e) = streams::set_size(&fd, &name, 0) {
             release(server, key, id);
