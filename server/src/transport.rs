@@ -96,6 +96,30 @@ impl RecvControl {
     pub fn is_halted(&self) -> bool {
         self.halted.load(Ordering::Acquire)
     }
+    /// Waits until `sock` has something to read, or the reader is halted
+    /// (false: the connection or channel goes to another worker, see
+    /// connpass.rs). Without a halt eventfd, returns at once.
+    pub fn wait_readable(&self, sock: impl AsFd) -> io::Result<bool> {
+        use rustix::event::{poll, PollFd, PollFlags};
+        let Some(halt) = self.halt_fd() else { return Ok(true) };
+        loop {
+            if self.is_halted() {
+                return Ok(false);
+            }
+            let mut fds = [PollFd::new(&sock, PollFlags::IN), PollFd::from_borrowed_fd(halt, PollFlags::IN)];
+            match poll(&mut fds, None) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            if self.is_halted() {
+                return Ok(false);
+            }
+            if !fds[0].revents().is_empty() {
+                return Ok(true);
+            }
+        }
+    }
     /// The first byte of a message arrived.
     pub fn start(&self) {
         let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(IDLE - 1);

@@ -399,28 +399,11 @@ fn channel_reader(ch: Arc<Channel>, tx: mpsc::Sender<Vec<u8>>, queued: Arc<Atomi
 }
 
 /// Waits until the channel socket has something to read, or the
-/// connection's reader is halted (false: the channel goes to another worker,
-/// see connpass.rs). Without a halt eventfd, returns at once.
+/// connection's reader is halted (`RecvControl::wait_readable`).
 fn wait_readable(ch: &Channel) -> io::Result<bool> {
-    use rustix::event::{poll, PollFd, PollFlags};
-    let Some(c) = ch.control.get() else { return Ok(true) };
-    let Some(halt) = c.halt_fd() else { return Ok(true) };
-    loop {
-        if c.is_halted() {
-            return Ok(false);
-        }
-        let mut fds = [PollFd::new(&ch.sock, PollFlags::IN), PollFd::from_borrowed_fd(halt, PollFlags::IN)];
-        match poll(&mut fds, None) {
-            Ok(_) => {}
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-        if c.is_halted() {
-            return Ok(false);
-        }
-        if !fds[0].revents().is_empty() {
-            return Ok(true);
-        }
+    match ch.control.get() {
+        Some(c) => c.wait_readable(&ch.sock),
+        None => Ok(true),
     }
 }
 

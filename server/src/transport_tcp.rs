@@ -104,28 +104,11 @@ impl TcpSource {
     }
 
     /// Waits until the socket has something to read, or the connection's
-    /// reader is halted (false: a connection passed to another worker, see
-    /// connpass.rs). Without a halt eventfd, returns at once.
+    /// reader is halted (`RecvControl::wait_readable`).
     fn wait_readable(&self) -> io::Result<bool> {
-        use rustix::event::{poll, PollFd, PollFlags};
-        let Some(c) = &self.control else { return Ok(true) };
-        let Some(halt) = c.halt_fd() else { return Ok(true) };
-        loop {
-            if c.is_halted() {
-                return Ok(false);
-            }
-            let mut fds = [PollFd::new(&self.stream, PollFlags::IN), PollFd::from_borrowed_fd(halt, PollFlags::IN)];
-            match poll(&mut fds, None) {
-                Ok(_) => {}
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-            if c.is_halted() {
-                return Ok(false);
-            }
-            if !fds[0].revents().is_empty() {
-                return Ok(true);
-            }
+        match &self.control {
+            Some(c) => c.wait_readable(&self.stream),
+            None => Ok(true),
         }
     }
 
