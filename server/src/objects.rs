@@ -780,9 +780,6 @@ impl Open {
                 return;
             }
         };
-        for w in closed.wake {
-            server.wake(w, key.into());
-        }
         let mut removed = false;
         if closed.delete && self.stream.is_none() && crate::handlers::streams::deferred_delete(server, self, key) {
             // Its streams' opens remove it when the last one closes.
@@ -805,6 +802,13 @@ impl Open {
             if let Err(e) = server.store.deleted(key.into()) {
                 tracing::warn!("record of a deleted file kept: {e}");
             }
+        }
+        // Opens waiting for this one (share mode, oplock break) go on only
+        // now that a delete-on-close is done: woken before, one on another
+        // worker could look again while the file is still there, delete
+        // pending, and fail with DELETE_PENDING where it must create anew.
+        for w in closed.wake {
+            server.wake(w, key.into());
         }
         crate::handlers::lease::on_close(server, self, removed);
         if let Some(s) = &self.stream {

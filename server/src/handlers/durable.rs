@@ -477,9 +477,7 @@ pub fn reconnect(cs: &CreateSide<'_>, req: &Request, contexts: &[(&[u8], &[u8])]
     if owner(cs.session).as_deref() != Some(rec.owner.as_str()) {
         return Err(NtStatus::ACCESS_DENIED);
     }
-    if rec.disconnected_until.is_none() {
-        return Err(NOT_FOUND);
-    }
+    let rec = if rec.disconnected_until.is_none() { wait_disconnected(server, persistent).ok_or(NOT_FOUND)? } else { rec };
     let open = if rec.open.worker != server.worker_id {
         reopen_here(cs, &rec)?
     } else {
@@ -509,6 +507,42 @@ pub fn reconnect(cs: &CreateSide<'_>, req: &Request, contexts: &[(&[u8], &[u8])]
     lock(&cs.session.opens).insert(open.volatile_id, open.clone());
     info!(session = cs.session.id, open = open.volatile_id, path = %lock(&open.path), "durable handle reconnected");
     Ok((open, ACTION_OPENED, level, ctx))
+}
+
+/// How long a reconnect waits for the connection that still holds the open
+/// to be seen gone.
+const RECONNECT_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A reconnect found the open still attached to a connection. A client
+/// reconnects after it closed (or lost) that connection, but the server may
+/// not have read the end of it yet: under load the old connection's thread
+/// (on this worker or another) runs a few milliseconds after the client's
+/// new connection has negotiated, set up a session and sent the CREATE (seen
+/// with smbtorture's durable-open reopen2 and lock-oplock beside CPU-bound
+/// jobs). So the reconnect waits, a bounded time, for the record to become
+/// disconnected, woken by this worker's file events and looking at the store
+/// (which another worker updates) every few milliseconds. `None` when the
+/// open is still attached after [`RECONNECT_GRACE`]: its connection is alive
+/// and the reconnect fails as before.
+fn wait_disconnected(server: &Server, persistent: u64) -> Option<DurableRecord> {
+    let until = std::time::Instant::now() + RECONNECT_GRACE;
+    let mut seen = server.file_events.generation();
+    loop {
+        let now = std::time::Instant::now();
+        if now >= until {
+            debug!(persistent, "durable reconnect: the open is still attached to a live connection");
+            return None;
+        }
+        seen = server.file_events.wait(seen, (now + std::time::Duration::from_millis(5)).min(until));
+        match server.store.durable_get(persistent) {
+            Ok(Some(r)) if r.disconnected_until.is_some() => {
+                debug!(persistent, waited_ms = (RECONNECT_GRACE - until.saturating_duration_since(std::time::Instant::now())).as_millis() as u64, "durable reconnect: waited for the old connection to end");
+                return Some(r);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return None,
+        }
+    }
 }
 
 /// A reconnect that reached another worker than the one keeping the
@@ -658,6 +692,8 @@ pub fn keep(server: &Arc<Server>, open: &Arc<Open>) -> bool {
     lock(&server.oplock_opens).remove(&open.volatile_id);
     info!(open = open.volatile_id, path = %lock(&open.path), timeout_ms = info.timeout_ms, "durable handle disconnected, kept");
     server.durable.insert(server, open.clone(), until);
+    // A reconnect on this worker may be waiting for this (`wait_disconnected`).
+    server.file_events.bump();
     // A break that started before (its notice went to the connection that
     // is gone, or came while the open was neither reachable nor in the
     // table) can never be acknowledged: the open closes now, as one that a

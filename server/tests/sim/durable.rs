@@ -142,6 +142,35 @@ fn v2_open_survives_a_lost_connection() {
     assert!(ts.server.store.durable_get(u64::from_le_bytes(fid[..8].try_into().unwrap())).unwrap().is_none(), "record gone with the close");
 }
 
+/// A client reconnects as soon as it has dropped its connection, before
+/// the server has read the end of it (smbtorture's durable-open reopen2 did
+/// so and failed now and then on a loaded host): the DH2C waits for the old
+/// connection to end instead of failing; while that connection is alive, the
+/// reconnect still fails (after a bounded wait).
+#[test]
+fn reconnect_waits_for_the_old_connection_to_end() {
+    let ts = server();
+    let guid = [0x5C; 16];
+    let mut a = connected(&ts);
+    let r = create_with(&mut a, "w.txt", LEVEL_BATCH, &[dh2q(0, guid)]);
+    assert_eq!((r.status, r.body()[2]), (SUCCESS, LEVEL_BATCH));
+    let fid = r.file_id();
+    let mut b = connected(&ts);
+    let started = std::time::Instant::now();
+    assert_eq!(create_with(&mut b, "w.txt", LEVEL_BATCH, &[dh2c(&fid, guid)]).status, OBJECT_NAME_NOT_FOUND, "its connection is alive");
+    assert!(started.elapsed() >= Duration::from_millis(400), "the refusal came after the wait");
+    let waiter = std::thread::spawn(move || {
+        let r = create_with(&mut b, "w.txt", LEVEL_BATCH, &[dh2c(&fid, guid)]);
+        (r.status, r.file_id(), b)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    drop(a);
+    let (status, got, mut b) = waiter.join().unwrap();
+    assert_eq!(status, SUCCESS, "reconnected once the old connection ended");
+    assert_eq!(got, fid);
+    assert_eq!(b.close(&fid).status, SUCCESS);
+}
+
 /// v1: DHnQ is granted with a batch oplock only; DHnC takes the open back
 /// on a new connection whose session was set up with PreviousSessionId.
 #[test]
