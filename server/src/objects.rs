@@ -158,6 +158,7 @@ impl Server {
         self.lock_waits.wake(self, key);
         self.send_oplock_notices(key);
         crate::handlers::lease::send_notices(self, key);
+        crate::handlers::durable::close_requested(self, key);
         self.file_events.bump();
     }
 

@@ -206,6 +206,69 @@ pub fn close_app_instance(cs: &CreateSide<'_>, req: &Request, contexts: &[(&[u8]
         info!(open = o.volatile_id, path = %path, "disconnected open closed: a new open with its AppInstanceId");
         o.close(server);
     }
+    // Such opens on other workers (the two CREATEs came on connections with
+    // different ClientGUIDs, which the supervisor may route apart): their
+    // worker closes them when woken ([`close_requested`]); this CREATE waits,
+    // a bounded time, for their records to go, so that it meets neither
+    // their share mode nor their oplock.
+    let remote: Vec<DurableRecord> = match server.store.durable_by_app_instance(&id) {
+        Ok(v) => v
+            .into_iter()
+            .filter(|r| r.open.worker != server.worker_id && r.owner == me && r.share.eq_ignore_ascii_case(&cs.tree.share.cfg.name) && r.path.eq_ignore_ascii_case(&path))
+            .collect(),
+        Err(e) => {
+            warn!("opens of an AppInstanceId on other workers not looked up: {e}");
+            Vec::new()
+        }
+    };
+    for r in remote {
+        match server.store.durable_request_close(r.persistent_id) {
+            Ok(true) => {
+                info!(worker = r.open.worker, path = %path, "asking another worker to close the open of this AppInstanceId");
+                server.wake(r.open.worker, r.file);
+                if wait_record(server, r.persistent_id, APP_INSTANCE_WAIT, |r| r.is_none()).is_none() {
+                    warn!(worker = r.open.worker, path = %path, "the open of this AppInstanceId on another worker was not closed in time");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => warn!("close of an AppInstanceId's open on another worker not asked: {e}"),
+        }
+    }
+}
+
+/// How long a CREATE with an AppInstanceId waits for another worker to close
+/// the open it replaces.
+const APP_INSTANCE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// This worker was woken for the file `key`: closes the durable opens of it
+/// that another worker asked to be closed (a new open with their
+/// AppInstanceId, [`close_app_instance`]), connected or disconnected, as a
+/// CLOSE would (no oplock break). A record whose open is not here any more
+/// is dropped.
+pub fn close_requested(server: &Server, key: crate::store::FileKey) {
+    let recs = match server.store.durable_close_requests(server.worker_id) {
+        Ok(v) => v,
+        Err(e) => {
+            warn!("close requests of durable opens not read: {e}");
+            return;
+        }
+    };
+    for r in recs.into_iter().filter(|r| r.file == key) {
+        let volatile = r.open.open;
+        let open = server.durable.take_volatile(volatile).or_else(|| {
+            let sessions: Vec<Arc<Session>> = lock(&server.sessions).values().cloned().collect();
+            sessions.iter().find_map(|s| lock(&s.opens).remove(&volatile))
+        });
+        match open {
+            Some(o) => {
+                info!(open = volatile, path = %r.path, "open closed: a new open with its AppInstanceId on another worker");
+                o.close(server);
+            }
+            None => {
+                let _ = server.store.durable_remove(r.persistent_id);
+            }
+        }
+    }
 }
 
 /// An open a CREATE is answered with without opening anything: (open,
@@ -288,6 +351,8 @@ fn grant_record(cs: &CreateSide<'_>, open: &Open, version: u8, create_guid: [u8;
         lease_key: lease_key(contexts),
         timeout_ms,
         disconnected_until: None,
+        app_instance_id: if version == 2 { app_instance_id(contexts) } else { None },
+        close_requested: false,
     };
     if let Err(e) = server.store.durable_put(&rec) {
         warn!("durable handle not granted: {e}");
@@ -525,23 +590,37 @@ const RECONNECT_GRACE: std::time::Duration = std::time::Duration::from_millis(50
 /// open is still attached after [`RECONNECT_GRACE`]: its connection is alive
 /// and the reconnect fails as before.
 fn wait_disconnected(server: &Server, persistent: u64) -> Option<DurableRecord> {
-    let until = std::time::Instant::now() + RECONNECT_GRACE;
+    let started = std::time::Instant::now();
+    match wait_record(server, persistent, RECONNECT_GRACE, |r| r.map_or(true, |r| r.disconnected_until.is_some())) {
+        Some(Some(r)) => {
+            debug!(persistent, waited_ms = started.elapsed().as_millis() as u64, "durable reconnect: waited for the old connection to end");
+            Some(r)
+        }
+        Some(None) => None,
+        None => {
+            debug!(persistent, "durable reconnect: the open is still attached to a live connection");
+            None
+        }
+    }
+}
+
+/// Waits up to `grace` until the durable record `persistent` (`None`: gone)
+/// satisfies `done`, woken by this worker's file events and reading the
+/// store (which other workers change) every few milliseconds. The record
+/// then (`Some`); `None` when time ran out or the store failed.
+fn wait_record(server: &Server, persistent: u64, grace: std::time::Duration, done: impl Fn(Option<&DurableRecord>) -> bool) -> Option<Option<DurableRecord>> {
+    let until = std::time::Instant::now() + grace;
     let mut seen = server.file_events.generation();
     loop {
+        let rec = server.store.durable_get(persistent).ok()?;
+        if done(rec.as_ref()) {
+            return Some(rec);
+        }
         let now = std::time::Instant::now();
         if now >= until {
-            debug!(persistent, "durable reconnect: the open is still attached to a live connection");
             return None;
         }
         seen = server.file_events.wait(seen, (now + std::time::Duration::from_millis(5)).min(until));
-        match server.store.durable_get(persistent) {
-            Ok(Some(r)) if r.disconnected_until.is_some() => {
-                debug!(persistent, waited_ms = (RECONNECT_GRACE - until.saturating_duration_since(std::time::Instant::now())).as_millis() as u64, "durable reconnect: waited for the old connection to end");
-                return Some(r);
-            }
-            Ok(Some(_)) => {}
-            Ok(None) | Err(_) => return None,
-        }
     }
 }
 

@@ -15,7 +15,7 @@
 use super::records::Reader;
 use super::{FileKey, GlobalOpenId, StoreError};
 
-const RECORD_VERSION: u8 = 1;
+const RECORD_VERSION: u8 = 2;
 /// The longest string kept in a record (user, share, path): a bound on what
 /// a damaged record can make us allocate.
 const MAX_STRING: usize = 64 * 1024;
@@ -50,6 +50,11 @@ pub struct DurableRecord {
     /// `None` while the open is connected; else when (ms since the Unix
     /// epoch) the disconnected open is closed unless reclaimed.
     pub disconnected_until: Option<u64>,
+    /// Open.AppInstanceId (MS-SMB2 2.2.13.2.13), for a DH2Q open made with one.
+    pub app_instance_id: Option<[u8; 16]>,
+    /// Another worker asked the holder to close this open (a new open with
+    /// its AppInstanceId, 3.3.5.9.13); the holder does so when woken.
+    pub close_requested: bool,
 }
 
 impl DurableRecord {
@@ -86,6 +91,14 @@ impl DurableRecord {
             }
             None => o.push(0),
         }
+        match &self.app_instance_id {
+            Some(k) => {
+                o.push(1);
+                o.extend_from_slice(k);
+            }
+            None => o.push(0),
+        }
+        o.push(self.close_requested as u8);
         o
     }
 
@@ -122,6 +135,11 @@ impl DurableRecord {
             0 => None,
             _ => Some(r.u64()?),
         };
+        let app_instance_id = match r.u8()? {
+            0 => None,
+            _ => Some(r.guid()?),
+        };
+        let close_requested = r.u8()? != 0;
         r.end()?;
         Ok(DurableRecord {
             persistent_id,
@@ -139,6 +157,8 @@ impl DurableRecord {
             lease_key,
             timeout_ms,
             disconnected_until,
+            app_instance_id,
+            close_requested,
         })
     }
 
@@ -202,10 +222,14 @@ mod tests {
             lease_key: None,
             timeout_ms: 60_000,
             disconnected_until: None,
+            app_instance_id: None,
+            close_requested: false,
         };
         assert_eq!(DurableRecord::decode(&r.encode()).unwrap(), r);
         r.lease_key = Some([8; 16]);
         r.disconnected_until = Some(123);
+        r.app_instance_id = Some([9; 16]);
+        r.close_requested = true;
         let b = r.encode();
         assert_eq!(DurableRecord::decode(&b).unwrap(), r);
         for cut in 0..b.len() {

@@ -550,4 +550,24 @@ impl StateStore for LmdbStore {
         let txn = self.env.read_txn()?;
         Ok(self.durables(&txn)?.into_iter().map(|(_, r)| r).filter(|r| r.open.worker == worker && r.disconnected_until.is_some_and(|t| t <= now_ms)).collect())
     }
+
+    fn durable_request_close(&self, persistent_id: u64) -> Result<bool, StoreError> {
+        self.write(|t| {
+            let k = encode_id(persistent_id);
+            let Some(mut r) = self.durable.get(t, &k)?.map(DurableRecord::decode).transpose()? else { return Ok(false) };
+            r.close_requested = true;
+            self.durable.put(t, &k, &r.encode())?;
+            Ok(true)
+        })
+    }
+
+    fn durable_close_requests(&self, worker: u32) -> Result<Vec<DurableRecord>, StoreError> {
+        let txn = self.env.read_txn()?;
+        Ok(self.durables(&txn)?.into_iter().map(|(_, r)| r).filter(|r| r.open.worker == worker && r.close_requested).collect())
+    }
+
+    fn durable_by_app_instance(&self, id: &[u8; 16]) -> Result<Vec<DurableRecord>, StoreError> {
+        let txn = self.env.read_txn()?;
+        Ok(self.durables(&txn)?.into_iter().map(|(_, r)| r).filter(|r| r.app_instance_id.as_ref() == Some(id)).collect())
+    }
 }

@@ -341,4 +341,16 @@ impl StateStore for MemStore {
     fn durable_expired(&self, worker: u32, now_ms: u64) -> Result<Vec<DurableRecord>, StoreError> {
         Ok(self.read().durable.values().filter(|r| r.open.worker == worker && r.disconnected_until.is_some_and(|t| t <= now_ms)).cloned().collect())
     }
+
+    fn durable_request_close(&self, persistent_id: u64) -> Result<bool, StoreError> {
+        Ok(self.write().durable.get_mut(&persistent_id).map(|r| r.close_requested = true).is_some())
+    }
+
+    fn durable_close_requests(&self, worker: u32) -> Result<Vec<DurableRecord>, StoreError> {
+        Ok(self.read().durable.values().filter(|r| r.open.worker == worker && r.close_requested).cloned().collect())
+    }
+
+    fn durable_by_app_instance(&self, id: &[u8; 16]) -> Result<Vec<DurableRecord>, StoreError> {
+        Ok(self.read().durable.values().filter(|r| r.app_instance_id.as_ref() == Some(id)).cloned().collect())
+    }
 }

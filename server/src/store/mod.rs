@@ -249,6 +249,14 @@ pub trait StateStore: Send + Sync {
     /// connected again. The record as it was before; `None` when there is
     /// nothing to claim (of two reconnects racing, one wins).
     fn durable_move(&self, persistent_id: u64, to: GlobalOpenId, now_ms: u64) -> Result<Option<DurableRecord>, StoreError>;
+    /// Asks the worker holding the durable open to close it (a new open
+    /// with its AppInstanceId on another worker): marks the record; false
+    /// when there is no such record.
+    fn durable_request_close(&self, persistent_id: u64) -> Result<bool, StoreError>;
+    /// The durable opens of `worker` whose close another worker asked for.
+    fn durable_close_requests(&self, worker: u32) -> Result<Vec<DurableRecord>, StoreError>;
+    /// The durable opens made with AppInstanceId `id`.
+    fn durable_by_app_instance(&self, id: &[u8; 16]) -> Result<Vec<DurableRecord>, StoreError>;
 }
 
 /// What [`StateStore::lease_ack`] did: the file, the lease's state and

@@ -359,6 +359,8 @@ fn durable_rec(pid: u64, worker: u32, guid: u8) -> DurableRecord {
         lease_key: None,
         timeout_ms: 1000,
         disconnected_until: None,
+        app_instance_id: None,
+        close_requested: false,
     }
 }
 

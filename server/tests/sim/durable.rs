@@ -434,30 +434,33 @@ fn durable_handles_off() {
 
 /// A DH2Q open with the AppInstanceId of another open of the same file by
 /// the same user closes that one first, without a break (MS-SMB2 3.3.5.9.13).
-#[test]
-fn app_instance_id_takes_over() {
-    let ts = server();
+/// A DH2Q CREATE of app.txt (batch, sharing nothing) with CreateGuid
+/// `[guid; 16]` and the AppInstanceId `[id; 16]`.
+fn create_app(c: &mut Client, guid: u8, id: u8) -> Resp {
     let app = |id: u8| {
         let mut d = Vec::new();
         d.u16_(20).u16_(0).bytes(&[id; 16]);
         d
     };
     const TAG: [u8; 16] = [0x45, 0xBC, 0xA6, 0x6A, 0xEF, 0xA7, 0xF7, 0x4A, 0x90, 0x08, 0xFA, 0x46, 0x2E, 0x14, 0x4D, 0x74];
-    let create_app = |c: &mut Client, guid: u8, id: u8| {
-        let mut b = create_body("app.txt", GENERIC_ALL, 0, FILE_OPEN_IF, FILE_NON_DIRECTORY_FILE);
-        b[3] = LEVEL_BATCH;
-        // The 16-byte context name goes in by hand: with_contexts takes 4-byte names.
-        let mut b = with_contexts(b, &[dh2q(0, [guid; 16]), (b"XXXX", app(id))]);
-        let at = b.windows(4).rposition(|w| w == b"XXXX").unwrap();
-        // Name length 16 and the data moved by 12 bytes: rebuild this context's header.
-        let hdr = at - 16;
-        let data = app(id);
-        b.truncate(hdr);
-        b.u32_(0).u16_(16).u16_(16).u16_(0).u16_(32).u32_(data.len() as u32).bytes(&TAG).bytes(&data);
-        let total = b.len() - le32(&b, 48) as usize + 64;
-        b[52..56].copy_from_slice(&(total as u32).to_le_bytes());
-        c.call(CREATE, 1, &b)
-    };
+    let mut b = create_body("app.txt", GENERIC_ALL, 0, FILE_OPEN_IF, FILE_NON_DIRECTORY_FILE);
+    b[3] = LEVEL_BATCH;
+    // The 16-byte context name goes in by hand: with_contexts takes 4-byte names.
+    let mut b = with_contexts(b, &[dh2q(0, [guid; 16]), (b"XXXX", app(id))]);
+    let at = b.windows(4).rposition(|w| w == b"XXXX").unwrap();
+    // Name length 16 and the data moved by 12 bytes: rebuild this context's header.
+    let hdr = at - 16;
+    let data = app(id);
+    b.truncate(hdr);
+    b.u32_(0).u16_(16).u16_(16).u16_(0).u16_(32).u32_(data.len() as u32).bytes(&TAG).bytes(&data);
+    let total = b.len() - le32(&b, 48) as usize + 64;
+    b[52..56].copy_from_slice(&(total as u32).to_le_bytes());
+    c.call(CREATE, 1, &b)
+}
+
+#[test]
+fn app_instance_id_takes_over() {
+    let ts = server();
     let mut a = connected(&ts);
     let mut b = connected(&ts);
     let ra = create_app(&mut a, 1, 0xA1);
@@ -478,6 +481,32 @@ fn app_instance_id_takes_over() {
     assert_eq!(a.close(&ra.file_id()).status, FILE_CLOSED);
     assert_eq!(b.close(&rb.file_id()).status, SUCCESS);
     assert!(ts.server.no_open_state());
+}
+
+/// The two opens of one AppInstanceId on two workers (connections with two
+/// ClientGUIDs: smbtorture's durable-v2-open.app-instance): the new open's
+/// worker asks the other, through the store and its wake-up socket, to close
+/// the first one, and waits for that; no break reaches the first client.
+#[test]
+fn app_instance_id_takes_over_across_workers() {
+    let ts1 = server();
+    let state = ts1.dir.path().join("state");
+    let store = smbdirect_server::store::create(&state).unwrap();
+    let cfg = ts1.server.cfg.clone();
+    let w1 = smbdirect_server::objects::Server::with_store(cfg.clone(), store.clone(), 1, Some(state.clone())).unwrap();
+    let w2 = smbdirect_server::objects::Server::with_store(cfg, store, 2, Some(state.clone())).unwrap();
+    let t1 = TestServer { server: w1, dir: tempfile::tempdir().unwrap() };
+    let t2 = TestServer { server: w2, dir: tempfile::tempdir().unwrap() };
+    let mut a = connected(&t1);
+    let mut b = connected(&t2);
+    let ra = create_app(&mut a, 1, 0xA1);
+    assert_eq!((ra.status, ra.body()[2]), (SUCCESS, LEVEL_BATCH));
+    let rb = create_app(&mut b, 2, 0xA1);
+    assert_eq!((rb.status, rb.body()[2]), (SUCCESS, LEVEL_BATCH), "the first open was closed on worker 1, no sharing violation");
+    assert!(a.next_async(Duration::from_millis(200)).is_none(), "no break");
+    assert_eq!(a.close(&ra.file_id()).status, FILE_CLOSED);
+    assert_eq!(b.close(&rb.file_id()).status, SUCCESS);
+    assert!(t1.server.no_open_state() && t2.server.no_open_state());
 }
 
 const LEVEL_LEASE: u8 = 0xFF;
