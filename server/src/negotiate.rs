@@ -414,7 +414,7 @@ impl Connection {
                 *lock(&session.state) = SessionState::Valid;
                 if !reauth {
                     // The first channel signs with the session's own key.
-                    lock(&session.channels).list.push(Channel { conn_id: self.conn_id, client_guid: self.client_guid, signer: None, rdma: self.sink.is_rdma(), sink: Arc::downgrade(&self.sink) });
+                    lock(&session.channels).list.push(Channel { conn_id: self.conn_id, client_guid: self.client_guid, signer: None, rdma: self.sink.is_rdma(), sink: Arc::downgrade(&self.sink), unacked: self.unacked.clone() });
                     self.sessions.push(id);
                     self.on_authenticated();
                     if req.previous_session_id != 0 && req.previous_session_id != id {
@@ -775,7 +775,7 @@ impl Connection {
                 let dk = crypto::derive_session_keys(crypto::Dialect(session.dialect), &session_key, preauth.as_ref(), None)
                     .map_err(|e| internal("channel key derivation", e))?;
                 let signer = crypto::Signer::new(alg, dk.signing.as_bytes()).map_err(|e| internal("channel signing key", e))?;
-                lock(&session.channels).list.push(Channel { conn_id: self.conn_id, client_guid: self.client_guid, signer: Some(Arc::new(signer)), rdma: self.sink.is_rdma(), sink: Arc::downgrade(&self.sink) });
+                lock(&session.channels).list.push(Channel { conn_id: self.conn_id, client_guid: self.client_guid, signer: Some(Arc::new(signer)), rdma: self.sink.is_rdma(), sink: Arc::downgrade(&self.sink), unacked: self.unacked.clone() });
                 self.sessions.push(id);
                 self.on_authenticated();
                 let n = lock(&session.channels).list.len();
