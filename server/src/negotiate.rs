@@ -323,7 +323,13 @@ impl Connection {
                 }
                 verify_reauth_signature(&s, self.conn_id, ctx).map_err(|st| self.refusal_signed(ctx, st))?;
                 let slot = self.setup_slot()?;
-                let acceptor = crate::auth::Acceptor::new(self.server.users.current(), self.acceptor_config());
+                // An authenticated session may re-authenticate as anonymous
+                // (as with Windows and Samba: smbtorture's reauth2/3) even
+                // where new anonymous sessions are refused: it gives up
+                // rights, its trees then serve it as `guest account`.
+                let mut cfg = self.acceptor_config();
+                cfg.allow_anonymous = true;
+                let acceptor = crate::auth::Acceptor::new(self.server.users.current(), cfg);
                 self.pending.insert(sid, PendingAuth { acceptor, binding: false, preauth: self.preauth.clone(), session: s, started: Instant::now(), _slot: slot });
             } else if let Some(p) = self.pending.get(&sid) {
                 if p.binding {
@@ -387,6 +393,15 @@ impl Connection {
                     Some(Arc::new(SessionKeys { signer: Some(signer), sealer, opener, application_key: dk.application.as_bytes().to_vec(), session_key }))
                 };
                 let client_requires = u16::from(req.security_mode) & SEC_SIGNING_REQUIRED != 0;
+                // Someone else now: the trees serve the new user.
+                if reauth {
+                    let changed = lock(&session.identity).as_ref().is_none_or(|o| {
+                        o.kind != identity.kind || !o.user.eq_ignore_ascii_case(&identity.user) || !o.domain.eq_ignore_ascii_case(&identity.domain)
+                    });
+                    if changed {
+                        self.serve_trees_as(&session, &identity)?;
+                    }
+                }
                 if reauth && session.keys().is_some() {
                     // Same keys, same signing and encryption as before.
                     if *lock(&session.encrypt_data) {
@@ -458,6 +473,50 @@ impl Connection {
             warn!(peer = %self.peer, "SESSION_SETUP refused: max session setups in progress ({}) reached", l.max_pending_setups);
             NtStatus::REQUEST_NOT_ACCEPTED
         })
+    }
+
+    /// After a re-authentication as another user (MS-SMB2 3.3.5.5.3: the
+    /// session's security context is the new one; Samba checks every later
+    /// request against it), each tree of the session serves the new user:
+    /// its Unix identity (`guest account` for a guest or anonymous one), its
+    /// read-only state and maximal access are the new user's. Open handles
+    /// keep the access they were granted. A tree whose share would not take
+    /// the new user (`valid users`, or no Unix account to serve it as)
+    /// refuses the re-authentication (ACCESS_DENIED); the session then
+    /// stays as it was.
+    fn serve_trees_as(&self, session: &Session, identity: &crate::auth::Identity) -> Result<(), NtStatus> {
+        use crate::auth::IdentityKind;
+        let mut trees = lock(&session.trees);
+        let mut new = Vec::with_capacity(trees.len());
+        for (id, t) in trees.iter() {
+            let share = &t.share;
+            if share.is_ipc() {
+                continue;
+            }
+            let allowed = match identity.kind {
+                IdentityKind::User => share.cfg.user_allowed(&identity.user),
+                _ => share.cfg.guest_ok || share.cfg.valid_users.is_empty(),
+            };
+            if !allowed {
+                info!(session = session.id, share = %share.cfg.name, user = %identity.user, "re-authentication refused: the share does not take the new user");
+                return Err(NtStatus::ACCESS_DENIED);
+            }
+            let uid = self.server.users.current().lookup(&identity.user).and_then(|e| e.uid());
+            let creds = crate::auth::unix::resolve(identity.kind, &identity.user, uid, &share.cfg.unix, &self.server.cfg.accounts).map_err(|e| {
+                warn!(session = session.id, share = %share.cfg.name, user = %identity.user, "re-authentication refused: {e}");
+                NtStatus::ACCESS_DENIED
+            })?;
+            let read_only = share.cfg.unix.read_only_for(share.cfg.read_only, &identity.user, creds.as_ref());
+            let maximal_access = if read_only { crate::handlers::READ_ONLY_ACCESS } else { crate::handlers::FILE_ALL_ACCESS };
+            // One tree for another: the share's connection count stays
+            // (the old one gives its count back when dropped).
+            share.connections.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            new.push((*id, Arc::new(crate::objects::Tree { id: t.id, share: share.clone(), read_only, encrypt: t.encrypt, maximal_access, creds: creds.map(Arc::new) })));
+        }
+        for (id, t) in new {
+            trees.insert(id, t);
+        }
+        Ok(())
     }
 
     /// `st`, answered signed with Session.SigningKey when the request carried
