@@ -107,6 +107,9 @@ pub struct Connection {
     /// Bytes of padding between a READ response's fixed body and its data
     /// (set only by FSCTL_SMBTORTURE_GLOBAL_READ_RESPONSE_BODY_PADDING8).
     pub read_body_padding: u8,
+    /// Set by FSCTL_SMBTORTURE_FORCE_UNACKED_TIMEOUT: shared with this
+    /// connection's channels (objects.rs `Channel::unacked`).
+    pub unacked: Arc<std::sync::atomic::AtomicBool>,
     /// Set by a READ or WRITE with Channel RDMA_V1_INVALIDATE: the response
     /// goes out with SMB Direct send-with-invalidate of this token.
     pub invalidate_token: Option<u32>,
@@ -448,6 +451,7 @@ impl Connection {
             transform_session: None,
             bind_reply_signed: false,
             read_body_padding: 0,
+            unacked: Default::default(),
             invalidate_token: None,
             may_defer_rdma: false,
             deferred: None,
@@ -943,6 +947,13 @@ impl Connection {
                     return Err(NtStatus::ACCESS_DENIED);
                 }
             }
+            // Samba's connection-level test FSCTLs need no session, tree or
+            // open (smbtorture sends FORCE_UNACKED_TIMEOUT with none).
+            if cmd == Command::Ioctl && hdr.session_id == 0 && self.server.cfg.smbtorture_fsctls {
+                if let Some(r) = self.smbtorture_fsctl(msg, out) {
+                    return r;
+                }
+            }
             // Session, signature and encryption checks.
             let needs_session = !matches!(cmd, Command::Negotiate | Command::SessionSetup | Command::Echo);
             if hdr.session_id != 0 || needs_session {
@@ -1256,13 +1267,22 @@ impl Connection {
     /// when `msg` is not one of them.
     fn smbtorture_fsctl(&mut self, msg: &[u8], out: &mut Vec<u8>) -> Option<Result<(), NtStatus>> {
         let req = crate::wire::messages::IoctlReq::parse(msg).ok()?;
-        if req.flags != crate::wire::messages::IOCTL_IS_FSCTL || req.ctl_code != FSCTL_SMBTORTURE_GLOBAL_READ_RESPONSE_BODY_PADDING8 {
+        if req.flags != crate::wire::messages::IOCTL_IS_FSCTL {
             return None;
+        }
+        match req.ctl_code {
+            FSCTL_SMBTORTURE_GLOBAL_READ_RESPONSE_BODY_PADDING8 | FSCTL_SMBTORTURE_FORCE_UNACKED_TIMEOUT => {}
+            _ => return None,
         }
         if !req.input.is_empty() {
             return Some(Err(NtStatus::INVALID_PARAMETER));
         }
-        self.read_body_padding = 8;
+        if req.ctl_code == FSCTL_SMBTORTURE_FORCE_UNACKED_TIMEOUT {
+            info!(peer = %self.peer, "FSCTL_SMBTORTURE_FORCE_UNACKED_TIMEOUT: nothing sent on this connection counts as acknowledged now");
+            self.unacked.store(true, Ordering::Relaxed);
+        } else {
+            self.read_body_padding = 8;
+        }
         let off = (HEADER_LEN + 48) as u32;
         out.u16(49).u16(0).u32(req.ctl_code).put(&req.file_id);
         out.u32(off).u32(0).u32(off).u32(0).u32(0).u32(0);
@@ -1320,6 +1340,12 @@ fn chain_state(
 /// Samba's FSCTL_SMBTORTURE (0x83840000) | FSCTL_ACCESS_WRITE | 0x20 |
 /// METHOD_NEITHER: pad every later READ response body on the connection by 8.
 pub const FSCTL_SMBTORTURE_GLOBAL_READ_RESPONSE_BODY_PADDING8: u32 = 0x8384_8023;
+/// Samba's FSCTL_SMBTORTURE | FSCTL_ACCESS_WRITE | 0x00 | METHOD_NEITHER:
+/// from now on nothing sent on the connection counts as acknowledged (as
+/// Samba's `ack.force_unacked_timeout`), so breaks avoid it: smbtorture's
+/// stand-in for a channel whose network it blocks (torture/smb2/block.c).
+/// Sent with no session, tree or open, as Samba takes it.
+pub const FSCTL_SMBTORTURE_FORCE_UNACKED_TIMEOUT: u32 = 0x8384_8003;
 
 /// Internal marker for "SMB1 upgraded, waiting for the SMB2 NEGOTIATE".
 pub const DIALECT_WILDCARD_INTERNAL: u16 = crate::config::DIALECT_WILDCARD;

@@ -321,9 +321,15 @@ impl Connection {
                 if !s.is_valid() {
                     return Err(NtStatus::USER_SESSION_DELETED);
                 }
-                verify_reauth_signature(&s, ctx)?;
+                verify_reauth_signature(&s, self.conn_id, ctx).map_err(|st| self.refusal_signed(ctx, st))?;
                 let slot = self.setup_slot()?;
-                let acceptor = crate::auth::Acceptor::new(self.server.users.current(), self.acceptor_config());
+                // An authenticated session may re-authenticate as anonymous
+                // (as with Windows and Samba: smbtorture's reauth2/3) even
+                // where new anonymous sessions are refused: it gives up
+                // rights, its trees then serve it as `guest account`.
+                let mut cfg = self.acceptor_config();
+                cfg.allow_anonymous = true;
+                let acceptor = crate::auth::Acceptor::new(self.server.users.current(), cfg);
                 self.pending.insert(sid, PendingAuth { acceptor, binding: false, preauth: self.preauth.clone(), session: s, started: Instant::now(), _slot: slot });
             } else if let Some(p) = self.pending.get(&sid) {
                 if p.binding {
@@ -332,10 +338,10 @@ impl Connection {
                     if !ctx.hdr.is_signed() {
                         return Err(NtStatus::INVALID_PARAMETER);
                     }
-                    verify_binding_signature(&s, ctx)?;
+                    verify_binding_signature(&s, self.conn_id, ctx)?;
                     self.bind_reply_signed = true;
                 } else if p.session.is_valid() {
-                    verify_reauth_signature(&p.session, ctx)?;
+                    verify_reauth_signature(&p.session, self.conn_id, ctx)?;
                 }
             }
             sid
@@ -387,6 +393,15 @@ impl Connection {
                     Some(Arc::new(SessionKeys { signer: Some(signer), sealer, opener, application_key: dk.application.as_bytes().to_vec(), session_key }))
                 };
                 let client_requires = u16::from(req.security_mode) & SEC_SIGNING_REQUIRED != 0;
+                // Someone else now: the trees serve the new user.
+                if reauth {
+                    let changed = lock(&session.identity).as_ref().is_none_or(|o| {
+                        o.kind != identity.kind || !o.user.eq_ignore_ascii_case(&identity.user) || !o.domain.eq_ignore_ascii_case(&identity.domain)
+                    });
+                    if changed {
+                        self.serve_trees_as(&session, &identity)?;
+                    }
+                }
                 if reauth && session.keys().is_some() {
                     // Same keys, same signing and encryption as before.
                     if *lock(&session.encrypt_data) {
@@ -414,7 +429,7 @@ impl Connection {
                 *lock(&session.state) = SessionState::Valid;
                 if !reauth {
                     // The first channel signs with the session's own key.
-                    lock(&session.channels).list.push(Channel { conn_id: self.conn_id, client_guid: self.client_guid, signer: None, rdma: self.sink.is_rdma(), sink: Arc::downgrade(&self.sink) });
+                    lock(&session.channels).list.push(Channel { conn_id: self.conn_id, client_guid: self.client_guid, signer: None, rdma: self.sink.is_rdma(), sink: Arc::downgrade(&self.sink), unacked: self.unacked.clone() });
                     self.sessions.push(id);
                     self.on_authenticated();
                     if req.previous_session_id != 0 && req.previous_session_id != id {
@@ -458,6 +473,63 @@ impl Connection {
             warn!(peer = %self.peer, "SESSION_SETUP refused: max session setups in progress ({}) reached", l.max_pending_setups);
             NtStatus::REQUEST_NOT_ACCEPTED
         })
+    }
+
+    /// After a re-authentication as another user (MS-SMB2 3.3.5.5.3: the
+    /// session's security context is the new one; Samba checks every later
+    /// request against it), each tree of the session serves the new user:
+    /// its Unix identity (`guest account` for a guest or anonymous one), its
+    /// read-only state and maximal access are the new user's. Open handles
+    /// keep the access they were granted. A tree whose share would not take
+    /// the new user (`valid users`, or no Unix account to serve it as)
+    /// refuses the re-authentication (ACCESS_DENIED); the session then
+    /// stays as it was.
+    fn serve_trees_as(&self, session: &Session, identity: &crate::auth::Identity) -> Result<(), NtStatus> {
+        use crate::auth::IdentityKind;
+        let mut trees = lock(&session.trees);
+        let mut new = Vec::with_capacity(trees.len());
+        for (id, t) in trees.iter() {
+            let share = &t.share;
+            if share.is_ipc() {
+                continue;
+            }
+            let allowed = match identity.kind {
+                IdentityKind::User => share.cfg.user_allowed(&identity.user),
+                _ => share.cfg.guest_ok || share.cfg.valid_users.is_empty(),
+            };
+            if !allowed {
+                info!(session = session.id, share = %share.cfg.name, user = %identity.user, "re-authentication refused: the share does not take the new user");
+                return Err(NtStatus::ACCESS_DENIED);
+            }
+            let uid = self.server.users.current().lookup(&identity.user).and_then(|e| e.uid());
+            let creds = crate::auth::unix::resolve(identity.kind, &identity.user, uid, &share.cfg.unix, &self.server.cfg.accounts).map_err(|e| {
+                warn!(session = session.id, share = %share.cfg.name, user = %identity.user, "re-authentication refused: {e}");
+                NtStatus::ACCESS_DENIED
+            })?;
+            let read_only = share.cfg.unix.read_only_for(share.cfg.read_only, &identity.user, creds.as_ref());
+            let maximal_access = if read_only { crate::handlers::READ_ONLY_ACCESS } else { crate::handlers::FILE_ALL_ACCESS };
+            // One tree for another: the share's connection count stays
+            // (the old one gives its count back when dropped).
+            share.connections.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            new.push((*id, Arc::new(crate::objects::Tree { id: t.id, share: share.clone(), read_only, encrypt: t.encrypt, maximal_access, creds: creds.map(Arc::new) })));
+        }
+        for (id, t) in new {
+            trees.insert(id, t);
+        }
+        Ok(())
+    }
+
+    /// `st`, answered signed with Session.SigningKey when the request carried
+    /// a good signature under it: a request on a bound channel signed with
+    /// the session's key rather than the channel's is refused, but the
+    /// client, which signed it so, believes only a signed refusal (it drops
+    /// the connection otherwise, where Samba's answer lets it go on).
+    fn refusal_signed(&mut self, ctx: &mut Ctx<'_>, st: NtStatus) -> NtStatus {
+        if let Some(s) = self.session_signed_for(ctx) {
+            ctx.session = Some(s);
+            self.bind_reply_signed = true;
+        }
+        st
     }
 
     /// The valid session a SESSION_SETUP names, if the request is signed with
@@ -517,6 +589,32 @@ impl Connection {
     /// preauth hash that starts from this connection's NEGOTIATE.
     fn begin_binding(&mut self, ctx: &mut Ctx<'_>) -> Result<(), NtStatus> {
         let sid = ctx.hdr.session_id;
+        // AES-GMAC on either side must be on both, checked as soon as the
+        // session is found, before the dialect and 2.x checks (what Windows
+        // and Samba answer and smbtorture's bind_negative_smb3signGtoC /
+        // CtoG / GtoC30 / C30toG / GtoH2X / H2XtoG expect): a GMAC session
+        // over another algorithm is REQUEST_OUT_OF_SEQUENCE, another
+        // session over a GMAC connection NOT_SUPPORTED. Any other pair is
+        // fine: the new channel signs with this connection's algorithm.
+        if let Some(s) = self.server.session(sid).filter(|_| sid != 0) {
+            if let Some(sess_alg) = s.keys().and_then(|k| k.signer.as_ref().map(|x| x.algorithm())) {
+                let refusal = if sess_alg == self.signing_alg {
+                    None
+                } else if sess_alg == SigningAlgorithm::AesGmac {
+                    Some(NtStatus::REQUEST_OUT_OF_SEQUENCE)
+                } else if self.signing_alg == SigningAlgorithm::AesGmac {
+                    Some(NtStatus::NOT_SUPPORTED)
+                } else {
+                    None
+                };
+                if let Some(st) = refusal {
+                    // Signed with the session's key when the request was.
+                    ctx.session = self.session_signed_for(ctx);
+                    self.bind_reply_signed = ctx.session.is_some();
+                    return Err(st);
+                }
+            }
+        }
         // A 2.x connection, or a server without multichannel: refused as
         // Samba does. A refusal signed with the named session's key is signed
         // too, so a client that requires signing believes it.
@@ -530,35 +628,20 @@ impl Connection {
         let Some(s) = self.server.session(sid) else {
             return Err(NtStatus::USER_SESSION_DELETED);
         };
-        // A binding is checked against the session's own key (3.3.5.2.4);
-        // a bad signature is ACCESS_DENIED before anything else.
+        // A binding is checked against the session's own key (3.3.5.2.4),
+        // under this connection's signing algorithm; a bad signature is
+        // ACCESS_DENIED before anything else.
         if ctx.hdr.is_signed() && !ctx.encrypted {
-            verify_binding_signature(&s, ctx)?;
+            verify_binding_signature(&s, self.conn_id, ctx).map_err(|st| self.refusal_signed(ctx, st))?;
             self.bind_reply_signed = true;
             ctx.session = Some(s.clone());
         }
         // Only over the dialect the session was set up with (a 2.x session
         // from a 3.x connection too), and for an encrypting session only
         // with its cipher: INVALID_PARAMETER, what smbtorture's
-        // bind_negative_smb2to3 / smb3to3 / smb3encGtoC expect. Another
-        // signing algorithm is fine but for GMAC (below): every channel signs
-        // with the session's.
+        // bind_negative_smb2to3 / smb3to3 / smb3encGtoC expect.
         if Some(s.dialect) != self.dialect {
             return Err(NtStatus::INVALID_PARAMETER);
-        }
-        // AES-GMAC on either side must be on both (what Windows answers and
-        // smbtorture's bind_negative_smb3signGtoC / CtoG expect): a GMAC
-        // session over another algorithm is REQUEST_OUT_OF_SEQUENCE, another
-        // session over a GMAC connection NOT_SUPPORTED.
-        if let Some(sess_alg) = s.keys().and_then(|k| k.signer.as_ref().map(|x| x.algorithm())) {
-            if sess_alg != self.signing_alg {
-                if sess_alg == SigningAlgorithm::AesGmac {
-                    return Err(NtStatus::REQUEST_OUT_OF_SEQUENCE);
-                }
-                if self.signing_alg == SigningAlgorithm::AesGmac {
-                    return Err(NtStatus::NOT_SUPPORTED);
-                }
-            }
         }
         if let Some(sealer_cipher) = s.keys().and_then(|k| k.sealer.as_ref().map(|x| x.cipher())) {
             if self.cipher != Some(sealer_cipher) {
@@ -742,12 +825,16 @@ impl Connection {
                 if !session.is_valid() {
                     return Err(NtStatus::USER_SESSION_DELETED);
                 }
-                let alg = session.keys().and_then(|k| k.signer.as_ref().map(|s| s.algorithm())).ok_or(NtStatus::NOT_SUPPORTED)?;
+                // The channel signs with this connection's algorithm.
+                let alg = self.signing_alg;
+                if session.keys().is_none_or(|k| k.signer.is_none()) {
+                    return Err(NtStatus::NOT_SUPPORTED);
+                }
                 let preauth = p.preauth.as_ref().map(|h| h.value());
                 let dk = crypto::derive_session_keys(crypto::Dialect(session.dialect), &session_key, preauth.as_ref(), None)
                     .map_err(|e| internal("channel key derivation", e))?;
                 let signer = crypto::Signer::new(alg, dk.signing.as_bytes()).map_err(|e| internal("channel signing key", e))?;
-                lock(&session.channels).list.push(Channel { conn_id: self.conn_id, client_guid: self.client_guid, signer: Some(Arc::new(signer)), rdma: self.sink.is_rdma(), sink: Arc::downgrade(&self.sink) });
+                lock(&session.channels).list.push(Channel { conn_id: self.conn_id, client_guid: self.client_guid, signer: Some(Arc::new(signer)), rdma: self.sink.is_rdma(), sink: Arc::downgrade(&self.sink), unacked: self.unacked.clone() });
                 self.sessions.push(id);
                 self.on_authenticated();
                 let n = lock(&session.channels).list.len();
@@ -778,19 +865,22 @@ impl Connection {
 
 /// A SESSION_SETUP that re-authenticates a valid session must carry a good
 /// signature when it is signed, and must be signed when the session requires
-/// signing (unless it came encrypted).
-fn verify_reauth_signature(s: &Session, ctx: &Ctx<'_>) -> Result<(), NtStatus> {
+/// signing (unless it came encrypted). On a bound channel with its own key
+/// (MS-SMB2 3.3.5.2.4: Channel.SigningKey) the signature is checked with
+/// that key, not the session's (as Samba answers smbtorture's
+/// bind_negative_smb3signCtoH / HtoC: ACCESS_DENIED).
+fn verify_reauth_signature(s: &Session, conn_id: u64, ctx: &Ctx<'_>) -> Result<(), NtStatus> {
     if ctx.encrypted {
         return Ok(());
     }
-    let keys = s.keys();
-    let signer = keys.as_ref().and_then(|k| k.signer.as_ref());
     if ctx.hdr.is_signed() {
-        if let Some(signer) = signer {
-            let mut copy = ctx.msg.to_vec();
-            if !signer.verify(&mut copy) {
-                tracing::warn!(session = s.id, "bad signature on a re-authentication");
-                return Err(NtStatus::ACCESS_DENIED);
+        if let Some(key) = s.signer_on(conn_id) {
+            if let Some(signer) = key.signer() {
+                let mut copy = ctx.msg.to_vec();
+                if !signer.verify(&mut copy) {
+                    tracing::warn!(session = s.id, "bad signature on a re-authentication");
+                    return Err(NtStatus::ACCESS_DENIED);
+                }
             }
         }
     } else if *lock(&s.signing_required) {
@@ -800,10 +890,15 @@ fn verify_reauth_signature(s: &Session, ctx: &Ctx<'_>) -> Result<(), NtStatus> {
 }
 
 /// A binding request is signed with the key of the session it names
-/// (Session.SigningKey, MS-SMB2 3.3.5.2.4); a bad signature is ACCESS_DENIED.
-fn verify_binding_signature(s: &Session, ctx: &Ctx<'_>) -> Result<(), NtStatus> {
-    let keys = s.keys();
-    let signer = keys.as_ref().and_then(|k| k.signer.as_ref()).ok_or(NtStatus::NOT_SUPPORTED)?;
+/// (Session.SigningKey, MS-SMB2 3.3.5.2.4) under the session's signing
+/// algorithm, whatever the connection's (as smbtorture's client signs it);
+/// a bad signature is ACCESS_DENIED. On a connection already bound to the
+/// session with its own key that key is the one (3.3.5.2.4 looks up the
+/// channel first), so a second binding there is ACCESS_DENIED, as Samba
+/// answers it.
+fn verify_binding_signature(s: &Session, conn_id: u64, ctx: &Ctx<'_>) -> Result<(), NtStatus> {
+    let key = s.signer_on(conn_id).ok_or(NtStatus::NOT_SUPPORTED)?;
+    let signer = key.signer().ok_or(NtStatus::NOT_SUPPORTED)?;
     let mut copy = ctx.msg.to_vec();
     if !signer.verify(&mut copy) {
         tracing::warn!(session = s.id, "bad signature on a session binding");
@@ -852,15 +947,15 @@ mod tests {
         let key = [3u8; 16];
         let s = session_with_key(&key, true);
         let (h, m) = request(Some(&key));
-        assert_eq!(verify_reauth_signature(&s, &ctx(&h, &m, false)), Ok(()));
+        assert_eq!(verify_reauth_signature(&s, 7, &ctx(&h, &m, false)), Ok(()));
         let (h, m) = request(Some(&[4u8; 16]));
-        assert_eq!(verify_reauth_signature(&s, &ctx(&h, &m, false)), Err(NtStatus::ACCESS_DENIED));
+        assert_eq!(verify_reauth_signature(&s, 7, &ctx(&h, &m, false)), Err(NtStatus::ACCESS_DENIED));
         let (h, m) = request(None);
-        assert_eq!(verify_reauth_signature(&s, &ctx(&h, &m, false)), Err(NtStatus::ACCESS_DENIED));
+        assert_eq!(verify_reauth_signature(&s, 7, &ctx(&h, &m, false)), Err(NtStatus::ACCESS_DENIED));
         // Encrypted requests are authenticated by the TRANSFORM header.
-        assert_eq!(verify_reauth_signature(&s, &ctx(&h, &m, true)), Ok(()));
+        assert_eq!(verify_reauth_signature(&s, 7, &ctx(&h, &m, true)), Ok(()));
         // Without required signing an unsigned re-authentication is fine.
         let s = session_with_key(&key, false);
-        assert_eq!(verify_reauth_signature(&s, &ctx(&h, &m, false)), Ok(()));
+        assert_eq!(verify_reauth_signature(&s, 7, &ctx(&h, &m, false)), Ok(()));
     }
 }

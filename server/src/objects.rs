@@ -511,6 +511,12 @@ pub struct Channel {
     /// another channel of the session when the open's own is gone (MS-SMB2
     /// 3.3.4.1.6; handlers/oplock.rs `send_on_session`).
     pub sink: Weak<dyn crate::transport::MessageSink>,
+    /// Set on the connection by smbtorture's FSCTL_SMBTORTURE_FORCE_UNACKED_TIMEOUT
+    /// (with `smbd:FSCTL_SMBTORTURE`, as Samba's `ack.force_unacked_timeout`):
+    /// what is sent there counts as never acknowledged, as on a channel
+    /// whose network went away, so a break goes to another channel of the
+    /// session, or is lost (handlers/oplock.rs `send_on_session`).
+    pub unacked: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The channel state of a session: its channels, and the channel sequence

@@ -47,12 +47,19 @@ pub fn send_break(sink: &dyn MessageSink, session: &Session, open: &Open, level:
 
 /// Sends a break notification on `first` (the open's connection) while
 /// that connection is still a channel of the session, else (or when it
-/// fails) on another channel of the session (MS-SMB2 3.3.4.1.6).
+/// fails) on another channel of the session (MS-SMB2 3.3.4.1.6). A channel
+/// smbtorture marked as never acknowledging (`Channel::unacked`) is taken
+/// for a dead one: nothing is sent there.
 pub fn send_on_session(first: &dyn MessageSink, session: &Session, out: OutBuf) {
     let copy = |o: &OutBuf| OutBuf { buf: o.buf.clone(), start: o.start };
     let same = |s: &Arc<dyn MessageSink>| std::ptr::addr_eq(Arc::as_ptr(s), first as *const dyn MessageSink);
-    let channels: Vec<Arc<dyn MessageSink>> = lock(&session.channels).list.iter().filter_map(|c| c.sink.upgrade()).collect();
-    if channels.is_empty() || channels.iter().any(same) {
+    let (channels, first_unacked): (Vec<Arc<dyn MessageSink>>, bool) = {
+        let ch = lock(&session.channels);
+        let live = |c: &&crate::objects::Channel| !c.unacked.load(std::sync::atomic::Ordering::Relaxed);
+        let first_unacked = ch.list.iter().any(|c| !live(&c) && c.sink.upgrade().is_some_and(|s| same(&s)));
+        (ch.list.iter().filter(live).filter_map(|c| c.sink.upgrade()).collect(), first_unacked)
+    };
+    if !first_unacked && (channels.is_empty() || channels.iter().any(same)) {
         match first.send(copy(&out)) {
             Ok(()) => return,
             Err(e) => debug!("break not sent on the open's channel: {e}"),

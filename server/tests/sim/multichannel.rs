@@ -89,7 +89,8 @@ fn bind_as(a: &Client, b: &mut Client, user: &str, password: &str, sign: Sign<'_
                     gss.step(Some(&out));
                 }
                 let h = preauth.as_ref().map(|h| h.value());
-                let channel = derive_client_keys(b.dialect, &gss.session_key(), h.as_ref(), None, a.signing_alg);
+                // The channel signs with its connection's algorithm.
+                let channel = derive_client_keys(b.dialect, &gss.session_key(), h.as_ref(), None, b.signing_alg);
                 let session = derive_client_keys(a.dialect, &a.session_key, a.session_preauth.as_ref(), a.cipher, a.signing_alg);
                 assert!(r.is_signed(), "final binding response not signed");
                 let mut raw = r.raw.clone();
@@ -217,7 +218,8 @@ fn an_encrypting_session_binds_only_with_its_cipher_but_any_signing_algorithm() 
     c.negotiate_with(&NegOpts { ciphers: vec![1], signing: vec![1], ..NegOpts::default() });
     assert_eq!(bind(&a, &mut c, USER, Sign::With(&key)).unwrap_err(), INVALID_PARAMETER, "other cipher");
     // Same cipher, HMAC-SHA256 signing negotiated: bound, and the channel
-    // signs with the session's algorithm (AES-CMAC).
+    // signs with its connection's algorithm (HMAC-SHA256, checked in
+    // bind()), as smbtorture's bind_negative_smb3signCtoH expects.
     let mut c = Client::new(&ts);
     c.negotiate_with(&NegOpts { ciphers: vec![2], signing: vec![0], ..NegOpts::default() });
     bind(&a, &mut c, USER, Sign::With(&key)).expect("binding with another signing algorithm");
@@ -234,6 +236,22 @@ fn gmac_signing_must_be_on_both_sides_of_a_binding() {
         c.negotiate_with(&NegOpts { signing: vec![conn], ..NegOpts::default() });
         assert_eq!(bind(&a, &mut c, USER, Sign::With(&session_signer(&a))).unwrap_err(), want, "session {sess}, connection {conn}");
     }
+    // The GMAC checks come before the dialect and 2.x ones (Windows and
+    // Samba; smbtorture's bind_negative_smb3signGtoH2X / GtoC30 / C30toG).
+    let mut g = Client::new(&ts);
+    g.negotiate_with(&NegOpts { signing: vec![2], ..NegOpts::default() });
+    g.session_setup();
+    for (dialect, want) in [(DIALECT_210, 0xC000_042Au32), (DIALECT_300, 0xC000_042A)] {
+        let mut c = Client::new(&ts);
+        negotiate_as(&mut c, vec![dialect], None);
+        assert_eq!(bind(&g, &mut c, USER, Sign::With(&session_signer(&g))).unwrap_err(), want, "GMAC session over {dialect:#x}");
+    }
+    let mut a30 = Client::new(&ts);
+    negotiate_as(&mut a30, vec![DIALECT_300], None);
+    a30.session_setup();
+    let mut c = Client::new(&ts);
+    c.negotiate_with(&NegOpts { signing: vec![2], ..NegOpts::default() });
+    assert_eq!(bind(&a30, &mut c, USER, Sign::With(&session_signer(&a30))).unwrap_err(), NOT_SUPPORTED, "3.0 session over GMAC");
     // GMAC on both: bound.
     let mut a = Client::new(&ts);
     a.negotiate_with(&NegOpts { signing: vec![2], ..NegOpts::default() });
@@ -320,7 +338,10 @@ fn bindings_that_must_be_refused() {
     ghost.session_key = a.session_key.clone();
     assert_eq!(bind(&ghost, &mut c, USER, Sign::With(&key)).unwrap_err(), USER_SESSION_DELETED, "no such session");
 
-    // The session's own connection, or one bound already.
+    // A connection bound already: the request is checked with that
+    // channel's key (MS-SMB2 3.3.5.2.4), which the session's signature does
+    // not match: ACCESS_DENIED as Samba answers, signed with the session's
+    // key the request carried (checked in bind()).
     let mut b = bound(&ts, &a);
     let mut again = Client::new(&ts);
     again.dialect = b.dialect;
@@ -328,7 +349,7 @@ fn bindings_that_must_be_refused() {
     std::mem::swap(&mut again.sink, &mut b.sink);
     again.next_mid = b.next_mid;
     again.preauth = b.preauth.clone();
-    assert_eq!(bind(&a, &mut again, USER, Sign::With(&key)).unwrap_err(), REQUEST_NOT_ACCEPTED, "channel bound twice");
+    assert_eq!(bind(&a, &mut again, USER, Sign::With(&key)).unwrap_err(), ACCESS_DENIED, "channel bound twice");
 
     // Another user's credentials on a good signature: refused at the end,
     // and the session goes on.
