@@ -491,8 +491,8 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
                 let is_dir = req.options & OPT_DIRECTORY_FILE != 0;
                 let parent = parent_sd(root, &rel);
                 let add = if is_dir { FILE_ADD_SUBDIRECTORY } else { FILE_ADD_FILE };
-                if let Some(psd) = &parent {
-                    if crate::security::max_allowed(psd, &tree.token) & tree.maximal_access & add == 0 {
+                if let Some((psd, stored)) = &parent {
+                    if grant(psd, *stored, &tree) & add == 0 {
                         debug!(path = %rel, "the directory's security descriptor does not let this user add entries");
                         return Err(NtStatus::ACCESS_DENIED);
                     }
@@ -518,7 +518,7 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
                 // inherits from the directory; with neither nothing is
                 // stored and its mode speaks.
                 let derived = derived_sd(&fd)?;
-                if let Some(sd) = crate::security::new_file_sd(parent.as_ref(), given_sd.as_ref(), is_dir, &tree.token, derived) {
+                if let Some(sd) = crate::security::new_file_sd(parent.as_ref().map(|(sd, _)| sd), given_sd.as_ref(), is_dir, &tree.token, derived) {
                     if let Err(e) = store_sd(&fd, &sd) {
                         let _ = root.remove(&rel, is_dir);
                         return Err(e);
@@ -763,11 +763,17 @@ pub fn derived_sd(fd: &rustix::fd::OwnedFd) -> Result<SecurityDescriptor, NtStat
 
 /// The security descriptor stored for the file, if any.
 pub fn stored_sd(fd: &rustix::fd::OwnedFd) -> Result<Option<SecurityDescriptor>, NtStatus> {
-    let mut buf = vec![0u8; MAX_SD];
-    let r = match rustix::fs::fgetxattr(fd, xattr_sd(), &mut buf) {
-        Err(rustix::io::Errno::BADF) => rustix::fs::getxattr(proc_path(fd).as_str(), xattr_sd(), &mut buf),
+    let get = |buf: &mut [u8]| match rustix::fs::fgetxattr(fd, xattr_sd(), &mut *buf) {
+        Err(rustix::io::Errno::BADF) => rustix::fs::getxattr(proc_path(fd).as_str(), xattr_sd(), &mut *buf),
         r => r,
     };
+    // Most descriptors are small: a large buffer only when one is not.
+    let mut buf = vec![0u8; 1024];
+    let mut r = get(&mut buf);
+    if r == Err(rustix::io::Errno::RANGE) {
+        buf = vec![0u8; MAX_SD];
+        r = get(&mut buf);
+    }
     match r {
         Ok(n) => match buf.get(..n).map(SecurityDescriptor::parse) {
             Some(Ok(sd)) => Ok(Some(sd)),
@@ -827,19 +833,38 @@ pub fn sd_parts(sd: &SecurityDescriptor) -> u32 {
     p
 }
 
-/// The descriptor of the directory holding `rel` (`None` for the share's root).
-fn parent_sd(root: &vfs::ShareRoot, rel: &str) -> Option<SecurityDescriptor> {
+/// What `sd` grants this tree's token. Root is granted everything by a
+/// descriptor derived from the mode (the kernel lets root do anything the
+/// mode says, as Samba lets uid 0), but is held to one a client stored.
+fn grant(sd: &SecurityDescriptor, stored: bool, tree: &Tree) -> u32 {
+    if tree.token.root && !stored {
+        return crate::security::ALL_RIGHTS & tree.maximal_access;
+    }
+    crate::security::max_allowed(sd, &tree.token) & tree.maximal_access
+}
+
+/// A file's descriptor and whether it is a stored one.
+fn sd_of(fd: &rustix::fd::OwnedFd) -> Result<(SecurityDescriptor, bool), NtStatus> {
+    match stored_sd(fd)? {
+        Some(sd) => Ok((sd, true)),
+        None => Ok((derived_sd(fd)?, false)),
+    }
+}
+
+/// The descriptor of the directory holding `rel` and whether it is stored
+/// (`None` for the share's root).
+fn parent_sd(root: &vfs::ShareRoot, rel: &str) -> Option<(SecurityDescriptor, bool)> {
     if rel.is_empty() {
         return None;
     }
     let parent = vfs::split_parent(rel).map_or("", |(p, _)| p);
     let pfd = root.open_beneath(parent, OFlags::PATH | OFlags::DIRECTORY).ok()?;
-    file_sd(&pfd).ok()
+    sd_of(&pfd).ok()
 }
 
 /// What this tree's token is granted on the directory holding `rel`.
 fn parent_granted(root: &vfs::ShareRoot, rel: &str, tree: &Tree) -> u32 {
-    parent_sd(root, rel).map_or(0, |sd| crate::security::max_allowed(&sd, &tree.token) & tree.maximal_access)
+    parent_sd(root, rel).map_or(0, |(sd, stored)| grant(&sd, stored, tree))
 }
 
 /// The most this tree's token may be granted on the file `fd` at `rel`: its
@@ -847,8 +872,8 @@ fn parent_granted(root: &vfs::ShareRoot, rel: &str, tree: &Tree) -> u32 {
 /// (DELETE, FILE_READ_ATTRIBUTES), all within what the share allows. The
 /// kernel still checks the Unix permissions when the file is opened.
 pub fn granted_on(root: &vfs::ShareRoot, rel: &str, fd: &rustix::fd::OwnedFd, tree: &Tree) -> Result<u32, NtStatus> {
-    let sd = file_sd(fd)?;
-    let mut g = crate::security::max_allowed(&sd, &tree.token);
+    let (sd, stored) = sd_of(fd)?;
+    let mut g = grant(&sd, stored, tree);
     if !rel.is_empty() {
         g |= crate::security::rights_from_parent(parent_granted(root, rel, tree));
     }
@@ -917,6 +942,36 @@ mod tests {
         assert!(!share_conflict((FILE_READ_ATTRIBUTES, 0), FILE_READ_DATA, 0));
         assert!(!share_conflict((FILE_READ_DATA | FILE_WRITE_DATA, 0), FILE_READ_ATTRIBUTES | SYNCHRONIZE, 0));
         assert!(share_conflict((DELETE, SHARE_READ), FILE_READ_DATA, SHARE_READ));
+    }
+
+    #[test]
+    fn stored_descriptors_round_trip_small_and_large() {
+        use crate::security::{build_acl, everyone, unix_user_sid};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"x").unwrap();
+        let fd = rustix::fs::open(&path, OFlags::RDONLY, rustix::fs::Mode::empty()).unwrap();
+        if store_sd(&fd, &derived_sd(&fd).unwrap()) == Err(NtStatus::NOT_SUPPORTED) {
+            return; // a file system without xattrs: nothing is kept
+        }
+        let me = unix_user_sid(4242);
+        let ev = everyone();
+        // 2 ACEs, then 100 (past the first, 1 KiB read; ext4 keeps at most one 4 KiB block of xattrs).
+        for n in [2usize, 100] {
+            let list: Vec<(u8, u8, u32, &[u8])> = (0..n).map(|i| (0u8, 0u8, i as u32 + 1, if i % 2 == 0 { &me[..] } else { &ev[..] })).collect();
+            let sd = SecurityDescriptor { control: 0x8004, owner: Some(me.clone()), group: Some(ev.clone()), sacl: None, dacl: Some(build_acl(&list)) };
+            store_sd(&fd, &sd).unwrap();
+            assert_eq!(stored_sd(&fd).unwrap().as_ref(), Some(&sd));
+            // Through an O_PATH handle too (fgetxattr refuses those).
+            let p = rustix::fs::open(&path, OFlags::PATH, rustix::fs::Mode::empty()).unwrap();
+            assert_eq!(stored_sd(&p).unwrap(), Some(sd.clone()));
+            assert_eq!(file_sd(&p).unwrap(), sd);
+        }
+        // A file with none: derived from the mode.
+        std::fs::write(dir.path().join("g"), b"y").unwrap();
+        let g = rustix::fs::open(&dir.path().join("g"), OFlags::RDONLY, rustix::fs::Mode::empty()).unwrap();
+        assert_eq!(stored_sd(&g).unwrap(), None);
+        assert_eq!(file_sd(&g).unwrap(), derived_sd(&g).unwrap());
     }
 
     #[test]
