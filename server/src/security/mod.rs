@@ -179,14 +179,23 @@ pub fn build_acl(list: &[(u8, u8, u32, &[u8])]) -> Vec<u8> {
     a
 }
 
-/// An ACL built from whole ACEs (kept as they are).
+/// An ACL built from whole ACEs (kept as they are). An ACL is at most
+/// 64 KiB: ACEs past that are left off the end, which never grants more
+/// (ACEs are taken in order, and a right no earlier ACE allowed stays
+/// ungranted without the later ones).
 fn acl_of_raw(list: &[Vec<u8>]) -> Vec<u8> {
-    let len: usize = 8 + list.iter().map(Vec::len).sum::<usize>();
+    let mut len = 8usize;
+    let kept = list.iter().take_while(|r| {
+        len += r.len();
+        len <= u16::MAX as usize
+    });
+    let kept: Vec<&Vec<u8>> = kept.collect();
+    let len: usize = 8 + kept.iter().map(|r| r.len()).sum::<usize>();
     let mut a = vec![2, 0];
     a.extend_from_slice(&(len as u16).to_le_bytes());
-    a.extend_from_slice(&(list.len() as u16).to_le_bytes());
+    a.extend_from_slice(&(kept.len() as u16).to_le_bytes());
     a.extend_from_slice(&[0, 0]);
-    for r in list {
+    for r in kept {
         a.extend_from_slice(r);
     }
     a
@@ -505,6 +514,20 @@ mod tests {
         assert_eq!(c.control & SE_DACL_AUTO_INHERITED, 0);
         let c = canonical_set(&sd_with(&me, None, SE_DACL_PRESENT | SE_DACL_AUTO_INHERITED | SE_DACL_AUTO_INHERIT_REQ));
         assert_eq!(c.control & (SE_DACL_AUTO_INHERITED | SE_DACL_AUTO_INHERIT_REQ), SE_DACL_AUTO_INHERITED);
+    }
+
+    #[test]
+    fn inherited_acl_stays_within_64k() {
+        // 2000 CREATOR OWNER ACEs with CI|OI split into 4000 on a directory.
+        let co = creator_owner();
+        let list: Vec<(u8, u8, u32, &[u8])> = (0..2000).map(|_| (ACE_ACCESS_ALLOWED, CONTAINER_INHERIT | OBJECT_INHERIT, FILE_WRITE_DATA, &co[..])).collect();
+        let parent = sd_with(&everyone(), Some(build_acl(&list)), SE_DACL_PRESENT);
+        let me = unix_user_sid(1);
+        let (d, _) = inherited_dacl(&parent, true, &me, &unix_group_sid(1)).unwrap();
+        let size = u16::from_le_bytes([d[2], d[3]]) as usize;
+        assert_eq!(size, d.len());
+        assert!(d.len() <= u16::MAX as usize);
+        assert_eq!(aces(&d).len(), u16::from_le_bytes([d[4], d[5]]) as usize);
     }
 
     #[test]
