@@ -199,8 +199,13 @@ pub fn security_descriptor(data: &[u8]) {
         assert_eq!(again.owner, sd.owner);
         assert_eq!(again.group, sd.group);
         assert_eq!(again.dacl, sd.dacl);
-        let token = crate::handlers::create::token_sids(Some(crate::auth::IdentityKind::User));
-        let _ = crate::handlers::create::granted_by_sd(&sd, &token);
+        let token = crate::security::Token::new(crate::security::Logon::User, 1000, 1000, &[]);
+        let _ = crate::security::max_allowed(&sd, &token);
+        if let Some(d) = &sd.dacl {
+            let _ = crate::security::inherited_dacl(&sd, true, &token.user, &token.group);
+            let _ = crate::security::aces(d);
+        }
+        let _ = crate::security::canonical_set(&sd);
     }
 }
 

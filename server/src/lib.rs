@@ -21,6 +21,7 @@ pub mod transport;
 pub mod transport_tcp;
 pub mod transport_smbd;
 pub mod rdma;
+pub mod security;
 pub mod vfs;
 pub mod wire;
 pub mod listener;

@@ -602,6 +602,9 @@ pub struct Tree {
     /// The Unix identity file operations through this tree run as
     /// (auth/unix.rs, identity.rs); `None`: the server's own.
     pub creds: Option<Arc<crate::identity::Creds>>,
+    /// Who this tree's session is when security descriptors are checked
+    /// (security/mod.rs): the SIDs of `creds`, or of the server's own user.
+    pub token: Arc<crate::security::Token>,
 }
 
 impl Drop for Tree {

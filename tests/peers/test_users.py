@@ -2,7 +2,9 @@
 server only: the user file managed by `smbdirect user`, each session's file
 operations running as its Unix account (owners checked on disk with
 os.stat, permissions enforced by the kernel), read list, guest account,
-force user, create mask, and the file picked up without a restart.
+force user, create mask, the file picked up without a restart, and
+security descriptors set with impacket (each user denied the other's file
+by its DACL; DACL grants still within the Unix permissions; owner changes).
 
 Runs as root (CI does): it creates Unix accounts with useradd and removes
 them afterwards."""
@@ -318,3 +320,135 @@ def test_writer_sets_times_of_a_file_it_does_not_own(users_server, tmp_path):
     r = smbclient(srv.port, "shared", f"{BOB}%{PASSWORDS[BOB]}", f"utimes {f} -1 -1 2002:02:03-04:05:06 -1")
     assert "NT_STATUS_ACCESS_DENIED" in out(r), out(r)
     assert time.localtime(os.stat(work / "shared" / f).st_mtime)[0] == 2001
+
+
+# --- Security descriptors (issue 13 parts 3 and 5): impacket sets them, smbclient reads as the other user.
+
+READ_CONTROL, WRITE_DAC, WRITE_OWNER, FILE_ALL_ACCESS = 0x20000, 0x40000, 0x80000, 0x1F01FF
+INFO_SECURITY, SECINFO_OWNER, SECINFO_GROUP, SECINFO_DACL = 3, 1, 2, 4
+
+
+def unix_sid(kind: int, ident: int) -> bytes:
+    """S-1-22-kind-id (Samba's Unix user/group SIDs, which we use too)."""
+    return bytes([1, 2, 0, 0, 0, 0, 0, 22]) + kind.to_bytes(4, "little") + ident.to_bytes(4, "little")
+
+
+EVERYONE = bytes([1, 1, 0, 0, 0, 0, 0, 1]) + (0).to_bytes(4, "little")
+
+
+def sd_bytes(owner: bytes | None = None, group: bytes | None = None,
+             allow: list[tuple[bytes, int]] | None = None) -> bytes:
+    """A self-relative security descriptor with an allow-only DACL."""
+    control = 0x8000 | (0x0004 | 0x1000 if allow is not None else 0)  # self-relative, DACL present + protected
+    body, fields = b"", [0, 0, 0, 0]
+    if owner:
+        fields[0] = 20 + len(body)
+        body += owner
+    if group:
+        fields[1] = 20 + len(body)
+        body += group
+    if allow is not None:
+        aces = b"".join(bytes([0, 0]) + (8 + len(s)).to_bytes(2, "little") + m.to_bytes(4, "little") + s
+                        for s, m in allow)
+        fields[3] = 20 + len(body)
+        body += bytes([2, 0]) + (8 + len(aces)).to_bytes(2, "little") + len(allow).to_bytes(2, "little") + b"\0\0" + aces
+    return bytes([1, 0]) + control.to_bytes(2, "little") + b"".join(f.to_bytes(4, "little") for f in fields) + body
+
+
+class SdClient:
+    """One user's impacket session on a share, to read and set descriptors."""
+
+    def __init__(self, port: int, share: str, user: str, password: str):
+        from impacket.smbconnection import SMBConnection
+        self.conn = SMBConnection("127.0.0.1", "127.0.0.1", sess_port=port, timeout=30)
+        self.conn.login(user, password)
+        self.tid = self.conn.connectTree(share)
+
+    def _open(self, path: str, access: int):
+        return self.conn.openFile(self.tid, path, desiredAccess=access, shareMode=7, creationOption=0)
+
+    def owner(self, path: str) -> bytes:
+        fid = self._open(path, READ_CONTROL)
+        try:
+            sd = self.conn.getSMBServer().queryInfo(self.tid, fid, infoType=INFO_SECURITY, fileInfoClass=0,
+                                                    additionalInformation=SECINFO_OWNER)
+        finally:
+            self.conn.closeFile(self.tid, fid)
+        off = int.from_bytes(sd[4:8], "little")
+        return bytes(sd[off:off + 8 + 4 * sd[off + 1]])
+
+    def set(self, path: str, sd: bytes, info: int) -> None:
+        fid = self._open(path, READ_CONTROL | WRITE_DAC | WRITE_OWNER)
+        try:
+            self.conn.getSMBServer().setInfo(self.tid, fid, inputBlob=sd, infoType=INFO_SECURITY, fileInfoClass=0,
+                                             additionalInformation=info)
+        finally:
+            self.conn.closeFile(self.tid, fid)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def test_users_are_denied_each_others_files_by_acl(users_server, tmp_path):
+    """A file whose mode lets everyone read it, with a DACL that allows only
+    its owner: the other user is denied (the descriptor decides), and the
+    owner still reads it. Each of Alice and Bob does it to the other."""
+    smbpeer.require_tool("smbclient")
+    srv, work, _ = users_server
+    src = tmp_path / "acl.txt"
+    src.write_text("mine alone\n")
+    for owner, other in ((ALICE, BOB), (BOB, ALICE)):
+        f = name()
+        r = smbclient(srv.port, "shared", f"{owner}%{PASSWORDS[owner]}", f"put {src} {f}")
+        assert r.returncode == 0, out(r)
+        assert os.stat(work / "shared" / f).st_mode & 0o777 == 0o644
+        got = tmp_path / f"{f}.got"
+        ok = smbclient(srv.port, "shared", f"{other}%{PASSWORDS[other]}", f"get {f} {got}")
+        assert ok.returncode == 0 and got.read_text() == "mine alone\n", out(ok)
+        c = SdClient(srv.port, "shared", owner, PASSWORDS[owner])
+        try:
+            me = c.owner(f)
+            assert me == unix_sid(1, uid(owner)), me.hex()
+            c.set(f, sd_bytes(allow=[(me, FILE_ALL_ACCESS)]), SECINFO_DACL)
+        finally:
+            c.close()
+        # The descriptor is kept where only root reaches it.
+        assert os.getxattr(work / "shared" / f, "trusted.smbdirect.sd")
+        got.unlink()
+        denied = smbclient(srv.port, "shared", f"{other}%{PASSWORDS[other]}", f"get {f} {got}")
+        assert "NT_STATUS_ACCESS_DENIED" in out(denied), out(denied)
+        assert not got.exists()
+        assert os.stat(work / "shared" / f).st_mode & 0o777 == 0o644, "the mode is left as it was"
+        ok = smbclient(srv.port, "shared", f"{owner}%{PASSWORDS[owner]}", f"get {f} {got}")
+        assert ok.returncode == 0 and got.read_text() == "mine alone\n", out(ok)
+
+
+def test_acl_grants_stay_within_the_unix_permissions(users_server, tmp_path):
+    """A DACL granting Everyone full control does not let another user write
+    a 0644 file: the kernel checks the mode underneath (as Samba with
+    acl_xattr). And a user may not give its file to someone else."""
+    from impacket.smb3 import SessionError  # what the low-level setInfo raises
+    srv, work, _ = users_server
+    src = tmp_path / "w.txt"
+    src.write_text("alice wrote\n")
+    f = name()
+    r = smbclient(srv.port, "shared", f"{ALICE}%{PASSWORDS[ALICE]}", f"put {src} {f}")
+    assert r.returncode == 0, out(r)
+    c = SdClient(srv.port, "shared", ALICE, PASSWORDS[ALICE])
+    try:
+        c.set(f, sd_bytes(allow=[(EVERYONE, FILE_ALL_ACCESS)]), SECINFO_DACL)
+        with pytest.raises(SessionError) as e:
+            c.set(f, sd_bytes(owner=unix_sid(1, uid(BOB))), SECINFO_OWNER)
+        assert e.value.get_error_code() == 0xC000005A, hex(e.value.get_error_code())  # STATUS_INVALID_OWNER
+        # Her own SIDs she may set; the Unix owner follows.
+        c.set(f, sd_bytes(owner=unix_sid(1, uid(ALICE)), group=unix_sid(2, pwd.getpwnam(ALICE).pw_gid)),
+              SECINFO_OWNER | SECINFO_GROUP)
+    finally:
+        c.close()
+    st = os.stat(work / "shared" / f)
+    assert (st.st_uid, st.st_gid) == (uid(ALICE), pwd.getpwnam(ALICE).pw_gid), st
+    other = tmp_path / "b.txt"
+    other.write_text("bob was here\n")
+    denied = smbclient(srv.port, "shared", f"{BOB}%{PASSWORDS[BOB]}", f"put {other} {f}")
+    assert "NT_STATUS_ACCESS_DENIED" in out(denied), out(denied)
+    assert (work / "shared" / f).read_text() == "alice wrote\n"

@@ -254,7 +254,6 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
     let server = &call.server;
     let tree = call.tree.clone();
     let session = call.session.clone();
-    let session_kind = lock(&session.identity).as_ref().map(|i| i.kind);
     let name = utf16_to_string(req.name).map_err(|_| NtStatus::OBJECT_NAME_INVALID)?;
     debug!(name = %name, disposition = req.disposition, options = format_args!("{:#x}", req.options), access = format_args!("{:#x}", req.desired_access), oplock = req.oplock_level, "CREATE");
     // Durable reconnect and replay come before the checks of a new open.
@@ -356,7 +355,7 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
 
     if let StreamSpec::Named(sname) = &stream {
         let lease_req = lease_req.as_ref();
-        let c = super::streams::StreamCreate { server, session: &session, tree: &tree, req: &req, contexts: &contexts, rel: &rel, stream: sname, desired, max_allowed, session_kind, lease_req, sink: &call.sink, retry: call.retry };
+        let c = super::streams::StreamCreate { server, session: &session, tree: &tree, req: &req, contexts: &contexts, rel: &rel, stream: sname, desired, max_allowed, lease_req, sink: &call.sink, retry: call.retry };
         return super::streams::create_stream(&c, out, blocked);
     }
 
@@ -397,7 +396,26 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
                 if overwrite && tree.read_only {
                     return Err(NtStatus::ACCESS_DENIED);
                 }
-                let wants_write = overwrite || desired & (FILE_WRITE_DATA | FILE_APPEND_DATA) != 0;
+                // The file's descriptor decides what may be granted (its
+                // stored one, else the one its mode gives), read through an
+                // O_PATH handle before the kernel is asked for more.
+                let pfd = root.open_beneath(&rel, OFlags::PATH)?;
+                let granted = granted_on(root, &rel, &pfd, &tree)?;
+                drop(pfd);
+                if max_allowed {
+                    desired = (map_generic(req.desired_access) & !MAXIMUM_ALLOWED) | granted;
+                }
+                // Overwriting needs the right to write, superseding to write
+                // and delete (MS-FSA 2.1.5.1.2.1).
+                let needed = desired
+                    | if overwrite { FILE_WRITE_DATA } else { 0 }
+                    | if d == FILE_SUPERSEDE { DELETE } else { 0 };
+                if needed & !granted != 0 || desired == 0 {
+                    debug!(path = %rel, needed = format_args!("{needed:#x}"), granted = format_args!("{granted:#x}"), "denied by the file's security descriptor");
+                    return Err(NtStatus::ACCESS_DENIED);
+                }
+                let asked_write = |a: u32| overwrite || a & (FILE_WRITE_DATA | FILE_APPEND_DATA) != 0;
+                let wants_write = asked_write(desired);
                 let flags = if st.is_dir {
                     OFlags::RDONLY | OFlags::DIRECTORY
                 } else if wants_write {
@@ -416,37 +434,33 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
                         return Err(NtStatus::PENDING);
                     }
                 }
+                // The kernel checks the Unix permissions underneath. What
+                // MAXIMUM_ALLOWED added and the kernel refuses is left out
+                // rather than failing the open.
+                let explicit = map_generic(req.desired_access) & !MAXIMUM_ALLOWED;
                 let fd = match root.open_beneath(&rel, flags) {
                     Ok(fd) => fd,
-                    Err(NtStatus::ACCESS_DENIED) if !wants_write && desired & (FILE_READ_DATA | FILE_EXECUTE) == 0 => {
+                    Err(NtStatus::ACCESS_DENIED) if max_allowed && flags == OFlags::RDWR && !asked_write(explicit) => {
+                        desired &= !(FILE_WRITE_DATA | FILE_APPEND_DATA);
+                        match root.open_beneath(&rel, OFlags::RDONLY) {
+                            Ok(fd) => fd,
+                            Err(NtStatus::ACCESS_DENIED) if explicit & (FILE_READ_DATA | FILE_EXECUTE) == 0 => {
+                                desired &= !(FILE_READ_DATA | FILE_EXECUTE);
+                                root.open_beneath(&rel, OFlags::PATH)?
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Err(NtStatus::ACCESS_DENIED) if !wants_write && explicit & (FILE_READ_DATA | FILE_EXECUTE) == 0 => {
+                        if max_allowed {
+                            desired &= !(FILE_READ_DATA | FILE_EXECUTE);
+                        }
                         root.open_beneath(&rel, OFlags::PATH)?
                     }
                     Err(e) => return Err(e),
                 };
-                // A security descriptor a client has set limits what may be
-                // opened (the derived one only repeats the share's rights).
-                if let Some(sd) = stored_sd(&fd)? {
-                    let granted = granted_by_sd(&sd, &token_sids(session_kind));
-                    if max_allowed {
-                        desired = (map_generic(req.desired_access) & !MAXIMUM_ALLOWED) | (desired & granted);
-                    }
-                    // Overwriting needs the right to write, superseding to delete (MS-FSA 2.1.5.1.2.1).
-                    let needed = desired
-                        | if matches!(d, FILE_OVERWRITE | FILE_OVERWRITE_IF) { FILE_WRITE_DATA } else { 0 }
-                        | if d == FILE_SUPERSEDE { DELETE } else { 0 };
-                    // DELETE may come from the parent's FILE_DELETE_CHILD instead.
-                    let granted = if needed & DELETE != 0 && granted & DELETE == 0 && parent_grants_delete_child(root, &rel, &tree, session_kind) {
-                        granted | DELETE
-                    } else {
-                        granted
-                    };
-                    if needed & !granted != 0 {
-                        debug!(path = %rel, needed = format_args!("{needed:#x}"), granted = format_args!("{granted:#x}"), "denied by the file's DACL");
-                        return Err(NtStatus::ACCESS_DENIED);
-                    }
-                    if max_allowed && desired == 0 {
-                        return Err(NtStatus::ACCESS_DENIED);
-                    }
+                if desired == 0 {
+                    return Err(NtStatus::ACCESS_DENIED);
                 }
                 // As a Unix account (identity.rs), DELETE is what the kernel
                 // allows an unlink: asked now, so that a delete-on-close or
@@ -472,6 +486,17 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
                 if rel.is_empty() {
                     return Err(NtStatus::OBJECT_NAME_COLLISION);
                 }
+                // The directory must let this token add the entry (the
+                // kernel checks its Unix permissions as well).
+                let is_dir = req.options & OPT_DIRECTORY_FILE != 0;
+                let parent = parent_sd(root, &rel);
+                let add = if is_dir { FILE_ADD_SUBDIRECTORY } else { FILE_ADD_FILE };
+                if let Some((psd, stored)) = &parent {
+                    if grant(psd, *stored, &tree) & add == 0 {
+                        debug!(path = %rel, "the directory's security descriptor does not let this user add entries");
+                        return Err(NtStatus::ACCESS_DENIED);
+                    }
+                }
                 let made = if req.options & OPT_DIRECTORY_FILE != 0 {
                     root.mkdir(&rel).and_then(|()| root.open_beneath(&rel, OFlags::RDONLY | OFlags::DIRECTORY))
                 } else {
@@ -488,13 +513,14 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
                 if req.options & OPT_DIRECTORY_FILE == 0 {
                     reserve(&fd, alloc_size);
                 }
-                // A security descriptor given with the CREATE applies to the new
-                // file; the parts it leaves out come from the default.
-                if let Some(given) = &given_sd {
-                    let mut sd = derived_sd(&fd, tree.read_only)?;
-                    sd.merge(given, sd_parts(given));
+                // The new file's descriptor: the one given with the CREATE
+                // (the parts it leaves out from the default), else what it
+                // inherits from the directory; with neither nothing is
+                // stored and its mode speaks.
+                let derived = derived_sd(&fd)?;
+                if let Some(sd) = crate::security::new_file_sd(parent.as_ref().map(|(sd, _)| sd), given_sd.as_ref(), is_dir, &tree.token, derived) {
                     if let Err(e) = store_sd(&fd, &sd) {
-                        let _ = root.remove(&rel, req.options & OPT_DIRECTORY_FILE != 0);
+                        let _ = root.remove(&rel, is_dir);
                         return Err(e);
                     }
                 }
@@ -626,8 +652,14 @@ fn create_in(call: &CreateCall, msg: &[u8], out: &mut Vec<u8>, blocked: &mut Opt
     for (cname, _data) in &contexts {
         match *cname {
             b"MxAc" => {
+                // The most this user may be granted on the file now (its
+                // descriptor as it is after the create).
                 let mut d = Vec::new();
-                d.u32(0).u32(tree.maximal_access);
+                match open.fd.as_ref().map(|fd| granted_on(root, &rel, fd, &tree)) {
+                    Some(Ok(g)) => d.u32(0).u32(g),
+                    Some(Err(e)) => d.u32(e.0).u32(0),
+                    None => d.u32(0).u32(tree.maximal_access),
+                };
                 ctx_out.push((b"MxAc", d));
             }
             b"QFid" => {
@@ -693,61 +725,90 @@ pub fn check_create_params(access: u32, options: u32, attrs: u32, impersonation:
     Ok(())
 }
 
-/// Where a file's security descriptor is kept once a client has set one.
-const XATTR_SD: &str = "user.smbdirect.sd";
+/// Where a file's security descriptor is kept once one is set or
+/// inherited. A server running as root keeps it in the `trusted.`
+/// namespace, which only CAP_SYS_ADMIN reads or writes: no local user can
+/// forge or strip it, and writing it needs no Unix write permission on the
+/// file (WRITE_DAC is the descriptor's to grant, not the mode's). A server
+/// that is not root can only use `user.` (writable by whoever may write the
+/// file locally). Samba's `security.NTACL` is not used: its format is
+/// Samba's own (NDR with a hash), and we must not make Samba misread ours.
+fn xattr_sd() -> &'static str {
+    if crate::identity::can_switch() {
+        "trusted.smbdirect.sd"
+    } else {
+        "user.smbdirect.sd"
+    }
+}
+/// FILE_ADD_FILE / FILE_ADD_SUBDIRECTORY: a directory's rights to add entries.
+const FILE_ADD_FILE: u32 = 0x2;
+const FILE_ADD_SUBDIRECTORY: u32 = 0x4;
 /// The largest security descriptor kept (the Linux limit for one xattr value).
 const MAX_SD: usize = 64 * 1024;
 
-fn put_unix_sid(o: &mut Vec<u8>, kind: u32, id: u32) {
-    // S-1-22-kind-id: Samba's "Unix user/group" SIDs (S-1-22-1 users, S-1-22-2 groups).
-    o.u8(1).u8(2).put(&[0, 0, 0, 0, 0, 22]).u32(kind).u32(id);
+/// The path of an fd in /proc, for the xattr calls an O_PATH fd refuses
+/// (an open with only attribute or security rights is an O_PATH open).
+fn proc_path(fd: &rustix::fd::OwnedFd) -> String {
+    use std::os::fd::AsRawFd;
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
-/// The security descriptor a file has when no client has set one: owner and
-/// group from its Unix owner, a DACL granting Everyone what the share allows.
-pub fn derived_sd(fd: &rustix::fd::OwnedFd, read_only: bool) -> Result<SecurityDescriptor, NtStatus> {
+/// The security descriptor a file has when none is stored: from its mode
+/// and owner (security::derived_sd).
+pub fn derived_sd(fd: &rustix::fd::OwnedFd) -> Result<SecurityDescriptor, NtStatus> {
     let st = rustix::fs::fstat(fd).map_err(NtStatus::from_errno)?;
-    let (mut owner, mut group, mut dacl) = (Vec::new(), Vec::new(), Vec::new());
-    put_unix_sid(&mut owner, 1, st.st_uid);
-    put_unix_sid(&mut group, 2, st.st_gid);
-    let mask = if read_only { READ_ONLY_ACCESS } else { FILE_ALL_ACCESS };
-    // ACL header, then one ACCESS_ALLOWED ACE for Everyone (S-1-1-0).
-    dacl.u8(2).u8(0).u16(8 + 20).u16(1).u16(0);
-    dacl.u8(0).u8(0).u16(20).u32(mask).u8(1).u8(1).put(&[0, 0, 0, 0, 0, 1]).u32(0);
-    Ok(SecurityDescriptor { control: 0x8000 | SE_DACL_PRESENT, owner: Some(owner), group: Some(group), sacl: None, dacl: Some(dacl) })
+    let dir = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory;
+    Ok(crate::security::derived_sd(st.st_uid, st.st_gid, st.st_mode & 0o7777, dir))
 }
 
-/// The security descriptor a client set on the file, if any.
+/// The security descriptor stored for the file, if any.
 pub fn stored_sd(fd: &rustix::fd::OwnedFd) -> Result<Option<SecurityDescriptor>, NtStatus> {
-    let mut buf = vec![0u8; MAX_SD];
-    match rustix::fs::fgetxattr(fd, XATTR_SD, &mut buf) {
+    let get = |buf: &mut [u8]| match rustix::fs::fgetxattr(fd, xattr_sd(), &mut *buf) {
+        Err(rustix::io::Errno::BADF) => rustix::fs::getxattr(proc_path(fd).as_str(), xattr_sd(), &mut *buf),
+        r => r,
+    };
+    // Most descriptors are small: a large buffer only when one is not.
+    let mut buf = vec![0u8; 1024];
+    let mut r = get(&mut buf);
+    if r == Err(rustix::io::Errno::RANGE) {
+        buf = vec![0u8; MAX_SD];
+        r = get(&mut buf);
+    }
+    match r {
         Ok(n) => match buf.get(..n).map(SecurityDescriptor::parse) {
             Some(Ok(sd)) => Ok(Some(sd)),
             _ => {
-                debug!("stored security descriptor unreadable; using the derived one");
+                tracing::warn!("stored security descriptor unreadable; using the one the mode gives");
                 Ok(None)
             }
         },
-        Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) | Err(rustix::io::Errno::BADF) => Ok(None),
+        Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) => Ok(None),
         Err(e) => Err(NtStatus::from_errno(e)),
     }
 }
 
 /// A file's security descriptor: the stored one, else the derived one.
-pub fn file_sd(fd: &rustix::fd::OwnedFd, read_only: bool) -> Result<SecurityDescriptor, NtStatus> {
+pub fn file_sd(fd: &rustix::fd::OwnedFd) -> Result<SecurityDescriptor, NtStatus> {
     match stored_sd(fd)? {
         Some(sd) => Ok(sd),
-        None => derived_sd(fd, read_only),
+        None => derived_sd(fd),
     }
 }
 
-/// Keeps `sd` as the file's security descriptor.
+/// Keeps `sd` as the file's security descriptor (as the server: the
+/// `trusted.` namespace needs CAP_SYS_ADMIN, which the thread keeps under a
+/// user's fsuid, so no switch is needed).
 pub fn store_sd(fd: &rustix::fd::OwnedFd, sd: &SecurityDescriptor) -> Result<(), NtStatus> {
     let bytes = sd.to_bytes(SECINFO_OWNER | SECINFO_GROUP | SECINFO_DACL | SECINFO_SACL);
     if bytes.len() > MAX_SD {
         return Err(NtStatus::INVALID_PARAMETER);
     }
-    match rustix::fs::fsetxattr(fd, XATTR_SD, &bytes, rustix::fs::XattrFlags::empty()) {
+    let flags = rustix::fs::XattrFlags::empty();
+    let r = match rustix::fs::fsetxattr(fd, xattr_sd(), &bytes, flags) {
+        Err(rustix::io::Errno::BADF) => rustix::fs::setxattr(proc_path(fd).as_str(), xattr_sd(), &bytes, flags),
+        r => r,
+    };
+    match r {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::NOTSUP) => Err(NtStatus::NOT_SUPPORTED),
         Err(e) => Err(NtStatus::from_errno(e)),
@@ -772,83 +833,51 @@ pub fn sd_parts(sd: &SecurityDescriptor) -> u32 {
     p
 }
 
-fn sid(auth: u8, subs: &[u32]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(8 + 4 * subs.len());
-    v.u8(1).u8(subs.len() as u8).put(&[0, 0, 0, 0, 0, auth]);
-    for s in subs {
-        v.u32(*s);
+/// What `sd` grants this tree's token. Root is granted everything by a
+/// descriptor derived from the mode (the kernel lets root do anything the
+/// mode says, as Samba lets uid 0), but is held to one a client stored.
+fn grant(sd: &SecurityDescriptor, stored: bool, tree: &Tree) -> u32 {
+    if tree.token.root && !stored {
+        return crate::security::ALL_RIGHTS & tree.maximal_access;
     }
-    v
+    crate::security::max_allowed(sd, &tree.token) & tree.maximal_access
 }
 
-/// The SIDs a session acts with when a stored DACL is checked. Every user
-/// works on the file system as this server's Unix user, so an authenticated
-/// user also holds that user's and group's SIDs (the owner of derived
-/// security descriptors).
-pub fn token_sids(kind: Option<crate::auth::IdentityKind>) -> Vec<Vec<u8>> {
-    use crate::auth::IdentityKind;
-    match kind {
-        Some(IdentityKind::User) => vec![
-            sid(1, &[0]),
-            sid(5, &[11]),
-            sid(22, &[1, rustix::process::geteuid().as_raw()]),
-            sid(22, &[2, rustix::process::getegid().as_raw()]),
-        ],
-        Some(IdentityKind::Guest) => vec![sid(1, &[0]), sid(5, &[32, 546])],
-        _ => vec![sid(5, &[7])],
+/// A file's descriptor and whether it is a stored one.
+fn sd_of(fd: &rustix::fd::OwnedFd) -> Result<(SecurityDescriptor, bool), NtStatus> {
+    match stored_sd(fd)? {
+        Some(sd) => Ok((sd, true)),
+        None => Ok((derived_sd(fd)?, false)),
     }
 }
 
-const ACE_ACCESS_ALLOWED: u8 = 0;
-const ACE_ACCESS_DENIED: u8 = 1;
-const ACE_INHERIT_ONLY: u8 = 0x08;
-
-/// The most a token may be granted by a security descriptor's DACL
-/// (MS-DTYP 2.5.3.2, as for MAXIMUM_ALLOWED): no DACL grants everything; the
-/// owner always has READ_CONTROL and WRITE_DAC; ACEs are taken in order, a
-/// right denied before it is allowed stays denied. ACE kinds other than
-/// plain allow/deny (object, callback) name no right here.
-pub fn granted_by_sd(sd: &SecurityDescriptor, token: &[Vec<u8>]) -> u32 {
-    const ALL: u32 = FILE_ALL_ACCESS | ACCESS_SYSTEM_SECURITY;
-    let Some(dacl) = sd.dacl.as_ref().filter(|_| sd.control & SE_DACL_PRESENT != 0) else { return ALL };
-    let mut granted = 0u32;
-    let mut denied = 0u32;
-    if sd.owner.as_ref().is_some_and(|o| token.contains(o)) {
-        granted |= READ_CONTROL | WRITE_DAC;
+/// The descriptor of the directory holding `rel` and whether it is stored
+/// (`None` for the share's root).
+fn parent_sd(root: &vfs::ShareRoot, rel: &str) -> Option<(SecurityDescriptor, bool)> {
+    if rel.is_empty() {
+        return None;
     }
-    let count = dacl.get(4..6).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
-    let mut off = 8usize;
-    for _ in 0..count {
-        let Some(h) = dacl.get(off..off + 8) else { break };
-        let (kind, flags, size) = (h[0], h[1], u16::from_le_bytes([h[2], h[3]]) as usize);
-        let mask = map_generic(u32::from_le_bytes([h[4], h[5], h[6], h[7]]));
-        let Some(body) = dacl.get(off + 8..off + size.max(8)) else { break };
-        off += size.max(8);
-        if flags & ACE_INHERIT_ONLY != 0 || !matches!(kind, ACE_ACCESS_ALLOWED | ACE_ACCESS_DENIED) {
-            continue;
-        }
-        let Some(ace_sid) = body.get(1).and_then(|n| body.get(..8 + 4 * *n as usize)) else { continue };
-        if !token.iter().any(|t| t.as_slice() == ace_sid) {
-            continue;
-        }
-        if kind == ACE_ACCESS_ALLOWED {
-            granted |= mask & !denied;
-        } else {
-            denied |= mask & !granted;
-        }
-    }
-    granted
-}
-
-/// Whether the directory holding `rel` lets this session delete its entries.
-fn parent_grants_delete_child(root: &vfs::ShareRoot, rel: &str, tree: &crate::objects::Tree, kind: Option<crate::auth::IdentityKind>) -> bool {
     let parent = vfs::split_parent(rel).map_or("", |(p, _)| p);
-    let Ok(pfd) = root.open_beneath(parent, OFlags::RDONLY | OFlags::DIRECTORY) else { return false };
-    match stored_sd(&pfd) {
-        Ok(Some(sd)) => granted_by_sd(&sd, &token_sids(kind)) & tree.maximal_access & FILE_DELETE_CHILD != 0,
-        Ok(None) => tree.maximal_access & FILE_DELETE_CHILD != 0,
-        Err(_) => false,
+    let pfd = root.open_beneath(parent, OFlags::PATH | OFlags::DIRECTORY).ok()?;
+    sd_of(&pfd).ok()
+}
+
+/// What this tree's token is granted on the directory holding `rel`.
+fn parent_granted(root: &vfs::ShareRoot, rel: &str, tree: &Tree) -> u32 {
+    parent_sd(root, rel).map_or(0, |(sd, stored)| grant(&sd, stored, tree))
+}
+
+/// The most this tree's token may be granted on the file `fd` at `rel`: its
+/// descriptor's grant, what the parent's grants over its entries add
+/// (DELETE, FILE_READ_ATTRIBUTES), all within what the share allows. The
+/// kernel still checks the Unix permissions when the file is opened.
+pub fn granted_on(root: &vfs::ShareRoot, rel: &str, fd: &rustix::fd::OwnedFd, tree: &Tree) -> Result<u32, NtStatus> {
+    let (sd, stored) = sd_of(fd)?;
+    let mut g = grant(&sd, stored, tree);
+    if !rel.is_empty() {
+        g |= crate::security::rights_from_parent(parent_granted(root, rel, tree));
     }
+    Ok(g & tree.maximal_access)
 }
 
 /// Applies an SMB2_CREATE_ALLOCATION_SIZE to a new or overwritten file:
@@ -915,52 +944,34 @@ mod tests {
         assert!(share_conflict((DELETE, SHARE_READ), FILE_READ_DATA, SHARE_READ));
     }
 
-    fn acl(aces: &[(u8, u8, u32, Vec<u8>)]) -> Vec<u8> {
-        let mut body = Vec::new();
-        for (kind, flags, mask, sid) in aces {
-            body.u8(*kind).u8(*flags).u16((8 + sid.len()) as u16).u32(*mask).put(sid);
-        }
-        let mut a = Vec::new();
-        a.u8(2).u8(0).u16((8 + body.len()) as u16).u16(aces.len() as u16).u16(0).put(&body);
-        a
-    }
-
     #[test]
-    fn dacl_evaluation() {
-        let me = token_sids(Some(crate::auth::IdentityKind::User));
-        let owner = me[2].clone();
-        let everyone = sid(1, &[0]);
-        let creator_owner = sid(3, &[0]);
-        let sd = |dacl: Option<Vec<u8>>, present: bool| SecurityDescriptor {
-            control: 0x8000 | if present { SE_DACL_PRESENT } else { 0 },
-            owner: Some(owner.clone()),
-            group: None,
-            sacl: None,
-            dacl,
-        };
-        // No DACL, or a NULL one: everything.
-        assert_eq!(granted_by_sd(&sd(None, false), &me) & FILE_ALL_ACCESS, FILE_ALL_ACCESS);
-        assert_eq!(granted_by_sd(&sd(None, true), &me) & FILE_ALL_ACCESS, FILE_ALL_ACCESS);
-        // An empty DACL: only what the owner always has.
-        assert_eq!(granted_by_sd(&sd(Some(acl(&[])), true), &me), READ_CONTROL | WRITE_DAC);
-        // CREATOR OWNER matches nobody on the object itself; generic bits are mapped.
-        let g = granted_by_sd(&sd(Some(acl(&[(0, 0, GENERIC_READ, creator_owner.clone()), (0, 0, FILE_READ_DATA, everyone.clone())])), true), &me);
-        assert_eq!(g, READ_CONTROL | WRITE_DAC | FILE_READ_DATA);
-        let g = granted_by_sd(&sd(Some(acl(&[(0, 0, GENERIC_READ, everyone.clone())])), true), &me);
-        assert_eq!(g & FILE_GENERIC_READ, FILE_GENERIC_READ);
-        // A deny before an allow wins; inherit-only ACEs do not apply.
-        let g = granted_by_sd(&sd(Some(acl(&[(1, 0, FILE_WRITE_DATA, everyone.clone()), (0, 0, FILE_ALL_ACCESS, everyone.clone())])), true), &me);
-        assert_eq!(g & FILE_WRITE_DATA, 0);
-        assert_ne!(g & FILE_READ_DATA, 0);
-        let g = granted_by_sd(&sd(Some(acl(&[(0, ACE_INHERIT_ONLY, FILE_ALL_ACCESS, everyone.clone())])), true), &me);
-        assert_eq!(g, READ_CONTROL | WRITE_DAC);
-        // A guest is not the owner and not an authenticated user.
-        let guest = token_sids(Some(crate::auth::IdentityKind::Guest));
-        assert_eq!(granted_by_sd(&sd(Some(acl(&[(0, 0, FILE_ALL_ACCESS, sid(5, &[11]))])), true), &guest), 0);
-        // A truncated ACE list ends the walk instead of reading past the ACL.
-        let mut cut = acl(&[(0, 0, FILE_READ_DATA, everyone.clone())]);
-        cut.truncate(12);
-        assert_eq!(granted_by_sd(&sd(Some(cut), true), &me), READ_CONTROL | WRITE_DAC);
+    fn stored_descriptors_round_trip_small_and_large() {
+        use crate::security::{build_acl, everyone, unix_user_sid};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"x").unwrap();
+        let fd = rustix::fs::open(&path, OFlags::RDONLY, rustix::fs::Mode::empty()).unwrap();
+        if store_sd(&fd, &derived_sd(&fd).unwrap()) == Err(NtStatus::NOT_SUPPORTED) {
+            return; // a file system without xattrs: nothing is kept
+        }
+        let me = unix_user_sid(4242);
+        let ev = everyone();
+        // 2 ACEs, then 100 (past the first, 1 KiB read; ext4 keeps at most one 4 KiB block of xattrs).
+        for n in [2usize, 100] {
+            let list: Vec<(u8, u8, u32, &[u8])> = (0..n).map(|i| (0u8, 0u8, i as u32 + 1, if i % 2 == 0 { &me[..] } else { &ev[..] })).collect();
+            let sd = SecurityDescriptor { control: 0x8004, owner: Some(me.clone()), group: Some(ev.clone()), sacl: None, dacl: Some(build_acl(&list)) };
+            store_sd(&fd, &sd).unwrap();
+            assert_eq!(stored_sd(&fd).unwrap().as_ref(), Some(&sd));
+            // Through an O_PATH handle too (fgetxattr refuses those).
+            let p = rustix::fs::open(&path, OFlags::PATH, rustix::fs::Mode::empty()).unwrap();
+            assert_eq!(stored_sd(&p).unwrap(), Some(sd.clone()));
+            assert_eq!(file_sd(&p).unwrap(), sd);
+        }
+        // A file with none: derived from the mode.
+        std::fs::write(dir.path().join("g"), b"y").unwrap();
+        let g = rustix::fs::open(&dir.path().join("g"), OFlags::RDONLY, rustix::fs::Mode::empty()).unwrap();
+        assert_eq!(stored_sd(&g).unwrap(), None);
+        assert_eq!(file_sd(&g).unwrap(), derived_sd(&g).unwrap());
     }
 
     #[test]

@@ -254,7 +254,7 @@ fn fs_info(conn: &Connection, open: &Open, class: u8, o: &mut Vec<u8>) -> Result
 pub fn query_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
     let req = QueryInfoReq::parse(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
     let open = ctx.open(&req.file_id)?;
-    let tree = ctx.tree()?.clone();
+    ctx.tree()?;
     let mut data = Vec::new();
     match req.info_type {
         INFO_FILE => {
@@ -276,11 +276,19 @@ pub fn query_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -
         }
         INFO_FILESYSTEM => fs_info(conn, &open, req.class, &mut data)?,
         INFO_SECURITY => {
-            if open.access & READ_CONTROL == 0 {
+            use crate::wire::messages::{SECINFO_DACL, SECINFO_GROUP, SECINFO_OWNER, SECINFO_SACL};
+            // Owner, group and DACL need READ_CONTROL, the SACL
+            // ACCESS_SYSTEM_SECURITY; asking for none of them gets an empty
+            // descriptor whatever the handle's rights (as Windows; smbtorture
+            // smb2.sdread).
+            if req.additional & (SECINFO_OWNER | SECINFO_GROUP | SECINFO_DACL) != 0 && open.access & READ_CONTROL == 0 {
+                return Err(NtStatus::ACCESS_DENIED);
+            }
+            if req.additional & SECINFO_SACL != 0 && open.access & ACCESS_SYSTEM_SECURITY == 0 {
                 return Err(NtStatus::ACCESS_DENIED);
             }
             let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_PARAMETER)?;
-            data = super::create::file_sd(fd, tree.read_only)?.to_bytes(req.additional);
+            data = super::create::file_sd(fd)?.to_bytes(req.additional);
             if data.len() > req.output_len as usize {
                 // MS-SMB2 3.3.5.20.3: BUFFER_TOO_SMALL with the size needed.
                 let hdr_start = out.len() - HEADER_LEN;
@@ -304,8 +312,14 @@ pub fn query_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -
 }
 
 /// SET_INFO of a security descriptor (MS-SMB2 3.3.5.21.3): the parts named
-/// by `additional` replace the file's, with the rights each part needs.
-fn set_security(open: &Open, additional: u32, buf: &[u8], read_only: bool, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+/// by `additional` replace the file's, with the rights each part needs. A
+/// new owner must be the user or one of its groups (any SID for root, as
+/// SeRestorePrivilege allows on Windows); an owner or group that is a Unix
+/// user or group SID (S-1-22-1-uid, S-1-22-2-gid) becomes the file's Unix
+/// owner or group too, a group only if the user is in it (or is root), as
+/// chown(2) allows a file's owner. Other SIDs (Everyone, a domain SID) are
+/// kept in the descriptor only.
+fn set_security(open: &Open, tree: &crate::objects::Tree, additional: u32, buf: &[u8], out: &mut Vec<u8>) -> Result<(), NtStatus> {
     use crate::wire::messages::{SecurityDescriptor, SECINFO_DACL, SECINFO_GROUP, SECINFO_OWNER, SECINFO_SACL};
     if matches!(open.kind, OpenKind::Pipe(_)) {
         return Err(NtStatus::INVALID_PARAMETER);
@@ -319,17 +333,40 @@ fn set_security(open: &Open, additional: u32, buf: &[u8], read_only: bool, out: 
     if additional & SECINFO_DACL != 0 && open.access & WRITE_DAC == 0 {
         return Err(NtStatus::ACCESS_DENIED);
     }
-    if read_only {
+    if tree.read_only {
         return Err(NtStatus::MEDIA_WRITE_PROTECTED);
     }
-    let new = SecurityDescriptor::parse(buf).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+    let new = crate::security::canonical_set(&SecurityDescriptor::parse(buf).map_err(|_| NtStatus::INVALID_PARAMETER)?);
+    let token = &tree.token;
+    let new_owner = new.owner.as_ref().filter(|_| additional & SECINFO_OWNER != 0);
+    let new_group = new.group.as_ref().filter(|_| additional & SECINFO_GROUP != 0);
+    if let Some(o) = new_owner {
+        if !crate::security::may_own(token, o) {
+            return Err(INVALID_OWNER);
+        }
+    }
     let fd = open.fd.as_ref().ok_or(NtStatus::INVALID_HANDLE)?;
-    let mut sd = super::create::file_sd(fd, read_only)?;
+    let mut sd = super::create::file_sd(fd)?;
     sd.merge(&new, additional & (SECINFO_OWNER | SECINFO_GROUP | SECINFO_DACL));
     super::create::store_sd(fd, &sd)?;
+    // Unix ownership follows where the SIDs name Unix ids.
+    let uid = new_owner.and_then(|o| crate::security::sid_to_uid(o));
+    let gid = new_group.filter(|g| token.root || token.has(g)).and_then(|g| crate::security::sid_to_gid(g));
+    if uid.is_some() || gid.is_some() {
+        // chown to oneself needs CAP_CHOWN: done as the server, the
+        // descriptor having allowed it.
+        let _server = crate::identity::Guard::server();
+        let r = rustix::fs::chownat(fd, "", uid.map(rustix::fs::Uid::from_raw), gid.map(rustix::fs::Gid::from_raw), rustix::fs::AtFlags::EMPTY_PATH);
+        if let Err(e) = r {
+            tracing::info!(path = %lock(&open.path), "Unix owner not changed with the security descriptor: {e}");
+        }
+    }
     out.u16(2);
     Ok(())
 }
+
+/// STATUS_INVALID_OWNER: the SID may not be made a file's owner.
+const INVALID_OWNER: NtStatus = NtStatus(0xC000_005A);
 
 /// FileFullEaInformation (MS-FSA 2.1.5.11.8): all EAs, or those named in a
 /// FILE_GET_EA_INFORMATION list (a name the file lacks comes back with an
@@ -404,7 +441,7 @@ pub fn set_info(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
     let open = ctx.open(&req.file_id)?;
     let tree = ctx.tree()?.clone();
     if req.info_type == INFO_SECURITY {
-        return set_security(&open, req.additional, req.buffer, tree.read_only, out);
+        return set_security(&open, &tree, req.additional, req.buffer, out);
     }
     if req.info_type != INFO_FILE {
         return Err(if req.info_type == INFO_FILESYSTEM { NtStatus::NOT_SUPPORTED } else { NtStatus::INVALID_PARAMETER });

@@ -16,7 +16,7 @@
 //! rename of an open stream keeps the share-mode entry, oplock and lease of
 //! that open under the old name's key.
 
-use super::create::{granted_by_sd, release, stored_sd, token_sids, write_response, ACTION_CREATED, ACTION_OPENED, ACTION_OVERWRITTEN, ACTION_SUPERSEDED};
+use super::create::{release, stored_sd, write_response, ACTION_CREATED, ACTION_OPENED, ACTION_OVERWRITTEN, ACTION_SUPERSEDED};
 use super::create::{FILE_CREATE, FILE_OPEN, FILE_OPEN_IF, FILE_OVERWRITE, FILE_SUPERSEDE, OPT_DELETE_ON_CLOSE, OPT_DIRECTORY_FILE, SHARE_DELETE, SHARE_READ, SHARE_WRITE};
 use super::*;
 use crate::objects::{lock, store_status, Open, OpenKind, OplockTarget, Server, Session, StreamOpen, Tree};
@@ -47,7 +47,6 @@ pub(super) struct StreamCreate<'a> {
     /// as the share's maximal access.
     pub desired: u32,
     pub max_allowed: bool,
-    pub session_kind: Option<crate::auth::IdentityKind>,
     /// The lease asked for (RqLs), if any.
     pub lease_req: Option<&'a crate::store::LeaseRequest>,
     /// Where OPLOCK_BREAK notifications of the open go.
@@ -124,7 +123,7 @@ fn open_stream(c: &StreamCreate<'_>, fd: OwnedFd, base: &FileStat, made_file: bo
     let mut desired = c.desired;
     // The file's security descriptor, if a client set one, covers its streams.
     if let Some(sd) = stored_sd(&fd)? {
-        let granted = granted_by_sd(&sd, &token_sids(c.session_kind));
+        let granted = crate::security::max_allowed(&sd, &c.tree.token) & c.tree.maximal_access;
         if c.max_allowed {
             desired = (map_generic(req.desired_access) & !MAXIMUM_ALLOWED) | (desired & granted);
         }

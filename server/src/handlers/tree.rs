@@ -71,7 +71,8 @@ pub fn tree_connect(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>)
             return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }
         let id = session.new_tree_id();
-        let t = Arc::new(Tree { id, share: share.clone(), read_only, encrypt, maximal_access: maximal, creds });
+        let token = Arc::new(session_token(identity.kind, creds.as_deref()));
+        let t = Arc::new(Tree { id, share: share.clone(), read_only, encrypt, maximal_access: maximal, creds, token });
         trees.insert(id, t.clone());
         t
     };
@@ -90,6 +91,20 @@ pub fn tree_connect(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>)
     out.u16(16).u8(if share.is_ipc() { SHARE_TYPE_PIPE } else { SHARE_TYPE_DISK }).u8(0).u32(flags).u32(0).u32(maximal);
     ctx.tree = Some(t);
     Ok(())
+}
+
+/// The token security descriptors are checked against: the Unix account
+/// the tree runs as, or (no account: the server serves as itself) the
+/// server's own user, whose files it then is working on.
+pub fn session_token(kind: crate::auth::IdentityKind, creds: Option<&crate::identity::Creds>) -> crate::security::Token {
+    use crate::security::{Logon, Token};
+    let logon = match kind {
+        crate::auth::IdentityKind::User => Logon::User,
+        crate::auth::IdentityKind::Guest => Logon::Guest,
+        _ => Logon::Anonymous,
+    };
+    let c = creds.unwrap_or_else(|| crate::identity::server_creds());
+    Token::new(logon, c.uid, c.gid, &c.groups)
 }
 
 pub fn tree_disconnect(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Result<(), NtStatus> {
