@@ -421,20 +421,47 @@ impl MessageSource for SmbdSource {
     }
 
     fn recv(&mut self, limit: usize) -> io::Result<Option<Vec<u8>>> {
-        let msg = match self.first.pop_front() {
-            Some(m) => m,
-            None => match self.rx.recv() {
-                Ok(m) => {
-                    self.queued.fetch_sub(m.len(), Ordering::SeqCst);
-                    m
-                }
-                // A halt that could not stop the reader cleanly is an error
-                // (the connection is then closed, not passed).
-                Err(_) if self.ch.control.get().is_some_and(|c| c.is_halted()) && !self.ch.halted_clean.load(Ordering::SeqCst) => {
-                    return Err(io::Error::other("the channel reader could not be halted"));
-                }
-                Err(_) => return Ok(None),
+        let got = match self.first.pop_front() {
+            Some(m) => Ok(m),
+            None => self.rx.recv().map(|m| self.dequeued(m)).map_err(|_| ()),
+        };
+        self.take(got, limit)
+    }
+
+    fn has_queue(&self) -> bool {
+        true
+    }
+
+    fn recv_wait(&mut self, limit: usize, wait: Duration) -> Option<io::Result<Option<Vec<u8>>>> {
+        let got = match self.first.pop_front() {
+            Some(m) => Ok(m),
+            None => match self.rx.recv_timeout(wait) {
+                Ok(m) => Ok(self.dequeued(m)),
+                Err(mpsc::RecvTimeoutError::Timeout) => return None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
             },
+        };
+        Some(self.take(got, limit))
+    }
+}
+
+impl SmbdSource {
+    /// A message the reader queued, no longer counted as queued.
+    fn dequeued(&self, m: Vec<u8>) -> Vec<u8> {
+        self.queued.fetch_sub(m.len(), Ordering::SeqCst);
+        m
+    }
+
+    /// A message (`Err`: the reader is gone), checked against the limit.
+    fn take(&mut self, got: Result<Vec<u8>, ()>, limit: usize) -> io::Result<Option<Vec<u8>>> {
+        let msg = match got {
+            Ok(m) => m,
+            // A halt that could not stop the reader cleanly is an error
+            // (the connection is then closed, not passed).
+            Err(()) if self.ch.control.get().is_some_and(|c| c.is_halted()) && !self.ch.halted_clean.load(Ordering::SeqCst) => {
+                return Err(io::Error::other("the channel reader could not be halted"));
+            }
+            Err(()) => return Ok(None),
         };
         let limit = self.ch.limit(limit);
         if msg.len() > limit {
