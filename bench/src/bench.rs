@@ -138,7 +138,7 @@ pub fn fill(tree: &Tree, f: &File, size: u64, depth: usize, progress: &Progress)
             off += n as u64;
             inflight += 1;
         }
-        let (_, r) = q.next(timeout)?;
+        let (_, r) = q.next(timeout).map_err(|_| conn.timed_out("WRITE (filling the file)", timeout))?;
         r?.expect(&[msg::STATUS_SUCCESS])?;
         inflight -= 1;
         progress.bytes.fetch_add(chunk, Ordering::Relaxed);
@@ -294,7 +294,7 @@ fn worker(tree: &Tree, f: &File, ch: usize, nth: usize, of: usize, plan: &Plan, 
             if free.len() == plan.depth {
                 return Ok((done_bytes, ops, std::mem::take(&mut lat)));
             }
-            let (tag, r) = q.next(timeout)?;
+            let (tag, r) = q.next(timeout).map_err(|_| crate::client::conn::timed_out(&*chan, match plan.op { Op::Write => "WRITE", Op::Read => "READ", Op::Mixed => "READ/WRITE" }, timeout))?;
             let slot = usize::try_from(tag).ok().filter(|s| *s < plan.depth).ok_or_else(|| ClientError::Invalid("bad completion tag".into()))?;
             if rdma {
                 lent[slot] = false;

@@ -189,6 +189,9 @@ struct Conn {
     out: VecDeque<Vec<u8>>,
     offered: bool,
     rdma_ops: HashMap<RdmaOpId, (u64, RdmaDir)>,
+    /// `RdmaSend` answers waiting for the last work request of their RDMA WRITE to be
+    /// posted (then they are sent, right behind it).
+    replies: HashMap<RdmaOpId, Reply>,
     stats: ChannelStats,
     peer: Option<SocketAddr>,
     local: Option<SocketAddr>,
@@ -196,6 +199,14 @@ struct Conn {
     cm_gone: bool,
     core_done: bool,
     closing_since: Option<Instant>,
+}
+
+/// The SMB2 message of an `RdmaSend`, held until its RDMA WRITE is wholly posted.
+struct Reply {
+    /// Bytes of the WRITE not yet posted.
+    unposted: u64,
+    invalidate: Option<u32>,
+    msg: Vec<u8>,
 }
 
 /// A connection's verbs objects and core, before its rdma_cm id joins them.
@@ -232,6 +243,7 @@ impl Parts {
             out: VecDeque::new(),
             offered: false,
             rdma_ops: HashMap::new(),
+            replies: HashMap::new(),
             stats: ChannelStats { channel_id: self.id, ..Default::default() },
             peer: None,
             local: None,
@@ -820,7 +832,19 @@ fn execute(c: &mut Conn, a: Action, now: Instant) -> io::Result<()> {
             if wr.wr_id > INDEX_MASK {
                 return Err(io::Error::other("RDMA wr_id out of range"));
             }
-            c.cm.post_rdma(wr_id(KIND_RDMA, wr.wr_id), op, &sges, wr.remote_addr, wr.remote_token)
+            c.cm.post_rdma(wr_id(KIND_RDMA, wr.wr_id), op, &sges, wr.remote_addr, wr.remote_token)?;
+            // The answer of an RdmaSend goes out right behind the WRITE's last work
+            // request: same queue pair, so it reaches the client after the data.
+            let done = c.replies.get_mut(&wr.op).is_some_and(|r| {
+                r.unposted = r.unposted.saturating_sub(u64::from(wr.len));
+                r.unposted == 0
+            });
+            if done {
+                if let Some(r) = c.replies.remove(&wr.op) {
+                    send_message(c, r.invalidate, &r.msg, now);
+                }
+            }
+            Ok(())
         }
         Action::SetTimer(t) => {
             c.timer = t;
@@ -866,6 +890,9 @@ fn on_event(c: &mut Conn, ev: Event, control: BorrowedFd<'_>, now: Instant) {
             }
         }
         Event::RdmaDone { op, result } => {
+            // An answer still held: its WRITE ended before it was wholly posted
+            // (failed or aborted); the answer is not sent.
+            c.replies.remove(&op);
             let Some((req_id, dir)) = c.rdma_ops.remove(&op) else { return };
             let (status, bytes) = match result {
                 Ok(n) => {
@@ -929,47 +956,23 @@ fn offer(c: &mut Conn, control: BorrowedFd<'_>, first: Vec<u8>, now: Instant) {
 /// Executes one frame from the worker.
 fn on_frame(c: &mut Conn, f: Frame, now: Instant, pool_len: u64) {
     match f {
-        Frame::Send { invalidate, msg } => {
-            debug!(channel = c.id, len = msg.len(), ?invalidate, credits = ?c.core.credits(), "message to the peer");
-            c.stats.inline_sent += msg.len() as u64;
-            let r = match invalidate {
-                Some(t) => c.core.send_with_invalidate(now, &msg, t),
-                None => c.core.send(now, &msg),
-            };
-            match r {
-                Ok(()) => {}
-                // The connection already ended: the worker learns it from Close.
-                Err(_) if c.core_done => {}
-                Err(e) => {
-                    warn!(channel = c.id, "worker's message cannot be sent: {e}; closing");
-                    c.core.close(now);
-                }
+        Frame::Send { invalidate, msg } => send_message(c, invalidate, &msg, now),
+        Frame::RdmaSend { req, invalidate, msg } => {
+            if req.dir != RdmaDir::WriteToClient {
+                warn!(channel = c.id, req_id = req.req_id, "RdmaSend for an RDMA READ; closing");
+                c.sock = None;
+                c.core.close(now);
+                return;
+            }
+            let len = u64::from(req.len);
+            // Started (not refused): the answer waits for the WRITE to be posted (the
+            // core's work requests are executed after this frame, in drive()).
+            if let Some(op) = start_rdma(c, &req, now, pool_len) {
+                c.replies.insert(op, Reply { unposted: len, invalidate, msg });
             }
         }
         Frame::Rdma(req) => {
-            let max = c.core.negotiated().max_read_write_size;
-            if let Err(why) = check_rdma_request(&req, pool_len, max) {
-                warn!(channel = c.id, req_id = req.req_id, "RDMA request refused: {why}");
-                queue(c, &Frame::RdmaDone(RdmaDone { req_id: req.req_id, status: rdma_status::BAD_REQUEST, bytes: 0 }));
-                return;
-            }
-            let local = [LocalSegment { lkey: c.pool.lkey, addr: c.pool.addr + req.pool_offset, len: req.len }];
-            let len = u64::from(req.len);
-            let r = match req.dir {
-                RdmaDir::ReadFromClient => c.core.rdma_read(now, &req.descriptors, &local, len),
-                RdmaDir::WriteToClient => c.core.rdma_write(now, &req.descriptors, &local, len),
-            };
-            match r {
-                Ok(op) => {
-                    debug!(channel = c.id, req_id = req.req_id, dir = ?req.dir, len = req.len, "RDMA started");
-                    c.rdma_ops.insert(op, (req.req_id, req.dir));
-                }
-                Err(e) => {
-                    let status = if matches!(e, RdmaError::NotConnected) { rdma_status::CHANNEL_CLOSING } else { rdma_status::BAD_REQUEST };
-                    warn!(channel = c.id, req_id = req.req_id, "RDMA request refused: {e}");
-                    queue(c, &Frame::RdmaDone(RdmaDone { req_id: req.req_id, status, bytes: 0 }));
-                }
-            }
+            start_rdma(c, &req, now, pool_len);
         }
         Frame::Close { reason } => {
             debug!(channel = c.id, reason, "worker closes the channel");
@@ -979,6 +982,55 @@ fn on_frame(c: &mut Conn, f: Frame, now: Instant, pool_len: u64) {
         other => {
             warn!(channel = c.id, kind = other.kind(), "unexpected frame from the worker; closing");
             c.sock = None;
+            c.core.close(now);
+        }
+    }
+}
+
+/// Checks and starts one RDMA transfer of the worker's; a refused one is answered at
+/// once with an error `RdmaDone`.
+fn start_rdma(c: &mut Conn, req: &RdmaRequest, now: Instant, pool_len: u64) -> Option<RdmaOpId> {
+    let max = c.core.negotiated().max_read_write_size;
+    if let Err(why) = check_rdma_request(req, pool_len, max) {
+        warn!(channel = c.id, req_id = req.req_id, "RDMA request refused: {why}");
+        queue(c, &Frame::RdmaDone(RdmaDone { req_id: req.req_id, status: rdma_status::BAD_REQUEST, bytes: 0 }));
+        return None;
+    }
+    let local = [LocalSegment { lkey: c.pool.lkey, addr: c.pool.addr + req.pool_offset, len: req.len }];
+    let len = u64::from(req.len);
+    let r = match req.dir {
+        RdmaDir::ReadFromClient => c.core.rdma_read(now, &req.descriptors, &local, len),
+        RdmaDir::WriteToClient => c.core.rdma_write(now, &req.descriptors, &local, len),
+    };
+    match r {
+        Ok(op) => {
+            debug!(channel = c.id, req_id = req.req_id, dir = ?req.dir, len = req.len, "RDMA started");
+            c.rdma_ops.insert(op, (req.req_id, req.dir));
+            Some(op)
+        }
+        Err(e) => {
+            let status = if matches!(e, RdmaError::NotConnected) { rdma_status::CHANNEL_CLOSING } else { rdma_status::BAD_REQUEST };
+            warn!(channel = c.id, req_id = req.req_id, "RDMA request refused: {e}");
+            queue(c, &Frame::RdmaDone(RdmaDone { req_id: req.req_id, status, bytes: 0 }));
+            None
+        }
+    }
+}
+
+/// Sends one SMB2 message of the worker's to the peer.
+fn send_message(c: &mut Conn, invalidate: Option<u32>, msg: &[u8], now: Instant) {
+    debug!(channel = c.id, len = msg.len(), ?invalidate, credits = ?c.core.credits(), "message to the peer");
+    c.stats.inline_sent += msg.len() as u64;
+    let r = match invalidate {
+        Some(t) => c.core.send_with_invalidate(now, msg, t),
+        None => c.core.send(now, msg),
+    };
+    match r {
+        Ok(()) => {}
+        // The connection already ended: the worker learns it from Close.
+        Err(_) if c.core_done => {}
+        Err(e) => {
+            warn!(channel = c.id, "worker's message cannot be sent: {e}; closing");
             c.core.close(now);
         }
     }

@@ -12,8 +12,8 @@ use smbdirect_transport::wire::{BufferDescriptorV1, BUFFER_DESCRIPTOR_V1_LEN};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 /// Protocol version carried in [`Hello`]; a server refuses any other.
-/// Version 2 added the slot range to `Hello`.
-pub const PROTO_VERSION: u32 = 2;
+/// Version 2 added the slot range to `Hello`; version 3 the `RdmaSend` frame.
+pub const PROTO_VERSION: u32 = 3;
 pub use crate::frame::{FrameError, Header, FLAG_MORE, HEADER_LEN, MAX_DATAGRAM, MAX_FRAGMENT_BODY};
 use crate::frame::Kinds;
 /// Bytes a frame adds around its SMB2 message (ChannelOffer is the largest);
@@ -38,6 +38,7 @@ pub mod kind {
     pub const RDMA: u8 = 18;
     pub const RDMA_DONE: u8 = 19;
     pub const CLOSE: u8 = 20;
+    pub const RDMA_SEND: u8 = 21;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -232,18 +233,26 @@ pub enum Frame {
     Rdma(RdmaRequest),
     RdmaDone(RdmaDone),
     Close { reason: u32 },
+    /// Worker -> proxy: an RDMA WRITE to the client (an SMB2 READ's data) and
+    /// the SMB2 message that answers it, posted right behind the write on the
+    /// same queue pair (reliable connection: the client sees the message only
+    /// after the data landed), without waiting for the write to complete.
+    /// Answered by `RdmaDone` for the slot. If the proxy refuses the request
+    /// or the write fails, the message is not sent (or never arrives: a
+    /// failed write breaks the queue pair) and `RdmaDone` says why.
+    RdmaSend { req: RdmaRequest, invalidate: Option<u32>, msg: Vec<u8> },
 }
 
 /// The kinds as the framing sees them.
 const KINDS: Kinds = Kinds { known: is_known_kind, splittable };
 
 fn is_known_kind(k: u8) -> bool {
-    matches!(k, kind::HELLO..=kind::CHANNEL_PASSED | kind::RECV..=kind::CLOSE)
+    matches!(k, kind::HELLO..=kind::CHANNEL_PASSED | kind::RECV..=kind::RDMA_SEND)
 }
 
 /// Whether frames of this kind may span datagrams (those carrying messages).
 pub fn splittable(k: u8) -> bool {
-    matches!(k, kind::CHANNEL_OFFER | kind::CHANNEL_PASSED | kind::STATS_REPLY | kind::RECV | kind::SEND)
+    matches!(k, kind::CHANNEL_OFFER | kind::CHANNEL_PASSED | kind::STATS_REPLY | kind::RECV | kind::SEND | kind::RDMA_SEND)
 }
 
 impl Frame {
@@ -260,6 +269,7 @@ impl Frame {
             Frame::Rdma(_) => kind::RDMA,
             Frame::RdmaDone(_) => kind::RDMA_DONE,
             Frame::Close { .. } => kind::CLOSE,
+            Frame::RdmaSend { .. } => kind::RDMA_SEND,
         }
     }
 
@@ -308,18 +318,12 @@ impl Frame {
                 out.push(u8::from(invalidate.is_some()));
                 out.extend_from_slice(msg);
             }
-            Frame::Rdma(r) => {
-                if r.descriptors.len() > MAX_RDMA_DESCRIPTORS {
-                    return Err(ProtoError::TooManyDescriptors { count: r.descriptors.len() });
-                }
-                out.extend_from_slice(&r.req_id.to_le_bytes());
-                out.push(r.dir as u8);
-                out.extend_from_slice(&r.pool_offset.to_le_bytes());
-                out.extend_from_slice(&r.len.to_le_bytes());
-                out.extend_from_slice(&(r.descriptors.len() as u16).to_le_bytes());
-                for d in &r.descriptors {
-                    out.extend_from_slice(&d.to_bytes());
-                }
+            Frame::Rdma(r) => put_rdma(out, r)?,
+            Frame::RdmaSend { req, invalidate, msg } => {
+                put_rdma(out, req)?;
+                out.extend_from_slice(&invalidate.unwrap_or(0).to_le_bytes());
+                out.push(u8::from(invalidate.is_some()));
+                out.extend_from_slice(msg);
             }
             Frame::RdmaDone(d) => {
                 out.extend_from_slice(&d.req_id.to_le_bytes());
@@ -332,6 +336,7 @@ impl Frame {
     }
 
     /// Decodes a whole (reassembled) body of the given kind.
+    /// (See [`put_rdma`] for the RDMA request's layout.)
     pub fn decode_body(k: u8, body: &[u8]) -> Result<Frame, ProtoError> {
         let f = match k {
             kind::HELLO => {
@@ -403,24 +408,20 @@ impl Frame {
             }
             kind::RDMA => {
                 let mut r = Rd::new(body, "Rdma");
-                let req_id = r.u64()?;
-                let dir = match r.u8()? {
-                    0 => RdmaDir::ReadFromClient,
-                    1 => RdmaDir::WriteToClient,
-                    d => return Err(ProtoError::BadDirection(d)),
-                };
-                let pool_offset = r.u64()?;
-                let len = r.u32()?;
-                let count = r.u16()? as usize;
-                if count > MAX_RDMA_DESCRIPTORS {
-                    return Err(ProtoError::TooManyDescriptors { count });
-                }
-                let list = r.take(count * BUFFER_DESCRIPTOR_V1_LEN)?;
+                let req = get_rdma(&mut r)?;
                 r.end()?;
-                let descriptors = BufferDescriptorV1::iter_list(list)
-                    .map_err(|_| ProtoError::Truncated { what: "Rdma descriptors", need: 0, have: list.len() })?
-                    .collect();
-                Frame::Rdma(RdmaRequest { req_id, dir, pool_offset, len, descriptors })
+                Frame::Rdma(req)
+            }
+            kind::RDMA_SEND => {
+                let mut r = Rd::new(body, "RdmaSend");
+                let req = get_rdma(&mut r)?;
+                let token = r.u32()?;
+                let invalidate = match r.u8()? {
+                    0 => None,
+                    1 => Some(token),
+                    b => return Err(ProtoError::BadBool(b)),
+                };
+                Frame::RdmaSend { req, invalidate, msg: r.rest().to_vec() }
             }
             kind::RDMA_DONE => {
                 let mut r = Rd::new(body, "RdmaDone");
@@ -609,6 +610,43 @@ impl<'a> Rd<'a> {
     }
 }
 
+/// An RDMA request's body: req_id u64, dir u8, pool_offset u64, len u32, count u16,
+/// then count BufferDescriptorV1 (the whole `Rdma` frame, the head of `RdmaSend`).
+fn put_rdma(out: &mut Vec<u8>, r: &RdmaRequest) -> Result<(), ProtoError> {
+    if r.descriptors.len() > MAX_RDMA_DESCRIPTORS {
+        return Err(ProtoError::TooManyDescriptors { count: r.descriptors.len() });
+    }
+    out.extend_from_slice(&r.req_id.to_le_bytes());
+    out.push(r.dir as u8);
+    out.extend_from_slice(&r.pool_offset.to_le_bytes());
+    out.extend_from_slice(&r.len.to_le_bytes());
+    out.extend_from_slice(&(r.descriptors.len() as u16).to_le_bytes());
+    for d in &r.descriptors {
+        out.extend_from_slice(&d.to_bytes());
+    }
+    Ok(())
+}
+
+fn get_rdma(r: &mut Rd<'_>) -> Result<RdmaRequest, ProtoError> {
+    let req_id = r.u64()?;
+    let dir = match r.u8()? {
+        0 => RdmaDir::ReadFromClient,
+        1 => RdmaDir::WriteToClient,
+        d => return Err(ProtoError::BadDirection(d)),
+    };
+    let pool_offset = r.u64()?;
+    let len = r.u32()?;
+    let count = r.u16()? as usize;
+    if count > MAX_RDMA_DESCRIPTORS {
+        return Err(ProtoError::TooManyDescriptors { count });
+    }
+    let list = r.take(count * BUFFER_DESCRIPTOR_V1_LEN)?;
+    let descriptors = BufferDescriptorV1::iter_list(list)
+        .map_err(|_| ProtoError::Truncated { what: "Rdma descriptors", need: 0, have: list.len() })?
+        .collect();
+    Ok(RdmaRequest { req_id, dir, pool_offset, len, descriptors })
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -692,6 +730,22 @@ pub(crate) mod tests {
             }),
             Frame::RdmaDone(RdmaDone { req_id: 11, status: rdma_status::OK, bytes: 12288 }),
             Frame::Close { reason: close_reason::PEER_GONE },
+            Frame::RdmaSend {
+                req: RdmaRequest {
+                    req_id: 13,
+                    dir: RdmaDir::WriteToClient,
+                    pool_offset: 8192,
+                    len: 16384,
+                    descriptors: vec![BufferDescriptorV1 { offset: 0x2000, token: 0x44, length: 16384 }],
+                },
+                invalidate: Some(0x44),
+                msg: vec![6; 80],
+            },
+            Frame::RdmaSend {
+                req: RdmaRequest { req_id: 14, dir: RdmaDir::WriteToClient, pool_offset: 0, len: 0, descriptors: vec![] },
+                invalidate: None,
+                msg: vec![7; 70_000],
+            },
         ]
     }
 

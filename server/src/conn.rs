@@ -261,18 +261,28 @@ pub fn serve_from(
         conn.io_offload = conn.outbox.is_some();
         crate::iopool::keep_spare_buffers(conn.server.cfg.limits.max_in_flight_per_connection.saturating_add(3).min(64));
     }
-    let reader = std::thread::Builder::new().name("smb-read".into()).stack_size(128 * 1024).spawn(move || loop {
-        // (A TCP source takes a spare buffer once it knows the length.)
-        let r = source.recv_into(limit, Vec::new());
-        let more = matches!(r, Ok(Some(_)));
-        if let Err(std::sync::mpsc::SendError(Ok(Some(m)))) = tx.send(r) {
-            crate::iopool::give_buffer(m);
-            break;
-        }
-        if !more {
-            break;
-        }
-    });
+    // A source that queues whole messages itself (SMB Direct) is read here,
+    // on the connection's thread: no reader thread in between.
+    let (mut direct, reader) = if source.has_queue() {
+        (Some(source), Ok(()))
+    } else {
+        (None, std::thread::Builder::new().name("smb-read".into()).stack_size(128 * 1024).spawn(move || loop {
+            // (A TCP source takes a spare buffer once it knows the length.)
+            let r = source.recv_into(limit, Vec::new());
+            let more = matches!(r, Ok(Some(_)));
+            if let Err(std::sync::mpsc::SendError(Ok(Some(m)))) = tx.send(r) {
+                crate::iopool::give_buffer(m);
+                break;
+            }
+            if !more {
+                break;
+            }
+        }).map(drop))
+    };
+    let mut next_msg = |wait: Duration| match direct.as_mut() {
+        Some(s) => s.recv_wait(limit, wait).ok_or(std::sync::mpsc::RecvTimeoutError::Timeout),
+        None => rx.recv_timeout(wait),
+    };
     let end = match reader {
         Err(e) => Disconnect::Io(e),
         Ok(_) => loop {
@@ -284,7 +294,7 @@ pub fn serve_from(
                 Err(d) => break d,
             };
             let wait = next.map_or(TIMER_TICK, |t| t.saturating_duration_since(now).min(TIMER_TICK));
-            let mut msg = match rx.recv_timeout(wait) {
+            let mut msg = match next_msg(wait) {
                 Ok(Ok(Some(m))) => m,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
                 Ok(Ok(None)) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break Disconnect::Closed,
@@ -303,7 +313,7 @@ pub fn serve_from(
         },
     };
     if let Disconnect::Pass = end {
-        if let Some(p) = take_for_pass(&mut conn, &rx) {
+        if let Some(p) = take_for_pass(&mut conn, &mut next_msg) {
             debug!(%peer, session = p.session_id, "binding names another worker's session: passing the connection there");
             drop(conn);
             return Some(p);
@@ -319,7 +329,7 @@ pub fn serve_from(
     }
     // Shutting the socket down also ends the reader thread.
     sink.shutdown();
-    drop(rx);
+    drop(next_msg);
     drop(conn);
     None
 }
@@ -328,14 +338,14 @@ pub fn serve_from(
 /// meanwhile (a client that pipelined past the binding) to the pending
 /// messages. `None` if the reader cannot be stopped in time: the
 /// connection is then closed.
-fn take_for_pass(conn: &mut Connection, rx: &std::sync::mpsc::Receiver<std::io::Result<Option<Vec<u8>>>>) -> Option<crate::connpass::ConnPass> {
+fn take_for_pass(conn: &mut Connection, next: &mut dyn FnMut(Duration) -> Result<std::io::Result<Option<Vec<u8>>>, std::sync::mpsc::RecvTimeoutError>) -> Option<crate::connpass::ConnPass> {
     let mut p = conn.pass_out.take()?;
     if !conn.recv.halt() {
         return None;
     }
     let wait = conn.server.cfg.limits.io_timeout.max(Duration::from_secs(1));
     loop {
-        match rx.recv_timeout(wait) {
+        match next(wait) {
             Ok(Ok(Some(m))) => p.pending.extend_from_slice(&crate::connpass::framed(&m)),
             Ok(Ok(None)) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Some(p),
             Ok(Err(_)) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return None,

@@ -161,6 +161,21 @@ pub trait MessageSource: Send {
         let _ = spare;
         self.recv(limit)
     }
+
+    /// Whether a thread of the transport's own already queues whole messages
+    /// (SMB Direct): the connection then takes them with [`Self::recv_wait`]
+    /// on its own thread instead of starting a reader thread (one thread hop
+    /// less per request).
+    fn has_queue(&self) -> bool {
+        false
+    }
+
+    /// [`Self::recv`] waiting at most `wait`; `None` when nothing came in
+    /// time. Only for a source that [`Self::has_queue`].
+    fn recv_wait(&mut self, limit: usize, wait: std::time::Duration) -> Option<io::Result<Option<Vec<u8>>>> {
+        let _ = wait;
+        Some(self.recv(limit))
+    }
 }
 
 /// Sends messages; shared by the connection's own loop and by work that

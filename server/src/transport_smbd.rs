@@ -95,13 +95,15 @@ impl Channel {
         let (tx, rx) = mpsc::sync_channel(1);
         self.start_rdma(dir, buf, remote, Box::new(move |r| {
             let _ = tx.send(r);
-        }))?;
+        }), None)?;
         rx.recv().map_err(|_| io::Error::new(io::ErrorKind::ConnectionAborted, "channel ended during RDMA"))?
     }
 
-    /// Sends the Rdma frame for `buf`; the slot and `then` wait in `pending`
-    /// for the answer. On error nothing was posted (and the slot is free).
-    fn start_rdma(&self, dir: RdmaDir, buf: RdmaBuffer, remote: &[BufferDescriptorV1], then: RdmaThen) -> io::Result<()> {
+    /// Sends the Rdma frame for `buf` (an RdmaSend frame with `reply`, which
+    /// the proxy sends right behind the transfer); the slot and `then` wait in
+    /// `pending` for the answer. On error nothing was posted (and the slot is
+    /// free).
+    fn start_rdma(&self, dir: RdmaDir, buf: RdmaBuffer, remote: &[BufferDescriptorV1], then: RdmaThen, reply: Option<(&OutBuf, Option<u32>)>) -> io::Result<()> {
         let sum: u64 = remote.iter().map(|d| u64::from(d.length)).sum();
         let len = u32::try_from(buf.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "buffer too large"))?;
         if sum != u64::from(len) {
@@ -118,7 +120,11 @@ impl Channel {
             }
             p.insert(req_id, PendingRdma { slot: buf, len, then });
         }
-        if let Err(e) = self.send(&Frame::Rdma(req)) {
+        let frame = match reply {
+            Some((msg, invalidate)) => Frame::RdmaSend { req, invalidate, msg: msg.buf.get(msg.start..).unwrap_or(&[]).to_vec() },
+            None => Frame::Rdma(req),
+        };
+        if let Err(e) = self.send(&frame) {
             // (A SEQPACKET datagram is sent whole or not at all.)
             let p = crate::objects::lock(&self.pending).remove(&req_id);
             drop(p);
@@ -415,20 +421,47 @@ impl MessageSource for SmbdSource {
     }
 
     fn recv(&mut self, limit: usize) -> io::Result<Option<Vec<u8>>> {
-        let msg = match self.first.pop_front() {
-            Some(m) => m,
-            None => match self.rx.recv() {
-                Ok(m) => {
-                    self.queued.fetch_sub(m.len(), Ordering::SeqCst);
-                    m
-                }
-                // A halt that could not stop the reader cleanly is an error
-                // (the connection is then closed, not passed).
-                Err(_) if self.ch.control.get().is_some_and(|c| c.is_halted()) && !self.ch.halted_clean.load(Ordering::SeqCst) => {
-                    return Err(io::Error::other("the channel reader could not be halted"));
-                }
-                Err(_) => return Ok(None),
+        let got = match self.first.pop_front() {
+            Some(m) => Ok(m),
+            None => self.rx.recv().map(|m| self.dequeued(m)).map_err(|_| ()),
+        };
+        self.take(got, limit)
+    }
+
+    fn has_queue(&self) -> bool {
+        true
+    }
+
+    fn recv_wait(&mut self, limit: usize, wait: Duration) -> Option<io::Result<Option<Vec<u8>>>> {
+        let got = match self.first.pop_front() {
+            Some(m) => Ok(m),
+            None => match self.rx.recv_timeout(wait) {
+                Ok(m) => Ok(self.dequeued(m)),
+                Err(mpsc::RecvTimeoutError::Timeout) => return None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
             },
+        };
+        Some(self.take(got, limit))
+    }
+}
+
+impl SmbdSource {
+    /// A message the reader queued, no longer counted as queued.
+    fn dequeued(&self, m: Vec<u8>) -> Vec<u8> {
+        self.queued.fetch_sub(m.len(), Ordering::SeqCst);
+        m
+    }
+
+    /// A message (`Err`: the reader is gone), checked against the limit.
+    fn take(&mut self, got: Result<Vec<u8>, ()>, limit: usize) -> io::Result<Option<Vec<u8>>> {
+        let msg = match got {
+            Ok(m) => m,
+            // A halt that could not stop the reader cleanly is an error
+            // (the connection is then closed, not passed).
+            Err(()) if self.ch.control.get().is_some_and(|c| c.is_halted()) && !self.ch.halted_clean.load(Ordering::SeqCst) => {
+                return Err(io::Error::other("the channel reader could not be halted"));
+            }
+            Err(()) => return Ok(None),
         };
         let limit = self.ch.limit(limit);
         if msg.len() > limit {
@@ -506,22 +539,25 @@ impl RdmaOps for SmbdSink {
     }
 
     fn read_from_peer_then(&self, buf: RdmaBuffer, remote: Vec<BufferDescriptorV1>, then: RdmaThen) -> io::Result<()> {
-        self.ch.start_rdma(RdmaDir::ReadFromClient, buf, &remote, then)
+        self.ch.start_rdma(RdmaDir::ReadFromClient, buf, &remote, then, None)
     }
 
     fn write_to_peer_then_send(&self, buf: RdmaBuffer, remote: Vec<BufferDescriptorV1>, reply: OutBuf, invalidate: Option<u32>) -> io::Result<()> {
-        // Runs on the reader thread when the proxy answers (the slot is
-        // freed then). It holds the channel: a cycle broken when the reader
+        // One RdmaSend frame: the proxy posts the reply right behind the RDMA
+        // WRITE (the client sees it only after the data), without a round
+        // trip through this process. `then` runs on the reader thread when
+        // the proxy answers: it frees the slot; a failed WRITE means the reply
+        // was not sent (or was flushed with the broken queue pair), so the
+        // channel goes. It holds the channel: a cycle broken when the reader
         // empties `pending` at its end.
         let ch = self.ch.clone();
         let then: RdmaThen = Box::new(move |r: io::Result<RdmaBuffer>| {
-            let r = r.map(drop).and_then(|()| ch.send_message(&reply, invalidate));
             if let Err(e) = r {
                 warn!(peer = %ch.peer, "RDMA write for a READ: {e}; dropping the channel");
                 ch.shutdown();
             }
         });
-        self.ch.start_rdma(RdmaDir::WriteToClient, buf, &remote, then)
+        self.ch.start_rdma(RdmaDir::WriteToClient, buf, &remote, then, Some((&reply, invalidate)))
     }
 }
 

@@ -336,7 +336,7 @@ fn check(a: &Args, o: &ClientOptions) -> Result<serde_json::Value, ClientError> 
         tree.submit_to(0, tree.write_request(&f, (i * size) as u64, part), &q, i as u64)?;
     }
     for _ in 0..3 {
-        let (_, r) = q.next(o.timeout)?;
+        let (_, r) = q.next(o.timeout).map_err(|_| session.conn(0).map_or_else(|e| e, |c| c.timed_out("WRITE", o.timeout)))?;
         let n = msg::parse_write(&r?.expect(&[msg::STATUS_SUCCESS])?.msg)?;
         if n as usize != size {
             return Err(ClientError::proto(format!("short write: {n} of {size}")));

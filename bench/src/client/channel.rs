@@ -145,6 +145,11 @@ pub trait Channel: Send + Sync {
     fn rdma_stats(&self) -> Option<RdmaStats> {
         None
     }
+    /// Why messages accepted by [`Channel::send`] still wait to go out, if the peer is
+    /// what holds them (SMB Direct: no send credit granted); None when nothing waits.
+    fn stalled(&self) -> Option<String> {
+        None
+    }
     /// Closes the connection; a blocked [`Channel::recv`] returns [`ChannelError::Closed`]
     /// or an I/O error soon after.
     fn close(&self);

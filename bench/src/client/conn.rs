@@ -121,6 +121,16 @@ impl Sink {
     }
 }
 
+/// The error for a request with no answer within `after`: the channel's own account when
+/// it never got the request out (SMB Direct send credits the server does not grant), else
+/// a plain timeout.
+pub fn timed_out(chan: &dyn Channel, what: &'static str, after: Duration) -> ClientError {
+    match chan.stalled() {
+        Some(why) => ClientError::Starved(format!("{what} not sent within {after:?}: {why}")),
+        None => ClientError::Timeout { what, after },
+    }
+}
+
 /// Completions of many requests, in the order they arrive; each carries the caller's tag.
 pub struct CompletionQueue {
     tx: Sender<(u64, Outcome)>,
@@ -162,7 +172,7 @@ impl Pending {
             Ok(o) => o,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 lock(&self.conn.st).pending.remove(&self.message_id);
-                Err(ClientError::Timeout { what: cmd::name(self.command), after: self.timeout })
+                Err(timed_out(&*self.conn.chan, cmd::name(self.command), self.timeout))
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => Err(ClientError::Disconnected("the receiver stopped".into())),
         }
@@ -218,6 +228,10 @@ impl Conn {
     pub fn channel(&self) -> &Arc<dyn Channel> {
         &self.inner.chan
     }
+    /// [`timed_out`] for this connection's channel.
+    pub fn timed_out(&self, what: &'static str, after: Duration) -> ClientError {
+        timed_out(&*self.inner.chan, what, after)
+    }
     pub fn timeout(&self) -> Duration {
         self.inner.timeout
     }
@@ -264,7 +278,16 @@ impl Conn {
                 }
                 let now = Instant::now();
                 if now >= deadline {
-                    return Err(ClientError::Timeout { what: "credits (the server granted none)", after: inner.timeout });
+                    return Err(ClientError::Starved(if st.credits == 0 {
+                        format!("no SMB2 credit left and the server granted none within {:?}", inner.timeout)
+                    } else {
+                        format!(
+                            "a {} needs {charge} SMB2 credits, the server granted only {} and no more within {:?}",
+                            cmd::name(req.command),
+                            st.credits,
+                            inner.timeout
+                        )
+                    }));
                 }
                 st = inner.cv.wait_timeout(st, deadline - now).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
             }
@@ -463,6 +486,8 @@ mod tests {
     struct Mock {
         sent: Mutex<Sender<Vec<u8>>>,
         to_client: Mutex<Receiver<Option<Vec<u8>>>>,
+        /// What [`Channel::stalled`] says (an SMB Direct channel without send credits).
+        stalled: Mutex<Option<String>>,
     }
 
     impl Channel for Mock {
@@ -483,6 +508,9 @@ mod tests {
         fn limits(&self) -> ChannelLimits {
             ChannelLimits { max_send: 1 << 24, max_recv: 1 << 24, max_rdma: 0 }
         }
+        fn stalled(&self) -> Option<String> {
+            lock(&self.stalled).clone()
+        }
         fn close(&self) {}
         fn peer(&self) -> String {
             "mock".into()
@@ -492,10 +520,54 @@ mod tests {
     type MockEnds = (Arc<Conn>, Receiver<Vec<u8>>, Sender<Option<Vec<u8>>>);
 
     fn mock(timeout: Duration) -> MockEnds {
+        let (conn, sent, to_client, _) = mock_stalling(timeout);
+        (conn, sent, to_client)
+    }
+
+    fn mock_stalling(timeout: Duration) -> (Arc<Conn>, Receiver<Vec<u8>>, Sender<Option<Vec<u8>>>, Arc<Mock>) {
         let (stx, srx) = mpsc::channel();
         let (ctx, crx) = mpsc::channel();
-        let ch: Arc<dyn Channel> = Arc::new(Mock { sent: Mutex::new(stx), to_client: Mutex::new(crx) });
-        (Conn::new(ch, timeout), srx, ctx)
+        let m = Arc::new(Mock { sent: Mutex::new(stx), to_client: Mutex::new(crx), stalled: Mutex::new(None) });
+        let ch: Arc<dyn Channel> = m.clone();
+        (Conn::new(ch, timeout), srx, ctx, m)
+    }
+
+    /// Too few credits: a server that grants one credit at a time cannot carry a 1 MiB
+    /// READ (16 credits): the request fails within the timeout saying how many it needs
+    /// and how many it has, instead of waiting for ever; smaller requests still go.
+    #[test]
+    fn too_few_credits_are_reported() {
+        let (conn, sent, to_client) = mock(Duration::from_millis(300));
+        let first = conn.submit(Request::new(cmd::ECHO, vec![4, 0, 0, 0])).unwrap();
+        to_client.send(Some(answer(&sent.recv().unwrap(), 1, 0))).unwrap();
+        first.wait().unwrap();
+        let big = Request { payload: 1 << 20, ..Request::new(cmd::READ, vec![0; 49]) };
+        let t0 = Instant::now();
+        let e = conn.submit(big).err().unwrap();
+        let text = e.to_string();
+        assert!(matches!(e, ClientError::Starved(_)) && text.contains("a READ needs 16 SMB2 credits, the server granted only 1"), "{text}");
+        assert!(t0.elapsed() >= Duration::from_millis(250) && t0.elapsed() < Duration::from_secs(5));
+        assert!(conn.submit(Request::new(cmd::ECHO, vec![4, 0, 0, 0])).is_ok());
+    }
+
+    /// A request the channel could not send (an SMB Direct channel whose send credits the
+    /// server never renews) times out as credit starvation with the channel's account,
+    /// not as a missing answer; with the channel not stalled it is a plain timeout.
+    #[test]
+    fn a_stalled_channel_is_reported_as_starvation() {
+        let (conn, sent, _to_client, m) = mock_stalling(Duration::from_millis(200));
+        *lock(&m.stalled) = Some("SMB Direct send credits exhausted: 70 bytes wait".into());
+        let p = conn.submit(Request::new(cmd::ECHO, vec![4, 0, 0, 0])).unwrap();
+        let _ = sent.recv().unwrap();
+        let e = p.wait().err().unwrap();
+        assert!(matches!(e, ClientError::Starved(_)), "{e}");
+        assert_eq!(e.to_string(), "credit starvation: ECHO not sent within 200ms: SMB Direct send credits exhausted: 70 bytes wait");
+        *lock(&m.stalled) = None;
+        let (conn2, _s, _t, _m) = mock_stalling(Duration::from_millis(100));
+        let p = conn2.submit(Request::new(cmd::ECHO, vec![4, 0, 0, 0])).unwrap();
+        assert!(matches!(p.wait(), Err(ClientError::Timeout { .. })));
+        let q = CompletionQueue::new();
+        assert!(matches!(q.next(Duration::from_millis(10)).map_err(|_| conn.timed_out("READ", Duration::from_millis(10))), Err(ClientError::Timeout { .. })));
     }
 
     fn answer(req: &[u8], credits: u16, payload: u8) -> Vec<u8> {
@@ -522,7 +594,7 @@ mod tests {
         // No credit left: the next submit waits, then reports starvation.
         let t0 = Instant::now();
         let e = conn.submit(Request::new(cmd::ECHO, vec![4, 0, 0, 0])).err().unwrap();
-        assert!(matches!(e, ClientError::Timeout { .. }) && e.to_string().contains("credits"), "{e}");
+        assert!(matches!(e, ClientError::Starved(_)) && e.to_string().contains("no SMB2 credit left and the server granted none"), "{e}");
         assert!(t0.elapsed() >= Duration::from_millis(250));
         // Answers in reverse order, each tagged with its request's index.
         for (i, r) in reqs.iter().enumerate().rev() {

@@ -14,6 +14,10 @@ pub enum ClientError {
     Channel(#[from] ChannelError),
     #[error("{what}: no answer from the server within {after:?}")]
     Timeout { what: &'static str, after: Duration },
+    /// The request cannot go out because the server grants too few credits (SMB2 credits,
+    /// or SMB Direct send credits), said as such rather than as a missing answer.
+    #[error("credit starvation: {0}")]
+    Starved(String),
     #[error("the connection is down: {0}")]
     Disconnected(String),
     #[error("{command} failed: {status}")]

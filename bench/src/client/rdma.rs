@@ -410,6 +410,23 @@ impl Channel for SmbdChannel {
         Ok(())
     }
 
+    fn stalled(&self) -> Option<String> {
+        let mut g = self.lock();
+        g.step();
+        let core = &g.drv.core;
+        let (queued, c) = (core.queued_bytes(), *core.credits());
+        // The last credit is kept for a message that grants credits (MS-SMBD 3.1.5.1).
+        let blocked = c.send == 0 || (c.send == 1 && c.grantable() == 0);
+        (queued > 0 && blocked).then(|| {
+            format!(
+                "SMB Direct send credits exhausted: {queued} bytes wait to be sent and the server granted no credit \
+                 (send credits {}, {} messages received in all)",
+                c.send,
+                core.stats().messages_received
+            )
+        })
+    }
+
     fn close(&self) {
         let mut g = self.lock();
         g.drv.end("closed by the client");

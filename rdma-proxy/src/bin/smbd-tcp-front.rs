@@ -207,7 +207,8 @@ fn relay(mut tcp_in: TcpStream, id: u64, max_io: u32, control: &OwnedFd, control
                     break;
                 }
             }
-            Ok(Some(Received { frame: Frame::Rdma(r), .. })) => {
+            // (An RdmaSend's answer is not sent when its transfer is refused.)
+            Ok(Some(Received { frame: Frame::Rdma(r) | Frame::RdmaSend { req: r, .. }, .. })) => {
                 let done = Frame::RdmaDone(RdmaDone { req_id: r.req_id, status: rdma_status::BAD_REQUEST, bytes: 0 });
                 let _g = chan_lock.lock().unwrap_or_else(|p| p.into_inner());
                 if fdpass::send_frame(chan.as_fd(), &done, None).is_err() {

@@ -127,6 +127,19 @@ impl Wire for FakeProxy {
                     let chan = self.chan.as_ref().unwrap();
                     send_frame(chan.as_fd(), &Frame::RdmaDone(done), None).unwrap();
                 }
+                // As the real proxy: the RDMA WRITE, then its answer right behind
+                // it; an answer whose WRITE failed is not delivered.
+                Frame::RdmaSend { req, invalidate, msg } => {
+                    let done = serve_rdma(&self.pool, &self.mem, &req);
+                    let ok = done.status == rdma_status::OK;
+                    self.log.lock().unwrap().rdma.push(req);
+                    let chan = self.chan.as_ref().unwrap();
+                    send_frame(chan.as_fd(), &Frame::RdmaDone(done), None).unwrap();
+                    if ok {
+                        self.log.lock().unwrap().sends.push(invalidate);
+                        return Ok(vec![msg]);
+                    }
+                }
                 other => panic!("unexpected frame from the server: {other:?}"),
             }
         }
@@ -557,6 +570,18 @@ impl Rig {
                     }
                     Frame::Send { msg, .. } => {
                         times.sends.push(t0.elapsed());
+                        for resp in self.client.decode(msg) {
+                            self.client.held += i64::from(resp.credits);
+                            resps.push(resp);
+                        }
+                    }
+                    // The answer rides behind the WRITE: the client sees it when
+                    // the data is there (after the fake delay).
+                    Frame::RdmaSend { req, msg, .. } => {
+                        let due = std::time::Instant::now() + rdma_delay;
+                        times.rdma.push(t0.elapsed());
+                        times.sends.push(due.saturating_duration_since(t0));
+                        tx.send((due, req)).unwrap();
                         for resp in self.client.decode(msg) {
                             self.client.held += i64::from(resp.credits);
                             resps.push(resp);

@@ -18,10 +18,14 @@
 //! and keepalives: `keepalive-idle` idles `--wait` seconds answering them and is still
 //! served, `keepalive-mute` stops processing anything and must be dropped within
 //! `--wait` seconds.
+//!
+//! `smbd-fault serve ADDR:PORT SCENARIO [--hold SECS]` plays a server instead: one that
+//! starves its SMB Direct client of send credits ([`serve::SCENARIOS`]).
 
 #![deny(unsafe_code)]
 
 mod client;
+mod serve;
 mod session;
 mod smb2;
 
@@ -150,6 +154,9 @@ fn data(credits_req: u16, remaining: u32, offset: u32, len: u32, payload: &[u8])
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("serve") {
+        return serve_main(&args[1..]);
+    }
     let (Some(addr), Some(scenario)) = (args.first(), args.get(1)) else {
         eprintln!("usage: smbd-fault ADDR:PORT SCENARIO [--share NAME] [--wait SECS]");
         return ExitCode::from(2);
@@ -258,5 +265,39 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+fn serve_main(args: &[String]) -> ExitCode {
+    let (Some(addr), Some(scenario)) = (args.first().and_then(|a| a.parse::<SocketAddr>().ok()), args.get(1)) else {
+        eprintln!("usage: smbd-fault serve ADDR:PORT {} [--hold SECS]", serve::SCENARIOS.join("|"));
+        return ExitCode::from(2);
+    };
+    if !serve::SCENARIOS.contains(&scenario.as_str()) {
+        eprintln!("smbd-fault: unknown server scenario {scenario}");
+        return ExitCode::from(2);
+    }
+    let mut hold = Duration::from_secs(20);
+    let mut rest = args[2..].iter();
+    while let Some(k) = rest.next() {
+        match (k.as_str(), rest.next().and_then(|v| v.parse::<u64>().ok())) {
+            ("--hold", Some(v)) => hold = Duration::from_secs(v),
+            _ => {
+                eprintln!("smbd-fault: bad option {k}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match serve::run(addr, scenario, hold) {
+        Ok(summary) => {
+            println!("{scenario}: {summary}");
+            println!("{scenario}: PASS");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("{scenario}: {e}");
+            println!("{scenario}: FAIL");
+            ExitCode::from(1)
+        }
     }
 }
