@@ -511,7 +511,8 @@ impl Connection {
             // One tree for another: the share's connection count stays
             // (the old one gives its count back when dropped).
             share.connections.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            new.push((*id, Arc::new(crate::objects::Tree { id: t.id, share: share.clone(), read_only, encrypt: t.encrypt, maximal_access, creds: creds.map(Arc::new) })));
+            let token = Arc::new(crate::handlers::tree::session_token(identity.kind, creds.as_ref()));
+            new.push((*id, Arc::new(crate::objects::Tree { id: t.id, share: share.clone(), read_only, encrypt: t.encrypt, maximal_access, creds: creds.map(Arc::new), token })));
         }
         for (id, t) in new {
             trees.insert(id, t);
