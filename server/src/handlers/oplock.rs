@@ -48,8 +48,10 @@ pub fn send_break(sink: &dyn MessageSink, session: &Session, open: &Open, level:
 /// Sends a break notification on `first` (the open's connection) while
 /// that connection is still a channel of the session, else (or when it
 /// fails) on another channel of the session (MS-SMB2 3.3.4.1.6). A channel
-/// smbtorture marked as never acknowledging (`Channel::unacked`) is taken
-/// for a dead one: nothing is sent there.
+/// smbtorture marked as never acknowledging (`Channel::unacked`) is one
+/// whose network went away: the open's own gets the break and is then
+/// closed, the break going on to another channel; no other break is sent
+/// on such a channel.
 pub fn send_on_session(first: &dyn MessageSink, session: &Session, out: OutBuf) {
     let copy = |o: &OutBuf| OutBuf { buf: o.buf.clone(), start: o.start };
     let same = |s: &Arc<dyn MessageSink>| std::ptr::addr_eq(Arc::as_ptr(s), first as *const dyn MessageSink);
@@ -59,7 +61,16 @@ pub fn send_on_session(first: &dyn MessageSink, session: &Session, out: OutBuf) 
         let first_unacked = ch.list.iter().any(|c| !live(&c) && c.sink.upgrade().is_some_and(|s| same(&s)));
         (ch.list.iter().filter(live).filter_map(|c| c.sink.upgrade()).collect(), first_unacked)
     };
-    if !first_unacked && (channels.is_empty() || channels.iter().any(same)) {
+    if first_unacked {
+        // Sent there, but nothing there is ever acknowledged: the server
+        // gives the channel up, as Samba does when its ack timeout passes
+        // (here at once), and the break goes on to another channel.
+        if let Err(e) = first.send(copy(&out)) {
+            debug!("break not sent on the open's channel: {e}");
+        }
+        debug!(session = session.id, "channel marked unacknowledged: closed after the break");
+        first.shutdown();
+    } else if channels.is_empty() || channels.iter().any(same) {
         match first.send(copy(&out)) {
             Ok(()) => return,
             Err(e) => debug!("break not sent on the open's channel: {e}"),
