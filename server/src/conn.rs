@@ -139,6 +139,9 @@ pub struct Connection {
     ready: Option<(crate::handlers::file::IoJob, OutBuf)>,
     /// Where the plaintext being handled starts in the request buffer.
     plain_at: usize,
+    /// The message being handled was decrypted by the connection's reader
+    /// thread as it arrived ([`ReaderOpen`]); `handle_encrypted` checks it.
+    pre_opened: Option<PreOpened>,
     /// READs/WRITEs this connection has in flight on the I/O pool.
     pub inflight: Arc<crate::iopool::InFlight>,
     /// The connection's sender thread, which sends what the I/O pool
@@ -253,7 +256,7 @@ pub fn serve_from(
     // the TCP reader takes them again for large messages: a stream of 8 MiB
     // WRITEs, and the next connection, reuse the same memory instead of
     // faulting in fresh pages.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Option<Vec<u8>>>>(1);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Option<Incoming>>>(1);
     // SMB Direct moves bulk data by RDMA (pipelined in handlers/rdma_io.rs).
     conn.io_offload = !sink.is_rdma() && conn.server.cfg.limits.max_in_flight_per_connection > 1;
     if conn.io_offload {
@@ -266,12 +269,16 @@ pub fn serve_from(
     let (mut direct, reader) = if source.has_queue() {
         (Some(source), Ok(()))
     } else {
+        let mut dec = ReaderOpen { server: conn.server.clone(), conn_id: conn.conn_id, open: None, done: None };
         (None, std::thread::Builder::new().name("smb-read".into()).stack_size(128 * 1024).spawn(move || loop {
-            // (A TCP source takes a spare buffer once it knows the length.)
-            let r = source.recv_into(limit, Vec::new());
+            // (A TCP source takes a spare buffer once it knows the length.) An
+            // encrypted message is decrypted here as it arrives, so decrypting
+            // the next WRITE overlaps with writing this one to the file.
+            dec.done = None;
+            let r = source.recv_decrypting(limit, Vec::new(), &mut dec).map(|m| m.map(|buf| Incoming { buf, opened: dec.done.take() }));
             let more = matches!(r, Ok(Some(_)));
             if let Err(std::sync::mpsc::SendError(Ok(Some(m)))) = tx.send(r) {
-                crate::iopool::give_buffer(m);
+                crate::iopool::give_buffer(m.buf);
                 break;
             }
             if !more {
@@ -280,7 +287,7 @@ pub fn serve_from(
         }).map(drop))
     };
     let mut next_msg = |wait: Duration| match direct.as_mut() {
-        Some(s) => s.recv_wait(limit, wait).ok_or(std::sync::mpsc::RecvTimeoutError::Timeout),
+        Some(s) => s.recv_wait(limit, wait).map(|r| r.map(|m| m.map(|buf| Incoming { buf, opened: None }))).ok_or(std::sync::mpsc::RecvTimeoutError::Timeout),
         None => rx.recv_timeout(wait),
     };
     let end = match reader {
@@ -294,13 +301,14 @@ pub fn serve_from(
                 Err(d) => break d,
             };
             let wait = next.map_or(TIMER_TICK, |t| t.saturating_duration_since(now).min(TIMER_TICK));
-            let mut msg = match next_msg(wait) {
+            let Incoming { buf: mut msg, opened } = match next_msg(wait) {
                 Ok(Ok(Some(m))) => m,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
                 Ok(Ok(None)) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break Disconnect::Closed,
                 Ok(Err(e)) => break Disconnect::Io(e),
             };
             conn.on_request(Instant::now());
+            conn.pre_opened = opened;
             // A bug that panics ends this connection only, with a log line.
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conn.handle_owned(&mut msg))) {
                 Ok(Ok(())) => {}
@@ -334,11 +342,72 @@ pub fn serve_from(
     None
 }
 
+/// A message as the connection's reader thread hands it over.
+struct Incoming {
+    buf: Vec<u8>,
+    opened: Option<PreOpened>,
+}
+
+/// A TRANSFORM message the reader thread decrypted in place as it arrived:
+/// with which session's keys, and the outcome (the plaintext's range in the
+/// buffer, or why it could not be opened: the buffer is garbage then).
+struct PreOpened {
+    session_id: u64,
+    keys: Arc<crate::objects::SessionKeys>,
+    result: Result<std::ops::Range<usize>, crypto::CryptoError>,
+}
+
+/// Decrypts TRANSFORM messages on the connection's reader thread while they
+/// arrive (each part while it is in the cache from the socket), when the
+/// header names a session (3.0 or later) that has this connection among its
+/// channels and a decryption key. Anything else is left as it came for
+/// `handle_encrypted`, which also checks what was decrypted here against the
+/// connection's state when the message's turn comes (the session may have
+/// ended meanwhile), and ends the connection on a failure as it would have.
+struct ReaderOpen {
+    server: Arc<Server>,
+    conn_id: u64,
+    open: Option<(u64, Arc<crate::objects::SessionKeys>, crypto::OpenInProgress)>,
+    /// The last message's outcome, taken by the reader loop.
+    done: Option<PreOpened>,
+}
+
+impl crate::transport::StreamDecrypt for ReaderOpen {
+    fn begin(&mut self, head: &[u8], total: usize) -> bool {
+        self.open = None;
+        let Some(id) = head.get(44..52).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_le_bytes) else { return false };
+        let Some(session) = self.server.session(id) else { return false };
+        if session.dialect < DIALECT_300 || !lock(&session.channels).list.iter().any(|c| c.conn_id == self.conn_id) {
+            return false;
+        }
+        let Some(keys) = session.keys() else { return false };
+        // A bad header is left for handle_encrypted to report.
+        let Some(Ok(st)) = keys.opener.as_ref().map(|o| o.open_begin(head, total)) else { return false };
+        self.open = Some((id, keys, st));
+        true
+    }
+
+    fn more(&mut self, part: &mut [u8]) {
+        if let Some((_, keys, st)) = self.open.as_mut() {
+            if let Some(o) = keys.opener.as_ref() {
+                o.open_more(st, part);
+            }
+        }
+    }
+
+    fn end(&mut self, msg: &mut [u8]) {
+        let Some((session_id, keys, st)) = self.open.take() else { return };
+        let Some(o) = keys.opener.as_ref() else { return };
+        let result = o.open_end(st, msg).map(|(_, range)| range);
+        self.done = Some(PreOpened { session_id, keys, result });
+    }
+}
+
 /// Stops the reader of a connection being passed and adds whatever it read
 /// meanwhile (a client that pipelined past the binding) to the pending
 /// messages. `None` if the reader cannot be stopped in time: the
 /// connection is then closed.
-fn take_for_pass(conn: &mut Connection, next: &mut dyn FnMut(Duration) -> Result<std::io::Result<Option<Vec<u8>>>, std::sync::mpsc::RecvTimeoutError>) -> Option<crate::connpass::ConnPass> {
+fn take_for_pass(conn: &mut Connection, next: &mut dyn FnMut(Duration) -> Result<std::io::Result<Option<Incoming>>, std::sync::mpsc::RecvTimeoutError>) -> Option<crate::connpass::ConnPass> {
     let mut p = conn.pass_out.take()?;
     if !conn.recv.halt() {
         return None;
@@ -346,7 +415,9 @@ fn take_for_pass(conn: &mut Connection, next: &mut dyn FnMut(Duration) -> Result
     let wait = conn.server.cfg.limits.io_timeout.max(Duration::from_secs(1));
     loop {
         match next(wait) {
-            Ok(Ok(Some(m))) => p.pending.extend_from_slice(&crate::connpass::framed(&m)),
+            // (A message the reader decrypted cannot be replayed as it came.)
+            Ok(Ok(Some(m))) if m.opened.is_none() => p.pending.extend_from_slice(&crate::connpass::framed(&m.buf)),
+            Ok(Ok(Some(_))) => return None,
             Ok(Ok(None)) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Some(p),
             Ok(Err(_)) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return None,
         }
@@ -473,6 +544,7 @@ impl Connection {
             io_job: None,
             ready: None,
             plain_at: 0,
+            pre_opened: None,
             inflight: Default::default(),
             outbox: None,
             recv: Arc::new(crate::transport::RecvControl::new(0)),
@@ -632,6 +704,9 @@ impl Connection {
 
     fn handle_inner(&mut self, msg: &mut [u8]) -> Result<(), Disconnect> {
         self.plain_at = 0;
+        if msg.get(0..4) != Some(&TRANSFORM_PROTOCOL_ID[..]) {
+            self.pre_opened = None;
+        }
         self.io_job = None;
         let Some(pid) = msg.get(0..4) else {
             return Err(Disconnect::Protocol(format!("message of {} bytes is too short", msg.len())));
@@ -712,6 +787,7 @@ impl Connection {
     }
 
     fn handle_encrypted(&mut self, msg: &mut [u8]) -> Result<(), Disconnect> {
+        let pre = self.pre_opened.take();
         if self.dialect.is_none_or(|d| d < DIALECT_300) {
             return Err(Disconnect::Protocol("TRANSFORM header before an SMB3 dialect".into()));
         }
@@ -723,7 +799,14 @@ impl Connection {
             .ok_or_else(|| Disconnect::Protocol(format!("TRANSFORM for unknown session {:#x}", th.session_id)))?;
         let keys = session.keys().ok_or_else(|| Disconnect::Protocol("TRANSFORM on a session without keys".into()))?;
         let opener = keys.opener.as_ref().ok_or_else(|| Disconnect::Protocol("TRANSFORM on a session without encryption".into()))?;
-        let (_, range) = opener.open(msg).map_err(|e| Disconnect::Protocol(format!("decryption failed: {e}")))?;
+        let range = match pre {
+            // Decrypted by the reader thread with the keys the session has now
+            // (a session's keys are never replaced once set).
+            Some(p) if p.session_id == session.id && Arc::ptr_eq(&p.keys, &keys) => p.result,
+            Some(_) => return Err(Disconnect::Protocol("TRANSFORM decrypted with keys the session no longer has".into())),
+            None => opener.open(msg).map(|(_, range)| range),
+        }
+        .map_err(|e| Disconnect::Protocol(format!("decryption failed: {e}")))?;
         self.plain_at = range.start;
         let plain = msg.get(range).ok_or_else(|| Disconnect::Protocol("decryption range".into()))?;
         if plain.get(0..4) != Some(&PROTOCOL_ID[..]) {

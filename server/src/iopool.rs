@@ -110,6 +110,25 @@ pub fn take_buffer(capacity: usize) -> Vec<u8> {
     b
 }
 
+/// A buffer of exactly `len` bytes of initialized memory whose contents are
+/// unspecified (left from an earlier message of this process, or zeros), for
+/// the caller to overwrite all of: the spare buffer that needs the least
+/// zeroing (a stream of large messages of one size needs none), or a new one.
+pub fn take_filled(len: usize) -> Vec<u8> {
+    let found = {
+        let mut spare = lock(&SPARE);
+        let best = spare.iter().enumerate().filter(|(_, b)| b.capacity() >= len).max_by_key(|(_, b)| b.len().min(len)).map(|(i, _)| i);
+        best.map(|i| spare.swap_remove(i))
+    };
+    let mut b = found.unwrap_or_default();
+    if b.len() >= len {
+        b.truncate(len);
+    } else {
+        b.resize(len, 0);
+    }
+    b
+}
+
 /// Keeps `buf` for [`take_buffer`] and [`grow_for_overwrite`] if it is
 /// large and fewer than [`SPARE_BUFFERS`] (or what [`keep_spare_buffers`]
 /// set) are kept; frees it otherwise.

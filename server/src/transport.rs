@@ -176,6 +176,26 @@ pub trait MessageSource: Send {
         let _ = wait;
         Some(self.recv(limit))
     }
+
+    /// Like `recv_into`, letting `dec` decrypt a TRANSFORM message while it
+    /// arrives (each part while it is still in the cache from the socket).
+    /// The default leaves every message to be decrypted after it is whole.
+    fn recv_decrypting(&mut self, limit: usize, spare: Vec<u8>, dec: &mut dyn StreamDecrypt) -> io::Result<Option<Vec<u8>>> {
+        let _ = dec;
+        self.recv_into(limit, spare)
+    }
+}
+
+/// Decrypts messages as a transport receives them (see
+/// [`MessageSource::recv_decrypting`]). The transport calls `begin` with
+/// the first bytes of each message that starts with a TRANSFORM header;
+/// when it says yes, `more` with the rest of the message in order (parts of
+/// a multiple of 16 bytes, but the last) and `end` with the whole message.
+pub trait StreamDecrypt {
+    /// `head` is at least the message's first 52 bytes; `total` its length.
+    fn begin(&mut self, head: &[u8], total: usize) -> bool;
+    fn more(&mut self, part: &mut [u8]);
+    fn end(&mut self, msg: &mut [u8]);
 }
 
 /// Sends messages; shared by the connection's own loop and by work that

@@ -36,6 +36,27 @@ pub(super) struct Gcm<A> {
     polyval: Polyval,
 }
 
+/// A decryption in progress (see [`Gcm::begin_decrypt`]): the GHASH state and the next
+/// counter block (no AES key: the [`Gcm`] that began it is given again with every part).
+#[derive(Clone)]
+pub(super) struct DecryptState {
+    ph: Polyval,
+    nonce: [u8; 12],
+    mask: [u8; 16],
+    ctr: u32,
+    aad_len: usize,
+    text_len: usize,
+    /// A part not a multiple of 16 bytes was given: it must have been the last.
+    ended: bool,
+}
+
+impl DecryptState {
+    /// Whether exactly `len` bytes went through [`Gcm::decrypt_more`] (as parts it accepts).
+    pub(super) fn decrypted(&self, len: usize) -> bool {
+        self.text_len == len
+    }
+}
+
 /// Galois-field doubling in POLYVAL's bit order (RFC 8452, appendix A, `mulX_POLYVAL`).
 fn mulx_polyval(x: [u8; 16]) -> [u8; 16] {
     let v = u128::from_le_bytes(x);
@@ -168,17 +189,53 @@ where
         buf: &mut [u8],
         tag: &[u8; 16],
     ) -> bool {
-        let mask = self.tag_mask(nonce);
+        let mut st = self.begin_decrypt(nonce, aad);
+        self.decrypt_more(&mut st, buf);
+        self.end_decrypt(st, tag)
+    }
+
+    /// Starts decrypting a message that arrives in parts ([`Gcm::decrypt_more`]), so each part
+    /// is decrypted while it is still in the cache from being received.
+    pub(super) fn begin_decrypt(&self, nonce: &[u8; 12], aad: &[u8]) -> DecryptState {
         let mut ph = self.polyval.clone();
         let mut tmp = [polyval::Block::default(); PIECE_BLOCKS];
-        let mut ks = [Block::<A>::default(); PIECE_BLOCKS];
         ghash_piece(&mut ph, aad, &mut tmp);
-        let mut ctr = 2u32;
-        for piece in buf.chunks_mut(PIECE) {
-            ghash_piece(&mut ph, piece, &mut tmp);
-            self.apply_keystream(nonce, &mut ctr, piece, &mut ks);
+        DecryptState {
+            ph,
+            nonce: *nonce,
+            mask: self.tag_mask(nonce),
+            ctr: 2,
+            aad_len: aad.len(),
+            text_len: 0,
+            ended: false,
         }
-        let expected = self.finish(ph, mask, aad.len(), buf.len());
+    }
+
+    /// Decrypts the next part of the message in place. Every part but the last must be a
+    /// multiple of 16 bytes long; a part after one that was not (a programming error) poisons
+    /// the state: [`Gcm::end_decrypt`] then fails.
+    pub(super) fn decrypt_more(&self, st: &mut DecryptState, buf: &mut [u8]) {
+        if st.ended {
+            st.text_len = usize::MAX;
+            return;
+        }
+        let mut tmp = [polyval::Block::default(); PIECE_BLOCKS];
+        let mut ks = [Block::<A>::default(); PIECE_BLOCKS];
+        for piece in buf.chunks_mut(PIECE) {
+            ghash_piece(&mut st.ph, piece, &mut tmp);
+            self.apply_keystream(&st.nonce, &mut st.ctr, piece, &mut ks);
+        }
+        st.text_len = st.text_len.saturating_add(buf.len());
+        st.ended = buf.len() % 16 != 0;
+    }
+
+    /// Checks `tag` against everything [`Gcm::decrypt_more`] was given. On `false` the parts
+    /// hold the decryption of a forged message and must be discarded.
+    pub(super) fn end_decrypt(&self, st: DecryptState, tag: &[u8; 16]) -> bool {
+        if st.text_len == usize::MAX {
+            return false;
+        }
+        let expected = self.finish(st.ph, st.mask, st.aad_len, st.text_len);
         expected.ct_eq(tag).into()
     }
 }

@@ -21,7 +21,7 @@ pub use kdf::{derive_session_keys, derive_signing_key, kdf, Dialect, SecretKey, 
 pub use preauth::PreauthHash;
 pub use signing::{Signer, SigningAlgorithm, SIGNATURE_LEN, SIGNATURE_OFFSET, SMB2_HEADER_LEN};
 pub use transform::{
-    parse_transform_header, Cipher, Opener, Sealer, TransformHeader, TRANSFORM_FLAG_ENCRYPTED,
+    parse_transform_header, Cipher, OpenInProgress, Opener, Sealer, TransformHeader, TRANSFORM_FLAG_ENCRYPTED,
     TRANSFORM_HEADER_LEN, TRANSFORM_PROTOCOL_ID,
 };
 

@@ -36,7 +36,7 @@ use aes_gcm::aead::{AeadCore, AeadInOut, KeyInit};
 use ccm::Ccm;
 
 use super::error::CryptoError;
-use super::gcm::Gcm;
+use super::gcm::{DecryptState, Gcm};
 
 /// Size of the SMB2 TRANSFORM_HEADER.
 pub const TRANSFORM_HEADER_LEN: usize = 52;
@@ -149,9 +149,15 @@ fn field<const N: usize>(buf: &[u8], r: Range<usize>) -> Result<[u8; N], CryptoE
 /// [`CryptoError::TooShort`], [`CryptoError::BadProtocolId`],
 /// [`CryptoError::BadTransformFlags`], [`CryptoError::SizeMismatch`].
 pub fn parse_transform_header(buf: &[u8]) -> Result<TransformHeader, CryptoError> {
-    if buf.len() <= TRANSFORM_HEADER_LEN {
+    parse_header_of(buf, buf.len())
+}
+
+/// [`parse_transform_header`] of a message of `total` bytes (framing excluded) of which
+/// `buf` holds at least the first [`TRANSFORM_HEADER_LEN`].
+fn parse_header_of(buf: &[u8], total: usize) -> Result<TransformHeader, CryptoError> {
+    if total <= TRANSFORM_HEADER_LEN {
         return Err(CryptoError::TooShort {
-            len: buf.len(),
+            len: total,
             min: TRANSFORM_HEADER_LEN + 1,
         });
     }
@@ -164,7 +170,7 @@ pub fn parse_transform_header(buf: &[u8]) -> Result<TransformHeader, CryptoError
         return Err(CryptoError::BadTransformFlags(flags));
     }
     let original_message_size = u32::from_le_bytes(field(buf, ORIGINAL_SIZE)?);
-    let actual = buf.len() - TRANSFORM_HEADER_LEN;
+    let actual = total - TRANSFORM_HEADER_LEN;
     if usize::try_from(original_message_size).ok() != Some(actual) {
         return Err(CryptoError::SizeMismatch {
             declared: original_message_size,
@@ -421,6 +427,32 @@ fn put(hdr: &mut [u8], r: Range<usize>, v: &[u8]) -> Result<(), CryptoError> {
     }
 }
 
+/// A message being opened as it arrives ([`Opener::open_begin`]).
+pub struct OpenInProgress {
+    header: TransformHeader,
+    /// The authenticated part of the header (Nonce to SessionId).
+    aad: [u8; 32],
+    /// GCM's running state; `None` for CCM (decrypted at the end).
+    gcm: Option<DecryptState>,
+}
+
+impl std::fmt::Debug for OpenInProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenInProgress")
+            .field("session_id", &self.header.session_id)
+            .field("size", &self.header.original_message_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenInProgress {
+    /// The SessionId of the message's transform header.
+    #[must_use]
+    pub fn session_id(&self) -> u64 {
+        self.header.session_id
+    }
+}
+
 /// Decrypts messages with one key (the session's client-to-server key, `server_in`).
 /// Built once per key; `Send + Sync`.
 pub struct Opener {
@@ -452,6 +484,92 @@ impl Opener {
     #[must_use]
     pub fn cipher(&self) -> Cipher {
         self.cipher
+    }
+
+    /// Starts opening a message of `total` bytes (transform header and ciphertext, no transport
+    /// framing) while it is still arriving, so that each part is decrypted while it is in the
+    /// cache from being received: `header` holds its first [`TRANSFORM_HEADER_LEN`] bytes (or
+    /// more). Give the payload (the bytes after the header) in order to [`Opener::open_more`],
+    /// then the whole message to [`Opener::open_end`]. GCM decrypts each part at once; CCM
+    /// (whose tag covers the plaintext, and whose crate has no incremental interface) decrypts
+    /// it all in `open_end`.
+    ///
+    /// # Errors
+    /// The header errors of [`parse_transform_header`].
+    pub fn open_begin(&self, header: &[u8], total: usize) -> Result<OpenInProgress, CryptoError> {
+        let th = parse_header_of(header, total)?;
+        let aad = header.get(AAD).ok_or(CryptoError::TooShort {
+            len: header.len(),
+            min: TRANSFORM_HEADER_LEN,
+        })?;
+        let gcm = match &self.key {
+            AeadKey::Gcm128(g) => Some(g.begin_decrypt(gcm_nonce(&th.nonce), aad)),
+            AeadKey::Gcm256(g) => Some(g.begin_decrypt(gcm_nonce(&th.nonce), aad)),
+            AeadKey::Ccm128(_) | AeadKey::Ccm256(_) => None,
+        };
+        Ok(OpenInProgress {
+            header: th,
+            aad: field(header, AAD)?,
+            gcm,
+        })
+    }
+
+    /// Decrypts the next part of the payload of the message begun with [`Opener::open_begin`]
+    /// in place (GCM; nothing for CCM). Every part but the last must be a multiple of 16 bytes
+    /// long (else [`Opener::open_end`] fails). The bytes are not authentic before `open_end`
+    /// says so: nothing may act on them before.
+    pub fn open_more(&self, st: &mut OpenInProgress, part: &mut [u8]) {
+        let Some(g) = st.gcm.as_mut() else { return };
+        match &self.key {
+            AeadKey::Gcm128(k) => k.decrypt_more(g, part),
+            AeadKey::Gcm256(k) => k.decrypt_more(g, part),
+            // (open_begin made no GCM state for a CCM key.)
+            AeadKey::Ccm128(_) | AeadKey::Ccm256(_) => {}
+        }
+    }
+
+    /// Ends the opening begun with [`Opener::open_begin`]: `buf` is the whole message, whose
+    /// payload went through [`Opener::open_more`] exactly once, in order. Returns what
+    /// [`Opener::open`] returns.
+    ///
+    /// # Errors
+    /// [`CryptoError::SizeMismatch`] if `buf` is not the message begun, and
+    /// [`CryptoError::AuthenticationFailed`] for a bad tag or payload parts that were not all of
+    /// it (the payload is then garbage, as after a failed [`Opener::open`]).
+    pub fn open_end(
+        &self,
+        st: OpenInProgress,
+        buf: &mut [u8],
+    ) -> Result<(u64, Range<usize>), CryptoError> {
+        let total = buf.len();
+        let declared = st.header.original_message_size;
+        if total
+            .checked_sub(TRANSFORM_HEADER_LEN)
+            .and_then(|n| u32::try_from(n).ok())
+            != Some(declared)
+        {
+            return Err(CryptoError::SizeMismatch {
+                declared,
+                actual: total.saturating_sub(TRANSFORM_HEADER_LEN),
+            });
+        }
+        let Some(g) = st.gcm else {
+            // CCM: the header in `buf` must be the one begun with.
+            if buf.get(AAD) != Some(&st.aad[..]) {
+                return Err(CryptoError::AuthenticationFailed);
+            }
+            return self.open(buf);
+        };
+        if !g.decrypted(total - TRANSFORM_HEADER_LEN) {
+            return Err(CryptoError::AuthenticationFailed);
+        }
+        let ok = match &self.key {
+            AeadKey::Gcm128(k) => k.end_decrypt(g, &st.header.signature),
+            AeadKey::Gcm256(k) => k.end_decrypt(g, &st.header.signature),
+            AeadKey::Ccm128(_) | AeadKey::Ccm256(_) => false,
+        };
+        gcm_verdict(ok)?;
+        Ok((st.header.session_id, TRANSFORM_HEADER_LEN..total))
     }
 
     /// Checks the transform header (as [`parse_transform_header`]) and decrypts the message in

@@ -340,3 +340,72 @@ fn preauth_hash_is_a_chain() {
     c.update(b"onetwo");
     assert_ne!(a.value(), c.value());
 }
+
+/// Opening in parts refuses misuse: a part that is not a multiple of 16 bytes before the last
+/// one, a message of another length at the end than at the beginning, and (CCM, decrypted at the
+/// end) another header at the end.
+#[test]
+fn open_in_parts_refuses_misuse() {
+    for c in [
+        Cipher::Aes128Gcm,
+        Cipher::Aes256Gcm,
+        Cipher::Aes128Ccm,
+        Cipher::Aes256Ccm,
+    ] {
+        let k = key(c);
+        let sealer = Sealer::new(c, &k).expect("sealer");
+        let opener = Opener::new(c, &k).expect("opener");
+        let msg = vec![0x5au8; 100];
+        let mut sealed = super::with_reserved_header(&msg);
+        sealer.seal(7, &mut sealed).expect("seal");
+        let total = sealed.len();
+        let gcm = matches!(c, Cipher::Aes128Gcm | Cipher::Aes256Gcm);
+
+        // Parts of 20 then 80 bytes: the first is not a multiple of 16.
+        let mut buf = sealed.clone();
+        let mut st = opener.open_begin(&buf[..52], total).expect("begin");
+        opener.open_more(&mut st, &mut buf[52..72]);
+        opener.open_more(&mut st, &mut buf[72..]);
+        assert_eq!(
+            opener.open_end(st, &mut buf).is_err(),
+            gcm,
+            "{c:?}: part of 20 bytes first"
+        );
+
+        // The message at the end is longer than the one begun.
+        let mut buf = sealed.clone();
+        let mut st = opener.open_begin(&buf[..52], total).expect("begin");
+        opener.open_more(&mut st, &mut buf[52..]);
+        buf.push(0);
+        assert!(
+            matches!(
+                opener.open_end(st, &mut buf),
+                Err(CryptoError::SizeMismatch { .. })
+            ),
+            "{c:?}"
+        );
+
+        // Another header at the end than at the beginning (another SessionId).
+        let mut buf = sealed.clone();
+        let mut st = opener.open_begin(&buf[..52], total).expect("begin");
+        opener.open_more(&mut st, &mut buf[52..]);
+        buf[44] ^= 1;
+        let r = opener.open_end(st, &mut buf);
+        if gcm {
+            // (GCM authenticated the header it began with: the message is the one sealed.)
+            assert_eq!(r.expect("open").0, 7, "{c:?}");
+        } else {
+            assert!(r.is_err(), "{c:?}: header changed between begin and end");
+        }
+
+        // A header announcing another length than the message has.
+        assert!(
+            opener.open_begin(&sealed[..52], total + 16).is_err(),
+            "{c:?}"
+        );
+        assert!(
+            opener.open_begin(&sealed[..40], total).is_err(),
+            "{c:?}: short header"
+        );
+    }
+}

@@ -50,6 +50,61 @@ proptest! {
         prop_assert_eq!(buf.get(range), Some(&msg[..]));
     }
 
+    /// Opening a message in parts as it arrives (any split into parts of multiples of 16
+    /// bytes but the last) gives what opening it whole gives; a flipped bit anywhere, or a
+    /// part left out, fails it.
+    #[test]
+    fn open_in_parts_is_open(
+        c in cipher(),
+        seed in any::<[u8; 32]>(),
+        session_id in any::<u64>(),
+        msg in proptest::collection::vec(any::<u8>(), 1..20_000),
+        cuts in proptest::collection::vec(0usize..1400, 0..12),
+        flip in proptest::option::of(any::<prop::sample::Index>()),
+        drop_part in proptest::option::of(any::<prop::sample::Index>()),
+    ) {
+        let key = key_for(c, &seed);
+        let sealer = Sealer::new(c, &key).expect("sealer");
+        let opener = Opener::new(c, &key).expect("opener");
+        let mut buf = with_reserved_header(&msg);
+        sealer.seal(session_id, &mut buf).expect("seal");
+        if let Some(bit) = &flip {
+            let bit = bit.index(buf.len() * 8);
+            if let Some(b) = buf.get_mut(bit / 8) {
+                *b ^= 1 << (bit % 8);
+            }
+        }
+        let total = buf.len();
+        let Ok(mut st) = opener.open_begin(&buf[..52], total) else {
+            // Only a flip in the checked header fields makes the header itself bad.
+            prop_assert!(flip.is_some());
+            return Ok(());
+        };
+        prop_assert_eq!(st.session_id(), parse_transform_header(&buf).expect("header").session_id);
+        // Part boundaries: multiples of 16 into the payload.
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| 52 + c * 16).filter(|b| *b < total).collect();
+        bounds.push(52);
+        bounds.push(total);
+        bounds.sort_unstable();
+        bounds.dedup();
+        let parts = bounds.len() - 1;
+        let skip = drop_part.map(|i| i.index(parts));
+        for (i, w) in bounds.windows(2).enumerate() {
+            if Some(i) != skip {
+                opener.open_more(&mut st, &mut buf[w[0]..w[1]]);
+            }
+        }
+        let r = opener.open_end(st, &mut buf);
+        if flip.is_some() || (skip.is_some() && matches!(c, Cipher::Aes128Gcm | Cipher::Aes256Gcm)) {
+            prop_assert!(r.is_err(), "a damaged message or a part left out was accepted");
+        } else {
+            let (sid, range) = r.expect("open in parts");
+            prop_assert_eq!(sid, session_id);
+            prop_assert_eq!(range.clone(), 52..total);
+            prop_assert_eq!(buf.get(range), Some(&msg[..]));
+        }
+    }
+
     #[test]
     fn any_flipped_bit_fails_open(
         c in cipher(),
