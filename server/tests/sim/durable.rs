@@ -489,14 +489,7 @@ fn app_instance_id_takes_over() {
 /// the first one, and waits for that; no break reaches the first client.
 #[test]
 fn app_instance_id_takes_over_across_workers() {
-    let ts1 = server();
-    let state = ts1.dir.path().join("state");
-    let store = smbdirect_server::store::create(&state).unwrap();
-    let cfg = ts1.server.cfg.clone();
-    let w1 = smbdirect_server::objects::Server::with_store(cfg.clone(), store.clone(), 1, Some(state.clone())).unwrap();
-    let w2 = smbdirect_server::objects::Server::with_store(cfg, store, 2, Some(state.clone())).unwrap();
-    let t1 = TestServer { server: w1, dir: tempfile::tempdir().unwrap() };
-    let t2 = TestServer { server: w2, dir: tempfile::tempdir().unwrap() };
+    let (_base, t1, t2) = two_workers();
     let mut a = connected(&t1);
     let mut b = connected(&t2);
     let ra = create_app(&mut a, 1, 0xA1);

@@ -985,6 +985,19 @@ pub fn set_flags(msg: &mut [u8], flags: u32) {
 }
 
 /// A logged-on client with the share connected.
+/// Two worker processes' worth of servers (worker ids 1 and 2) on one LMDB
+/// state directory, which wake each other through their wake-up sockets.
+/// The first server returned owns that directory: keep it alive.
+pub fn two_workers() -> (TestServer, TestServer, TestServer) {
+    let base = server();
+    let state = base.dir.path().join("state");
+    let store = smbdirect_server::store::create(&state).unwrap();
+    let cfg = base.server.cfg.clone();
+    let w1 = smbdirect_server::objects::Server::with_store(cfg.clone(), store.clone(), 1, Some(state.clone())).unwrap();
+    let w2 = smbdirect_server::objects::Server::with_store(cfg, store, 2, Some(state)).unwrap();
+    (base, TestServer { server: w1, dir: tempfile::tempdir().unwrap() }, TestServer { server: w2, dir: tempfile::tempdir().unwrap() })
+}
+
 pub fn connected(ts: &TestServer) -> Client {
     let mut c = Client::new(ts);
     c.logon();

@@ -130,14 +130,7 @@ fn close_ends_the_break_and_share_conflicts_do_not_break() {
 /// acknowledgment there wakes the waiting CREATE in the other.
 #[test]
 fn break_across_workers() {
-    let ts1 = server();
-    let state = ts1.dir.path().join("state");
-    let store = smbdirect_server::store::create(&state).unwrap();
-    let cfg = ts1.server.cfg.clone();
-    let w1 = smbdirect_server::objects::Server::with_store(cfg.clone(), store.clone(), 1, Some(state.clone())).unwrap();
-    let w2 = smbdirect_server::objects::Server::with_store(cfg, store, 2, Some(state.clone())).unwrap();
-    let t1 = TestServer { server: w1, dir: tempfile::tempdir().unwrap() };
-    let t2 = TestServer { server: w2, dir: tempfile::tempdir().unwrap() };
+    let (_base, t1, t2) = two_workers();
     let mut a = connected(&t1);
     let mut b = connected(&t2);
     let ra = create_oplock(&mut a, "w.txt", GENERIC_ALL, LEVEL_BATCH);
@@ -368,14 +361,7 @@ fn lease_v2_epochs_and_oplocks_beside() {
 /// goes through the holder's wake-up socket, the ack wakes the other worker.
 #[test]
 fn lease_break_across_workers() {
-    let ts1 = server();
-    let state = ts1.dir.path().join("state");
-    let store = smbdirect_server::store::create(&state).unwrap();
-    let cfg = ts1.server.cfg.clone();
-    let w1 = smbdirect_server::objects::Server::with_store(cfg.clone(), store.clone(), 1, Some(state.clone())).unwrap();
-    let w2 = smbdirect_server::objects::Server::with_store(cfg, store, 2, Some(state.clone())).unwrap();
-    let t1 = TestServer { server: w1, dir: tempfile::tempdir().unwrap() };
-    let t2 = TestServer { server: w2, dir: tempfile::tempdir().unwrap() };
+    let (_base, t1, t2) = two_workers();
     let mut a = connected(&t1);
     let mut b = connected(&t2);
     let ra = create_lease(&mut a, "x.txt", GENERIC_ALL, 5, RWH, None);
