@@ -5,7 +5,7 @@
 //! `conn.rs`; they hold references to sessions, never the other way round.
 
 use crate::config::{ServerConfig, Setting, ShareConfig};
-use crate::store::{FileKey, GlobalOpenId, SocketWaker, StateStore, WakeListener, Waker};
+use crate::store::{FileKey, GlobalOpenId, SocketWaker, StateStore, WakeListener, Waker, Why};
 use crate::crypto;
 use crate::vfs::{FileStat, ShareRoot};
 use crate::wire::status::NtStatus;
@@ -142,10 +142,20 @@ impl Server {
     /// Tells `worker` that the locks of `key` changed: this process's
     /// waiters directly, another worker's through its wake-up socket.
     pub fn wake(&self, worker: u32, key: FileKey) {
+        self.wake_for(worker, key, Why::Changed);
+    }
+
+    /// Asks `worker` to close its durable opens of `key` whose records this
+    /// worker marked `close_requested` (handlers/durable.rs).
+    pub fn ask_close_durable(&self, worker: u32, key: FileKey) {
+        self.wake_for(worker, key, Why::CloseDurable);
+    }
+
+    fn wake_for(&self, worker: u32, key: FileKey, why: Why) {
         if worker == self.worker_id {
-            self.on_file_event(key);
+            self.on_wake(key, why);
         } else if let Some(w) = &self.remote_waker {
-            w.wake(worker, key);
+            w.wake(worker, key, why);
         } else {
             tracing::warn!(worker, "no way to wake worker {worker}: no state directory");
         }
@@ -158,8 +168,15 @@ impl Server {
         self.lock_waits.wake(self, key);
         self.send_oplock_notices(key);
         crate::handlers::lease::send_notices(self, key);
-        crate::handlers::durable::close_requested(self, key);
         self.file_events.bump();
+    }
+
+    /// This worker was woken for `key`, for `why`.
+    fn on_wake(&self, key: FileKey, why: Why) {
+        match why {
+            Why::Changed => self.on_file_event(key),
+            Why::CloseDurable => crate::handlers::durable::close_requested(self, key),
+        }
     }
 
     /// Sends the OPLOCK_BREAK notifications the store holds for this
@@ -263,9 +280,9 @@ impl Server {
         });
         if let Some(dir) = &state_dir {
             let weak = Arc::downgrade(&server);
-            let l = WakeListener::start(dir, worker_id, move |key| {
+            let l = WakeListener::start(dir, worker_id, move |key, why| {
                 if let Some(s) = weak.upgrade() {
-                    s.on_file_event(key);
+                    s.on_wake(key, why);
                 }
             })?;
             *lock(&server.wake_listener) = Some(l);
@@ -771,7 +788,20 @@ impl Open {
             }
             *c = true;
         }
-        crate::handlers::durable::on_close(server, self);
+        let durable_waiters = crate::handlers::durable::on_close(server, self);
+        self.release(server);
+        // Workers waiting for its durable record to go (a CREATE with its
+        // AppInstanceId) look again only now that its share mode, oplock
+        // and lease are gone too.
+        if let (Some(rec), Some(key)) = (durable_waiters, self.file_key) {
+            for w in rec {
+                server.wake(w, key.into());
+            }
+        }
+    }
+
+    /// What a close releases besides the durable record.
+    fn release(&self, server: &Server) {
         // Pending CHANGE_NOTIFYs on the handle end (NOTIFY_CLEANUP) and its watch goes.
         let watch = lock(&self.notify).take();
         if let Some(w) = watch {

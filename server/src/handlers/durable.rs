@@ -225,7 +225,7 @@ pub fn close_app_instance(cs: &CreateSide<'_>, req: &Request, contexts: &[(&[u8]
         match server.store.durable_request_close(r.persistent_id) {
             Ok(true) => {
                 info!(worker = r.open.worker, path = %path, "asking another worker to close the open of this AppInstanceId");
-                server.wake(r.open.worker, r.file);
+                server.ask_close_durable(r.open.worker, r.file);
                 if wait_record(server, r.persistent_id, APP_INSTANCE_WAIT, |r| r.is_none()).is_none() {
                     warn!(worker = r.open.worker, path = %path, "the open of this AppInstanceId on another worker was not closed in time");
                 }
@@ -265,7 +265,9 @@ pub fn close_requested(server: &Server, key: crate::store::FileKey) {
                 o.close(server);
             }
             None => {
-                let _ = server.store.durable_remove(r.persistent_id);
+                if let Ok(Some(gone)) = server.store.durable_remove(r.persistent_id) {
+                    wake_waiters(server, &gone);
+                }
             }
         }
     }
@@ -353,6 +355,7 @@ fn grant_record(cs: &CreateSide<'_>, open: &Open, version: u8, create_guid: [u8;
         disconnected_until: None,
         app_instance_id: if version == 2 { app_instance_id(contexts) } else { None },
         close_requested: false,
+        waiters: Vec::new(),
     };
     if let Err(e) = server.store.durable_put(&rec) {
         warn!("durable handle not granted: {e}");
@@ -585,10 +588,10 @@ const RECONNECT_GRACE: std::time::Duration = std::time::Duration::from_millis(50
 /// new connection has negotiated, set up a session and sent the CREATE (seen
 /// with smbtorture's durable-open reopen2 and lock-oplock beside CPU-bound
 /// jobs). So the reconnect waits, a bounded time, for the record to become
-/// disconnected, woken by this worker's file events and looking at the store
-/// (which another worker updates) every few milliseconds. `None` when the
-/// open is still attached after [`RECONNECT_GRACE`]: its connection is alive
-/// and the reconnect fails as before.
+/// disconnected (or go), woken by whichever worker changes it
+/// ([`wait_record`]). `None` when the open is still attached after
+/// [`RECONNECT_GRACE`]: its connection is alive and the reconnect fails as
+/// before.
 fn wait_disconnected(server: &Server, persistent: u64) -> Option<DurableRecord> {
     let started = std::time::Instant::now();
     match wait_record(server, persistent, RECONNECT_GRACE, |r| r.map_or(true, |r| r.disconnected_until.is_some())) {
@@ -605,22 +608,32 @@ fn wait_disconnected(server: &Server, persistent: u64) -> Option<DurableRecord> 
 }
 
 /// Waits up to `grace` until the durable record `persistent` (`None`: gone)
-/// satisfies `done`, woken by this worker's file events and reading the
-/// store (which other workers change) every few milliseconds. The record
-/// then (`Some`); `None` when time ran out or the store failed.
+/// satisfies `done`. Each look at the record also records this worker as
+/// waiting for it ([`crate::store::StateStore::durable_watch`]), in the
+/// same store step: the worker that then disconnects, moves or removes it
+/// wakes this one (a datagram from another worker, an event here), so the
+/// wait needs no timer but its deadline. The record then (`Some`); `None`
+/// when time ran out or the store failed.
 fn wait_record(server: &Server, persistent: u64, grace: std::time::Duration, done: impl Fn(Option<&DurableRecord>) -> bool) -> Option<Option<DurableRecord>> {
     let until = std::time::Instant::now() + grace;
     let mut seen = server.file_events.generation();
     loop {
-        let rec = server.store.durable_get(persistent).ok()?;
+        let rec = server.store.durable_watch(persistent, server.worker_id).ok()?;
         if done(rec.as_ref()) {
             return Some(rec);
         }
-        let now = std::time::Instant::now();
-        if now >= until {
+        if std::time::Instant::now() >= until {
             return None;
         }
-        seen = server.file_events.wait(seen, (now + std::time::Duration::from_millis(5)).min(until));
+        seen = server.file_events.wait(seen, until);
+    }
+}
+
+/// Wakes the workers that waited for the durable record `rec` (it was just
+/// disconnected, moved or removed).
+fn wake_waiters(server: &Server, rec: &DurableRecord) {
+    for w in &rec.waiters {
+        server.wake(*w, rec.file);
     }
 }
 
@@ -663,7 +676,7 @@ fn reopen_here(cs: &CreateSide<'_>, rec: &DurableRecord) -> Result<Arc<Open>, Nt
     let mut open = Open::new(id, cs.tree.id, cs.tree.share.clone(), Some(fd), rec.path.clone(), crate::objects::OpenKind::File, rec.access, rec.share_access, 0, Some((st.dev, st.ino)));
     open.persistent_id = rec.persistent_id;
     match server.store.durable_move(rec.persistent_id, server.open_id(id), Server::now_ms()) {
-        Ok(Some(_)) => {}
+        Ok(Some(before)) => wake_waiters(server, &before),
         Ok(None) => return Err(NOT_FOUND),
         Err(e) => return Err(crate::objects::store_status(e)),
     }
@@ -758,20 +771,26 @@ pub fn keep(server: &Arc<Server>, open: &Arc<Open>) -> bool {
         return false;
     }
     let until = Server::now_ms().saturating_add(info.timeout_ms);
-    match server.store.durable_disconnect(open.persistent_id, until) {
-        Ok(true) => {}
-        Ok(false) => return false,
+    let waiters = match server.store.durable_disconnect(open.persistent_id, until) {
+        Ok(Some(w)) => w,
+        Ok(None) => return false,
         Err(e) => {
             warn!("durable open not kept: {e}");
             return false;
         }
-    }
+    };
     // Breaks can no longer be sent to it: one that is needed closes it
     // (see `break_disconnected`).
     lock(&server.oplock_opens).remove(&open.volatile_id);
     info!(open = open.volatile_id, path = %lock(&open.path), timeout_ms = info.timeout_ms, "durable handle disconnected, kept");
     server.durable.insert(server, open.clone(), until);
-    // A reconnect on this worker may be waiting for this (`wait_disconnected`).
+    // A reconnect, here or on another worker, may be waiting for this
+    // (`wait_disconnected`).
+    if let Some(key) = open.file_key {
+        for w in waiters {
+            server.wake(w, key.into());
+        }
+    }
     server.file_events.bump();
     // A break that started before (its notice went to the connection that
     // is gone, or came while the open was neither reachable nor in the
@@ -816,9 +835,11 @@ fn expire(server: &Server, open: &Open) {
     open.close(server);
 }
 
-/// The close of an open: its durable record, if any, goes.
-pub fn on_close(server: &Server, open: &Open) {
-    let Some(info) = lock(&open.durable).take() else { return };
+/// The close of an open: its durable record, if any, goes. The workers that
+/// waited for the record, for the caller to wake once the rest of the open
+/// is released.
+pub fn on_close(server: &Server, open: &Open) -> Option<Vec<u32>> {
+    let Some(info) = lock(&open.durable).take() else { return None };
     if info.version == 2 {
         server.replay.remove(&(info.client_guid, info.create_guid), open.volatile_id);
     }
@@ -826,10 +847,13 @@ pub fn on_close(server: &Server, open: &Open) {
     // names that worker's open now).
     let ours = |r: &DurableRecord| r.open == server.open_id(open.volatile_id);
     if info.granted && server.store.durable_get(open.persistent_id).ok().flatten().is_some_and(|r| ours(&r)) {
-        if let Err(e) = server.store.durable_remove(open.persistent_id) {
-            warn!("durable record of a closed open kept: {e}");
+        match server.store.durable_remove(open.persistent_id) {
+            Ok(Some(gone)) => return Some(gone.waiters),
+            Ok(None) => {}
+            Err(e) => warn!("durable record of a closed open kept: {e}"),
         }
     }
+    None
 }
 
 /// A LOCK on a durable open of a 3.x connection, or on any open when the

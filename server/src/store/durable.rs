@@ -15,10 +15,13 @@
 use super::records::Reader;
 use super::{FileKey, GlobalOpenId, StoreError};
 
-const RECORD_VERSION: u8 = 2;
+const RECORD_VERSION: u8 = 3;
 /// The longest string kept in a record (user, share, path): a bound on what
 /// a damaged record can make us allocate.
 const MAX_STRING: usize = 64 * 1024;
+/// The most workers a record keeps as waiting for it ([`DurableRecord::waiters`]);
+/// one more is not recorded and finds out when its bounded wait ends.
+pub const MAX_WAITERS: usize = 64;
 
 /// One durable open, server-wide.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +58,12 @@ pub struct DurableRecord {
     /// Another worker asked the holder to close this open (a new open with
     /// its AppInstanceId, 3.3.5.9.13); the holder does so when woken.
     pub close_requested: bool,
+    /// Workers waiting for this record to change (a reconnect waiting for
+    /// the open's old connection to end, a CREATE waiting for the open of
+    /// its AppInstanceId to close: handlers/durable.rs). The worker that
+    /// disconnects, moves or removes the record wakes them; they register
+    /// with [`super::StateStore::durable_watch`].
+    pub waiters: Vec<u32>,
 }
 
 impl DurableRecord {
@@ -99,6 +108,11 @@ impl DurableRecord {
             None => o.push(0),
         }
         o.push(self.close_requested as u8);
+        let waiters = self.waiters.get(..MAX_WAITERS).unwrap_or(&self.waiters);
+        o.push(waiters.len() as u8);
+        for w in waiters {
+            o.extend_from_slice(&w.to_le_bytes());
+        }
         o
     }
 
@@ -140,6 +154,14 @@ impl DurableRecord {
             _ => Some(r.guid()?),
         };
         let close_requested = r.u8()? != 0;
+        let n = r.u8()? as usize;
+        if n > MAX_WAITERS {
+            return Err(StoreError::Corrupt("too many waiters"));
+        }
+        let mut waiters = Vec::with_capacity(n);
+        for _ in 0..n {
+            waiters.push(r.u32()?);
+        }
         r.end()?;
         Ok(DurableRecord {
             persistent_id,
@@ -159,6 +181,7 @@ impl DurableRecord {
             disconnected_until,
             app_instance_id,
             close_requested,
+            waiters,
         })
     }
 
@@ -166,6 +189,14 @@ impl DurableRecord {
     /// and not yet expired.
     pub fn reclaimable(&self, now_ms: u64) -> bool {
         self.disconnected_until.is_some_and(|t| now_ms < t)
+    }
+
+    /// Records `worker` as waiting for this record to change (once; not
+    /// past [`MAX_WAITERS`]).
+    pub fn add_waiter(&mut self, worker: u32) {
+        if !self.waiters.contains(&worker) && self.waiters.len() < MAX_WAITERS {
+            self.waiters.push(worker);
+        }
     }
 }
 
@@ -224,12 +255,17 @@ mod tests {
             disconnected_until: None,
             app_instance_id: None,
             close_requested: false,
+            waiters: Vec::new(),
         };
         assert_eq!(DurableRecord::decode(&r.encode()).unwrap(), r);
         r.lease_key = Some([8; 16]);
         r.disconnected_until = Some(123);
         r.app_instance_id = Some([9; 16]);
         r.close_requested = true;
+        r.add_waiter(3);
+        r.add_waiter(1);
+        r.add_waiter(3);
+        assert_eq!(r.waiters, [3, 1]);
         let b = r.encode();
         assert_eq!(DurableRecord::decode(&b).unwrap(), r);
         for cut in 0..b.len() {
@@ -239,5 +275,42 @@ mod tests {
         long.push(0);
         assert!(DurableRecord::decode(&long).is_err());
         assert!(r.reclaimable(122) && !r.reclaimable(123));
+    }
+
+    #[test]
+    fn waiters_are_bounded() {
+        let mut r = DurableRecord::decode(&DurableRecord {
+            persistent_id: 1,
+            open: GlobalOpenId { worker: 0, open: 1 },
+            file: FileKey { dev: 1, ino: 1 },
+            version: 1,
+            create_guid: [0; 16],
+            client_guid: [0; 16],
+            owner: String::new(),
+            share: String::new(),
+            path: String::new(),
+            access: 0,
+            share_access: 0,
+            oplock: 0,
+            lease_key: None,
+            timeout_ms: 0,
+            disconnected_until: None,
+            app_instance_id: None,
+            close_requested: false,
+            waiters: Vec::new(),
+        }
+        .encode())
+        .unwrap();
+        for w in 0..(MAX_WAITERS as u32 + 10) {
+            r.add_waiter(w);
+        }
+        assert_eq!(r.waiters.len(), MAX_WAITERS);
+        let mut b = r.encode();
+        assert_eq!(DurableRecord::decode(&b).unwrap(), r);
+        // A count past the bound is refused, not allocated.
+        let at = b.len() - 1 - 4 * MAX_WAITERS;
+        b[at] = MAX_WAITERS as u8 + 1;
+        b.extend_from_slice(&7u32.to_le_bytes());
+        assert!(DurableRecord::decode(&b).is_err());
     }
 }

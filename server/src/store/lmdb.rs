@@ -317,6 +317,7 @@ impl StateStore for LmdbStore {
             for (id, r) in self.durables(t)? {
                 if r.open.worker == worker {
                     self.durable.delete(t, &encode_id(id))?;
+                    wake.extend(r.waiters.iter().map(|w| (*w, r.file)));
                 }
             }
             Ok(wake)
@@ -488,13 +489,26 @@ impl StateStore for LmdbStore {
         Ok(self.durables(&txn)?.into_iter().map(|(_, r)| r).find(|r| r.version == 2 && r.client_guid == *client_guid && r.create_guid == *create_guid))
     }
 
-    fn durable_disconnect(&self, persistent_id: u64, until_ms: u64) -> Result<bool, StoreError> {
+    fn durable_disconnect(&self, persistent_id: u64, until_ms: u64) -> Result<Option<Vec<u32>>, StoreError> {
         self.write(|t| {
             let k = encode_id(persistent_id);
-            let Some(mut r) = self.durable.get(t, &k)?.map(DurableRecord::decode).transpose()? else { return Ok(false) };
+            let Some(mut r) = self.durable.get(t, &k)?.map(DurableRecord::decode).transpose()? else { return Ok(None) };
             r.disconnected_until = Some(until_ms);
+            let waiters = std::mem::take(&mut r.waiters);
             self.durable.put(t, &k, &r.encode())?;
-            Ok(true)
+            Ok(Some(waiters))
+        })
+    }
+
+    fn durable_watch(&self, persistent_id: u64, worker: u32) -> Result<Option<DurableRecord>, StoreError> {
+        self.write(|t| {
+            let k = encode_id(persistent_id);
+            let Some(mut r) = self.durable.get(t, &k)?.map(DurableRecord::decode).transpose()? else { return Ok(None) };
+            if !r.waiters.contains(&worker) {
+                r.add_waiter(worker);
+                self.durable.put(t, &k, &r.encode())?;
+            }
+            Ok(Some(r))
         })
     }
 
@@ -522,6 +536,7 @@ impl StateStore for LmdbStore {
             let mut r = before.clone();
             r.open = to;
             r.disconnected_until = None;
+            r.waiters.clear();
             self.durable.put(t, &k, &r.encode())?;
             modify(self.share, t, key, |s: &mut ShareRecord| super::durable::move_share(s, from, to))?;
             modify(self.brl, t, key, |l: &mut LockRecord| super::durable::move_locks(l, from, to))?;

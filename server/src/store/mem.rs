@@ -137,7 +137,13 @@ impl StateStore for MemStore {
         for g in gone {
             t.lease.remove(&g);
         }
-        t.durable.retain(|_, r| r.open.worker != worker);
+        t.durable.retain(|_, r| {
+            let keep = r.open.worker != worker;
+            if !keep {
+                wake.extend(r.waiters.iter().map(|w| (*w, r.file)));
+            }
+            keep
+        });
         Ok(wake)
     }
 
@@ -293,8 +299,18 @@ impl StateStore for MemStore {
         Ok(self.read().durable.values().find(|r| r.version == 2 && r.client_guid == *client_guid && r.create_guid == *create_guid).cloned())
     }
 
-    fn durable_disconnect(&self, persistent_id: u64, until_ms: u64) -> Result<bool, StoreError> {
-        Ok(self.write().durable.get_mut(&persistent_id).map(|r| r.disconnected_until = Some(until_ms)).is_some())
+    fn durable_disconnect(&self, persistent_id: u64, until_ms: u64) -> Result<Option<Vec<u32>>, StoreError> {
+        Ok(self.write().durable.get_mut(&persistent_id).map(|r| {
+            r.disconnected_until = Some(until_ms);
+            std::mem::take(&mut r.waiters)
+        }))
+    }
+
+    fn durable_watch(&self, persistent_id: u64, worker: u32) -> Result<Option<DurableRecord>, StoreError> {
+        Ok(self.write().durable.get_mut(&persistent_id).map(|r| {
+            r.add_waiter(worker);
+            r.clone()
+        }))
     }
 
     fn durable_reclaim(&self, persistent_id: u64, now_ms: u64) -> Result<bool, StoreError> {
@@ -317,6 +333,7 @@ impl StateStore for MemStore {
         let before = r.clone();
         r.open = to;
         r.disconnected_until = None;
+        r.waiters.clear();
         let (from, key) = (before.open, before.file);
         if let Some(s) = t.share.get_mut(&key) {
             super::durable::move_share(s, from, to);

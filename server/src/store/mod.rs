@@ -32,7 +32,7 @@ pub use mem::MemStore;
 pub use lease::{LeaseAckError, LeaseGrant, LeaseId, LeaseNotice, LeaseRequest};
 pub use oplock::{AckError, OpenCheck, OplockHolder, OplockRecord};
 pub use records::{LockRecord, ShareRecord};
-pub use wake::{SocketWaker, WakeListener, Waker};
+pub use wake::{SocketWaker, WakeListener, Waker, Why};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -160,7 +160,7 @@ pub trait StateStore: Send + Sync {
     fn io_conflict(&self, key: FileKey, owner: GlobalOpenId, offset: u64, len: u64, write: bool) -> Result<bool, StoreError>;
     /// Removes every record of a dead worker (its durable opens too: it
     /// held their descriptors); returns the (worker, file) pairs to wake
-    /// because one of its locks went.
+    /// because one of its locks, oplocks or durable records went.
     fn purge_worker(&self, worker: u32) -> Result<Vec<(u32, FileKey)>, StoreError>;
     /// Oplocks (oplock.rs): a new open's check (breaks started, workers to
     /// wake for them, and whether to wait), made before its share-mode entry.
@@ -228,13 +228,20 @@ pub trait StateStore: Send + Sync {
     /// (replay detection, MS-SMB2 3.3.5.9.10).
     fn durable_by_create_guid(&self, client_guid: &[u8; 16], create_guid: &[u8; 16]) -> Result<Option<DurableRecord>, StoreError>;
     /// The open lost its connection: it waits until `until_ms` for a
-    /// reconnect. False when there is no such record.
-    fn durable_disconnect(&self, persistent_id: u64, until_ms: u64) -> Result<bool, StoreError>;
+    /// reconnect. The workers that were waiting for the record (the caller
+    /// wakes them; the list is cleared); `None` when there is no such record.
+    fn durable_disconnect(&self, persistent_id: u64, until_ms: u64) -> Result<Option<Vec<u32>>, StoreError>;
+    /// Records `worker` as waiting for the record to change (disconnected,
+    /// moved or removed: whoever does it wakes the waiters it names) and
+    /// returns the record as it is now, in one step, so no change between
+    /// reading the record and waiting goes unnoticed.
+    fn durable_watch(&self, persistent_id: u64, worker: u32) -> Result<Option<DurableRecord>, StoreError>;
     /// A reconnect claims the open back: true (and the record is connected
     /// again) only when it is disconnected and has not expired at `now_ms`;
     /// of two reconnects racing, one wins.
     fn durable_reclaim(&self, persistent_id: u64, now_ms: u64) -> Result<bool, StoreError>;
-    /// Drops the record (the open closed, or expired); what it was.
+    /// Drops the record (the open closed, or expired); what it was (the
+    /// caller wakes its waiters).
     fn durable_remove(&self, persistent_id: u64) -> Result<Option<DurableRecord>, StoreError>;
     /// The disconnected opens of `worker` whose time ran out at `now_ms`.
     fn durable_expired(&self, worker: u32, now_ms: u64) -> Result<Vec<DurableRecord>, StoreError>;
@@ -246,8 +253,9 @@ pub trait StateStore: Send + Sync {
     /// step, when the open is disconnected and not expired at `now_ms`, its
     /// share-mode entry, byte-range locks, oplock and lease membership pass
     /// from its old [`GlobalOpenId`] to `to`, and the record names `to`,
-    /// connected again. The record as it was before; `None` when there is
-    /// nothing to claim (of two reconnects racing, one wins).
+    /// connected again, with no waiters. The record as it was before (the
+    /// caller wakes its waiters); `None` when there is nothing to claim (of
+    /// two reconnects racing, one wins).
     fn durable_move(&self, persistent_id: u64, to: GlobalOpenId, now_ms: u64) -> Result<Option<DurableRecord>, StoreError>;
     /// Asks the worker holding the durable open to close it (a new open
     /// with its AppInstanceId on another worker): marks the record; false
@@ -292,7 +300,7 @@ pub fn purge_and_wake(store: &dyn StateStore, dir: &Path, dead: u32) -> Result<u
     let wake = store.purge_worker(dead)?;
     let waker = SocketWaker::new(dir, dead)?;
     for (worker, key) in &wake {
-        waker.wake(*worker, *key);
+        waker.wake(*worker, *key, Why::Changed);
     }
     Ok(wake.len())
 }

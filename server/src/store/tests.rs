@@ -329,7 +329,9 @@ fn durable_move(s: &dyn StateStore) {
     assert_eq!(s.durable_move(10, new, 100).unwrap(), None, "connected: nothing to claim");
     s.durable_disconnect(10, 5000).unwrap();
     assert_eq!(s.durable_move(10, new, 5000).unwrap(), None, "expired");
-    assert_eq!(s.durable_move(10, new, 100).unwrap().map(|r| r.open), Some(old));
+    s.durable_watch(10, 6).unwrap();
+    assert_eq!(s.durable_move(10, new, 100).unwrap().map(|r| (r.open, r.waiters)), Some((old, vec![6])), "the waiters to wake");
+    assert!(s.durable_get(10).unwrap().unwrap().waiters.is_empty());
     assert_eq!(s.durable_move(10, id(3, 3), 100).unwrap(), None, "claimed once");
     let r = s.durable_get(10).unwrap().unwrap();
     assert_eq!((r.open, r.disconnected_until), (new, None));
@@ -361,6 +363,7 @@ fn durable_rec(pid: u64, worker: u32, guid: u8) -> DurableRecord {
         disconnected_until: None,
         app_instance_id: None,
         close_requested: false,
+        waiters: Vec::new(),
     }
 }
 
@@ -379,10 +382,16 @@ fn durable(s: &dyn StateStore) {
     // A connected open cannot be reclaimed; a disconnected one once, before it expires.
     assert!(!s.durable_reclaim(10, 0).unwrap());
     assert_eq!(s.durable_worker_of(&[0xC1; 16]).unwrap(), None, "connected: no routing");
-    assert!(s.durable_disconnect(10, 5000).unwrap());
+    // Workers waiting for the record are handed back by the disconnect, once.
+    assert_eq!(s.durable_watch(10, 3).unwrap().map(|r| r.waiters), Some(vec![3]));
+    assert_eq!(s.durable_watch(10, 4).unwrap().map(|r| r.waiters), Some(vec![3, 4]));
+    assert_eq!(s.durable_watch(10, 3).unwrap().map(|r| r.waiters), Some(vec![3, 4]), "once each");
+    assert_eq!(s.durable_watch(99, 3).unwrap(), None);
+    assert_eq!(s.durable_disconnect(10, 5000).unwrap(), Some(vec![3, 4]));
+    assert_eq!(s.durable_get(10).unwrap().unwrap().waiters, Vec::<u32>::new(), "woken once");
     assert_eq!(s.durable_worker_of(&[0xC1; 16]).unwrap(), Some(1));
     assert_eq!(s.durable_worker_of(&[0xC2; 16]).unwrap(), None);
-    assert!(!s.durable_disconnect(99, 5000).unwrap());
+    assert_eq!(s.durable_disconnect(99, 5000).unwrap(), None);
     assert_eq!(s.durable_get(10).unwrap().unwrap().disconnected_until, Some(5000));
     assert!(s.durable_expired(1, 4999).unwrap().is_empty());
     assert_eq!(s.durable_expired(1, 5000).unwrap().len(), 1);
@@ -391,11 +400,14 @@ fn durable(s: &dyn StateStore) {
     assert!(s.durable_reclaim(10, 4000).unwrap());
     assert!(!s.durable_reclaim(10, 4000).unwrap(), "claimed once");
     assert_eq!(s.durable_get(10).unwrap().unwrap().disconnected_until, None);
-    // Remove; a dead worker's durable opens go with it.
-    assert_eq!(s.durable_remove(10).unwrap(), Some(a));
+    // Remove (the waiters come back with the record); a dead worker's
+    // durable opens go with it.
+    s.durable_watch(10, 5).unwrap();
+    assert_eq!(s.durable_remove(10).unwrap(), Some(DurableRecord { waiters: vec![5], ..a }));
     assert_eq!(s.durable_remove(10).unwrap(), None);
     s.durable_disconnect(11, 100).unwrap();
-    s.purge_worker(2).unwrap();
+    s.durable_watch(11, 7).unwrap();
+    assert!(s.purge_worker(2).unwrap().contains(&(7, F)), "a waiter for a dead worker's record is woken");
     assert_eq!(s.durable_get(11).unwrap(), None);
 }
 

@@ -171,6 +171,33 @@ fn reconnect_waits_for_the_old_connection_to_end() {
     assert_eq!(b.close(&fid).status, SUCCESS);
 }
 
+/// The same across workers (two servers on one LMDB state directory): the
+/// reconnect on worker 2 waits for worker 1 to see the old connection end,
+/// woken by worker 1's wake-up datagram when it marks the record
+/// disconnected, since no timer looks at the store; then it takes the open
+/// over.
+#[test]
+fn reconnect_on_another_worker_is_woken_when_the_old_connection_ends() {
+    let (_base, t1, t2) = two_workers();
+    let mut a = connected(&t1);
+    let r = create_with(&mut a, "x.txt", LEVEL_BATCH, &[(b"DHnQ", vec![0; 16])]);
+    assert_eq!((r.status, r.body()[2]), (SUCCESS, LEVEL_BATCH));
+    let fid = r.file_id();
+    let mut b = connected(&t2);
+    let waiter = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let r = create_with(&mut b, "x.txt", 0, &[(b"DHnC", fid.to_vec())]);
+        (r.status, started.elapsed(), b)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    drop(a);
+    let (status, waited, _b) = waiter.join().unwrap();
+    assert_eq!(status, SUCCESS, "taken over once the old connection ended (waited {waited:?})");
+    // Dropped after 100 ms; the wait's bound is 500 ms, and at the bound it
+    // looks once more (so a missed wake-up would still succeed, late).
+    assert!(waited >= Duration::from_millis(50) && waited < Duration::from_millis(400), "woken, not timed out: {waited:?}");
+}
+
 /// v1: DHnQ is granted with a batch oplock only; DHnC takes the open back
 /// on a new connection whose session was set up with PreviousSessionId.
 #[test]
@@ -494,8 +521,12 @@ fn app_instance_id_takes_over_across_workers() {
     let mut b = connected(&t2);
     let ra = create_app(&mut a, 1, 0xA1);
     assert_eq!((ra.status, ra.body()[2]), (SUCCESS, LEVEL_BATCH));
+    let started = std::time::Instant::now();
     let rb = create_app(&mut b, 2, 0xA1);
     assert_eq!((rb.status, rb.body()[2]), (SUCCESS, LEVEL_BATCH), "the first open was closed on worker 1, no sharing violation");
+    // Worker 1's close of the record wakes worker 2 (no timer): the CREATE
+    // does not sit out its 2 s bound.
+    assert!(started.elapsed() < Duration::from_millis(1500), "woken, not timed out: {:?}", started.elapsed());
     assert!(a.next_async(Duration::from_millis(200)).is_none(), "no break");
     assert_eq!(a.close(&ra.file_id()).status, FILE_CLOSED);
     assert_eq!(b.close(&rb.file_id()).status, SUCCESS);
