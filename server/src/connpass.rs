@@ -52,11 +52,10 @@
 //! - The decision is taken on the message's first request before any of
 //!   it runs, so a READ or WRITE further down a passed compound runs only in
 //!   the owner, on the owner's pool slots.
-//! - Should anything be left all the same (a binding that was under way
-//!   and failed lets requests naming its session reach the session checks
-//!   meanwhile), the transport checks at the halt: with anything in the
-//!   channel's `pending` the channel is closed, not passed
-//!   (transport_smbd.rs, "RDMA transfers outstanding").
+//! - Should anything be left all the same (a bug in the above), the
+//!   transport checks at the halt: with anything in the channel's `pending`
+//!   the channel is closed, not passed (transport_smbd.rs, "RDMA transfers
+//!   outstanding").
 //!
 //! A pass (the state above) may span datagrams up to
 //! `workerproto::MAX_PASS` (1 MiB: a client that pipelined past its
