@@ -11,21 +11,51 @@
 //! ([`ConnPass`]): the NEGOTIATE request and the exact response that went
 //! out (the binding's preauth hash covers both, so the new worker must not
 //! answer anew), the credit window, and the messages read and not yet
-//! handled, the SESSION_SETUP first. The supervisor forwards it to the owner
-//! (`workerproto::Frame::PassConn` / `Passed`), which rebuilds the connection
-//! ([`crate::conn::Connection::resume`]) and handles the SESSION_SETUP as any
-//! binding: the owner answers, success or refusal. A session whose worker
-//! died is gone with it: the restarted worker answers USER_SESSION_DELETED.
+//! handled, the SESSION_SETUP's message first. The supervisor forwards it to
+//! the owner (`workerproto::Frame::PassConn` / `Passed`), which rebuilds the
+//! connection ([`crate::conn::Connection::resume`]) and handles the
+//! SESSION_SETUP as any binding: the owner answers, success or refusal. A
+//! session whose worker died is gone with it: the restarted worker answers
+//! USER_SESSION_DELETED.
+//!
+//! A binding that is the first request of a compound (SESSION_SETUP and
+//! related requests after it) goes the same way, the whole message as it was
+//! received: nothing of the chain runs where it arrived (the decision is
+//! taken on its first request, before the chain is split), and the owner,
+//! whose connection it is from then on, runs the entire chain through its
+//! own compound path, as if it had received it (related requests inherit
+//! the SessionId, the chain's responses go out together on the connection).
+//! A compound whose first request is anything else is handled where it
+//! arrives, as any message (a binding further down the chain finds no
+//! session there).
 //!
 //! An SMB Direct channel is passed the same way: its transport state (queue
 //! pair, memory registrations, SMB Direct credits) lives in the rdma-proxy,
 //! which only sees the worker's end of the channel socket change process.
-//! The worker halts the channel's reader between frames (no RDMA transfer
-//! can be outstanding before a session), sends the socket with the
-//! channel's offer (`workerproto::Frame::PassChannel`), and the supervisor
-//! gives both to the owner on its proxy-frame socket (the proxy protocol's
-//! `ChannelPassed`), where `rdma::serve_control_with` serves the channel from
-//! the owner's own pool slot range.
+//! The worker halts the channel's reader between frames, sends the socket
+//! with the channel's offer (`workerproto::Frame::PassChannel`), and the
+//! supervisor gives both to the owner on its proxy-frame socket (the proxy
+//! protocol's `ChannelPassed`), where `rdma::serve_control_with` serves the
+//! channel from the owner's own pool slot range.
+//!
+//! A passed channel has no RDMA transfer outstanding, which the new owner
+//! could not finish (the proxy's completion would name a request the new
+//! owner never started, in the old owner's pool slots):
+//! - RDMA transfers are only started by READ and WRITE (with SMB Direct
+//!   buffer descriptors), and those need a session in this connection's
+//!   table (or one it is setting up), then a tree and an open of it.
+//! - Only a connection with no session and no session setup under way is
+//!   passed (`Connection::pass_for`), and one on which a session was ever
+//!   authenticated never is, even after its LOGOFF: `on_authenticated`
+//!   drops the NEGOTIATE kept for a pass and marks the reader as never to
+//!   be halted. So a passed connection has never had a session of its own.
+//! - The decision is taken on the message's first request before any of
+//!   it runs, so a READ or WRITE further down a passed compound runs only in
+//!   the owner, on the owner's pool slots.
+//! - Should anything be left all the same (a bug in the above), the
+//!   transport checks at the halt: with anything in the channel's `pending`
+//!   the channel is closed, not passed (transport_smbd.rs, "RDMA transfers
+//!   outstanding").
 //!
 //! A pass (the state above) may span datagrams up to
 //! `workerproto::MAX_PASS` (1 MiB: a client that pipelined past its
@@ -35,13 +65,16 @@
 //! session is not in that worker's table: MS-SMB2 3.3.5.5.2) and a log line
 //! saying why (`Connection::pass_for`): a connection that already has a
 //! session of its own in this worker or a session setup under way (its
-//! sessions live here, and a connection is served by one worker), a binding
-//! in a compound (the owner would answer the rest of a chain on a connection
-//! it never saw), a connection already passed once, and state over
-//! `MAX_PASS`. An encrypted binding cannot be passed either: the TRANSFORM
-//! names a session that is not bound to the connection, which MS-SMB2
-//! 3.3.5.2.1.1 answers by disconnecting (also in the owner), with the log
-//! line "TRANSFORM for unknown session".
+//! sessions live here, and a connection is served by one worker), a
+//! connection already passed once, one with no dialect negotiated or whose
+//! reader cannot be halted, and state over `MAX_PASS` (a compound counts
+//! whole, but one message of a connection without a session is held to
+//! `max_unauthenticated_message`, 128 KiB, far under it; messages pipelined
+//! behind the binding that take the pass over it close the connection, as
+//! the frame to the supervisor cannot carry them). An encrypted binding
+//! cannot be passed either: the TRANSFORM names a session that is not bound
+//! to the connection, which MS-SMB2 3.3.5.2.1.1 answers by disconnecting
+//! (also in the owner), with the log line "TRANSFORM for unknown session".
 
 use crate::credits::CreditSnapshot;
 use std::sync::atomic::{AtomicU32, Ordering};

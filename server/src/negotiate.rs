@@ -691,12 +691,14 @@ impl Connection {
     /// The connection's state to pass to another worker when `msg` is a
     /// binding SESSION_SETUP for a session another worker allocated, or a
     /// new session's first SESSION_SETUP whose PreviousSessionId another
-    /// worker allocated (connpass.rs). Only a connection with no session and no session setup
-    /// under way, that kept its NEGOTIATE and whose reader can be stopped,
-    /// and only a plain, single request within `workerproto::MAX_PASS`:
-    /// anything else is answered here (USER_SESSION_DELETED: the session is
-    /// not in this worker's table, MS-SMB2 3.3.5.5.2), with a log line
-    /// saying why it was not passed.
+    /// worker allocated (connpass.rs). `msg` is the whole plaintext message
+    /// as received: a compound whose first request is that SESSION_SETUP
+    /// goes as a whole, and the owner answers the entire chain. Only a
+    /// connection with no session and no session setup under way, that kept
+    /// its NEGOTIATE and whose reader can be stopped, and only within
+    /// `workerproto::MAX_PASS`: anything else is answered here
+    /// (USER_SESSION_DELETED: the session is not in this worker's table,
+    /// MS-SMB2 3.3.5.5.2), with a log line saying why it was not passed.
     pub(crate) fn pass_for(&self, msg: &[u8]) -> Option<crate::connpass::ConnPass> {
         if !crate::connpass::enabled() {
             return None;
@@ -705,7 +707,14 @@ impl Connection {
         if hdr.command != Command::SessionSetup as u16 || hdr.is_related() {
             return None;
         }
-        let req = SessionSetupReq::parse(msg).ok()?;
+        // The SESSION_SETUP is the chain's first request, up to its
+        // NextCommand (a bad one is process_chain's to refuse, here).
+        let first = match hdr.next_command as usize {
+            0 => msg,
+            n if n >= HEADER_LEN && n % 8 == 0 => msg.get(..n)?,
+            _ => return None,
+        };
+        let req = SessionSetupReq::parse(first).ok()?;
         // A binding goes to the worker of the session it binds to; a new
         // session naming a PreviousSessionId of another worker (a client
         // reconnecting after a lost connection) to the worker of that
@@ -723,16 +732,14 @@ impl Connection {
             "the connection already has a session in this worker"
         } else if !self.pending.is_empty() {
             "a session setup is under way on the connection"
-        } else if hdr.next_command != 0 {
-            // The owner would have to answer the rest of the chain on a
-            // connection it never saw; a binding is a request of its own.
-            "the binding came in a compound"
         } else {
             match self.negotiated.as_ref() {
                 None => "the connection was passed here already, or its NEGOTIATE was not kept",
                 Some(_) if self.dialect.is_none_or(|d| d == DIALECT_WILDCARD_INTERNAL) => "no dialect negotiated",
                 Some(_) if !self.recv.can_halt() => "its reader cannot be stopped",
                 Some((negotiate_req, negotiate_resp)) => {
+                    // The whole message, the rest of a compound with it:
+                    // the owner replays it through its compound path.
                     let p = crate::connpass::ConnPass {
                         session_id: target,
                         negotiate_req: negotiate_req.clone(),

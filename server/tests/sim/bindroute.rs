@@ -219,6 +219,170 @@ fn binding_on_another_worker_moves_the_connection_to_the_session() {
     assert_eq!(bind(&a, &mut d, USER, Sign::With(&key)).unwrap_err(), USER_SESSION_DELETED, "session of a dead worker");
 }
 
+/// Binds `b` to `a`'s session (NTLM, two legs) with each SESSION_SETUP the
+/// first request of a compound: the first leg with a related ECHO, the last
+/// with a related TREE_CONNECT of `share`, signed with the channel key the
+/// binding gives `b` (the preauth hash of each SESSION_SETUP element, padding
+/// included, as the server hashes it). Returns both legs' responses; on
+/// success `b` holds the channel's keys and the chain's tree.
+pub(crate) fn bind_in_compound(a: &Client, b: &mut Client, share: &str) -> [Vec<Resp>; 2] {
+    let key = session_signer(a);
+    let mut gss = Gss::new(USER, PASSWORD);
+    let mut preauth = b.preauth.clone().expect("a 3.1.1 connection");
+    b.session_id = a.session_id;
+    b.tree_id = 0;
+    let setup = |b: &mut Client, token: &[u8]| {
+        let mut body = Client::session_setup_body(token, 1);
+        body[2] = 1; // SMB2_SESSION_FLAG_BINDING
+        b.build(SESSION_SETUP, 1, &body)
+    };
+    // Leg 1: NTLM NEGOTIATE + related ECHO, both signed with the session key.
+    let first = setup(b, &gss.step(None).1);
+    let echo = b.build(ECHO, 1, &[4, 0, 0, 0]);
+    let mut msg = chain(vec![first, echo]);
+    let at = le32(&msg, 20) as usize;
+    set_flags(&mut msg[..at], F_SIGNED);
+    set_flags(&mut msg[at..], F_SIGNED | F_RELATED);
+    key.sign(&mut msg[..at]).unwrap();
+    key.sign(&mut msg[at..]).unwrap();
+    preauth.update(&msg[..at]);
+    let leg1 = b.raw(msg).expect("the first leg ended the connection");
+    assert_eq!(leg1.len(), 2, "one response per request of the chain");
+    assert_eq!(leg1[0].command, SESSION_SETUP);
+    if leg1[0].status != MORE_PROCESSING_REQUIRED {
+        return [leg1, Vec::new()];
+    }
+    preauth.update(&leg1[0].raw);
+    // Leg 2: NTLM AUTHENTICATE + related TREE_CONNECT.
+    let (_, token) = gss.step(Some(&sec_buffer(&leg1[0])));
+    let last = setup(b, &token);
+    let tree = b.build(TREE_CONNECT, 1, &tree_body(share));
+    let mut msg = chain(vec![last, tree]);
+    let at = le32(&msg, 20) as usize;
+    set_flags(&mut msg[..at], F_SIGNED);
+    set_flags(&mut msg[at..], F_SIGNED | F_RELATED);
+    key.sign(&mut msg[..at]).unwrap();
+    preauth.update(&msg[..at]);
+    let channel = derive_client_keys(b.dialect, &gss.session_key(), Some(&preauth.value()), None, b.signing_alg);
+    channel.signer.sign(&mut msg[at..]).unwrap();
+    let leg2 = b.raw(msg).expect("the last leg ended the connection");
+    if leg2.first().is_some_and(|r| r.status == SUCCESS) {
+        let session = derive_client_keys(a.dialect, &a.session_key, a.session_preauth.as_ref(), a.cipher, a.signing_alg);
+        b.keys = Some(ClientKeys { signer: channel.signer, sealer: session.sealer, opener: session.opener });
+        b.session_key = a.session_key.clone();
+        b.session_preauth = a.session_preauth;
+        b.sign = true;
+        b.encrypt = a.encrypt;
+        b.tree_id = leg2.get(1).map_or(0, |r| r.tree_id);
+    }
+    [leg1, leg2]
+}
+
+/// What of a chain's responses must be the same wherever it is answered.
+fn shape(v: &[Resp]) -> Vec<(u16, u32, u32, bool)> {
+    v.iter().map(|r| (r.command, r.status, r.flags & F_RELATED, r.tree_id != 0)).collect()
+}
+
+/// A binding that is the first request of a compound, on a connection that
+/// landed on worker 1, goes to worker 0 (the session's owner) as a whole
+/// message: worker 0 answers the entire chain, both NTLM legs, exactly as it
+/// answers the same chains on a connection that reached it directly (the
+/// reference connection R), and the connection is worker 0's from then on.
+#[test]
+fn binding_compound_on_another_worker_is_answered_whole_by_the_owner() {
+    let srv = serve(tempfile::tempdir().unwrap());
+    let ts = server();
+    let mut a = tcp_client(&ts, srv.port, Ipv4Addr::LOCALHOST);
+    negotiate_as(&mut a, vec![DIALECT_311], None);
+    a.session_setup();
+    assert_eq!(a.tree_connect("share").status, SUCCESS);
+    let fid = a.open_file("shared.txt");
+    assert_eq!(a.write(&fid, 0, b"written on channel one").status, SUCCESS);
+    assert_eq!(a.session_id >> 48, 0, "worker 0 allocated A's session: {:#x}", a.session_id);
+
+    // R: A's ClientGUID, routed to worker 0 directly; its chains are not passed.
+    let mut r = tcp_client(&ts, srv.port, Ipv4Addr::LOCALHOST);
+    negotiate_as(&mut r, vec![DIALECT_311], None);
+    let on_owner = bind_in_compound(&a, &mut r, "share");
+    let log = std::fs::read_to_string(&srv.log).unwrap();
+    assert!(!log.contains("connection passed to the worker that owns its session"), "R was passed:\n{log}");
+
+    // B: routed by address to worker 1, then names A's ClientGUID.
+    let b_from = (2..=250u8).map(|x| Ipv4Addr::new(127, 0, 0, x)).find(|ip| route_of(*ip, 2) == 1).unwrap();
+    let mut b = tcp_client(&ts, srv.port, b_from);
+    negotiate_after_smb1(&mut b);
+    let st = status(&srv.state);
+    assert_eq!(st["channels"].as_array().unwrap().iter().filter(|c| c["worker"] == 1).count(), 1, "B starts on worker 1: {st}");
+    let passed = bind_in_compound(&a, &mut b, "share");
+
+    let [leg1, leg2] = &passed;
+    // Leg 1: the interim SESSION_SETUP response, signed with the session's
+    // key (only worker 0 has it), and the related ECHO's, in one message.
+    assert_eq!(leg1[0].status, MORE_PROCESSING_REQUIRED, "{:#x}", leg1[0].status);
+    let mut raw = leg1[0].raw.clone();
+    assert!(leg1[0].is_signed() && session_signer(&a).verify(&mut raw), "interim response signed with the session key");
+    assert_eq!((leg1[1].command, leg1[1].status, leg1[1].flags & F_RELATED), (ECHO, SUCCESS, F_RELATED));
+    // Leg 2: the binding succeeded, and the related TREE_CONNECT ran with the
+    // SessionId it inherited, both signed with the channel's new key.
+    assert_eq!(leg2.len(), 2, "one response per request of the chain");
+    assert_eq!((leg2[0].command, leg2[0].status), (SESSION_SETUP, SUCCESS), "{:#x}", leg2[0].status);
+    assert_eq!((leg2[1].command, leg2[1].status, leg2[1].flags & F_RELATED), (TREE_CONNECT, SUCCESS, F_RELATED), "{:#x}", leg2[1].status);
+    assert_eq!(leg2[1].session_id, a.session_id);
+    assert_ne!(b.tree_id, 0);
+    for resp in leg2 {
+        let mut raw = resp.raw.clone();
+        assert!(resp.is_signed() && b.keys.as_ref().unwrap().signer.verify(&mut raw), "{} response signed with the channel key", resp.command);
+    }
+    // Worker 0 answered both chains as it answers a connection of its own.
+    assert_eq!(shape(&passed[0]), shape(&on_owner[0]), "first leg");
+    assert_eq!(shape(&passed[1]), shape(&on_owner[1]), "last leg");
+
+    // B is a channel of A's session on worker 0: the chain's tree reaches A's file.
+    let f = b.open_file("shared.txt");
+    assert_eq!(b.read(&f, 0, 22, 1).read_data(), b"written on channel one");
+    b.tree_id = a.tree_id;
+    assert_eq!(b.read(&fid, 0, 22, 1).read_data(), b"written on channel one", "A's open, through B");
+    let log = std::fs::read_to_string(&srv.log).unwrap();
+    assert_eq!(log.matches("connection passed to the worker that owns its session").count(), 1, "B passed once:\n{log}");
+    assert!(!log.contains("not passed"), "{log}");
+    let st = status(&srv.state);
+    let chans = st["channels"].as_array().unwrap();
+    assert!(!chans.iter().any(|c| c["worker"] == 1), "nothing left on worker 1: {st}");
+    assert!(chans.iter().filter(|c| c["worker"] == 0).count() >= 3, "A, R and B on worker 0: {st}");
+
+    // A first leg whose SESSION_SETUP is padded (through its NextCommand) to
+    // 120 KiB, near what a connection without a session may send: the owner
+    // checks the signature over all of it and answers the ECHO behind it, so
+    // the whole message went.
+    let mut p = tcp_client(&ts, srv.port, b_from);
+    negotiate_after_smb1(&mut p);
+    p.session_id = a.session_id;
+    let mut body = Client::session_setup_body(&Gss::new(USER, PASSWORD).step(None).1, 1);
+    body[2] = 1; // SMB2_SESSION_FLAG_BINDING
+    let mut first = p.build(SESSION_SETUP, 1, &body);
+    first.resize(120 << 10, 0);
+    let echo = p.build(ECHO, 1, &[4, 0, 0, 0]);
+    let mut msg = chain(vec![first, echo]);
+    let at = le32(&msg, 20) as usize;
+    assert_eq!(at, 120 << 10);
+    set_flags(&mut msg[..at], F_SIGNED);
+    set_flags(&mut msg[at..], F_SIGNED | F_RELATED);
+    key_sign(&a, &mut msg[..at]);
+    key_sign(&a, &mut msg[at..]);
+    let r = p.raw(msg).expect("the padded compound ended the connection");
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].status, MORE_PROCESSING_REQUIRED, "padded binding: {:#x}", r[0].status);
+    let mut raw = r[0].raw.clone();
+    assert!(r[0].is_signed() && session_signer(&a).verify(&mut raw), "answered by the owner");
+    assert_eq!((r[1].command, r[1].status, r[1].flags & F_RELATED), (ECHO, SUCCESS, F_RELATED));
+    let log = std::fs::read_to_string(&srv.log).unwrap();
+    assert_eq!(log.matches("connection passed to the worker that owns its session").count(), 2, "P passed:\n{log}");
+}
+
+fn key_sign(a: &Client, m: &mut [u8]) {
+    session_signer(a).sign(m).unwrap();
+}
+
 fn kill_worker(state: &Path, id: u64) -> u64 {
     let st = status(state);
     let pid = st["workers"].as_array().unwrap().iter().find(|w| w["id"] == id).and_then(|w| w["pid"].as_u64()).expect("worker's pid");

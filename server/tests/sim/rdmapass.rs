@@ -122,8 +122,16 @@ fn smb_direct_binding_on_another_worker_moves_the_channel_to_the_session() {
 /// Bindings of another worker's session that are not passed are answered
 /// where they arrive, USER_SESSION_DELETED (the session is not in that
 /// worker's table, MS-SMB2 3.3.5.5.2), with a log line saying why: on a
-/// connection that already has a session of its own there, and in a
-/// compound. (Plain TCP: the same code decides for SMB Direct channels.)
+/// connection that has a session of its own there (also as the first
+/// request of a compound), that had one and logged it off, or that has a
+/// session setup under way. A compound whose first request is not the
+/// binding is handled where it arrives, as any message. (Plain TCP: the same
+/// code decides for SMB Direct channels; a compound that can move is
+/// bindroute.rs's.)
+///
+/// These are what keeps RDMA transfers from being passed (connpass.rs): a
+/// connection that has, had or is setting up a session, the only kind that
+/// can have started one, stays where it is.
 #[test]
 fn bindings_that_cannot_move_are_answered_where_they_arrive() {
     let srv = serve_args(tempfile::tempdir().unwrap(), 2, &[]);
@@ -134,6 +142,14 @@ fn bindings_that_cannot_move_are_answered_where_they_arrive() {
     assert_eq!(a.session_id >> 48, 0, "worker 0 allocated A's session");
     let key = session_signer(&a);
     let from1 = (2..=250u8).map(|x| Ipv4Addr::new(127, 0, 0, x)).find(|ip| route_of(*ip, 2) == 1).unwrap();
+    let binding = |c: &mut Client| {
+        let mut body = Client::session_setup_body(&Gss::new(USER, PASSWORD).step(None).1, 1);
+        body[2] = 1; // SMB2_SESSION_FLAG_BINDING
+        let mut m = c.build(SESSION_SETUP, 1, &body);
+        set_flags(&mut m, F_SIGNED);
+        m
+    };
+    let passes = |srv: &crate::bindroute::Serve| std::fs::read_to_string(&srv.log).unwrap().matches("connection passed to the worker that owns its session").count();
 
     // A connection with a session of its own on worker 1.
     let mut c = tcp_client(&ts, srv.port, from1);
@@ -142,29 +158,68 @@ fn bindings_that_cannot_move_are_answered_where_they_arrive() {
     assert_eq!(c.session_id >> 48, 1, "the connection's own session is worker 1's");
     let own = c.session_id;
     assert_eq!(bind(&a, &mut c, USER, Sign::With(&key)).unwrap_err(), USER_SESSION_DELETED);
-    c.session_id = own;
-
-    // A binding in a compound (with an ECHO), each part signed.
-    let mut d = tcp_client(&ts, srv.port, from1);
-    negotiate_after_smb1(&mut d);
-    d.session_id = a.session_id;
-    let mut body = Client::session_setup_body(&Gss::new(USER, PASSWORD).step(None).1, 1);
-    body[2] = 1; // SMB2_SESSION_FLAG_BINDING
-    let first = d.build(SESSION_SETUP, 1, &body);
-    let echo = d.build(ECHO, 1, &[4, 0, 0, 0]);
+    // The same as the first request of a compound (with a related ECHO).
+    c.session_id = a.session_id;
+    let first = binding(&mut c);
+    let echo = c.build(ECHO, 1, &[4, 0, 0, 0]);
     let mut msg = chain(vec![first, echo]);
     let at = le32(&msg, 20) as usize;
-    set_flags(&mut msg[..at], 8);
-    set_flags(&mut msg[at..], 8);
+    set_flags(&mut msg[at..], F_SIGNED | F_RELATED);
     key.sign(&mut msg[..at]).unwrap();
     key.sign(&mut msg[at..]).unwrap();
+    let r = c.raw(msg).expect("the compound ended the connection");
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].status, USER_SESSION_DELETED, "binding compound on a connection with a session");
+    c.session_id = own;
+    assert_eq!(passes(&srv), 0, "a connection with a session was passed");
+
+    // A connection with a session setup under way (its first leg answered).
+    let mut e = tcp_client(&ts, srv.port, from1);
+    negotiate_after_smb1(&mut e);
+    let leg = Client::session_setup_body(&Gss::new(USER, PASSWORD).step(None).1, 1);
+    let m = e.build(SESSION_SETUP, 1, &leg);
+    let r = e.raw(m).unwrap().pop().unwrap();
+    assert_eq!(r.status, MORE_PROCESSING_REQUIRED);
+    e.session_id = a.session_id;
+    let mut m = binding(&mut e);
+    key.sign(&mut m).unwrap();
+    assert_eq!(e.raw(m).unwrap().pop().unwrap().status, USER_SESSION_DELETED, "binding during a session setup");
+    assert_eq!(passes(&srv), 0, "a connection with a setup under way was passed");
+
+    // A compound whose first request is not the binding: an ECHO, then the
+    // binding (not related). Handled on worker 1, which has no such session.
+    let mut d = tcp_client(&ts, srv.port, from1);
+    negotiate_after_smb1(&mut d);
+    let echo = d.build(ECHO, 1, &[4, 0, 0, 0]);
+    d.session_id = a.session_id;
+    let second = binding(&mut d);
+    let mut msg = chain(vec![echo, second]);
+    let at = le32(&msg, 20) as usize;
+    key.sign(&mut msg[at..]).unwrap();
     let r = d.raw(msg).expect("the compound ended the connection");
-    assert_eq!(r[0].status, USER_SESSION_DELETED, "binding in a compound");
+    assert_eq!((r[0].command, r[0].status), (ECHO, SUCCESS));
+    assert_eq!((r[1].command, r[1].status), (SESSION_SETUP, USER_SESSION_DELETED), "binding after an ECHO");
+    assert_eq!(passes(&srv), 0, "a compound starting with an ECHO was passed");
+
+    // (A binding compound over the pass bound cannot arrive: a connection
+    // that may be passed has no session, and such a connection's messages
+    // are held to `max_unauthenticated_message`, 128 KiB, under the 1 MiB
+    // bound: the frame ends the connection first. workerproto.rs's unit
+    // tests check the bound itself.)
 
     let log = std::fs::read_to_string(&srv.log).unwrap();
     assert!(log.contains("not passed: the connection already has a session in this worker"), "no log line for the session case:\n{log}");
-    assert!(log.contains("not passed: the binding came in a compound"), "no log line for the compound case:\n{log}");
+    assert!(log.contains("not passed: a session setup is under way on the connection"), "no log line for the setup case:\n{log}");
     assert!(!log.contains("connection passed to the worker that owns its session"), "a connection was passed:\n{log}");
-    // Both connections go on where they are.
+    // The connections go on where they are.
     assert_eq!(c.tree_connect("share").status, SUCCESS);
+    // Once its session is logged off, C has no session, and still stays.
+    assert_eq!(c.logoff().status, SUCCESS);
+    assert_eq!(bind(&a, &mut c, USER, Sign::With(&key)).unwrap_err(), USER_SESSION_DELETED, "binding after a LOGOFF");
+    let log = std::fs::read_to_string(&srv.log).unwrap();
+    assert!(log.contains("not passed: the connection was passed here already, or its NEGOTIATE was not kept"), "no log line for the logged-off case:\n{log}");
+    assert_eq!(passes(&srv), 0, "a logged-off connection was passed");
+    d.session_id = 0;
+    d.session_setup();
+    assert_eq!(d.session_id >> 48, 1, "D stayed on worker 1");
 }
