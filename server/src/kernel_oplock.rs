@@ -33,7 +33,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tracing::{debug, warn};
 
 /// What the file lease taken for an open covers.
@@ -276,24 +276,32 @@ fn scan() {
 fn break_then_release(id: (usize, u64), key: FileKey, server: Weak<Server>) {
     if let Some(server) = server.upgrade() {
         debug!(?key, "another program opens a file with a kernel oplock: breaking its oplocks and leases");
-        match server.store.kernel_break(key, Server::now_ms()) {
-            Ok(mut workers) => {
-                workers.sort_unstable();
-                workers.dedup();
-                for w in workers {
-                    server.wake(w, key);
-                }
-            }
-            Err(e) => warn!("kernel oplock break: {e}"),
-        }
+        // Each look also records this worker as waiting on the file's
+        // oplock record, in the same store step: the ack or close that ends
+        // a break (on any worker) wakes it, so no timer but the deadline.
         let until = Instant::now() + server.cfg.limits.oplock_break_timeout;
         let mut seen = server.file_events.generation();
-        while Instant::now() < until {
-            match server.store.oplocks(key) {
-                Ok(r) if r.any_caching() => {}
-                _ => break,
+        loop {
+            match server.store.kernel_break(key, Server::now_ms(), server.worker_id) {
+                Ok((mut workers, caching)) => {
+                    workers.sort_unstable();
+                    workers.dedup();
+                    for w in workers {
+                        server.wake(w, key);
+                    }
+                    if !caching {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    warn!("kernel oplock break: {e}");
+                    break;
+                }
             }
-            seen = server.file_events.wait(seen, (Instant::now() + Duration::from_millis(100)).min(until));
+            if Instant::now() >= until {
+                break;
+            }
+            seen = server.file_events.wait(seen, until);
         }
     }
     give_up(id);

@@ -417,14 +417,14 @@ impl StateStore for LmdbStore {
         })
     }
 
-    fn kernel_break(&self, key: FileKey, now_ms: u64) -> Result<Vec<u32>, StoreError> {
+    fn kernel_break(&self, key: FileKey, now_ms: u64, waiter: u32) -> Result<(Vec<u32>, bool), StoreError> {
         if self.read::<OplockRecord>(self.oplock, key)?.is_none() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
         self.write(|t| {
             let mut notify = Vec::new();
-            modify(self.oplock, t, key, |r: &mut OplockRecord| r.break_all(now_ms, &mut notify))?;
-            Ok(notify)
+            let caching = modify(self.oplock, t, key, |r: &mut OplockRecord| r.kernel_break(now_ms, waiter, &mut notify))?;
+            Ok((notify, caching))
         })
     }
 

@@ -235,14 +235,14 @@ impl StateStore for MemStore {
         Ok(notify)
     }
 
-    fn kernel_break(&self, key: FileKey, now_ms: u64) -> Result<Vec<u32>, StoreError> {
+    fn kernel_break(&self, key: FileKey, now_ms: u64, waiter: u32) -> Result<(Vec<u32>, bool), StoreError> {
         let mut t = self.write();
         if !t.oplock.contains_key(&key) {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
         let mut notify = Vec::new();
-        with(&mut t.oplock, key, OplockRecord::is_empty, |r| r.break_all(now_ms, &mut notify));
-        Ok(notify)
+        let caching = with(&mut t.oplock, key, OplockRecord::is_empty, |r| r.kernel_break(now_ms, waiter, &mut notify));
+        Ok((notify, caching))
     }
 
     fn lease_file(&self, id: &LeaseId) -> Result<Option<FileKey>, StoreError> {

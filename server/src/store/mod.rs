@@ -203,8 +203,10 @@ pub trait StateStore: Send + Sync {
     fn lease_break_parent(&self, dir: FileKey, except: Option<&LeaseId>, now_ms: u64) -> Result<Vec<u32>, StoreError>;
     // Kernel oplocks (kernel_oplock.rs).
     /// Another program opened the file: all its oplocks and leases break to
-    /// none; workers to wake.
-    fn kernel_break(&self, key: FileKey, now_ms: u64) -> Result<Vec<u32>, StoreError>;
+    /// none and, while any still caches, `waiter` waits for them (woken by
+    /// the acks and closes). Workers to wake (to send the breaks), and
+    /// whether anything still caches.
+    fn kernel_break(&self, key: FileKey, now_ms: u64, waiter: u32) -> Result<(Vec<u32>, bool), StoreError>;
     /// All non-empty records (for `smbdirect status` and tests).
     fn snapshot(&self) -> Result<Vec<(FileKey, ShareRecord, LockRecord)>, StoreError>;
 

@@ -244,6 +244,20 @@ impl OplockRecord {
         self.break_leases_parent(None, now, notify);
     }
 
+    /// Another program opens the file (kernel oplocks): [`Self::break_all`],
+    /// and while anything still caches, `waiter` waits for it (an ack or a
+    /// close wakes it). Whether anything still caches. Called again by the
+    /// waiter after each wake-up: breaks already under way are not
+    /// announced twice.
+    pub fn kernel_break(&mut self, now: u64, waiter: u32, notify: &mut Vec<u32>) -> bool {
+        self.break_all(now, notify);
+        let caching = self.any_caching();
+        if caching {
+            self.add_waiter(waiter);
+        }
+        caching
+    }
+
     /// Whether an oplock or lease of the file still caches anything.
     pub fn any_caching(&self) -> bool {
         self.holders.iter().any(|h| h.level != LEVEL_NONE) || self.leases.iter().any(|l| l.state != 0)

@@ -292,12 +292,17 @@ fn leases(s: &dyn StateStore) {
     // Another program opens a file (kernel oplocks): its batch oplock breaks to none.
     s.open_file(G, entry(c, READ, SHARE_ALL)).unwrap();
     assert_eq!(s.oplock_grant(G, c, oplock::LEVEL_BATCH, true).unwrap(), oplock::LEVEL_BATCH);
-    assert!(s.kernel_break(F, 0).unwrap().is_empty());
-    assert_eq!(s.kernel_break(G, 0).unwrap(), vec![1]);
+    assert_eq!(s.kernel_break(F, 0, 5).unwrap(), (vec![], false));
+    assert_eq!(s.kernel_break(G, 0, 5).unwrap(), (vec![1], true));
+    assert_eq!(s.kernel_break(G, 1, 5).unwrap(), (vec![], true), "a break under way is not announced twice");
     assert_eq!(s.oplock_notices(G, 1).unwrap(), vec![(c.open, oplock::LEVEL_NONE)]);
     assert!(s.oplocks(G).unwrap().any_caching(), "until acknowledged");
-    assert_eq!(s.oplock_ack(G, c, oplock::LEVEL_NONE).unwrap().0, Ok(oplock::LEVEL_NONE));
+    assert_eq!(s.oplocks(G).unwrap().waiters, vec![5], "the kernel break waits, once");
+    let (acked, wake) = s.oplock_ack(G, c, oplock::LEVEL_NONE).unwrap();
+    assert_eq!(acked, Ok(oplock::LEVEL_NONE));
+    assert!(wake.contains(&5), "the ack wakes the kernel break");
     assert!(!s.oplocks(G).unwrap().any_caching());
+    assert_eq!(s.kernel_break(G, 2, 5).unwrap(), (vec![], false));
     s.close_file(G, c).unwrap();
     assert!(s.snapshot().unwrap().is_empty());
 }
