@@ -128,6 +128,13 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
         }
     };
     debug!(async_id = pending.async_id, "CREATE waits for an oplock break");
+    // A CANCEL or the end of the connection wakes the wait below at once.
+    let weak = Arc::downgrade(&server);
+    pending.on_stop(Arc::new(move |_| {
+        if let Some(s) = weak.upgrade() {
+            s.file_events.bump();
+        }
+    }));
     let msg = ctx.msg.to_vec();
     let r = std::thread::Builder::new().name("smb-create".into()).stack_size(512 * 1024).spawn(move || {
         // The retried CREATE runs as the tree's user, as the first try did.
@@ -148,9 +155,9 @@ pub fn create(conn: &mut Connection, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Re
             }
         };
         loop {
-            // Wake at least once a second to notice a CANCEL.
-            let step = deadline(until).min(Instant::now() + Duration::from_secs(1));
-            let now_seen = server.file_events.wait(seen, step);
+            // Woken by the file's events, by a CANCEL (the stop hook above) or
+            // at the break's deadline.
+            let now_seen = server.file_events.wait(seen, deadline(until));
             if let Some(why) = pending.as_ref().and_then(|p| p.stop.get()) {
                 let detach = detachable && matches!(why, crate::asyncop::Stop::Disconnected) && call.session.is_valid();
                 finish(&mut pending, NtStatus::CANCELLED, None);

@@ -348,6 +348,8 @@ pub fn after_handle_breaks(conn: &mut Connection, ctx: &mut Ctx<'_>, open: &Arc<
             if !held || Server::now_ms() >= until {
                 break;
             }
+            // Looks again at least once a second: the acks do not wake this
+            // wait (it is not recorded as a waiter on the oplock record).
             let step = Instant::now() + Duration::from_millis(until.saturating_sub(Server::now_ms()).min(1000));
             seen = server.file_events.wait(seen, step);
         }
