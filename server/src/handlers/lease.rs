@@ -338,19 +338,26 @@ pub fn after_handle_breaks(conn: &mut Connection, ctx: &mut Ctx<'_>, open: &Arc<
     let Some(until) = until else { return job() };
     let Ok(pending) = crate::conn::go_async(conn, ctx) else { return job() };
     debug!(async_id = pending.async_id, "rename waits for lease breaks");
+    // A CANCEL or the end of the connection wakes the wait below at once.
+    let weak = Arc::downgrade(&server);
+    pending.on_stop(Arc::new(move |_| {
+        if let Some(s) = weak.upgrade() {
+            s.file_events.bump();
+        }
+    }));
     let r = std::thread::Builder::new().name("smb-rename".into()).stack_size(256 * 1024).spawn(move || {
         let mut seen = server.file_events.generation();
         loop {
             if pending.stop.get().is_some() {
                 return pending.finish(NtStatus::CANCELLED, None);
             }
-            let held = keys.iter().any(|&k| server.store.oplocks(k).map(|r| r.others_hold_handle(by)).unwrap_or(false));
+            // Each look records this worker as waiting on the files' oplock
+            // records: the ack or close that ends a break wakes it.
+            let held = keys.iter().fold(false, |held, &k| server.store.lease_handle_wait(k, by, server.worker_id).unwrap_or(false) || held);
             if !held || Server::now_ms() >= until {
                 break;
             }
-            // Looks again at least once a second: the acks do not wake this
-            // wait (it is not recorded as a waiter on the oplock record).
-            let step = Instant::now() + Duration::from_millis(until.saturating_sub(Server::now_ms()).min(1000));
+            let step = Instant::now() + Duration::from_millis(until.saturating_sub(Server::now_ms()));
             seen = server.file_events.wait(seen, step);
         }
         match job() {

@@ -394,6 +394,13 @@ impl StateStore for LmdbStore {
         })
     }
 
+    fn lease_handle_wait(&self, key: FileKey, by: GlobalOpenId, waiter: u32) -> Result<bool, StoreError> {
+        if self.read::<OplockRecord>(self.oplock, key)?.as_ref().is_none_or(|r| !r.others_hold_handle(by)) {
+            return Ok(false);
+        }
+        self.write(|t| modify(self.oplock, t, key, |r: &mut OplockRecord| r.handle_wait(by, waiter)))
+    }
+
     fn lease_break_handle(&self, key: FileKey, by: GlobalOpenId, now_ms: u64, timeout_ms: u64) -> Result<(Vec<u32>, Option<u64>), StoreError> {
         if self.read::<OplockRecord>(self.oplock, key)?.is_none() {
             return Ok((Vec::new(), None));

@@ -215,6 +215,14 @@ impl StateStore for MemStore {
         Ok(Some(with(oplock, key, OplockRecord::is_empty, |r| r.grant_lease(s, open, req))))
     }
 
+    fn lease_handle_wait(&self, key: FileKey, by: GlobalOpenId, waiter: u32) -> Result<bool, StoreError> {
+        let mut t = self.write();
+        if !t.oplock.contains_key(&key) {
+            return Ok(false);
+        }
+        Ok(with(&mut t.oplock, key, OplockRecord::is_empty, |r| r.handle_wait(by, waiter)))
+    }
+
     fn lease_break_handle(&self, key: FileKey, by: GlobalOpenId, now_ms: u64, timeout_ms: u64) -> Result<(Vec<u32>, Option<u64>), StoreError> {
         let mut t = self.write();
         if !t.oplock.contains_key(&key) {

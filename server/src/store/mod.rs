@@ -193,6 +193,10 @@ pub trait StateStore: Send + Sync {
     /// other leases lose H; workers to wake, and when the breaks that want
     /// an acknowledgment time out (`None`: none do).
     fn lease_break_handle(&self, key: FileKey, by: GlobalOpenId, now_ms: u64, timeout_ms: u64) -> Result<(Vec<u32>, Option<u64>), StoreError>;
+    /// Whether a lease other than `by`'s still holds H on the file; if so
+    /// `waiter` is recorded as waiting on the file's oplock record (an ack
+    /// or close wakes it), in the same step.
+    fn lease_handle_wait(&self, key: FileKey, by: GlobalOpenId, waiter: u32) -> Result<bool, StoreError>;
     /// The lease breaks `worker` must announce now.
     fn lease_notices(&self, key: FileKey, worker: u32) -> Result<Vec<LeaseNotice>, StoreError>;
     /// A LEASE_BREAK acknowledgment: (file, state, epoch) or why not; the workers to wake.

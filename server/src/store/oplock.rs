@@ -258,6 +258,18 @@ impl OplockRecord {
         caching
     }
 
+    /// A rename through `by` waiting for other leases to lose H: whether
+    /// one still holds it and, if so, `waiter` waits (the ack or close that
+    /// ends a break wakes it; it looks again with this, so no wake-up is
+    /// lost between two acks).
+    pub fn handle_wait(&mut self, by: GlobalOpenId, waiter: u32) -> bool {
+        let held = self.others_hold_handle(by);
+        if held {
+            self.add_waiter(waiter);
+        }
+        held
+    }
+
     /// Whether an oplock or lease of the file still caches anything.
     pub fn any_caching(&self) -> bool {
         self.holders.iter().any(|h| h.level != LEVEL_NONE) || self.leases.iter().any(|l| l.state != 0)
