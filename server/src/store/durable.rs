@@ -235,9 +235,9 @@ pub fn encode_id(id: u64) -> [u8; 8] {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trip_and_damage() {
-        let mut r = DurableRecord {
+    /// A connected v2 record with every optional part empty.
+    fn record() -> DurableRecord {
+        DurableRecord {
             persistent_id: 7,
             open: GlobalOpenId { worker: 2, open: 99 },
             file: FileKey { dev: 1, ino: 5 },
@@ -256,7 +256,12 @@ mod tests {
             app_instance_id: None,
             close_requested: false,
             waiters: Vec::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn round_trip_and_damage() {
+        let mut r = record();
         assert_eq!(DurableRecord::decode(&r.encode()).unwrap(), r);
         r.lease_key = Some([8; 16]);
         r.disconnected_until = Some(123);
@@ -279,28 +284,7 @@ mod tests {
 
     #[test]
     fn waiters_are_bounded() {
-        let mut r = DurableRecord::decode(&DurableRecord {
-            persistent_id: 1,
-            open: GlobalOpenId { worker: 0, open: 1 },
-            file: FileKey { dev: 1, ino: 1 },
-            version: 1,
-            create_guid: [0; 16],
-            client_guid: [0; 16],
-            owner: String::new(),
-            share: String::new(),
-            path: String::new(),
-            access: 0,
-            share_access: 0,
-            oplock: 0,
-            lease_key: None,
-            timeout_ms: 0,
-            disconnected_until: None,
-            app_instance_id: None,
-            close_requested: false,
-            waiters: Vec::new(),
-        }
-        .encode())
-        .unwrap();
+        let mut r = record();
         for w in 0..(MAX_WAITERS as u32 + 10) {
             r.add_waiter(w);
         }

@@ -109,6 +109,25 @@ pub(crate) fn route_of(ip: Ipv4Addr, n: u64) -> u64 {
     ip.octets().iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| (h ^ u64::from(*x)).wrapping_mul(0x0100_0000_01b3)) % n
 }
 
+/// A loopback address that the supervisor routes to `worker` of `n`.
+pub(crate) fn address_routed_to(worker: u64, n: u64) -> Ipv4Addr {
+    (2..=250u8).map(|x| Ipv4Addr::new(127, 0, 0, x)).find(|ip| route_of(*ip, n) == worker).unwrap()
+}
+
+/// Client A of the binding tests: from 127.0.0.1 (routed to worker 0), SMB
+/// 3.1.1, a session (checked to be worker 0's), the share, and `shared.txt`
+/// opened and written with `data`. The client and the file's id.
+pub(crate) fn session_on_worker0(ts: &TestServer, port: u16, data: &[u8]) -> (Client, [u8; 16]) {
+    let mut a = tcp_client(ts, port, Ipv4Addr::LOCALHOST);
+    negotiate_as(&mut a, vec![DIALECT_311], None);
+    a.session_setup();
+    assert_eq!(a.tree_connect("share").status, SUCCESS);
+    let fid = a.open_file("shared.txt");
+    assert_eq!(a.write(&fid, 0, data).status, SUCCESS);
+    assert_eq!(a.session_id >> 48, 0, "worker 0 allocated A's session: {:#x}", a.session_id);
+    (a, fid)
+}
+
 pub(crate) fn tcp_client(ts: &TestServer, port: u16, from: Ipv4Addr) -> Client {
     let sock = socket2_connect(from, port);
     sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -154,16 +173,10 @@ fn binding_on_another_worker_moves_the_connection_to_the_session() {
     // Only for its config: every request goes over TCP.
     let ts = server();
     let a_from = Ipv4Addr::LOCALHOST;
-    let mut a = tcp_client(&ts, srv.port, a_from);
-    negotiate_as(&mut a, vec![DIALECT_311], None);
-    a.session_setup();
-    assert_eq!(a.tree_connect("share").status, SUCCESS);
-    let fid = a.open_file("shared.txt");
-    assert_eq!(a.write(&fid, 0, b"written on channel one").status, SUCCESS);
-    assert_eq!(a.session_id >> 48, 0, "worker 0 allocated A's session: {:#x}", a.session_id);
+    let (mut a, fid) = session_on_worker0(&ts, srv.port, b"written on channel one");
 
     // B: routed by address to worker 1, then names A's ClientGUID.
-    let b_from = (2..=250u8).map(|x| Ipv4Addr::new(127, 0, 0, x)).find(|ip| route_of(*ip, 2) == 1).unwrap();
+    let b_from = address_routed_to(1, 2);
     let mut b = tcp_client(&ts, srv.port, b_from);
     negotiate_after_smb1(&mut b);
     let key = session_signer(&a);
@@ -292,13 +305,7 @@ fn shape(v: &[Resp]) -> Vec<(u16, u32, u32, bool)> {
 fn binding_compound_on_another_worker_is_answered_whole_by_the_owner() {
     let srv = serve(tempfile::tempdir().unwrap());
     let ts = server();
-    let mut a = tcp_client(&ts, srv.port, Ipv4Addr::LOCALHOST);
-    negotiate_as(&mut a, vec![DIALECT_311], None);
-    a.session_setup();
-    assert_eq!(a.tree_connect("share").status, SUCCESS);
-    let fid = a.open_file("shared.txt");
-    assert_eq!(a.write(&fid, 0, b"written on channel one").status, SUCCESS);
-    assert_eq!(a.session_id >> 48, 0, "worker 0 allocated A's session: {:#x}", a.session_id);
+    let (a, fid) = session_on_worker0(&ts, srv.port, b"written on channel one");
 
     // R: A's ClientGUID, routed to worker 0 directly; its chains are not passed.
     let mut r = tcp_client(&ts, srv.port, Ipv4Addr::LOCALHOST);
@@ -308,7 +315,7 @@ fn binding_compound_on_another_worker_is_answered_whole_by_the_owner() {
     assert!(!log.contains("connection passed to the worker that owns its session"), "R was passed:\n{log}");
 
     // B: routed by address to worker 1, then names A's ClientGUID.
-    let b_from = (2..=250u8).map(|x| Ipv4Addr::new(127, 0, 0, x)).find(|ip| route_of(*ip, 2) == 1).unwrap();
+    let b_from = address_routed_to(1, 2);
     let mut b = tcp_client(&ts, srv.port, b_from);
     negotiate_after_smb1(&mut b);
     let st = status(&srv.state);

@@ -13,7 +13,7 @@
 //! supervisor to worker 0, which serves it from its own pool slots, answers
 //! the binding and then B's requests on A's open.
 
-use crate::bindroute::{negotiate_after_smb1, route_of, serve_args, status, tcp_client, TcpWire};
+use crate::bindroute::{address_routed_to, negotiate_after_smb1, serve_args, session_on_worker0, status, tcp_client, TcpWire};
 use crate::harness::*;
 use crate::multichannel::{bind, negotiate_as, session_signer, Sign};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -70,16 +70,10 @@ fn smb_direct_binding_on_another_worker_moves_the_channel_to_the_session() {
     .unwrap();
     let srv = serve_args(dir, 2, &["--config".into(), conf.display().to_string()]);
     let ts = server();
-    let mut a = tcp_client(&ts, srv.port, Ipv4Addr::LOCALHOST);
-    negotiate_as(&mut a, vec![DIALECT_311], None);
-    a.session_setup();
-    assert_eq!(a.tree_connect("share").status, SUCCESS);
-    let fid = a.open_file("shared.txt");
-    assert_eq!(a.write(&fid, 0, b"written over TCP").status, SUCCESS);
-    assert_eq!(a.session_id >> 48, 0, "worker 0 allocated A's session: {:#x}", a.session_id);
+    let (mut a, fid) = session_on_worker0(&ts, srv.port, b"written over TCP");
 
     // B: a channel through the proxy, routed by address to worker 1.
-    let b_from = (2..=250u8).map(|x| Ipv4Addr::new(127, 0, 0, x)).find(|ip| route_of(*ip, 2) == 1).unwrap();
+    let b_from = address_routed_to(1, 2);
     let mut b = channel_client(&ts, front_port, b_from);
     negotiate_after_smb1(&mut b);
     let st = status(&srv.state);
@@ -141,7 +135,7 @@ fn bindings_that_cannot_move_are_answered_where_they_arrive() {
     a.session_setup();
     assert_eq!(a.session_id >> 48, 0, "worker 0 allocated A's session");
     let key = session_signer(&a);
-    let from1 = (2..=250u8).map(|x| Ipv4Addr::new(127, 0, 0, x)).find(|ip| route_of(*ip, 2) == 1).unwrap();
+    let from1 = address_routed_to(1, 2);
     let binding = |c: &mut Client| {
         let mut body = Client::session_setup_body(&Gss::new(USER, PASSWORD).step(None).1, 1);
         body[2] = 1; // SMB2_SESSION_FLAG_BINDING
